@@ -1,0 +1,359 @@
+//! Command-line interface (design §8): subcommands, global options and their help.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Recover KubeVirt VMs left stuck `Stopping`/`Terminating` on this Harvester node
+/// after a power cut.
+///
+/// vmrecover decides whether the node's last shutdown was unclean, proves from the node
+/// itself that nothing of a stuck VM still runs or holds a disk here, and only then lets
+/// the controllers finish or clears the known KubeVirt/Harvester finalizers itself.
+#[derive(Debug, Parser)]
+#[command(name = "vmrecover", version, propagate_version = true, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Shorthand for `vmrecover run --dry-run`: print the plan, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+impl Cli {
+    /// Parses the command line, enforcing what clap's derive cannot express: the
+    /// top-level `--dry-run` stands alone, and a subcommand is required without it.
+    pub fn parse_checked() -> Self {
+        match Self::try_parse_checked(std::env::args_os()) {
+            Ok(cli) => cli,
+            Err(e) => {
+                // --help and --version print to stdout and succeed; every usage error is
+                // exit code 1 (design §8), not clap's default 2.
+                let _ = e.print();
+                std::process::exit(if e.use_stderr() { 1 } else { 0 });
+            }
+        }
+    }
+
+    /// Like [`Cli::parse_checked`] from an explicit argument list.
+    pub fn try_parse_checked<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::check(<Self as Parser>::try_parse_from(args)?)
+    }
+
+    fn check(cli: Self) -> Result<Self, clap::Error> {
+        use clap::CommandFactory;
+        match (&cli.command, cli.dry_run) {
+            (Some(_), true) => Err(Cli::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "the top-level --dry-run is shorthand for `run --dry-run` and takes no subcommand; \
+                 use `vmrecover run --dry-run`",
+            )),
+            (None, false) => Err(Cli::command().error(
+                clap::error::ErrorKind::MissingSubcommand,
+                "a subcommand is required (status, run, agent, boot-record), or --dry-run",
+            )),
+            _ => Ok(cli),
+        }
+    }
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 done or nothing to do · 1 error (unreachable API, \
+unreadable evidence, bad flags) · 3 some VMs blocked and left for a person";
+
+/// Options every subcommand takes.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Kubeconfig to use; without it, in-cluster config or the default kubeconfig.
+    #[arg(long, env = "KUBECONFIG", global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// This node's name as the cluster knows it (must match a Node object).
+    /// Defaults to the hostname.
+    #[arg(long, env = "NODE_NAME", global = true, value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// Persistent directory for boot records and run reports. On Harvester, /var/lib is
+    /// mostly tmpfs: keep the default or use /var/lib/rancher/vmrecover.
+    #[arg(
+        long,
+        env = "VMRECOVER_STATE_DIR",
+        global = true,
+        default_value = "/usr/local/vmrecover",
+        value_name = "DIR"
+    )]
+    pub state_dir: PathBuf,
+
+    /// Where the host's root filesystem is visible (a DaemonSet mounts it, e.g. /host).
+    #[arg(
+        long,
+        env = "VMRECOVER_HOST_ROOT",
+        global = true,
+        default_value = "/",
+        value_name = "DIR"
+    )]
+    pub host_root: PathBuf,
+
+    /// Journal directory to read (passed to `journalctl -D`); without it, the system journal.
+    #[arg(long, env = "VMRECOVER_JOURNAL_DIR", global = true, value_name = "DIR")]
+    pub journal_dir: Option<PathBuf>,
+
+    /// How many entries of the previous boot's journal tail to read.
+    #[arg(long, global = true, default_value_t = 400, value_name = "N")]
+    pub journal_tail: usize,
+
+    /// Namespace for vmrecover's Lease and its own objects.
+    #[arg(
+        long,
+        env = "VMRECOVER_NAMESPACE",
+        global = true,
+        default_value = "harvester-system",
+        value_name = "NS"
+    )]
+    pub namespace: String,
+
+    /// Log format: text for people, json for containers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Where logs go: auto is journald when its socket exists and we run as a
+    /// service, stderr otherwise.
+    #[arg(long, global = true, value_enum, default_value_t = LogTarget::Auto)]
+    pub log_target: LogTarget,
+
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `vmrecover=debug`.
+    #[arg(long, env = "VMRECOVER_LOG", global = true, default_value = "info")]
+    pub log_level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Log destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogTarget {
+    /// journald under systemd when its socket exists, else stderr.
+    Auto,
+    /// Always journald.
+    Journald,
+    /// Always stderr.
+    Stderr,
+}
+
+/// Output format of `status` and `run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A table for people.
+    Table,
+    /// The full facts/plan/report as JSON, for tools and tests.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what this node's agent saw and decided, per VM, with reasons.
+    ///
+    /// Works without cluster access (it says which evidence it could not read).
+    Status(StatusArgs),
+    /// Plan recovery for the VMs stuck on this node and, unless --dry-run, apply it.
+    Run(RunArgs),
+    /// The daemon: boot check, wait for the API, recover, keep watching.
+    Agent(AgentArgs),
+    /// Record this boot as running (start) or cleanly stopped (stop); called by
+    /// vmrecover-boot.service.
+    BootRecord(BootRecordArgs),
+}
+
+/// `status` options.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// `run` options.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Print the exact plan and make no change (no mutating API call, ever).
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Apply without asking (required when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Limit the run to these VMs (repeatable), as NAMESPACE/NAME.
+    #[arg(long, value_name = "NS/NAME", value_parser = parse_ns_name)]
+    pub only: Vec<NamespacedName>,
+
+    /// Also kill orphan virt-launcher/qemu processes (SIGTERM, grace, SIGKILL).
+    #[arg(long)]
+    pub kill_orphans: bool,
+
+    /// How long to wait for another holder of this node's Lease before giving up.
+    #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "DURATION")]
+    pub lease_wait: Duration,
+
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// When the agent acts on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActOn {
+    /// Only after an unclean-shutdown verdict.
+    Unclean,
+    /// On any verdict.
+    Always,
+    /// Never: report only.
+    Never,
+}
+
+/// `agent` options.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// When to act automatically.
+    #[arg(long, value_enum, default_value_t = ActOn::Unclean)]
+    pub act_on: ActOn,
+
+    /// How long after boot the agent keeps recovering VMs that become stuck.
+    #[arg(long, value_parser = parse_duration, default_value = "30m", value_name = "DURATION")]
+    pub boot_window: Duration,
+
+    /// Address for /metrics, /healthz and /readyz; `off` disables them.
+    #[arg(long, default_value = "0.0.0.0:9477", value_name = "ADDR|off")]
+    pub metrics_addr: String,
+
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// `boot-record` options.
+#[derive(Debug, Args)]
+pub struct BootRecordArgs {
+    /// Which end of the boot to record.
+    #[arg(value_enum)]
+    pub action: BootRecordAction,
+}
+
+/// The two ends of a boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BootRecordAction {
+    /// This boot is running.
+    Start,
+    /// This boot is stopping cleanly.
+    Stop,
+}
+
+/// Recovery policy options shared by `status`, `run` and `agent`.
+#[derive(Debug, Clone, Args)]
+pub struct PolicyArgs {
+    /// A VMI counts as stuck once it has been deleting this long (counted from the later
+    /// of its deletionTimestamp and this boot).
+    #[arg(long, value_parser = parse_duration, default_value = "5m", value_name = "DURATION")]
+    pub stuck_after: Duration,
+
+    /// How long to let virt-controller/Harvester clear their own finalizers before
+    /// vmrecover clears them.
+    #[arg(long, value_parser = parse_duration, default_value = "2m", value_name = "DURATION")]
+    pub controller_grace: Duration,
+
+    /// At most this many VMs per run; a plan that would touch more is refused whole.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub max_vms: usize,
+
+    /// Also remove this finalizer (repeatable). Unknown finalizers are otherwise kept.
+    #[arg(long, value_name = "NAME")]
+    pub also_finalizer: Vec<String>,
+}
+
+/// A `namespace/name` pair.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct NamespacedName {
+    /// The namespace.
+    pub namespace: String,
+    /// The name.
+    pub name: String,
+}
+
+impl std::fmt::Display for NamespacedName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+fn parse_ns_name(s: &str) -> Result<NamespacedName, String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(NamespacedName {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+            })
+        }
+        _ => Err(format!("expected NAMESPACE/NAME, got {s:?}")),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration (e.g. 90s, 5m, 1h): {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn only_takes_namespace_slash_name() {
+        assert_eq!(
+            parse_ns_name("default/vm1").unwrap(),
+            NamespacedName {
+                namespace: "default".into(),
+                name: "vm1".into()
+            }
+        );
+        for bad in ["vm1", "/vm1", "default/", "a/b/c"] {
+            assert!(parse_ns_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn top_level_dry_run_needs_no_subcommand() {
+        let cli = Cli::try_parse_checked(["vmrecover", "--dry-run"]).unwrap();
+        assert!(cli.dry_run && cli.command.is_none());
+        assert!(Cli::try_parse_checked(["vmrecover", "--dry-run", "status"]).is_err());
+        assert!(Cli::try_parse_checked(["vmrecover"]).is_err());
+    }
+}

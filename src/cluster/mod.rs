@@ -1,0 +1,1 @@
+//! Kubernetes side: typed views of the objects vmrecover reads and the requests it makes.

@@ -1,0 +1,70 @@
+//! Policy: the knobs the planner obeys, built from flags and environment.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{NamespacedName, PolicyArgs};
+
+/// Everything `plan()` needs to know besides the facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// A deleting VMI is stuck once this long has passed since the later of its
+    /// deletionTimestamp and this boot.
+    #[serde(with = "humantime_serde_compat")]
+    pub stuck_after: Duration,
+    /// How long controllers get to clear their own finalizers first.
+    #[serde(with = "humantime_serde_compat")]
+    pub controller_grace: Duration,
+    /// At most this many VMs acted on in one run; more is refused whole.
+    pub max_vms: usize,
+    /// Finalizers the operator named for removal besides the known ones.
+    pub also_finalizers: Vec<String>,
+    /// Only these VMs, when not empty.
+    pub only: Vec<NamespacedName>,
+    /// Whether orphan launcher/qemu processes are to be killed.
+    pub kill_orphans: bool,
+}
+
+impl Policy {
+    /// The policy given on the command line.
+    pub fn from_args(args: &PolicyArgs, only: &[NamespacedName], kill_orphans: bool) -> Self {
+        Policy {
+            stuck_after: args.stuck_after,
+            controller_grace: args.controller_grace,
+            max_vms: args.max_vms,
+            also_finalizers: args.also_finalizer.clone(),
+            only: only.to_vec(),
+            kill_orphans,
+        }
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            stuck_after: Duration::from_secs(300),
+            controller_grace: Duration::from_secs(120),
+            max_vms: 50,
+            also_finalizers: Vec::new(),
+            only: Vec::new(),
+            kill_orphans: false,
+        }
+    }
+}
+
+/// Durations as humantime strings ("5m", "2m 30s") in JSON.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}

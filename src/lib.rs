@@ -1,0 +1,16 @@
+//! vmrecover: node-local recovery of KubeVirt VMs left stuck after a power cut.
+//!
+//! The pipeline (design §2): gather facts at the edge (`boot`, `node`, `cluster`),
+//! decide with a pure planner (`recovery::plan`), apply with re-checked preconditions
+//! (`recovery::apply`), report (`recovery::report`).
+
+pub mod boot;
+pub mod cli;
+pub mod cluster;
+pub mod commands;
+pub mod config;
+pub mod evidence;
+pub mod exit;
+pub mod logging;
+pub mod node;
+pub mod recovery;

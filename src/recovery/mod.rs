@@ -1,0 +1,1 @@
+//! The recovery engine: the pure planner, the applier and the run report.
