@@ -11,10 +11,10 @@ use crate::cli::{NamespacedName, PolicyArgs};
 pub struct Policy {
     /// A deleting VMI is stuck once this long has passed since the later of its
     /// deletionTimestamp and this boot.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "crate::serde_duration")]
     pub stuck_after: Duration,
     /// How long controllers get to clear their own finalizers first.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "crate::serde_duration")]
     pub controller_grace: Duration,
     /// At most this many VMs acted on in one run; more is refused whole.
     pub max_vms: usize,
@@ -50,21 +50,5 @@ impl Default for Policy {
             only: Vec::new(),
             kill_orphans: false,
         }
-    }
-}
-
-/// Durations as humantime strings ("5m", "2m 30s") in JSON.
-mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
     }
 }

@@ -14,3 +14,5 @@ pub mod exit;
 pub mod logging;
 pub mod node;
 pub mod recovery;
+mod serde_duration;
+pub mod state_file;

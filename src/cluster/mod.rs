@@ -1,1 +1,5 @@
 //! Kubernetes side: typed views of the objects vmrecover reads and the requests it makes.
+
+pub mod names;
+pub mod objects;
+pub mod snapshot;

@@ -1,1 +1,6 @@
 //! The recovery engine: the pure planner, the applier and the run report.
+
+pub mod finalizers;
+pub mod intents;
+pub mod model;
+pub mod plan;

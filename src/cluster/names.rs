@@ -1,0 +1,22 @@
+//! Label, annotation and field names from KubeVirt, Harvester and Longhorn (design §4).
+
+/// Label on a VMI naming the node it runs on.
+pub const LABEL_NODE_NAME: &str = "kubevirt.io/nodeName";
+/// Label on a VMI naming the target node of a migration in flight.
+pub const LABEL_MIGRATION_TARGET: &str = "kubevirt.io/migrationTargetNodeName";
+/// Label `kubevirt.io=virt-launcher` marks launcher pods.
+pub const LABEL_KUBEVIRT: &str = "kubevirt.io";
+/// The value of [`LABEL_KUBEVIRT`] on launcher pods.
+pub const VIRT_LAUNCHER: &str = "virt-launcher";
+/// Label on a launcher pod carrying the VMI's UID.
+pub const LABEL_CREATED_BY: &str = "kubevirt.io/created-by";
+/// Annotation on a launcher pod naming its VMI.
+pub const ANNOTATION_DOMAIN: &str = "kubevirt.io/domain";
+/// Harvester's annotation listing PVCs its VM finalizer still has to delete.
+pub const ANNOTATION_REMOVED_PVCS: &str = "harvesterhci.io/removedPersistentVolumeClaims";
+/// The CSI driver (and VolumeAttachment attacher) of Longhorn.
+pub const LONGHORN_DRIVER: &str = "driver.longhorn.io";
+/// Longhorn's namespace.
+pub const LONGHORN_NAMESPACE: &str = "longhorn-system";
+/// vmrecover's name as an Event reporting controller and field manager.
+pub const REPORTING_CONTROLLER: &str = "vmrecover";

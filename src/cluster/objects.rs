@@ -1,0 +1,255 @@
+//! Typed views of the KubeVirt and Longhorn objects vmrecover reads: only the fields it
+//! uses, tolerant of unknown and missing fields (design §4).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+
+/// Implements `kube::Resource` for a struct with a `metadata: ObjectMeta` field.
+macro_rules! typed_resource {
+    ($ty:ty, $scope:ty, group = $group:literal, version = $version:literal, kind = $kind:literal, plural = $plural:literal) => {
+        impl kube::Resource for $ty {
+            type DynamicType = ();
+            type Scope = $scope;
+
+            fn kind(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed($kind)
+            }
+            fn group(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed($group)
+            }
+            fn version(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed($version)
+            }
+            fn plural(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed($plural)
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+/// `kubevirt.io/v1` VirtualMachineInstance.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VirtualMachineInstance {
+    /// Object metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The fields of `spec` vmrecover reads.
+    #[serde(default)]
+    pub spec: VmiSpec,
+    /// The fields of `status` vmrecover reads.
+    #[serde(default)]
+    pub status: VmiStatus,
+}
+typed_resource!(
+    VirtualMachineInstance,
+    k8s_openapi::NamespaceResourceScope,
+    group = "kubevirt.io",
+    version = "v1",
+    kind = "VirtualMachineInstance",
+    plural = "virtualmachineinstances"
+);
+
+/// `VirtualMachineInstance.spec`, the volume list only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VmiSpec {
+    /// The VMI's volumes.
+    #[serde(default)]
+    pub volumes: Vec<VmiVolume>,
+}
+
+/// One VMI volume; only PVC-backed sources matter for disk evidence.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmiVolume {
+    /// The volume's name in the VMI.
+    #[serde(default)]
+    pub name: String,
+    /// A PVC source.
+    #[serde(default)]
+    pub persistent_volume_claim: Option<ClaimRef>,
+    /// A DataVolume source (its PVC has the DataVolume's name).
+    #[serde(default)]
+    pub data_volume: Option<NameRef>,
+}
+
+/// `{claimName: …}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimRef {
+    /// The PVC's name.
+    #[serde(default)]
+    pub claim_name: String,
+}
+
+/// `{name: …}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NameRef {
+    /// The referenced name.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `VirtualMachineInstance.status`, the fields vmrecover reads.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmiStatus {
+    /// Pending, Scheduling, Scheduled, Running, Succeeded, Failed, WaitingForSync, Unknown.
+    #[serde(default)]
+    pub phase: Option<String>,
+    /// The node the VMI runs on.
+    #[serde(default)]
+    pub node_name: Option<String>,
+    /// E.g. `NodeUnresponsive`.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Present while a migration is, or was last, under way.
+    #[serde(default)]
+    pub migration_state: Option<MigrationState>,
+}
+
+/// `status.migrationState`, enough to tell whether a migration is in flight.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationState {
+    /// Source node.
+    #[serde(default)]
+    pub source_node: Option<String>,
+    /// Target node.
+    #[serde(default)]
+    pub target_node: Option<String>,
+    /// Set once the migration finished.
+    #[serde(default)]
+    pub completed: Option<bool>,
+    /// Set when the migration failed.
+    #[serde(default)]
+    pub failed: Option<bool>,
+    /// Set when the migration ended (either way).
+    #[serde(default)]
+    pub end_timestamp: Option<String>,
+}
+
+/// `kubevirt.io/v1` VirtualMachine.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VirtualMachine {
+    /// Object metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The fields of `spec` vmrecover reads.
+    #[serde(default)]
+    pub spec: VmSpec,
+    /// The fields of `status` vmrecover reads.
+    #[serde(default)]
+    pub status: VmStatus,
+}
+typed_resource!(
+    VirtualMachine,
+    k8s_openapi::NamespaceResourceScope,
+    group = "kubevirt.io",
+    version = "v1",
+    kind = "VirtualMachine",
+    plural = "virtualmachines"
+);
+
+/// `VirtualMachine.spec`, the run strategy only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmSpec {
+    /// Always, Halted, Manual, RerunOnFailure, Once.
+    #[serde(default)]
+    pub run_strategy: Option<String>,
+    /// The deprecated boolean form.
+    #[serde(default)]
+    pub running: Option<bool>,
+}
+
+/// `VirtualMachine.status`, the printable status only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmStatus {
+    /// E.g. Running, Stopped, Stopping, Terminating.
+    #[serde(default)]
+    pub printable_status: Option<String>,
+}
+
+/// `longhorn.io/v1beta2` Volume.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LonghornVolume {
+    /// Object metadata (name = the Longhorn volume name).
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The fields of `status` vmrecover reads.
+    #[serde(default)]
+    pub status: LonghornVolumeStatus,
+}
+typed_resource!(
+    LonghornVolume,
+    k8s_openapi::NamespaceResourceScope,
+    group = "longhorn.io",
+    version = "v1beta2",
+    kind = "Volume",
+    plural = "volumes"
+);
+
+/// `Volume.status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LonghornVolumeStatus {
+    /// The node the volume is attached to, if any.
+    #[serde(default)]
+    pub current_node_id: Option<String>,
+    /// attached, detached, attaching, detaching, …
+    #[serde(default)]
+    pub state: Option<String>,
+}
+
+/// `longhorn.io/v1beta2` VolumeAttachment (name = the volume name).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LonghornVolumeAttachment {
+    /// Object metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The fields of `spec` vmrecover reads.
+    #[serde(default)]
+    pub spec: LonghornAttachmentSpec,
+}
+typed_resource!(
+    LonghornVolumeAttachment,
+    k8s_openapi::NamespaceResourceScope,
+    group = "longhorn.io",
+    version = "v1beta2",
+    kind = "VolumeAttachment",
+    plural = "volumeattachments"
+);
+
+/// `VolumeAttachment.spec` (Longhorn).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LonghornAttachmentSpec {
+    /// Attachment tickets by id.
+    #[serde(default)]
+    pub attachment_tickets: BTreeMap<String, AttachmentTicket>,
+    /// The volume this attachment object is for.
+    #[serde(default)]
+    pub volume: Option<String>,
+}
+
+/// One Longhorn attachment ticket.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentTicket {
+    /// The node the ticket asks the volume to be attached to.
+    #[serde(rename = "nodeID", default)]
+    pub node_id: Option<String>,
+    /// csi-attacher, longhorn-api, …
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+}

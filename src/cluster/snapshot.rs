@@ -1,0 +1,316 @@
+//! The cluster facts the planner reads: small serde views of the objects on this node,
+//! built from the typed objects and easy to write by hand in tests.
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::VolumeAttachment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+
+use super::names::*;
+use super::objects::{
+    LonghornVolume, LonghornVolumeAttachment, VirtualMachine, VirtualMachineInstance,
+};
+use crate::evidence::Gathered;
+
+/// The identity of an object and the version it was read at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID.
+    pub uid: String,
+    /// resourceVersion when read.
+    pub resource_version: String,
+}
+
+impl ObjectKey {
+    fn of(meta: &ObjectMeta) -> Self {
+        ObjectKey {
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            uid: meta.uid.clone().unwrap_or_default(),
+            resource_version: meta.resource_version.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// A VMI as the planner sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmiView {
+    /// Identity and version.
+    pub key: ObjectKey,
+    /// `kubevirt.io/nodeName` label.
+    pub node_label: Option<String>,
+    /// `status.nodeName`.
+    pub status_node: Option<String>,
+    /// `kubevirt.io/migrationTargetNodeName` label.
+    pub migration_target: Option<String>,
+    /// A migration is in flight (started, not completed or failed).
+    pub migrating: bool,
+    /// `status.phase`.
+    pub phase: Option<String>,
+    /// `status.reason`.
+    pub reason: Option<String>,
+    /// `metadata.deletionTimestamp`.
+    pub deletion_timestamp: Option<jiff::Timestamp>,
+    /// `metadata.finalizers`, in order.
+    pub finalizers: Vec<String>,
+    /// Name and UID of the controlling VirtualMachine, if any.
+    pub owner_vm: Option<(String, String)>,
+    /// PVC names of its volumes.
+    pub pvcs: Vec<String>,
+}
+
+impl From<&VirtualMachineInstance> for VmiView {
+    fn from(vmi: &VirtualMachineInstance) -> Self {
+        let meta = &vmi.metadata;
+        let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k)).cloned();
+        let migrating = vmi.status.migration_state.as_ref().is_some_and(|m| {
+            m.completed != Some(true) && m.failed != Some(true) && m.end_timestamp.is_none()
+        });
+        VmiView {
+            key: ObjectKey::of(meta),
+            node_label: label(LABEL_NODE_NAME),
+            status_node: vmi.status.node_name.clone(),
+            migration_target: label(LABEL_MIGRATION_TARGET),
+            migrating,
+            phase: vmi.status.phase.clone(),
+            reason: vmi.status.reason.clone(),
+            deletion_timestamp: meta.deletion_timestamp.as_ref().map(|t| t.0),
+            finalizers: meta.finalizers.clone().unwrap_or_default(),
+            owner_vm: controller_of(meta, "VirtualMachine"),
+            pvcs: vmi
+                .spec
+                .volumes
+                .iter()
+                .filter_map(|v| {
+                    v.persistent_volume_claim
+                        .as_ref()
+                        .map(|c| c.claim_name.clone())
+                        .or_else(|| v.data_volume.as_ref().map(|d| d.name.clone()))
+                })
+                .filter(|n| !n.is_empty())
+                .collect(),
+        }
+    }
+}
+
+/// A VM as the planner sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmView {
+    /// Identity and version.
+    pub key: ObjectKey,
+    /// `metadata.deletionTimestamp`.
+    pub deletion_timestamp: Option<jiff::Timestamp>,
+    /// `metadata.finalizers`, in order.
+    pub finalizers: Vec<String>,
+    /// `status.printableStatus`.
+    pub printable_status: Option<String>,
+    /// PVCs Harvester's finalizer still has to delete
+    /// (`harvesterhci.io/removedPersistentVolumeClaims`).
+    pub removed_pvcs: Vec<String>,
+}
+
+impl From<&VirtualMachine> for VmView {
+    fn from(vm: &VirtualMachine) -> Self {
+        let meta = &vm.metadata;
+        VmView {
+            key: ObjectKey::of(meta),
+            deletion_timestamp: meta.deletion_timestamp.as_ref().map(|t| t.0),
+            finalizers: meta.finalizers.clone().unwrap_or_default(),
+            printable_status: vm.status.printable_status.clone(),
+            removed_pvcs: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_REMOVED_PVCS))
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A virt-launcher pod as the planner sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodView {
+    /// Identity and version.
+    pub key: ObjectKey,
+    /// `spec.nodeName`.
+    pub node_name: Option<String>,
+    /// `status.phase`.
+    pub phase: Option<String>,
+    /// `metadata.deletionTimestamp`.
+    pub deletion_timestamp: Option<jiff::Timestamp>,
+    /// UID of the VMI it serves (controller ownerRef, else `kubevirt.io/created-by`).
+    pub vmi_uid: Option<String>,
+    /// Name of the VMI it serves (ownerRef, else `kubevirt.io/domain`).
+    pub vmi_name: Option<String>,
+}
+
+impl From<&Pod> for PodView {
+    fn from(pod: &Pod) -> Self {
+        let meta = &pod.metadata;
+        let owner = controller_of(meta, "VirtualMachineInstance");
+        let label = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_CREATED_BY))
+            .cloned();
+        let domain = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_DOMAIN))
+            .cloned();
+        PodView {
+            key: ObjectKey::of(meta),
+            node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            phase: pod.status.as_ref().and_then(|s| s.phase.clone()),
+            deletion_timestamp: meta.deletion_timestamp.as_ref().map(|t| t.0),
+            vmi_uid: owner.as_ref().map(|(_, uid)| uid.clone()).or(label),
+            vmi_name: owner.map(|(name, _)| name).or(domain),
+        }
+    }
+}
+
+/// A PVC and the PV it is bound to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PvcView {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `spec.volumeName`: the PV, which for Longhorn is also the Longhorn volume name.
+    pub volume_name: Option<String>,
+}
+
+impl From<&PersistentVolumeClaim> for PvcView {
+    fn from(pvc: &PersistentVolumeClaim) -> Self {
+        PvcView {
+            namespace: pvc.metadata.namespace.clone().unwrap_or_default(),
+            name: pvc.metadata.name.clone().unwrap_or_default(),
+            volume_name: pvc.spec.as_ref().and_then(|s| s.volume_name.clone()),
+        }
+    }
+}
+
+/// Where a volume is attached, from a storage.k8s.io VolumeAttachment or a Longhorn
+/// attachment ticket or volume status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentView {
+    /// The PV / Longhorn volume name.
+    pub volume: String,
+    /// The node it is attached (or asked to be attached) to.
+    pub node: String,
+    /// Where this fact comes from, e.g. `volumeattachment/csi-1a2b` or
+    /// `longhorn volumeattachment/pvc-… ticket csi-…`.
+    pub source: String,
+    /// Whether the source says it is attached now (false: only requested).
+    pub attached: bool,
+}
+
+impl AttachmentView {
+    /// The attachments a storage.k8s.io VolumeAttachment states.
+    pub fn from_csi(va: &VolumeAttachment) -> Option<Self> {
+        let pv = va.spec.source.persistent_volume_name.clone()?;
+        Some(AttachmentView {
+            volume: pv,
+            node: va.spec.node_name.clone(),
+            source: format!(
+                "volumeattachment/{} ({})",
+                va.metadata.name.as_deref().unwrap_or(""),
+                va.spec.attacher
+            ),
+            attached: va.status.as_ref().is_some_and(|s| s.attached),
+        })
+    }
+
+    /// The attachments a Longhorn VolumeAttachment's tickets request.
+    pub fn from_longhorn_tickets(lva: &LonghornVolumeAttachment) -> Vec<Self> {
+        let volume = lva
+            .spec
+            .volume
+            .clone()
+            .or_else(|| lva.metadata.name.clone())
+            .unwrap_or_default();
+        lva.spec
+            .attachment_tickets
+            .iter()
+            .filter_map(|(id, t)| {
+                Some(AttachmentView {
+                    volume: volume.clone(),
+                    node: t.node_id.clone()?,
+                    source: format!("longhorn volumeattachment/{volume} ticket {id}"),
+                    attached: false,
+                })
+            })
+            .collect()
+    }
+
+    /// Where a Longhorn volume's status says it is attached.
+    pub fn from_longhorn_volume(v: &LonghornVolume) -> Option<Self> {
+        let node = v.status.current_node_id.clone().filter(|n| !n.is_empty())?;
+        let name = v.metadata.name.clone().unwrap_or_default();
+        Some(AttachmentView {
+            source: format!(
+                "longhorn volume/{name} ({})",
+                v.status.state.as_deref().unwrap_or("state unknown")
+            ),
+            volume: name,
+            node,
+            attached: v.status.state.as_deref() == Some("attached"),
+        })
+    }
+}
+
+/// Everything read from the cluster for this node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterFacts {
+    /// The node these facts are about.
+    pub node: String,
+    /// VMIs labelled for this node, on it by status, or migrating to it.
+    pub vmis: Gathered<Vec<VmiView>>,
+    /// The VMs owning those VMIs, and deleting VMs vmrecover was recovering.
+    pub vms: Gathered<Vec<VmView>>,
+    /// virt-launcher pods on this node.
+    pub pods: Gathered<Vec<PodView>>,
+    /// PVCs of the VMs concerned.
+    pub pvcs: Gathered<Vec<PvcView>>,
+    /// Where volumes are attached (CSI and Longhorn).
+    pub attachments: Gathered<Vec<AttachmentView>>,
+}
+
+impl ClusterFacts {
+    /// Facts for a cluster that could not be reached at all.
+    pub fn unreachable(node: &str, source: &str, reason: &str) -> Self {
+        ClusterFacts {
+            node: node.to_string(),
+            vmis: Gathered::unreadable(source, reason),
+            vms: Gathered::unreadable(source, reason),
+            pods: Gathered::unreadable(source, reason),
+            pvcs: Gathered::unreadable(source, reason),
+            attachments: Gathered::unreadable(source, reason),
+        }
+    }
+}
+
+/// The controlling owner of `kind`: (name, uid).
+fn controller_of(meta: &ObjectMeta, kind: &str) -> Option<(String, String)> {
+    meta.owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.kind == kind && o.controller == Some(true))
+        .or_else(|| {
+            meta.owner_references
+                .as_ref()?
+                .iter()
+                .find(|o| o.kind == kind)
+        })
+        .map(|o| (o.name.clone(), o.uid.clone()))
+}

@@ -1,0 +1,152 @@
+//! Recovery intents: before vmrecover first changes a VM it records the VM here, and it
+//! forgets it once the VM is recovered. After a crash (or kill -9) between clearing the
+//! VMI and clearing the VM, the next run still knows the VM was on this node.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::evidence::Gathered;
+use crate::state_file::write_atomic;
+
+/// The file name under the state directory.
+pub const INTENTS_FILE: &str = "recovery-intents.json";
+
+/// One VM a run has started recovering.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryIntent {
+    /// The VM's namespace.
+    pub namespace: String,
+    /// The VM's name.
+    pub name: String,
+    /// The VM's UID.
+    pub vm_uid: String,
+    /// The VMI's UID (its processes carry it).
+    pub vmi_uid: String,
+    /// The PVC names of its volumes (the VMI that listed them may be gone).
+    pub pvcs: Vec<String>,
+    /// When the run started recovering it.
+    pub started: jiff::Timestamp,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct IntentsFile {
+    version: u32,
+    intents: Vec<RecoveryIntent>,
+}
+
+/// The intents file of a state directory.
+#[derive(Debug, Clone)]
+pub struct IntentStore {
+    path: PathBuf,
+}
+
+impl IntentStore {
+    /// The store under `state_dir`.
+    pub fn new(state_dir: &Path) -> Self {
+        IntentStore {
+            path: state_dir.join(INTENTS_FILE),
+        }
+    }
+
+    /// Reads the intents; a missing file is none; a corrupt one is unreadable evidence.
+    pub fn load(&self) -> Gathered<Vec<RecoveryIntent>> {
+        let source = self.path.display().to_string();
+        match std::fs::read(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Gathered::read(Vec::new()),
+            Err(e) => Gathered::unreadable(source, e.to_string()),
+            Ok(bytes) => match serde_json::from_slice::<IntentsFile>(&bytes) {
+                Ok(f) => Gathered::read(f.intents),
+                Err(e) => Gathered::unreadable(
+                    source,
+                    format!("not a vmrecover intents file ({e}); move it aside to continue"),
+                ),
+            },
+        }
+    }
+
+    /// Records `intent` (replacing one for the same VM UID).
+    pub fn add(&self, intent: RecoveryIntent) -> anyhow::Result<()> {
+        let mut all = self.load_for_update()?;
+        all.retain(|i| i.vm_uid != intent.vm_uid);
+        all.push(intent);
+        self.save(all)
+    }
+
+    /// Forgets the VM with `vm_uid`.
+    pub fn remove(&self, vm_uid: &str) -> anyhow::Result<()> {
+        let mut all = self.load_for_update()?;
+        let before = all.len();
+        all.retain(|i| i.vm_uid != vm_uid);
+        if all.len() == before {
+            return Ok(());
+        }
+        self.save(all)
+    }
+
+    fn load_for_update(&self) -> anyhow::Result<Vec<RecoveryIntent>> {
+        match self.load() {
+            Gathered::Read { value } => Ok(value),
+            Gathered::Unreadable { source, reason } => {
+                anyhow::bail!("cannot update {source}: {reason}")
+            }
+        }
+    }
+
+    fn save(&self, intents: Vec<RecoveryIntent>) -> anyhow::Result<()> {
+        let body = serde_json::to_vec_pretty(&IntentsFile {
+            version: 1,
+            intents,
+        })?;
+        write_atomic(&self.path, &body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent(uid: &str) -> RecoveryIntent {
+        RecoveryIntent {
+            namespace: "default".into(),
+            name: format!("vm-{uid}"),
+            vm_uid: uid.into(),
+            vmi_uid: format!("vmi-{uid}"),
+            pvcs: vec!["disk".into()],
+            started: jiff::Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn add_replace_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = IntentStore::new(dir.path());
+        assert_eq!(store.load(), Gathered::read(vec![]));
+        store.add(intent("a")).unwrap();
+        store.add(intent("b")).unwrap();
+        store.add(intent("a")).unwrap();
+        let names: Vec<_> = store
+            .load()
+            .value()
+            .unwrap()
+            .iter()
+            .map(|i| i.vm_uid.clone())
+            .collect();
+        assert_eq!(names, ["b", "a"]);
+        store.remove("b").unwrap();
+        assert_eq!(store.load().value().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn corrupt_file_is_unreadable_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(INTENTS_FILE), b"{torn").unwrap();
+        let store = IntentStore::new(dir.path());
+        assert!(matches!(store.load(), Gathered::Unreadable { .. }));
+        assert!(store.add(intent("a")).is_err());
+        assert_eq!(
+            std::fs::read(dir.path().join(INTENTS_FILE)).unwrap(),
+            b"{torn"
+        );
+    }
+}

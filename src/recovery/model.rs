@@ -1,0 +1,183 @@
+//! The planner's input and output types: `Facts` in, `Plan` of `Decision`s out.
+//! All serde, so `status --output json`, the dry-run and tests show the same thing.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::finalizers::ObjectKind;
+use super::intents::RecoveryIntent;
+use crate::boot::Verdict;
+use crate::cluster::snapshot::{ClusterFacts, ObjectKey};
+use crate::config::Policy;
+use crate::evidence::Gathered;
+use crate::node::{NodeFacts, ProcessKind};
+
+/// Everything gathered at the edge, with the time it was gathered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Facts {
+    /// When the facts were gathered (the planner's only clock).
+    pub now: jiff::Timestamp,
+    /// This node's name.
+    pub node: String,
+    /// When this boot started (stuck time counts from the later of this and the
+    /// deletionTimestamp).
+    pub boot_time: Gathered<jiff::Timestamp>,
+    /// The unclean-shutdown verdict (the full boot evidence is in the status report).
+    pub verdict: Verdict,
+    /// Processes and disks on this node.
+    pub local: NodeFacts,
+    /// Objects on this node as the API server has them.
+    pub cluster: ClusterFacts,
+    /// VMs an earlier run had started recovering (their VMI may be gone already).
+    pub intents: Gathered<Vec<RecoveryIntent>>,
+}
+
+/// The plan for this node: one decision per VM, plus orphan processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The node planned for.
+    pub node: String,
+    /// The facts' time.
+    pub at: jiff::Timestamp,
+    /// The boot verdict the plan was made under.
+    pub verdict: Verdict,
+    /// The policy the plan obeys.
+    pub policy: Policy,
+    /// One decision per VM (or standalone VMI) on this node, sorted by namespace/name.
+    pub decisions: Vec<Decision>,
+    /// Launcher/qemu processes that belong to no VMI on this node.
+    pub orphans: Vec<OrphanDecision>,
+    /// Set when the plan is refused as a whole (e.g. more VMs than `--max-vms`).
+    pub refused: Option<String>,
+}
+
+impl Plan {
+    /// The decisions that change something.
+    pub fn actionable(&self) -> impl Iterator<Item = &Decision> {
+        self.decisions
+            .iter()
+            .filter(|d| matches!(d.action, Action::Recover { .. }))
+    }
+
+    /// Whether applying the plan would change anything.
+    pub fn has_work(&self) -> bool {
+        self.refused.is_none()
+            && (self.actionable().next().is_some() || self.orphans.iter().any(|o| o.kill))
+    }
+
+    /// Whether any VM is left for a person (exit code 3).
+    pub fn has_blocked(&self) -> bool {
+        self.refused.is_some()
+            || self
+                .decisions
+                .iter()
+                .any(|d| matches!(d.action, Action::Blocked))
+    }
+}
+
+/// What vmrecover decided for one VM, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The VM's namespace.
+    pub namespace: String,
+    /// The VM's name (the VMI's name for a VMI without a VM).
+    pub name: String,
+    /// The VMI, when there is one.
+    pub vmi: Option<ObjectKey>,
+    /// The VM, when there is one.
+    pub vm: Option<ObjectKey>,
+    /// What an operator sees: VMI phase and VM printable status.
+    pub phase: String,
+    /// The decision.
+    pub action: Action,
+    /// Why, in words an operator can act on. Never empty.
+    pub reasons: Vec<String>,
+    /// The evidence the decision rests on.
+    pub evidence: Vec<String>,
+    /// Finalizers that are kept (unknown ones).
+    pub kept_finalizers: Vec<String>,
+    /// Side effects that clearing Harvester finalizers skips.
+    pub skipped_side_effects: Vec<String>,
+}
+
+/// The five decisions of the recovery ladder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// Nothing is wrong, or nothing is vmrecover's to do.
+    Healthy,
+    /// Not this node's business (another node, migrating, not selected).
+    NotMine,
+    /// Evidence is missing or positive: left alone for a person.
+    Blocked,
+    /// Not stuck yet, or a controller owns the next move.
+    Waiting {
+        /// When it counts as stuck, if that is known.
+        until: Option<jiff::Timestamp>,
+    },
+    /// Recover with these steps, in order.
+    Recover {
+        /// The ladder steps.
+        steps: Vec<Step>,
+    },
+}
+
+impl Action {
+    /// A short label for tables and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Action::Healthy => "healthy",
+            Action::NotMine => "not-mine",
+            Action::Blocked => "blocked",
+            Action::Waiting { .. } => "waiting",
+            Action::Recover { .. } => "recover",
+        }
+    }
+}
+
+/// One ladder step (design §6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Force-delete (grace 0, UID precondition) a leftover virt-launcher pod.
+    ForceDeletePod {
+        /// The pod as read.
+        pod: ObjectKey,
+    },
+    /// Give virt-controller/Harvester this long to clear their own finalizers.
+    WaitForControllers {
+        /// The grace period.
+        #[serde(with = "crate::serde_duration")]
+        grace: Duration,
+    },
+    /// Remove these finalizers with a JSON Patch that tests the current list and
+    /// resourceVersion.
+    ClearFinalizers {
+        /// VMI or VM.
+        kind: ObjectKind,
+        /// The object as read.
+        object: ObjectKey,
+        /// The finalizers as read (tested by the patch).
+        expected: Vec<String>,
+        /// The ones to remove.
+        remove: Vec<String>,
+    },
+}
+
+/// What to do about one orphan process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrphanDecision {
+    /// Process id.
+    pub pid: u32,
+    /// Start time (identity guard against pid reuse).
+    pub start_time: u64,
+    /// Which kind of VM process.
+    pub kind: ProcessKind,
+    /// Who it claims to serve, e.g. `default/vm-x (uid …)`.
+    pub claims: String,
+    /// Whether this run kills it (`--kill-orphans`).
+    pub kill: bool,
+    /// Why it is an orphan.
+    pub reason: String,
+}

@@ -1,0 +1,614 @@
+//! `plan(facts, policy) -> Plan`: the pure heart of vmrecover (design §6). No clock, no
+//! I/O: every safety rule lives here and is unit-tested here.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::finalizers::{classify, FinalizerClass, ObjectKind};
+use super::intents::RecoveryIntent;
+use super::model::{Action, Decision, Facts, OrphanDecision, Plan, Step};
+use crate::cluster::snapshot::{ObjectKey, PodView, VmView, VmiView};
+use crate::config::Policy;
+use crate::node::VmProcess;
+
+const FINAL_PHASES: [&str; 2] = ["Failed", "Succeeded"];
+
+/// Decides, for every VM on this node, what recovery (if any) is safe, with reasons.
+pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
+    let mut decisions = Vec::new();
+    match facts.cluster.vmis.as_result() {
+        Err(why) => decisions.push(Decision::unknown_cluster(&facts.node, why)),
+        Ok(vmis) => {
+            let vms: BTreeMap<(&str, &str), &VmView> = facts
+                .cluster
+                .vms
+                .value()
+                .map(|vms| {
+                    vms.iter()
+                        .map(|vm| ((vm.key.namespace.as_str(), vm.key.name.as_str()), vm))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut seen_vms = BTreeSet::new();
+            for vmi in vmis {
+                let vm_name = vmi.owner_vm.as_ref().map(|(n, _)| n.as_str());
+                let vm = vm_name.and_then(|n| vms.get(&(vmi.key.namespace.as_str(), n)).copied());
+                if let Some(vm) = vm {
+                    seen_vms.insert(vm.key.uid.clone());
+                }
+                decisions.push(decide_vmi(facts, policy, vmi, vm));
+            }
+            if let Some(intents) = facts.intents.value() {
+                for intent in intents {
+                    if seen_vms.contains(&intent.vm_uid) {
+                        continue;
+                    }
+                    let vm = vms
+                        .get(&(intent.namespace.as_str(), intent.name.as_str()))
+                        .copied()
+                        .filter(|vm| vm.key.uid == intent.vm_uid);
+                    if let Some(d) = decide_vm_without_vmi(facts, policy, intent, vm) {
+                        decisions.push(d);
+                    }
+                }
+            }
+        }
+    }
+    apply_only_filter(&mut decisions, policy, &facts.node);
+    decisions.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+
+    let recovering = decisions
+        .iter()
+        .filter(|d| matches!(d.action, Action::Recover { .. }))
+        .count();
+    let refused = (recovering > policy.max_vms).then(|| {
+        format!(
+            "the plan would act on {recovering} VMs, more than --max-vms {}: refused as a whole, \
+             nothing will be changed; check the node, then raise --max-vms or narrow with --only",
+            policy.max_vms
+        )
+    });
+
+    Plan {
+        node: facts.node.clone(),
+        at: facts.now,
+        verdict: facts.verdict,
+        policy: policy.clone(),
+        decisions,
+        orphans: find_orphans(facts, policy),
+        refused,
+    }
+}
+
+impl Decision {
+    fn new(namespace: &str, name: &str, phase: String) -> Self {
+        Decision {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            vmi: None,
+            vm: None,
+            phase,
+            action: Action::Healthy,
+            reasons: Vec::new(),
+            evidence: Vec::new(),
+            kept_finalizers: Vec::new(),
+            skipped_side_effects: Vec::new(),
+        }
+    }
+
+    fn with(mut self, action: Action, reason: impl Into<String>) -> Self {
+        self.action = action;
+        self.reasons.push(reason.into());
+        self
+    }
+
+    fn unknown_cluster(node: &str, why: String) -> Self {
+        Decision::new("", "*", "unknown".into()).with(
+            Action::Blocked,
+            format!("cannot read the VMIs on node {node} ({why}): no VM on this node is touched"),
+        )
+    }
+}
+
+fn phase_of(vmi: Option<&VmiView>, vm: Option<&VmView>) -> String {
+    let vmi_phase = vmi.map(|v| {
+        let mut p = v.phase.clone().unwrap_or_else(|| "NoPhase".into());
+        if v.deletion_timestamp.is_some() {
+            p.push_str(" (deleting)");
+        }
+        p
+    });
+    let vm_status = vm.map(|v| {
+        let mut s = v.printable_status.clone().unwrap_or_else(|| "-".into());
+        if v.deletion_timestamp.is_some() && s != "Terminating" {
+            s.push_str(" (deleting)");
+        }
+        s
+    });
+    match (vmi_phase, vm_status) {
+        (Some(i), Some(m)) => format!("vmi {i}, vm {m}"),
+        (Some(i), None) => format!("vmi {i}, no vm"),
+        (None, Some(m)) => format!("vmi gone, vm {m}"),
+        (None, None) => "-".into(),
+    }
+}
+
+fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>) -> Decision {
+    let me = facts.node.as_str();
+    let name = vmi
+        .owner_vm
+        .as_ref()
+        .map(|(n, _)| n.as_str())
+        .unwrap_or(&vmi.key.name);
+    let mut d = Decision::new(&vmi.key.namespace, name, phase_of(Some(vmi), vm));
+    d.vmi = Some(vmi.key.clone());
+    d.vm = vm.map(|v| v.key.clone());
+
+    // Only objects on this node, and never one that is migrating.
+    if let Some(reason) = not_mine(vmi, me) {
+        return d.with(Action::NotMine, reason);
+    }
+    if vmi.owner_vm.is_some() && vm.is_none() {
+        if let Err(why) = facts.cluster.vms.as_result() {
+            return d.with(Action::Blocked, format!("its VM could not be read ({why})"));
+        }
+    }
+
+    let deleting = vmi.deletion_timestamp.is_some();
+    let phase = vmi.phase.as_deref().unwrap_or("");
+    let is_final = FINAL_PHASES.contains(&phase);
+
+    if !deleting && !is_final {
+        return decide_live_vmi(facts, vmi, d);
+    }
+
+    let pods = match facts.cluster.pods.as_result() {
+        Ok(pods) => pods
+            .iter()
+            .filter(|p| pod_serves(p, vmi))
+            .collect::<Vec<_>>(),
+        Err(why) => {
+            return d.with(
+                Action::Blocked,
+                format!("virt-launcher pods on this node could not be read ({why})"),
+            )
+        }
+    };
+
+    if !deleting {
+        // Final but not deleting: the `Stopping` neighbour. Ladder steps 1-2 only.
+        if pods.is_empty() {
+            return d.with(
+                Action::Healthy,
+                format!("VMI is {phase} and no launcher pod is left: virt-controller finishes it"),
+            );
+        }
+        if let Err(reasons) = prove_nothing_here(facts, vmi, &vmi.pvcs, &mut d.evidence) {
+            d.reasons.extend(reasons);
+            d.action = Action::Blocked;
+            return d;
+        }
+        d.reasons.push(format!(
+            "VMI is {phase} but launcher pod {} lingers on this node (VM shows Stopping); \
+             force-deleting it lets virt-controller finish; finalizers of an object that is \
+             not deleting are never cleared",
+            names(&pods)
+        ));
+        let mut steps: Vec<Step> = pods
+            .iter()
+            .map(|p| Step::ForceDeletePod { pod: p.key.clone() })
+            .collect();
+        if !policy.controller_grace.is_zero() {
+            steps.push(Step::WaitForControllers {
+                grace: policy.controller_grace,
+            });
+        }
+        d.action = Action::Recover { steps };
+        return d;
+    }
+
+    // Deleting: is it stuck yet?
+    let Some(boot_time) = facts.boot_time.value().copied() else {
+        let why = facts.boot_time.as_result().err().unwrap_or_default();
+        return d.with(
+            Action::Blocked,
+            format!("this boot's start time could not be read ({why}), so how long the VMI has been stuck is unknown"),
+        );
+    };
+    let deleted_at = vmi.deletion_timestamp.unwrap_or(facts.now);
+    let since = deleted_at.max(boot_time);
+    let stuck_at = add(since, policy.stuck_after);
+    if facts.now < stuck_at {
+        return d.with(
+            Action::Waiting { until: Some(stuck_at) },
+            format!(
+                "deleting since {deleted_at}; counts as stuck {} after the later of that and this boot ({boot_time})",
+                humantime::format_duration(policy.stuck_after)
+            ),
+        );
+    }
+
+    // Which finalizers would go, which stay.
+    let vm_deleting = vm.filter(|v| v.deletion_timestamp.is_some());
+    let (vmi_remove, vmi_keep) = split_finalizers(&vmi.finalizers, ObjectKind::Vmi, policy, &mut d);
+    let (vm_remove, vm_keep) = match vm_deleting {
+        Some(vm) => split_finalizers(&vm.finalizers, ObjectKind::Vm, policy, &mut d),
+        None => (Vec::new(), Vec::new()),
+    };
+    if !vmi_keep.is_empty() || !vm_keep.is_empty() {
+        let mut kept: Vec<String> = vmi_keep.iter().map(|f| format!("{f} (vmi)")).collect();
+        kept.extend(vm_keep.iter().map(|f| format!("{f} (vm)")));
+        d.kept_finalizers = vmi_keep.iter().chain(vm_keep.iter()).cloned().collect();
+        return d.with(
+            Action::Blocked,
+            format!(
+                "unknown finalizer {} would keep it stuck; vmrecover never removes finalizers it does \
+                 not know: find its owner, or name it with --also-finalizer",
+                kept.join(", ")
+            ),
+        );
+    }
+
+    if let Err(reasons) = prove_nothing_here(facts, vmi, &vmi.pvcs, &mut d.evidence) {
+        d.reasons.extend(reasons);
+        d.action = Action::Blocked;
+        return d;
+    }
+
+    d.reasons.push(format!(
+        "VMI deleting since {deleted_at} (stuck: longer than {} since the later of that and this boot) \
+         and nothing of it runs or holds a disk on this node",
+        humantime::format_duration(policy.stuck_after)
+    ));
+    let mut steps: Vec<Step> = pods
+        .iter()
+        .map(|p| Step::ForceDeletePod { pod: p.key.clone() })
+        .collect();
+    if !pods.is_empty() {
+        d.reasons.push(format!(
+            "leftover launcher pod {} blocks virt-controller: force-delete it first",
+            names(&pods)
+        ));
+    }
+    if !policy.controller_grace.is_zero() {
+        steps.push(Step::WaitForControllers {
+            grace: policy.controller_grace,
+        });
+    }
+    if !vmi_remove.is_empty() {
+        steps.push(Step::ClearFinalizers {
+            kind: ObjectKind::Vmi,
+            object: vmi.key.clone(),
+            expected: vmi.finalizers.clone(),
+            remove: vmi_remove,
+        });
+    }
+    if let Some(vm) = vm_deleting {
+        if !vm_remove.is_empty() {
+            steps.push(Step::ClearFinalizers {
+                kind: ObjectKind::Vm,
+                object: vm.key.clone(),
+                expected: vm.finalizers.clone(),
+                remove: vm_remove,
+            });
+        }
+    } else if vm.is_some() {
+        d.reasons
+            .push("its VM is not being deleted: only the VMI is cleared".into());
+    }
+    d.action = Action::Recover { steps };
+    d
+}
+
+/// A VMI that is neither deleting nor final.
+fn decide_live_vmi(facts: &Facts, vmi: &VmiView, d: Decision) -> Decision {
+    let phase = vmi.phase.as_deref().unwrap_or("no phase");
+    match facts
+        .local
+        .processes_for(&vmi.key.namespace, &vmi.key.name, &vmi.key.uid)
+    {
+        Ok(procs) if !procs.is_empty() => d.with(
+            Action::Healthy,
+            format!("{phase}; live process {}", describe_procs(&procs)),
+        ),
+        Ok(_) if phase == "Running" => d.with(
+            Action::Waiting { until: None },
+            "Running on paper but no virt-launcher/qemu process on this node: virt-handler owns \
+             that transition (report only)",
+        ),
+        Ok(_) => d.with(
+            Action::Healthy,
+            format!("{phase}: not deleting, nothing to recover"),
+        ),
+        Err(why) => d.with(
+            Action::Waiting { until: None },
+            format!("{phase}, not deleting; process evidence could not be read ({why})"),
+        ),
+    }
+}
+
+/// A deleting VM whose VMI is already gone, which an earlier run started recovering.
+fn decide_vm_without_vmi(
+    facts: &Facts,
+    policy: &Policy,
+    intent: &RecoveryIntent,
+    vm: Option<&VmView>,
+) -> Option<Decision> {
+    let vm = vm?;
+    let mut d = Decision::new(&vm.key.namespace, &vm.key.name, phase_of(None, Some(vm)));
+    d.vm = Some(vm.key.clone());
+    if vm.deletion_timestamp.is_none() {
+        return Some(d.with(
+            Action::Healthy,
+            "an earlier run started recovering it; its VMI is gone and the VM is not deleting",
+        ));
+    }
+    let (remove, keep) = split_finalizers(&vm.finalizers, ObjectKind::Vm, policy, &mut d);
+    if !keep.is_empty() {
+        d.kept_finalizers = keep.clone();
+        return Some(d.with(
+            Action::Blocked,
+            format!(
+                "unknown finalizer {} (vm) is kept; name it with --also-finalizer",
+                keep.join(", ")
+            ),
+        ));
+    }
+    let ghost = VmiView {
+        key: ObjectKey {
+            namespace: intent.namespace.clone(),
+            name: intent.name.clone(),
+            uid: intent.vmi_uid.clone(),
+            resource_version: String::new(),
+        },
+        ..VmiView::default()
+    };
+    if let Err(reasons) = prove_nothing_here(facts, &ghost, &intent.pvcs, &mut d.evidence) {
+        d.reasons.extend(reasons);
+        d.action = Action::Blocked;
+        return Some(d);
+    }
+    d.reasons.push(format!(
+        "an earlier run cleared its VMI (started {}); the VM is still deleting",
+        intent.started
+    ));
+    if remove.is_empty() {
+        return Some(d.with(Action::Healthy, "no finalizer left to clear"));
+    }
+    d.action = Action::Recover {
+        steps: vec![Step::ClearFinalizers {
+            kind: ObjectKind::Vm,
+            object: vm.key.clone(),
+            expected: vm.finalizers.clone(),
+            remove,
+        }],
+    };
+    Some(d)
+}
+
+/// Why a VMI is not this node's to act on, if it is not.
+fn not_mine(vmi: &VmiView, me: &str) -> Option<String> {
+    if vmi.migrating
+        || (vmi.migration_target.is_some()
+            && vmi.migration_target.as_deref() != vmi.status_node.as_deref())
+    {
+        return Some(format!(
+            "migrating (target {}): left alone",
+            vmi.migration_target.as_deref().unwrap_or("unknown")
+        ));
+    }
+    match (vmi.node_label.as_deref(), vmi.status_node.as_deref()) {
+        (Some(l), _) if l != me => Some(format!(
+            "label kubevirt.io/nodeName says {l}, not this node"
+        )),
+        (_, Some(s)) if s != me => Some(format!("status.nodeName says {s}, not this node")),
+        (None, None) => Some("the VMI names no node".into()),
+        _ => None,
+    }
+}
+
+fn pod_serves(pod: &PodView, vmi: &VmiView) -> bool {
+    pod.key.namespace == vmi.key.namespace
+        && (pod.vmi_uid.as_deref() == Some(vmi.key.uid.as_str())
+            || (pod.vmi_uid.is_none() && pod.vmi_name.as_deref() == Some(vmi.key.name.as_str())))
+}
+
+/// Step 1 of the ladder: proof from the node that nothing of this VM runs or holds a disk
+/// here, and that no other node holds its disks. Every reason it fails is returned.
+fn prove_nothing_here(
+    facts: &Facts,
+    vmi: &VmiView,
+    pvc_names: &[String],
+    evidence: &mut Vec<String>,
+) -> Result<(), Vec<String>> {
+    let mut reasons = Vec::new();
+    let (ns, name, uid) = (&vmi.key.namespace, &vmi.key.name, &vmi.key.uid);
+    match facts.local.processes_for(ns, name, uid) {
+        Ok(procs) if procs.is_empty() => evidence.push(format!(
+            "no virt-launcher/qemu process for {ns}/{name} (uid {uid}) on this node"
+        )),
+        Ok(procs) => reasons.push(format!("still running here: {}", describe_procs(&procs))),
+        Err(why) => reasons.push(format!("process evidence missing: {why}")),
+    }
+
+    let volumes = match facts.cluster.pvcs.as_result() {
+        Err(why) => {
+            reasons.push(format!("PVC evidence missing: {why}"));
+            Vec::new()
+        }
+        Ok(pvcs) => pvc_names
+            .iter()
+            .filter_map(|claim| {
+                match pvcs.iter().find(|p| &p.namespace == ns && &p.name == claim) {
+                    None => {
+                        reasons.push(format!(
+                            "PVC {ns}/{claim} not found: its volume cannot be checked"
+                        ));
+                        None
+                    }
+                    Some(p) => match &p.volume_name {
+                        None => {
+                            evidence.push(format!("PVC {ns}/{claim} is not bound to a volume"));
+                            None
+                        }
+                        Some(v) => Some(v.clone()),
+                    },
+                }
+            })
+            .collect(),
+    };
+
+    for volume in &volumes {
+        match facts.local.volume_holders(volume) {
+            Ok(h) if h.is_empty() => {
+                evidence.push(format!("volume {volume}: not open or mounted on this node"))
+            }
+            Ok(h) => reasons.push(format!("volume {volume} is held here: {}", h.join("; "))),
+            Err(why) => reasons.push(format!("disk evidence for volume {volume} missing: {why}")),
+        }
+    }
+
+    match facts.cluster.attachments.as_result() {
+        Err(why) if !volumes.is_empty() => {
+            reasons.push(format!("attachment evidence missing: {why}"))
+        }
+        Err(_) => {}
+        Ok(atts) => {
+            for a in atts.iter().filter(|a| volumes.contains(&a.volume)) {
+                if a.node == facts.node {
+                    evidence.push(format!(
+                        "{} still names this node for {} (expected after a power cut)",
+                        a.source, a.volume
+                    ));
+                } else {
+                    reasons.push(format!(
+                        "{} attaches {} to node {}: the disk may be in use there",
+                        a.source, a.volume, a.node
+                    ));
+                }
+            }
+        }
+    }
+    if reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(reasons)
+    }
+}
+
+/// Splits an object's finalizers into (remove, keep) and notes skipped side effects.
+fn split_finalizers(
+    finalizers: &[String],
+    kind: ObjectKind,
+    policy: &Policy,
+    d: &mut Decision,
+) -> (Vec<String>, Vec<String>) {
+    let mut remove = Vec::new();
+    let mut keep = Vec::new();
+    for f in finalizers {
+        match classify(f, kind, &policy.also_finalizers) {
+            FinalizerClass::Known(k) => {
+                if let Some(skipped) = k.skipped {
+                    d.skipped_side_effects
+                        .push(format!("{f} on the {kind}: skips {skipped}"));
+                }
+                remove.push(f.clone());
+            }
+            FinalizerClass::OperatorNamed => {
+                d.skipped_side_effects.push(format!(
+                    "{f} on the {kind}: named with --also-finalizer; whatever its owner does on deletion is skipped"
+                ));
+                remove.push(f.clone());
+            }
+            FinalizerClass::Unknown => keep.push(f.clone()),
+        }
+    }
+    remove.dedup();
+    (remove, keep)
+}
+
+fn apply_only_filter(decisions: &mut Vec<Decision>, policy: &Policy, node: &str) {
+    if policy.only.is_empty() {
+        return;
+    }
+    decisions.retain(|d| {
+        policy.only.iter().any(|o| {
+            o.namespace == d.namespace
+                && (o.name == d.name || d.vmi.as_ref().is_some_and(|k| k.name == o.name))
+        })
+    });
+    for o in &policy.only {
+        if !decisions
+            .iter()
+            .any(|d| d.namespace == o.namespace && d.name == o.name)
+        {
+            decisions.push(Decision::new(&o.namespace, &o.name, "-".into()).with(
+                Action::NotMine,
+                format!("--only names it, but no VMI of that name is on node {node}"),
+            ));
+        }
+    }
+}
+
+fn find_orphans(facts: &Facts, policy: &Policy) -> Vec<OrphanDecision> {
+    let (Some(procs), Some(vmis)) = (facts.local.processes.value(), facts.cluster.vmis.value())
+    else {
+        return Vec::new();
+    };
+    procs
+        .iter()
+        .filter(|p| {
+            !vmis.iter().any(|v| {
+                p.uid.as_deref() == Some(v.key.uid.as_str())
+                    || (p.namespace.as_deref() == Some(v.key.namespace.as_str())
+                        && p.name.as_deref() == Some(v.key.name.as_str()))
+            })
+        })
+        .map(|p| OrphanDecision {
+            pid: p.pid,
+            start_time: p.start_time,
+            kind: p.kind,
+            claims: claims(p),
+            kill: policy.kill_orphans,
+            reason: format!(
+                "no VMI on node {} matches it{}",
+                facts.node,
+                if policy.kill_orphans {
+                    "; --kill-orphans: SIGTERM, then SIGKILL"
+                } else {
+                    "; reported only (--kill-orphans to kill)"
+                }
+            ),
+        })
+        .collect()
+}
+
+fn claims(p: &VmProcess) -> String {
+    format!(
+        "{}/{} (uid {})",
+        p.namespace.as_deref().unwrap_or("?"),
+        p.name.as_deref().unwrap_or("?"),
+        p.uid.as_deref().unwrap_or("?")
+    )
+}
+
+fn describe_procs(procs: &[&VmProcess]) -> String {
+    procs
+        .iter()
+        .map(|p| format!("pid {} ({:?})", p.pid, p.kind))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn names(pods: &[&PodView]) -> String {
+    pods.iter()
+        .map(|p| p.key.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn add(t: jiff::Timestamp, d: std::time::Duration) -> jiff::Timestamp {
+    jiff::SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_add(d).ok())
+        .unwrap_or(jiff::Timestamp::MAX)
+}
