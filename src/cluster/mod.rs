@@ -3,3 +3,6 @@
 pub mod names;
 pub mod objects;
 pub mod snapshot;
+pub mod client;
+pub mod errors;
+pub mod gather;
