@@ -39,9 +39,13 @@ pub fn init(level: &str, format: LogFormat, target: LogTarget) {
         Err(e) => (EnvFilter::new("info"), Some(format!("{level:?}: {e}"))),
     };
     let mut journald_error = None;
-    let layer: Box<dyn Layer<_> + Send + Sync> = match resolve_target(target) {
+    let target = resolve_target(target);
+    let layer: Box<dyn Layer<_> + Send + Sync> = match target {
         LogTarget::Journald => match tracing_journald::layer() {
-            Ok(l) => Box::new(l.with_syslog_identifier("vmrecover".into())),
+            Ok(l) => Box::new(
+                l.with_syslog_identifier("vmrecover".into())
+                    .with_field_prefix(None),
+            ),
             Err(e) => {
                 journald_error = Some(e.to_string());
                 stderr_layer(format)
@@ -49,8 +53,23 @@ pub fn init(level: &str, format: LogFormat, target: LogTarget) {
         },
         _ => stderr_layer(format),
     };
+    // The audit trail goes to journald whenever its socket exists, whatever the log
+    // target, with its fields as journal fields (OBJECT=, ACTION=, …). When all logs
+    // go to journald already, the main layer carries it.
+    let audit = (target != LogTarget::Journald && Path::new(JOURNALD_SOCKET).exists())
+        .then(|| tracing_journald::layer().ok())
+        .flatten()
+        .map(|l| {
+            l.with_syslog_identifier("vmrecover".into())
+                .with_field_prefix(None)
+                .with_filter(tracing_subscriber::filter::Targets::new().with_target(
+                    crate::recovery::audit::AUDIT_TARGET,
+                    tracing::Level::INFO,
+                ))
+        });
     let _ = tracing_subscriber::registry()
         .with(layer.with_filter(filter))
+        .with(audit)
         .try_init();
     if let Some(e) = bad_filter {
         tracing::warn!("ignoring log filter {e}; using info");

@@ -20,9 +20,9 @@ pub async fn connect(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
                 .await
                 .with_context(|| format!("kubeconfig {} is not usable", path.display()))?
         }
-        None => Config::infer()
-            .await
-            .context("no Kubernetes configuration: pass --kubeconfig, set KUBECONFIG, or run in a pod")?,
+        None => Config::infer().await.context(
+            "no Kubernetes configuration: pass --kubeconfig, set KUBECONFIG, or run in a pod",
+        )?,
     };
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(REQUEST_TIMEOUT);

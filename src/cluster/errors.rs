@@ -16,7 +16,9 @@ pub fn describe(err: &kube::Error, verb: &str, what: &str) -> String {
             status.code, status.reason, status.message
         ),
         kube::Error::HyperError(e) => format!("{verb} {what}: the API server is unreachable ({e})"),
-        kube::Error::Service(e) => format!("{verb} {what}: the API server is unreachable or timed out ({e})"),
+        kube::Error::Service(e) => {
+            format!("{verb} {what}: the API server is unreachable or timed out ({e})")
+        }
         other => format!("{verb} {what}: {other}"),
     }
 }

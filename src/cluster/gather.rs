@@ -11,7 +11,9 @@ use serde::de::DeserializeOwned;
 
 use super::errors::{describe, status_code};
 use super::names::*;
-use super::objects::{LonghornVolume, LonghornVolumeAttachment, VirtualMachine, VirtualMachineInstance};
+use super::objects::{
+    LonghornVolume, LonghornVolumeAttachment, VirtualMachine, VirtualMachineInstance,
+};
 use super::snapshot::{AttachmentView, ClusterFacts, PodView, PvcView, VmView, VmiView};
 use crate::evidence::Gathered;
 use crate::recovery::intents::RecoveryIntent;
@@ -38,8 +40,16 @@ pub async fn gather(client: &Client, node: &str, intents: &[RecoveryIntent]) -> 
     let vmi_api = Api::<VirtualMachineInstance>::all(client.clone());
     let all_va = ListParams::default();
     let (vmis, targets, pods, vas, lh_atts, lh_vols) = tokio::join!(
-        list(vmi_api.clone(), &on_node, "virtualmachineinstances.kubevirt.io"),
-        list(vmi_api, &migrating_here, "virtualmachineinstances.kubevirt.io"),
+        list(
+            vmi_api.clone(),
+            &on_node,
+            "virtualmachineinstances.kubevirt.io"
+        ),
+        list(
+            vmi_api,
+            &migrating_here,
+            "virtualmachineinstances.kubevirt.io"
+        ),
         list(Api::<Pod>::all(client.clone()), &launchers, "pods"),
         list(
             Api::<VolumeAttachment>::all(client.clone()),
@@ -59,7 +69,10 @@ pub async fn gather(client: &Client, node: &str, intents: &[RecoveryIntent]) -> 
     let vmis = match (vmis, targets) {
         (Ok(mut a), Ok(b)) => {
             let seen: BTreeSet<String> = a.iter().filter_map(|v| v.metadata.uid.clone()).collect();
-            a.extend(b.into_iter().filter(|v| v.metadata.uid.as_ref().is_none_or(|u| !seen.contains(u))));
+            a.extend(
+                b.into_iter()
+                    .filter(|v| v.metadata.uid.as_ref().is_none_or(|u| !seen.contains(u))),
+            );
             Ok(a)
         }
         (Err(e), _) | (_, Err(e)) => Err(e),
@@ -92,10 +105,19 @@ pub async fn gather(client: &Client, node: &str, intents: &[RecoveryIntent]) -> 
 
     ClusterFacts {
         node: node.to_string(),
-        vmis: gathered("virtualmachineinstances", vmis.map(|v| v.iter().map(VmiView::from).collect())),
-        vms: gathered("virtualmachines", vms.map(|v| v.iter().map(VmView::from).collect())),
+        vmis: gathered(
+            "virtualmachineinstances",
+            vmis.map(|v| v.iter().map(VmiView::from).collect()),
+        ),
+        vms: gathered(
+            "virtualmachines",
+            vms.map(|v| v.iter().map(VmView::from).collect()),
+        ),
         pods: gathered("pods", pods.map(|v| v.iter().map(PodView::from).collect())),
-        pvcs: gathered("persistentvolumeclaims", pvcs.map(|v| v.iter().map(PvcView::from).collect())),
+        pvcs: gathered(
+            "persistentvolumeclaims",
+            pvcs.map(|v| v.iter().map(PvcView::from).collect()),
+        ),
         attachments,
     }
 }
@@ -111,7 +133,10 @@ async fn list<K>(api: Api<K>, lp: &ListParams, what: &str) -> Result<Vec<K>, Str
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    api.list(lp).await.map(|l| l.items).map_err(|e| describe(&e, "list", what))
+    api.list(lp)
+        .await
+        .map(|l| l.items)
+        .map_err(|e| describe(&e, "list", what))
 }
 
 /// Lists a resource that may not exist in the cluster (Longhorn CRDs): 404 is "none".

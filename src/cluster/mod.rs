@@ -1,8 +1,10 @@
 //! Kubernetes side: typed views of the objects vmrecover reads and the requests it makes.
 
-pub mod names;
-pub mod objects;
-pub mod snapshot;
 pub mod client;
 pub mod errors;
 pub mod gather;
+pub mod lease;
+pub mod names;
+pub mod objects;
+pub mod snapshot;
+pub mod events;

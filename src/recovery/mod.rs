@@ -4,3 +4,4 @@ pub mod finalizers;
 pub mod intents;
 pub mod model;
 pub mod plan;
+pub mod audit;

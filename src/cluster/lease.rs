@@ -1,0 +1,279 @@
+//! The node Lease `vmrecover-<node>` (design §7): one mutating run per node at a time,
+//! whether the agent or an operator's manual run. Taken and renewed with optimistic
+//! concurrency (resourceVersion), so two contenders can never both hold it; it expires,
+//! so a dead holder does not block forever.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, PostParams};
+use kube::Client;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use super::errors::{describe, status_code};
+
+/// How a Lease is named and held.
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Lease name, `vmrecover-<node>`.
+    pub name: String,
+    /// Who we are, e.g. `agent@node-1/1234`.
+    pub identity: String,
+    /// How long the Lease is valid after each renewal.
+    pub duration: Duration,
+}
+
+impl LeaseConfig {
+    /// The Lease for `node`, held by `identity`.
+    pub fn for_node(namespace: &str, node: &str, identity: String) -> Self {
+        LeaseConfig {
+            namespace: namespace.to_string(),
+            name: format!("vmrecover-{node}"),
+            identity,
+            duration: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the Lease could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Someone else holds it and it has not expired.
+    #[error("lease {namespace}/{name} is held by {holder} since {since} (last renewed {renewed}, valid for {duration_s}s after that); try again later, or wait with --lease-wait")]
+    HeldByOther {
+        /// Lease namespace.
+        namespace: String,
+        /// Lease name.
+        name: String,
+        /// The holder's identity.
+        holder: String,
+        /// When the holder acquired it.
+        since: String,
+        /// When the holder last renewed it.
+        renewed: String,
+        /// Its duration.
+        duration_s: i32,
+    },
+    /// The API server refused or could not be reached.
+    #[error("{0}")]
+    Api(String),
+}
+
+/// A Lease we hold, renewed in the background until released or lost.
+pub struct HeldLease {
+    api: Api<Lease>,
+    config: LeaseConfig,
+    current: Arc<Mutex<Lease>>,
+    held: Arc<AtomicBool>,
+    renewer: JoinHandle<()>,
+}
+
+impl HeldLease {
+    /// Whether we still hold it; every mutation checks this first.
+    pub fn is_held(&self) -> bool {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    /// A cheap handle to check the lease from concurrent tasks.
+    pub fn guard(&self) -> LeaseGuard {
+        LeaseGuard(self.held.clone())
+    }
+
+    /// Gives the Lease up so the next run need not wait for expiry.
+    pub async fn release(self) -> Result<(), String> {
+        self.renewer.abort();
+        let was_held = self.held.swap(false, Ordering::SeqCst);
+        if !was_held {
+            return Ok(());
+        }
+        let mut lease = self.current.lock().await.clone();
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.holder_identity = None;
+            spec.lease_duration_seconds = Some(1);
+        }
+        self.api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await
+            .map(|_| ())
+            .map_err(|e| describe(&e, "update", &format!("leases/{}", self.config.name)))
+    }
+}
+
+/// Shared view of whether the Lease is still held.
+#[derive(Debug, Clone)]
+pub struct LeaseGuard(Arc<AtomicBool>);
+
+impl LeaseGuard {
+    /// Whether the Lease is still held.
+    pub fn is_held(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// A guard that is always held (for tests of code that takes one).
+    pub fn always() -> Self {
+        LeaseGuard(Arc::new(AtomicBool::new(true)))
+    }
+}
+
+/// Takes the Lease, waiting up to `wait` for another holder to release it or expire.
+pub async fn acquire(
+    client: &Client,
+    config: LeaseConfig,
+    wait: Duration,
+) -> Result<HeldLease, LeaseError> {
+    let api = Api::<Lease>::namespaced(client.clone(), &config.namespace);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match try_acquire(&api, &config).await {
+            Ok(lease) => {
+                let current = Arc::new(Mutex::new(lease));
+                let held = Arc::new(AtomicBool::new(true));
+                let renewer = tokio::spawn(renew_loop(
+                    api.clone(),
+                    config.clone(),
+                    current.clone(),
+                    held.clone(),
+                ));
+                return Ok(HeldLease {
+                    api,
+                    config,
+                    current,
+                    held,
+                    renewer,
+                });
+            }
+            Err(e @ LeaseError::HeldByOther { .. }) if tokio::time::Instant::now() < deadline => {
+                tracing::info!("{e}; waiting");
+                let left = deadline - tokio::time::Instant::now();
+                tokio::time::sleep(left.min(Duration::from_secs(2))).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn now_micro() -> MicroTime {
+    MicroTime(jiff::Timestamp::now())
+}
+
+fn expired(spec: &LeaseSpec, now: jiff::Timestamp) -> bool {
+    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
+        return true;
+    };
+    let secs = i64::from(spec.lease_duration_seconds.unwrap_or(0).max(0));
+    renewed.0 + jiff::SignedDuration::from_secs(secs) < now
+}
+
+async fn try_acquire(api: &Api<Lease>, config: &LeaseConfig) -> Result<Lease, LeaseError> {
+    let what = format!("leases/{} in {}", config.name, config.namespace);
+    let duration_s = i32::try_from(config.duration.as_secs()).unwrap_or(i32::MAX);
+    let existing = api
+        .get_opt(&config.name)
+        .await
+        .map_err(|e| LeaseError::Api(describe(&e, "get", &what)))?;
+    let Some(mut lease) = existing else {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(config.name.clone()),
+                namespace: Some(config.namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(config.identity.clone()),
+                lease_duration_seconds: Some(duration_s),
+                acquire_time: Some(now_micro()),
+                renew_time: Some(now_micro()),
+                lease_transitions: Some(0),
+                ..LeaseSpec::default()
+            }),
+        };
+        return match api.create(&PostParams::default(), &lease).await {
+            Ok(l) => Ok(l),
+            // Someone created it between our get and create: report them.
+            Err(e) if status_code(&e) == Some(409) => Box::pin(try_acquire(api, config)).await,
+            Err(e) => Err(LeaseError::Api(describe(&e, "create", &what))),
+        };
+    };
+    let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+    let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
+    let ours = holder.as_deref() == Some(config.identity.as_str());
+    if holder.is_some() && !ours && !expired(spec, jiff::Timestamp::now()) {
+        return Err(LeaseError::HeldByOther {
+            namespace: config.namespace.clone(),
+            name: config.name.clone(),
+            holder: holder.unwrap_or_default(),
+            since: spec
+                .acquire_time
+                .as_ref()
+                .map_or("an unknown time".into(), |t| t.0.to_string()),
+            renewed: spec
+                .renew_time
+                .as_ref()
+                .map_or("never".into(), |t| t.0.to_string()),
+            duration_s: spec.lease_duration_seconds.unwrap_or(0),
+        });
+    }
+    if !ours {
+        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        spec.acquire_time = Some(now_micro());
+    }
+    spec.holder_identity = Some(config.identity.clone());
+    spec.lease_duration_seconds = Some(duration_s);
+    spec.renew_time = Some(now_micro());
+    // replace() sends our read resourceVersion: a concurrent taker makes this a 409.
+    match api
+        .replace(&config.name, &PostParams::default(), &lease)
+        .await
+    {
+        Ok(l) => Ok(l),
+        Err(e) if status_code(&e) == Some(409) => Box::pin(try_acquire(api, config)).await,
+        Err(e) => Err(LeaseError::Api(describe(&e, "update", &what))),
+    }
+}
+
+/// Renews every third of the duration; marks the Lease lost when a renewal is refused
+/// (someone else took it) or when renewals keep failing until it would have expired.
+async fn renew_loop(
+    api: Api<Lease>,
+    config: LeaseConfig,
+    current: Arc<Mutex<Lease>>,
+    held: Arc<AtomicBool>,
+) {
+    let period = (config.duration / 3).max(Duration::from_millis(200));
+    let mut last_ok = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(period).await;
+        let mut lease = current.lock().await.clone();
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.renew_time = Some(now_micro());
+        }
+        match api
+            .replace(&config.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(l) => {
+                *current.lock().await = l;
+                last_ok = tokio::time::Instant::now();
+            }
+            Err(e) if status_code(&e) == Some(409) || status_code(&e) == Some(404) => {
+                tracing::error!(lease = %config.name, "lost the lease: {}", describe(&e, "update", "lease"));
+                held.store(false, Ordering::SeqCst);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(lease = %config.name, "lease renewal failed: {}", describe(&e, "update", "lease"));
+                if last_ok.elapsed() + period >= config.duration {
+                    tracing::error!(lease = %config.name, "lease expired without renewal: stopping mutations");
+                    held.store(false, Ordering::SeqCst);
+                    return;
+                }
+            }
+        }
+    }
+}
