@@ -1,1 +1,369 @@
-pub fn placeholder() {}
+//! `harvester-sim`: a simulated Harvester API server (Kubernetes + KubeVirt + Longhorn) for
+//! vmrecover's tests. It speaks plain HTTP on loopback, serves the resources of design §4 as
+//! schema-free JSON with the real apiserver's semantics, and is faithful enough that the real
+//! `kubectl` (1.27–1.33) and `kube::Client` work against it.
+//!
+//! # Running it
+//! ```text
+//! harvester-sim --listen 127.0.0.1:0 --kubeconfig-out /tmp/kc \
+//!     --scenario tests/sim/scenarios/power-loss.yaml [--log-requests FILE] [--kube-version 1.33.2]
+//! ```
+//! It writes the kubeconfig (server `http://ADDR`, a bearer-token user, a current context),
+//! prints one line `listening on ADDR` once ready and runs until SIGTERM/SIGINT (exit 0).
+//!
+//! # In-process
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use harvester_sim::{Sim, SimConfig, FaultRule};
+//! let sim = Sim::start(SimConfig::default().scenario_file("tests/sim/scenarios/power-loss.yaml")).await?;
+//! let kubeconfig = sim.kubeconfig_path();          // written for you, removed on drop
+//! sim.add_fault(FaultRule::status(Some("PATCH"), "*/virtualmachineinstances/*", 503).times(1));
+//! sim.set_virt_controller(true);
+//! let vmi = sim.get("kubevirt.io/v1", "VirtualMachineInstance", "default", "vm-web-01");
+//! let writes = sim.mutating_requests();            // client POST/PUT/PATCH/DELETE only
+//! # let _ = (kubeconfig, vmi, writes); Ok(()) }
+//! ```
+//!
+//! # Semantics
+//! - One global, monotonically increasing `resourceVersion`; `uid`, `creationTimestamp`,
+//!   `generation` (bumped when anything outside metadata/status changes, and when deletion starts).
+//! - Create: 409 AlreadyExists, `generateName`, 404 when the namespace does not exist; custom
+//!   resources drop `status` on create (status subresource), pods start `Pending`.
+//! - Update (PUT) and patch: 409 Conflict on a stale `resourceVersion`; a no-op does not write.
+//!   Kinds with a status subresource ignore status on the main resource and everything but status on
+//!   `/status`. No new finalizers may be added once an object is deleting (422, the real message).
+//! - Patch: JSON patch (a failed `test` answers the real generic 422 Invalid
+//!   "the server rejected our request due to an error in our request"), merge patch, strategic merge
+//!   for built-in kinds (finalizers merge as a set, `$deleteFromPrimitiveList`; custom resources
+//!   answer 415 like the real server), server-side apply (deep merge, creates when absent,
+//!   `fieldManager` required).
+//! - Delete: preconditions (uid, resourceVersion → 409); finalizers keep the object with
+//!   `deletionTimestamp`; removing the last finalizer removes it (watchers see DELETED);
+//!   `propagationPolicy` Orphan/Foreground add the `orphan`/`foregroundDeletion` finalizers the
+//!   garbage collector handles; pods delete gracefully (default `terminationGracePeriodSeconds`, 30):
+//!   on a node listed in `downNodes` they stay Terminating, on an up node the simulated kubelet
+//!   removes them at once, and a later delete with a shorter grace (0) removes them. Unscheduled or
+//!   finished pods go at once.
+//! - Garbage collection: when an object is finally removed, its dependents (`ownerReferences`
+//!   uid) are deleted (or lose the reference when another owner is alive).
+//! - virt-controller (setting `virtController`): deletes the launcher pods of a deleting or
+//!   Failed/Succeeded VMI and, once no pod owned by it exists, removes
+//!   `kubevirt.io/foregroundDeleteVirtualMachine`, `foregroundDeleteVirtualMachine` and
+//!   `kubevirt.io/virtualMachineControllerFinalize` from it; deletes the VMI of a deleting (or
+//!   halted) VM and, once it is gone, removes `kubevirt.io/virtualMachineControllerFinalize` from the
+//!   VM. Pods are found through their `ownerReferences`. Its writes are logged as `internal`.
+//! - Watch: `resourceVersion` (unset/"0": synthetic ADDED of the current state first), 410 Gone
+//!   ERROR event for a resourceVersion older than the kept history (`watchHistory` events, and
+//!   everything before start-up or `/_sim/compact`), `timeoutSeconds`, `allowWatchBookmarks`,
+//!   `sendInitialEvents`, label/field selectors with ADDED/DELETED on selection changes, and Table
+//!   rows for `kubectl get -w`.
+//! - Lists: label selectors (`=`, `==`, `!=`, `in`, `notin`, `key`, `!key`), field selectors
+//!   (`metadata.name`, `metadata.namespace`, pods `spec.nodeName`, `status.phase`, ...; an unknown
+//!   field is a 400), `limit`/`continue` pagination, server-side Table printing.
+//! - Discovery: `/version`, `/api`, `/api/v1`, `/apis`, `/apis/G`, `/apis/G/V` (legacy form; kubectl
+//!   asking for aggregated discovery falls back to it), `/openapi/v3` (PATCH operations with the
+//!   `fieldValidation` parameter, no schemas); `/openapi/v2` is 404.
+//!
+//! # Control API over HTTP
+//! See [`simapi`](crate::simapi) for `/_sim/requests`, `/_sim/faults`, `/_sim/settings`,
+//! `/_sim/objects` and `/_sim/compact`.
+//!
+//! # Scenario files
+//! Multi-document YAML of objects as `kubectl get -o yaml` prints them, loaded as written
+//! (status, deletionTimestamp and finalizers included); missing uid/resourceVersion/
+//! creationTimestamp are filled in. An optional `apiVersion: sim.vmrecover.dev/v1`,
+//! `kind: SimulatorSettings` document sets `downNodes`, `virtController`, `kubeVersion`,
+//! `watchHistory`. Several files merge; `kind: List` documents are accepted.
+
+pub mod api;
+pub mod errors;
+pub mod faults;
+pub mod kubeconfig;
+pub mod meta;
+pub mod openapi;
+pub mod patch;
+pub mod requestlog;
+pub mod resources;
+pub mod scenario;
+pub mod selectors;
+mod server;
+pub mod settings;
+pub mod simapi;
+pub mod store;
+pub mod table;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::watch as tokio_watch;
+
+pub use errors::ApiError;
+pub use faults::{FaultAction, FaultRule, Faults};
+pub use requestlog::{RequestLog, RequestRecord};
+pub use scenario::Scenario;
+pub use settings::{Settings, SettingsPatch};
+pub use store::Store;
+
+/// How to start a simulator.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Address to listen on (default `127.0.0.1:0`: a free port).
+    pub listen: SocketAddr,
+    /// Scenario files, loaded in order.
+    pub scenario_files: Vec<PathBuf>,
+    /// Scenario texts (YAML), loaded after the files.
+    pub scenario_texts: Vec<String>,
+    /// Settings applied after the scenarios' own.
+    pub settings: SettingsPatch,
+    /// Also append the request log as JSON lines to this file.
+    pub log_file: Option<PathBuf>,
+    /// Where to write the kubeconfig (default: a temporary file removed when the `Sim` drops).
+    pub kubeconfig_out: Option<PathBuf>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            scenario_files: Vec::new(),
+            scenario_texts: Vec::new(),
+            settings: SettingsPatch::default(),
+            log_file: None,
+            kubeconfig_out: None,
+        }
+    }
+}
+
+impl SimConfig {
+    /// Adds a scenario file.
+    pub fn scenario_file(mut self, p: impl Into<PathBuf>) -> Self {
+        self.scenario_files.push(p.into());
+        self
+    }
+
+    /// Adds scenario YAML text.
+    pub fn scenario_text(mut self, t: impl Into<String>) -> Self {
+        self.scenario_texts.push(t.into());
+        self
+    }
+
+    /// Sets the settings overrides.
+    pub fn settings(mut self, s: SettingsPatch) -> Self {
+        self.settings = s;
+        self
+    }
+}
+
+/// The path of a scenario shipped with this crate (`tests/sim/scenarios/NAME`).
+pub fn shipped_scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name)
+}
+
+/// A running simulator; it stops when dropped.
+pub struct Sim {
+    state: Arc<server::State>,
+    addr: SocketAddr,
+    kubeconfig: PathBuf,
+    remove_kubeconfig: bool,
+    shutdown: tokio_watch::Sender<bool>,
+}
+
+impl Sim {
+    /// Loads the scenarios, binds, writes the kubeconfig and starts serving on the current
+    /// tokio runtime.
+    pub async fn start(cfg: SimConfig) -> anyhow::Result<Sim> {
+        let mut sc = Scenario::default();
+        for f in &cfg.scenario_files {
+            sc.merge(Scenario::load(f)?);
+        }
+        for (i, t) in cfg.scenario_texts.iter().enumerate() {
+            sc.merge(Scenario::parse(t, &format!("scenario text {}", i + 1))?);
+        }
+        let mut settings = Settings::default();
+        settings.apply(&sc.settings);
+        settings.apply(&cfg.settings);
+        let log = Arc::new(match &cfg.log_file {
+            Some(p) => RequestLog::with_file(p)?,
+            None => RequestLog::default(),
+        });
+        let store = Store::new(settings, log.clone());
+        store
+            .load_all(sc.objects)
+            .map_err(|e| anyhow!("loading scenario objects: {e}"))?;
+        store.reconcile_all();
+        store.compact();
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        let addr = listener.local_addr().context("listener has no address")?;
+        let (shutdown, shutdown_rx) = tokio_watch::channel(false);
+        let state = Arc::new(server::State {
+            store,
+            log,
+            faults: Arc::new(Faults::default()),
+            addr,
+            shutdown: shutdown_rx,
+        });
+        let (kubeconfig, remove_kubeconfig) = match &cfg.kubeconfig_out {
+            Some(p) => (p.clone(), false),
+            None => (
+                std::env::temp_dir()
+                    .join(format!("harvester-sim-{}.kubeconfig", uuid::Uuid::new_v4())),
+                true,
+            ),
+        };
+        kubeconfig::write(addr, &kubeconfig)?;
+        tokio::spawn(server::serve(listener, state.clone()));
+        Ok(Sim {
+            state,
+            addr,
+            kubeconfig,
+            remove_kubeconfig,
+            shutdown,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The kubeconfig file pointing at this simulator.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The kubeconfig text.
+    pub fn kubeconfig_yaml(&self) -> String {
+        kubeconfig::render(self.addr)
+    }
+
+    /// The store (direct access for set-up and inspection).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.state.store
+    }
+
+    /// Every logged request (including internal controller writes, marked `internal`).
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.state.log.all()
+    }
+
+    /// Client requests that change state (POST/PUT/PATCH/DELETE outside `/_sim`, not internal).
+    pub fn mutating_requests(&self) -> Vec<RequestRecord> {
+        self.requests()
+            .into_iter()
+            .filter(RequestRecord::is_mutating)
+            .collect()
+    }
+
+    /// Clears the request log.
+    pub fn clear_requests(&self) {
+        self.state.log.clear()
+    }
+
+    /// Adds a fault rule.
+    pub fn add_fault(&self, r: FaultRule) {
+        self.state.faults.add(r)
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.state.faults.clear()
+    }
+
+    /// The fault rules with their counters.
+    pub fn faults(&self) -> Vec<FaultRule> {
+        self.state.faults.list()
+    }
+
+    /// Current settings.
+    pub fn settings(&self) -> Settings {
+        self.state.store.settings()
+    }
+
+    /// Changes settings; the simulated controllers react at once.
+    pub fn update_settings(&self, p: &SettingsPatch) -> Settings {
+        self.state.store.update_settings(p)
+    }
+
+    /// Marks a node down (its kubelet no longer confirms pod deletions) or up again.
+    pub fn set_node_down(&self, node: &str, down: bool) {
+        let mut nodes = self.settings().down_nodes;
+        if down {
+            nodes.insert(node.to_string());
+        } else {
+            nodes.remove(node);
+        }
+        self.update_settings(&SettingsPatch {
+            down_nodes: Some(nodes),
+            ..SettingsPatch::default()
+        });
+    }
+
+    /// Switches the simulated virt-controller on or off.
+    pub fn set_virt_controller(&self, on: bool) {
+        self.update_settings(&SettingsPatch {
+            virt_controller: Some(on),
+            ..SettingsPatch::default()
+        });
+    }
+
+    fn res(api_version: &str, kind: &str) -> Option<resources::ResIdx> {
+        resources::find_kind(api_version, kind)
+    }
+
+    /// Reads one object (`None` when absent or the kind is not served).
+    pub fn get(&self, api_version: &str, kind: &str, ns: &str, name: &str) -> Option<Value> {
+        let res = Self::res(api_version, kind)?;
+        self.state.store.get(res, ns, name).ok()
+    }
+
+    /// Every object of a kind.
+    pub fn list(&self, api_version: &str, kind: &str) -> Vec<Value> {
+        Self::res(api_version, kind)
+            .map(|r| self.state.store.all(r))
+            .unwrap_or_default()
+    }
+
+    /// Stores an object as written (bypassing create/update/delete semantics); the simulated
+    /// controllers then react to it.
+    pub fn put(&self, obj: Value) -> Result<Value, ApiError> {
+        self.state.store.put(obj)
+    }
+
+    /// Removes an object at once, ignoring finalizers. Returns whether it existed.
+    pub fn remove(&self, api_version: &str, kind: &str, ns: &str, name: &str) -> bool {
+        Self::res(api_version, kind).is_some_and(|r| self.state.store.remove(r, ns, name))
+    }
+
+    /// Forgets the watch history (watches from older resourceVersions get 410 Gone).
+    pub fn compact(&self) {
+        self.state.store.compact()
+    }
+
+    /// Stops serving (also done on drop).
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.shutdown();
+        if self.remove_kubeconfig {
+            let _ = std::fs::remove_file(&self.kubeconfig);
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! Routing of Kubernetes API paths: discovery, OpenAPI, and the resource verbs.
+
+use serde_json::{json, Value};
+
+use crate::errors::ApiError;
+use crate::patch::PatchKind;
+use crate::resources::{self, ResIdx, RESOURCES};
+use crate::server::{Reply, Req, State};
+use crate::store::{DeleteOptions, ListQuery, PatchParams};
+use crate::table::{self, IncludeObject};
+use crate::watch::WatchParams;
+
+/// What a resource path addresses.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Target {
+    /// A collection (all namespaces when `ns` is `None` for a namespaced resource).
+    Collection { res: ResIdx, ns: Option<String> },
+    /// One object, or its `/status` subresource.
+    Object {
+        res: ResIdx,
+        ns: String,
+        name: String,
+        status: bool,
+    },
+}
+
+/// Parses `/api/v1/...` or `/apis/G/V/...` into a target.
+pub(crate) fn parse_target(path: &str) -> Option<Target> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return None,
+    };
+    let find = |plural: &str| resources::find(group, version, plural);
+    let namespaced = |i: ResIdx| RESOURCES.get(i).is_some_and(|r| r.namespaced);
+    match rest {
+        [plural] => Some(Target::Collection {
+            res: find(plural)?,
+            ns: None,
+        }),
+        ["namespaces", ns, plural] if *plural != "status" && *plural != "finalize" => {
+            let res = find(plural)?;
+            namespaced(res).then(|| Target::Collection {
+                res,
+                ns: Some(ns.to_string()),
+            })
+        }
+        [plural, name] => {
+            let res = find(plural)?;
+            (!namespaced(res)).then(|| Target::Object {
+                res,
+                ns: String::new(),
+                name: name.to_string(),
+                status: false,
+            })
+        }
+        [plural, name, "status"] => {
+            let res = find(plural)?;
+            (!namespaced(res) && RESOURCES.get(res).is_some_and(|r| r.status_subresource)).then(
+                || Target::Object {
+                    res,
+                    ns: String::new(),
+                    name: name.to_string(),
+                    status: true,
+                },
+            )
+        }
+        ["namespaces", ns, plural, name] => {
+            let res = find(plural)?;
+            namespaced(res).then(|| Target::Object {
+                res,
+                ns: ns.to_string(),
+                name: name.to_string(),
+                status: false,
+            })
+        }
+        ["namespaces", ns, plural, name, "status"] => {
+            let res = find(plural)?;
+            (namespaced(res) && RESOURCES.get(res).is_some_and(|r| r.status_subresource)).then(
+                || Target::Object {
+                    res,
+                    ns: ns.to_string(),
+                    name: name.to_string(),
+                    status: true,
+                },
+            )
+        }
+        _ => None,
+    }
+}
+
+fn json_body(r: &Req) -> Result<Value, ApiError> {
+    if r.body.is_empty() {
+        return Ok(Value::Null);
+    }
+    if r.content_type.contains("yaml") {
+        let text =
+            std::str::from_utf8(&r.body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        return serde_saphyr::from_str(text)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")));
+    }
+    serde_json::from_slice(&r.body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))
+}
+
+/// Routes a non-`/_sim` request.
+pub(crate) fn route(state: &State, r: &Req) -> Reply {
+    let path = r.path.trim_end_matches('/');
+    let get = r.method == "GET";
+    match path {
+        "/version" if get => return Reply::Json(200, state.store.settings().version_info()),
+        "/healthz" | "/readyz" | "/livez" if get => return Reply::Text(200, "ok".into()),
+        "/api" if get => {
+            return Reply::Json(
+                200,
+                json!({
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": state.addr.to_string()}],
+                }),
+            )
+        }
+        "/apis" if get => return Reply::Json(200, resources::group_list()),
+        "/openapi/v3" if get => return Reply::Json(200, crate::openapi::index()),
+        _ => {}
+    }
+    if get {
+        if let Some(rest) = path.strip_prefix("/openapi/v3/") {
+            let doc = match rest.split('/').collect::<Vec<_>>().as_slice() {
+                ["api", v] => crate::openapi::group_version("", v),
+                ["apis", g, v] => crate::openapi::group_version(g, v),
+                _ => None,
+            };
+            return match doc {
+                Some(d) => Reply::Json(200, d),
+                None => ApiError::path_not_found().into(),
+            };
+        }
+        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match segs.as_slice() {
+            ["api", v] => {
+                return resources::resource_list("", v).map_or_else(
+                    || ApiError::path_not_found().into(),
+                    |l| Reply::Json(200, l),
+                )
+            }
+            ["apis", g] => {
+                return resources::group(g).map_or_else(
+                    || ApiError::path_not_found().into(),
+                    |l| Reply::Json(200, l),
+                )
+            }
+            ["apis", g, v] => {
+                return resources::resource_list(g, v).map_or_else(
+                    || ApiError::path_not_found().into(),
+                    |l| Reply::Json(200, l),
+                )
+            }
+            _ => {}
+        }
+    }
+    match parse_target(path) {
+        Some(t) => match verb(state, r, t) {
+            Ok(reply) => reply,
+            Err(e) => e.into(),
+        },
+        None => ApiError::path_not_found().into(),
+    }
+}
+
+fn list_query(r: &Req) -> ListQuery {
+    ListQuery {
+        label_selector: r.q("labelSelector").map(str::to_string),
+        field_selector: r.q("fieldSelector").map(str::to_string),
+        limit: r.q("limit").and_then(|l| l.parse().ok()).unwrap_or(0),
+        continue_token: r.q("continue").map(str::to_string),
+    }
+}
+
+fn as_table(r: &Req, res: ResIdx, v: Value) -> Value {
+    if !table::wants_table(&r.accept) {
+        return v;
+    }
+    let Some(def) = RESOURCES.get(res) else {
+        return v;
+    };
+    let include = IncludeObject::parse(r.q("includeObject"));
+    if v.get("items").is_some() {
+        let items = v["items"].as_array().cloned().unwrap_or_default();
+        let rv = v
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let cont = v.pointer("/metadata/continue").and_then(Value::as_str);
+        table::table(def, &items, rv, cont, include, true)
+    } else {
+        let rv = crate::meta::resource_version(&v).to_string();
+        table::table(def, &[v], &rv, None, include, true)
+    }
+}
+
+fn verb(state: &State, r: &Req, t: Target) -> Result<Reply, ApiError> {
+    let store = &state.store;
+    match (r.method.as_str(), t) {
+        ("GET", Target::Collection { res, ns }) => {
+            if r.flag("watch") {
+                let q = list_query(r);
+                let def = RESOURCES.get(res).ok_or_else(ApiError::path_not_found)?;
+                let label = crate::selectors::LabelSelector::parse(
+                    q.label_selector.as_deref().unwrap_or(""),
+                )
+                .map_err(ApiError::bad_request)?;
+                let field = crate::selectors::FieldSelector::parse(
+                    def,
+                    q.field_selector.as_deref().unwrap_or(""),
+                )
+                .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
+                return Ok(Reply::Watch(WatchParams {
+                    res,
+                    ns,
+                    label,
+                    field,
+                    resource_version: r.q("resourceVersion").map(str::to_string),
+                    timeout_seconds: r.q("timeoutSeconds").and_then(|t| t.parse().ok()),
+                    allow_bookmarks: r.flag("allowWatchBookmarks"),
+                    send_initial_events: r.flag("sendInitialEvents"),
+                    table: table::wants_table(&r.accept)
+                        .then(|| IncludeObject::parse(r.q("includeObject"))),
+                }));
+            }
+            let v = store.list(res, ns.as_deref(), &list_query(r))?;
+            Ok(Reply::Json(200, as_table(r, res, v)))
+        }
+        ("POST", Target::Collection { res, ns: Some(ns) }) => {
+            let v = store.create(res, &ns, json_body(r)?)?;
+            Ok(Reply::Json(201, v))
+        }
+        ("POST", Target::Collection { res, ns: None }) => {
+            if RESOURCES.get(res).is_some_and(|d| d.namespaced) {
+                return Err(ApiError::method_not_allowed());
+            }
+            let v = store.create(res, "", json_body(r)?)?;
+            Ok(Reply::Json(201, v))
+        }
+        ("GET", Target::Object { res, ns, name, .. }) => {
+            let v = store.get(res, &ns, &name)?;
+            Ok(Reply::Json(200, as_table(r, res, v)))
+        }
+        (
+            "PUT",
+            Target::Object {
+                res,
+                ns,
+                name,
+                status,
+            },
+        ) => {
+            let v = store.update(res, &ns, &name, json_body(r)?, status)?;
+            Ok(Reply::Json(200, v))
+        }
+        (
+            "PATCH",
+            Target::Object {
+                res,
+                ns,
+                name,
+                status,
+            },
+        ) => {
+            let kind = PatchKind::from_content_type(&r.content_type)
+                .ok_or_else(|| ApiError::unsupported_media_type(&r.content_type))?;
+            let params = PatchParams {
+                kind,
+                body: &r.body,
+                status,
+                field_manager: r.q("fieldManager"),
+            };
+            let (v, created) = store.patch(res, &ns, &name, &params)?;
+            Ok(Reply::Json(if created { 201 } else { 200 }, v))
+        }
+        (
+            "DELETE",
+            Target::Object {
+                res,
+                ns,
+                name,
+                status: false,
+            },
+        ) => {
+            let mut opts = DeleteOptions {
+                grace_period_seconds: r.q("gracePeriodSeconds").and_then(|g| g.parse().ok()),
+                propagation_policy: r.q("propagationPolicy").map(str::to_string),
+                ..DeleteOptions::default()
+            };
+            if r.q("orphanDependents") == Some("true") {
+                opts.propagation_policy = Some("Orphan".into());
+            }
+            let body = json_body(r)?;
+            if body.is_object() {
+                opts.merge_body(&body);
+            }
+            let v = store.delete(res, &ns, &name, &opts)?;
+            Ok(Reply::Json(200, v))
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_resource_paths() {
+        let pods = resources::find("", "v1", "pods");
+        let nss = resources::find("", "v1", "namespaces");
+        let vmis = resources::find("kubevirt.io", "v1", "virtualmachineinstances");
+        let (Some(pods), Some(nss), Some(vmis)) = (pods, nss, vmis) else {
+            panic!("resources missing")
+        };
+        assert_eq!(
+            parse_target("/api/v1/pods"),
+            Some(Target::Collection {
+                res: pods,
+                ns: None
+            })
+        );
+        assert_eq!(
+            parse_target("/api/v1/namespaces/a/pods"),
+            Some(Target::Collection {
+                res: pods,
+                ns: Some("a".into())
+            })
+        );
+        assert_eq!(
+            parse_target("/api/v1/namespaces/a"),
+            Some(Target::Object {
+                res: nss,
+                ns: String::new(),
+                name: "a".into(),
+                status: false
+            })
+        );
+        assert_eq!(
+            parse_target("/api/v1/namespaces/a/status"),
+            Some(Target::Object {
+                res: nss,
+                ns: String::new(),
+                name: "a".into(),
+                status: true
+            })
+        );
+        assert_eq!(
+            parse_target("/apis/kubevirt.io/v1/namespaces/d/virtualmachineinstances/x/status"),
+            Some(Target::Object {
+                res: vmis,
+                ns: "d".into(),
+                name: "x".into(),
+                status: true
+            })
+        );
+        assert_eq!(parse_target("/api/v1/pods/x"), None, "pods are namespaced");
+        assert_eq!(parse_target("/apis/nope/v1/things"), None);
+    }
+}

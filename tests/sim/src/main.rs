@@ -1,0 +1,58 @@
+//! `harvester-sim` command: run the simulated Harvester API server until killed.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use harvester_sim::{SettingsPatch, Sim, SimConfig};
+
+/// Simulated Harvester (Kubernetes + KubeVirt + Longhorn) API server for vmrecover's tests.
+#[derive(Debug, Parser)]
+#[command(name = "harvester-sim", version)]
+struct Args {
+    /// Address to listen on (loopback; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Write a kubeconfig for the simulator here.
+    #[arg(long)]
+    kubeconfig_out: PathBuf,
+    /// Scenario file(s) to load (multi-document YAML); repeatable, merged in order.
+    #[arg(long)]
+    scenario: Vec<PathBuf>,
+    /// Append every request as a JSON line to this file.
+    #[arg(long)]
+    log_requests: Option<PathBuf>,
+    /// Kubernetes version reported at /version (overrides the scenario's).
+    #[arg(long)]
+    kube_version: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cfg = SimConfig {
+        listen: args.listen,
+        scenario_files: args.scenario,
+        scenario_texts: Vec::new(),
+        settings: SettingsPatch {
+            kube_version: args.kube_version,
+            ..SettingsPatch::default()
+        },
+        log_file: args.log_requests,
+        kubeconfig_out: Some(args.kubeconfig_out),
+    };
+    let sim = Sim::start(cfg).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {}", sim.addr())?;
+        out.flush()?;
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    sim.shutdown();
+    Ok(())
+}

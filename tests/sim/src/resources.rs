@@ -1,0 +1,391 @@
+//! The table of API resources the simulator serves (design §4) and their discovery data.
+
+use serde_json::{json, Value};
+
+/// One served API resource (a group/version/resource with its kind and behaviour flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceDef {
+    /// API group; empty for the core group.
+    pub group: &'static str,
+    /// API version, e.g. `v1`.
+    pub version: &'static str,
+    /// Plural resource name used in URLs.
+    pub plural: &'static str,
+    /// Singular name.
+    pub singular: &'static str,
+    /// Kind.
+    pub kind: &'static str,
+    /// Whether objects live in a namespace.
+    pub namespaced: bool,
+    /// Short names (kubectl aliases).
+    pub short_names: &'static [&'static str],
+    /// Whether the resource has a `/status` subresource (status is then ignored on the main resource).
+    pub status_subresource: bool,
+    /// Whether the resource is a CustomResourceDefinition-backed kind on a real cluster.
+    pub custom: bool,
+    /// Whether deletes return the deleted object (true) or a `Status` Success (false).
+    pub returns_deleted_object: bool,
+    /// Categories for `kubectl get all` style lookups.
+    pub categories: &'static [&'static str],
+}
+
+impl ResourceDef {
+    /// `apiVersion` string (`v1` or `group/version`).
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// Group-qualified resource as kubectl prints it (`virtualmachines.kubevirt.io`, `pods`).
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// The Go-style `GroupVersionResource` string used in some real error messages.
+    pub fn gvr_string(&self) -> String {
+        format!("{}/{}, Resource={}", self.group, self.version, self.plural)
+    }
+
+    /// Whether `metadata.generation` is maintained (custom resources and pods, as in Kubernetes 1.33).
+    pub fn tracks_generation(&self) -> bool {
+        self.custom || self.plural == "pods"
+    }
+
+    /// Verbs advertised in discovery.
+    pub fn verbs(&self) -> Value {
+        json!([
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch"
+        ])
+    }
+
+    /// The discovery `APIResource` entries for this resource (main and `/status`).
+    pub fn discovery_entries(&self) -> Vec<Value> {
+        let mut main = json!({
+            "name": self.plural,
+            "singularName": self.singular,
+            "namespaced": self.namespaced,
+            "kind": self.kind,
+            "verbs": self.verbs(),
+        });
+        if !self.short_names.is_empty() {
+            main["shortNames"] = json!(self.short_names);
+        }
+        if !self.categories.is_empty() {
+            main["categories"] = json!(self.categories);
+        }
+        let mut out = vec![main];
+        if self.status_subresource {
+            out.push(json!({
+                "name": format!("{}/status", self.plural),
+                "singularName": "",
+                "namespaced": self.namespaced,
+                "kind": self.kind,
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
+        out
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+const fn def(
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+    short_names: &'static [&'static str],
+    status_subresource: bool,
+    custom: bool,
+) -> ResourceDef {
+    ResourceDef {
+        group,
+        version,
+        plural,
+        singular,
+        kind,
+        namespaced,
+        short_names,
+        status_subresource,
+        custom,
+        returns_deleted_object: false,
+        categories: &[],
+    }
+}
+
+/// Every resource the simulator serves.
+pub static RESOURCES: &[ResourceDef] = &[
+    ResourceDef {
+        returns_deleted_object: true,
+        categories: &["all"],
+        ..def("", "v1", "pods", "pod", "Pod", true, &["po"], true, false)
+    },
+    def(
+        "",
+        "v1",
+        "nodes",
+        "node",
+        "Node",
+        false,
+        &["no"],
+        true,
+        false,
+    ),
+    def(
+        "",
+        "v1",
+        "namespaces",
+        "namespace",
+        "Namespace",
+        false,
+        &["ns"],
+        true,
+        false,
+    ),
+    def(
+        "",
+        "v1",
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        "PersistentVolumeClaim",
+        true,
+        &["pvc"],
+        true,
+        false,
+    ),
+    def(
+        "",
+        "v1",
+        "persistentvolumes",
+        "persistentvolume",
+        "PersistentVolume",
+        false,
+        &["pv"],
+        true,
+        false,
+    ),
+    def(
+        "",
+        "v1",
+        "events",
+        "event",
+        "Event",
+        true,
+        &["ev"],
+        false,
+        false,
+    ),
+    ResourceDef {
+        categories: &["all"],
+        ..def(
+            "kubevirt.io",
+            "v1",
+            "virtualmachines",
+            "virtualmachine",
+            "VirtualMachine",
+            true,
+            &["vm", "vms"],
+            true,
+            true,
+        )
+    },
+    ResourceDef {
+        categories: &["all"],
+        ..def(
+            "kubevirt.io",
+            "v1",
+            "virtualmachineinstances",
+            "virtualmachineinstance",
+            "VirtualMachineInstance",
+            true,
+            &["vmi", "vmis"],
+            true,
+            true,
+        )
+    },
+    def(
+        "storage.k8s.io",
+        "v1",
+        "volumeattachments",
+        "volumeattachment",
+        "VolumeAttachment",
+        false,
+        &[],
+        true,
+        false,
+    ),
+    def(
+        "longhorn.io",
+        "v1beta2",
+        "volumes",
+        "volume",
+        "Volume",
+        true,
+        &["lhv"],
+        true,
+        true,
+    ),
+    def(
+        "longhorn.io",
+        "v1beta2",
+        "volumeattachments",
+        "volumeattachment",
+        "VolumeAttachment",
+        true,
+        &["lhva"],
+        true,
+        true,
+    ),
+    def(
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "lease",
+        "Lease",
+        true,
+        &[],
+        false,
+        false,
+    ),
+    def(
+        "events.k8s.io",
+        "v1",
+        "events",
+        "event",
+        "Event",
+        true,
+        &["ev"],
+        false,
+        false,
+    ),
+];
+
+/// Index of a resource in [`RESOURCES`].
+pub type ResIdx = usize;
+
+/// Finds a resource by group, version and plural.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<ResIdx> {
+    RESOURCES
+        .iter()
+        .position(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// Finds a resource by `apiVersion` and `kind`.
+pub fn find_kind(api_version: &str, kind: &str) -> Option<ResIdx> {
+    let (group, version) = split_api_version(api_version);
+    RESOURCES
+        .iter()
+        .position(|r| r.group == group && r.version == version && r.kind == kind)
+}
+
+/// Splits `group/version` (or `v1`) into its parts.
+pub fn split_api_version(api_version: &str) -> (&str, &str) {
+    match api_version.split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", api_version),
+    }
+}
+
+/// The API groups (other than core) with their versions, in serving order.
+pub fn groups() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&'static str, &'static str)> = Vec::new();
+    for r in RESOURCES {
+        if !r.group.is_empty() && !out.contains(&(r.group, r.version)) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
+}
+
+/// The `APIResourceList` for one group/version, or `None` when it is not served.
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let entries: Vec<Value> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .flat_map(|r| r.discovery_entries())
+        .collect();
+    if entries.is_empty() {
+        return None;
+    }
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": gv,
+        "resources": entries,
+    }))
+}
+
+/// The legacy `APIGroupList` served at `/apis`.
+pub fn group_list() -> Value {
+    let groups: Vec<Value> = groups()
+        .into_iter()
+        .map(|(g, v)| {
+            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// The `APIGroup` served at `/apis/GROUP`, or `None` when the group is not served.
+pub fn group(group: &str) -> Option<Value> {
+    let (g, v) = groups().into_iter().find(|(g, _)| *g == group)?;
+    let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+    Some(json!({
+        "kind": "APIGroup",
+        "apiVersion": "v1",
+        "name": g,
+        "versions": [gv.clone()],
+        "preferredVersion": gv,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_by_plural_and_kind() {
+        let vmi = find("kubevirt.io", "v1", "virtualmachineinstances");
+        assert!(vmi.is_some());
+        assert_eq!(find_kind("kubevirt.io/v1", "VirtualMachineInstance"), vmi);
+        assert_eq!(find_kind("v1", "Pod"), find("", "v1", "pods"));
+        assert_eq!(find("kubevirt.io", "v2", "virtualmachineinstances"), None);
+    }
+
+    #[test]
+    fn discovery_lists_status_subresources_and_short_names() {
+        let list = resource_list("kubevirt.io", "v1").unwrap_or_default();
+        let names: Vec<&str> = list["resources"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|r| r["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(names.contains(&"virtualmachineinstances/status"));
+        assert!(names.contains(&"virtualmachines"));
+        assert_eq!(list["resources"][0]["shortNames"][0], "vm");
+        let apis = group_list();
+        assert!(apis["groups"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|g| g["name"] == "longhorn.io")));
+    }
+}

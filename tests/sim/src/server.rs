@@ -1,0 +1,250 @@
+//! The HTTP server: accepts connections on loopback, applies fault rules, dispatches to the
+//! Kubernetes API (`api.rs`), the watch streams (`watch.rs`) and the control API (`simapi.rs`),
+//! and logs every request.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::watch as tokio_watch;
+
+use crate::errors::ApiError;
+use crate::faults::{FaultAction, Faults};
+use crate::requestlog::{body_value, RequestLog, RequestRecord};
+use crate::store::Store;
+
+/// Response body type.
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// Everything a request handler needs.
+pub(crate) struct State {
+    pub store: Arc<Store>,
+    pub log: Arc<RequestLog>,
+    pub faults: Arc<Faults>,
+    pub addr: SocketAddr,
+    pub shutdown: tokio_watch::Receiver<bool>,
+}
+
+/// A parsed request.
+pub(crate) struct Req {
+    pub method: String,
+    pub path: String,
+    pub raw_query: String,
+    pub query: Vec<(String, String)>,
+    pub content_type: String,
+    pub accept: String,
+    pub body: Bytes,
+}
+
+impl Req {
+    /// A query parameter.
+    pub fn q(&self, k: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A boolean query parameter (`true`/`1`).
+    pub fn flag(&self, k: &str) -> bool {
+        matches!(self.q(k), Some("true") | Some("1"))
+    }
+}
+
+/// What a handler answers.
+pub(crate) enum Reply {
+    /// A JSON body.
+    Json(u16, Value),
+    /// Plain text.
+    Text(u16, String),
+    /// A watch stream, started once the request is logged.
+    Watch(crate::watch::WatchParams),
+}
+
+impl From<ApiError> for Reply {
+    fn from(e: ApiError) -> Self {
+        Reply::Json(e.code, e.to_status())
+    }
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+fn json_response(status: u16, v: &Value, extra: &[(&str, String)]) -> (Response<Body>, u64) {
+    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    let n = bytes.len() as u64;
+    let mut b = Response::builder()
+        .status(status)
+        .header("Content-Type", "application/json")
+        .header("Cache-Control", "no-cache, private");
+    for (k, v) in extra {
+        b = b.header(*k, v.as_str());
+    }
+    let resp = b
+        .body(full(bytes))
+        .unwrap_or_else(|_| Response::new(full(Bytes::new())));
+    (resp, n)
+}
+
+/// Marker error that makes hyper close the connection without answering.
+#[derive(Debug)]
+pub(crate) struct DroppedByFault;
+
+impl std::fmt::Display for DroppedByFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by an injected fault")
+    }
+}
+
+impl std::error::Error for DroppedByFault {}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, DroppedByFault> {
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let raw_query = req.uri().query().unwrap_or("").to_string();
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let content_type = header("content-type");
+    let accept = header("accept");
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let query: Vec<(String, String)> = form_urlencoded::parse(raw_query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let r = Req {
+        method,
+        path,
+        raw_query,
+        query,
+        content_type,
+        accept,
+        body,
+    };
+    let mut record = RequestRecord {
+        seq: 0,
+        time: jiff::Timestamp::now().to_string(),
+        method: r.method.clone(),
+        path: r.path.clone(),
+        query: r.raw_query.clone(),
+        content_type: r.content_type.clone(),
+        body: body_value(&r.body),
+        status: 0,
+        bytes_in: r.body.len() as u64,
+        bytes_out: 0,
+        internal: false,
+        actor: None,
+    };
+
+    if !r.path.starts_with("/_sim") {
+        let d = state.faults.check(&r.method, &r.path);
+        if !d.delay.is_zero() {
+            tokio::time::sleep(d.delay).await;
+        }
+        match d.action {
+            Some(FaultAction::Drop) => {
+                record.actor = Some("fault:drop".into());
+                state.log.push(record);
+                return Err(DroppedByFault);
+            }
+            Some(FaultAction::Status {
+                code,
+                message,
+                retry_after,
+            }) => {
+                let e = ApiError::injected(code, message.as_deref());
+                let mut extra = Vec::new();
+                if code == 429 || retry_after.is_some() {
+                    extra.push(("Retry-After", retry_after.unwrap_or(1).to_string()));
+                }
+                let (resp, n) = json_response(code, &e.to_status(), &extra);
+                record.status = code;
+                record.bytes_out = n;
+                record.actor = Some(format!("fault:status {code}"));
+                state.log.push(record);
+                return Ok(resp);
+            }
+            _ => {}
+        }
+    }
+
+    let reply = if r.path.starts_with("/_sim") {
+        crate::simapi::route(&state, &r)
+    } else {
+        crate::api::route(&state, &r)
+    };
+    let (resp, status, n) = match reply {
+        Reply::Json(s, v) => {
+            let (resp, n) = json_response(s, &v, &[]);
+            (resp, s, n)
+        }
+        Reply::Text(s, t) => {
+            let n = t.len() as u64;
+            let resp = Response::builder()
+                .status(s)
+                .header("Content-Type", "text/plain; charset=utf-8")
+                .body(full(t))
+                .unwrap_or_else(|_| Response::new(full(Bytes::new())));
+            (resp, s, n)
+        }
+        Reply::Watch(params) => {
+            record.status = 200;
+            let seq = state.log.push(record);
+            return Ok(crate::watch::start(state.clone(), params, seq));
+        }
+    };
+    record.status = status;
+    record.bytes_out = n;
+    state.log.push(record);
+    Ok(resp)
+}
+
+/// Serves connections until `shutdown` turns true.
+pub(crate) async fn serve(listener: TcpListener, state: Arc<State>) {
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let Ok((stream, _peer)) = accepted else {
+            continue;
+        };
+        let st = state.clone();
+        let mut conn_shutdown = state.shutdown.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::select! {
+                // Errors here are client disconnects or injected drops: nothing to report.
+                _ = conn => {}
+                _ = conn_shutdown.changed() => {}
+            }
+        });
+    }
+}

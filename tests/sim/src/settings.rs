@@ -1,0 +1,111 @@
+//! Simulator settings: which nodes are down, whether virt-controller runs, the reported version.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+/// Default Kubernetes version reported at `/version`.
+pub const DEFAULT_KUBE_VERSION: &str = "1.33.2";
+
+/// Default number of watch events kept for watches that resume from a resourceVersion.
+pub const DEFAULT_WATCH_HISTORY: usize = 10_000;
+
+/// The simulator's switches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Settings {
+    /// Nodes whose kubelet is down: their pods deleted with a grace period stay Terminating.
+    pub down_nodes: BTreeSet<String>,
+    /// Whether the simulated virt-controller runs (off models a cluster whose controller is dead).
+    pub virt_controller: bool,
+    /// Kubernetes version reported at `/version` (e.g. `1.33.2`).
+    pub kube_version: String,
+    /// Watch events kept for resuming watches; older resourceVersions answer 410 Gone.
+    pub watch_history: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            down_nodes: BTreeSet::new(),
+            virt_controller: true,
+            kube_version: DEFAULT_KUBE_VERSION.into(),
+            watch_history: DEFAULT_WATCH_HISTORY,
+        }
+    }
+}
+
+/// A partial update of [`Settings`] (every field optional), as accepted by `POST /_sim/settings`
+/// and by a scenario's `SimulatorSettings` header document.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettingsPatch {
+    /// Replace the set of down nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_nodes: Option<BTreeSet<String>>,
+    /// Switch virt-controller on or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virt_controller: Option<bool>,
+    /// Change the reported version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_version: Option<String>,
+    /// Change the watch history size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_history: Option<usize>,
+}
+
+impl Settings {
+    /// Applies a partial update.
+    pub fn apply(&mut self, p: &SettingsPatch) {
+        if let Some(d) = &p.down_nodes {
+            self.down_nodes = d.clone();
+        }
+        if let Some(v) = p.virt_controller {
+            self.virt_controller = v;
+        }
+        if let Some(v) = &p.kube_version {
+            self.kube_version = v.trim_start_matches('v').to_string();
+        }
+        if let Some(v) = p.watch_history {
+            self.watch_history = v.max(1);
+        }
+    }
+
+    /// `/version` body.
+    pub fn version_info(&self) -> serde_json::Value {
+        let mut parts = self.kube_version.split('.');
+        let major = parts.next().unwrap_or("1");
+        let minor = parts.next().unwrap_or("33");
+        serde_json::json!({
+            "major": major,
+            "minor": minor,
+            "gitVersion": format!("v{}", self.kube_version),
+            "gitCommit": "0000000000000000000000000000000000000000",
+            "gitTreeState": "clean",
+            "buildDate": "2025-06-17T18:36:53Z",
+            "goVersion": "go1.24.4",
+            "compiler": "gc",
+            "platform": "linux/amd64",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_and_version() {
+        let mut s = Settings::default();
+        let p: SettingsPatch = serde_json::from_str(
+            r#"{"downNodes":["n1"],"virtController":false,"kubeVersion":"v1.27.3"}"#,
+        )
+        .unwrap_or_default();
+        s.apply(&p);
+        assert!(s.down_nodes.contains("n1"));
+        assert!(!s.virt_controller);
+        let v = s.version_info();
+        assert_eq!(v["gitVersion"], "v1.27.3");
+        assert_eq!(v["minor"], "27");
+    }
+}

@@ -1,0 +1,801 @@
+//! The verbs: get, list, create, update, patch, delete and direct loading, with the
+//! apiserver's metadata semantics.
+
+use serde_json::{json, Value};
+
+use super::{object_path, Inner, Key, Store};
+use crate::errors::ApiError;
+use crate::meta;
+use crate::patch::{self, PatchKind};
+use crate::resources::{find_kind, ResIdx, ResourceDef, RESOURCES};
+use crate::selectors::{FieldSelector, LabelSelector};
+
+/// Parameters of a list.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// `labelSelector`.
+    pub label_selector: Option<String>,
+    /// `fieldSelector`.
+    pub field_selector: Option<String>,
+    /// `limit` (0: no limit).
+    pub limit: usize,
+    /// `continue` token from a previous page.
+    pub continue_token: Option<String>,
+}
+
+/// A patch request.
+#[derive(Debug, Clone, Copy)]
+pub struct PatchParams<'a> {
+    /// Patch type (from the Content-Type).
+    pub kind: PatchKind,
+    /// Patch body.
+    pub body: &'a [u8],
+    /// Whether the `/status` subresource is patched.
+    pub status: bool,
+    /// `fieldManager` query parameter (required for server-side apply).
+    pub field_manager: Option<&'a str>,
+}
+
+/// Parameters of a delete (query and `DeleteOptions` body merged).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeleteOptions {
+    /// `gracePeriodSeconds`.
+    pub grace_period_seconds: Option<i64>,
+    /// `propagationPolicy`: Background (default), Foreground or Orphan.
+    pub propagation_policy: Option<String>,
+    /// `preconditions.uid`.
+    pub precondition_uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub precondition_rv: Option<String>,
+}
+
+impl DeleteOptions {
+    /// Reads a `DeleteOptions` body (fields absent from the body are left as they are).
+    pub fn merge_body(&mut self, body: &Value) {
+        if let Some(g) = body.get("gracePeriodSeconds").and_then(Value::as_i64) {
+            self.grace_period_seconds = Some(g);
+        }
+        if let Some(p) = body.get("propagationPolicy").and_then(Value::as_str) {
+            self.propagation_policy = Some(p.to_string());
+        }
+        if body.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
+            self.propagation_policy = Some("Orphan".into());
+        }
+        if let Some(u) = body.pointer("/preconditions/uid").and_then(Value::as_str) {
+            self.precondition_uid = Some(u.to_string());
+        }
+        if let Some(r) = body
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            self.precondition_rv = Some(r.to_string());
+        }
+    }
+}
+
+fn res_def(res: ResIdx) -> &'static ResourceDef {
+    &RESOURCES[res.min(RESOURCES.len() - 1)]
+}
+
+fn key_for(r: &ResourceDef, ns: &str, name: &str) -> Key {
+    let ns = if r.namespaced { ns } else { "" };
+    (ns.to_string(), name.to_string())
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<String> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect();
+    bytes.and_then(|b| String::from_utf8(b).ok())
+}
+
+const GENERATE_NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+fn random_suffix() -> String {
+    uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .take(5)
+        .map(|b| GENERATE_NAME_CHARS[*b as usize % GENERATE_NAME_CHARS.len()] as char)
+        .collect()
+}
+
+/// Finalizers whose removal the garbage collector handles.
+const GC_FINALIZERS: [&str; 2] = ["orphan", "foregroundDeletion"];
+
+impl Store {
+    /// Gets one object.
+    pub fn get(&self, res: ResIdx, ns: &str, name: &str) -> Result<Value, ApiError> {
+        let r = res_def(res);
+        self.lock()
+            .get_obj(res, &key_for(r, ns, name))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(r, name))
+    }
+
+    /// Lists objects (in one namespace or all) as a `...List` object with a resourceVersion.
+    pub fn list(&self, res: ResIdx, ns: Option<&str>, q: &ListQuery) -> Result<Value, ApiError> {
+        let r = res_def(res);
+        let label = LabelSelector::parse(q.label_selector.as_deref().unwrap_or(""))
+            .map_err(ApiError::bad_request)?;
+        let field = FieldSelector::parse(r, q.field_selector.as_deref().unwrap_or("")).map_err(|e| {
+            ApiError::bad_request(format!(
+                "Unable to find \"{}\" that match label selector \"{}\", field selector \"{}\": {e}",
+                r.gvr_string(),
+                q.label_selector.as_deref().unwrap_or(""),
+                q.field_selector.as_deref().unwrap_or("")
+            ))
+        })?;
+        let start: Option<Key> = match q.continue_token.as_deref() {
+            None | Some("") => None,
+            Some(t) => {
+                let decoded = unhex(t).ok_or_else(|| {
+                    ApiError::bad_request("continue key is not valid: illegal token")
+                })?;
+                let (cns, cname) = decoded.split_once('\u{0}').ok_or_else(|| {
+                    ApiError::bad_request("continue key is not valid: illegal token")
+                })?;
+                Some((cns.to_string(), cname.to_string()))
+            }
+        };
+        let g = self.lock();
+        let ns = if r.namespaced { ns } else { None };
+        let mut items = Vec::new();
+        let mut next: Option<Key> = None;
+        let mut remaining = 0usize;
+        for (k, o) in g.range(res, ns) {
+            if start.as_ref().is_some_and(|s| k <= s) {
+                continue;
+            }
+            if !label.matches(o) || !field.matches(r, o) {
+                continue;
+            }
+            if q.limit > 0 && items.len() >= q.limit {
+                remaining += 1;
+                continue;
+            }
+            if q.limit > 0 && items.len() + 1 == q.limit {
+                next = Some(k.clone());
+            }
+            items.push(o.clone());
+        }
+        let mut md = json!({"resourceVersion": g.rv.to_string()});
+        if remaining > 0 {
+            if let Some((kns, kname)) = next {
+                md["continue"] = json!(hex(&format!("{kns}\u{0}{kname}")));
+                md["remainingItemCount"] = json!(remaining);
+            }
+        }
+        Ok(json!({
+            "kind": format!("{}List", r.kind),
+            "apiVersion": r.api_version(),
+            "metadata": md,
+            "items": items,
+        }))
+    }
+
+    /// Creates an object (POST to a collection).
+    pub fn create(&self, res: ResIdx, ns: &str, body: Value) -> Result<Value, ApiError> {
+        let mut g = self.lock();
+        let out = g.create(res, ns, body, None)?;
+        g.settle();
+        Ok(out)
+    }
+
+    /// Replaces an object (PUT), or only its status when `status` is true.
+    pub fn update(
+        &self,
+        res: ResIdx,
+        ns: &str,
+        name: &str,
+        body: Value,
+        status: bool,
+    ) -> Result<Value, ApiError> {
+        let mut g = self.lock();
+        let out = g.update(res, ns, name, body, status, None)?;
+        g.settle();
+        Ok(out)
+    }
+
+    /// Patches an object (or its status). Server-side apply creates the object when absent;
+    /// the returned flag says whether it did.
+    pub fn patch(
+        &self,
+        res: ResIdx,
+        ns: &str,
+        name: &str,
+        p: &PatchParams<'_>,
+    ) -> Result<(Value, bool), ApiError> {
+        let PatchParams {
+            kind,
+            body,
+            status,
+            field_manager,
+        } = *p;
+        let r = res_def(res);
+        if kind == PatchKind::Apply && field_manager.is_none_or(str::is_empty) {
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+            ));
+        }
+        let mut g = self.lock();
+        let key = key_for(r, ns, name);
+        let current = g.get_obj(res, &key).cloned();
+        let out = match current {
+            None if kind == PatchKind::Apply && !status => {
+                let mut applied = patch::parse_apply_body(body)?;
+                let m = meta::meta_mut(&mut applied);
+                m.insert("name".into(), json!(name));
+                (g.create(res, ns, applied, None)?, true)
+            }
+            None => return Err(ApiError::not_found(r, name)),
+            Some(cur) => {
+                let patched = patch::apply_patch(kind, r, &cur, body)?;
+                let patched_rv = meta::resource_version(&patched);
+                if !patched_rv.is_empty() && patched_rv != meta::resource_version(&cur) {
+                    return Err(ApiError::stale(r, name));
+                }
+                (g.update(res, ns, name, patched, status, None)?, false)
+            }
+        };
+        g.settle();
+        Ok(out)
+    }
+
+    /// Deletes an object with the apiserver's graceful-deletion and finalizer semantics. Returns
+    /// the object (still present with a deletionTimestamp, or as deleted) or a `Status` Success.
+    pub fn delete(
+        &self,
+        res: ResIdx,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
+        let mut g = self.lock();
+        let out = g.delete(res, ns, name, opts, None)?;
+        g.settle();
+        Ok(out)
+    }
+
+    /// Stores an object exactly as given (status, deletionTimestamp and finalizers included),
+    /// bypassing create/update/delete semantics; fills uid, creationTimestamp and resourceVersion
+    /// when missing. The simulated controllers then react to it.
+    pub fn put(&self, obj: Value) -> Result<Value, ApiError> {
+        let mut g = self.lock();
+        let out = g.load(obj)?;
+        g.settle();
+        Ok(out)
+    }
+
+    /// Loads many objects as [`Store::put`] does, without running the controllers.
+    pub fn load_all(&self, objs: Vec<Value>) -> Result<usize, ApiError> {
+        let mut g = self.lock();
+        let n = objs.len();
+        for o in objs {
+            g.load(o)?;
+        }
+        Ok(n)
+    }
+
+    /// Removes an object at once, bypassing finalizers (test set-up helper). Returns whether it existed.
+    pub fn remove(&self, res: ResIdx, ns: &str, name: &str) -> bool {
+        let r = res_def(res);
+        let mut g = self.lock();
+        let found = g.store_remove(res, &key_for(r, ns, name)).is_some();
+        g.settle();
+        found
+    }
+}
+
+impl Inner {
+    fn namespace_exists(&self, ns: &str) -> bool {
+        let Some(nsi) = crate::resources::find("", "v1", "namespaces") else {
+            return true;
+        };
+        self.get_obj(nsi, &(String::new(), ns.to_string()))
+            .is_some()
+    }
+
+    fn check_kind(r: &ResourceDef, body: &Value) -> Result<(), ApiError> {
+        let kind = body.get("kind").and_then(Value::as_str).unwrap_or("");
+        let av = body.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        if (!kind.is_empty() && kind != r.kind) || (!av.is_empty() && av != r.api_version()) {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({})",
+                r.api_version()
+            )));
+        }
+        Ok(())
+    }
+
+    pub(super) fn create(
+        &mut self,
+        res: ResIdx,
+        ns: &str,
+        mut body: Value,
+        actor: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let r = res_def(res);
+        if !body.is_object() {
+            return Err(ApiError::bad_request("the request body is not an object"));
+        }
+        Self::check_kind(r, &body)?;
+        let body_ns = meta::namespace(&body).to_string();
+        if r.namespaced {
+            if !body_ns.is_empty() && body_ns != ns {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            if !self.namespace_exists(ns) {
+                return Err(ApiError::namespace_not_found(ns));
+            }
+        }
+        let mut name = meta::name(&body).to_string();
+        if name.is_empty() {
+            let gen = body
+                .pointer("/metadata/generateName")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if gen.is_empty() {
+                return Err(ApiError::invalid(
+                    r,
+                    "",
+                    "metadata.name",
+                    "FieldValueRequired",
+                    "name or generateName is required",
+                ));
+            }
+            name = format!("{gen}{}", random_suffix());
+        }
+        let key = key_for(r, ns, &name);
+        if self.get_obj(res, &key).is_some() {
+            return Err(ApiError::already_exists(r, &name));
+        }
+        let obj = body
+            .as_object_mut()
+            .ok_or_else(|| ApiError::bad_request("not an object"))?;
+        obj.insert("apiVersion".into(), json!(r.api_version()));
+        obj.insert("kind".into(), json!(r.kind));
+        if r.status_subresource {
+            match r.plural {
+                "pods" => {
+                    obj.insert(
+                        "status".into(),
+                        json!({"phase": "Pending", "qosClass": "BestEffort"}),
+                    );
+                }
+                "namespaces" => {
+                    obj.insert("status".into(), json!({"phase": "Active"}));
+                }
+                _ if r.custom => {
+                    obj.remove("status");
+                }
+                _ => {}
+            }
+        }
+        let m = meta::meta_mut(&mut body);
+        m.insert("name".into(), json!(name));
+        if r.namespaced {
+            m.insert("namespace".into(), json!(ns));
+        } else {
+            m.remove("namespace");
+        }
+        m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        m.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
+        m.remove("deletionTimestamp");
+        m.remove("deletionGracePeriodSeconds");
+        m.remove("selfLink");
+        if r.tracks_generation() {
+            m.insert("generation".into(), json!(1));
+        } else {
+            m.remove("generation");
+        }
+        if r.plural == "namespaces" {
+            let labels = m.entry("labels").or_insert_with(|| json!({}));
+            if let Some(l) = labels.as_object_mut() {
+                l.insert("kubernetes.io/metadata.name".into(), json!(name));
+            }
+        }
+        let stored = self.store_put(res, body);
+        if let Some(a) = actor {
+            self.log_internal(a, "POST", object_path(res, ns, ""), stored.clone(), 201);
+        }
+        Ok(stored)
+    }
+
+    pub(super) fn update(
+        &mut self,
+        res: ResIdx,
+        ns: &str,
+        name: &str,
+        mut body: Value,
+        status: bool,
+        actor: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let r = res_def(res);
+        let key = key_for(r, ns, name);
+        let old = self
+            .get_obj(res, &key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(r, name))?;
+        if !body.is_object() {
+            return Err(ApiError::bad_request("the request body is not an object"));
+        }
+        Self::check_kind(r, &body)?;
+        let body_name = meta::name(&body);
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let body_ns = meta::namespace(&body);
+        if r.namespaced && !body_ns.is_empty() && body_ns != ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let body_rv = meta::resource_version(&body);
+        if !body_rv.is_empty() && body_rv != meta::resource_version(&old) {
+            return Err(ApiError::stale(r, name));
+        }
+        let mut new = if status {
+            let mut n = old.clone();
+            match body.get("status") {
+                Some(s) => {
+                    if let Some(o) = n.as_object_mut() {
+                        o.insert("status".into(), s.clone());
+                    }
+                }
+                None => {
+                    if let Some(o) = n.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+            n
+        } else {
+            if r.status_subresource {
+                if let Some(o) = body.as_object_mut() {
+                    match old.get("status") {
+                        Some(s) => {
+                            o.insert("status".into(), s.clone());
+                        }
+                        None => {
+                            o.remove("status");
+                        }
+                    }
+                }
+            }
+            body
+        };
+        if let Some(o) = new.as_object_mut() {
+            o.insert("apiVersion".into(), json!(r.api_version()));
+            o.insert("kind".into(), json!(r.kind));
+        }
+        {
+            let m = meta::meta_mut(&mut new);
+            m.insert("name".into(), json!(name));
+            if r.namespaced {
+                m.insert("namespace".into(), json!(ns));
+            }
+            for f in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
+                match old.pointer(&format!("/metadata/{f}")) {
+                    Some(v) => {
+                        m.insert(f.into(), v.clone());
+                    }
+                    None => {
+                        m.remove(f);
+                    }
+                }
+            }
+            m.remove("selfLink");
+        }
+        if meta::is_deleting(&old) {
+            let old_f = meta::finalizers(&old);
+            let added: Vec<String> = meta::finalizers(&new)
+                .into_iter()
+                .filter(|f| !old_f.contains(f))
+                .collect();
+            if !added.is_empty() {
+                return Err(ApiError::invalid(
+                    r,
+                    name,
+                    "metadata.finalizers",
+                    "FieldValueForbidden",
+                    &format!(
+                        "no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                        added.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        if r.tracks_generation() && meta::spec_part(&new) != meta::spec_part(&old) {
+            let gen = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            meta::meta_mut(&mut new).insert("generation".into(), json!(gen + 1));
+        }
+        // A no-op update does not write (the resourceVersion stays), like the apiserver.
+        let mut cmp = new.clone();
+        meta::meta_mut(&mut cmp).insert(
+            "resourceVersion".into(),
+            json!(meta::resource_version(&old)),
+        );
+        if cmp == old {
+            return Ok(old);
+        }
+        let path = format!(
+            "{}{}",
+            object_path(res, ns, name),
+            if status { "/status" } else { "" }
+        );
+        if should_remove_after_update(r, &new) {
+            meta::meta_mut(&mut new).insert(
+                "resourceVersion".into(),
+                json!(meta::resource_version(&old)),
+            );
+            self.index_remove(res, &key, &old);
+            self.index_add(res, &key, &new);
+            if let Some(m) = self.objects.get_mut(res) {
+                m.insert(key.clone(), new);
+            }
+            let gone = self.store_remove(res, &key).unwrap_or_default();
+            if let Some(a) = actor {
+                self.log_internal(a, "PUT", path, gone.clone(), 200);
+            }
+            return Ok(gone);
+        }
+        let stored = self.store_put(res, new);
+        if let Some(a) = actor {
+            self.log_internal(a, "PUT", path, stored.clone(), 200);
+        }
+        Ok(stored)
+    }
+
+    pub(super) fn delete(
+        &mut self,
+        res: ResIdx,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+        actor: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let r = res_def(res);
+        let key = key_for(r, ns, name);
+        let cur = self
+            .get_obj(res, &key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(r, name))?;
+        if let Some(u) = &opts.precondition_uid {
+            if u != meta::uid(&cur) {
+                return Err(ApiError::conflict(
+                    r,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {u}, UID in object meta: {}",
+                        meta::uid(&cur)
+                    ),
+                ));
+            }
+        }
+        if let Some(v) = &opts.precondition_rv {
+            if v != meta::resource_version(&cur) {
+                return Err(ApiError::conflict(
+                    r,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {v}, ResourceVersion in object meta: {}",
+                        meta::resource_version(&cur)
+                    ),
+                ));
+            }
+        }
+        if let Some(a) = actor {
+            let body = json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": opts.grace_period_seconds, "propagationPolicy": opts.propagation_policy});
+            self.log_internal(a, "DELETE", object_path(res, ns, name), body, 200);
+        }
+        let grace = deletion_grace(r, &cur, opts.grace_period_seconds);
+        let now = jiff::Timestamp::now().as_second();
+        let mut obj = cur.clone();
+        if meta::is_deleting(&cur) {
+            // Already terminating: only a shorter grace period changes anything.
+            let cur_grace = cur
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            if r.plural == "pods" && grace < cur_grace {
+                let m = meta::meta_mut(&mut obj);
+                m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+                m.insert(
+                    "deletionTimestamp".into(),
+                    json!(meta::ts_rfc3339(now + grace)),
+                );
+                if grace == 0 && meta::finalizers(&obj).is_empty() {
+                    if let Some(m) = self.objects.get_mut(res) {
+                        m.insert(key.clone(), obj);
+                    }
+                    return Ok(self.deleted_response(r, res, &key));
+                }
+                return Ok(self.store_put(res, obj));
+            }
+            if meta::finalizers(&cur).is_empty() && cur_grace == 0 {
+                return Ok(self.deleted_response(r, res, &key));
+            }
+            return Ok(cur);
+        }
+        let mut fins = meta::finalizers(&obj);
+        match opts.propagation_policy.as_deref() {
+            Some("Orphan") if !fins.iter().any(|f| f == "orphan") => fins.push("orphan".into()),
+            Some("Foreground") if !fins.iter().any(|f| f == "foregroundDeletion") => {
+                fins.push("foregroundDeletion".into())
+            }
+            _ => {}
+        }
+        if grace > 0 || !fins.is_empty() {
+            meta::set_finalizers(&mut obj, &fins);
+            let m = meta::meta_mut(&mut obj);
+            m.insert(
+                "deletionTimestamp".into(),
+                json!(meta::ts_rfc3339(now + grace)),
+            );
+            m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            if r.tracks_generation() {
+                let gen = cur
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                m.insert("generation".into(), json!(gen + 1));
+            }
+            return Ok(self.store_put(res, obj));
+        }
+        Ok(self.deleted_response(r, res, &key))
+    }
+
+    fn deleted_response(&mut self, r: &ResourceDef, res: ResIdx, key: &Key) -> Value {
+        let gone = self.store_remove(res, key).unwrap_or_default();
+        if r.returns_deleted_object {
+            return gone;
+        }
+        json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {"name": key.1, "group": r.group, "kind": r.plural, "uid": meta::uid(&gone)},
+        })
+    }
+
+    /// Stores an object as written (scenario loading and direct test set-up).
+    pub(super) fn load(&mut self, mut obj: Value) -> Result<Value, ApiError> {
+        let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+        let res = find_kind(av, kind).ok_or_else(|| {
+            ApiError::bad_request(format!("the simulator does not serve {av} {kind}"))
+        })?;
+        let r = res_def(res);
+        if meta::name(&obj).is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "{kind} without metadata.name"
+            )));
+        }
+        let m = meta::meta_mut(&mut obj);
+        if r.namespaced {
+            let ns_missing = m
+                .get("namespace")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty);
+            if ns_missing {
+                m.insert("namespace".into(), json!("default"));
+            }
+        } else {
+            m.remove("namespace");
+        }
+        if m.get("uid")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        }
+        if m.get("creationTimestamp")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            m.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
+        }
+        if r.tracks_generation() && m.get("generation").is_none() {
+            m.insert("generation".into(), json!(1));
+        }
+        // A numeric resourceVersion in the file is kept in view: the global counter moves past it.
+        if let Some(given) = m
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            self.rv = self.rv.max(given.saturating_sub(1));
+        }
+        Ok(self.store_put(res, obj))
+    }
+
+    /// Deletes an object on behalf of a simulated controller (errors are logged, not returned).
+    pub(super) fn internal_delete(
+        &mut self,
+        actor: &str,
+        res: ResIdx,
+        key: &Key,
+        opts: &DeleteOptions,
+    ) {
+        let _ = self.delete(res, &key.0, &key.1, opts, Some(actor));
+    }
+
+    /// Replaces an object on behalf of a simulated controller.
+    pub(super) fn internal_update(&mut self, actor: &str, res: ResIdx, obj: Value, status: bool) {
+        let ns = meta::namespace(&obj).to_string();
+        let name = meta::name(&obj).to_string();
+        let _ = self.update(res, &ns, &name, obj, status, Some(actor));
+    }
+
+    /// Whether a finalizer is one the garbage collector owns.
+    pub(super) fn is_gc_finalizer(f: &str) -> bool {
+        GC_FINALIZERS.contains(&f)
+    }
+}
+
+/// Graceful deletion period: only pods have one; unscheduled or finished pods go at once.
+fn deletion_grace(r: &ResourceDef, obj: &Value, requested: Option<i64>) -> i64 {
+    if r.plural != "pods" || !r.group.is_empty() {
+        return 0;
+    }
+    let node = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let phase = obj
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if node.is_empty() || phase == "Succeeded" || phase == "Failed" {
+        return 0;
+    }
+    requested
+        .or_else(|| {
+            obj.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30)
+        .max(0)
+}
+
+/// Whether an update leaves a deleting object with nothing to wait for (no finalizers, and
+/// for pods no grace period left), so that the store removes it.
+fn should_remove_after_update(r: &ResourceDef, obj: &Value) -> bool {
+    if !meta::is_deleting(obj) || !meta::finalizers(obj).is_empty() {
+        return false;
+    }
+    if r.plural == "pods" && r.group.is_empty() {
+        return obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            == 0;
+    }
+    true
+}
