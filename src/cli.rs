@@ -221,6 +221,17 @@ pub struct RunArgs {
     pub policy: PolicyArgs,
 }
 
+impl RunArgs {
+    /// The options `vmrecover --dry-run` stands for.
+    pub fn dry_run_defaults() -> Self {
+        let cli = Cli::try_parse_from(["vmrecover", "run", "--dry-run"]);
+        match cli.map(|c| c.command) {
+            Ok(Some(Command::Run(args))) => args,
+            _ => unreachable!("`run --dry-run` always parses"),
+        }
+    }
+}
+
 /// When the agent acts on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

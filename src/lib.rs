@@ -13,6 +13,7 @@ pub mod evidence;
 pub mod exit;
 pub mod logging;
 pub mod node;
+pub mod pipeline;
 pub mod recovery;
 mod serde_duration;
 pub mod state_file;

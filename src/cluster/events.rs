@@ -42,7 +42,14 @@ impl EventRecorder {
 
     /// Records `action` (e.g. `ClearFinalizers`) with `reason` (e.g. `Recovered`) and a
     /// note of at most 1 kB. A failure is returned for the caller to log, never retried.
-    pub async fn record(&self, about: &Regarding, warning: bool, action: &str, reason: &str, note: &str) -> Result<(), String> {
+    pub async fn record(
+        &self,
+        about: &Regarding,
+        warning: bool,
+        action: &str,
+        reason: &str,
+        note: &str,
+    ) -> Result<(), String> {
         let api = Api::<Event>::namespaced(self.client.clone(), &about.namespace);
         let event = Event {
             metadata: ObjectMeta {
@@ -70,7 +77,13 @@ impl EventRecorder {
         api.create(&PostParams::default(), &event)
             .await
             .map(|_| ())
-            .map_err(|e| describe(&e, "create", &format!("events.events.k8s.io in {}", about.namespace)))
+            .map_err(|e| {
+                describe(
+                    &e,
+                    "create",
+                    &format!("events.events.k8s.io in {}", about.namespace),
+                )
+            })
     }
 }
 

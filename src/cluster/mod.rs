@@ -2,9 +2,9 @@
 
 pub mod client;
 pub mod errors;
+pub mod events;
 pub mod gather;
 pub mod lease;
 pub mod names;
 pub mod objects;
 pub mod snapshot;
-pub mod events;

@@ -1,6 +1,7 @@
 //! One file per subcommand; `dispatch` maps the parsed command line to them.
 
 mod boot_record;
+mod run;
 mod status;
 
 use crate::cli::{Cli, Command};
@@ -10,13 +11,15 @@ use crate::exit::Outcome;
 pub async fn dispatch(cli: Cli) -> Outcome {
     let global = cli.global;
     match cli.command {
-        Some(Command::Status(args)) => status::run(&global, &args),
+        Some(Command::Status(args)) => status::run(&global, &args).await,
         Some(Command::BootRecord(args)) => boot_record::run(&global, &args),
-        Some(Command::Run(_)) | None if cli.dry_run || cli.command.is_some() => {
-            not_built_yet("`vmrecover run` (the recovery engine)")
+        Some(Command::Run(args)) => run::run(&global, &args).await,
+        None => {
+            // `vmrecover --dry-run`: the same as `vmrecover run --dry-run`.
+            let args = crate::cli::RunArgs::dry_run_defaults();
+            run::run(&global, &args).await
         }
         Some(Command::Agent(_)) => not_built_yet("`vmrecover agent`"),
-        _ => unreachable!("clap requires a subcommand or --dry-run"),
     }
 }
 

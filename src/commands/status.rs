@@ -1,55 +1,109 @@
-//! `vmrecover status`: what this node's agent sees and decides, with reasons.
+//! `vmrecover status`: what this node's agent sees and decides, per VM, with reasons.
+//! Works without the cluster: it says which evidence it could not read.
 
 use std::io::Write;
 
 use serde::Serialize;
 
-use crate::boot::{self, BootFacts, BootOptions};
+use crate::boot::{self, BootFacts};
 use crate::cli::{GlobalArgs, OutputFormat, StatusArgs};
+use crate::config::Policy;
+use crate::evidence::Gathered;
 use crate::exit::Outcome;
-use crate::node::{self, NodeFacts, NodeOptions};
+use crate::node::{self, NodeFacts};
+use crate::pipeline;
+use crate::recovery::model::Plan;
+use crate::recovery::plan::plan;
+use crate::recovery::render;
+use crate::recovery::report::{ReportStore, RunReport};
 
 /// The status document, as `--output json` prints it.
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
     /// When the facts were gathered.
     pub now: jiff::Timestamp,
+    /// This node.
+    pub node: String,
     /// Boot evidence and verdict.
     pub boot: BootFacts,
     /// Node evidence.
-    pub node: NodeFacts,
+    pub local: NodeFacts,
+    /// Whether the cluster could be read, and if not why.
+    pub cluster: Gathered<()>,
+    /// The current decision per VM.
+    pub plan: Plan,
+    /// The last run on this node.
+    pub last_run: Gathered<Option<RunReport>>,
 }
 
 /// Gathers and prints the status.
-pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Outcome {
-    let now = jiff::Timestamp::now();
-    let boot = boot::gather(
-        &BootOptions {
-            state_dir: global.state_dir.clone(),
-            journal_dir: global.journal_dir.clone(),
-            journal_tail: global.journal_tail,
-            host_root: global.host_root.clone(),
+pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> Outcome {
+    let node = match pipeline::node_name(global) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("vmrecover status: {e}");
+            return Outcome::Error;
+        }
+    };
+    let g = pipeline::gather(global, &node, None).await;
+    let policy = Policy::from_args(&args.policy, &[], false);
+    let report = StatusReport {
+        now: g.facts.now,
+        node: node.clone(),
+        cluster: match &g.client {
+            Ok(_) => Gathered::read(()),
+            Err(e) => Gathered::unreadable("the Kubernetes API", e.clone()),
         },
-        now,
-    );
-    let node = node::gather(&NodeOptions {
-        host_root: global.host_root.clone(),
-    });
-    let report = StatusReport { now, boot, node };
+        plan: plan(&g.facts, &policy),
+        boot: g.boot,
+        local: g.facts.local,
+        last_run: ReportStore::new(&global.state_dir).load(),
+    };
     let mut out = std::io::stdout().lock();
     let written = match args.output {
         OutputFormat::Json => serde_json::to_writer_pretty(&mut out, &report)
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out)),
-        OutputFormat::Table => boot::render_table(&report.boot, &mut out)
-            .and_then(|()| writeln!(out))
-            .and_then(|()| node::render_table(&report.node, &mut out)),
+        OutputFormat::Table => table(&report, &mut out),
     };
     match written {
         Ok(()) => Outcome::Done,
         Err(e) => {
             eprintln!("vmrecover status: cannot write output: {e}");
             Outcome::Error
+        }
+    }
+}
+
+fn table(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(out, "vmrecover status for node {} at {}", r.node, r.now)?;
+    writeln!(out, "\n== Boot")?;
+    boot::render_table(&r.boot, out)?;
+    writeln!(out, "\n== This node")?;
+    node::render_table(&r.local, out)?;
+    writeln!(out, "\n== VMs on this node")?;
+    if let Gathered::Unreadable { source, reason } = &r.cluster {
+        writeln!(
+            out,
+            "cluster not reachable ({source}: {reason}); no VM is touched without it"
+        )?;
+    }
+    render::plan(&r.plan, out)?;
+    writeln!(out, "\n== Last run")?;
+    match &r.last_run {
+        Gathered::Read { value: None } => writeln!(out, "no run recorded on this node"),
+        Gathered::Read { value: Some(run) } => {
+            writeln!(
+                out,
+                "{} ({}), started {}",
+                run.mode,
+                if run.dry_run { "dry-run" } else { "applied" },
+                run.started
+            )?;
+            render::report(run, out)
+        }
+        Gathered::Unreadable { source, reason } => {
+            writeln!(out, "could not read {source}: {reason}")
         }
     }
 }

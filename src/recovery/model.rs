@@ -95,6 +95,10 @@ pub struct Decision {
     pub reasons: Vec<String>,
     /// The evidence the decision rests on.
     pub evidence: Vec<String>,
+    /// The PVCs of the VM (recorded with a recovery intent).
+    pub pvcs: Vec<String>,
+    /// The Longhorn volumes (PV names) of the VM, re-checked before applying.
+    pub volumes: Vec<String>,
     /// Finalizers that are kept (unknown ones).
     pub kept_finalizers: Vec<String>,
     /// Side effects that clearing Harvester finalizers skips.

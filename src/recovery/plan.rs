@@ -8,6 +8,7 @@ use super::intents::RecoveryIntent;
 use super::model::{Action, Decision, Facts, OrphanDecision, Plan, Step};
 use crate::cluster::snapshot::{ObjectKey, PodView, VmView, VmiView};
 use crate::config::Policy;
+use crate::node::orphans::{self, VmiRef};
 use crate::node::VmProcess;
 
 const FINAL_PHASES: [&str; 2] = ["Failed", "Succeeded"];
@@ -90,6 +91,8 @@ impl Decision {
             action: Action::Healthy,
             reasons: Vec::new(),
             evidence: Vec::new(),
+            pvcs: Vec::new(),
+            volumes: Vec::new(),
             kept_finalizers: Vec::new(),
             skipped_side_effects: Vec::new(),
         }
@@ -182,7 +185,7 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
                 format!("VMI is {phase} and no launcher pod is left: virt-controller finishes it"),
             );
         }
-        if let Err(reasons) = prove_nothing_here(facts, vmi, &vmi.pvcs, &mut d.evidence) {
+        if let Err(reasons) = prove_nothing_here(facts, vmi, &vmi.pvcs, &mut d) {
             d.reasons.extend(reasons);
             d.action = Action::Blocked;
             return d;
@@ -248,7 +251,7 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
         );
     }
 
-    if let Err(reasons) = prove_nothing_here(facts, vmi, &vmi.pvcs, &mut d.evidence) {
+    if let Err(reasons) = prove_nothing_here(facts, vmi, &vmi.pvcs, &mut d) {
         d.reasons.extend(reasons);
         d.action = Action::Blocked;
         return d;
@@ -362,7 +365,7 @@ fn decide_vm_without_vmi(
         },
         ..VmiView::default()
     };
-    if let Err(reasons) = prove_nothing_here(facts, &ghost, &intent.pvcs, &mut d.evidence) {
+    if let Err(reasons) = prove_nothing_here(facts, &ghost, &intent.pvcs, &mut d) {
         d.reasons.extend(reasons);
         d.action = Action::Blocked;
         return Some(d);
@@ -418,8 +421,9 @@ fn prove_nothing_here(
     facts: &Facts,
     vmi: &VmiView,
     pvc_names: &[String],
-    evidence: &mut Vec<String>,
+    d: &mut Decision,
 ) -> Result<(), Vec<String>> {
+    let evidence = &mut d.evidence;
     let mut reasons = Vec::new();
     let (ns, name, uid) = (&vmi.key.namespace, &vmi.key.name, &vmi.key.uid);
     match facts.local.processes_for(ns, name, uid) {
@@ -488,6 +492,8 @@ fn prove_nothing_here(
             }
         }
     }
+    d.volumes = volumes;
+    d.pvcs = pvc_names.to_vec();
     if reasons.is_empty() {
         Ok(())
     } else {
@@ -554,20 +560,21 @@ fn find_orphans(facts: &Facts, policy: &Policy) -> Vec<OrphanDecision> {
     else {
         return Vec::new();
     };
-    procs
+    let placed: Vec<VmiRef> = vmis
         .iter()
-        .filter(|p| {
-            !vmis.iter().any(|v| {
-                p.uid.as_deref() == Some(v.key.uid.as_str())
-                    || (p.namespace.as_deref() == Some(v.key.namespace.as_str())
-                        && p.name.as_deref() == Some(v.key.name.as_str()))
-            })
+        .map(|v| VmiRef {
+            namespace: v.key.namespace.clone(),
+            name: v.key.name.clone(),
+            uid: v.key.uid.clone(),
         })
+        .collect();
+    orphans::find(procs, &placed)
+        .into_iter()
         .map(|p| OrphanDecision {
             pid: p.pid,
             start_time: p.start_time,
             kind: p.kind,
-            claims: claims(p),
+            claims: p.vmi_label(),
             kill: policy.kill_orphans,
             reason: format!(
                 "no VMI on node {} matches it{}",
@@ -580,15 +587,6 @@ fn find_orphans(facts: &Facts, policy: &Policy) -> Vec<OrphanDecision> {
             ),
         })
         .collect()
-}
-
-fn claims(p: &VmProcess) -> String {
-    format!(
-        "{}/{} (uid {})",
-        p.namespace.as_deref().unwrap_or("?"),
-        p.name.as_deref().unwrap_or("?"),
-        p.uid.as_deref().unwrap_or("?")
-    )
 }
 
 fn describe_procs(procs: &[&VmProcess]) -> String {

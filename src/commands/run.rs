@@ -1,0 +1,184 @@
+//! `vmrecover run [--dry-run]`: plan, show, confirm, take the Lease, apply, report.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::cli::{GlobalArgs, OutputFormat, RunArgs};
+use crate::cluster::events::EventRecorder;
+use crate::cluster::lease::{self, LeaseConfig};
+use crate::config::Policy;
+use crate::exit::Outcome;
+use crate::node::NodeOptions;
+use crate::pipeline;
+use crate::recovery::apply::{self, ApplyContext};
+use crate::recovery::intents::IntentStore;
+use crate::recovery::model::Plan;
+use crate::recovery::plan::plan;
+use crate::recovery::recheck::Recheck;
+use crate::recovery::render;
+use crate::recovery::report::{ReportStore, RunReport};
+
+/// VMs worked on at once.
+const CONCURRENCY: usize = 16;
+
+/// Runs `vmrecover run`.
+pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Outcome {
+    let node = match pipeline::node_name(global) {
+        Ok(n) => n,
+        Err(e) => return fail(&e),
+    };
+    let started = jiff::Timestamp::now();
+    let policy = Policy::from_args(&args.policy, &args.only, args.kill_orphans);
+    let gathering = pipeline::gather(global, &node, None).await;
+    let client = match gathering.client {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(&format!(
+                "cannot reach the cluster, nothing was changed: {e}"
+            ))
+        }
+    };
+    let plan = plan(&gathering.facts, &policy);
+
+    if args.dry_run {
+        return print_plan(&plan, args.output).map_or_else(|e| fail(&e), |()| plan_outcome(&plan));
+    }
+    if !plan.has_work() {
+        if let Err(e) = print_plan(&plan, args.output) {
+            return fail(&e);
+        }
+        if args.output == OutputFormat::Table {
+            println!("\nNothing to apply on node {node}.");
+        }
+        return plan_outcome(&plan);
+    }
+    if args.output == OutputFormat::Table {
+        if let Err(e) = print_plan(&plan, args.output) {
+            return fail(&e);
+        }
+    }
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            return fail("stdin is not a terminal: review the plan with --dry-run, then pass --yes to apply it");
+        }
+        match confirm(&plan) {
+            Ok(true) => {}
+            Ok(false) => {
+                eprintln!("vmrecover: not applied; nothing was changed");
+                return Outcome::Done;
+            }
+            Err(e) => return fail(&format!("cannot read the answer: {e}")),
+        }
+    }
+
+    let identity = format!("run@{node}/{}", std::process::id());
+    let held = match lease::acquire(
+        &client,
+        LeaseConfig::for_node(&global.namespace, &node, identity),
+        args.lease_wait,
+    )
+    .await
+    {
+        Ok(l) => l,
+        Err(e) => return fail(&format!("{e}; nothing was changed")),
+    };
+    let ctx = ApplyContext {
+        client: client.clone(),
+        lease: held.guard(),
+        intents: Arc::new(Mutex::new(IntentStore::new(&global.state_dir))),
+        events: EventRecorder::new(client.clone(), &node),
+        recheck: Recheck::new(
+            client.clone(),
+            &node,
+            NodeOptions {
+                host_root: global.host_root.clone(),
+            },
+            Duration::from_secs(2),
+        ),
+        concurrency: CONCURRENCY,
+        kill_grace: Duration::from_secs(10),
+    };
+    let (outcomes, orphans) = apply::apply(&plan, &ctx).await;
+    let lost = !held.is_held();
+    if let Err(e) = held.release().await {
+        tracing::warn!("could not release the node Lease (it expires by itself): {e}");
+    }
+    let report = RunReport {
+        started,
+        finished: jiff::Timestamp::now(),
+        dry_run: false,
+        mode: "manual".into(),
+        plan,
+        outcomes,
+        orphans,
+        stopped: lost.then(|| "the node Lease was lost during the run".to_string()),
+    };
+    if let Err(e) = ReportStore::new(&global.state_dir).save(&report) {
+        eprintln!("vmrecover: warning: the run report could not be saved: {e:#}");
+    }
+    let printed = match args.output {
+        OutputFormat::Json => serde_json::to_string_pretty(&report)
+            .map(|s| println!("{s}"))
+            .map_err(|e| e.to_string()),
+        OutputFormat::Table => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out)
+                .and_then(|()| render::report(&report, &mut out))
+                .map_err(|e| e.to_string())
+        }
+    };
+    if let Err(e) = printed {
+        return fail(&format!("cannot write the report: {e}"));
+    }
+    report_outcome(&report)
+}
+
+fn print_plan(plan: &Plan, output: OutputFormat) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    match output {
+        OutputFormat::Json => serde_json::to_writer_pretty(&mut out, plan)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out)),
+        OutputFormat::Table => render::plan(plan, &mut out),
+    }
+    .map_err(|e| format!("cannot write the plan: {e}"))
+}
+
+fn confirm(plan: &Plan) -> std::io::Result<bool> {
+    let n = plan.actionable().count();
+    eprint!(
+        "\nApply this plan to {n} VM(s) on node {}? [y/N] ",
+        plan.node
+    );
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
+}
+
+/// Exit code for a plan that is only shown.
+pub fn plan_outcome(plan: &Plan) -> Outcome {
+    if plan.has_blocked() {
+        Outcome::Blocked
+    } else {
+        Outcome::Done
+    }
+}
+
+/// Exit code after applying: 1 when a VM failed with an error, 3 when any VM is left
+/// for a person, else 0.
+pub fn report_outcome(report: &RunReport) -> Outcome {
+    if report.failed() > 0 || report.stopped.is_some() {
+        Outcome::Error
+    } else if report.aborted() > 0 || report.plan.has_blocked() {
+        Outcome::Blocked
+    } else {
+        Outcome::Done
+    }
+}
+
+fn fail(msg: &str) -> Outcome {
+    eprintln!("vmrecover run: {msg}");
+    Outcome::Error
+}

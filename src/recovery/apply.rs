@@ -1,0 +1,522 @@
+//! Applying a plan (design §6 steps 2-4): every mutation re-checks its preconditions,
+//! holds the Lease, tests the exact object version it was planned on, and is recorded as
+//! an Event, a journald audit record and a line in the run report. One VM's failure
+//! never stops the others.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::wait::await_condition;
+use kube::Client;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::audit::{self, AuditRecord};
+use super::finalizers::ObjectKind;
+use super::intents::{IntentStore, RecoveryIntent};
+use super::model::{Action, Decision, OrphanDecision, Plan, Step};
+use super::recheck::Recheck;
+use super::report::{OrphanOutcome, StepOutcome, VmOutcome, VmResult};
+use crate::cluster::errors::{describe, status_code};
+use crate::cluster::events::{EventRecorder, Regarding};
+use crate::cluster::lease::LeaseGuard;
+use crate::cluster::objects::{VirtualMachine, VirtualMachineInstance};
+use crate::cluster::snapshot::ObjectKey;
+use crate::node::orphans;
+
+/// How many times a finalizer patch is re-read and retried after a conflict.
+const CONFLICT_RETRIES: u32 = 3;
+
+/// What apply needs besides the plan.
+pub struct ApplyContext {
+    /// The API client.
+    pub client: Client,
+    /// Whether the node Lease is still held.
+    pub lease: LeaseGuard,
+    /// Intents in the state directory.
+    pub intents: Arc<Mutex<IntentStore>>,
+    /// Event recorder.
+    pub events: EventRecorder,
+    /// Fresh evidence right before each VM is changed.
+    pub recheck: Recheck,
+    /// How many VMs are worked on at once.
+    pub concurrency: usize,
+    /// SIGTERM-to-SIGKILL grace for orphan processes.
+    pub kill_grace: Duration,
+}
+
+/// Applies the plan's recover decisions and orphan kills; returns what happened.
+pub async fn apply(plan: &Plan, ctx: &ApplyContext) -> (Vec<VmOutcome>, Vec<OrphanOutcome>) {
+    if plan.refused.is_some() {
+        return (Vec::new(), Vec::new());
+    }
+    let work = plan.decisions.iter().filter_map(|d| match &d.action {
+        Action::Recover { steps } => Some((d, steps.as_slice())),
+        _ => None,
+    });
+    let outcomes = futures::stream::iter(work)
+        .map(|(d, steps)| recover_vm(d, steps, ctx))
+        .buffer_unordered(ctx.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    let mut outcomes = outcomes;
+    outcomes.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let mut orphans_out = Vec::new();
+    for o in plan.orphans.iter().filter(|o| o.kill) {
+        orphans_out.push(kill_orphan(o, ctx).await);
+    }
+    (outcomes, orphans_out)
+}
+
+/// One VM, all its steps, in order.
+async fn recover_vm(d: &Decision, steps: &[Step], ctx: &ApplyContext) -> VmOutcome {
+    let mut out = VmOutcome {
+        namespace: d.namespace.clone(),
+        name: d.name.clone(),
+        result: VmResult::Recovered,
+        reason: None,
+        steps: Vec::new(),
+        requests: 0,
+    };
+    let evidence = d.evidence.join("; ");
+    if let Err(why) = ctx.recheck.still_safe(d, steps).await {
+        return out.end(VmResult::Aborted, why);
+    }
+    if let Err(why) = record_intent(d, ctx) {
+        return out.end(VmResult::Failed, why);
+    }
+
+    for (i, step) in steps.iter().enumerate() {
+        if !ctx.lease.is_held() {
+            return out.end(
+                VmResult::Aborted,
+                "the node Lease was lost: no further change".into(),
+            );
+        }
+        match step {
+            Step::ForceDeletePod { pod } => {
+                let desc = format!(
+                    "force-delete launcher pod {}/{} (grace 0)",
+                    pod.namespace, pod.name
+                );
+                out.requests += 1;
+                let result = force_delete_pod(&ctx.client, pod).await;
+                let text = result.clone().err().unwrap_or_else(|| "done".into());
+                audit::record(&AuditRecord {
+                    action: "force-delete-pod",
+                    kind: "pod",
+                    object: &format!("{}/{}", pod.namespace, pod.name),
+                    uid: &pod.uid,
+                    finalizers_removed: "",
+                    evidence: &evidence,
+                    result: &text,
+                });
+                out.steps.push(StepOutcome {
+                    step: desc,
+                    result: text.clone(),
+                });
+                if let Err(why) = result {
+                    return out.end(VmResult::Failed, why);
+                }
+                if let Some(vmi) = &d.vmi {
+                    out.requests += 1;
+                    event(ctx, ObjectKind::Vmi, vmi, false, "ForceDeleteLauncherPod",
+                        &format!("vmrecover force-deleted leftover launcher pod {} after proving nothing of the VM runs or holds a disk on this node", pod.name)).await;
+                }
+            }
+            Step::WaitForControllers { grace } => {
+                let desc = format!(
+                    "wait up to {} for virt-controller/Harvester",
+                    humantime::format_duration(*grace)
+                );
+                let finished = wait_for_controllers(d, *grace, ctx).await;
+                out.requests += 2;
+                if finished {
+                    out.steps.push(StepOutcome {
+                        step: desc,
+                        result: "the controllers finished it".into(),
+                    });
+                    forget_intent(d, ctx);
+                    return out.end_ok(VmResult::FinishedByController);
+                }
+                out.steps.push(StepOutcome {
+                    step: desc,
+                    result: "done: still stuck after the grace period".into(),
+                });
+                // Time passed: the evidence must be fresh again before the next change.
+                ctx.recheck.invalidate().await;
+                if let Err(why) = ctx.recheck.still_safe(d, &steps[i + 1..]).await {
+                    return out.end(VmResult::Aborted, why);
+                }
+            }
+            Step::ClearFinalizers {
+                kind,
+                object,
+                expected,
+                remove,
+            } => {
+                let desc = format!(
+                    "clear finalizers of {kind} {}/{}: {}",
+                    object.namespace,
+                    object.name,
+                    remove.join(", ")
+                );
+                let (result, requests) =
+                    clear_finalizers(&ctx.client, *kind, object, expected, remove).await;
+                out.requests += requests;
+                let (text, removed) = match &result {
+                    Ok(Cleared::Removed(r)) => {
+                        (format!("done (removed {})", r.join(", ")), r.join(","))
+                    }
+                    Ok(Cleared::AlreadyGone) => ("done (already gone)".into(), String::new()),
+                    Ok(Cleared::NothingLeft) => (
+                        "done (the controllers had removed them)".into(),
+                        String::new(),
+                    ),
+                    Err(Stop::Abort(why)) => (format!("left alone: {why}"), String::new()),
+                    Err(Stop::Fail(why)) => (format!("failed: {why}"), String::new()),
+                };
+                audit::record(&AuditRecord {
+                    action: "clear-finalizers",
+                    kind: &kind.to_string(),
+                    object: &format!("{}/{}", object.namespace, object.name),
+                    uid: &object.uid,
+                    finalizers_removed: &removed,
+                    evidence: &evidence,
+                    result: &text,
+                });
+                out.steps.push(StepOutcome {
+                    step: desc,
+                    result: text.clone(),
+                });
+                match result {
+                    Ok(Cleared::Removed(r)) => {
+                        out.requests += 1;
+                        let mut note = format!("vmrecover removed finalizers {} after proving nothing of the VM runs or holds a disk on this node", r.join(", "));
+                        if !d.skipped_side_effects.is_empty() {
+                            note.push_str("; skipped: ");
+                            note.push_str(&d.skipped_side_effects.join("; "));
+                        }
+                        event(
+                            ctx,
+                            *kind,
+                            object,
+                            !d.skipped_side_effects.is_empty(),
+                            "ClearFinalizers",
+                            &note,
+                        )
+                        .await;
+                    }
+                    Ok(_) => {}
+                    Err(Stop::Abort(why)) => return out.end(VmResult::Aborted, why),
+                    Err(Stop::Fail(why)) => return out.end(VmResult::Failed, why),
+                }
+            }
+        }
+    }
+    forget_intent(d, ctx);
+    out
+}
+
+impl VmOutcome {
+    fn end(mut self, result: VmResult, reason: String) -> Self {
+        tracing::warn!(vm = %format!("{}/{}", self.namespace, self.name), "{reason}");
+        self.result = result;
+        self.reason = Some(reason);
+        self
+    }
+
+    fn end_ok(mut self, result: VmResult) -> Self {
+        self.result = result;
+        self
+    }
+}
+
+fn record_intent(d: &Decision, ctx: &ApplyContext) -> Result<(), String> {
+    let (Some(vm), Some(vmi)) = (&d.vm, &d.vmi) else {
+        return Ok(());
+    };
+    let clears_vm = matches!(&d.action, Action::Recover { steps } if steps.iter().any(|s| matches!(s, Step::ClearFinalizers { kind: ObjectKind::Vm, .. })));
+    if !clears_vm {
+        return Ok(());
+    }
+    let intent = RecoveryIntent {
+        namespace: vm.namespace.clone(),
+        name: vm.name.clone(),
+        vm_uid: vm.uid.clone(),
+        vmi_uid: vmi.uid.clone(),
+        pvcs: d.pvcs.clone(),
+        started: jiff::Timestamp::now(),
+    };
+    let store = ctx
+        .intents
+        .lock()
+        .map_err(|_| "the intents store lock is poisoned".to_string())?;
+    store
+        .add(intent)
+        .map_err(|e| format!("cannot record the recovery intent, so nothing was changed: {e:#}"))
+}
+
+fn forget_intent(d: &Decision, ctx: &ApplyContext) {
+    if let Some(vm) = &d.vm {
+        if let Ok(store) = ctx.intents.lock() {
+            if let Err(e) = store.remove(&vm.uid) {
+                tracing::warn!(
+                    "cannot forget the recovery intent of {}/{}: {e:#}",
+                    vm.namespace,
+                    vm.name
+                );
+            }
+        }
+    }
+}
+
+async fn event(
+    ctx: &ApplyContext,
+    kind: ObjectKind,
+    object: &ObjectKey,
+    warning: bool,
+    action: &str,
+    note: &str,
+) {
+    let about = Regarding {
+        api_version: "kubevirt.io/v1".into(),
+        kind: match kind {
+            ObjectKind::Vmi => "VirtualMachineInstance".into(),
+            ObjectKind::Vm => "VirtualMachine".into(),
+        },
+        namespace: object.namespace.clone(),
+        name: object.name.clone(),
+        uid: object.uid.clone(),
+    };
+    let reason = if warning {
+        "RecoveredSkippingCleanup"
+    } else {
+        "Recovered"
+    };
+    if let Err(e) = ctx
+        .events
+        .record(&about, warning, action, reason, note)
+        .await
+    {
+        tracing::warn!(
+            "could not record an Event for {kind} {}/{}: {e}",
+            object.namespace,
+            object.name
+        );
+    }
+}
+
+async fn force_delete_pod(client: &Client, pod: &ObjectKey) -> Result<(), String> {
+    let api = Api::<Pod>::namespaced(client.clone(), &pod.namespace);
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: Some(pod.uid.clone()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&pod.name, &dp).await {
+        Ok(_) => Ok(()),
+        Err(e) if status_code(&e) == Some(404) => Ok(()),
+        Err(e) if status_code(&e) == Some(409) => Err(format!(
+            "pod {}/{} was replaced by a new pod of the same name: left alone",
+            pod.namespace, pod.name
+        )),
+        Err(e) => Err(describe(
+            &e,
+            "delete",
+            &format!("pods/{} in {}", pod.name, pod.namespace),
+        )),
+    }
+}
+
+/// Waits up to `grace` for the controllers; true when they finished the VM themselves
+/// (the VMI is gone and so is the VM, or the VM is not deleting).
+async fn wait_for_controllers(d: &Decision, grace: Duration, ctx: &ApplyContext) -> bool {
+    let Some(vmi) = &d.vmi else {
+        return false;
+    };
+    let api = Api::<VirtualMachineInstance>::namespaced(ctx.client.clone(), &vmi.namespace);
+    let uid = vmi.uid.clone();
+    let gone = move |o: Option<&VirtualMachineInstance>| {
+        o.is_none_or(|o| o.metadata.uid.as_deref() != Some(uid.as_str()))
+    };
+    let vmi_gone = matches!(
+        tokio::time::timeout(grace, await_condition(api, &vmi.name, gone)).await,
+        Ok(Ok(_))
+    );
+    if !vmi_gone {
+        return false;
+    }
+    let Some(vm) = &d.vm else {
+        return true;
+    };
+    let vms = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &vm.namespace);
+    match vms.get_opt(&vm.name).await {
+        Ok(None) => true,
+        Ok(Some(cur)) => {
+            cur.metadata.uid.as_deref() != Some(vm.uid.as_str())
+                || cur.metadata.deletion_timestamp.is_none()
+        }
+        Err(_) => false,
+    }
+}
+
+/// The result of a finalizer patch.
+enum Cleared {
+    Removed(Vec<String>),
+    AlreadyGone,
+    NothingLeft,
+}
+
+/// Why a finalizer patch stopped.
+enum Stop {
+    /// A precondition moved: left alone, not an error.
+    Abort(String),
+    /// The API refused or failed.
+    Fail(String),
+}
+
+/// Removes `remove` from the object's finalizers with a JSON Patch that tests its UID,
+/// resourceVersion and exact finalizer list. On a conflict it re-reads: finalizers only
+/// removed since the plan → retry on the new version; anything added, a new object, or
+/// one no longer deleting → left alone.
+async fn clear_finalizers(
+    client: &Client,
+    kind: ObjectKind,
+    object: &ObjectKey,
+    planned: &[String],
+    remove: &[String],
+) -> (Result<Cleared, Stop>, u32) {
+    match kind {
+        ObjectKind::Vmi => {
+            clear_on::<VirtualMachineInstance>(client, object, planned, remove).await
+        }
+        ObjectKind::Vm => clear_on::<VirtualMachine>(client, object, planned, remove).await,
+    }
+}
+
+async fn clear_on<K>(
+    client: &Client,
+    object: &ObjectKey,
+    planned: &[String],
+    remove: &[String],
+) -> (Result<Cleared, Stop>, u32)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api = Api::<K>::namespaced(client.clone(), &object.namespace);
+    let what = format!("{} {}/{}", K::plural(&()), object.namespace, object.name);
+    let mut expected = planned.to_vec();
+    let mut rv = object.resource_version.clone();
+    let mut requests = 0;
+    for _ in 0..=CONFLICT_RETRIES {
+        let to_remove: Vec<String> = expected
+            .iter()
+            .filter(|f| remove.contains(f))
+            .cloned()
+            .collect();
+        if to_remove.is_empty() {
+            return (Ok(Cleared::NothingLeft), requests);
+        }
+        let keep: Vec<&String> = expected.iter().filter(|f| !remove.contains(f)).collect();
+        let patch: json_patch::Patch = match serde_json::from_value(json!([
+            { "op": "test", "path": "/metadata/uid", "value": object.uid },
+            { "op": "test", "path": "/metadata/resourceVersion", "value": rv },
+            { "op": "test", "path": "/metadata/finalizers", "value": expected },
+            { "op": "replace", "path": "/metadata/finalizers", "value": keep },
+        ])) {
+            Ok(p) => p,
+            Err(e) => {
+                return (
+                    Err(Stop::Fail(format!("cannot build the patch: {e}"))),
+                    requests,
+                )
+            }
+        };
+        requests += 1;
+        match api
+            .patch(
+                &object.name,
+                &PatchParams::default(),
+                &Patch::Json::<()>(patch),
+            )
+            .await
+        {
+            Ok(_) => return (Ok(Cleared::Removed(to_remove)), requests),
+            Err(e) if status_code(&e) == Some(404) => return (Ok(Cleared::AlreadyGone), requests),
+            Err(e) if matches!(status_code(&e), Some(409) | Some(422)) => {
+                requests += 1;
+                let current = match api.get_opt(&object.name).await {
+                    Ok(c) => c,
+                    Err(e) => return (Err(Stop::Fail(describe(&e, "get", &what))), requests),
+                };
+                let Some(current) = current else {
+                    return (Ok(Cleared::AlreadyGone), requests);
+                };
+                let meta = current.meta();
+                if meta.uid.as_deref() != Some(object.uid.as_str()) {
+                    return (
+                        Err(Stop::Abort(format!("{what} was replaced by a new object"))),
+                        requests,
+                    );
+                }
+                if meta.deletion_timestamp.is_none() {
+                    return (
+                        Err(Stop::Abort(format!("{what} is no longer being deleted"))),
+                        requests,
+                    );
+                }
+                let now = meta.finalizers.clone().unwrap_or_default();
+                if let Some(added) = now.iter().find(|f| !planned.contains(f)) {
+                    return (
+                        Err(Stop::Abort(format!(
+                            "finalizer {added} was added to {what} since the plan: left alone"
+                        ))),
+                        requests,
+                    );
+                }
+                expected = now;
+                rv = meta.resource_version.clone().unwrap_or_default();
+            }
+            Err(e) => return (Err(Stop::Fail(describe(&e, "patch", &what))), requests),
+        }
+    }
+    (
+        Err(Stop::Fail(format!(
+            "{what} kept changing: gave up after {CONFLICT_RETRIES} conflicts; a rerun re-decides"
+        ))),
+        requests,
+    )
+}
+
+async fn kill_orphan(o: &OrphanDecision, ctx: &ApplyContext) -> OrphanOutcome {
+    let result = if !ctx.lease.is_held() {
+        "refused: the node Lease was lost".to_string()
+    } else {
+        let (pid, start, grace) = (o.pid, o.start_time, ctx.kill_grace);
+        match tokio::task::spawn_blocking(move || orphans::kill(pid, start, grace)).await {
+            Ok(Ok(k)) => format!("{k:?}"),
+            Ok(Err(e)) => format!("refused: {e}"),
+            Err(e) => format!("failed: {e}"),
+        }
+    };
+    audit::record(&AuditRecord {
+        action: "kill-orphan",
+        kind: "process",
+        object: &format!("pid {} ({}) claiming {}", o.pid, o.kind.as_str(), o.claims),
+        uid: &o.start_time.to_string(),
+        finalizers_removed: "",
+        evidence: &o.reason,
+        result: &result,
+    });
+    OrphanOutcome { pid: o.pid, result }
+}

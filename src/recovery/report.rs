@@ -1,0 +1,147 @@
+//! The run report: what a run planned and what happened to each VM, saved in the state
+//! directory for `vmrecover status` and printed by `vmrecover run`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::model::Plan;
+use crate::evidence::Gathered;
+use crate::state_file::write_atomic;
+
+/// The file name of the last run's report under the state directory.
+pub const LAST_RUN_FILE: &str = "last-run.json";
+
+/// How one VM's recovery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmResult {
+    /// Every planned step is done.
+    Recovered,
+    /// The controllers finished on their own during the wait.
+    FinishedByController,
+    /// A precondition moved (new finalizer, new pod, new process, lost lease): left alone.
+    Aborted,
+    /// An API error stopped it.
+    Failed,
+}
+
+/// One step as carried out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepOutcome {
+    /// What the step was, e.g. `clear finalizers of vmi default/x: a, b`.
+    pub step: String,
+    /// `done`, `skipped: …`, `failed: …`.
+    pub result: String,
+}
+
+/// What happened to one VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmOutcome {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// How it ended.
+    pub result: VmResult,
+    /// Why, when it did not simply succeed.
+    pub reason: Option<String>,
+    /// The steps, in order.
+    pub steps: Vec<StepOutcome>,
+    /// API requests this VM's steps made.
+    pub requests: u32,
+}
+
+/// What happened to one orphan process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrphanOutcome {
+    /// Process id.
+    pub pid: u32,
+    /// `terminated`, `killed`, `gone`, `refused: …`.
+    pub result: String,
+}
+
+/// A whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// When the run started.
+    pub started: jiff::Timestamp,
+    /// When it ended.
+    pub finished: jiff::Timestamp,
+    /// Whether it was a dry-run (nothing applied).
+    pub dry_run: bool,
+    /// `agent` or `manual`.
+    pub mode: String,
+    /// The plan.
+    pub plan: Plan,
+    /// Per-VM outcomes of the recover decisions (empty for a dry-run).
+    pub outcomes: Vec<VmOutcome>,
+    /// Orphan process outcomes.
+    pub orphans: Vec<OrphanOutcome>,
+    /// A reason the whole run stopped (lease lost, refused plan), if any.
+    pub stopped: Option<String>,
+}
+
+impl RunReport {
+    /// VMs recovered (by vmrecover or by the controllers during the wait).
+    pub fn recovered(&self) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o.result,
+                    VmResult::Recovered | VmResult::FinishedByController
+                )
+            })
+            .count()
+    }
+
+    /// VMs whose recovery failed with an error.
+    pub fn failed(&self) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|o| o.result == VmResult::Failed)
+            .count()
+    }
+
+    /// VMs left alone because a precondition moved.
+    pub fn aborted(&self) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|o| o.result == VmResult::Aborted)
+            .count()
+    }
+}
+
+/// Where run reports live.
+#[derive(Debug, Clone)]
+pub struct ReportStore {
+    path: PathBuf,
+}
+
+impl ReportStore {
+    /// The store under `state_dir`.
+    pub fn new(state_dir: &Path) -> Self {
+        ReportStore {
+            path: state_dir.join(LAST_RUN_FILE),
+        }
+    }
+
+    /// Saves `report` as the last run.
+    pub fn save(&self, report: &RunReport) -> anyhow::Result<()> {
+        write_atomic(&self.path, &serde_json::to_vec_pretty(report)?)
+    }
+
+    /// The last run's report: `None` when there was none.
+    pub fn load(&self) -> Gathered<Option<RunReport>> {
+        let source = self.path.display().to_string();
+        match std::fs::read(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Gathered::read(None),
+            Err(e) => Gathered::unreadable(source, e.to_string()),
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(r) => Gathered::read(Some(r)),
+                Err(e) => Gathered::unreadable(source, format!("not a vmrecover run report: {e}")),
+            },
+        }
+    }
+}
