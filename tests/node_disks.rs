@@ -303,7 +303,11 @@ fn unreadable_fd_dir_is_could_not_read() {
                 String::from_utf8_lossy(&out.stderr)
             )
         });
-        serde_json::from_value(json["node"].clone()).expect("node facts")
+        let section = json
+            .get("local")
+            .or_else(|| json.get("node"))
+            .expect("node section");
+        serde_json::from_value(section.clone()).expect("node facts")
     } else {
         facts(root)
     };

@@ -136,33 +136,34 @@ fn confirm(proc_root: &Path, mut p: VmProcess, boot: u64, ticks: u64) -> Option<
 }
 
 /// With a host root other than `/`, the processes sysinfo sees must be the host's:
-/// vmrecover's pid namespace must be the one of `<host_root>/proc/1`. Without a procfs
-/// under the host root there is nothing to compare with and the check passes (the fd
-/// scan then reports its own could-not-read).
+/// `<host_root>/proc/self` must name vmrecover's own pid, which holds only when the
+/// host's procfs shows the pid namespace vmrecover runs in (`hostPID: true`). This needs
+/// no privilege (unlike reading `/proc/1/ns/pid`). Without a procfs under the host root
+/// there is nothing to compare with and the check passes (the fd scan then reports its
+/// own could-not-read).
 fn check_pid_namespace(host_root: &Path) -> Result<(), String> {
     if host_root == Path::new("/") {
         return Ok(());
     }
-    let host_ns_path = host_root.join("proc/1/ns/pid");
-    let host_ns = match std::fs::read_link(&host_ns_path) {
+    let self_link = host_root.join("proc/self");
+    let seen = match std::fs::read_link(&self_link) {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => {
             return Err(format!(
                 "cannot read {} to check the pid namespace: {e}",
-                host_ns_path.display()
+                self_link.display()
             ))
         }
     };
-    let own = std::fs::read_link("/proc/self/ns/pid")
-        .map_err(|e| format!("cannot read /proc/self/ns/pid: {e}"))?;
-    if own != host_ns {
+    let own = std::process::id().to_string();
+    if seen.as_os_str() != own.as_str() {
         return Err(format!(
-            "vmrecover runs in pid namespace {} but the host ({}) uses {}: it cannot see \
-             the host's processes (run the DaemonSet with hostPID: true)",
-            own.display(),
-            host_ns_path.display(),
-            host_ns.display()
+            "vmrecover is pid {own} but the host's procfs ({}) sees it as {}: it runs in \
+             another pid namespace and cannot see the host's processes (run the DaemonSet \
+             with hostPID: true)",
+            self_link.display(),
+            seen.display()
         ));
     }
     Ok(())
@@ -238,10 +239,15 @@ mod tests {
     #[test]
     fn different_namespace_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ns = dir.path().join("proc/1/ns");
-        std::fs::create_dir_all(&ns).expect("mkdir");
-        std::os::unix::fs::symlink("pid:[1]", ns.join("pid")).expect("symlink");
+        std::fs::create_dir_all(dir.path().join("proc")).expect("mkdir");
+        // Our pid as another namespace would show it.
+        let other = (std::process::id() + 1).to_string();
+        std::os::unix::fs::symlink(other, dir.path().join("proc/self")).expect("symlink");
         let err = check_pid_namespace(dir.path()).expect_err("differs");
         assert!(err.contains("hostPID"), "{err}");
+        // The machine's own procfs under a host root is the same namespace.
+        let same = tempfile::tempdir().expect("tempdir");
+        std::os::unix::fs::symlink("/proc", same.path().join("proc")).expect("symlink");
+        assert!(check_pid_namespace(same.path()).is_ok());
     }
 }
