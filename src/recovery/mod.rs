@@ -9,3 +9,6 @@ pub mod plan;
 pub mod recheck;
 pub mod render;
 pub mod report;
+
+#[cfg(test)]
+mod plan_tests;
