@@ -166,7 +166,20 @@ pub fn save_atomic(dir: &Path, records: &RecordsFile) -> anyhow::Result<()> {
         let _ = fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("cannot write {}", target.display()));
     }
+    remove_stale_temps(dir);
     Ok(())
+}
+
+/// Removes temp files left by writes that a power cut interrupted before the rename.
+fn remove_stale_temps(dir: &Path) {
+    let prefix = format!(".{RECORDS_FILE}.tmp-");
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 fn open_private(path: &Path) -> std::io::Result<fs::File> {

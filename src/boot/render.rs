@@ -45,10 +45,9 @@ fn time(t: Option<jiff::Timestamp>) -> String {
     )
 }
 
-/// Writes the boot section.
+/// Writes the boot section (the caller prints the section heading).
 pub fn render(facts: &BootFacts, out: &mut dyn Write) -> io::Result<()> {
     let v = &facts.verdict;
-    writeln!(out, "Boot")?;
     writeln!(
         out,
         "  Verdict:    {} — {}",

@@ -110,8 +110,12 @@ pub struct Inputs<'a> {
     pub hints: &'a [Hint],
 }
 
+/// A timestamp for a sentence: whole seconds, UTC.
 fn when(t: Option<jiff::Timestamp>) -> String {
-    t.map_or_else(|| "an unknown time".to_string(), |t| t.to_string())
+    match t {
+        Some(t) => t.round(jiff::Unit::Second).unwrap_or(t).to_string(),
+        None => "an unknown time".to_string(),
+    }
 }
 
 fn records_evidence(inputs: &Inputs<'_>) -> Evidence {
@@ -149,8 +153,9 @@ fn records_evidence(inputs: &Inputs<'_>) -> Evidence {
         } => (
             Says::Clean,
             format!(
-                "previous boot {} was marked cleanly stopped at {stopped}",
-                short_id(boot_id)
+                "previous boot {} was marked cleanly stopped at {}",
+                short_id(boot_id),
+                when(Some(*stopped))
             ),
             format!("boot {boot_id}, recorded running at {}", when(*started_at)),
         ),
