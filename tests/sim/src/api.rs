@@ -123,6 +123,13 @@ pub(crate) fn route(state: &State, r: &Req) -> Reply {
         }
         "/apis" if get => return Reply::Json(200, resources::group_list()),
         "/openapi/v3" if get => return Reply::Json(200, crate::openapi::index()),
+        "/openapi/v2" if get => {
+            return Reply::Bytes(
+                200,
+                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                crate::openapi::v2_protobuf(),
+            )
+        }
         _ => {}
     }
     if get {
@@ -215,7 +222,7 @@ fn verb(state: &State, r: &Req, t: Target) -> Result<Reply, ApiError> {
                     def,
                     q.field_selector.as_deref().unwrap_or(""),
                 )
-                .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
+                .map_err(ApiError::bad_request)?;
                 return Ok(Reply::Watch(WatchParams {
                     res,
                     ns,

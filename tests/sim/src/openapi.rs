@@ -85,6 +85,96 @@ pub fn group_version(group: &str, version: &str) -> Option<Value> {
     }))
 }
 
+/// Protocol-buffer encoding of the few gnostic `openapi.v2` messages kubectl reads.
+mod pb {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    /// A length-delimited field (string, bytes or embedded message).
+    pub fn field(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
+        varint(out, (u64::from(number) << 3) | 2);
+        varint(out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+    }
+
+    /// A message built from a closure.
+    pub fn msg(f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut v = Vec::new();
+        f(&mut v);
+        v
+    }
+}
+
+/// `GET /openapi/v2`: a protobuf `openapi.v2.Document` (the only form kubectl accepts) with one
+/// PATCH operation per kind that declares the `fieldValidation` query parameter and the
+/// `x-kubernetes-group-version-kind` extension, and no definitions. kubectl ≤1.29 reads it to
+/// decide on server-side field validation (else `create -f`/`apply -f` fail to "download openapi").
+pub fn v2_protobuf() -> Vec<u8> {
+    use pb::{field, msg};
+    let paths = msg(|paths| {
+        for r in RESOURCES {
+            let base = format!("/{}", gv_path(r.group, r.version));
+            let item = if r.namespaced {
+                format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+            } else {
+                format!("{base}/{}/{{name}}", r.plural)
+            };
+            let gvk_yaml = format!(
+                "group: \"{}\"\nkind: {}\nversion: {}\n",
+                r.group, r.kind, r.version
+            );
+            let operation = msg(|op| {
+                field(op, 5, format!("patch{}", r.kind).as_bytes());
+                for name in ["dryRun", "fieldManager", "fieldValidation", "force"] {
+                    let query = msg(|q| {
+                        field(q, 2, b"query");
+                        field(q, 4, name.as_bytes());
+                        field(
+                            q,
+                            6,
+                            if name == "force" {
+                                b"boolean"
+                            } else {
+                                b"string"
+                            },
+                        );
+                    });
+                    let non_body = msg(|n| field(n, 3, &query));
+                    let parameter = msg(|p| field(p, 2, &non_body));
+                    let item = msg(|i| field(i, 1, &parameter));
+                    field(op, 8, &item);
+                }
+                let any = msg(|a| field(a, 2, gvk_yaml.as_bytes()));
+                let ext = msg(|e| {
+                    field(e, 1, b"x-kubernetes-group-version-kind");
+                    field(e, 2, &any);
+                });
+                field(op, 13, &ext);
+            });
+            let path_item = msg(|pi| field(pi, 8, &operation));
+            let named = msg(|n| {
+                field(n, 1, item.as_bytes());
+                field(n, 2, &path_item);
+            });
+            field(paths, 2, &named);
+        }
+    });
+    msg(|doc| {
+        field(doc, 1, b"2.0");
+        let info = msg(|i| {
+            field(i, 1, b"Kubernetes (harvester-sim)");
+            field(i, 2, b"unversioned");
+        });
+        field(doc, 2, &info);
+        field(doc, 8, &paths);
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +194,10 @@ mod tests {
             .as_array()
             .is_some_and(|a| a.iter().any(|x| x["name"] == "fieldValidation")));
         assert!(group_version("nope.io", "v1").is_none());
+        let pb = v2_protobuf();
+        // Field 1 (swagger) comes first: tag 0x0a, length 3, "2.0".
+        assert_eq!(pb.get(..5), Some(&b"\x0a\x032.0"[..]));
+        let text = String::from_utf8_lossy(&pb);
+        assert!(text.contains("fieldValidation") && text.contains("kind: VirtualMachineInstance"));
     }
 }

@@ -48,11 +48,6 @@ impl ResourceDef {
         }
     }
 
-    /// The Go-style `GroupVersionResource` string used in some real error messages.
-    pub fn gvr_string(&self) -> String {
-        format!("{}/{}, Resource={}", self.group, self.version, self.plural)
-    }
-
     /// Whether `metadata.generation` is maintained (custom resources and pods, as in Kubernetes 1.33).
     pub fn tracks_generation(&self) -> bool {
         self.custom || self.plural == "pods"

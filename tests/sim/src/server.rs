@@ -67,6 +67,8 @@ pub(crate) enum Reply {
     Json(u16, Value),
     /// Plain text.
     Text(u16, String),
+    /// Raw bytes with a content type.
+    Bytes(u16, &'static str, Vec<u8>),
     /// A watch stream, started once the request is logged.
     Watch(crate::watch::WatchParams),
 }
@@ -207,6 +209,15 @@ async fn handle(
                 .status(s)
                 .header("Content-Type", "text/plain; charset=utf-8")
                 .body(full(t))
+                .unwrap_or_else(|_| Response::new(full(Bytes::new())));
+            (resp, s, n)
+        }
+        Reply::Bytes(s, ct, b) => {
+            let n = b.len() as u64;
+            let resp = Response::builder()
+                .status(s)
+                .header("Content-Type", ct)
+                .body(full(b))
                 .unwrap_or_else(|_| Response::new(full(Bytes::new())));
             (resp, s, n)
         }

@@ -126,14 +126,9 @@ impl Store {
         let r = res_def(res);
         let label = LabelSelector::parse(q.label_selector.as_deref().unwrap_or(""))
             .map_err(ApiError::bad_request)?;
-        let field = FieldSelector::parse(r, q.field_selector.as_deref().unwrap_or("")).map_err(|e| {
-            ApiError::bad_request(format!(
-                "Unable to find \"{}\" that match label selector \"{}\", field selector \"{}\": {e}",
-                r.gvr_string(),
-                q.label_selector.as_deref().unwrap_or(""),
-                q.field_selector.as_deref().unwrap_or("")
-            ))
-        })?;
+        // The apiserver answers just the conversion error; kubectl adds "Unable to find ... that match ...".
+        let field = FieldSelector::parse(r, q.field_selector.as_deref().unwrap_or(""))
+            .map_err(ApiError::bad_request)?;
         let start: Option<Key> = match q.continue_token.as_deref() {
             None | Some("") => None,
             Some(t) => {
