@@ -120,6 +120,11 @@ pub struct GlobalArgs {
     )]
     pub namespace: String,
 
+    /// Output format of `status` and `run`: a table for people, or JSON (the full
+    /// facts, plan and report) for tools.
+    #[arg(long, short, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
     /// Log format: text for people, json for containers.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -182,10 +187,6 @@ pub enum Command {
 /// `status` options.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Output format.
-    #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
-
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -212,10 +213,6 @@ pub struct RunArgs {
     /// How long to wait for another holder of this node's Lease before giving up.
     #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "DURATION")]
     pub lease_wait: Duration,
-
-    /// Output format.
-    #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
 
     #[command(flatten)]
     pub policy: PolicyArgs,

@@ -62,10 +62,10 @@ pub fn init(level: &str, format: LogFormat, target: LogTarget) {
         .map(|l| {
             l.with_syslog_identifier("vmrecover".into())
                 .with_field_prefix(None)
-                .with_filter(tracing_subscriber::filter::Targets::new().with_target(
-                    crate::recovery::audit::AUDIT_TARGET,
-                    tracing::Level::INFO,
-                ))
+                .with_filter(
+                    tracing_subscriber::filter::Targets::new()
+                        .with_target(crate::recovery::audit::AUDIT_TARGET, tracing::Level::INFO),
+                )
         });
     let _ = tracing_subscriber::registry()
         .with(layer.with_filter(filter))

@@ -42,19 +42,20 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Outcome {
     let plan = plan(&gathering.facts, &policy);
 
     if args.dry_run {
-        return print_plan(&plan, args.output).map_or_else(|e| fail(&e), |()| plan_outcome(&plan));
+        return print_plan(&plan, global.output)
+            .map_or_else(|e| fail(&e), |()| plan_outcome(&plan));
     }
     if !plan.has_work() {
-        if let Err(e) = print_plan(&plan, args.output) {
+        if let Err(e) = print_plan(&plan, global.output) {
             return fail(&e);
         }
-        if args.output == OutputFormat::Table {
+        if global.output == OutputFormat::Table {
             println!("\nNothing to apply on node {node}.");
         }
         return plan_outcome(&plan);
     }
-    if args.output == OutputFormat::Table {
-        if let Err(e) = print_plan(&plan, args.output) {
+    if global.output == OutputFormat::Table {
+        if let Err(e) = print_plan(&plan, global.output) {
             return fail(&e);
         }
     }
@@ -117,7 +118,7 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Outcome {
     if let Err(e) = ReportStore::new(&global.state_dir).save(&report) {
         eprintln!("vmrecover: warning: the run report could not be saved: {e:#}");
     }
-    let printed = match args.output {
+    let printed = match global.output {
         OutputFormat::Json => serde_json::to_string_pretty(&report)
             .map(|s| println!("{s}"))
             .map_err(|e| e.to_string()),

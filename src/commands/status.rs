@@ -60,7 +60,7 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> Outcome {
         last_run: ReportStore::new(&global.state_dir).load(),
     };
     let mut out = std::io::stdout().lock();
-    let written = match args.output {
+    let written = match global.output {
         OutputFormat::Json => serde_json::to_writer_pretty(&mut out, &report)
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out)),

@@ -29,10 +29,12 @@ pub fn volume_of(path: &str) -> Option<String> {
     for (i, part) in parts.iter().enumerate() {
         let at = |k: usize| parts.get(i + k).copied();
         match *part {
-            "volumeDevices" if at(1) == Some("publish") || at(1) == Some("staging") => {
-                if i > 0 && parts.get(i - 1) == Some(&"csi") {
-                    return at(2).map(Into::into);
-                }
+            "volumeDevices"
+                if (at(1) == Some("publish") || at(1) == Some("staging"))
+                    && i > 0
+                    && parts.get(i - 1) == Some(&"csi") =>
+            {
+                return at(2).map(Into::into);
             }
             "kubernetes.io~csi" if i >= 1 => {
                 let parent = parts.get(i - 1).copied();

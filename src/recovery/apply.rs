@@ -89,6 +89,8 @@ async fn recover_vm(d: &Decision, steps: &[Step], ctx: &ApplyContext) -> VmOutco
         return out.end(VmResult::Failed, why);
     }
 
+    // Set once the wait saw the VMI disappear: its clear step has nothing left to do.
+    let mut vmi_gone = false;
     for (i, step) in steps.iter().enumerate() {
         if !ctx.lease.is_held() {
             return out.end(
@@ -132,9 +134,10 @@ async fn recover_vm(d: &Decision, steps: &[Step], ctx: &ApplyContext) -> VmOutco
                     "wait up to {} for virt-controller/Harvester",
                     humantime::format_duration(*grace)
                 );
-                let finished = wait_for_controllers(d, *grace, ctx).await;
+                let waited = wait_for_controllers(d, *grace, ctx).await;
                 out.requests += 2;
-                if finished {
+                vmi_gone = waited.vmi_gone;
+                if waited.finished {
                     out.steps.push(StepOutcome {
                         step: desc,
                         result: "the controllers finished it".into(),
@@ -142,9 +145,14 @@ async fn recover_vm(d: &Decision, steps: &[Step], ctx: &ApplyContext) -> VmOutco
                     forget_intent(d, ctx);
                     return out.end_ok(VmResult::FinishedByController);
                 }
+                let result = if vmi_gone {
+                    "done: the controllers removed the VMI; the VM is still stuck"
+                } else {
+                    "done: still stuck after the grace period"
+                };
                 out.steps.push(StepOutcome {
                     step: desc,
-                    result: "done: still stuck after the grace period".into(),
+                    result: result.into(),
                 });
                 // Time passed: the evidence must be fresh again before the next change.
                 ctx.recheck.invalidate().await;
@@ -159,11 +167,16 @@ async fn recover_vm(d: &Decision, steps: &[Step], ctx: &ApplyContext) -> VmOutco
                 remove,
             } => {
                 let desc = format!(
-                    "clear finalizers of {kind} {}/{}: {}",
-                    object.namespace,
-                    object.name,
-                    remove.join(", ")
+                    "clear finalizers of {kind} {}/{}",
+                    object.namespace, object.name
                 );
+                if *kind == ObjectKind::Vmi && vmi_gone {
+                    out.steps.push(StepOutcome {
+                        step: desc,
+                        result: "done (the controllers removed it)".into(),
+                    });
+                    continue;
+                }
                 let (result, requests) =
                     clear_finalizers(&ctx.client, *kind, object, expected, remove).await;
                 out.requests += requests;
@@ -218,6 +231,12 @@ async fn recover_vm(d: &Decision, steps: &[Step], ctx: &ApplyContext) -> VmOutco
         }
     }
     forget_intent(d, ctx);
+    if !steps
+        .iter()
+        .any(|s| matches!(s, Step::ClearFinalizers { .. }))
+    {
+        return out.end_ok(VmResult::HandedToController);
+    }
     out
 }
 
@@ -335,11 +354,23 @@ async fn force_delete_pod(client: &Client, pod: &ObjectKey) -> Result<(), String
     }
 }
 
-/// Waits up to `grace` for the controllers; true when they finished the VM themselves
-/// (the VMI is gone and so is the VM, or the VM is not deleting).
-async fn wait_for_controllers(d: &Decision, grace: Duration, ctx: &ApplyContext) -> bool {
+/// What the controllers did during the wait.
+struct Waited {
+    /// The VMI is gone.
+    vmi_gone: bool,
+    /// The VM needs nothing more (gone, or not deleting).
+    finished: bool,
+}
+
+/// Waits up to `grace` (with a watch) for the controllers to remove the VMI, then checks
+/// whether they finished the VM too.
+async fn wait_for_controllers(d: &Decision, grace: Duration, ctx: &ApplyContext) -> Waited {
+    let not_yet = Waited {
+        vmi_gone: false,
+        finished: false,
+    };
     let Some(vmi) = &d.vmi else {
-        return false;
+        return not_yet;
     };
     let api = Api::<VirtualMachineInstance>::namespaced(ctx.client.clone(), &vmi.namespace);
     let uid = vmi.uid.clone();
@@ -351,20 +382,24 @@ async fn wait_for_controllers(d: &Decision, grace: Duration, ctx: &ApplyContext)
         Ok(Ok(_))
     );
     if !vmi_gone {
-        return false;
+        return not_yet;
     }
     let Some(vm) = &d.vm else {
-        return true;
+        return Waited {
+            vmi_gone,
+            finished: true,
+        };
     };
     let vms = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &vm.namespace);
-    match vms.get_opt(&vm.name).await {
+    let finished = match vms.get_opt(&vm.name).await {
         Ok(None) => true,
         Ok(Some(cur)) => {
             cur.metadata.uid.as_deref() != Some(vm.uid.as_str())
                 || cur.metadata.deletion_timestamp.is_none()
         }
         Err(_) => false,
-    }
+    };
+    Waited { vmi_gone, finished }
 }
 
 /// The result of a finalizer patch.

@@ -120,6 +120,7 @@ pub fn report(r: &RunReport, out: &mut dyn Write) -> io::Result<()> {
         let result = match o.result {
             VmResult::Recovered => "recovered",
             VmResult::FinishedByController => "finished by the controllers",
+            VmResult::HandedToController => "launcher pod freed; the VM controller finishes it",
             VmResult::Aborted => "left alone",
             VmResult::Failed => "FAILED",
         };

@@ -20,6 +20,9 @@ pub enum VmResult {
     Recovered,
     /// The controllers finished on their own during the wait.
     FinishedByController,
+    /// Its leftover launcher pod was removed; the VM controller finishes the rest (a VM
+    /// that is `Stopping`, not deleting, never has its finalizers cleared).
+    HandedToController,
     /// A precondition moved (new finalizer, new pod, new process, lost lease): left alone.
     Aborted,
     /// An API error stopped it.
