@@ -1,0 +1,460 @@
+//! kubectl fidelity suite: the real kubectl binaries (1.27, 1.33 and the /usr/bin/kubectl
+//! dispatcher) against the simulator started from power-loss.yaml. A missing binary is skipped
+//! with a printed reason; the suite fails when none is present.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use harvester_sim::{shipped_scenario, Sim, SimConfig};
+use serde_json::Value;
+
+const CANDIDATES: [&str; 3] = [
+    "/usr/lib/google-cloud-sdk/bin/kubectl.1.27",
+    "/usr/lib/google-cloud-sdk/bin/kubectl.1.33",
+    "/usr/bin/kubectl",
+];
+
+fn kubectls() -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for c in CANDIDATES {
+        if Path::new(c).exists() {
+            found.push(PathBuf::from(c));
+        } else {
+            println!("skipping {c}: not installed");
+        }
+    }
+    assert!(
+        !found.is_empty(),
+        "no kubectl binary found among {CANDIDATES:?}"
+    );
+    found
+}
+
+async fn power_loss() -> Sim {
+    match Sim::start(SimConfig::default().scenario_file(shipped_scenario("power-loss.yaml"))).await
+    {
+        Ok(s) => s,
+        Err(e) => panic!("simulator did not start: {e:#}"),
+    }
+}
+
+struct Kubectl<'a> {
+    bin: &'a Path,
+    kubeconfig: &'a Path,
+}
+
+impl Kubectl<'_> {
+    async fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = tokio::process::Command::new(self.bin);
+        cmd.args(args)
+            .env("KUBECONFIG", self.kubeconfig)
+            .env("HOME", std::env::temp_dir())
+            .env_remove("KUBECTL_EXTERNAL_DIFF")
+            .stdin(if stdin.is_some() {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            })
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => panic!("cannot run {}: {e}", self.bin.display()),
+        };
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            use tokio::io::AsyncWriteExt;
+            if let Err(e) = pipe.write_all(input.as_bytes()).await {
+                panic!("writing stdin: {e}");
+            }
+        }
+        match child.wait_with_output().await {
+            Ok(o) => o,
+            Err(e) => panic!("{} {args:?}: {e}", self.bin.display()),
+        }
+    }
+
+    /// Runs and requires success; returns stdout.
+    async fn ok(&self, args: &[&str]) -> String {
+        self.ok_in(args, None).await
+    }
+
+    async fn ok_in(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let o = self.run(args, stdin).await;
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{} {args:?} failed: {}\n{out}",
+            self.bin.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    }
+}
+
+fn table_rows(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+#[tokio::test]
+async fn kubectl_reads_the_stuck_cluster() {
+    for bin in kubectls() {
+        let sim = power_loss().await;
+        let k = Kubectl {
+            bin: &bin,
+            kubeconfig: sim.kubeconfig_path(),
+        };
+        let out = k.ok(&["get", "vm,vmi", "-A"]).await;
+        for (ns, name, status) in [
+            (
+                "default",
+                "virtualmachine.kubevirt.io/vm-web-01",
+                "Terminating",
+            ),
+            ("prod", "virtualmachine.kubevirt.io/vm-app-02", "Stopping"),
+            ("default", "virtualmachine.kubevirt.io/vm-web-02", "Running"),
+        ] {
+            let found = out.lines().any(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.first() == Some(&ns) && w.get(1) == Some(&name) && w.get(3) == Some(&status)
+            });
+            assert!(
+                found,
+                "{}: no row {ns} {name} {status} in\n{out}",
+                bin.display()
+            );
+        }
+        assert!(
+            out.contains("virtualmachineinstance.kubevirt.io/vm-app-02"),
+            "{out}"
+        );
+
+        let out = k
+            .ok(&[
+                "get",
+                "vmi",
+                "-A",
+                "-l",
+                "kubevirt.io/nodeName=harvester-node-1",
+            ])
+            .await;
+        let rows = table_rows(&out);
+        assert_eq!(rows.len(), 6, "{}: {out}", bin.display());
+        assert!(
+            rows.iter()
+                .all(|r| r.get(5).map(String::as_str) == Some("harvester-node-1")),
+            "{out}"
+        );
+        assert!(rows
+            .iter()
+            .any(|r| r.get(1).map(String::as_str) == Some("vm-app-02")
+                && r.get(3).map(String::as_str) == Some("Failed")));
+
+        let out = k
+            .ok(&[
+                "get",
+                "pods",
+                "-A",
+                "--field-selector",
+                "spec.nodeName=harvester-node-1",
+            ])
+            .await;
+        let rows = table_rows(&out);
+        assert_eq!(rows.len(), 2, "{out}");
+        assert!(
+            rows.iter().any(|r| r.get(1).map(String::as_str)
+                == Some("virt-launcher-vm-db-01-xxxxx")
+                && r.get(3).map(String::as_str) == Some("Terminating")),
+            "{out}"
+        );
+
+        let out = k
+            .ok(&["get", "vmi", "vm-web-01", "-n", "default", "-o", "yaml"])
+            .await;
+        assert!(
+            out.contains("deletionTimestamp: \"2025-06-02T08:31:40Z\""),
+            "{out}"
+        );
+        assert!(
+            out.contains("- kubevirt.io/foregroundDeleteVirtualMachine"),
+            "{out}"
+        );
+        assert!(
+            out.contains("uid: 22222222-0000-4000-8000-000000000001"),
+            "{out}"
+        );
+
+        let out = k.ok(&["api-resources"]).await;
+        for needle in [
+            "virtualmachineinstances",
+            "vmi",
+            "kubevirt.io/v1",
+            "volumeattachments",
+            "longhorn.io/v1beta2",
+            "pvc",
+        ] {
+            assert!(
+                out.contains(needle),
+                "{}: api-resources lacks {needle}:\n{out}",
+                bin.display()
+            );
+        }
+
+        let bad = k
+            .run(
+                &[
+                    "get",
+                    "vmi",
+                    "-A",
+                    "--field-selector",
+                    "status.phase=Running",
+                ],
+                None,
+            )
+            .await;
+        assert!(!bad.status.success());
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert!(
+            err.contains("Error from server (BadRequest)")
+                && err.contains("field label not supported: status.phase"),
+            "{err}"
+        );
+        let missing = k.run(&["get", "vm", "nope", "-n", "default"], None).await;
+        let err = String::from_utf8_lossy(&missing.stderr);
+        assert!(
+            err.contains(
+                "Error from server (NotFound): virtualmachines.kubevirt.io \"nope\" not found"
+            ),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn kubectl_deletes_and_patches_finalizers_away() {
+    for bin in kubectls() {
+        let sim = power_loss().await;
+        let k = Kubectl {
+            bin: &bin,
+            kubeconfig: sim.kubeconfig_path(),
+        };
+        // delete --wait=false on an object with finalizers: it stays, with a deletionTimestamp.
+        k.ok(&["delete", "vm", "vm-web-02", "-n", "default", "--wait=false"])
+            .await;
+        let ts = k
+            .ok(&[
+                "get",
+                "vm",
+                "vm-web-02",
+                "-n",
+                "default",
+                "-o",
+                "jsonpath={.metadata.deletionTimestamp}",
+            ])
+            .await;
+        assert!(
+            !ts.trim().is_empty(),
+            "{}: no deletionTimestamp",
+            bin.display()
+        );
+
+        // A failing test op: non-zero exit and the server's message.
+        let failing = k
+            .run(
+                &["patch", "vmi", "vm-web-01", "-n", "default", "--type=json", "-p",
+                  r#"[{"op":"test","path":"/metadata/finalizers","value":["nope"]},{"op":"remove","path":"/metadata/finalizers"}]"#],
+                None,
+            )
+            .await;
+        assert!(!failing.status.success());
+        let err = String::from_utf8_lossy(&failing.stderr);
+        assert!(
+            err.contains("the server rejected our request due to an error in our request"),
+            "{err}"
+        );
+
+        // Removing the finalizers of the deleting VMI makes it disappear.
+        k.ok(&[
+            "patch",
+            "vmi",
+            "vm-web-01",
+            "-n",
+            "default",
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+        ])
+        .await;
+        let gone = k
+            .run(&["get", "vmi", "vm-web-01", "-n", "default"], None)
+            .await;
+        assert!(!gone.status.success());
+        assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
+        // The leftover Terminating pod goes with a forced delete.
+        k.ok(&[
+            "delete",
+            "pod",
+            "virt-launcher-vm-db-01-xxxxx",
+            "-n",
+            "default",
+            "--grace-period=0",
+            "--force",
+        ])
+        .await;
+        let pods = k.ok(&["get", "pods", "-n", "default", "-o", "name"]).await;
+        assert!(!pods.contains("vm-db-01"), "{pods}");
+        let mutating = sim.mutating_requests();
+        assert!(mutating.iter().any(|r| r.method == "DELETE"
+            && r.query.contains("gracePeriodSeconds=0")
+            || r.body["gracePeriodSeconds"] == 0));
+    }
+}
+
+const NEW_VM: &str = "apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata:
+  name: vm-new
+  namespace: default
+  labels: {app: LABEL}
+spec:
+  runStrategy: Halted
+  template:
+    spec:
+      domain: {devices: {}}
+";
+
+#[tokio::test]
+async fn kubectl_create_apply_and_status_subresource() {
+    for bin in kubectls() {
+        let sim = power_loss().await;
+        let k = Kubectl {
+            bin: &bin,
+            kubeconfig: sim.kubeconfig_path(),
+        };
+        let v1 = NEW_VM.replace("LABEL", "one");
+        let out = k.ok_in(&["create", "-f", "-"], Some(&v1)).await;
+        assert!(
+            out.contains("virtualmachine.kubevirt.io/vm-new created"),
+            "{out}"
+        );
+        let again = k.run(&["create", "-f", "-"], Some(&v1)).await;
+        assert!(!again.status.success());
+        assert!(String::from_utf8_lossy(&again.stderr).contains("(AlreadyExists)"));
+
+        let v2 = NEW_VM.replace("LABEL", "two");
+        k.ok_in(&["apply", "-f", "-"], Some(&v2)).await;
+        let label = k
+            .ok(&[
+                "get",
+                "vm",
+                "vm-new",
+                "-n",
+                "default",
+                "-o",
+                "jsonpath={.metadata.labels.app}",
+            ])
+            .await;
+        assert_eq!(label, "two", "{}", bin.display());
+
+        let v3 = NEW_VM.replace("LABEL", "three");
+        let out = k
+            .ok_in(&["apply", "--server-side", "-f", "-"], Some(&v3))
+            .await;
+        assert!(out.contains("serverside-applied"), "{out}");
+        let label = k
+            .ok(&[
+                "get",
+                "vm",
+                "vm-new",
+                "-n",
+                "default",
+                "-o",
+                "jsonpath={.metadata.labels.app}",
+            ])
+            .await;
+        assert_eq!(label, "three");
+
+        k.ok(&[
+            "patch",
+            "vm",
+            "vm-new",
+            "-n",
+            "default",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"printableStatus":"Stopped"}}"#,
+        ])
+        .await;
+        let st = k
+            .ok(&["get", "vm", "vm-new", "-n", "default", "-o", "json"])
+            .await;
+        let v: Value = serde_json::from_str(&st).unwrap_or_default();
+        assert_eq!(v["status"]["printableStatus"], "Stopped");
+        assert_eq!(
+            v["metadata"]["generation"], 1,
+            "status writes do not move generation"
+        );
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p-new, namespace: default}\nspec: {containers: [{name: c, image: busybox}]}\n";
+        k.ok_in(&["apply", "-f", "-"], Some(pod)).await;
+        k.ok(&["delete", "pod", "p-new", "-n", "default"]).await;
+    }
+}
+
+#[tokio::test]
+async fn kubectl_watch_prints_changes() {
+    let bins = kubectls();
+    let Some(bin) = bins.last() else { return };
+    let sim = power_loss().await;
+    let mut child = match tokio::process::Command::new(bin)
+        .args(["get", "vmi", "-n", "default", "-w", "--request-timeout=20s"])
+        .env("KUBECONFIG", sim.kubeconfig_path())
+        .env("HOME", std::env::temp_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let Some(stdout) = child.stdout.take() else {
+        panic!("no stdout")
+    };
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
+    let mut patched = false;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while let Ok(Ok(Some(line))) = tokio::time::timeout_at(deadline, lines.next_line()).await {
+        seen.push(line.clone());
+        if !patched && line.starts_with("vm-web-03") {
+            patched = true;
+            let k = Kubectl {
+                bin,
+                kubeconfig: sim.kubeconfig_path(),
+            };
+            k.ok(&[
+                "patch",
+                "vmi",
+                "vm-live-01",
+                "-n",
+                "default",
+                "--type=json",
+                "-p",
+                r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+            ])
+            .await;
+        } else if patched && line.starts_with("vm-live-01") {
+            break;
+        }
+    }
+    let _ = child.kill().await;
+    let live_rows = seen.iter().filter(|l| l.starts_with("vm-live-01")).count();
+    assert!(
+        live_rows >= 2,
+        "the watch printed the change of vm-live-01: {seen:?}"
+    );
+}
