@@ -592,7 +592,7 @@ fn find_orphans(facts: &Facts, policy: &Policy) -> Vec<OrphanDecision> {
 fn describe_procs(procs: &[&VmProcess]) -> String {
     procs
         .iter()
-        .map(|p| format!("pid {} ({:?})", p.pid, p.kind))
+        .map(|p| format!("pid {} ({})", p.pid, p.kind.as_str()))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -146,10 +146,11 @@ pub fn report(r: &RunReport, out: &mut dyn Write) -> io::Result<()> {
         .count();
     writeln!(
         out,
-        "Run on node {} {}: {} recovered, {} left alone, {} failed, {} blocked by evidence",
+        "Run on node {} {}: {} recovered, {} handed to the VM controller, {} left alone, {} failed, {} blocked by evidence",
         r.plan.node,
         if r.dry_run { "(dry-run)" } else { "finished" },
         r.recovered(),
+        r.handed_over(),
         r.aborted(),
         r.failed(),
         blocked

@@ -99,6 +99,14 @@ impl RunReport {
             .count()
     }
 
+    /// VMs whose leftover pod was freed for the VM controller to finish.
+    pub fn handed_over(&self) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|o| o.result == VmResult::HandedToController)
+            .count()
+    }
+
     /// VMs whose recovery failed with an error.
     pub fn failed(&self) -> usize {
         self.outcomes
