@@ -177,19 +177,26 @@ fn processes_exiting_mid_scan_do_not_matter() {
         let stop = Arc::clone(&stop);
         let spawned = Arc::clone(&spawned);
         std::thread::spawn(move || {
+            let mut round: u32 = 0;
+            let mut alive = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                // Starts, reports ready and exits at once: it vanishes while scans run.
+                // Processes that live 0–8 ms: they start and vanish while scans run.
+                round = round.wrapping_add(1);
                 let p = FakeProc::spawn(
                     QEMU,
                     "/usr/bin/qemu-system-x86_64",
                     &qemu_args("default", "flicker", UID_B),
                     &FakeOpts {
-                        exit: true,
+                        exit_after_us: Some(round % 9 * 1000),
                         ..FakeOpts::default()
                     },
                 );
+                alive.push(p);
+                if alive.len() > 8 {
+                    // Reaps the oldest (it has exited by now or is killed).
+                    alive.remove(0);
+                }
                 spawned.fetch_add(1, Ordering::Relaxed);
-                drop(p);
             }
         })
     };
