@@ -61,8 +61,10 @@
 //!   (`metadata.name`, `metadata.namespace`, pods `spec.nodeName`, `status.phase`, ...; an unknown
 //!   field is a 400), `limit`/`continue` pagination, server-side Table printing.
 //! - Discovery: `/version`, `/api`, `/api/v1`, `/apis`, `/apis/G`, `/apis/G/V` (legacy form; kubectl
-//!   asking for aggregated discovery falls back to it), `/openapi/v3` (PATCH operations with the
-//!   `fieldValidation` parameter, no schemas); `/openapi/v2` is 404.
+//!   asking for aggregated discovery falls back to it), `/openapi/v3` (JSON) and `/openapi/v2`
+//!   (protobuf, the only form kubectl reads): PATCH operations declaring the `fieldValidation`
+//!   parameter and no schemas, so kubectl 1.27–1.33 `create -f`/`apply -f` validate server-side
+//!   (without `/openapi/v2`, kubectl ≤1.29 fails with "failed to download openapi").
 //!
 //! # Control API over HTTP
 //! See [`simapi`](crate::simapi) for `/_sim/requests`, `/_sim/faults`, `/_sim/settings`,

@@ -1,4 +1,4 @@
-//! A minimal OpenAPI v3 document per group/version. kubectl reads it to learn that the server
+//! Minimal OpenAPI documents: v3 (JSON, per group/version) and v2 (protobuf). kubectl reads it to learn that the server
 //! validates fields itself (the `fieldValidation` query parameter of each PATCH operation), so
 //! `kubectl create -f` and `kubectl apply -f` send `fieldValidation=Strict` instead of failing to
 //! download schemas for client-side validation. No schemas are served: kubectl then uses JSON
