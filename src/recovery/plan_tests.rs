@@ -19,6 +19,9 @@ use crate::node::volumes::{DiskFacts, FdHolder, MatchedBy, Mounts, OpenFiles};
 use crate::node::{NodeFacts, ProcessKind, VmProcess};
 
 const ME: &str = "n1";
+
+/// A change to a fixture, for table-driven cases.
+type Mutation<T> = Box<dyn Fn(&mut T)>;
 const VMI_FOREGROUND: &str = "kubevirt.io/foregroundDeleteVirtualMachine";
 const CONTROLLER_FINALIZE: &str = "kubevirt.io/virtualMachineControllerFinalize";
 const HARVESTER_CLEANUP: &str = "wrangler.cattle.io/VMController.CleanupPVCAndSnapshot";
@@ -254,7 +257,7 @@ fn live_processes_block() {
 
 #[test]
 fn missing_evidence_blocks_and_says_which() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Facts)>)> = vec![
+    let cases: Vec<(&str, Mutation<Facts>)> = vec![
         (
             "process evidence missing",
             Box::new(|f| f.local.processes = Gathered::unreadable("/proc", "EACCES")),
@@ -326,7 +329,7 @@ fn held_or_remotely_attached_disks_block() {
 
 #[test]
 fn other_nodes_and_migrations_are_not_mine() {
-    let cases: Vec<Box<dyn Fn(&mut VmiView)>> = vec![
+    let cases: Vec<Mutation<VmiView>> = vec![
         Box::new(|v| v.node_label = Some("n2".into())),
         Box::new(|v| v.status_node = Some("n2".into())),
         Box::new(|v| v.migrating = true),
