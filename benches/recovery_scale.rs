@@ -1,0 +1,770 @@
+//! The performance benchmark of issue 8: recovery at scale against the kubectl baseline,
+//! the boot check's cost, the node scan's cost and the agent's footprint, measured in one
+//! run against `harvester-sim` on this machine. Prints its figures; never asserts a time.
+//!
+//! Run: `cargo bench --bench recovery_scale`.
+//!
+//! Environment (all optional):
+//! - `BENCH_VMS` (5000), `BENCH_NODES` (50), `BENCH_STUCK` (300), `BENCH_NAMESPACES` (10):
+//!   the generated cluster.
+//! - `BENCH_KUBECTL`: the kubectl binary of the baseline (default: the version-matched
+//!   `/usr/lib/google-cloud-sdk/bin/kubectl.1.32` when present, else `kubectl`).
+//! - `BENCH_SKIP_BASELINE=1`: skip the kubectl baseline (it takes minutes).
+//! - `BENCH_JOURNAL_SIZES` ("20000,200000"), `BENCH_JOURNAL_BOOTS` (20),
+//!   `BENCH_STATUS_RUNS` (10): the boot check.
+//! - `BENCH_PROCESSES` (2000), `BENCH_VOLUMES` (500), `BENCH_SCAN_ITERATIONS` (20): the node scan.
+//! - `BENCH_IDLE_SECS` (60): the agent's idle CPU window.
+
+#[path = "../tests/bench_support/footprint.rs"]
+mod footprint;
+#[path = "../tests/bench_support/journal.rs"]
+mod journal;
+#[path = "../tests/bench_support/node.rs"]
+mod node;
+#[path = "../tests/bench_support/requests.rs"]
+mod requests;
+#[path = "../tests/bench_support/scenario.rs"]
+mod scenario;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use harvester_sim::{RequestRecord, Sim, SimConfig};
+use scenario::NODE;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vmrecover");
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.2} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// One line of the final figures table.
+struct Figure {
+    what: String,
+    value: String,
+    target: String,
+    verdict: String,
+}
+
+#[derive(Default)]
+struct Figures(Vec<Figure>);
+
+impl Figures {
+    fn add(&mut self, what: &str, value: String, target: &str, met: Option<bool>) {
+        let verdict = match met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "",
+        };
+        self.0.push(Figure {
+            what: what.into(),
+            value,
+            target: target.into(),
+            verdict: verdict.into(),
+        });
+    }
+
+    fn print(&self) {
+        let w0 = self.0.iter().map(|f| f.what.len()).max().unwrap_or(0);
+        let w1 = self.0.iter().map(|f| f.value.len()).max().unwrap_or(0);
+        let w2 = self.0.iter().map(|f| f.target.len()).max().unwrap_or(0);
+        println!("\n==================== recovery_scale figures ====================");
+        for f in &self.0 {
+            println!(
+                "{:<w0$}  {:>w1$}  {:<w2$}  {}",
+                f.what, f.value, f.target, f.verdict
+            );
+        }
+    }
+}
+
+fn median(mut d: Vec<Duration>) -> Duration {
+    d.sort();
+    d.get(d.len() / 2).copied().unwrap_or_default()
+}
+
+fn min(d: &[Duration]) -> Duration {
+    d.iter().min().copied().unwrap_or_default()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mut figures = Figures::default();
+    let shape = scenario::Shape {
+        total: env_usize("BENCH_VMS", 5000),
+        nodes: env_usize("BENCH_NODES", 50),
+        stuck: env_usize("BENCH_STUCK", 300),
+        namespaces: env_usize("BENCH_NAMESPACES", 10),
+    };
+    println!(
+        "recovery_scale: vmrecover {BIN} ({} bytes)",
+        std::fs::metadata(BIN).map(|m| m.len()).unwrap_or(0)
+    );
+
+    let t = Instant::now();
+    let generated = scenario::generate(&shape);
+    println!(
+        "scenario: {} VMs over {} nodes, {} stuck on {NODE} ({} with a leftover launcher pod), {} namespaces: {} objects, {} of YAML, generated in {}",
+        shape.total,
+        shape.nodes,
+        shape.stuck,
+        generated.leftover_pods,
+        shape.namespaces,
+        generated.objects,
+        mib(generated.text.len() as u64),
+        ms(t.elapsed())
+    );
+
+    let ours = recovery_vmrecover(&generated.text, &shape, &mut figures).await;
+    if std::env::var("BENCH_SKIP_BASELINE").is_ok_and(|v| v == "1") {
+        figures.add("kubectl baseline", "skipped".into(), "", None);
+    } else {
+        recovery_baseline(&generated.text, &shape, ours, &mut figures).await;
+    }
+    agent_footprint(&generated.text, &shape, &mut figures).await;
+    boot_check(&mut figures);
+    node_scan(&mut figures);
+
+    let size = std::fs::metadata(BIN).map(|m| m.len()).unwrap_or(0);
+    figures.add("release binary size (stripped)", mib(size), "", None);
+    figures.print();
+}
+
+async fn start_sim(text: &str) -> Option<Sim> {
+    let t = Instant::now();
+    match Sim::start(SimConfig::default().scenario_text(text.to_string())).await {
+        Ok(sim) => {
+            println!("sim: loaded and listening in {}", ms(t.elapsed()));
+            Some(sim)
+        }
+        Err(e) => {
+            eprintln!("sim: cannot start: {e:#}");
+            None
+        }
+    }
+}
+
+/// Stuck VMs whose VM and VMI are both gone.
+fn recovered(sim: &Sim, shape: &scenario::Shape) -> usize {
+    let vmis: std::collections::HashSet<String> = sim
+        .list("kubevirt.io/v1", "VirtualMachineInstance")
+        .iter()
+        .chain(sim.list("kubevirt.io/v1", "VirtualMachine").iter())
+        .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    (0..shape.stuck)
+        .filter(|i| !vmis.contains(&format!("vm-{i:05}")))
+        .count()
+}
+
+/// What the vmrecover run measured, for the ratio.
+#[derive(Clone, Copy)]
+struct Ours {
+    wall: Duration,
+}
+
+fn print_breakdown(log: &[&RequestRecord]) {
+    println!(
+        "  {:>6}  {:>11}  {:<9} {:<36} {:<16} selector",
+        "count", "bytes", "verb", "resource", "scope"
+    );
+    for ((verb, resource, scope, selector), row) in requests::breakdown(log) {
+        println!(
+            "  {:>6}  {:>11}  {verb:<9} {resource:<36} {scope:<16} {selector}",
+            row.count, row.bytes
+        );
+    }
+}
+
+async fn recovery_vmrecover(
+    text: &str,
+    shape: &scenario::Shape,
+    figures: &mut Figures,
+) -> Option<Ours> {
+    println!("\n== 1a. vmrecover run on the scale scenario");
+    let sim = start_sim(text).await?;
+    let (state, host, journal) = match (
+        tempfile::tempdir(),
+        node::empty_host_root(),
+        tempfile::tempdir(),
+    ) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        _ => {
+            eprintln!("cannot create temporary directories");
+            return None;
+        }
+    };
+    sim.clear_requests();
+    let t = Instant::now();
+    let out = tokio::process::Command::new(BIN)
+        .arg("--kubeconfig")
+        .arg(sim.kubeconfig_path())
+        .args(["--node", NODE, "--log-target", "stderr", "--state-dir"])
+        .arg(state.path())
+        .arg("--host-root")
+        .arg(host.path())
+        .arg("--journal-dir")
+        .arg(journal.path())
+        .args([
+            "run",
+            "--yes",
+            "--stuck-after",
+            "0s",
+            "--controller-grace",
+            "0s",
+            "--max-vms",
+            "1000",
+            "--output",
+            "json",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .await;
+    let wall = t.elapsed();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("cannot run {BIN}: {e}");
+            return None;
+        }
+    };
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let outcomes = report["outcomes"].as_array().cloned().unwrap_or_default();
+    let by_result = |r: &str| outcomes.iter().filter(|o| o["result"] == r).count();
+    let done = recovered(&sim, shape);
+    println!(
+        "vmrecover run: exit {:?} in {}; report: {} outcomes, {} recovered; cluster: {done}/{} stuck VMs gone",
+        out.status.code(),
+        ms(wall),
+        outcomes.len(),
+        by_result("recovered"),
+        shape.stuck
+    );
+    if done < shape.stuck {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
+        eprintln!(
+            "vmrecover did not recover every stuck VM; last stderr lines:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    let log = sim.requests();
+    let client = requests::client_requests(&log);
+    let totals = requests::totals(&client);
+    print_breakdown(&client);
+    let beyond = totals.requests - totals.initial_reads;
+    let per_vm = beyond as f64 / done.max(1) as f64;
+    println!(
+        "requests: {} total ({} before the first write, {} after: {:.2} per recovered VM); {} writes; bytes: {} in, {} out",
+        totals.requests,
+        totals.initial_reads,
+        beyond,
+        per_vm,
+        totals.writes,
+        mib(totals.bytes_in),
+        mib(totals.bytes_out)
+    );
+    let mut narrowable = 0;
+    for v in requests::unnarrowed_lists(&client) {
+        match &v.could_narrow {
+            Some(how) => {
+                narrowable += v.count;
+                println!(
+                    "  NARROWABLE: {} ×{}: {how} could narrow it",
+                    v.what, v.count
+                );
+            }
+            None => println!("  unnarrowed: {} ×{}: {}", v.what, v.count, v.note),
+        }
+    }
+    figures.add(
+        &format!("vmrecover run: {} stuck VMs recovered", shape.stuck),
+        format!("{done}/{}", shape.stuck),
+        "all",
+        Some(done == shape.stuck),
+    );
+    figures.add("vmrecover run wall time", ms(wall), "", None);
+    figures.add(
+        "API requests, total (initial reads)",
+        format!("{} ({})", totals.requests, totals.initial_reads),
+        "",
+        None,
+    );
+    figures.add(
+        "API requests per recovered VM beyond initial reads",
+        format!("{per_vm:.2}"),
+        "<= 4",
+        Some(per_vm <= 4.0),
+    );
+    figures.add(
+        "bytes transferred (server in + out)",
+        mib(totals.bytes_in + totals.bytes_out),
+        "",
+        None,
+    );
+    figures.add(
+        "lists a selector could have narrowed",
+        narrowable.to_string(),
+        "0",
+        Some(narrowable == 0),
+    );
+    Some(Ours { wall })
+}
+
+fn kubectl() -> String {
+    std::env::var("BENCH_KUBECTL").unwrap_or_else(|_| {
+        let matched = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32";
+        if Path::new(matched).exists() {
+            matched.into()
+        } else {
+            "kubectl".into()
+        }
+    })
+}
+
+async fn recovery_baseline(
+    text: &str,
+    shape: &scenario::Shape,
+    ours: Option<Ours>,
+    figures: &mut Figures,
+) {
+    println!(
+        "\n== 1b. kubectl baseline (tests/bench_support/kubectl_baseline.sh) on the same scenario"
+    );
+    let Some(sim) = start_sim(text).await else {
+        return;
+    };
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bench_support/kubectl_baseline.sh");
+    let home = tempfile::tempdir().ok();
+    let k = kubectl();
+    sim.clear_requests();
+    let t = Instant::now();
+    let mut cmd = tokio::process::Command::new("bash");
+    cmd.arg(&script)
+        .arg(NODE)
+        .env("KUBECONFIG", sim.kubeconfig_path())
+        .env("KUBECTL", &k)
+        .stdin(Stdio::null());
+    // A fresh HOME: kubectl starts with an empty discovery cache, as on a fresh admin box.
+    if let Some(h) = &home {
+        cmd.env("HOME", h.path());
+    }
+    let out = cmd.output().await;
+    let wall = t.elapsed();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("cannot run the baseline: {e}");
+            return;
+        }
+    };
+    let done = recovered(&sim, shape);
+    println!(
+        "baseline ({k}): exit {:?} in {}; {}; cluster: {done}/{} stuck VMs gone",
+        out.status.code(),
+        ms(wall),
+        String::from_utf8_lossy(&out.stdout).trim(),
+        shape.stuck
+    );
+    if !out.status.success() {
+        eprintln!("baseline stderr: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let log = sim.requests();
+    let client = requests::client_requests(&log);
+    let totals = requests::totals(&client);
+    print_breakdown(&client);
+    println!(
+        "requests: {} total; bytes: {} in, {} out",
+        totals.requests,
+        mib(totals.bytes_in),
+        mib(totals.bytes_out)
+    );
+    figures.add(
+        "kubectl baseline: stuck VMs recovered",
+        format!("{done}/{}", shape.stuck),
+        "",
+        None,
+    );
+    figures.add("kubectl baseline wall time", ms(wall), "", None);
+    figures.add(
+        "kubectl baseline API requests (bytes)",
+        format!(
+            "{} ({})",
+            totals.requests,
+            mib(totals.bytes_in + totals.bytes_out)
+        ),
+        "",
+        None,
+    );
+    if let Some(o) = ours {
+        let ratio = wall.as_secs_f64() / o.wall.as_secs_f64().max(1e-9);
+        figures.add(
+            "speed-up over the kubectl baseline",
+            format!("{ratio:.1}x"),
+            ">= 20x",
+            Some(ratio >= 20.0),
+        );
+    }
+}
+
+/// A TCP port free right now on loopback.
+fn free_port() -> Option<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .ok()
+}
+
+async fn agent_footprint(text: &str, shape: &scenario::Shape, figures: &mut Figures) {
+    println!("\n== 4. agent footprint");
+    let help = tokio::process::Command::new(BIN)
+        .args(["agent", "--help"])
+        .output()
+        .await;
+    let has_agent = help
+        .as_ref()
+        .map(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("--metrics-addr")
+        })
+        .unwrap_or(false);
+    if !has_agent {
+        println!("agent: not measured (not built yet)");
+        figures.add(
+            "agent RSS / idle CPU",
+            "not measured (not built yet)".into(),
+            "",
+            None,
+        );
+        return;
+    }
+    let Some(sim) = start_sim(text).await else {
+        return;
+    };
+    let (Ok(state), Ok(host), Ok(journal)) = (
+        tempfile::tempdir(),
+        node::empty_host_root(),
+        tempfile::tempdir(),
+    ) else {
+        return;
+    };
+    let port = free_port().unwrap_or(19477);
+    let child = tokio::process::Command::new(BIN)
+        .arg("--kubeconfig")
+        .arg(sim.kubeconfig_path())
+        .args(["--node", NODE, "--log-target", "stderr", "--state-dir"])
+        .arg(state.path())
+        .arg("--host-root")
+        .arg(host.path())
+        .arg("--journal-dir")
+        .arg(journal.path())
+        .args([
+            "agent",
+            "--act-on",
+            "always",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+            "--stuck-after",
+            "0s",
+            "--controller-grace",
+            "0s",
+            "--max-vms",
+            "1000",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            println!("agent: not measured (cannot start: {e})");
+            return;
+        }
+    };
+    let Some(pid) = child.id() else {
+        return;
+    };
+    // "After start": the first moment its health endpoint answers (or 2 s).
+    let t = Instant::now();
+    let mut started_rss = None;
+    while t.elapsed() < Duration::from_secs(10) {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            started_rss = footprint::rss_kib(pid);
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use tokio::io::AsyncReadExt;
+                let _ = e.read_to_string(&mut err).await;
+            }
+            println!(
+                "agent: not measured (it exited with {status}: {})",
+                err.lines().last().unwrap_or("")
+            );
+            figures.add(
+                "agent RSS / idle CPU",
+                format!("not measured (exited: {status})"),
+                "",
+                None,
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Recovering the scale scenario: until every stuck VM is gone (or 5 minutes).
+    let t = Instant::now();
+    while recovered(&sim, shape) < shape.stuck && t.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recovery = t.elapsed();
+    let done = recovered(&sim, shape);
+    // Let it settle into its watch, then measure the idle window.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after_rss = footprint::rss_kib(pid);
+    let idle = Duration::from_secs(env_usize("BENCH_IDLE_SECS", 60) as u64);
+    let before = footprint::cpu_ticks(pid);
+    tokio::time::sleep(idle).await;
+    let after = footprint::cpu_ticks(pid);
+    let tps = footprint::ticks_per_second();
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let kib =
+        |v: Option<u64>| v.map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+    println!(
+        "agent: RSS after start {}, after recovering {done}/{} stuck VMs in {} {}",
+        kib(started_rss),
+        shape.stuck,
+        ms(recovery),
+        kib(after_rss)
+    );
+    figures.add("agent RSS after start", kib(started_rss), "", None);
+    figures.add(
+        &format!("agent RSS after recovering {done}/{} VMs", shape.stuck),
+        kib(after_rss),
+        "",
+        None,
+    );
+    if let (Some(b), Some(a)) = (before, after) {
+        let cpu = (a.saturating_sub(b)) as f64 / tps as f64;
+        figures.add(
+            &format!("agent CPU while idle over {} s", idle.as_secs()),
+            format!(
+                "{:.2} s ({:.3}%)",
+                cpu,
+                100.0 * cpu / idle.as_secs_f64().max(1e-9)
+            ),
+            "",
+            None,
+        );
+    }
+}
+
+fn status_once(
+    journal_dir: &Path,
+    host: &Path,
+    state: &Path,
+    kubeconfig: &Path,
+) -> (Duration, String) {
+    let t = Instant::now();
+    let out = std::process::Command::new(BIN)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--node", NODE, "--log-target", "stderr", "--state-dir"])
+        .arg(state)
+        .arg("--host-root")
+        .arg(host)
+        .arg("--journal-dir")
+        .arg(journal_dir)
+        .args(["status", "--output", "json"])
+        .stdin(Stdio::null())
+        .output();
+    let wall = t.elapsed();
+    let verdict = out
+        .ok()
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .map(|v| v["boot"]["verdict"]["verdict"].to_string())
+        .unwrap_or_else(|| "no output".into());
+    (wall, verdict)
+}
+
+/// A kubeconfig whose server is a closed loopback port: status runs without a cluster.
+fn closed_kubeconfig(dir: &Path) -> PathBuf {
+    let port = free_port().unwrap_or(1);
+    let path = dir.join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"http://127.0.0.1:{port}\"}}\nusers:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+    );
+    if let Err(e) = std::fs::write(&path, text) {
+        eprintln!("cannot write {}: {e}", path.display());
+    }
+    path
+}
+
+fn boot_check(figures: &mut Figures) {
+    println!("\n== 2. boot check: vmrecover status over a large journal (no cluster)");
+    let boots = env_usize("BENCH_JOURNAL_BOOTS", 20).max(3);
+    let runs = env_usize("BENCH_STATUS_RUNS", 10).max(1);
+    let sizes: Vec<usize> = std::env::var("BENCH_JOURNAL_SIZES")
+        .unwrap_or_else(|_| "20000,200000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let Ok(work) = tempfile::tempdir() else {
+        return;
+    };
+    let kubeconfig = closed_kubeconfig(work.path());
+    for total in sizes {
+        let per_boot = (total / boots).max(10);
+        let dir = work.path().join(format!("journal-{total}"));
+        let t = Instant::now();
+        let export = journal::export(boots, per_boot);
+        let built = journal::build(&dir, &export);
+        drop(export);
+        let entries = match built {
+            Ok(n) => n,
+            Err(e) => {
+                println!("journal of {total} entries: not built: {e}");
+                figures.add(
+                    &format!("status, {total}-entry journal"),
+                    format!("not measured: {e}"),
+                    "< 300 ms",
+                    None,
+                );
+                continue;
+            }
+        };
+        println!(
+            "journal: {entries} entries over {boots} boots, {} on disk, built in {}",
+            mib(journal::dir_size(&dir)),
+            ms(t.elapsed())
+        );
+        let root = work.path().join(format!("root-{total}"));
+        let state = work.path().join(format!("state-{total}"));
+        let this_boot = journal::boot_id(boots - 1);
+        let random = root.join("proc/sys/kernel/random");
+        let prepared = std::fs::create_dir_all(&random)
+            .and_then(|()| std::fs::create_dir_all(root.join("etc")))
+            .and_then(|()| std::fs::create_dir_all(root.join("dev/longhorn")))
+            .and_then(|()| std::fs::create_dir_all(root.join("proc/1")))
+            .and_then(|()| std::fs::create_dir_all(&state))
+            .and_then(|()| {
+                std::fs::write(
+                    random.join("boot_id"),
+                    format!(
+                        "{}-{}-{}-{}-{}\n",
+                        &this_boot[0..8],
+                        &this_boot[8..12],
+                        &this_boot[12..16],
+                        &this_boot[16..20],
+                        &this_boot[20..32]
+                    ),
+                )
+            })
+            .and_then(|()| {
+                std::fs::write(
+                    root.join("etc/machine-id"),
+                    format!("{}\n", journal::MACHINE_ID),
+                )
+            })
+            .and_then(|()| {
+                std::fs::write(
+                    root.join("proc/1/mountinfo"),
+                    "25 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n",
+                )
+            });
+        if let Err(e) = prepared {
+            eprintln!("cannot prepare the host root: {e}");
+            continue;
+        }
+        // One warm-up (page cache), then the measured runs.
+        let (_, verdict) = status_once(&dir, &root, &state, &kubeconfig);
+        let times: Vec<Duration> = (0..runs)
+            .map(|_| status_once(&dir, &root, &state, &kubeconfig).0)
+            .collect();
+        let (lo, med) = (min(&times), median(times));
+        println!(
+            "status over {entries} entries: verdict {verdict}; min {} median {} over {runs} runs",
+            ms(lo),
+            ms(med)
+        );
+        figures.add(
+            &format!("vmrecover status, {entries}-entry journal, {boots} boots (median)"),
+            ms(med),
+            "< 300 ms",
+            Some(med < Duration::from_millis(300)),
+        );
+    }
+}
+
+fn time_n<T>(n: usize, mut f: impl FnMut() -> T) -> Vec<Duration> {
+    for _ in 0..2 {
+        std::hint::black_box(f());
+    }
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(f());
+            t.elapsed()
+        })
+        .collect()
+}
+
+fn node_scan(figures: &mut Figures) {
+    use vmrecover::node::{processes, volumes};
+    println!("\n== 3. node scan (the same code as `cargo bench --bench node_scan`)");
+    let extra = env_usize("BENCH_PROCESSES", 2000);
+    let iterations = env_usize("BENCH_SCAN_ITERATIONS", 20).max(1);
+    let volumes_n = env_usize("BENCH_VOLUMES", 500);
+    let fleet = node::sleepers(extra);
+    let table = node::process_count();
+    let times = time_n(iterations, || processes::scan(Path::new("/")));
+    drop(fleet);
+    let (lo, med) = (min(&times), median(times));
+    println!(
+        "process scan over {table} processes: min {} median {}",
+        ms(lo),
+        ms(med)
+    );
+    figures.add(
+        &format!("process discovery, {table} processes (median)"),
+        ms(med),
+        "< 50 ms",
+        Some(med < Duration::from_millis(50)),
+    );
+    match node::disk_tree(volumes_n) {
+        Ok(tree) => {
+            let times = time_n(iterations, || volumes::gather(tree.path()));
+            let (lo, med) = (min(&times), median(times));
+            println!(
+                "disk evidence over {volumes_n} Longhorn devices: min {} median {}",
+                ms(lo),
+                ms(med)
+            );
+            figures.add(
+                &format!("disk evidence, {volumes_n} Longhorn devices (median)"),
+                ms(med),
+                "",
+                None,
+            );
+        }
+        Err(e) => eprintln!("cannot build the disk tree: {e}"),
+    }
+}
