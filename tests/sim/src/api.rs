@@ -207,8 +207,49 @@ fn as_table(r: &Req, res: ResIdx, v: Value) -> Value {
     }
 }
 
+/// `dryRun` of a mutating request: `Ok(true)` for `All`, an error like the apiserver's
+/// options validation for anything else.
+fn dry_run(r: &Req) -> Result<bool, ApiError> {
+    let values: Vec<&str> = r
+        .query
+        .iter()
+        .filter(|(k, _)| k == "dryRun")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if values.is_empty() {
+        return Ok(false);
+    }
+    if values.iter().all(|v| *v == "All") {
+        return Ok(true);
+    }
+    let options = match r.method.as_str() {
+        "POST" => "CreateOptions",
+        "PUT" => "UpdateOptions",
+        "PATCH" => "PatchOptions",
+        _ => "DeleteOptions",
+    };
+    let list = values
+        .iter()
+        .map(|v| format!("{v:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(ApiError::new(
+        422,
+        "Invalid",
+        format!(
+            "{options}.meta.k8s.io \"\" is invalid: dryRun: Unsupported value: []string{{{list}}}: supported values: \"All\""
+        ),
+    ))
+}
+
 fn verb(state: &State, r: &Req, t: Target) -> Result<Reply, ApiError> {
-    let store = &state.store;
+    let scratch;
+    let store = if r.method != "GET" && dry_run(r)? {
+        scratch = state.store.scratch_copy();
+        &scratch
+    } else {
+        &state.store
+    };
     match (r.method.as_str(), t) {
         ("GET", Target::Collection { res, ns }) => {
             if r.flag("watch") {

@@ -66,6 +66,17 @@
 //!   parameter and no schemas, so kubectl 1.27–1.33 `create -f`/`apply -f` validate server-side
 //!   (without `/openapi/v2`, kubectl ≤1.29 fails with "failed to download openapi").
 //!
+//! # RBAC (optional)
+//! `--rbac FILE_OR_DIR...` ([`SimConfig::rbac_file`]) loads the ClusterRoles, Roles, bindings and
+//! ServiceAccounts of deployment manifests (kustomization files and other kinds are skipped) and
+//! enforces them: the admin kubeconfig is `system:masters`; `--sa-kubeconfig-out`
+//! ([`Sim::write_kubeconfig_as`]) writes one for a ServiceAccount, whose requests get the real
+//! 403 Forbidden Status when no rule grants them. See [`rbac`].
+//!
+//! # Dry run
+//! `dryRun=All` on create/update/patch/delete validates and answers as if applied, on a
+//! scratch copy of the store: nothing is stored, no watcher sees it, no controller reacts.
+//!
 //! # Control API over HTTP
 //! See [`simapi`](crate::simapi) for `/_sim/requests`, `/_sim/faults`, `/_sim/settings`,
 //! `/_sim/objects` and `/_sim/compact`.
@@ -84,6 +95,7 @@ pub mod kubeconfig;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
+pub mod rbac;
 pub mod requestlog;
 pub mod resources;
 pub mod scenario;
@@ -106,6 +118,7 @@ use tokio::sync::watch as tokio_watch;
 
 pub use errors::ApiError;
 pub use faults::{FaultAction, FaultRule, Faults};
+pub use rbac::Identity;
 pub use requestlog::{RequestLog, RequestRecord};
 pub use scenario::Scenario;
 pub use settings::{Settings, SettingsPatch};
@@ -126,6 +139,11 @@ pub struct SimConfig {
     pub log_file: Option<PathBuf>,
     /// Where to write the kubeconfig (default: a temporary file removed when the `Sim` drops).
     pub kubeconfig_out: Option<PathBuf>,
+    /// RBAC manifests (files or directories, see [`rbac::load`]); when any are given (here or
+    /// in `rbac_texts`), RBAC is enforced.
+    pub rbac_files: Vec<PathBuf>,
+    /// RBAC manifests as YAML text, loaded after the files.
+    pub rbac_texts: Vec<String>,
 }
 
 impl Default for SimConfig {
@@ -137,6 +155,8 @@ impl Default for SimConfig {
             settings: SettingsPatch::default(),
             log_file: None,
             kubeconfig_out: None,
+            rbac_files: Vec::new(),
+            rbac_texts: Vec::new(),
         }
     }
 }
@@ -152,6 +172,23 @@ impl SimConfig {
     pub fn scenario_text(mut self, t: impl Into<String>) -> Self {
         self.scenario_texts.push(t.into());
         self
+    }
+
+    /// Adds RBAC manifests (a file or a directory) and turns RBAC enforcement on.
+    pub fn rbac_file(mut self, p: impl Into<PathBuf>) -> Self {
+        self.rbac_files.push(p.into());
+        self
+    }
+
+    /// Adds RBAC manifests as YAML text and turns RBAC enforcement on.
+    pub fn rbac_text(mut self, t: impl Into<String>) -> Self {
+        self.rbac_texts.push(t.into());
+        self
+    }
+
+    /// Whether RBAC is enforced.
+    pub fn rbac_enforced(&self) -> bool {
+        !self.rbac_files.is_empty() || !self.rbac_texts.is_empty()
     }
 
     /// Sets the settings overrides.
@@ -199,6 +236,21 @@ impl Sim {
         store
             .load_all(sc.objects)
             .map_err(|e| anyhow!("loading scenario objects: {e}"))?;
+        let mut policy = Vec::new();
+        for f in &cfg.rbac_files {
+            policy.extend(rbac::load(f)?);
+        }
+        for (i, t) in cfg.rbac_texts.iter().enumerate() {
+            policy.extend(rbac::parse(t, &format!("RBAC text {}", i + 1))?);
+        }
+        if cfg.rbac_enforced() && policy.is_empty() {
+            return Err(anyhow!(
+                "RBAC manifests were given but hold no ClusterRole, Role, binding or ServiceAccount"
+            ));
+        }
+        store
+            .load_all(policy)
+            .map_err(|e| anyhow!("loading RBAC objects: {e}"))?;
         store.reconcile_all();
         store.compact();
         let listener = TcpListener::bind(cfg.listen)
@@ -212,6 +264,7 @@ impl Sim {
             faults: Arc::new(Faults::default()),
             addr,
             shutdown: shutdown_rx,
+            rbac: cfg.rbac_enforced(),
         });
         let (kubeconfig, remove_kubeconfig) = match &cfg.kubeconfig_out {
             Some(p) => (p.clone(), false),
@@ -250,6 +303,18 @@ impl Sim {
     /// The kubeconfig text.
     pub fn kubeconfig_yaml(&self) -> String {
         kubeconfig::render(self.addr)
+    }
+
+    /// Writes a kubeconfig that authenticates as `who` (for example
+    /// `Identity::service_account("harvester-system", "vmrecover")`) to `path`. Without RBAC
+    /// enforcement every identity may do everything.
+    pub fn write_kubeconfig_as(&self, who: &Identity, path: &Path) -> anyhow::Result<()> {
+        kubeconfig::write_as(self.addr, who, path)
+    }
+
+    /// Whether requests are authenticated and authorized against the RBAC objects.
+    pub fn rbac_enforced(&self) -> bool {
+        self.state.rbac
     }
 
     /// The store (direct access for set-up and inspection).

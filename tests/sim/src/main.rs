@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use harvester_sim::{SettingsPatch, Sim, SimConfig};
+use harvester_sim::{Identity, SettingsPatch, Sim, SimConfig};
 
 /// Simulated Harvester (Kubernetes + KubeVirt + Longhorn) API server for vmrecover's tests.
 #[derive(Debug, Parser)]
@@ -26,6 +26,17 @@ struct Args {
     /// Kubernetes version reported at /version (overrides the scenario's).
     #[arg(long)]
     kube_version: Option<String>,
+    /// Enforce RBAC from these manifests (files or directories, e.g. deploy/): their
+    /// ClusterRoles, Roles, bindings and ServiceAccounts; other kinds and kustomization files
+    /// are skipped. The --kubeconfig-out kubeconfig stays admin (system:masters).
+    #[arg(long, num_args = 1..)]
+    rbac: Vec<PathBuf>,
+    /// Also write a kubeconfig that authenticates as --service-account here.
+    #[arg(long)]
+    sa_kubeconfig_out: Option<PathBuf>,
+    /// The ServiceAccount of --sa-kubeconfig-out, as NAMESPACE/NAME.
+    #[arg(long, default_value = "harvester-system/vmrecover")]
+    service_account: String,
 }
 
 #[tokio::main]
@@ -41,8 +52,15 @@ async fn main() -> anyhow::Result<()> {
         },
         log_file: args.log_requests,
         kubeconfig_out: Some(args.kubeconfig_out),
+        rbac_files: args.rbac,
+        rbac_texts: Vec::new(),
     };
+    let sa = Identity::parse_service_account(&args.service_account)
+        .map_err(|e| anyhow::anyhow!("--service-account: {e}"))?;
     let sim = Sim::start(cfg).await?;
+    if let Some(p) = &args.sa_kubeconfig_out {
+        sim.write_kubeconfig_as(&sa, p)?;
+    }
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {}", sim.addr())?;

@@ -33,6 +33,8 @@ pub(crate) struct State {
     pub faults: Arc<Faults>,
     pub addr: SocketAddr,
     pub shutdown: tokio_watch::Receiver<bool>,
+    /// Whether requests are authenticated and authorized (RBAC manifests were given).
+    pub rbac: bool,
 }
 
 /// A parsed request.
@@ -43,6 +45,7 @@ pub(crate) struct Req {
     pub query: Vec<(String, String)>,
     pub content_type: String,
     pub accept: String,
+    pub authorization: String,
     pub body: Bytes,
 }
 
@@ -127,6 +130,7 @@ async fn handle(
     };
     let content_type = header("content-type");
     let accept = header("accept");
+    let authorization = header("authorization");
     let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
@@ -144,6 +148,7 @@ async fn handle(
         query,
         content_type,
         accept,
+        authorization,
         body,
     };
     let mut record = RequestRecord {
@@ -190,6 +195,19 @@ async fn handle(
                 return Ok(resp);
             }
             _ => {}
+        }
+    }
+
+    if state.rbac && !r.path.starts_with("/_sim") {
+        if let Err(e) =
+            crate::rbac::check(&state.store, &r.authorization, &r.method, &r.path, &r.query)
+        {
+            let (resp, n) = json_response(e.code, &e.to_status(), &[]);
+            record.status = e.code;
+            record.bytes_out = n;
+            record.actor = Some(format!("rbac: {}", e.reason));
+            state.log.push(record);
+            return Ok(resp);
         }
     }
 

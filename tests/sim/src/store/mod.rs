@@ -136,6 +136,29 @@ impl Store {
         g.settings.clone()
     }
 
+    /// A scratch copy for a dry run (`dryRun=All`): the same objects, settings and
+    /// resourceVersion, but no watch history, no watchers and a private request log, so
+    /// whatever is done to it (controllers included) is seen by nobody and dropped with it.
+    pub fn scratch_copy(&self) -> Arc<Store> {
+        let g = self.lock();
+        let (tx, _) = broadcast::channel(16);
+        Arc::new(Store {
+            inner: Mutex::new(Inner {
+                rv: g.rv,
+                objects: g.objects.clone(),
+                uid_index: g.uid_index.clone(),
+                owner_index: g.owner_index.clone(),
+                history: VecDeque::new(),
+                floor: g.rv,
+                settings: g.settings.clone(),
+                dirty: VecDeque::new(),
+                removed_uids: g.removed_uids.clone(),
+                tx,
+                log: Arc::new(RequestLog::default()),
+            }),
+        })
+    }
+
     /// Forgets the watch history: watches from any earlier resourceVersion now get 410 Gone.
     pub fn compact(&self) {
         let mut g = self.lock();
