@@ -4,6 +4,7 @@
 //! decide with a pure planner (`recovery::plan`), apply with re-checked preconditions
 //! (`recovery::apply`), report (`recovery::report`).
 
+pub mod agent;
 pub mod boot;
 pub mod cli;
 pub mod cluster;

@@ -2,6 +2,8 @@
 
 mod boot_record;
 mod run;
+
+pub use run::stop_on_signal;
 mod status;
 
 use crate::cli::{Cli, Command};
@@ -19,11 +21,6 @@ pub async fn dispatch(cli: Cli) -> Outcome {
             let args = crate::cli::RunArgs::dry_run_defaults();
             run::run(&global, &args).await
         }
-        Some(Command::Agent(_)) => not_built_yet("`vmrecover agent`"),
+        Some(Command::Agent(args)) => crate::agent::run(&global, &args).await,
     }
-}
-
-fn not_built_yet(what: &str) -> Outcome {
-    eprintln!("vmrecover: {what} is not built yet in this version; nothing was changed");
-    Outcome::Error
 }

@@ -1,26 +1,16 @@
 //! `vmrecover run [--dry-run]`: plan, show, confirm, take the Lease, apply, report.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crate::cli::{GlobalArgs, OutputFormat, RunArgs};
-use crate::cluster::events::EventRecorder;
-use crate::cluster::lease::{self, LeaseConfig};
 use crate::config::Policy;
 use crate::exit::Outcome;
-use crate::node::NodeOptions;
 use crate::pipeline;
-use crate::recovery::apply::{self, ApplyContext};
-use crate::recovery::intents::IntentStore;
 use crate::recovery::model::Plan;
 use crate::recovery::plan::plan;
-use crate::recovery::recheck::Recheck;
 use crate::recovery::render;
-use crate::recovery::report::{ReportStore, RunReport};
-
-/// VMs worked on at once.
-const CONCURRENCY: usize = 16;
+use crate::recovery::report::RunReport;
+use crate::recovery::session::Session;
 
 /// Runs `vmrecover run`.
 pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Outcome {
@@ -73,51 +63,20 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Outcome {
         }
     }
 
-    let identity = format!("run@{node}/{}", std::process::id());
-    let held = match lease::acquire(
-        &client,
-        LeaseConfig::for_node(&global.namespace, &node, identity),
-        args.lease_wait,
-    )
-    .await
-    {
-        Ok(l) => l,
+    let session = Session {
+        client,
+        node: node.clone(),
+        namespace: global.namespace.clone(),
+        state_dir: global.state_dir.clone(),
+        host_root: global.host_root.clone(),
+        mode: "manual",
+        lease_wait: args.lease_wait,
+        cancel: stop_on_signal(),
+    };
+    let report = match session.apply(plan, started).await {
+        Ok(r) => r,
         Err(e) => return fail(&format!("{e}; nothing was changed")),
     };
-    let ctx = ApplyContext {
-        client: client.clone(),
-        lease: held.guard(),
-        intents: Arc::new(Mutex::new(IntentStore::new(&global.state_dir))),
-        events: EventRecorder::new(client.clone(), &node),
-        recheck: Recheck::new(
-            client.clone(),
-            &node,
-            NodeOptions {
-                host_root: global.host_root.clone(),
-            },
-            Duration::from_secs(2),
-        ),
-        concurrency: CONCURRENCY,
-        kill_grace: Duration::from_secs(10),
-    };
-    let (outcomes, orphans) = apply::apply(&plan, &ctx).await;
-    let lost = !held.is_held();
-    if let Err(e) = held.release().await {
-        tracing::warn!("could not release the node Lease (it expires by itself): {e}");
-    }
-    let report = RunReport {
-        started,
-        finished: jiff::Timestamp::now(),
-        dry_run: false,
-        mode: "manual".into(),
-        plan,
-        outcomes,
-        orphans,
-        stopped: lost.then(|| "the node Lease was lost during the run".to_string()),
-    };
-    if let Err(e) = ReportStore::new(&global.state_dir).save(&report) {
-        eprintln!("vmrecover: warning: the run report could not be saved: {e:#}");
-    }
     let printed = match global.output {
         OutputFormat::Json => serde_json::to_string_pretty(&report)
             .map(|s| println!("{s}"))
@@ -133,6 +92,26 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Outcome {
         return fail(&format!("cannot write the report: {e}"));
     }
     report_outcome(&report)
+}
+
+/// A flag that turns true on SIGTERM or Ctrl-C, so a run stops between steps and
+/// releases its Lease instead of dying mid-step.
+pub fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::warn!("asked to stop: finishing the current step, then releasing the lease");
+        let _ = tx.send(true);
+    });
+    rx
 }
 
 fn print_plan(plan: &Plan, output: OutputFormat) -> Result<(), String> {

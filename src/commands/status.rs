@@ -5,6 +5,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
+use crate::agent::status::{is_alive, AgentStatus, AgentStatusFile, Phase};
 use crate::boot::{self, BootFacts};
 use crate::cli::{GlobalArgs, OutputFormat, StatusArgs};
 use crate::config::Policy;
@@ -34,6 +35,10 @@ pub struct StatusReport {
     pub plan: Plan,
     /// The last run on this node.
     pub last_run: Gathered<Option<RunReport>>,
+    /// The agent's phase, when an agent uses this state directory.
+    pub agent: Gathered<Option<AgentStatus>>,
+    /// Whether that agent process is alive (false: the file is from a stopped agent).
+    pub agent_alive: bool,
 }
 
 /// Gathers and prints the status.
@@ -58,6 +63,16 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> Outcome {
         boot: g.boot,
         local: g.facts.local,
         last_run: ReportStore::new(&global.state_dir).load(),
+        agent_alive: false,
+        agent: AgentStatusFile::new(&global.state_dir).load(),
+    };
+    let report = StatusReport {
+        agent_alive: report
+            .agent
+            .value()
+            .and_then(|a| a.as_ref())
+            .is_some_and(|a| a.phase != Phase::Stopped && is_alive(a.pid)),
+        ..report
     };
     let mut out = std::io::stdout().lock();
     let written = match global.output {
@@ -89,6 +104,45 @@ fn table(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
         )?;
     }
     render::plan(&r.plan, out)?;
+    writeln!(out, "\n== Agent")?;
+    match &r.agent {
+        Gathered::Read { value: None } => {
+            writeln!(out, "no agent has run with this state directory")?
+        }
+        Gathered::Read { value: Some(a) } => {
+            let state = if r.agent_alive {
+                "running"
+            } else {
+                "not running"
+            };
+            writeln!(
+                out,
+                "{state} (pid {}), phase {} since {}; verdict {:?}, --act-on {:?}: {}",
+                a.pid,
+                a.phase.as_str(),
+                a.since,
+                a.verdict,
+                a.act_on,
+                if a.acting {
+                    "recovers stuck VMs"
+                } else {
+                    "reports only"
+                }
+            )?;
+            if let Some(end) = a.window_ends {
+                writeln!(out, "boot window ends {end}")?;
+            }
+            if let Some((at, summary)) = &a.last_pass {
+                writeln!(out, "last pass {at}: {summary}")?;
+            }
+            if let Some(e) = &a.last_error {
+                writeln!(out, "last API error: {e}")?;
+            }
+        }
+        Gathered::Unreadable { source, reason } => {
+            writeln!(out, "could not read {source}: {reason}")?
+        }
+    }
     writeln!(out, "\n== Last run")?;
     match &r.last_run {
         Gathered::Read { value: None } => writeln!(out, "no run recorded on this node"),

@@ -46,6 +46,9 @@ pub struct ApplyContext {
     pub concurrency: usize,
     /// SIGTERM-to-SIGKILL grace for orphan processes.
     pub kill_grace: Duration,
+    /// Becomes true when the process is asked to stop (SIGTERM, Ctrl-C): no new step
+    /// starts, a controller wait ends at once.
+    pub cancel: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Applies the plan's recover decisions and orphan kills; returns what happened.
@@ -92,6 +95,12 @@ async fn recover_vm(d: &Decision, steps: &[Step], ctx: &ApplyContext) -> VmOutco
     // Set once the wait saw the VMI disappear: its clear step has nothing left to do.
     let mut vmi_gone = false;
     for (i, step) in steps.iter().enumerate() {
+        if *ctx.cancel.borrow() {
+            return out.end(
+                VmResult::Aborted,
+                "vmrecover was asked to stop: no further change; a rerun continues".into(),
+            );
+        }
         if !ctx.lease.is_held() {
             return out.end(
                 VmResult::Aborted,
@@ -134,7 +143,16 @@ async fn recover_vm(d: &Decision, steps: &[Step], ctx: &ApplyContext) -> VmOutco
                     "wait up to {} for virt-controller/Harvester",
                     humantime::format_duration(*grace)
                 );
-                let waited = wait_for_controllers(d, *grace, ctx).await;
+                let mut cancel = ctx.cancel.clone();
+                let waited = tokio::select! {
+                    w = wait_for_controllers(d, *grace, ctx) => w,
+                    _ = cancel.wait_for(|stop| *stop) => {
+                        return out.end(
+                            VmResult::Aborted,
+                            "vmrecover was asked to stop during the controller wait: no change made; a rerun continues".into(),
+                        );
+                    }
+                };
                 out.requests += 2;
                 vmi_gone = waited.vmi_gone;
                 if waited.finished {

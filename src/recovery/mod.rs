@@ -12,3 +12,4 @@ pub mod report;
 
 #[cfg(test)]
 mod plan_tests;
+pub mod session;

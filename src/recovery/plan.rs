@@ -610,3 +610,33 @@ fn add(t: jiff::Timestamp, d: std::time::Duration) -> jiff::Timestamp {
         .and_then(|d| t.checked_add(d).ok())
         .unwrap_or(jiff::Timestamp::MAX)
 }
+
+/// A short, stable label for why a decision is blocked (`none` when it is not), for
+/// metrics. The reasons it reads are the ones this module writes.
+pub fn blocker_category(d: &Decision) -> &'static str {
+    if !matches!(d.action, Action::Blocked) {
+        return "none";
+    }
+    let r = d.reasons.join("\n");
+    if r.contains("still running here") {
+        "live_process"
+    } else if r.contains("is held here") {
+        "disk_held"
+    } else if r.contains("may be in use there") {
+        "disk_attached_elsewhere"
+    } else if r.contains("unknown finalizer") {
+        "unknown_finalizer"
+    } else if [
+        "evidence missing",
+        "could not be read",
+        "cannot read",
+        "not found",
+    ]
+    .iter()
+    .any(|s| r.contains(s))
+    {
+        "evidence_missing"
+    } else {
+        "other"
+    }
+}

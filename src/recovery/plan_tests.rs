@@ -168,6 +168,12 @@ fn steps(a: &Action) -> Vec<String> {
 fn assert_blocked(f: &Facts, p: &Policy, needle: &str) {
     let d = only_decision(f, p);
     assert_eq!(d.action, Action::Blocked, "{d:#?}");
+    assert_ne!(
+        super::plan::blocker_category(&d),
+        "other",
+        "no metrics category for {:?}",
+        d.reasons
+    );
     assert!(
         d.reasons.iter().any(|r| r.contains(needle)),
         "no reason containing {needle:?}: {:#?}",

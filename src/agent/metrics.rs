@@ -1,0 +1,250 @@
+//! Prometheus metrics of the agent (`/metrics`): the boot verdict, the decisions by kind
+//! and blocker, the actions taken, run durations and API errors.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::status::Phase;
+use crate::boot::Verdict;
+use crate::recovery::model::Plan;
+use crate::recovery::plan::blocker_category;
+use crate::recovery::report::{RunReport, VmResult};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabel {
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabel {
+    decision: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabel {
+    action: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    result: String,
+}
+
+/// The agent's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    verdict: Family<VerdictLabel, Gauge>,
+    phase: Family<PhaseLabel, Gauge>,
+    vms: Family<DecisionLabel, Gauge>,
+    actions: Family<ActionLabel, Counter>,
+    outcomes: Family<OutcomeLabel, Counter>,
+    run_duration: Histogram,
+    last_run: Gauge<f64, AtomicU64>,
+    api_errors: Counter,
+    passes: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("vmrecover");
+        let verdict = Family::<VerdictLabel, Gauge>::default();
+        let phase = Family::<PhaseLabel, Gauge>::default();
+        let vms = Family::<DecisionLabel, Gauge>::default();
+        let actions = Family::<ActionLabel, Counter>::default();
+        let outcomes = Family::<OutcomeLabel, Counter>::default();
+        let run_duration = Histogram::new([0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 180.0, 600.0]);
+        let last_run = Gauge::<f64, AtomicU64>::default();
+        let api_errors = Counter::default();
+        let passes = Counter::default();
+        registry.register(
+            "boot_verdict",
+            "The unclean-shutdown verdict of this boot (1 for the current one)",
+            verdict.clone(),
+        );
+        registry.register(
+            "agent_phase",
+            "The agent's phase (1 for the current one)",
+            phase.clone(),
+        );
+        registry.register(
+            "vms",
+            "VMs on this node by the last decision and, for blocked ones, why",
+            vms.clone(),
+        );
+        registry.register(
+            "actions",
+            "Actions taken, by kind and result",
+            actions.clone(),
+        );
+        registry.register(
+            "vm_outcomes",
+            "VM recoveries by how they ended",
+            outcomes.clone(),
+        );
+        registry.register(
+            "run_duration_seconds",
+            "Duration of mutating runs",
+            run_duration.clone(),
+        );
+        registry.register(
+            "last_run_timestamp_seconds",
+            "When the last mutating run ended (Unix time)",
+            last_run.clone(),
+        );
+        registry.register(
+            "api_errors",
+            "Errors talking to the Kubernetes API",
+            api_errors.clone(),
+        );
+        registry.register(
+            "passes",
+            "Decision passes (gather and plan)",
+            passes.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            verdict,
+            phase,
+            vms,
+            actions,
+            outcomes,
+            run_duration,
+            last_run,
+            api_errors,
+            passes,
+        }
+    }
+
+    /// Sets the boot verdict.
+    pub fn set_verdict(&self, v: Verdict) {
+        for each in [Verdict::Unclean, Verdict::Clean, Verdict::Unknown] {
+            let label = VerdictLabel {
+                verdict: format!("{each:?}").to_lowercase(),
+            };
+            self.verdict.get_or_create(&label).set(i64::from(each == v));
+        }
+    }
+
+    /// Sets the phase.
+    pub fn set_phase(&self, p: Phase) {
+        for each in Phase::ALL {
+            let label = PhaseLabel {
+                phase: each.as_str().to_string(),
+            };
+            self.phase.get_or_create(&label).set(i64::from(each == p));
+        }
+    }
+
+    /// Records a decision pass.
+    pub fn observe_plan(&self, plan: &Plan) {
+        self.passes.inc();
+        self.vms.clear();
+        for d in &plan.decisions {
+            let label = DecisionLabel {
+                decision: d.action.label().to_string(),
+                reason: blocker_category(d).to_string(),
+            };
+            self.vms.get_or_create(&label).inc();
+        }
+    }
+
+    /// Records a mutating run.
+    pub fn observe_run(&self, report: &RunReport) {
+        let secs = report
+            .finished
+            .duration_since(report.started)
+            .as_secs_f64()
+            .max(0.0);
+        self.run_duration.observe(secs);
+        self.last_run.set(report.finished.as_second() as f64);
+        for o in &report.outcomes {
+            let result = match o.result {
+                VmResult::Recovered => "recovered",
+                VmResult::FinishedByController => "finished_by_controller",
+                VmResult::HandedToController => "handed_to_controller",
+                VmResult::Aborted => "aborted",
+                VmResult::Failed => "failed",
+            };
+            self.outcomes
+                .get_or_create(&OutcomeLabel {
+                    result: result.into(),
+                })
+                .inc();
+            if o.result == VmResult::Failed {
+                self.api_errors.inc();
+            }
+            for s in &o.steps {
+                let action = if s.step.starts_with("force-delete") {
+                    "force_delete_pod"
+                } else if s.step.starts_with("clear finalizers") {
+                    "clear_finalizers"
+                } else {
+                    continue;
+                };
+                let result = if s.result.starts_with("done") {
+                    "ok"
+                } else if s.result.starts_with("left alone") {
+                    "aborted"
+                } else {
+                    "failed"
+                };
+                self.actions
+                    .get_or_create(&ActionLabel {
+                        action: action.into(),
+                        result: result.into(),
+                    })
+                    .inc();
+            }
+        }
+        for o in &report.orphans {
+            let result = if o.result.starts_with("refused") || o.result.starts_with("failed") {
+                "failed"
+            } else {
+                "ok"
+            };
+            self.actions
+                .get_or_create(&ActionLabel {
+                    action: "kill_orphan".into(),
+                    result: result.into(),
+                })
+                .inc();
+        }
+    }
+
+    /// Counts an API error.
+    pub fn api_error(&self) {
+        self.api_errors.inc();
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::warn!("cannot encode metrics: {e}");
+        }
+        out
+    }
+}

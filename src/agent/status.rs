@@ -1,0 +1,128 @@
+//! The agent's phase, saved in the state directory so `vmrecover status` (run by an
+//! operator on the host or with `kubectl exec`) can show what the agent is doing.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::boot::Verdict;
+use crate::cli::ActOn;
+use crate::evidence::Gathered;
+use crate::state_file::write_atomic;
+
+/// The file name under the state directory.
+pub const AGENT_STATUS_FILE: &str = "agent-status.json";
+
+/// What the agent is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Waiting for the API server (with backoff).
+    WaitingForApi,
+    /// In the boot window: recovering, and watching VMIs on this node.
+    BootWindow,
+    /// Reporting only (`--act-on never`, or the verdict does not allow acting).
+    Watching,
+    /// The boot window is over: nothing more to do until the next boot.
+    Idle,
+    /// Shutting down.
+    Stopped,
+}
+
+impl Phase {
+    /// All phases, for metrics.
+    pub const ALL: [Phase; 5] = [
+        Phase::WaitingForApi,
+        Phase::BootWindow,
+        Phase::Watching,
+        Phase::Idle,
+        Phase::Stopped,
+    ];
+
+    /// The phase's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::WaitingForApi => "waiting_for_api",
+            Phase::BootWindow => "boot_window",
+            Phase::Watching => "watching",
+            Phase::Idle => "idle",
+            Phase::Stopped => "stopped",
+        }
+    }
+}
+
+/// The agent's state as saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// The agent's pid.
+    pub pid: u32,
+    /// When the agent started.
+    pub started: jiff::Timestamp,
+    /// The current phase and since when.
+    pub phase: Phase,
+    /// When the phase began.
+    pub since: jiff::Timestamp,
+    /// The boot verdict it started with.
+    pub verdict: Verdict,
+    /// The `--act-on` policy.
+    pub act_on: ActOn,
+    /// Whether it acts (policy and verdict together).
+    pub acting: bool,
+    /// When the boot window closes.
+    pub window_ends: Option<jiff::Timestamp>,
+    /// The last pass: when and a one-line summary.
+    pub last_pass: Option<(jiff::Timestamp, String)>,
+    /// The last error talking to the API server, if any.
+    pub last_error: Option<String>,
+}
+
+/// Reads and writes `agent-status.json`.
+#[derive(Debug, Clone)]
+pub struct AgentStatusFile {
+    path: PathBuf,
+}
+
+impl AgentStatusFile {
+    /// The file under `state_dir`.
+    pub fn new(state_dir: &Path) -> Self {
+        AgentStatusFile {
+            path: state_dir.join(AGENT_STATUS_FILE),
+        }
+    }
+
+    /// Saves `status`; a failure is logged, never fatal (status is for people).
+    pub fn save(&self, status: &AgentStatus) {
+        let result = serde_json::to_vec_pretty(status)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| write_atomic(&self.path, &b));
+        if let Err(e) = result {
+            tracing::warn!(
+                "cannot save the agent status to {}: {e:#}",
+                self.path.display()
+            );
+        }
+    }
+
+    /// The saved status; `None` when no agent ever ran with this state directory.
+    pub fn load(&self) -> Gathered<Option<AgentStatus>> {
+        let source = self.path.display().to_string();
+        match std::fs::read(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Gathered::read(None),
+            Err(e) => Gathered::unreadable(source, e.to_string()),
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(s) => Gathered::read(Some(s)),
+                Err(e) => {
+                    Gathered::unreadable(source, format!("not a vmrecover agent status: {e}"))
+                }
+            },
+        }
+    }
+}
+
+/// Whether the process `pid` is alive (so a status file left by a dead agent says so).
+pub fn is_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
