@@ -46,6 +46,8 @@ pub(crate) struct Req {
     pub content_type: String,
     pub accept: String,
     pub authorization: String,
+    /// `Impersonate-User` and the `Impersonate-Group` values (kubectl `--as`, `--as-group`).
+    pub impersonate: Option<(String, Vec<String>)>,
     pub body: Bytes,
 }
 
@@ -131,6 +133,20 @@ async fn handle(
     let content_type = header("content-type");
     let accept = header("accept");
     let authorization = header("authorization");
+    let impersonate = req
+        .headers()
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok())
+        .map(|u| {
+            let groups = req
+                .headers()
+                .get_all("impersonate-group")
+                .iter()
+                .filter_map(|g| g.to_str().ok())
+                .map(str::to_string)
+                .collect();
+            (u.to_string(), groups)
+        });
     let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
@@ -149,6 +165,7 @@ async fn handle(
         content_type,
         accept,
         authorization,
+        impersonate,
         body,
     };
     let mut record = RequestRecord {
@@ -199,9 +216,14 @@ async fn handle(
     }
 
     if state.rbac && !r.path.starts_with("/_sim") {
-        if let Err(e) =
-            crate::rbac::check(&state.store, &r.authorization, &r.method, &r.path, &r.query)
-        {
+        if let Err(e) = crate::rbac::check(
+            &state.store,
+            &r.authorization,
+            r.impersonate.as_ref(),
+            &r.method,
+            &r.path,
+            &r.query,
+        ) {
             let (resp, n) = json_response(e.code, &e.to_status(), &[]);
             record.status = e.code;
             record.bytes_out = n;

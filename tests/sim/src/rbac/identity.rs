@@ -68,6 +68,25 @@ impl Identity {
         Ok(Self::service_account(ns, name))
     }
 
+    /// The identity an `Impersonate-User` (and `Impersonate-Group`) header asks for: a
+    /// ServiceAccount's user name gets its usual groups, any other user the given ones.
+    pub fn impersonated(user: &str, groups: &[String]) -> Self {
+        if let Some(rest) = user.strip_prefix("system:serviceaccount:") {
+            if let Some((ns, name)) = rest.split_once(':') {
+                let mut who = Self::service_account(ns, name);
+                who.groups.extend(groups.iter().cloned());
+                return who;
+            }
+        }
+        let mut all = groups.to_vec();
+        all.push("system:authenticated".into());
+        Identity {
+            user: user.to_string(),
+            groups: all,
+            service_account: None,
+        }
+    }
+
     /// Whether the authorizer lets this identity do anything.
     pub fn is_superuser(&self) -> bool {
         self.groups.iter().any(|g| g == MASTERS_GROUP)

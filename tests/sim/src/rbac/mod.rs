@@ -4,6 +4,12 @@
 //! which start as the manifests' and can be changed through the API like on a real cluster.
 //! A denied request gets the real 403 `Forbidden` Status; an unknown token gets 401.
 //! The admin kubeconfig (tests, kubectl set-up) is `system:masters` and never denied.
+//!
+//! kubectl (client-go) does not send a bearer token to a plain `http://` server, so a request
+//! without credentials is the admin, as on the apiserver's old insecure port. kubectl can
+//! still act as the ServiceAccount through impersonation: `kubectl --as
+//! system:serviceaccount:harvester-system:vmrecover ...` (the `Impersonate-User` header,
+//! honoured for the admin as the real apiserver does for a user allowed to impersonate).
 
 mod attributes;
 mod identity;
@@ -48,11 +54,16 @@ pub fn unauthorized() -> ApiError {
 pub fn check(
     store: &Store,
     authorization: &str,
+    impersonate: Option<&(String, Vec<String>)>,
     method: &str,
     path: &str,
     query: &[(String, String)],
 ) -> Result<Identity, ApiError> {
-    let who = Identity::from_authorization(authorization).ok_or_else(unauthorized)?;
+    let mut who = if authorization.trim().is_empty() {
+        Identity::admin()
+    } else {
+        Identity::from_authorization(authorization).ok_or_else(unauthorized)?
+    };
     if let Some((ns, name)) = &who.service_account {
         // A token of a deleted ServiceAccount no longer authenticates.
         let exists = crate::resources::find("", "v1", "serviceaccounts")
@@ -60,6 +71,19 @@ pub fn check(
         if !exists {
             return Err(unauthorized());
         }
+    }
+    if let Some((user, groups)) = impersonate {
+        if !who.is_superuser() {
+            let a = Attributes {
+                resource_request: true,
+                verb: "impersonate".into(),
+                resource: "users".into(),
+                name: user.clone(),
+                ..Attributes::default()
+            };
+            return Err(forbidden(&who, &a));
+        }
+        who = Identity::impersonated(user, groups);
     }
     let a = Attributes::from_request(method, path, query);
     if authorize(store, &who, &a) {
