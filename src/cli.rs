@@ -134,6 +134,9 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_enum, default_value_t = LogTarget::Auto)]
     pub log_target: LogTarget,
 
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `vmrecover=debug`.
     #[arg(long, env = "VMRECOVER_LOG", global = true, default_value = "info")]
     pub log_level: String,
@@ -174,7 +177,7 @@ pub enum Command {
     /// Show what this node's agent saw and decided, per VM, with reasons.
     ///
     /// Works without cluster access (it says which evidence it could not read).
-    Status(StatusArgs),
+    Status,
     /// Plan recovery for the VMs stuck on this node and, unless --dry-run, apply it.
     Run(RunArgs),
     /// The daemon: boot check, wait for the API, recover, keep watching.
@@ -182,13 +185,6 @@ pub enum Command {
     /// Record this boot as running (start) or cleanly stopped (stop); called by
     /// vmrecover-boot.service.
     BootRecord(BootRecordArgs),
-}
-
-/// `status` options.
-#[derive(Debug, Args)]
-pub struct StatusArgs {
-    #[command(flatten)]
-    pub policy: PolicyArgs,
 }
 
 /// `run` options.
@@ -213,9 +209,6 @@ pub struct RunArgs {
     /// How long to wait for another holder of this node's Lease before giving up.
     #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "DURATION")]
     pub lease_wait: Duration,
-
-    #[command(flatten)]
-    pub policy: PolicyArgs,
 }
 
 impl RunArgs {
@@ -255,9 +248,6 @@ pub struct AgentArgs {
     /// Address for /metrics, /healthz and /readyz; `off` disables them.
     #[arg(long, default_value = "0.0.0.0:9477", value_name = "ADDR|off")]
     pub metrics_addr: String,
-
-    #[command(flatten)]
-    pub policy: PolicyArgs,
 }
 
 /// `boot-record` options.
@@ -282,20 +272,20 @@ pub enum BootRecordAction {
 pub struct PolicyArgs {
     /// A VMI counts as stuck once it has been deleting this long (counted from the later
     /// of its deletionTimestamp and this boot).
-    #[arg(long, value_parser = parse_duration, default_value = "5m", value_name = "DURATION")]
+    #[arg(long, global = true, value_parser = parse_duration, default_value = "5m", value_name = "DURATION")]
     pub stuck_after: Duration,
 
     /// How long to let virt-controller/Harvester clear their own finalizers before
     /// vmrecover clears them.
-    #[arg(long, value_parser = parse_duration, default_value = "2m", value_name = "DURATION")]
+    #[arg(long, global = true, value_parser = parse_duration, default_value = "2m", value_name = "DURATION")]
     pub controller_grace: Duration,
 
     /// At most this many VMs per run; a plan that would touch more is refused whole.
-    #[arg(long, default_value_t = 50, value_name = "N")]
+    #[arg(long, global = true, default_value_t = 50, value_name = "N")]
     pub max_vms: usize,
 
     /// Also remove this finalizer (repeatable). Unknown finalizers are otherwise kept.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, global = true, value_name = "NAME")]
     pub also_finalizer: Vec<String>,
 }
 

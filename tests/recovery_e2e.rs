@@ -185,9 +185,27 @@ async fn power_loss_dry_run_then_recovery_then_nothing_to_do() {
         "dry-run mutated: {:#?}",
         env.sim.mutating_requests()
     );
-    // The top-level shorthand is the same dry-run.
-    let short = vmrecover(&env, &["--dry-run", "--output", "json"]).await;
-    assert!(short.code == 0 || short.code == 3, "{}", short.stderr);
+    // The top-level shorthand is the same dry-run, with the same plan.
+    let short = vmrecover(
+        &env,
+        &[
+            "--dry-run",
+            "--stuck-after",
+            "0s",
+            "--controller-grace",
+            "1s",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(short.code, 3, "{}", short.stderr);
+    let mut short_plan = short.json();
+    let mut long_plan = plan.clone();
+    for p in [&mut short_plan, &mut long_plan] {
+        p["at"] = Value::Null;
+    }
+    assert_eq!(short_plan, long_plan);
     assert!(env.sim.mutating_requests().is_empty());
 
     let others_vm = resource_versions(&env, "VirtualMachine")

@@ -160,7 +160,7 @@ pub async fn run(global: &GlobalArgs, args: &AgentArgs) -> Outcome {
     );
     st.window_ends = Some(window_ends);
 
-    let policy = Policy::from_args(&args.policy, &[], false);
+    let policy = Policy::from_args(&global.policy, &[], false);
     let session = Session {
         client: client.clone(),
         node: node.clone(),

@@ -13,7 +13,7 @@ use crate::exit::Outcome;
 pub async fn dispatch(cli: Cli) -> Outcome {
     let global = cli.global;
     match cli.command {
-        Some(Command::Status(args)) => status::run(&global, &args).await,
+        Some(Command::Status) => status::run(&global).await,
         Some(Command::BootRecord(args)) => boot_record::run(&global, &args),
         Some(Command::Run(args)) => run::run(&global, &args).await,
         None => {

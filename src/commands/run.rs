@@ -19,7 +19,7 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Outcome {
         Err(e) => return fail(&e),
     };
     let started = jiff::Timestamp::now();
-    let policy = Policy::from_args(&args.policy, &args.only, args.kill_orphans);
+    let policy = Policy::from_args(&global.policy, &args.only, args.kill_orphans);
     let gathering = pipeline::gather(global, &node, None).await;
     let client = match gathering.client {
         Ok(c) => c,

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::agent::status::{is_alive, AgentStatus, AgentStatusFile, Phase};
 use crate::boot::{self, BootFacts};
-use crate::cli::{GlobalArgs, OutputFormat, StatusArgs};
+use crate::cli::{GlobalArgs, OutputFormat};
 use crate::config::Policy;
 use crate::evidence::Gathered;
 use crate::exit::Outcome;
@@ -42,7 +42,7 @@ pub struct StatusReport {
 }
 
 /// Gathers and prints the status.
-pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> Outcome {
+pub async fn run(global: &GlobalArgs) -> Outcome {
     let node = match pipeline::node_name(global) {
         Ok(n) => n,
         Err(e) => {
@@ -51,7 +51,7 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> Outcome {
         }
     };
     let g = pipeline::gather(global, &node, None).await;
-    let policy = Policy::from_args(&args.policy, &[], false);
+    let policy = Policy::from_args(&global.policy, &[], false);
     let report = StatusReport {
         now: g.facts.now,
         node: node.clone(),
