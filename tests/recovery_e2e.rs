@@ -600,3 +600,83 @@ async fn wait_for(mut cond: impl FnMut() -> bool) {
     }
     panic!("condition not met within 5 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_processes_are_reported_and_killed_only_with_kill_orphans() {
+    let env = env(false).await;
+    let ghost_uid = "99999999-0000-4000-8000-00000000dead";
+    let mut ghost = node_support::FakeProc::spawn(
+        node_support::QEMU,
+        "/usr/bin/qemu-system-x86_64",
+        &node_support::qemu_args("default", "vm-ghost", ghost_uid),
+        &node_support::FakeOpts::default(),
+    );
+    // Reported in the plan, not killed.
+    let dry = vmrecover(
+        &env,
+        &[
+            "run",
+            "--dry-run",
+            "--stuck-after",
+            "1h",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    let orphans = dry.json()["orphans"].clone();
+    let mine: Vec<&Value> = orphans
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["pid"] == ghost.pid())
+        .collect();
+    assert_eq!(mine.len(), 1, "{orphans:#}");
+    assert_eq!(mine[0]["kill"], false);
+    assert!(mine[0]["claims"]
+        .as_str()
+        .unwrap()
+        .contains("default/vm-ghost"));
+    assert!(
+        ghost.child.try_wait().unwrap().is_none(),
+        "a dry-run must not kill"
+    );
+
+    // Killed with --kill-orphans: SIGTERM first (the fake process exits on it).
+    let run = vmrecover(
+        &env,
+        &[
+            "run",
+            "--yes",
+            "--kill-orphans",
+            "--stuck-after",
+            "1h",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert!(
+        run.code == 0 || run.code == 3,
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    let report = run.json();
+    let outcome = report["orphans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["pid"] == ghost.pid())
+        .cloned();
+    assert!(
+        outcome
+            .as_ref()
+            .is_some_and(|o| o["result"].as_str().unwrap().contains("Terminated")),
+        "{report:#}"
+    );
+    let status = ghost.child.wait().unwrap();
+    assert!(!status.success(), "the orphan was ended by a signal");
+    // No VM was touched: nothing was stuck for an hour since this boot.
+    assert!(vm(&env, "default", "vm-web-01").is_some());
+}

@@ -14,11 +14,14 @@ use tokio::task::JoinHandle;
 use super::metrics::Metrics;
 use crate::cluster::names::LABEL_NODE_NAME;
 use crate::cluster::objects::VirtualMachineInstance;
+use crate::cluster::wait::watch_timeout_secs;
 
 /// Starts watching VMIs labelled for `node`; `wake` is notified on every change.
 pub fn spawn(client: Client, node: &str, wake: Arc<Notify>, metrics: Metrics) -> JoinHandle<()> {
     let api = Api::<VirtualMachineInstance>::all(client);
-    let config = watcher::Config::default().labels(&format!("{LABEL_NODE_NAME}={node}"));
+    let config = watcher::Config::default()
+        .labels(&format!("{LABEL_NODE_NAME}={node}"))
+        .timeout(watch_timeout_secs());
     tokio::spawn(async move {
         let mut events = watcher(api, config).default_backoff().boxed();
         while let Some(event) = events.next().await {

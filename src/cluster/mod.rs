@@ -8,3 +8,4 @@ pub mod lease;
 pub mod names;
 pub mod objects;
 pub mod snapshot;
+pub mod wait;

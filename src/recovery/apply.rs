@@ -9,7 +9,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::wait::await_condition;
 use kube::Client;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -25,6 +24,7 @@ use crate::cluster::events::{EventRecorder, Regarding};
 use crate::cluster::lease::LeaseGuard;
 use crate::cluster::objects::{VirtualMachine, VirtualMachineInstance};
 use crate::cluster::snapshot::ObjectKey;
+use crate::cluster::wait;
 use crate::node::orphans;
 
 /// How many times a finalizer patch is re-read and retried after a conflict.
@@ -391,14 +391,9 @@ async fn wait_for_controllers(d: &Decision, grace: Duration, ctx: &ApplyContext)
         return not_yet;
     };
     let api = Api::<VirtualMachineInstance>::namespaced(ctx.client.clone(), &vmi.namespace);
-    let uid = vmi.uid.clone();
-    let gone = move |o: Option<&VirtualMachineInstance>| {
-        o.is_none_or(|o| o.metadata.uid.as_deref() != Some(uid.as_str()))
-    };
-    let vmi_gone = matches!(
-        tokio::time::timeout(grace, await_condition(api, &vmi.name, gone)).await,
-        Ok(Ok(_))
-    );
+    let vmi_gone = tokio::time::timeout(grace, wait::until_gone(api, &vmi.name, &vmi.uid))
+        .await
+        .is_ok();
     if !vmi_gone {
         return not_yet;
     }

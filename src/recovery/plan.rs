@@ -185,6 +185,27 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
                 format!("VMI is {phase} and no launcher pod is left: virt-controller finishes it"),
             );
         }
+        // The kubelet may still clean up after the reboot: give it --stuck-after.
+        match facts.boot_time.value() {
+            None => {
+                return d.with(
+                    Action::Blocked,
+                    "this boot's start time could not be read, so how long the pod has lingered is unknown",
+                )
+            }
+            Some(boot) if facts.now < add(*boot, policy.stuck_after) => {
+                let until = add(*boot, policy.stuck_after);
+                return d.with(
+                    Action::Waiting { until: Some(until) },
+                    format!(
+                        "VMI is {phase} and launcher pod {} lingers; the kubelet gets until {until} ({} after this boot) to clean it up",
+                        names(&pods),
+                        humantime::format_duration(policy.stuck_after)
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
         if let Err(reasons) = prove_nothing_here(facts, vmi, &vmi.pvcs, &mut d) {
             d.reasons.extend(reasons);
             d.action = Action::Blocked;
@@ -628,6 +649,7 @@ pub fn blocker_category(d: &Decision) -> &'static str {
         "unknown_finalizer"
     } else if [
         "evidence missing",
+        "missing:",
         "could not be read",
         "cannot read",
         "not found",

@@ -478,6 +478,16 @@ fn stopping_neighbour_frees_the_pod_but_never_clears_finalizers() {
         ["delete-pod virt-launcher-a-xyz", "wait"]
     );
 
+    // Right after the boot the kubelet gets --stuck-after to clean the pod up itself.
+    let mut early = f.clone();
+    early.boot_time = Gathered::read(t("2026-01-01T11:58:00Z"));
+    assert_eq!(
+        only_decision(&early, &policy()).action,
+        Action::Waiting {
+            until: Some(t("2026-01-01T12:03:00Z"))
+        }
+    );
+
     f.cluster.pods = Gathered::read(vec![]);
     assert_eq!(only_decision(&f, &policy()).action, Action::Healthy);
 
