@@ -60,19 +60,22 @@ impl Ran {
     }
 }
 
-async fn vmrecover(env: &Env, args: &[&str]) -> Ran {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vmrecover"))
-        .arg("--kubeconfig")
+/// `vmrecover` pointed at the simulator, the state directory and the host root.
+fn command(env: &Env, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vmrecover"));
+    cmd.arg("--kubeconfig")
         .arg(env.sim.kubeconfig_path())
         .args(["--node", NODE, "--log-target", "stderr", "--state-dir"])
         .arg(env.state.path())
         .arg("--host-root")
         .arg(env.host_root.path())
         .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("run vmrecover");
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
+async fn vmrecover(env: &Env, args: &[&str]) -> Ran {
+    let out = command(env, args).output().await.expect("run vmrecover");
     Ran {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -399,35 +402,22 @@ async fn a_finalizer_added_between_plan_and_apply_is_never_removed() {
         matched: 0,
         fired: 0,
     });
-    let run = tokio::spawn({
-        let kubeconfig = env.sim.kubeconfig_path().to_path_buf();
-        let state = env.state.path().to_path_buf();
-        let hr = env.host_root.path().to_path_buf();
-        async move {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_vmrecover"))
-                .arg("--kubeconfig")
-                .arg(kubeconfig)
-                .args(["--node", NODE, "--log-target", "stderr", "--state-dir"])
-                .arg(state)
-                .arg("--host-root")
-                .arg(hr)
-                .args([
-                    "run",
-                    "--yes",
-                    "--only",
-                    "default/vm-web-01",
-                    "--stuck-after",
-                    "0s",
-                    "--controller-grace",
-                    "0s",
-                    "--output",
-                    "json",
-                ])
-                .output()
-                .await
-                .unwrap()
-        }
-    });
+    let mut cmd = command(
+        &env,
+        &[
+            "run",
+            "--yes",
+            "--only",
+            "default/vm-web-01",
+            "--stuck-after",
+            "0s",
+            "--controller-grace",
+            "0s",
+            "--output",
+            "json",
+        ],
+    );
+    let run = tokio::spawn(async move { cmd.output().await.unwrap() });
     // The fault fires when the PATCH arrives, before the simulator serves it.
     wait_for(|| env.sim.faults().first().is_some_and(|f| f.fired > 0)).await;
     let mut obj = vmi(&env, "default", "vm-web-01").unwrap();
