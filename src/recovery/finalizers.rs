@@ -81,6 +81,20 @@ pub const KNOWN_FINALIZERS: &[KnownFinalizer] = &[
         cleared_by: "harvester (Harvester >= 1.7)",
         skipped: Some("Harvester's copy of the observed MAC addresses into the VM spec"),
     },
+    // Not in design §4's table, but on real Harvester VMIs (1.5+): the load-balancer
+    // controller and the pcidevices add-on register wrangler OnRemove handlers.
+    KnownFinalizer {
+        name: "wrangler.cattle.io/harvester-lb-vmi-controller",
+        on: VMI,
+        cleared_by: "harvester-load-balancer",
+        skipped: Some("the load balancer's removal of the VMI from its backend servers (it re-syncs from the remaining VMIs)"),
+    },
+    KnownFinalizer {
+        name: "wrangler.cattle.io/virtual-machine-deletion",
+        on: VMI,
+        cleared_by: "harvester pcidevices add-on",
+        skipped: Some("the pcidevices add-on's release of PCI passthrough/vGPU devices allocated to the VMI: check the VM's device annotations"),
+    },
     KnownFinalizer {
         name: "harvesterhci.io/VMController.UnsetOwnerOfPVCs",
         on: BOTH,

@@ -425,6 +425,31 @@ fn a_vmi_finalizer_on_a_vm_is_unknown() {
 }
 
 #[test]
+fn the_finalizers_of_a_real_harvester_vmi_are_all_known() {
+    // As a Harvester 1.7 cluster with the load balancer and pcidevices add-ons shows them.
+    let mut f = facts();
+    let mut v = vmi("a");
+    v.finalizers = [
+        CONTROLLER_FINALIZE,
+        "foregroundDeleteVirtualMachine",
+        "wrangler.cattle.io/VMController.BackfillObservedNetworkMacAddress",
+        "wrangler.cattle.io/harvester-lb-vmi-controller",
+        "wrangler.cattle.io/virtual-machine-deletion",
+    ]
+    .map(String::from)
+    .to_vec();
+    f.cluster.vmis = Gathered::read(vec![v]);
+    let d = only_decision(&f, &policy());
+    assert!(matches!(d.action, Action::Recover { .. }), "{d:#?}");
+    assert!(
+        d.skipped_side_effects.iter().any(|s| s.contains("vGPU")),
+        "{:#?}",
+        d.skipped_side_effects
+    );
+    assert!(d.skipped_side_effects.iter().any(|s| s.contains("MAC")));
+}
+
+#[test]
 fn the_old_foreground_finalizer_name_is_cleared() {
     let mut f = facts();
     let mut v = vmi("a");
