@@ -57,6 +57,7 @@ pub struct Resp {
 pub struct Http {
     client: Client<HttpConnector, Full<Bytes>>,
     base: String,
+    token: Option<String>,
 }
 
 impl Http {
@@ -64,6 +65,15 @@ impl Http {
         Http {
             client: Client::builder(TokioExecutor::new()).build_http(),
             base: sim.url(),
+            token: None,
+        }
+    }
+
+    /// A client that sends `Authorization: Bearer <token>`.
+    pub fn with_token(sim: &Sim, token: &str) -> Http {
+        Http {
+            token: Some(token.to_string()),
+            ..Http::new(sim)
         }
     }
 
@@ -91,6 +101,9 @@ impl Http {
         }
         if let Some(a) = accept {
             b = b.header("Accept", a);
+        }
+        if let Some(t) = &self.token {
+            b = b.header("Authorization", format!("Bearer {t}"));
         }
         let req = match b.body(Full::new(Bytes::from(body.to_string()))) {
             Ok(r) => r,
