@@ -10,8 +10,9 @@
 //!     cover every grant in the manifests: a grant without a row fails the test — that is the
 //!     proof that no rule is superfluous.
 //!
-//! The workload is `vmrecover run`; `vmrecover agent` adds only list+watch on VMIs, which
-//! `run` already needs. To prove the agent too, add a [`Workload`] variant that starts it.
+//! The workloads: `vmrecover run --yes`, and `vmrecover agent --act-on always` (which also
+//! list+watches this node's VMIs by label) for (a). The table of (b) uses `run`: the agent
+//! needs no grant that `run` does not (add `Workload::Agent` rows when it does).
 
 #[path = "deploy_support/mod.rs"]
 mod deploy_support;
@@ -38,6 +39,9 @@ const VM_WEB: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines/vm
 enum Workload {
     /// `vmrecover run --yes` (all VMs, or `--only default/vm-db-01` in [`Setup::ControllerAfterWatch`]).
     Run,
+    /// `vmrecover agent --act-on always`, stopped with SIGTERM once it has saved its first
+    /// run report and watches this node's VMIs; its "stdout" is that report (last-run.json).
+    Agent,
 }
 
 /// The cluster a row needs so that the permission is exercised at all.
@@ -233,11 +237,10 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
     args.push(state.path().display().to_string());
     args.push("--host-root".into());
     args.push(root.path().display().to_string());
+    args.extend(["--stuck-after", "0s"].map(String::from));
     match workload {
         Workload::Run => {
-            args.extend(
-                ["run", "--yes", "--stuck-after", "0s", "--output", "json"].map(String::from),
-            );
+            args.extend(["run", "--yes", "--output", "json"].map(String::from));
             if setup == Setup::ControllerAfterWatch {
                 args.extend(
                     ["--only", "default/vm-db-01", "--controller-grace", "3s"].map(String::from),
@@ -246,6 +249,20 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
                 args.extend(["--controller-grace", "1s"].map(String::from));
             }
         }
+        Workload::Agent => args.extend(
+            [
+                "--controller-grace",
+                "1s",
+                "agent",
+                "--act-on",
+                "always",
+                "--boot-window",
+                "100000h",
+                "--metrics-addr",
+                "off",
+            ]
+            .map(String::from),
+        ),
     }
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vmrecover"))
         .args(&args)
@@ -254,6 +271,8 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start vmrecover");
+    let pid = child.id().and_then(|p| i32::try_from(p).ok());
+    let report = state.path().join("last-run.json");
     let exited = AtomicBool::new(false);
     let (out, ()) = tokio::join!(
         async {
@@ -262,20 +281,39 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
             out
         },
         async {
-            if setup != Setup::ControllerAfterWatch {
-                return;
-            }
-            // Event-driven, not timed: the controller comes back once vmrecover has asked
-            // to watch vm-db-01's VMI (whatever the answer), or when vmrecover has exited.
+            // Event-driven, not timed: react to what vmrecover has asked the API server.
+            let mut controller_back = setup != Setup::ControllerAfterWatch;
             while !exited.load(Ordering::SeqCst) {
-                let watched = sim.requests().iter().any(|r| {
-                    r.path
-                        .ends_with("/namespaces/default/virtualmachineinstances")
-                        && r.query.contains("watch=true")
-                        && r.query.contains("vm-db-01")
-                });
-                if watched {
+                let requests = sim.requests();
+                let watched = |path_end: &str, selector: &str| {
+                    requests.iter().any(|r| {
+                        r.path.ends_with(path_end)
+                            && r.query.contains("watch=true")
+                            && r.query.contains(selector)
+                    })
+                };
+                // virt-controller comes back once vmrecover watches vm-db-01's VMI
+                // (whatever the answer).
+                if !controller_back
+                    && watched("/namespaces/default/virtualmachineinstances", "vm-db-01")
+                {
                     sim.set_virt_controller(true);
+                    controller_back = true;
+                }
+                // The agent is stopped once it saved its report and watches this node.
+                if workload == Workload::Agent
+                    && report.exists()
+                    && watched(
+                        "/virtualmachineinstances",
+                        "labelSelector=kubevirt.io%2FnodeName",
+                    )
+                {
+                    if let Some(pid) = pid {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGTERM,
+                        );
+                    }
                     return;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -283,9 +321,13 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
         }
     );
     let out = out.expect("run vmrecover");
+    let stdout = match workload {
+        Workload::Run => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Workload::Agent => std::fs::read_to_string(&report).unwrap_or_default(),
+    };
     Ran {
         code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stdout,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         requests: sim.requests(),
         events: sim.list("events.k8s.io/v1", "Event").len(),
@@ -512,6 +554,36 @@ async fn full_run_under_deploy_rbac_matches_the_admin_run() {
         .unwrap_or(0);
     assert!(recovered >= 4, "the run recovered {recovered} VMs:\n{sa:#}");
     assert!(!as_sa.vms_left.contains("default/vm-web-01"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_under_deploy_rbac_matches_the_admin_agent() {
+    let policy = deploy_policy(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let (as_sa, as_admin) = tokio::join!(
+        run(Some(&policy), Setup::Standard, Workload::Agent),
+        run(None, Setup::Standard, Workload::Agent),
+    );
+    assert_eq!(as_sa.denied(), Vec::<String>::new(), "{}", as_sa.stderr);
+    assert_eq!(
+        as_sa.code, 0,
+        "the agent stops cleanly on SIGTERM: {}",
+        as_sa.stderr
+    );
+    assert_eq!(as_admin.code, 0, "{}", as_admin.stderr);
+    let (sa, admin) = (as_sa.json(), as_admin.json());
+    assert!(
+        sa["outcomes"].is_array(),
+        "no report saved: {}",
+        as_sa.stderr
+    );
+    assert_eq!(sa["outcomes"], admin["outcomes"]);
+    assert_eq!(as_sa.vmis_left, as_admin.vmis_left);
+    assert_eq!(as_sa.vms_left, as_admin.vms_left);
+    assert!(!as_sa.vms_left.contains("default/vm-web-01"));
+    // The agent's own watch ran, allowed.
+    assert!(as_sa.requests.iter().any(|r| r.query.contains("watch=true")
+        && r.query.contains("labelSelector=kubevirt.io%2FnodeName")
+        && r.status == 200));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
