@@ -13,7 +13,8 @@
 //! - `BENCH_JOURNAL_SIZES` ("20000,200000"), `BENCH_JOURNAL_BOOTS` (20),
 //!   `BENCH_STATUS_RUNS` (10): the boot check.
 //! - `BENCH_PROCESSES` (2000), `BENCH_VOLUMES` (500), `BENCH_SCAN_ITERATIONS` (20): the node scan.
-//! - `BENCH_IDLE_SECS` (60): the agent's idle CPU window.
+//! - `BENCH_IDLE_SECS` (60): the agent's idle CPU window; `BENCH_AGENT_TIMEOUT_SECS` (120):
+//!   how long the agent may take to recover the scale scenario.
 
 #[path = "../tests/bench_support/footprint.rs"]
 mod footprint;
@@ -461,6 +462,18 @@ async fn agent_footprint(text: &str, shape: &scenario::Shape, figures: &mut Figu
         return;
     };
     let port = free_port().unwrap_or(19477);
+    // The agent recovers only within its boot window: this machine booted long ago.
+    let uptime = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|u| u.split('.').next().and_then(|s| s.parse::<u64>().ok()))
+        .unwrap_or(0);
+    let boot_window = format!("{}s", uptime + 3600);
+    // Its log goes to a file: a pipe nobody reads would block it once full.
+    let log_path = state.path().join("agent.log");
+    let stderr_file = match std::fs::File::create(&log_path) {
+        Ok(f) => Stdio::from(f),
+        Err(_) => Stdio::null(),
+    };
     let child = tokio::process::Command::new(BIN)
         .arg("--kubeconfig")
         .arg(sim.kubeconfig_path())
@@ -474,6 +487,8 @@ async fn agent_footprint(text: &str, shape: &scenario::Shape, figures: &mut Figu
             "agent",
             "--act-on",
             "always",
+            "--boot-window",
+            &boot_window,
             "--metrics-addr",
             &format!("127.0.0.1:{port}"),
             "--stuck-after",
@@ -485,7 +500,7 @@ async fn agent_footprint(text: &str, shape: &scenario::Shape, figures: &mut Figu
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(stderr_file)
         .kill_on_drop(true)
         .spawn();
     let mut child = match child {
@@ -510,11 +525,7 @@ async fn agent_footprint(text: &str, shape: &scenario::Shape, figures: &mut Figu
             break;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                use tokio::io::AsyncReadExt;
-                let _ = e.read_to_string(&mut err).await;
-            }
+            let err = std::fs::read_to_string(&log_path).unwrap_or_default();
             println!(
                 "agent: not measured (it exited with {status}: {})",
                 err.lines().last().unwrap_or("")
@@ -531,11 +542,22 @@ async fn agent_footprint(text: &str, shape: &scenario::Shape, figures: &mut Figu
     }
     // Recovering the scale scenario: until every stuck VM is gone (or 5 minutes).
     let t = Instant::now();
-    while recovered(&sim, shape) < shape.stuck && t.elapsed() < Duration::from_secs(300) {
+    let limit = Duration::from_secs(env_usize("BENCH_AGENT_TIMEOUT_SECS", 120) as u64);
+    while recovered(&sim, shape) < shape.stuck && t.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let recovery = t.elapsed();
     let done = recovered(&sim, shape);
+    if done < shape.stuck {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(6).collect();
+        println!(
+            "agent: recovered {done}/{} within {}; its last log lines:\n{}",
+            shape.stuck,
+            ms(limit),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
     // Let it settle into its watch, then measure the idle window.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after_rss = footprint::rss_kib(pid);

@@ -1,7 +1,7 @@
 //! Applying a plan (design §6 steps 2-4): every mutation re-checks its preconditions,
 //! holds the Lease, tests the exact object version it was planned on, and is recorded as
-//! an Event, a journald audit record and a line in the run report. One VM's failure
-//! never stops the others.
+//! a journald audit record and a line in the run report; each VM's changes together are
+//! one Kubernetes Event on it. One VM's failure never stops the others.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -74,8 +74,33 @@ pub async fn apply(plan: &Plan, ctx: &ApplyContext) -> (Vec<VmOutcome>, Vec<Orph
     (outcomes, orphans_out)
 }
 
-/// One VM, all its steps, in order.
+/// One VM, all its steps, in order, then one Event on it naming every change made (one
+/// request per VM instead of one per change: issue 8's request budget).
 async fn recover_vm(d: &Decision, steps: &[Step], ctx: &ApplyContext) -> VmOutcome {
+    let mut changes = Vec::new();
+    let mut out = recover_steps(d, steps, ctx, &mut changes).await;
+    if !changes.is_empty() {
+        out.requests += 1;
+        vm_event(ctx, d, &changes, &out).await;
+    }
+    out
+}
+
+/// What one step changed, for the VM's Event.
+enum Change {
+    /// A leftover launcher pod was force-deleted.
+    PodDeleted(String),
+    /// Finalizers were removed from the VMI or VM.
+    FinalizersRemoved(ObjectKind, Vec<String>),
+}
+
+/// The steps of one VM; every change made is pushed to `changes`.
+async fn recover_steps(
+    d: &Decision,
+    steps: &[Step],
+    ctx: &ApplyContext,
+    changes: &mut Vec<Change>,
+) -> VmOutcome {
     let mut out = VmOutcome {
         namespace: d.namespace.clone(),
         name: d.name.clone(),
@@ -132,11 +157,7 @@ async fn recover_vm(d: &Decision, steps: &[Step], ctx: &ApplyContext) -> VmOutco
                 if let Err(why) = result {
                     return out.end(VmResult::Failed, why);
                 }
-                if let Some(vmi) = &d.vmi {
-                    out.requests += 1;
-                    event(ctx, ObjectKind::Vmi, vmi, false, "ForceDeleteLauncherPod",
-                        &format!("vmrecover force-deleted leftover launcher pod {} after proving nothing of the VM runs or holds a disk on this node", pod.name)).await;
-                }
+                changes.push(Change::PodDeleted(pod.name.clone()));
             }
             Step::WaitForControllers { grace } => {
                 let desc = format!(
@@ -224,23 +245,7 @@ async fn recover_vm(d: &Decision, steps: &[Step], ctx: &ApplyContext) -> VmOutco
                     result: text.clone(),
                 });
                 match result {
-                    Ok(Cleared::Removed(r)) => {
-                        out.requests += 1;
-                        let mut note = format!("vmrecover removed finalizers {} after proving nothing of the VM runs or holds a disk on this node", r.join(", "));
-                        if !d.skipped_side_effects.is_empty() {
-                            note.push_str("; skipped: ");
-                            note.push_str(&d.skipped_side_effects.join("; "));
-                        }
-                        event(
-                            ctx,
-                            *kind,
-                            object,
-                            !d.skipped_side_effects.is_empty(),
-                            "ClearFinalizers",
-                            &note,
-                        )
-                        .await;
-                    }
+                    Ok(Cleared::Removed(r)) => changes.push(Change::FinalizersRemoved(*kind, r)),
                     Ok(_) => {}
                     Err(Stop::Abort(why)) => return out.end(VmResult::Aborted, why),
                     Err(Stop::Fail(why)) => return out.end(VmResult::Failed, why),
@@ -309,6 +314,54 @@ fn forget_intent(d: &Decision, ctx: &ApplyContext) {
             }
         }
     }
+}
+
+/// The one Event of a VM's recovery: on the VM (the VMI when there is none), naming every
+/// change, the side effects skipped and, when it stopped early, why.
+async fn vm_event(ctx: &ApplyContext, d: &Decision, changes: &[Change], out: &VmOutcome) {
+    let Some((kind, object)) =
+        d.vm.as_ref()
+            .map(|vm| (ObjectKind::Vm, vm))
+            .or_else(|| d.vmi.as_ref().map(|vmi| (ObjectKind::Vmi, vmi)))
+    else {
+        return;
+    };
+    let cleared = changes
+        .iter()
+        .any(|c| matches!(c, Change::FinalizersRemoved(..)));
+    let done: Vec<String> = changes
+        .iter()
+        .map(|c| match c {
+            Change::PodDeleted(pod) => format!("force-deleted leftover launcher pod {pod}"),
+            Change::FinalizersRemoved(kind, removed) => format!(
+                "removed finalizers {} from the {}",
+                removed.join(", "),
+                match kind {
+                    ObjectKind::Vmi => "VMI",
+                    ObjectKind::Vm => "VM",
+                }
+            ),
+        })
+        .collect();
+    let mut note = format!(
+        "vmrecover {} after proving nothing of the VM runs or holds a disk on this node",
+        done.join("; ")
+    );
+    let warning = cleared && !d.skipped_side_effects.is_empty();
+    if warning {
+        note.push_str("; skipped: ");
+        note.push_str(&d.skipped_side_effects.join("; "));
+    }
+    if let (VmResult::Aborted | VmResult::Failed, Some(why)) = (out.result, &out.reason) {
+        note.push_str("; then stopped: ");
+        note.push_str(why);
+    }
+    let action = if cleared {
+        "ClearFinalizers"
+    } else {
+        "ForceDeleteLauncherPod"
+    };
+    event(ctx, kind, object, warning, action, &note).await;
 }
 
 async fn event(

@@ -115,7 +115,7 @@ pub fn classify(r: &RequestRecord) -> Classified {
         [res, tail @ ..] => ("cluster".to_string(), *res, tail.first().copied()),
         [] => (String::new(), "", None),
     };
-    let resource = if group.is_empty() {
+    let resource = if group.is_empty() || resource.is_empty() {
         resource.to_string()
     } else {
         format!("{resource}.{group}")
