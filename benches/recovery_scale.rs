@@ -208,6 +208,7 @@ async fn recovery_vmrecover(
         }
     };
     sim.clear_requests();
+    let started = jiff::Timestamp::now();
     let t = Instant::now();
     let out = tokio::process::Command::new(BIN)
         .arg("--kubeconfig")
@@ -265,6 +266,24 @@ async fn recovery_vmrecover(
     let client = requests::client_requests(&log);
     let totals = requests::totals(&client);
     print_breakdown(&client);
+    let at = |r: Option<&&RequestRecord>| r.and_then(|r| r.time.parse::<jiff::Timestamp>().ok());
+    if let (Some(first), Some(write), Some(last)) = (
+        at(client.first()),
+        at(client.iter().find(|r| r.is_mutating())),
+        at(client.last()),
+    ) {
+        let span = |a: jiff::Timestamp, b: jiff::Timestamp| {
+            ms(Duration::from_secs_f64(
+                (b.as_nanosecond() - a.as_nanosecond()).max(0) as f64 / 1e9,
+            ))
+        };
+        println!(
+            "phases (server clock): first request {} after start; reads until the first write {}; writes {}",
+            span(started, first),
+            span(first, write),
+            span(write, last)
+        );
+    }
     let beyond = totals.requests - totals.initial_reads;
     let per_vm = beyond as f64 / done.max(1) as f64;
     println!(
