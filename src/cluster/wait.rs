@@ -33,6 +33,7 @@ where
     let mut events = watcher(api, config).default_backoff().boxed();
     let ours = |o: &K| o.meta().uid.as_deref() == Some(uid);
     let mut seen = false;
+    let mut warned = false;
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::Init) => seen = false,
@@ -42,7 +43,16 @@ where
             Ok(Event::Apply(o)) if !ours(&o) => return,
             Ok(Event::Delete(o)) if ours(&o) => return,
             Ok(_) => {}
-            Err(e) => tracing::debug!("watching {name}: {e}"),
+            Err(e) => {
+                // Once loudly (a refused watch would otherwise look like a slow
+                // controller), then quietly while the watcher backs off and retries.
+                if !warned {
+                    tracing::warn!("cannot watch {name} while waiting for the controllers: {e}");
+                    warned = true;
+                } else {
+                    tracing::debug!("watching {name}: {e}");
+                }
+            }
         }
     }
 }
