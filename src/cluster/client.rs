@@ -41,6 +41,10 @@ pub async fn connect(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
         })?,
     };
     config.connect_timeout = Some(Duration::from_secs(5));
+    // kube's own retry layer retries 429/503/504 up to 15 times with backoff growing to
+    // 1000 s: an API server that stays down would hang a run for many minutes. Requests
+    // that are safe to repeat are retried, bounded, by `cluster::retry` instead.
+    config.default_retry = false;
     let timeout = request_timeout();
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);

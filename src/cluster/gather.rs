@@ -14,13 +14,15 @@ use super::names::*;
 use super::objects::{
     LonghornVolume, LonghornVolumeAttachment, VirtualMachine, VirtualMachineInstance,
 };
+use super::retry::with_retries;
 use super::snapshot::{AttachmentView, ClusterFacts, PodView, PvcView, VmView, VmiView};
 use crate::evidence::Gathered;
 use crate::recovery::intents::RecoveryIntent;
 
 /// Checks that `node` names a Node object; the error says how to fix it.
 pub async fn check_node(client: &Client, node: &str) -> Result<(), String> {
-    match Api::<Node>::all(client.clone()).get_opt(node).await {
+    let nodes = Api::<Node>::all(client.clone());
+    match with_retries(&format!("get nodes/{node}"), || nodes.get_opt(node)).await {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(format!(
             "no Node named {node:?} in the cluster: pass --node (or NODE_NAME) with this node's name"
@@ -133,7 +135,7 @@ async fn list<K>(api: Api<K>, lp: &ListParams, what: &str) -> Result<Vec<K>, Str
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    api.list(lp)
+    with_retries(&format!("list {what}"), || api.list(lp))
         .await
         .map(|l| l.items)
         .map_err(|e| describe(&e, "list", what))
@@ -144,7 +146,8 @@ async fn list_optional<K>(api: Api<K>, what: &str) -> Result<Vec<K>, String>
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    match api.list(&ListParams::default()).await {
+    let lp = ListParams::default();
+    match with_retries(&format!("list {what}"), || api.list(&lp)).await {
         Ok(l) => Ok(l.items),
         Err(e) if status_code(&e) == Some(404) => Ok(Vec::new()),
         Err(e) => Err(describe(&e, "list", what)),
@@ -165,7 +168,8 @@ where
     let lists = namespaces.iter().map(|ns| {
         let api = Api::<K>::namespaced(client.clone(), ns);
         async move {
-            api.list(&ListParams::default())
+            let lp = ListParams::default();
+            with_retries(&format!("list {what} in namespace {ns}"), || api.list(&lp))
                 .await
                 .map(|l| l.items)
                 .map_err(|e| describe(&e, "list", &format!("{what} in namespace {ns}")))

@@ -15,6 +15,10 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use super::errors::{describe, status_code};
+use super::retry::with_retries;
+
+/// How many times taking the Lease starts over after a concurrent taker's 409.
+const TAKE_CONFLICTS: u32 = 5;
 
 /// How a Lease is named and held.
 #[derive(Debug, Clone)]
@@ -97,11 +101,13 @@ impl HeldLease {
             spec.holder_identity = None;
             spec.lease_duration_seconds = Some(1);
         }
-        self.api
-            .replace(&self.config.name, &PostParams::default(), &lease)
-            .await
-            .map(|_| ())
-            .map_err(|e| describe(&e, "update", &format!("leases/{}", self.config.name)))
+        let pp = PostParams::default();
+        with_retries(&format!("release leases/{}", self.config.name), || {
+            self.api.replace(&self.config.name, &pp, &lease)
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| describe(&e, "update", &format!("leases/{}", self.config.name)))
     }
 }
 
@@ -130,7 +136,7 @@ pub async fn acquire(
     let api = Api::<Lease>::namespaced(client.clone(), &config.namespace);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        match try_acquire(&api, &config).await {
+        match try_acquire(&api, &config, TAKE_CONFLICTS).await {
             Ok(lease) => {
                 let current = Arc::new(Mutex::new(lease));
                 let held = Arc::new(AtomicBool::new(true));
@@ -170,11 +176,26 @@ fn expired(spec: &LeaseSpec, now: jiff::Timestamp) -> bool {
     renewed.0 + jiff::SignedDuration::from_secs(secs) < now
 }
 
-async fn try_acquire(api: &Api<Lease>, config: &LeaseConfig) -> Result<Lease, LeaseError> {
+/// One attempt to take the Lease; a 409 from a concurrent taker starts over, at most
+/// `conflicts_left` more times (a server answering 409 forever must not loop forever).
+async fn try_acquire(
+    api: &Api<Lease>,
+    config: &LeaseConfig,
+    conflicts_left: u32,
+) -> Result<Lease, LeaseError> {
     let what = format!("leases/{} in {}", config.name, config.namespace);
     let duration_s = i32::try_from(config.duration.as_secs()).unwrap_or(i32::MAX);
-    let existing = api
-        .get_opt(&config.name)
+    let again = |e: &kube::Error, verb: &str| {
+        if conflicts_left == 0 {
+            Some(LeaseError::Api(format!(
+                "{}: still conflicting after {TAKE_CONFLICTS} attempts",
+                describe(e, verb, &what)
+            )))
+        } else {
+            None
+        }
+    };
+    let existing = with_retries(&format!("get {what}"), || api.get_opt(&config.name))
         .await
         .map_err(|e| LeaseError::Api(describe(&e, "get", &what)))?;
     let Some(mut lease) = existing else {
@@ -193,10 +214,15 @@ async fn try_acquire(api: &Api<Lease>, config: &LeaseConfig) -> Result<Lease, Le
                 ..LeaseSpec::default()
             }),
         };
-        return match api.create(&PostParams::default(), &lease).await {
+        let pp = PostParams::default();
+        let created = with_retries(&format!("create {what}"), || api.create(&pp, &lease)).await;
+        return match created {
             Ok(l) => Ok(l),
             // Someone created it between our get and create: report them.
-            Err(e) if status_code(&e) == Some(409) => Box::pin(try_acquire(api, config)).await,
+            Err(e) if status_code(&e) == Some(409) => match again(&e, "create") {
+                Some(err) => Err(err),
+                None => Box::pin(try_acquire(api, config, conflicts_left - 1)).await,
+            },
             Err(e) => Err(LeaseError::Api(describe(&e, "create", &what))),
         };
     };
@@ -227,12 +253,17 @@ async fn try_acquire(api: &Api<Lease>, config: &LeaseConfig) -> Result<Lease, Le
     spec.lease_duration_seconds = Some(duration_s);
     spec.renew_time = Some(now_micro());
     // replace() sends our read resourceVersion: a concurrent taker makes this a 409.
-    match api
-        .replace(&config.name, &PostParams::default(), &lease)
-        .await
-    {
+    let pp = PostParams::default();
+    let replaced = with_retries(&format!("update {what}"), || {
+        api.replace(&config.name, &pp, &lease)
+    })
+    .await;
+    match replaced {
         Ok(l) => Ok(l),
-        Err(e) if status_code(&e) == Some(409) => Box::pin(try_acquire(api, config)).await,
+        Err(e) if status_code(&e) == Some(409) => match again(&e, "update") {
+            Some(err) => Err(err),
+            None => Box::pin(try_acquire(api, config, conflicts_left - 1)).await,
+        },
         Err(e) => Err(LeaseError::Api(describe(&e, "update", &what))),
     }
 }

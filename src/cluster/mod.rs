@@ -7,5 +7,6 @@ pub mod gather;
 pub mod lease;
 pub mod names;
 pub mod objects;
+pub mod retry;
 pub mod snapshot;
 pub mod wait;

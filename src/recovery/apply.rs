@@ -23,6 +23,7 @@ use crate::cluster::errors::{describe, status_code};
 use crate::cluster::events::{EventRecorder, Regarding};
 use crate::cluster::lease::LeaseGuard;
 use crate::cluster::objects::{VirtualMachine, VirtualMachineInstance};
+use crate::cluster::retry::with_retries;
 use crate::cluster::snapshot::ObjectKey;
 use crate::cluster::wait;
 use crate::node::orphans;
@@ -410,7 +411,8 @@ async fn force_delete_pod(client: &Client, pod: &ObjectKey) -> Result<(), String
         }),
         ..DeleteParams::default()
     };
-    match api.delete(&pod.name, &dp).await {
+    let what = format!("delete pods/{} in {}", pod.name, pod.namespace);
+    match with_retries(&what, || api.delete(&pod.name, &dp)).await {
         Ok(_) => Ok(()),
         Err(e) if status_code(&e) == Some(404) => Ok(()),
         Err(e) if status_code(&e) == Some(409) => Err(format!(
@@ -457,7 +459,7 @@ async fn wait_for_controllers(d: &Decision, grace: Duration, ctx: &ApplyContext)
         };
     };
     let vms = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &vm.namespace);
-    let finished = match vms.get_opt(&vm.name).await {
+    let finished = match with_retries("get the VM after the wait", || vms.get_opt(&vm.name)).await {
         Ok(None) => true,
         Ok(Some(cur)) => {
             cur.metadata.uid.as_deref() != Some(vm.uid.as_str())
@@ -544,19 +546,22 @@ where
             }
         };
         requests += 1;
-        match api
-            .patch(
-                &object.name,
-                &PatchParams::default(),
-                &Patch::Json::<()>(patch),
-            )
-            .await
+        let pp = PatchParams::default();
+        let patch = Patch::Json::<()>(patch);
+        match with_retries(&format!("patch {what}"), || {
+            api.patch(&object.name, &pp, &patch)
+        })
+        .await
         {
             Ok(_) => return (Ok(Cleared::Removed(to_remove)), requests),
             Err(e) if status_code(&e) == Some(404) => return (Ok(Cleared::AlreadyGone), requests),
             Err(e) if matches!(status_code(&e), Some(409) | Some(422)) => {
                 requests += 1;
-                let current = match api.get_opt(&object.name).await {
+                let current = match with_retries(&format!("get {what}"), || {
+                    api.get_opt(&object.name)
+                })
+                .await
+                {
                     Ok(c) => c,
                     Err(e) => return (Err(Stop::Fail(describe(&e, "get", &what))), requests),
                 };

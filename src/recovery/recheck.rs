@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::model::{Decision, Step};
 use crate::cluster::errors::describe;
 use crate::cluster::names::{LABEL_KUBEVIRT, VIRT_LAUNCHER};
+use crate::cluster::retry::with_retries;
 use crate::cluster::snapshot::PodView;
 use crate::node::{self, NodeFacts, NodeOptions};
 
@@ -61,8 +62,8 @@ impl Recheck {
         let lp = ListParams::default()
             .labels(&format!("{LABEL_KUBEVIRT}={VIRT_LAUNCHER}"))
             .fields(&format!("spec.nodeName={}", self.node));
-        let pods = Api::<Pod>::all(self.client.clone())
-            .list(&lp)
+        let pod_api = Api::<Pod>::all(self.client.clone());
+        let pods = with_retries("list launcher pods", || pod_api.list(&lp))
             .await
             .map(|l| l.items.iter().map(PodView::from).collect())
             .map_err(|e| describe(&e, "list", "pods"));

@@ -19,6 +19,18 @@ use crate::node::NodeOptions;
 /// VMs worked on at once.
 const CONCURRENCY: usize = 16;
 
+/// Overrides [`CONCURRENCY`]: the crash tests use 1, so a kill after the Nth request
+/// lands between two requests and never between two concurrent ones.
+pub const CONCURRENCY_ENV: &str = "VMRECOVER_APPLY_CONCURRENCY";
+
+fn concurrency() -> usize {
+    std::env::var(CONCURRENCY_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(CONCURRENCY)
+}
+
 /// Where and as whom a session runs.
 pub struct Session {
     /// The API client.
@@ -67,7 +79,7 @@ impl Session {
                 },
                 Duration::from_secs(2),
             ),
-            concurrency: CONCURRENCY,
+            concurrency: concurrency(),
             kill_grace: Duration::from_secs(10),
             cancel: self.cancel.clone(),
         };
