@@ -1,0 +1,416 @@
+//! Shared by the `reliability_*` tests: the power-loss simulator, the built binary run
+//! as an operator would, the cluster's end state, and the check that every mutation in
+//! the request log stays inside the plan.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use harvester_sim::{shipped_scenario, FaultAction, FaultRule, Sim, SimConfig};
+use serde_json::{json, Value};
+
+/// The node the power-loss scenario lost.
+pub const NODE: &str = "harvester-node-1";
+
+/// `run --yes` with no waiting: every VM stuck at once, no controller grace.
+pub const RUN: &[&str] = &[
+    "run",
+    "--yes",
+    "--stuck-after",
+    "0s",
+    "--controller-grace",
+    "0s",
+    "--output",
+    "json",
+];
+
+/// The same plan, shown only.
+pub const DRY_RUN: &[&str] = &[
+    "run",
+    "--dry-run",
+    "--stuck-after",
+    "0s",
+    "--controller-grace",
+    "0s",
+    "--output",
+    "json",
+];
+
+/// The longest a single run may take before the test calls it hung.
+pub const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A simulator, a state directory and a host root for one test.
+pub struct Env {
+    /// The simulated cluster.
+    pub sim: Sim,
+    /// `--state-dir`.
+    pub state: tempfile::TempDir,
+    /// `--host-root`.
+    pub host_root: tempfile::TempDir,
+    /// Extra environment for the binary.
+    pub vars: Vec<(String, String)>,
+}
+
+/// A host root with no Longhorn device held or mounted.
+pub fn host_root() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for d in ["dev/longhorn", "proc/1", "sys/block"] {
+        std::fs::create_dir_all(dir.path().join(d)).expect("mkdir host root");
+    }
+    std::fs::write(
+        dir.path().join("proc/1/mountinfo"),
+        "22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n\
+         25 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n",
+    )
+    .expect("write mountinfo");
+    dir
+}
+
+impl Env {
+    /// The power-loss scenario, virt-controller off.
+    pub async fn power_loss() -> Env {
+        Self::with_texts(&[]).await
+    }
+
+    /// The power-loss scenario plus extra scenario YAML documents.
+    pub async fn with_texts(texts: &[&str]) -> Env {
+        let mut cfg = SimConfig::default().scenario_file(shipped_scenario("power-loss.yaml"));
+        for t in texts {
+            cfg = cfg.scenario_text(*t);
+        }
+        let sim = Sim::start(cfg).await.expect("start harvester-sim");
+        sim.set_virt_controller(false);
+        Env {
+            sim,
+            state: tempfile::tempdir().expect("tempdir"),
+            host_root: host_root(),
+            vars: Vec::new(),
+        }
+    }
+
+    /// The binary with the global flags pointing at this environment.
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_vmrecover"));
+        c.arg("--kubeconfig")
+            .arg(self.sim.kubeconfig_path())
+            .args(["--node", NODE, "--log-target", "stderr", "--state-dir"])
+            .arg(self.state.path())
+            .arg("--host-root")
+            .arg(self.host_root.path())
+            .args(args)
+            .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    }
+
+    /// Runs the binary to completion.
+    pub async fn run(&self, args: &[&str]) -> Ran {
+        // A run that hangs is a finding, not a stuck CI job: kill_on_drop ends it.
+        let out = match tokio::time::timeout(RUN_LIMIT, self.command(args).output()).await {
+            Ok(out) => out.expect("run vmrecover"),
+            Err(_) => {
+                return Ran {
+                    code: -2,
+                    stdout: String::new(),
+                    stderr: format!("HUNG: still running after {RUN_LIMIT:?}"),
+                }
+            }
+        };
+        Ran {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The state directory's path.
+    pub fn state_path(&self, file: &str) -> PathBuf {
+        self.state.path().join(file)
+    }
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct Ran {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Ran {
+    /// Standard output as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}), exit {}:\n{}\n{}",
+                self.code, self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// Both streams, for assertion messages.
+    pub fn all(&self) -> String {
+        format!("exit {}\n{}\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// What the end state of a run is compared on: every VM, VMI and launcher pod, and
+/// their finalizers.
+pub fn end_state(sim: &Sim) -> BTreeMap<String, Vec<String>> {
+    let mut m = BTreeMap::new();
+    for (api, kind) in [
+        ("kubevirt.io/v1", "VirtualMachine"),
+        ("kubevirt.io/v1", "VirtualMachineInstance"),
+        ("v1", "Pod"),
+    ] {
+        for o in sim.list(api, kind) {
+            let meta = &o["metadata"];
+            let key = format!(
+                "{kind} {}/{}",
+                meta["namespace"].as_str().unwrap_or(""),
+                meta["name"].as_str().unwrap_or("")
+            );
+            let fins = meta["finalizers"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|f| f.as_str().unwrap_or("?").to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            m.insert(key, fins);
+        }
+    }
+    m
+}
+
+/// Object names (`Kind ns/name`) whose resourceVersion the runs must never change: the
+/// VMs, VMIs and pods of the other nodes.
+pub fn versions(sim: &Sim) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for (api, kind) in [
+        ("kubevirt.io/v1", "VirtualMachine"),
+        ("kubevirt.io/v1", "VirtualMachineInstance"),
+        ("v1", "Pod"),
+        ("v1", "PersistentVolumeClaim"),
+    ] {
+        for o in sim.list(api, kind) {
+            let meta = &o["metadata"];
+            m.insert(
+                format!(
+                    "{kind} {}/{}",
+                    meta["namespace"].as_str().unwrap_or(""),
+                    meta["name"].as_str().unwrap_or("")
+                ),
+                meta["resourceVersion"].as_str().unwrap_or("").to_string(),
+            );
+        }
+    }
+    m
+}
+
+/// What a plan allows to change: finalizers per object path, pods to delete.
+#[derive(Debug, Default, Clone)]
+pub struct Allowed {
+    /// API path of a VMI/VM → the finalizers the plan removes from it.
+    pub finalizers: BTreeMap<String, BTreeSet<String>>,
+    /// API paths of the pods the plan force-deletes.
+    pub pods: BTreeSet<String>,
+    /// The VMs (`ns/name`) the plan recovers.
+    pub vms: BTreeSet<String>,
+}
+
+impl Allowed {
+    /// Reads the allowed changes from a plan as `--output json` prints it.
+    pub fn from_plan(plan: &Value) -> Allowed {
+        let mut a = Allowed::default();
+        for d in plan["decisions"].as_array().into_iter().flatten() {
+            if d["action"]["kind"] != "recover" {
+                continue;
+            }
+            a.vms.insert(format!(
+                "{}/{}",
+                d["namespace"].as_str().unwrap_or(""),
+                d["name"].as_str().unwrap_or("")
+            ));
+            for s in d["action"]["steps"].as_array().into_iter().flatten() {
+                match s["step"].as_str() {
+                    Some("force_delete_pod") => {
+                        a.pods.insert(format!(
+                            "/api/v1/namespaces/{}/pods/{}",
+                            s["pod"]["namespace"].as_str().unwrap_or(""),
+                            s["pod"]["name"].as_str().unwrap_or("")
+                        ));
+                    }
+                    Some("clear_finalizers") => {
+                        let plural = if s["kind"] == "VirtualMachineInstance" {
+                            "virtualmachineinstances"
+                        } else {
+                            "virtualmachines"
+                        };
+                        let path = format!(
+                            "/apis/kubevirt.io/v1/namespaces/{}/{plural}/{}",
+                            s["object"]["namespace"].as_str().unwrap_or(""),
+                            s["object"]["name"].as_str().unwrap_or("")
+                        );
+                        let set = a.finalizers.entry(path).or_default();
+                        for f in s["remove"].as_array().into_iter().flatten() {
+                            set.insert(f.as_str().unwrap_or("").to_string());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        a
+    }
+
+    /// Every client mutation in the log that the plan does not allow, in words.
+    pub fn violations(&self, sim: &Sim) -> Vec<String> {
+        let lease = format!("/apis/coordination.k8s.io/v1/namespaces/harvester-system/leases");
+        let mut bad = Vec::new();
+        for r in sim.mutating_requests() {
+            let ok = match r.method.as_str() {
+                "POST" => r.path == lease || r.path.ends_with("/events"),
+                "PUT" => r.path == format!("{lease}/vmrecover-{NODE}"),
+                "DELETE" => self.pods.contains(&r.path),
+                "PATCH" => match self.finalizers.get(&r.path) {
+                    None => false,
+                    Some(allowed) => match removed_by_patch(&r.body) {
+                        Some(removed) => removed.iter().all(|f| allowed.contains(f)),
+                        None => false,
+                    },
+                },
+                _ => false,
+            };
+            if !ok {
+                bad.push(format!("{} {} {}", r.method, r.path, r.body));
+            }
+        }
+        bad
+    }
+}
+
+/// The finalizers a vmrecover JSON patch removes: tested list minus replacement.
+/// `None` when the body is not that shape (which is itself a violation).
+pub fn removed_by_patch(body: &Value) -> Option<Vec<String>> {
+    let ops = body.as_array()?;
+    let strings = |v: &Value| -> Option<Vec<String>> {
+        v.as_array()?
+            .iter()
+            .map(|f| f.as_str().map(String::from))
+            .collect()
+    };
+    let mut tested = None;
+    let mut kept = None;
+    for op in ops {
+        if op["path"] != "/metadata/finalizers" {
+            if op["op"] != "test" {
+                return None;
+            }
+            continue;
+        }
+        match op["op"].as_str()? {
+            "test" => tested = strings(&op["value"]),
+            "replace" => kept = strings(&op["value"]),
+            _ => return None,
+        }
+    }
+    let (tested, kept) = (tested?, kept?);
+    if kept.iter().any(|k| !tested.contains(k)) {
+        return None;
+    }
+    Some(tested.into_iter().filter(|f| !kept.contains(f)).collect())
+}
+
+/// Moves this node's Lease renewal into the past, as if its holder died long ago.
+pub fn age_lease(sim: &Sim) {
+    let name = format!("vmrecover-{NODE}");
+    if let Some(mut lease) = sim.get("coordination.k8s.io/v1", "Lease", "harvester-system", &name) {
+        let old = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(120)).to_string();
+        lease["spec"]["renewTime"] = json!(old);
+        lease["spec"]["acquireTime"] = json!(old);
+        sim.put(lease).expect("age the lease");
+    }
+}
+
+/// The Lease's holder, if any.
+pub fn lease_holder(sim: &Sim) -> Option<String> {
+    sim.get(
+        "coordination.k8s.io/v1",
+        "Lease",
+        "harvester-system",
+        &format!("vmrecover-{NODE}"),
+    )
+    .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
+}
+
+/// A fault rule from its parts.
+pub fn rule(method: &str, path: &str, action: FaultAction, times: Option<u32>) -> FaultRule {
+    FaultRule {
+        method: Some(method.into()),
+        path: path.into(),
+        action,
+        times,
+        after: 0,
+        matched: 0,
+        fired: 0,
+    }
+}
+
+/// An error status fault.
+pub fn status(code: u16, retry_after: Option<u32>) -> FaultAction {
+    FaultAction::Status {
+        code,
+        message: None,
+        retry_after,
+    }
+}
+
+/// The outcome (`result`, `reason`) of every VM in a run report.
+pub fn outcomes(report: &Value) -> BTreeMap<String, (String, Option<String>)> {
+    report["outcomes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| {
+            (
+                format!(
+                    "{}/{}",
+                    o["namespace"].as_str().unwrap_or(""),
+                    o["name"].as_str().unwrap_or("")
+                ),
+                (
+                    o["result"].as_str().unwrap_or("").to_string(),
+                    o["reason"].as_str().map(String::from),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The decisions (`ns/name` → action kind) of a plan.
+pub fn decisions(plan: &Value) -> BTreeMap<String, String> {
+    plan["decisions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            (
+                format!(
+                    "{}/{}",
+                    d["namespace"].as_str().unwrap_or(""),
+                    d["name"].as_str().unwrap_or("")
+                ),
+                d["action"]["kind"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
