@@ -5,9 +5,10 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::VolumeAttachment;
-use kube::api::ListParams;
+use kube::api::{ListParams, ObjectList};
 use kube::{Api, Client};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::errors::{describe, status_code};
 use super::names::*;
@@ -131,14 +132,84 @@ fn gathered<T>(source: &str, r: Result<T, String>) -> Gathered<T> {
     }
 }
 
+/// Why a list could not be used.
+enum ListError {
+    /// The request failed.
+    Api(kube::Error),
+    /// The server answered, but objects in it are not what vmrecover can read.
+    Malformed(String),
+}
+
+/// Lists `api` and decodes each object on its own: one malformed object (a wrong type in
+/// a field vmrecover reads) makes the list unreadable with a message naming that object,
+/// never a bare decoding error about the whole list.
+async fn list_lenient<K>(api: &Api<K>, lp: &ListParams, what: &str) -> Result<Vec<K>, ListError>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let client = api.clone().into_client();
+    let url = api.resource_url().to_string();
+    let raw: ObjectList<Value> = with_retries(&format!("list {what}"), || {
+        let client = client.clone();
+        let req = kube::core::Request::new(url.clone()).list(lp);
+        async move {
+            match req {
+                Ok(req) => client.request::<ObjectList<Value>>(req).await,
+                Err(e) => Err(kube::Error::BuildRequest(e)),
+            }
+        }
+    })
+    .await
+    .map_err(ListError::Api)?;
+    let mut items = Vec::with_capacity(raw.items.len());
+    let mut bad = Vec::new();
+    for item in raw.items {
+        let name = object_name(&item);
+        match serde_json::from_value::<K>(item) {
+            Ok(k) => items.push(k),
+            Err(e) => bad.push(format!("{name} ({e})")),
+        }
+    }
+    if bad.is_empty() {
+        Ok(items)
+    } else {
+        Err(ListError::Malformed(format!(
+            "list {what}: malformed object {}: fix or remove it; nothing that depends on this \
+             list is touched until then",
+            bad.join("; ")
+        )))
+    }
+}
+
+/// `namespace/name` of a raw object, as far as it can be read.
+fn object_name(item: &Value) -> String {
+    let meta = item.get("metadata");
+    let field = |k: &str| {
+        meta.and_then(|m| m.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .chars()
+            .take(253)
+            .collect::<String>()
+    };
+    match meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+    {
+        Some(_) => format!("{}/{}", field("namespace"), field("name")),
+        None => field("name"),
+    }
+}
+
 async fn list<K>(api: Api<K>, lp: &ListParams, what: &str) -> Result<Vec<K>, String>
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    with_retries(&format!("list {what}"), || api.list(lp))
-        .await
-        .map(|l| l.items)
-        .map_err(|e| describe(&e, "list", what))
+    match list_lenient(&api, lp, what).await {
+        Ok(items) => Ok(items),
+        Err(ListError::Api(e)) => Err(describe(&e, "list", what)),
+        Err(ListError::Malformed(m)) => Err(m),
+    }
 }
 
 /// Lists a resource that may not exist in the cluster (Longhorn CRDs): 404 is "none".
@@ -146,11 +217,11 @@ async fn list_optional<K>(api: Api<K>, what: &str) -> Result<Vec<K>, String>
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let lp = ListParams::default();
-    match with_retries(&format!("list {what}"), || api.list(&lp)).await {
-        Ok(l) => Ok(l.items),
-        Err(e) if status_code(&e) == Some(404) => Ok(Vec::new()),
-        Err(e) => Err(describe(&e, "list", what)),
+    match list_lenient(&api, &ListParams::default(), what).await {
+        Ok(items) => Ok(items),
+        Err(ListError::Api(e)) if status_code(&e) == Some(404) => Ok(Vec::new()),
+        Err(ListError::Api(e)) => Err(describe(&e, "list", what)),
+        Err(ListError::Malformed(m)) => Err(m),
     }
 }
 
@@ -168,11 +239,12 @@ where
     let lists = namespaces.iter().map(|ns| {
         let api = Api::<K>::namespaced(client.clone(), ns);
         async move {
-            let lp = ListParams::default();
-            with_retries(&format!("list {what} in namespace {ns}"), || api.list(&lp))
-                .await
-                .map(|l| l.items)
-                .map_err(|e| describe(&e, "list", &format!("{what} in namespace {ns}")))
+            list(
+                api,
+                &ListParams::default(),
+                &format!("{what} in namespace {ns}"),
+            )
+            .await
         }
     });
     let mut all = Vec::new();
