@@ -314,3 +314,107 @@ fn controller_of(meta: &ObjectMeta, kind: &str) -> Option<(String, String)> {
         })
         .map(|o| (o.name.clone(), o.uid.clone()))
 }
+
+/// Property tests: the views are built from whatever JSON the API server sends.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `PROPTEST_CASES` for long runs outside CI, else `default`.
+    fn cases(default: u32) -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+    use serde_json::{json, Value};
+
+    /// Arbitrary JSON, biased towards the shapes and keys of the objects read here.
+    fn value() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("metadata".to_string()),
+            Just("status".to_string()),
+            Just("spec".to_string()),
+            Just("finalizers".to_string()),
+            Just("labels".to_string()),
+            Just("annotations".to_string()),
+            Just("ownerReferences".to_string()),
+            Just("deletionTimestamp".to_string()),
+            Just("nodeName".to_string()),
+            Just("phase".to_string()),
+            Just("volumes".to_string()),
+            Just("migrationState".to_string()),
+            Just("attachmentTickets".to_string()),
+            Just("currentNodeID".to_string()),
+            "\\PC{0,12}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "\\PC{0,40}".prop_map(Value::String),
+            Just(json!("2026-01-01T00:00:00Z")),
+        ];
+        leaf.prop_recursive(5, 64, 8, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases(2000)))]
+
+        /// Decoding never panics; whatever decodes gives a view without panicking.
+        #[test]
+        fn views_from_arbitrary_json_never_panic(v in value()) {
+            if let Ok(o) = serde_json::from_value::<VirtualMachineInstance>(v.clone()) {
+                let view = VmiView::from(&o);
+                prop_assert!(view.pvcs.iter().all(|p| !p.is_empty()));
+            }
+            if let Ok(o) = serde_json::from_value::<VirtualMachine>(v.clone()) {
+                let view = VmView::from(&o);
+                prop_assert!(view.removed_pvcs.iter().all(|p| !p.is_empty()));
+            }
+            if let Ok(o) = serde_json::from_value::<Pod>(v.clone()) {
+                let _ = PodView::from(&o);
+            }
+            if let Ok(o) = serde_json::from_value::<PersistentVolumeClaim>(v.clone()) {
+                let _ = PvcView::from(&o);
+            }
+            if let Ok(o) = serde_json::from_value::<VolumeAttachment>(v.clone()) {
+                let _ = AttachmentView::from_csi(&o);
+            }
+            if let Ok(o) = serde_json::from_value::<LonghornVolumeAttachment>(v.clone()) {
+                let _ = AttachmentView::from_longhorn_tickets(&o);
+            }
+            if let Ok(o) = serde_json::from_value::<LonghornVolume>(v) {
+                let _ = AttachmentView::from_longhorn_volume(&o);
+            }
+        }
+
+        /// A VMI with a well-formed skeleton and arbitrary finalizers, labels and status
+        /// keeps its finalizers in order and its node facts as written.
+        #[test]
+        fn vmi_view_keeps_what_it_reads(
+            fins in prop::collection::vec("\\PC{0,30}", 0..50),
+            node in "\\PC{0,20}",
+            extra in value(),
+        ) {
+            let v = json!({
+                "metadata": {"name": "x", "namespace": "ns", "finalizers": fins,
+                    "labels": {"kubevirt.io/nodeName": node}},
+                "status": {"nodeName": node, "extra": extra},
+            });
+            let o: VirtualMachineInstance = serde_json::from_value(v).expect("well-formed");
+            let view = VmiView::from(&o);
+            prop_assert_eq!(view.finalizers, fins);
+            prop_assert_eq!(view.node_label.as_deref(), Some(node.as_str()));
+            prop_assert_eq!(view.status_node.as_deref(), Some(node.as_str()));
+        }
+    }
+}

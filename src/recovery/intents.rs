@@ -150,3 +150,63 @@ mod tests {
         );
     }
 }
+
+/// Property tests: the intents file is read from disk, where anything may be.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `PROPTEST_CASES` for long runs outside CI, else `default`.
+    fn cases(default: u32) -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases(500)))]
+
+        /// Any bytes: read or unreadable with the path named, never a panic, and never
+        /// overwritten by an update.
+        #[test]
+        fn arbitrary_bytes_are_read_or_reported(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join(INTENTS_FILE);
+            std::fs::write(&path, &bytes).expect("write");
+            let store = IntentStore::new(dir.path());
+            match store.load() {
+                Gathered::Read { .. } => {}
+                Gathered::Unreadable { source, .. } => {
+                    prop_assert!(source.contains(INTENTS_FILE));
+                    prop_assert!(store.remove("x").is_err());
+                    prop_assert_eq!(std::fs::read(&path).expect("read"), bytes);
+                }
+            }
+        }
+
+        /// Mutated valid files: truncated or with a byte flipped.
+        #[test]
+        fn damaged_files_never_panic(cut in 0usize..400, at in 0usize..400, byte in any::<u8>()) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = IntentStore::new(dir.path());
+            store.add(RecoveryIntent {
+                namespace: "default".into(),
+                name: "vm".into(),
+                vm_uid: "u".into(),
+                vmi_uid: "v".into(),
+                pvcs: vec!["disk".into()],
+                started: jiff::Timestamp::UNIX_EPOCH,
+            }).expect("add");
+            let path = dir.path().join(INTENTS_FILE);
+            let mut bytes = std::fs::read(&path).expect("read");
+            if let Some(b) = bytes.get_mut(at) {
+                *b = byte;
+            }
+            bytes.truncate(cut.max(1));
+            std::fs::write(&path, &bytes).expect("write");
+            let _ = store.load();
+        }
+    }
+}
