@@ -85,7 +85,7 @@ async fn between_plan_and_apply(env: &Env, meanwhile: impl FnOnce()) -> Ran {
         Some(1),
     ));
     let child = env
-        .command(&[&RUN[..], &["--only", "default/vm-web-01"]].concat())
+        .command(&[RUN, &["--only", "default/vm-web-01"]].concat())
         .spawn()
         .expect("spawn");
     for _ in 0..500 {

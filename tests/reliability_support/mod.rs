@@ -274,7 +274,7 @@ impl Allowed {
 
     /// Every client mutation in the log that the plan does not allow, in words.
     pub fn violations(&self, sim: &Sim) -> Vec<String> {
-        let lease = format!("/apis/coordination.k8s.io/v1/namespaces/harvester-system/leases");
+        let lease = "/apis/coordination.k8s.io/v1/namespaces/harvester-system/leases".to_string();
         let mut bad = Vec::new();
         for r in sim.mutating_requests() {
             let ok = match r.method.as_str() {
