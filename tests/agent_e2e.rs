@@ -87,7 +87,7 @@ impl Agent {
             .args([
                 "agent",
                 "--boot-window",
-                "24h",
+                "3650d",
                 "--stuck-after",
                 "0s",
                 "--controller-grace",
