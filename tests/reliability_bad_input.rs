@@ -52,7 +52,10 @@ fn merge(a: &mut Value, b: Value) {
 async fn a_malformed_vmi_is_named_and_nothing_on_the_node_is_touched() {
     for (what, extra) in [
         ("status is a string", json!({"status": "Running"})),
-        ("finalizers is a string", json!({"metadata": {"finalizers": "x"}})),
+        (
+            "finalizers is a string",
+            json!({"metadata": {"finalizers": "x"}}),
+        ),
         (
             "volumes is a string",
             json!({"spec": {"volumes": "disk-0"}}),
