@@ -2,85 +2,23 @@
 //! would, against `harvester-sim` loaded with the power-loss scenario, with a real
 //! qemu-looking process for one VM and a host-root tree for the disk evidence.
 
+mod e2e_support;
 #[path = "fixtures/node/support.rs"]
 mod node_support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use harvester_sim::{shipped_scenario, FaultAction, FaultRule, Sim, SimConfig};
+use e2e_support::{Env, NODE};
+use harvester_sim::{FaultAction, FaultRule};
 use serde_json::{json, Value};
 
-const NODE: &str = "harvester-node-1";
 const LIVE_VMI_UID: &str = "22222222-0000-4000-8000-000000000006";
 
-struct Env {
-    sim: Sim,
-    state: tempfile::TempDir,
-    host_root: tempfile::TempDir,
-}
-
-/// A host root with no Longhorn device held or mounted: the node proves nothing runs.
-fn host_root() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for d in ["dev/longhorn", "proc/1", "sys/block"] {
-        std::fs::create_dir_all(dir.path().join(d)).unwrap();
-    }
-    std::fs::write(
-        dir.path().join("proc/1/mountinfo"),
-        "22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n\
-         25 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n",
-    )
-    .unwrap();
-    dir
-}
-
 async fn env(virt_controller: bool) -> Env {
-    let sim = Sim::start(SimConfig::default().scenario_file(shipped_scenario("power-loss.yaml")))
-        .await
-        .expect("start harvester-sim");
-    sim.set_virt_controller(virt_controller);
-    Env {
-        sim,
-        state: tempfile::tempdir().unwrap(),
-        host_root: host_root(),
-    }
-}
-
-struct Ran {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
-    }
-}
-
-/// `vmrecover` pointed at the simulator, the state directory and the host root.
-fn command(env: &Env, args: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vmrecover"));
-    cmd.arg("--kubeconfig")
-        .arg(env.sim.kubeconfig_path())
-        .args(["--node", NODE, "--log-target", "stderr", "--state-dir"])
-        .arg(env.state.path())
-        .arg("--host-root")
-        .arg(env.host_root.path())
-        .args(args)
-        .stdin(std::process::Stdio::null());
-    cmd
-}
-
-async fn vmrecover(env: &Env, args: &[&str]) -> Ran {
-    let out = command(env, args).output().await.expect("run vmrecover");
-    Ran {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let env = Env::power_loss().await;
+    env.sim.set_virt_controller(virt_controller);
+    env
 }
 
 fn vm(env: &Env, ns: &str, name: &str) -> Option<Value> {
@@ -147,9 +85,8 @@ async fn power_loss_dry_run_then_recovery_then_nothing_to_do() {
     let _qemu = live_qemu();
 
     // Dry-run: the exact plan, and not one mutating request.
-    let dry = vmrecover(
-        &env,
-        &[
+    let dry = env
+        .run(&[
             "run",
             "--dry-run",
             "--stuck-after",
@@ -158,9 +95,8 @@ async fn power_loss_dry_run_then_recovery_then_nothing_to_do() {
             "1s",
             "--output",
             "json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(dry.code, 3, "blocked VMs make exit code 3: {}", dry.stderr);
     let plan = dry.json();
     let expected: Vec<(String, String)> = [
@@ -189,9 +125,8 @@ async fn power_loss_dry_run_then_recovery_then_nothing_to_do() {
         env.sim.mutating_requests()
     );
     // The top-level shorthand is the same dry-run, with the same plan.
-    let short = vmrecover(
-        &env,
-        &[
+    let short = env
+        .run(&[
             "--dry-run",
             "--stuck-after",
             "0s",
@@ -199,9 +134,8 @@ async fn power_loss_dry_run_then_recovery_then_nothing_to_do() {
             "1s",
             "--output",
             "json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(short.code, 3, "{}", short.stderr);
     let mut short_plan = short.json();
     let mut long_plan = plan.clone();
@@ -218,9 +152,8 @@ async fn power_loss_dry_run_then_recovery_then_nothing_to_do() {
         .collect::<Vec<_>>();
 
     // The real run.
-    let run = vmrecover(
-        &env,
-        &[
+    let run = env
+        .run(&[
             "run",
             "--yes",
             "--stuck-after",
@@ -229,9 +162,8 @@ async fn power_loss_dry_run_then_recovery_then_nothing_to_do() {
             "1s",
             "--output",
             "json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
     let report = run.json();
     for gone in [
@@ -319,9 +251,8 @@ async fn power_loss_dry_run_then_recovery_then_nothing_to_do() {
 
     // A second run has nothing to do and changes nothing.
     let before = env.sim.mutating_requests().len();
-    let again = vmrecover(
-        &env,
-        &[
+    let again = env
+        .run(&[
             "run",
             "--yes",
             "--stuck-after",
@@ -330,9 +261,8 @@ async fn power_loss_dry_run_then_recovery_then_nothing_to_do() {
             "1s",
             "--output",
             "json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(again.code, 3, "still blocked ones: {}", again.stderr);
     let plan = again.json();
     assert!(
@@ -351,9 +281,8 @@ async fn with_virt_controller_on_the_pod_delete_lets_the_controller_finish() {
     // The controller could clear every VMI without a pod; vm-db-01's VMI stays (pod).
     assert!(vmi(&env, "default", "vm-db-01").is_some());
     env.sim.clear_requests();
-    let run = vmrecover(
-        &env,
-        &[
+    let run = env
+        .run(&[
             "run",
             "--yes",
             "--only",
@@ -364,9 +293,8 @@ async fn with_virt_controller_on_the_pod_delete_lets_the_controller_finish() {
             "5s",
             "--output",
             "json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(run.code == 0, "{}\n{}", run.stdout, run.stderr);
     assert!(vmi(&env, "default", "vm-db-01").is_none());
     // vmrecover never patched the VMI: the controller cleared it once the pod was gone.
@@ -402,21 +330,18 @@ async fn a_finalizer_added_between_plan_and_apply_is_never_removed() {
         matched: 0,
         fired: 0,
     });
-    let mut cmd = command(
-        &env,
-        &[
-            "run",
-            "--yes",
-            "--only",
-            "default/vm-web-01",
-            "--stuck-after",
-            "0s",
-            "--controller-grace",
-            "0s",
-            "--output",
-            "json",
-        ],
-    );
+    let mut cmd = env.command(&[
+        "run",
+        "--yes",
+        "--only",
+        "default/vm-web-01",
+        "--stuck-after",
+        "0s",
+        "--controller-grace",
+        "0s",
+        "--output",
+        "json",
+    ]);
     let run = tokio::spawn(async move { cmd.output().await.unwrap() });
     // The fault fires when the PATCH arrives, before the simulator serves it.
     wait_for(|| env.sim.faults().first().is_some_and(|f| f.fired > 0)).await;
@@ -459,18 +384,16 @@ async fn a_run_is_refused_while_another_holds_the_node_lease() {
         }))
         .unwrap();
     env.sim.clear_requests();
-    let run = vmrecover(
-        &env,
-        &[
+    let run = env
+        .run(&[
             "run",
             "--yes",
             "--stuck-after",
             "0s",
             "--controller-grace",
             "0s",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
         run.stderr.contains("held by agent@harvester-node-1/77"),
@@ -501,9 +424,8 @@ async fn an_api_failure_on_one_vm_leaves_the_others_recovered() {
         matched: 0,
         fired: 0,
     });
-    let run = vmrecover(
-        &env,
-        &[
+    let run = env
+        .run(&[
             "run",
             "--yes",
             "--stuck-after",
@@ -512,9 +434,8 @@ async fn an_api_failure_on_one_vm_leaves_the_others_recovered() {
             "0s",
             "--output",
             "json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(run.code, 1, "a failed VM is an error: {}", run.stderr);
     let report = run.json();
     let web = report["outcomes"]
@@ -539,9 +460,8 @@ async fn an_api_failure_on_one_vm_leaves_the_others_recovered() {
     );
     // A rerun without the fault converges.
     env.sim.clear_faults();
-    let again = vmrecover(
-        &env,
-        &[
+    let again = env
+        .run(&[
             "run",
             "--yes",
             "--stuck-after",
@@ -550,9 +470,8 @@ async fn an_api_failure_on_one_vm_leaves_the_others_recovered() {
             "0s",
             "--output",
             "json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(again.code, 3, "{}", again.stderr);
     assert!(vm(&env, "default", "vm-web-01").is_none());
 }
@@ -602,18 +521,16 @@ async fn orphan_processes_are_reported_and_killed_only_with_kill_orphans() {
         &node_support::FakeOpts::default(),
     );
     // Reported in the plan, not killed.
-    let dry = vmrecover(
-        &env,
-        &[
+    let dry = env
+        .run(&[
             "run",
             "--dry-run",
             "--stuck-after",
             "3650d",
             "--output",
             "json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     let orphans = dry.json()["orphans"].clone();
     let mine: Vec<&Value> = orphans
         .as_array()
@@ -633,9 +550,8 @@ async fn orphan_processes_are_reported_and_killed_only_with_kill_orphans() {
     );
 
     // Killed with --kill-orphans: SIGTERM first (the fake process exits on it).
-    let run = vmrecover(
-        &env,
-        &[
+    let run = env
+        .run(&[
             "run",
             "--yes",
             "--kill-orphans",
@@ -643,9 +559,8 @@ async fn orphan_processes_are_reported_and_killed_only_with_kill_orphans() {
             "3650d",
             "--output",
             "json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(
         run.code == 0 || run.code == 3,
         "{}\n{}",

@@ -2,9 +2,9 @@
 //! their node, clock skew, corrupt and non-UTF-8 state files, unreadable host files. Each
 //! gives a clear message and a safe decision; nothing panics.
 
-mod reliability_support;
+mod e2e_support;
 
-use reliability_support::*;
+use e2e_support::*;
 use serde_json::{json, Value};
 
 fn no_panic(r: &Ran) {

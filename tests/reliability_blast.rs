@@ -1,9 +1,9 @@
 //! Issue 7, blast radius: a plan that would act on more VMs than `--max-vms` is refused
 //! as a whole with a message, never half-applied — also when a crash left work behind.
 
-mod reliability_support;
+mod e2e_support;
 
-use reliability_support::*;
+use e2e_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_over_max_vms_is_refused_whole() {

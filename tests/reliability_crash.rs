@@ -4,14 +4,14 @@
 //! nothing is left to do), takes the Lease over once it expired, and converges to the
 //! uninterrupted run's end state.
 
-mod reliability_support;
+mod e2e_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use e2e_support::*;
 use futures::StreamExt;
 use harvester_sim::FaultAction;
-use reliability_support::*;
 
 /// Holds every further mutating request, so the kill lands after exactly N.
 fn hold_mutations(env: &Env) {

@@ -4,14 +4,14 @@
 //! nothing outside the plan changed, every VM is recovered or reported with a reason, and
 //! a rerun without the fault converges to the uninterrupted run's end state.
 
-mod reliability_support;
+mod e2e_support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use e2e_support::*;
 use futures::StreamExt;
 use harvester_sim::FaultAction;
-use reliability_support::*;
 
 /// The mutating steps of a run, as (method, path glob, what).
 const STEPS: &[(&str, &str, &str)] = &[

@@ -1,14 +1,14 @@
 //! Issue 7, races: two runs on one node at once (only the Lease holder acts), and a new
 //! launcher pod or VM process appearing between plan and apply (that VM is left alone).
 
+mod e2e_support;
 #[path = "fixtures/node/support.rs"]
 mod node_support;
-mod reliability_support;
 
 use std::time::Duration;
 
+use e2e_support::*;
 use harvester_sim::FaultAction;
-use reliability_support::*;
 use serde_json::json;
 
 const WEB_VMI_UID: &str = "22222222-0000-4000-8000-000000000001";

@@ -1,4 +1,4 @@
-//! Shared by the `reliability_*` tests: the power-loss simulator, the built binary run
+//! Shared by `recovery_e2e` and the `reliability_*` tests: the power-loss simulator, the built binary run
 //! as an operator would, the cluster's end state, and the check that every mutation in
 //! the request log stays inside the plan.
 #![allow(dead_code)]
