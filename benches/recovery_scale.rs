@@ -584,6 +584,9 @@ async fn agent_footprint(text: &str, shape: &scenario::Shape, figures: &mut Figu
     let before = footprint::cpu_ticks(pid);
     tokio::time::sleep(idle).await;
     let after = footprint::cpu_ticks(pid);
+    // The agent re-decides right after a run (another pass over the large lists), so
+    // the RSS at the end of the idle window is the one an idle node pays for.
+    let idle_rss = footprint::rss_kib(pid);
     let tps = footprint::ticks_per_second();
     let _ = child.start_kill();
     let _ = child.wait().await;
@@ -597,6 +600,15 @@ async fn agent_footprint(text: &str, shape: &scenario::Shape, figures: &mut Figu
         kib(after_rss)
     );
     figures.add("agent RSS after start", kib(started_rss), "", None);
+    figures.add(
+        &format!(
+            "agent RSS idle after the run (end of the {} s window)",
+            idle.as_secs()
+        ),
+        kib(idle_rss),
+        "< 20 MiB",
+        idle_rss.map(|k| k < 20 * 1024),
+    );
     figures.add(
         &format!("agent RSS after recovering {done}/{} VMs", shape.stuck),
         kib(after_rss),

@@ -214,6 +214,7 @@ pub async fn run(global: &GlobalArgs, args: &AgentArgs) -> Outcome {
         }
         let mut next = next_wake(&planned, window_ends);
         let mut summary = summarize(&planned);
+        tracing::debug!("pass: {summary}; next pass in at most {}s", next.as_secs());
         if acting && planned.has_work() && !*stop.borrow() {
             match session.apply(planned, started).await {
                 Ok(report) => {
