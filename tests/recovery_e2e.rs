@@ -9,7 +9,7 @@ mod node_support;
 use std::path::Path;
 use std::time::Duration;
 
-use e2e_support::{Env, NODE};
+use e2e_support::{Env, NODE, RUN};
 use harvester_sim::{FaultAction, FaultRule};
 use serde_json::{json, Value};
 
@@ -424,18 +424,7 @@ async fn an_api_failure_on_one_vm_leaves_the_others_recovered() {
         matched: 0,
         fired: 0,
     });
-    let run = env
-        .run(&[
-            "run",
-            "--yes",
-            "--stuck-after",
-            "0s",
-            "--controller-grace",
-            "0s",
-            "--output",
-            "json",
-        ])
-        .await;
+    let run = env.run(RUN).await;
     assert_eq!(run.code, 1, "a failed VM is an error: {}", run.stderr);
     let report = run.json();
     let web = report["outcomes"]
@@ -460,18 +449,7 @@ async fn an_api_failure_on_one_vm_leaves_the_others_recovered() {
     );
     // A rerun without the fault converges.
     env.sim.clear_faults();
-    let again = env
-        .run(&[
-            "run",
-            "--yes",
-            "--stuck-after",
-            "0s",
-            "--controller-grace",
-            "0s",
-            "--output",
-            "json",
-        ])
-        .await;
+    let again = env.run(RUN).await;
     assert_eq!(again.code, 3, "{}", again.stderr);
     assert!(vm(&env, "default", "vm-web-01").is_none());
 }
