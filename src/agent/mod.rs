@@ -201,46 +201,51 @@ pub async fn run(global: &GlobalArgs, args: &AgentArgs) -> Outcome {
             &status_file,
         );
 
-        let started = jiff::Timestamp::now();
-        let g = pipeline::gather(global, &node, Some(client.clone())).await;
-        let planned = plan(&g.facts, &policy);
-        metrics.observe_plan(&planned);
-        if planned
-            .decisions
-            .iter()
-            .any(|d| d.reasons.iter().any(|r| r.contains("cannot read the VMIs")))
-        {
-            metrics.api_error();
-        }
-        let mut next = next_wake(&planned, window_ends);
-        let mut summary = summarize(&planned);
-        tracing::debug!("pass: {summary}; next pass in at most {}s", next.as_secs());
-        if acting && planned.has_work() && !*stop.borrow() {
-            match session.apply(planned, started).await {
-                Ok(report) => {
-                    metrics.observe_run(&report);
-                    summary = format!(
-                        "{summary}; run: {} recovered, {} handed to the VM controller, {} left alone, {} failed",
-                        report.recovered(),
-                        report.handed_over(),
-                        report.aborted(),
-                        report.failed()
-                    );
-                    tracing::info!("{summary}");
-                    // Re-decide soon: the run changed the cluster.
-                    next = next.min(DEBOUNCE);
-                }
-                Err(e @ LeaseError::HeldByOther { .. }) => {
-                    tracing::info!("{e}; retrying in {}s", LEASE_RETRY.as_secs());
-                    next = next.min(LEASE_RETRY);
-                }
-                Err(LeaseError::Api(e)) => {
-                    metrics.api_error();
-                    tracing::warn!("cannot take the node Lease: {e}");
-                    next = next.min(LEASE_RETRY);
+        // One pass; its facts and plan (large on a big cluster) are dropped before the
+        // agent waits for the next one.
+        let (next, summary) = {
+            let started = jiff::Timestamp::now();
+            let g = pipeline::gather(global, &node, Some(client.clone())).await;
+            let planned = plan(&g.facts, &policy);
+            metrics.observe_plan(&planned);
+            if planned
+                .decisions
+                .iter()
+                .any(|d| d.reasons.iter().any(|r| r.contains("cannot read the VMIs")))
+            {
+                metrics.api_error();
+            }
+            let mut next = next_wake(&planned, window_ends);
+            let mut summary = summarize(&planned);
+            tracing::debug!("pass: {summary}; next pass in at most {}s", next.as_secs());
+            if acting && planned.has_work() && !*stop.borrow() {
+                match session.apply(planned, started).await {
+                    Ok(report) => {
+                        metrics.observe_run(&report);
+                        summary = format!(
+                            "{summary}; run: {} recovered, {} handed to the VM controller, {} left alone, {} failed",
+                            report.recovered(),
+                            report.handed_over(),
+                            report.aborted(),
+                            report.failed()
+                        );
+                        tracing::info!("{summary}");
+                        // Re-decide soon: the run changed the cluster.
+                        next = next.min(DEBOUNCE);
+                    }
+                    Err(e @ LeaseError::HeldByOther { .. }) => {
+                        tracing::info!("{e}; retrying in {}s", LEASE_RETRY.as_secs());
+                        next = next.min(LEASE_RETRY);
+                    }
+                    Err(LeaseError::Api(e)) => {
+                        metrics.api_error();
+                        tracing::warn!("cannot take the node Lease: {e}");
+                        next = next.min(LEASE_RETRY);
+                    }
                 }
             }
-        }
+            (next, summary)
+        };
         st.last_pass = Some((jiff::Timestamp::now(), summary));
         status_file.save(&st);
         release_freed_memory();

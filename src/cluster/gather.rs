@@ -106,23 +106,70 @@ pub async fn gather(client: &Client, node: &str, intents: &[RecoveryIntent]) -> 
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Gathered::unreadable("attachments", e),
     };
 
+    // Keep only what the VMIs here (and earlier runs' VMs) refer to: the lists above are
+    // whole namespaces and the whole cluster, and the facts live through a pass.
+    let vmis: Result<Vec<VmiView>, String> = vmis.map(|v| v.iter().map(VmiView::from).collect());
+    let (owners, claims) = referenced(
+        vmis.as_ref().map(Vec::as_slice).unwrap_or_default(),
+        intents,
+    );
+    let vms = vms.map(|v| {
+        v.iter()
+            .map(VmView::from)
+            .filter(|vm| owners.contains(&(vm.key.namespace.clone(), vm.key.name.clone())))
+            .collect::<Vec<_>>()
+    });
+    let pvcs = pvcs.map(|v| {
+        v.iter()
+            .map(PvcView::from)
+            .filter(|p| claims.contains(&(p.namespace.clone(), p.name.clone())))
+            .collect::<Vec<_>>()
+    });
+    let attachments = match (&pvcs, attachments) {
+        (Ok(pvcs), Gathered::Read { value }) => {
+            let volumes: BTreeSet<&str> = pvcs
+                .iter()
+                .filter_map(|p| p.volume_name.as_deref())
+                .collect();
+            Gathered::read(
+                value
+                    .into_iter()
+                    .filter(|a| volumes.contains(a.volume.as_str()))
+                    .collect(),
+            )
+        }
+        (_, other) => other,
+    };
+
     ClusterFacts {
         node: node.to_string(),
-        vmis: gathered(
-            "virtualmachineinstances",
-            vmis.map(|v| v.iter().map(VmiView::from).collect()),
-        ),
-        vms: gathered(
-            "virtualmachines",
-            vms.map(|v| v.iter().map(VmView::from).collect()),
-        ),
+        vmis: gathered("virtualmachineinstances", vmis),
+        vms: gathered("virtualmachines", vms),
         pods: gathered("pods", pods.map(|v| v.iter().map(PodView::from).collect())),
-        pvcs: gathered(
-            "persistentvolumeclaims",
-            pvcs.map(|v| v.iter().map(PvcView::from).collect()),
-        ),
+        pvcs: gathered("persistentvolumeclaims", pvcs),
         attachments,
     }
+}
+
+/// The VMs (namespace, name) and PVCs (namespace, claim) the VMIs here and the recovery
+/// intents refer to.
+fn referenced(
+    vmis: &[VmiView],
+    intents: &[RecoveryIntent],
+) -> (BTreeSet<(String, String)>, BTreeSet<(String, String)>) {
+    let mut owners = BTreeSet::new();
+    let mut claims = BTreeSet::new();
+    for v in vmis {
+        if let Some((name, _)) = &v.owner_vm {
+            owners.insert((v.key.namespace.clone(), name.clone()));
+        }
+        claims.extend(v.pvcs.iter().map(|c| (v.key.namespace.clone(), c.clone())));
+    }
+    for i in intents {
+        owners.insert((i.namespace.clone(), i.name.clone()));
+        claims.extend(i.pvcs.iter().map(|c| (i.namespace.clone(), c.clone())));
+    }
+    (owners, claims)
 }
 
 fn gathered<T>(source: &str, r: Result<T, String>) -> Gathered<T> {
