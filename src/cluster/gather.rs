@@ -151,12 +151,15 @@ pub async fn gather(client: &Client, node: &str, intents: &[RecoveryIntent]) -> 
     }
 }
 
+/// A (namespace, name) pair.
+type NsName = (String, String);
+
 /// The VMs (namespace, name) and PVCs (namespace, claim) the VMIs here and the recovery
 /// intents refer to.
 fn referenced(
     vmis: &[VmiView],
     intents: &[RecoveryIntent],
-) -> (BTreeSet<(String, String)>, BTreeSet<(String, String)>) {
+) -> (BTreeSet<NsName>, BTreeSet<NsName>) {
     let mut owners = BTreeSet::new();
     let mut claims = BTreeSet::new();
     for v in vmis {
