@@ -1,6 +1,7 @@
 //! Node-side benchmark helpers: a host-root tree with no VM evidence (every stuck VM is
 //! provable), a process table padded with real `sleep` processes, and a host root with
 //! `n` Longhorn devices that are staged, published and held open.
+#![allow(dead_code)] // shared by two benchmarks that each use part of it
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -81,15 +82,17 @@ pub fn pv(i: usize) -> String {
     format!("pvc-{i:08x}-1111-4222-8333-444444444444")
 }
 
-/// A host root with `n` attached Longhorn volumes, each with its device, staging and
-/// publish mounts, and one process holding it open; plus 1,500 unrelated processes.
+/// A host root with `n` attached Longhorn volumes, each staged, published, held by a
+/// loop device (kubelet's lock on a block volume) and open in one process; plus 1,500
+/// unrelated processes. Every volume then shows four holders.
 pub fn disk_tree(n: usize) -> std::io::Result<tempfile::TempDir> {
     let dir = tempfile::tempdir()?;
     let root = dir.path();
     mk(&root.join("dev/longhorn"))?;
-    mk(&root.join("sys/block"))?;
+    mk(&root.join("sys/dev/block"))?;
     let mut mountinfo = String::from(
         "22 1 7:0 / / ro,relatime shared:1 - ext2 /dev/loop0 ro\n\
+         23 22 0:5 / /dev rw,nosuid shared:2 - devtmpfs devtmpfs rw,size=4096k,mode=755\n\
          52 22 8:5 /.state/var-lib-kubelet.bind /var/lib/kubelet rw,relatime shared:27 - ext4 /dev/sda5 rw\n",
     );
     for i in 0..n {
@@ -104,14 +107,24 @@ pub fn disk_tree(n: usize) -> std::io::Result<tempfile::TempDir> {
             "{} 52 8:{} / /var/lib/kubelet/pods/{pod}/volumes/kubernetes.io~csi/{v}/mount rw,relatime shared:{} - ext4 /dev/longhorn/{v} rw\n",
             1001 + 2 * i, i % 256, 600 + i
         ));
-        let fd = root.join(format!("proc/{}/fd", 10_000 + i));
-        mk(&fd)?;
+        let loop_dir = root.join(format!("sys/block/loop{i}/loop"));
+        mk(&loop_dir)?;
         std::fs::write(
-            root.join(format!("proc/{}/comm", 10_000 + i)),
-            "qemu-system-x86\n",
+            loop_dir.join("backing_file"),
+            format!("/var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices/publish/{v}/{pod}\n"),
         )?;
-        symlink("/dev/null", fd.join("0"))?;
-        symlink(format!("/dev/longhorn/{v}"), fd.join("17"))?;
+        let pid = 10_000 + i;
+        let fd = root.join(format!("proc/{pid}/fd"));
+        mk(&fd)?;
+        std::fs::write(root.join(format!("proc/{pid}/comm")), "qemu-system-x86\n")?;
+        for (n, target) in [
+            (0, "/dev/null".to_string()),
+            (1, "pipe:[1]".to_string()),
+            (2, "socket:[2]".to_string()),
+            (17, format!("/dev/longhorn/{v}")),
+        ] {
+            symlink(target, fd.join(n.to_string()))?;
+        }
     }
     for pid in 20_000..21_500 {
         let fd = root.join(format!("proc/{pid}/fd"));
