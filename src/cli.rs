@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::cluster::NamespacedName;
+use crate::config::ActOn;
+
 /// Recover KubeVirt VMs left stuck `Stopping`/`Terminating` on this Harvester node
 /// after a power cut.
 ///
@@ -18,9 +21,11 @@ pub struct Cli {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Options every subcommand takes.
     #[command(flatten)]
     pub global: GlobalArgs,
 
+    /// The subcommand (none with the top-level `--dry-run`).
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -134,12 +139,38 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_enum, default_value_t = LogTarget::Auto)]
     pub log_target: LogTarget,
 
+    /// The recovery policy.
     #[command(flatten)]
     pub policy: PolicyArgs,
 
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `vmrecover=debug`.
     #[arg(long, env = "VMRECOVER_LOG", global = true, default_value = "info")]
     pub log_level: String,
+
+    /// Test hooks and limits, from the environment.
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+}
+
+/// Knobs for tests and unusual sites, read from the environment only (hidden from
+/// `--help`): how long one API request may take, how many VMs are worked on at once.
+#[derive(Debug, Clone, Args)]
+pub struct TuningArgs {
+    /// How long one API request may take before it counts as failed.
+    #[arg(long, env = "VMRECOVER_REQUEST_TIMEOUT", global = true, hide = true,
+          value_parser = parse_duration, default_value = "15s")]
+    pub request_timeout: Duration,
+
+    /// VMs worked on at once by `run` and the agent (the crash tests use 1, so a kill
+    /// after the Nth request lands between two requests).
+    #[arg(
+        long,
+        env = "VMRECOVER_APPLY_CONCURRENCY",
+        global = true,
+        hide = true,
+        default_value_t = 16
+    )]
+    pub apply_concurrency: usize,
 }
 
 /// Log line format.
@@ -222,18 +253,6 @@ impl RunArgs {
     }
 }
 
-/// When the agent acts on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ActOn {
-    /// Only after an unclean-shutdown verdict.
-    Unclean,
-    /// On any verdict.
-    Always,
-    /// Never: report only.
-    Never,
-}
-
 /// `agent` options.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -289,33 +308,8 @@ pub struct PolicyArgs {
     pub also_finalizer: Vec<String>,
 }
 
-/// A `namespace/name` pair.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-pub struct NamespacedName {
-    /// The namespace.
-    pub namespace: String,
-    /// The name.
-    pub name: String,
-}
-
-impl std::fmt::Display for NamespacedName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
 fn parse_ns_name(s: &str) -> Result<NamespacedName, String> {
-    match s.split_once('/') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-            Ok(NamespacedName {
-                namespace: ns.to_string(),
-                name: name.to_string(),
-            })
-        }
-        _ => Err(format!("expected NAMESPACE/NAME, got {s:?}")),
-    }
+    s.parse()
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

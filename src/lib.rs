@@ -1,8 +1,11 @@
 //! vmrecover: node-local recovery of KubeVirt VMs left stuck after a power cut.
 //!
-//! The pipeline (design §2): gather facts at the edge (`boot`, `node`, `cluster`),
-//! decide with a pure planner (`recovery::plan`), apply with re-checked preconditions
-//! (`recovery::apply`), report (`recovery::report`).
+//! The pipeline (see `docs/architecture.md`): gather facts at the edge ([`boot`],
+//! [`node`], [`cluster`]), decide with a pure planner ([`recovery::plan`]), apply with
+//! re-checked preconditions ([`recovery::apply`]), report ([`recovery::RunReport`]).
+//! Flags and environment are resolved once into [`config::Config`] by [`commands`].
+
+#![warn(missing_docs)]
 
 pub mod agent;
 pub mod boot;
@@ -17,4 +20,5 @@ pub mod node;
 pub mod pipeline;
 pub mod recovery;
 mod serde_duration;
+pub mod shutdown;
 pub mod state_file;

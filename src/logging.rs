@@ -64,7 +64,7 @@ pub fn init(level: &str, format: LogFormat, target: LogTarget) {
                 .with_field_prefix(None)
                 .with_filter(
                     tracing_subscriber::filter::Targets::new()
-                        .with_target(crate::recovery::audit::AUDIT_TARGET, tracing::Level::INFO),
+                        .with_target(crate::recovery::AUDIT_TARGET, tracing::Level::INFO),
                 )
         });
     let _ = tracing_subscriber::registry()

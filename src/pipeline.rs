@@ -3,12 +3,11 @@
 
 use kube::Client;
 
-use crate::boot::{self, BootFacts, BootOptions};
-use crate::cli::GlobalArgs;
-use crate::cluster::{self, snapshot::ClusterFacts};
-use crate::node::{self, NodeOptions};
-use crate::recovery::intents::IntentStore;
-use crate::recovery::model::Facts;
+use crate::boot::{self, BootFacts};
+use crate::cluster::{self, AlsoRead, ClusterFacts, ConnectError};
+use crate::config::Config;
+use crate::node;
+use crate::recovery::{Facts, IntentStore, RecoveryIntent};
 
 /// Everything gathered for one decision round.
 pub struct Gathering {
@@ -17,61 +16,44 @@ pub struct Gathering {
     /// The full boot evidence (for status).
     pub boot: BootFacts,
     /// The API client, or why there is none.
-    pub client: Result<Client, String>,
+    pub client: Result<Client, ConnectError>,
 }
 
-/// This node's name: `--node`/`NODE_NAME`, else the hostname.
-pub fn node_name(global: &GlobalArgs) -> Result<String, String> {
-    if let Some(n) = global.node.as_ref().filter(|n| !n.is_empty()) {
-        return Ok(n.clone());
+/// Connects to the cluster and checks that the configured node is one of its Nodes.
+pub async fn connect(cfg: &Config) -> Result<Client, ConnectError> {
+    cluster::connect_to_node(&cfg.cluster, &cfg.node).await
+}
+
+/// The boot evidence alone (the agent's start-up check).
+pub async fn gather_boot(cfg: &Config) -> BootFacts {
+    let opts = cfg.boot.clone();
+    match tokio::task::spawn_blocking(move || boot::gather(&opts, jiff::Timestamp::now())).await {
+        Ok(b) => b,
+        // The boot check only fails by panicking, which is a bug: let it surface.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
-    nix::unistd::gethostname()
-        .map_err(|e| format!("cannot read the hostname ({e}): pass --node"))?
-        .into_string()
-        .map_err(|_| "the hostname is not UTF-8: pass --node".to_string())
-}
-
-/// The boot options the global flags give.
-pub fn boot_options(global: &GlobalArgs) -> BootOptions {
-    BootOptions {
-        state_dir: global.state_dir.clone(),
-        journal_dir: global.journal_dir.clone(),
-        journal_tail: global.journal_tail,
-        host_root: global.host_root.clone(),
-    }
-}
-
-/// Connects to the cluster and checks that `node` is one of its Nodes.
-pub async fn connect(global: &GlobalArgs, node: &str) -> Result<Client, String> {
-    let client = cluster::client::connect(global.kubeconfig.as_deref())
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-    cluster::gather::check_node(&client, node).await?;
-    Ok(client)
 }
 
 /// Gathers all facts. Never fails: what cannot be read is `Unreadable` in the facts.
 /// `client` is reused when given (the agent keeps one).
-pub async fn gather(global: &GlobalArgs, node: &str, client: Option<Client>) -> Gathering {
-    let boot_opts = boot_options(global);
-    let node_opts = NodeOptions {
-        host_root: global.host_root.clone(),
-    };
+pub async fn gather(cfg: &Config, client: Option<Client>) -> Gathering {
+    let boot_opts = cfg.boot.clone();
+    let node_opts = cfg.node_evidence.clone();
     let local = tokio::task::spawn_blocking(move || {
         let boot = boot::gather(&boot_opts, jiff::Timestamp::now());
         (boot, node::gather(&node_opts))
     });
-    let intents = IntentStore::new(&global.state_dir).load();
+    let intents = IntentStore::new(&cfg.state_dir).load();
     let client = match client {
         Some(c) => Ok(c),
-        None => connect(global, node).await,
+        None => connect(cfg).await,
     };
     let cluster = match &client {
         Ok(c) => {
-            let known = intents.value().cloned().unwrap_or_default();
-            cluster::gather::gather(c, node, &known).await
+            let also = also_read(intents.value().map(Vec::as_slice).unwrap_or_default());
+            cluster::gather(c, &cfg.node, &also).await
         }
-        Err(why) => ClusterFacts::unreachable(node, "the Kubernetes API", why),
+        Err(why) => ClusterFacts::unreachable(&cfg.node, "the Kubernetes API", &why.to_string()),
     };
     // The scan only fails by panicking, which is a bug: let it surface.
     let (boot, local) = match local.await {
@@ -80,7 +62,7 @@ pub async fn gather(global: &GlobalArgs, node: &str, client: Option<Client>) -> 
     };
     let facts = Facts {
         now: jiff::Timestamp::now(),
-        node: node.to_string(),
+        node: cfg.node.clone(),
         boot_time: boot.boot_time.clone(),
         verdict: boot.verdict.verdict,
         local,
@@ -91,5 +73,19 @@ pub async fn gather(global: &GlobalArgs, node: &str, client: Option<Client>) -> 
         facts,
         boot,
         client,
+    }
+}
+
+/// The VMs and PVCs that earlier runs' recovery intents name.
+fn also_read(intents: &[RecoveryIntent]) -> AlsoRead {
+    AlsoRead {
+        vms: intents
+            .iter()
+            .map(|i| (i.namespace.clone(), i.name.clone()))
+            .collect(),
+        pvcs: intents
+            .iter()
+            .flat_map(|i| i.pvcs.iter().map(|c| (i.namespace.clone(), c.clone())))
+            .collect(),
     }
 }

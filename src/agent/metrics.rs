@@ -14,9 +14,7 @@ use prometheus_client::registry::Registry;
 
 use super::status::Phase;
 use crate::boot::Verdict;
-use crate::recovery::model::Plan;
-use crate::recovery::plan::blocker_category;
-use crate::recovery::report::{RunReport, VmResult};
+use crate::recovery::{blocker_category, Plan, RunReport, StepAction, VmResult};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabel {
@@ -197,38 +195,22 @@ impl Metrics {
                 self.api_errors.inc();
             }
             for s in &o.steps {
-                let action = if s.step.starts_with("force-delete") {
-                    "force_delete_pod"
-                } else if s.step.starts_with("clear finalizers") {
-                    "clear_finalizers"
-                } else {
+                if s.action == StepAction::WaitForControllers {
                     continue;
-                };
-                let result = if s.result.starts_with("done") {
-                    "ok"
-                } else if s.result.starts_with("left alone") {
-                    "aborted"
-                } else {
-                    "failed"
-                };
+                }
                 self.actions
                     .get_or_create(&ActionLabel {
-                        action: action.into(),
-                        result: result.into(),
+                        action: s.action.label().into(),
+                        result: s.status.label().into(),
                     })
                     .inc();
             }
         }
         for o in &report.orphans {
-            let result = if o.result.starts_with("refused") || o.result.starts_with("failed") {
-                "failed"
-            } else {
-                "ok"
-            };
             self.actions
                 .get_or_create(&ActionLabel {
                     action: "kill_orphan".into(),
-                    result: result.into(),
+                    result: o.status.label().into(),
                 })
                 .inc();
         }
@@ -246,5 +228,48 @@ impl Metrics {
             tracing::warn!("cannot encode metrics: {e}");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Policy;
+    use crate::recovery::fixtures::facts;
+    use crate::recovery::{Action, Blocker};
+
+    /// Every blocker kind reaches `vmrecover_vms{reason}` as its enum label, whatever the
+    /// reason text says (here: text that names another kind).
+    #[test]
+    fn vm_reason_labels_come_from_the_blocker_type() {
+        let mut plan = crate::recovery::plan(&facts(), &Policy::default());
+        let template = plan.decisions[0].clone();
+        plan.decisions = Blocker::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let mut d = template.clone();
+                d.name = format!("vm-{i}");
+                d.action = if matches!(b, Blocker::NotThisNode | Blocker::Migrating) {
+                    Action::NotMine
+                } else {
+                    Action::Blocked
+                };
+                d.reasons = vec!["still running here: is held here: unknown finalizer".into()];
+                d.blockers = vec![*b];
+                d
+            })
+            .collect();
+        let m = Metrics::new();
+        m.observe_plan(&plan);
+        let text = m.encode();
+        for (d, b) in plan.decisions.iter().zip(Blocker::ALL) {
+            let line = format!(
+                r#"vmrecover_vms{{decision="{}",reason="{}"}} 1"#,
+                d.action.label(),
+                b.label()
+            );
+            assert!(text.contains(&line), "{line} missing from\n{text}");
+        }
     }
 }

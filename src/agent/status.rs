@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::boot::Verdict;
-use crate::cli::ActOn;
+use crate::config::ActOn;
 use crate::evidence::Gathered;
 use crate::state_file::write_atomic;
 

@@ -12,16 +12,22 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::metrics::Metrics;
-use crate::cluster::names::LABEL_NODE_NAME;
-use crate::cluster::objects::VirtualMachineInstance;
-use crate::cluster::wait::watch_timeout_secs;
+use crate::cluster::watch_timeout_secs;
+use crate::cluster::VirtualMachineInstance;
+use crate::cluster::LABEL_NODE_NAME;
 
 /// Starts watching VMIs labelled for `node`; `wake` is notified on every change.
-pub fn spawn(client: Client, node: &str, wake: Arc<Notify>, metrics: Metrics) -> JoinHandle<()> {
+pub fn spawn(
+    client: Client,
+    node: &str,
+    wake: Arc<Notify>,
+    metrics: Metrics,
+    request_timeout: std::time::Duration,
+) -> JoinHandle<()> {
     let api = Api::<VirtualMachineInstance>::all(client);
     let config = watcher::Config::default()
         .labels(&format!("{LABEL_NODE_NAME}={node}"))
-        .timeout(watch_timeout_secs());
+        .timeout(watch_timeout_secs(request_timeout));
     tokio::spawn(async move {
         let mut events = watcher(api, config).default_backoff().boxed();
         while let Some(event) = events.next().await {

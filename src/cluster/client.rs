@@ -3,40 +3,42 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-/// How long one request may take before it counts as failed.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+use super::errors::describe;
+use super::retry::with_retries;
+use crate::config::ClusterConfig;
 
-/// Overrides [`REQUEST_TIMEOUT`] (a duration such as `1s`; for tests that model timeouts).
-pub const REQUEST_TIMEOUT_ENV: &str = "VMRECOVER_REQUEST_TIMEOUT";
-
-/// The request timeout: `VMRECOVER_REQUEST_TIMEOUT` when set and valid, else 15 s.
-pub fn request_timeout() -> Duration {
-    std::env::var(REQUEST_TIMEOUT_ENV)
-        .ok()
-        .and_then(|v| humantime::parse_duration(v.trim()).ok())
-        .filter(|d| !d.is_zero())
-        .unwrap_or(REQUEST_TIMEOUT)
+/// Why vmrecover could not get a usable connection to the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The kubeconfig named could not be read or used, or none was found.
+    #[error("{0}")]
+    Config(String),
+    /// The client could not be built from a usable configuration.
+    #[error("cannot build the Kubernetes client: {0}")]
+    Client(String),
+    /// The API server answered, but has no Node of this name.
+    #[error(
+        "no Node named {0:?} in the cluster: pass --node (or NODE_NAME) with this node's name"
+    )]
+    NoSuchNode(String),
+    /// The API server could not be asked (unreachable, forbidden, failing).
+    #[error("{0}")]
+    Api(String),
 }
 
-/// A client for `kubeconfig` (a path), else in-cluster config, else `~/.kube/config`.
-pub async fn connect(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
-    let mut config = match kubeconfig {
-        Some(path) => {
-            let kc = Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("kubeconfig {} is not usable", path.display()))?
-        }
+/// A client for `cfg.kubeconfig` (a path), else in-cluster config, else `~/.kube/config`.
+pub async fn connect(cfg: &ClusterConfig) -> Result<Client, ConnectError> {
+    let mut config = match cfg.kubeconfig.as_deref() {
+        Some(path) => from_file(path).await?,
         None => Config::infer().await.map_err(|e| {
             tracing::debug!("config inference failed: {e:#}");
-            anyhow::anyhow!(
+            ConnectError::Config(
                 "no Kubernetes configuration found (no in-cluster service account, no \
                  ~/.kube/config): pass --kubeconfig or set KUBECONFIG"
+                    .into(),
             )
         })?,
     };
@@ -45,8 +47,39 @@ pub async fn connect(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
     // 1000 s: an API server that stays down would hang a run for many minutes. Requests
     // that are safe to repeat are retried, bounded, by `cluster::retry` instead.
     config.default_retry = false;
-    let timeout = request_timeout();
-    config.read_timeout = Some(timeout);
-    config.write_timeout = Some(timeout);
-    Client::try_from(config).context("cannot build the Kubernetes client")
+    config.read_timeout = Some(cfg.tuning.request_timeout);
+    config.write_timeout = Some(cfg.tuning.request_timeout);
+    Client::try_from(config).map_err(|e| ConnectError::Client(e.to_string()))
+}
+
+async fn from_file(path: &Path) -> Result<Config, ConnectError> {
+    let kc = Kubeconfig::read_from(path).map_err(|e| {
+        ConnectError::Config(format!("cannot read kubeconfig {}: {e}", path.display()))
+    })?;
+    Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| {
+            ConnectError::Config(format!("kubeconfig {} is not usable: {e}", path.display()))
+        })
+}
+
+/// Connects and checks that `node` names a Node object; the error says how to fix it.
+pub async fn connect_to_node(cfg: &ClusterConfig, node: &str) -> Result<Client, ConnectError> {
+    let client = connect(cfg).await?;
+    check_node(&client, node).await?;
+    Ok(client)
+}
+
+/// Checks that `node` names a Node object.
+pub async fn check_node(client: &Client, node: &str) -> Result<(), ConnectError> {
+    let nodes = kube::Api::<k8s_openapi::api::core::v1::Node>::all(client.clone());
+    match with_retries(&format!("get nodes/{node}"), || nodes.get_opt(node)).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(ConnectError::NoSuchNode(node.to_string())),
+        Err(e) => Err(ConnectError::Api(describe(
+            &e,
+            "get",
+            &format!("nodes/{node}"),
+        ))),
+    }
 }

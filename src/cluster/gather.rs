@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::api::{ListParams, ObjectList};
 use kube::{Api, Client};
@@ -18,23 +18,20 @@ use super::objects::{
 use super::retry::with_retries;
 use super::snapshot::{AttachmentView, ClusterFacts, PodView, PvcView, VmView, VmiView};
 use crate::evidence::Gathered;
-use crate::recovery::intents::RecoveryIntent;
 
-/// Checks that `node` names a Node object; the error says how to fix it.
-pub async fn check_node(client: &Client, node: &str) -> Result<(), String> {
-    let nodes = Api::<Node>::all(client.clone());
-    match with_retries(&format!("get nodes/{node}"), || nodes.get_opt(node)).await {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(format!(
-            "no Node named {node:?} in the cluster: pass --node (or NODE_NAME) with this node's name"
-        )),
-        Err(e) => Err(describe(&e, "get", &format!("nodes/{node}"))),
-    }
+/// Objects to read besides those the VMIs on the node refer to: the VMs (and their
+/// PVCs) an earlier run had started recovering, whose VMI may be gone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlsoRead {
+    /// VMs, as (namespace, name).
+    pub vms: Vec<NsName>,
+    /// PVCs, as (namespace, claim).
+    pub pvcs: Vec<NsName>,
 }
 
 /// Reads everything the planner needs about `node`. Never fails: a list that cannot be
 /// read becomes `Unreadable` evidence, so the planner fails closed on it.
-pub async fn gather(client: &Client, node: &str, intents: &[RecoveryIntent]) -> ClusterFacts {
+pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFacts {
     let on_node = ListParams::default().labels(&format!("{LABEL_NODE_NAME}={node}"));
     let migrating_here = ListParams::default().labels(&format!("{LABEL_MIGRATION_TARGET}={node}"));
     let launchers = ListParams::default()
@@ -83,7 +80,7 @@ pub async fn gather(client: &Client, node: &str, intents: &[RecoveryIntent]) -> 
 
     // The namespaces whose VMs and PVCs matter: those of the VMIs here and of the VMs an
     // earlier run was recovering.
-    let mut namespaces: BTreeSet<String> = intents.iter().map(|i| i.namespace.clone()).collect();
+    let mut namespaces: BTreeSet<String> = also.vms.iter().map(|(ns, _)| ns.clone()).collect();
     if let Ok(vmis) = &vmis {
         namespaces.extend(vmis.iter().filter_map(|v| v.metadata.namespace.clone()));
     }
@@ -109,10 +106,7 @@ pub async fn gather(client: &Client, node: &str, intents: &[RecoveryIntent]) -> 
     // Keep only what the VMIs here (and earlier runs' VMs) refer to: the lists above are
     // whole namespaces and the whole cluster, and the facts live through a pass.
     let vmis: Result<Vec<VmiView>, String> = vmis.map(|v| v.iter().map(VmiView::from).collect());
-    let (owners, claims) = referenced(
-        vmis.as_ref().map(Vec::as_slice).unwrap_or_default(),
-        intents,
-    );
+    let (owners, claims) = referenced(vmis.as_ref().map(Vec::as_slice).unwrap_or_default(), also);
     let vms = vms.map(|v| {
         v.iter()
             .map(VmView::from)
@@ -152,14 +146,10 @@ pub async fn gather(client: &Client, node: &str, intents: &[RecoveryIntent]) -> 
 }
 
 /// A (namespace, name) pair.
-type NsName = (String, String);
+pub type NsName = (String, String);
 
-/// The VMs (namespace, name) and PVCs (namespace, claim) the VMIs here and the recovery
-/// intents refer to.
-fn referenced(
-    vmis: &[VmiView],
-    intents: &[RecoveryIntent],
-) -> (BTreeSet<NsName>, BTreeSet<NsName>) {
+/// The VMs (namespace, name) and PVCs (namespace, claim) the VMIs here and `also` refer to.
+fn referenced(vmis: &[VmiView], also: &AlsoRead) -> (BTreeSet<NsName>, BTreeSet<NsName>) {
     let mut owners = BTreeSet::new();
     let mut claims = BTreeSet::new();
     for v in vmis {
@@ -168,10 +158,8 @@ fn referenced(
         }
         claims.extend(v.pvcs.iter().map(|c| (v.key.namespace.clone(), c.clone())));
     }
-    for i in intents {
-        owners.insert((i.namespace.clone(), i.name.clone()));
-        claims.extend(i.pvcs.iter().map(|c| (i.namespace.clone(), c.clone())));
-    }
+    owners.extend(also.vms.iter().cloned());
+    claims.extend(also.pvcs.iter().cloned());
     (owners, claims)
 }
 

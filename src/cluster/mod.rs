@@ -1,12 +1,30 @@
 //! Kubernetes side: typed views of the objects vmrecover reads and the requests it makes.
+//!
+//! The modules are private; the names other parts of vmrecover and its tests use are
+//! re-exported here, so the compiler keeps this surface.
 
-pub mod client;
-pub mod errors;
-pub mod events;
-pub mod gather;
-pub mod lease;
-pub mod names;
-pub mod objects;
-pub mod retry;
-pub mod snapshot;
-pub mod wait;
+mod client;
+mod errors;
+mod events;
+mod gather;
+mod lease;
+mod names;
+mod objects;
+mod retry;
+mod snapshot;
+mod wait;
+
+pub use client::{check_node, connect, connect_to_node, ConnectError};
+pub use errors::{describe, status_code};
+pub use events::{EventRecorder, Regarding};
+pub use gather::{gather, AlsoRead, NsName};
+pub use lease::{acquire as acquire_lease, HeldLease, LeaseConfig, LeaseError, LeaseGuard};
+pub use names::*;
+pub use objects::{
+    AttachmentTicket, ClaimRef, LonghornAttachmentSpec, LonghornVolume, LonghornVolumeAttachment,
+    LonghornVolumeStatus, MigrationState, NameRef, VirtualMachine, VirtualMachineInstance, VmSpec,
+    VmStatus, VmiSpec, VmiStatus, VmiVolume,
+};
+pub use retry::{backoff, retryable, with_retries, ATTEMPTS, FIRST_BACKOFF, MAX_RETRY_AFTER};
+pub use snapshot::{AttachmentView, ClusterFacts, ObjectKey, PodView, PvcView, VmView, VmiView};
+pub use wait::{until_gone, watch_timeout_secs};

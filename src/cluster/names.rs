@@ -20,3 +20,37 @@ pub const LONGHORN_DRIVER: &str = "driver.longhorn.io";
 pub const LONGHORN_NAMESPACE: &str = "longhorn-system";
 /// vmrecover's name as an Event reporting controller and field manager.
 pub const REPORTING_CONTROLLER: &str = "vmrecover";
+
+/// A `namespace/name` pair, as `--only` takes it.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct NamespacedName {
+    /// The namespace.
+    pub namespace: String,
+    /// The name.
+    pub name: String,
+}
+
+impl std::fmt::Display for NamespacedName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl std::str::FromStr for NamespacedName {
+    type Err = String;
+
+    /// Parses `NAMESPACE/NAME`; both parts non-empty, no second `/`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(NamespacedName {
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                })
+            }
+            _ => Err(format!("expected NAMESPACE/NAME, got {s:?}")),
+        }
+    }
+}

@@ -10,26 +10,28 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 
-use super::client::request_timeout;
+use std::time::Duration;
 
-/// The server-side timeout of a watch: safely below the client's read timeout, so an
-/// idle watch ends cleanly instead of failing as a timed-out read.
-pub fn watch_timeout_secs() -> u32 {
-    let t = request_timeout().as_secs();
+/// The server-side timeout of a watch: safely below the client's read timeout
+/// (`request_timeout`), so an idle watch ends cleanly instead of failing as a timed-out
+/// read.
+pub fn watch_timeout_secs(request_timeout: Duration) -> u32 {
+    let t = request_timeout.as_secs();
     let secs = if t > 10 { t - 5 } else { (t / 2).max(1) };
     u32::try_from(secs).unwrap_or(u32::MAX)
 }
 
 /// Resolves once the object `name` with `uid` no longer exists (deleted, or replaced by
 /// a new object of the same name). Watch errors are logged and retried with backoff;
-/// bound it with a timeout.
-pub async fn until_gone<K>(api: Api<K>, name: &str, uid: &str)
+/// bound it with a timeout. `watch_timeout_secs` is the server-side timeout of each
+/// watch request (see [`watch_timeout_secs`]).
+pub async fn until_gone<K>(api: Api<K>, name: &str, uid: &str, watch_timeout_secs: u32)
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     let config = watcher::Config::default()
         .fields(&format!("metadata.name={name}"))
-        .timeout(watch_timeout_secs());
+        .timeout(watch_timeout_secs);
     let mut events = watcher(api, config).default_backoff().boxed();
     let ours = |o: &K| o.meta().uid.as_deref() == Some(uid);
     let mut seen = false;

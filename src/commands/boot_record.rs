@@ -1,14 +1,16 @@
 //! `vmrecover boot-record start|stop`, called by vmrecover-boot.service.
 
+use std::path::Path;
+
 use crate::boot;
-use crate::cli::{BootRecordAction, BootRecordArgs, GlobalArgs};
+use crate::cli::BootRecordAction;
 use crate::exit::Outcome;
 
 /// Records this boot as running or cleanly stopped.
-pub fn run(global: &GlobalArgs, args: &BootRecordArgs) -> Outcome {
-    let result = match args.action {
-        BootRecordAction::Start => boot::record_start(&global.state_dir, &global.host_root),
-        BootRecordAction::Stop => boot::record_stop(&global.state_dir, &global.host_root),
+pub fn run(action: BootRecordAction, state_dir: &Path, host_root: &Path) -> Outcome {
+    let result = match action {
+        BootRecordAction::Start => boot::record_start(state_dir, host_root),
+        BootRecordAction::Stop => boot::record_stop(state_dir, host_root),
     };
     match result {
         Ok(line) => {

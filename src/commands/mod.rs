@@ -1,26 +1,31 @@
-//! One file per subcommand; `dispatch` maps the parsed command line to them.
+//! One file per subcommand; `dispatch` resolves the parsed command line once and hands
+//! each command its configuration.
 
 mod boot_record;
 mod run;
-
-pub use run::stop_on_signal;
 mod status;
 
-use crate::cli::{Cli, Command};
+use crate::cli::Cli;
+use crate::config::Invocation;
 use crate::exit::Outcome;
 
 /// Runs the command the operator asked for and says how it ended.
 pub async fn dispatch(cli: Cli) -> Outcome {
-    let global = cli.global;
-    match cli.command {
-        Some(Command::Status) => status::run(&global).await,
-        Some(Command::BootRecord(args)) => boot_record::run(&global, &args),
-        Some(Command::Run(args)) => run::run(&global, &args).await,
-        None => {
-            // `vmrecover --dry-run`: the same as `vmrecover run --dry-run`.
-            let args = crate::cli::RunArgs::dry_run_defaults();
-            run::run(&global, &args).await
+    let invocation = match Invocation::resolve(cli) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("vmrecover: {e}");
+            return Outcome::Error;
         }
-        Some(Command::Agent(args)) => crate::agent::run(&global, &args).await,
+    };
+    match invocation {
+        Invocation::Status(cfg) => status::run(&cfg).await,
+        Invocation::BootRecord {
+            action,
+            state_dir,
+            host_root,
+        } => boot_record::run(action, &state_dir, &host_root),
+        Invocation::Run(cfg, run) => run::run(&cfg, &run).await,
+        Invocation::Agent(cfg, agent) => crate::agent::run(&cfg, &agent).await,
     }
 }

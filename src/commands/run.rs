@@ -2,25 +2,19 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use crate::cli::{GlobalArgs, OutputFormat, RunArgs};
-use crate::config::Policy;
+use crate::cli::OutputFormat;
+use crate::config::{Config, RunConfig};
 use crate::exit::Outcome;
 use crate::pipeline;
-use crate::recovery::model::Plan;
-use crate::recovery::plan::plan;
-use crate::recovery::render;
-use crate::recovery::report::RunReport;
-use crate::recovery::session::Session;
+use crate::recovery::{plan, render_plan, render_report, Mode, Plan, RunReport, Session};
+use crate::shutdown::stop_on_signal;
 
 /// Runs `vmrecover run`.
-pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Outcome {
-    let node = match pipeline::node_name(global) {
-        Ok(n) => n,
-        Err(e) => return fail(&e),
-    };
+pub async fn run(cfg: &Config, args: &RunConfig) -> Outcome {
+    let node = &cfg.node;
     let started = jiff::Timestamp::now();
-    let policy = Policy::from_args(&global.policy, &args.only, args.kill_orphans);
-    let gathering = pipeline::gather(global, &node, None).await;
+    let policy = &cfg.policy;
+    let gathering = pipeline::gather(cfg, None).await;
     let client = match gathering.client {
         Ok(c) => c,
         Err(e) => {
@@ -29,23 +23,22 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Outcome {
             ))
         }
     };
-    let plan = plan(&gathering.facts, &policy);
+    let plan = plan(&gathering.facts, policy);
 
     if args.dry_run {
-        return print_plan(&plan, global.output)
-            .map_or_else(|e| fail(&e), |()| plan_outcome(&plan));
+        return print_plan(&plan, cfg.output).map_or_else(|e| fail(&e), |()| plan_outcome(&plan));
     }
     if !plan.has_work() {
-        if let Err(e) = print_plan(&plan, global.output) {
+        if let Err(e) = print_plan(&plan, cfg.output) {
             return fail(&e);
         }
-        if global.output == OutputFormat::Table {
+        if cfg.output == OutputFormat::Table {
             println!("\nNothing to apply on node {node}.");
         }
         return plan_outcome(&plan);
     }
-    if global.output == OutputFormat::Table {
-        if let Err(e) = print_plan(&plan, global.output) {
+    if cfg.output == OutputFormat::Table {
+        if let Err(e) = print_plan(&plan, cfg.output) {
             return fail(&e);
         }
     }
@@ -63,28 +56,19 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Outcome {
         }
     }
 
-    let session = Session {
-        client,
-        node: node.clone(),
-        namespace: global.namespace.clone(),
-        state_dir: global.state_dir.clone(),
-        host_root: global.host_root.clone(),
-        mode: "manual",
-        lease_wait: args.lease_wait,
-        cancel: stop_on_signal(),
-    };
+    let session = Session::new(client, cfg, Mode::Manual, args.lease_wait, stop_on_signal());
     let report = match session.apply(plan, started).await {
         Ok(r) => r,
         Err(e) => return fail(&format!("{e}; nothing was changed")),
     };
-    let printed = match global.output {
+    let printed = match cfg.output {
         OutputFormat::Json => serde_json::to_string_pretty(&report)
             .map(|s| println!("{s}"))
             .map_err(|e| e.to_string()),
         OutputFormat::Table => {
             let mut out = std::io::stdout().lock();
             writeln!(out)
-                .and_then(|()| render::report(&report, &mut out))
+                .and_then(|()| render_report(&report, &mut out))
                 .map_err(|e| e.to_string())
         }
     };
@@ -94,33 +78,13 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Outcome {
     report_outcome(&report)
 }
 
-/// A flag that turns true on SIGTERM or Ctrl-C, so a run stops between steps and
-/// releases its Lease instead of dying mid-step.
-pub fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::warn!("asked to stop: finishing the current step, then releasing the lease");
-        let _ = tx.send(true);
-    });
-    rx
-}
-
 fn print_plan(plan: &Plan, output: OutputFormat) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
     match output {
         OutputFormat::Json => serde_json::to_writer_pretty(&mut out, plan)
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out)),
-        OutputFormat::Table => render::plan(plan, &mut out),
+        OutputFormat::Table => render_plan(plan, &mut out),
     }
     .map_err(|e| format!("cannot write the plan: {e}"))
 }

@@ -5,18 +5,15 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::agent::status::{is_alive, AgentStatus, AgentStatusFile, Phase};
+use crate::agent::{is_alive, AgentStatus, AgentStatusFile, Phase};
 use crate::boot::{self, BootFacts};
-use crate::cli::{GlobalArgs, OutputFormat};
-use crate::config::Policy;
+use crate::cli::OutputFormat;
+use crate::config::Config;
 use crate::evidence::Gathered;
 use crate::exit::Outcome;
 use crate::node::{self, NodeFacts};
 use crate::pipeline;
-use crate::recovery::model::Plan;
-use crate::recovery::plan::plan;
-use crate::recovery::render;
-use crate::recovery::report::{ReportStore, RunReport};
+use crate::recovery::{plan, render_plan, render_report, Plan, ReportStore, RunReport};
 
 /// The status document, as `--output json` prints it.
 #[derive(Debug, Serialize)]
@@ -42,29 +39,21 @@ pub struct StatusReport {
 }
 
 /// Gathers and prints the status.
-pub async fn run(global: &GlobalArgs) -> Outcome {
-    let node = match pipeline::node_name(global) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("vmrecover status: {e}");
-            return Outcome::Error;
-        }
-    };
-    let g = pipeline::gather(global, &node, None).await;
-    let policy = Policy::from_args(&global.policy, &[], false);
+pub async fn run(cfg: &Config) -> Outcome {
+    let g = pipeline::gather(cfg, None).await;
     let report = StatusReport {
         now: g.facts.now,
-        node: node.clone(),
+        node: cfg.node.clone(),
         cluster: match &g.client {
             Ok(_) => Gathered::read(()),
-            Err(e) => Gathered::unreadable("the Kubernetes API", e.clone()),
+            Err(e) => Gathered::unreadable("the Kubernetes API", e.to_string()),
         },
-        plan: plan(&g.facts, &policy),
+        plan: plan(&g.facts, &cfg.policy),
         boot: g.boot,
         local: g.facts.local,
-        last_run: ReportStore::new(&global.state_dir).load(),
+        last_run: ReportStore::new(&cfg.state_dir).load(),
         agent_alive: false,
-        agent: AgentStatusFile::new(&global.state_dir).load(),
+        agent: AgentStatusFile::new(&cfg.state_dir).load(),
     };
     let report = StatusReport {
         agent_alive: report
@@ -75,7 +64,7 @@ pub async fn run(global: &GlobalArgs) -> Outcome {
         ..report
     };
     let mut out = std::io::stdout().lock();
-    let written = match global.output {
+    let written = match cfg.output {
         OutputFormat::Json => serde_json::to_writer_pretty(&mut out, &report)
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out)),
@@ -103,7 +92,7 @@ fn table(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
             "cluster not reachable ({source}: {reason}); no VM is touched without it"
         )?;
     }
-    render::plan(&r.plan, out)?;
+    render_plan(&r.plan, out)?;
     writeln!(out, "\n== Agent")?;
     match &r.agent {
         Gathered::Read { value: None } => {
@@ -154,7 +143,7 @@ fn table(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
                 if run.dry_run { "dry-run" } else { "applied" },
                 run.started
             )?;
-            render::report(run, out)
+            render_report(run, out)
         }
         Gathered::Unreadable { source, reason } => {
             writeln!(out, "could not read {source}: {reason}")

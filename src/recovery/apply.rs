@@ -18,14 +18,13 @@ use super::finalizers::ObjectKind;
 use super::intents::{IntentStore, RecoveryIntent};
 use super::model::{Action, Decision, OrphanDecision, Plan, Step};
 use super::recheck::Recheck;
-use super::report::{OrphanOutcome, StepOutcome, VmOutcome, VmResult};
-use crate::cluster::errors::{describe, status_code};
-use crate::cluster::events::{EventRecorder, Regarding};
-use crate::cluster::lease::LeaseGuard;
-use crate::cluster::objects::{VirtualMachine, VirtualMachineInstance};
-use crate::cluster::retry::with_retries;
-use crate::cluster::snapshot::ObjectKey;
-use crate::cluster::wait;
+use super::report::{OrphanOutcome, StepAction, StepOutcome, StepStatus, VmOutcome, VmResult};
+use crate::cluster::with_retries;
+use crate::cluster::LeaseGuard;
+use crate::cluster::ObjectKey;
+use crate::cluster::{describe, status_code};
+use crate::cluster::{EventRecorder, Regarding};
+use crate::cluster::{VirtualMachine, VirtualMachineInstance};
 use crate::node::orphans;
 
 /// How many times a finalizer patch is re-read and retried after a conflict.
@@ -47,6 +46,8 @@ pub struct ApplyContext {
     pub concurrency: usize,
     /// SIGTERM-to-SIGKILL grace for orphan processes.
     pub kill_grace: Duration,
+    /// Server-side timeout of each watch request (the controller wait).
+    pub watch_timeout_secs: u32,
     /// Becomes true when the process is asked to stop (SIGTERM, Ctrl-C): no new step
     /// starts, a controller wait ends at once.
     pub cancel: tokio::sync::watch::Receiver<bool>,
@@ -152,6 +153,12 @@ async fn recover_steps(
                     result: &text,
                 });
                 out.steps.push(StepOutcome {
+                    action: StepAction::ForceDeletePod,
+                    status: if result.is_ok() {
+                        StepStatus::Done
+                    } else {
+                        StepStatus::Failed
+                    },
                     step: desc,
                     result: text.clone(),
                 });
@@ -179,6 +186,8 @@ async fn recover_steps(
                 vmi_gone = waited.vmi_gone;
                 if waited.finished {
                     out.steps.push(StepOutcome {
+                        action: StepAction::WaitForControllers,
+                        status: StepStatus::Done,
                         step: desc,
                         result: "the controllers finished it".into(),
                     });
@@ -191,6 +200,8 @@ async fn recover_steps(
                     "done: still stuck after the grace period"
                 };
                 out.steps.push(StepOutcome {
+                    action: StepAction::WaitForControllers,
+                    status: StepStatus::Done,
                     step: desc,
                     result: result.into(),
                 });
@@ -212,6 +223,8 @@ async fn recover_steps(
                 );
                 if *kind == ObjectKind::Vmi && vmi_gone {
                     out.steps.push(StepOutcome {
+                        action: StepAction::ClearFinalizers,
+                        status: StepStatus::Done,
                         step: desc,
                         result: "done (the controllers removed it)".into(),
                     });
@@ -220,17 +233,30 @@ async fn recover_steps(
                 let (result, requests) =
                     clear_finalizers(&ctx.client, *kind, object, expected, remove).await;
                 out.requests += requests;
-                let (text, removed) = match &result {
-                    Ok(Cleared::Removed(r)) => {
-                        (format!("done (removed {})", r.join(", ")), r.join(","))
-                    }
-                    Ok(Cleared::AlreadyGone) => ("done (already gone)".into(), String::new()),
+                let (status, text, removed) = match &result {
+                    Ok(Cleared::Removed(r)) => (
+                        StepStatus::Done,
+                        format!("done (removed {})", r.join(", ")),
+                        r.join(","),
+                    ),
+                    Ok(Cleared::AlreadyGone) => (
+                        StepStatus::Done,
+                        "done (already gone)".into(),
+                        String::new(),
+                    ),
                     Ok(Cleared::NothingLeft) => (
+                        StepStatus::Done,
                         "done (the controllers had removed them)".into(),
                         String::new(),
                     ),
-                    Err(Stop::Abort(why)) => (format!("left alone: {why}"), String::new()),
-                    Err(Stop::Fail(why)) => (format!("failed: {why}"), String::new()),
+                    Err(Stop::Abort(why)) => (
+                        StepStatus::LeftAlone,
+                        format!("left alone: {why}"),
+                        String::new(),
+                    ),
+                    Err(Stop::Fail(why)) => {
+                        (StepStatus::Failed, format!("failed: {why}"), String::new())
+                    }
                 };
                 audit::record(&AuditRecord {
                     action: "clear-finalizers",
@@ -242,6 +268,8 @@ async fn recover_steps(
                     result: &text,
                 });
                 out.steps.push(StepOutcome {
+                    action: StepAction::ClearFinalizers,
+                    status,
                     step: desc,
                     result: text.clone(),
                 });
@@ -446,9 +474,12 @@ async fn wait_for_controllers(d: &Decision, grace: Duration, ctx: &ApplyContext)
         return not_yet;
     };
     let api = Api::<VirtualMachineInstance>::namespaced(ctx.client.clone(), &vmi.namespace);
-    let vmi_gone = tokio::time::timeout(grace, wait::until_gone(api, &vmi.name, &vmi.uid))
-        .await
-        .is_ok();
+    let vmi_gone = tokio::time::timeout(
+        grace,
+        crate::cluster::until_gone(api, &vmi.name, &vmi.uid, ctx.watch_timeout_secs),
+    )
+    .await
+    .is_ok();
     if !vmi_gone {
         return not_yet;
     }
@@ -605,14 +636,17 @@ where
 }
 
 async fn kill_orphan(o: &OrphanDecision, ctx: &ApplyContext) -> OrphanOutcome {
-    let result = if !ctx.lease.is_held() {
-        "refused: the node Lease was lost".to_string()
+    let (status, result) = if !ctx.lease.is_held() {
+        (
+            StepStatus::Failed,
+            "refused: the node Lease was lost".to_string(),
+        )
     } else {
         let (pid, start, grace) = (o.pid, o.start_time, ctx.kill_grace);
         match tokio::task::spawn_blocking(move || orphans::kill(pid, start, grace)).await {
-            Ok(Ok(k)) => format!("{k:?}"),
-            Ok(Err(e)) => format!("refused: {e}"),
-            Err(e) => format!("failed: {e}"),
+            Ok(Ok(k)) => (StepStatus::Done, format!("{k:?}")),
+            Ok(Err(e)) => (StepStatus::Failed, format!("refused: {e}")),
+            Err(e) => (StepStatus::Failed, format!("failed: {e}")),
         }
     };
     audit::record(&AuditRecord {
@@ -624,5 +658,9 @@ async fn kill_orphan(o: &OrphanDecision, ctx: &ApplyContext) -> OrphanOutcome {
         evidence: &o.reason,
         result: &result,
     });
-    OrphanOutcome { pid: o.pid, result }
+    OrphanOutcome {
+        pid: o.pid,
+        status,
+        result,
+    }
 }

@@ -1,15 +1,36 @@
 //! The recovery engine: the pure planner, the applier and the run report.
+//!
+//! The modules are private; the names the rest of vmrecover and its tests use are
+//! re-exported here, so the compiler keeps this surface.
 
-pub mod apply;
-pub mod audit;
-pub mod finalizers;
-pub mod intents;
-pub mod model;
-pub mod plan;
-pub mod recheck;
-pub mod render;
-pub mod report;
+mod apply;
+mod audit;
+mod blocker;
+mod finalizers;
+mod intents;
+mod model;
+mod plan;
+mod recheck;
+mod render;
+mod report;
+mod session;
 
 #[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
 mod plan_tests;
-pub mod session;
+
+pub use apply::{apply, ApplyContext};
+pub use audit::{AuditRecord, AUDIT_TARGET};
+pub use blocker::Blocker;
+pub use finalizers::{classify, FinalizerClass, KnownFinalizer, ObjectKind, KNOWN_FINALIZERS};
+pub use intents::{IntentStore, RecoveryIntent, INTENTS_FILE};
+pub use model::{Action, Decision, Facts, OrphanDecision, Plan, Step};
+pub use plan::{blocker_category, plan};
+pub use recheck::Recheck;
+pub use render::{plan as render_plan, report as render_report, step as render_step};
+pub use report::{
+    OrphanOutcome, ReportStore, RunReport, StepAction, StepOutcome, StepStatus, VmOutcome,
+    VmResult, LAST_RUN_FILE,
+};
+pub use session::{Mode, Session};

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::blocker::Blocker;
 use super::finalizers::ObjectKind;
 use super::intents::RecoveryIntent;
 use crate::boot::Verdict;
-use crate::cluster::snapshot::{ClusterFacts, ObjectKey};
+use crate::cluster::{ClusterFacts, ObjectKey};
 use crate::config::Policy;
 use crate::evidence::Gathered;
 use crate::node::{NodeFacts, ProcessKind};
@@ -103,6 +104,10 @@ pub struct Decision {
     pub kept_finalizers: Vec<String>,
     /// Side effects that clearing Harvester finalizers skips.
     pub skipped_side_effects: Vec<String>,
+    /// Why it is blocked or not this node's, as types (metrics and exit codes match on
+    /// these; `reasons` holds the words). Empty for other decisions.
+    #[serde(default)]
+    pub blockers: Vec<Blocker>,
 }
 
 /// The five decisions of the recovery ladder.

@@ -3,10 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::blocker::Blocker;
 use super::finalizers::{classify, FinalizerClass, ObjectKind};
 use super::intents::RecoveryIntent;
 use super::model::{Action, Decision, Facts, OrphanDecision, Plan, Step};
-use crate::cluster::snapshot::{ObjectKey, PodView, VmView, VmiView};
+use crate::cluster::{ObjectKey, PodView, VmView, VmiView};
 use crate::config::Policy;
 use crate::node::orphans::{self, VmiRef};
 use crate::node::VmProcess;
@@ -95,6 +96,7 @@ impl Decision {
             volumes: Vec::new(),
             kept_finalizers: Vec::new(),
             skipped_side_effects: Vec::new(),
+            blockers: Vec::new(),
         }
     }
 
@@ -104,9 +106,32 @@ impl Decision {
         self
     }
 
+    /// Left alone for a person: `kind` says why for metrics, `reason` for people.
+    fn block(self, kind: Blocker, reason: impl Into<String>) -> Self {
+        self.block_all(vec![(kind, reason.into())])
+    }
+
+    /// Left alone for every one of `reasons`.
+    fn block_all(mut self, reasons: Vec<(Blocker, String)>) -> Self {
+        self.action = Action::Blocked;
+        for (kind, reason) in reasons {
+            if !self.blockers.contains(&kind) {
+                self.blockers.push(kind);
+            }
+            self.reasons.push(reason);
+        }
+        self
+    }
+
+    /// Not this node's business, because of `kind`.
+    fn not_mine(mut self, kind: Blocker, reason: impl Into<String>) -> Self {
+        self.blockers.push(kind);
+        self.with(Action::NotMine, reason)
+    }
+
     fn unknown_cluster(node: &str, why: String) -> Self {
-        Decision::new("", "*", "unknown".into()).with(
-            Action::Blocked,
+        Decision::new("", "*", "unknown".into()).block(
+            Blocker::ClusterUnreadable,
             format!("cannot read the VMIs on node {node} ({why}): no VM on this node is touched"),
         )
     }
@@ -147,12 +172,15 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
     d.vm = vm.map(|v| v.key.clone());
 
     // Only objects on this node, and never one that is migrating.
-    if let Some(reason) = not_mine(vmi, me) {
-        return d.with(Action::NotMine, reason);
+    if let Some((kind, reason)) = not_mine(vmi, me) {
+        return d.not_mine(kind, reason);
     }
     if vmi.owner_vm.is_some() && vm.is_none() {
         if let Err(why) = facts.cluster.vms.as_result() {
-            return d.with(Action::Blocked, format!("its VM could not be read ({why})"));
+            return d.block(
+                Blocker::EvidenceMissing,
+                format!("its VM could not be read ({why})"),
+            );
         }
     }
 
@@ -170,8 +198,8 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
             .filter(|p| pod_serves(p, vmi))
             .collect::<Vec<_>>(),
         Err(why) => {
-            return d.with(
-                Action::Blocked,
+            return d.block(
+                Blocker::EvidenceMissing,
                 format!("virt-launcher pods on this node could not be read ({why})"),
             )
         }
@@ -188,8 +216,8 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
         // The kubelet may still clean up after the reboot: give it --stuck-after.
         match facts.boot_time.value() {
             None => {
-                return d.with(
-                    Action::Blocked,
+                return d.block(
+                    Blocker::EvidenceMissing,
                     "this boot's start time could not be read, so how long the pod has lingered is unknown",
                 )
             }
@@ -207,9 +235,7 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
             Some(_) => {}
         }
         if let Err(reasons) = prove_nothing_here(facts, vmi, &vmi.pvcs, &mut d) {
-            d.reasons.extend(reasons);
-            d.action = Action::Blocked;
-            return d;
+            return d.block_all(reasons);
         }
         d.reasons.push(format!(
             "VMI is {phase} but launcher pod {} lingers on this node (VM shows Stopping); \
@@ -233,8 +259,8 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
     // Deleting: is it stuck yet?
     let Some(boot_time) = facts.boot_time.value().copied() else {
         let why = facts.boot_time.as_result().err().unwrap_or_default();
-        return d.with(
-            Action::Blocked,
+        return d.block(
+            Blocker::EvidenceMissing,
             format!("this boot's start time could not be read ({why}), so how long the VMI has been stuck is unknown"),
         );
     };
@@ -262,8 +288,8 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
         let mut kept: Vec<String> = vmi_keep.iter().map(|f| format!("{f} (vmi)")).collect();
         kept.extend(vm_keep.iter().map(|f| format!("{f} (vm)")));
         d.kept_finalizers = vmi_keep.iter().chain(vm_keep.iter()).cloned().collect();
-        return d.with(
-            Action::Blocked,
+        return d.block(
+            Blocker::UnknownFinalizer,
             format!(
                 "unknown finalizer {} would keep it stuck; vmrecover never removes finalizers it does \
                  not know: find its owner, or name it with --also-finalizer",
@@ -273,9 +299,7 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
     }
 
     if let Err(reasons) = prove_nothing_here(facts, vmi, &vmi.pvcs, &mut d) {
-        d.reasons.extend(reasons);
-        d.action = Action::Blocked;
-        return d;
+        return d.block_all(reasons);
     }
 
     d.reasons.push(format!(
@@ -369,8 +393,8 @@ fn decide_vm_without_vmi(
     let (remove, keep) = split_finalizers(&vm.finalizers, ObjectKind::Vm, policy, &mut d);
     if !keep.is_empty() {
         d.kept_finalizers = keep.clone();
-        return Some(d.with(
-            Action::Blocked,
+        return Some(d.block(
+            Blocker::UnknownFinalizer,
             format!(
                 "unknown finalizer {} (vm) is kept; name it with --also-finalizer",
                 keep.join(", ")
@@ -387,9 +411,7 @@ fn decide_vm_without_vmi(
         ..VmiView::default()
     };
     if let Err(reasons) = prove_nothing_here(facts, &ghost, &intent.pvcs, &mut d) {
-        d.reasons.extend(reasons);
-        d.action = Action::Blocked;
-        return Some(d);
+        return Some(d.block_all(reasons));
     }
     d.reasons.push(format!(
         "an earlier run cleared its VMI (started {}); the VM is still deleting",
@@ -410,22 +432,26 @@ fn decide_vm_without_vmi(
 }
 
 /// Why a VMI is not this node's to act on, if it is not.
-fn not_mine(vmi: &VmiView, me: &str) -> Option<String> {
+fn not_mine(vmi: &VmiView, me: &str) -> Option<(Blocker, String)> {
     if vmi.migrating
         || (vmi.migration_target.is_some()
             && vmi.migration_target.as_deref() != vmi.status_node.as_deref())
     {
-        return Some(format!(
-            "migrating (target {}): left alone",
-            vmi.migration_target.as_deref().unwrap_or("unknown")
+        return Some((
+            Blocker::Migrating,
+            format!(
+                "migrating (target {}): left alone",
+                vmi.migration_target.as_deref().unwrap_or("unknown")
+            ),
         ));
     }
+    let other = |why: String| Some((Blocker::NotThisNode, why));
     match (vmi.node_label.as_deref(), vmi.status_node.as_deref()) {
-        (Some(l), _) if l != me => Some(format!(
+        (Some(l), _) if l != me => other(format!(
             "label kubevirt.io/nodeName says {l}, not this node"
         )),
-        (_, Some(s)) if s != me => Some(format!("status.nodeName says {s}, not this node")),
-        (None, None) => Some("the VMI names no node".into()),
+        (_, Some(s)) if s != me => other(format!("status.nodeName says {s}, not this node")),
+        (None, None) => other("the VMI names no node".into()),
         _ => None,
     }
 }
@@ -443,7 +469,7 @@ fn prove_nothing_here(
     vmi: &VmiView,
     pvc_names: &[String],
     d: &mut Decision,
-) -> Result<(), Vec<String>> {
+) -> Result<(), Vec<(Blocker, String)>> {
     let evidence = &mut d.evidence;
     let mut reasons = Vec::new();
     let (ns, name, uid) = (&vmi.key.namespace, &vmi.key.name, &vmi.key.uid);
@@ -451,13 +477,22 @@ fn prove_nothing_here(
         Ok(procs) if procs.is_empty() => evidence.push(format!(
             "no virt-launcher/qemu process for {ns}/{name} (uid {uid}) on this node"
         )),
-        Ok(procs) => reasons.push(format!("still running here: {}", describe_procs(&procs))),
-        Err(why) => reasons.push(format!("process evidence missing: {why}")),
+        Ok(procs) => reasons.push((
+            Blocker::LiveProcess,
+            format!("still running here: {}", describe_procs(&procs)),
+        )),
+        Err(why) => reasons.push((
+            Blocker::EvidenceMissing,
+            format!("process evidence missing: {why}"),
+        )),
     }
 
     let volumes = match facts.cluster.pvcs.as_result() {
         Err(why) => {
-            reasons.push(format!("PVC evidence missing: {why}"));
+            reasons.push((
+                Blocker::EvidenceMissing,
+                format!("PVC evidence missing: {why}"),
+            ));
             Vec::new()
         }
         Ok(pvcs) => pvc_names
@@ -465,8 +500,9 @@ fn prove_nothing_here(
             .filter_map(|claim| {
                 match pvcs.iter().find(|p| &p.namespace == ns && &p.name == claim) {
                     None => {
-                        reasons.push(format!(
-                            "PVC {ns}/{claim} not found: its volume cannot be checked"
+                        reasons.push((
+                            Blocker::EvidenceMissing,
+                            format!("PVC {ns}/{claim} not found: its volume cannot be checked"),
                         ));
                         None
                     }
@@ -487,15 +523,22 @@ fn prove_nothing_here(
             Ok(h) if h.is_empty() => {
                 evidence.push(format!("volume {volume}: not open or mounted on this node"))
             }
-            Ok(h) => reasons.push(format!("volume {volume} is held here: {}", h.join("; "))),
-            Err(why) => reasons.push(format!("disk evidence for volume {volume} missing: {why}")),
+            Ok(h) => reasons.push((
+                Blocker::DiskHeld,
+                format!("volume {volume} is held here: {}", h.join("; ")),
+            )),
+            Err(why) => reasons.push((
+                Blocker::EvidenceMissing,
+                format!("disk evidence for volume {volume} missing: {why}"),
+            )),
         }
     }
 
     match facts.cluster.attachments.as_result() {
-        Err(why) if !volumes.is_empty() => {
-            reasons.push(format!("attachment evidence missing: {why}"))
-        }
+        Err(why) if !volumes.is_empty() => reasons.push((
+            Blocker::EvidenceMissing,
+            format!("attachment evidence missing: {why}"),
+        )),
         Err(_) => {}
         Ok(atts) => {
             for a in atts.iter().filter(|a| volumes.contains(&a.volume)) {
@@ -505,9 +548,12 @@ fn prove_nothing_here(
                         a.source, a.volume
                     ));
                 } else {
-                    reasons.push(format!(
-                        "{} attaches {} to node {}: the disk may be in use there",
-                        a.source, a.volume, a.node
+                    reasons.push((
+                        Blocker::DiskAttachedElsewhere,
+                        format!(
+                            "{} attaches {} to node {}: the disk may be in use there",
+                            a.source, a.volume, a.node
+                        ),
                     ));
                 }
             }
@@ -568,8 +614,8 @@ fn apply_only_filter(decisions: &mut Vec<Decision>, policy: &Policy, node: &str)
             .iter()
             .any(|d| d.namespace == o.namespace && d.name == o.name)
         {
-            decisions.push(Decision::new(&o.namespace, &o.name, "-".into()).with(
-                Action::NotMine,
+            decisions.push(Decision::new(&o.namespace, &o.name, "-".into()).not_mine(
+                Blocker::NotSelected,
                 format!("--only names it, but no VMI of that name is on node {node}"),
             ));
         }
@@ -632,33 +678,11 @@ fn add(t: jiff::Timestamp, d: std::time::Duration) -> jiff::Timestamp {
         .unwrap_or(jiff::Timestamp::MAX)
 }
 
-/// A short, stable label for why a decision is blocked (`none` when it is not), for
-/// metrics. The reasons it reads are the ones this module writes.
+/// The metric label of why a decision is blocked or not this node's (`none` otherwise):
+/// the first [`Blocker`] the planner set, never a match on the reason text.
 pub fn blocker_category(d: &Decision) -> &'static str {
-    if !matches!(d.action, Action::Blocked) {
-        return "none";
-    }
-    let r = d.reasons.join("\n");
-    if r.contains("still running here") {
-        "live_process"
-    } else if r.contains("is held here") {
-        "disk_held"
-    } else if r.contains("may be in use there") {
-        "disk_attached_elsewhere"
-    } else if r.contains("unknown finalizer") {
-        "unknown_finalizer"
-    } else if [
-        "evidence missing",
-        "missing:",
-        "could not be read",
-        "cannot read",
-        "not found",
-    ]
-    .iter()
-    .any(|s| r.contains(s))
-    {
-        "evidence_missing"
-    } else {
-        "other"
+    match d.action {
+        Action::Blocked | Action::NotMine => d.blockers.first().map_or("none", |b| b.label()),
+        _ => "none",
     }
 }

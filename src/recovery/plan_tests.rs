@@ -5,139 +5,16 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::finalizers::ObjectKind;
+use super::fixtures::*;
 use super::intents::RecoveryIntent;
 use super::model::{Action, Facts, Step};
 use super::plan::plan;
-use crate::boot::Verdict;
-use crate::cli::NamespacedName;
-use crate::cluster::snapshot::{
-    AttachmentView, ClusterFacts, ObjectKey, PodView, PvcView, VmView, VmiView,
-};
+use crate::cluster::NamespacedName;
+use crate::cluster::{AttachmentView, ClusterFacts, PodView, VmView, VmiView};
 use crate::config::Policy;
 use crate::evidence::Gathered;
-use crate::node::volumes::{DiskFacts, FdHolder, MatchedBy, Mounts, OpenFiles};
-use crate::node::{NodeFacts, ProcessKind, VmProcess};
-
-const ME: &str = "n1";
-
-/// A change to a fixture, for table-driven cases.
-type Mutation<T> = Box<dyn Fn(&mut T)>;
-const VMI_FOREGROUND: &str = "kubevirt.io/foregroundDeleteVirtualMachine";
-const CONTROLLER_FINALIZE: &str = "kubevirt.io/virtualMachineControllerFinalize";
-const HARVESTER_CLEANUP: &str = "wrangler.cattle.io/VMController.CleanupPVCAndSnapshot";
-const UNKNOWN: &str = "backup.example.com/protect";
-
-fn t(s: &str) -> jiff::Timestamp {
-    s.parse().unwrap()
-}
-
-fn key(ns: &str, name: &str, uid: &str) -> ObjectKey {
-    ObjectKey {
-        namespace: ns.into(),
-        name: name.into(),
-        uid: uid.into(),
-        resource_version: "100".into(),
-    }
-}
-
-fn vmi(name: &str) -> VmiView {
-    VmiView {
-        key: key("default", name, &format!("uid-vmi-{name}")),
-        node_label: Some(ME.into()),
-        status_node: Some(ME.into()),
-        migration_target: None,
-        migrating: false,
-        phase: Some("Running".into()),
-        reason: None,
-        deletion_timestamp: Some(t("2026-01-01T11:00:00Z")),
-        finalizers: vec![CONTROLLER_FINALIZE.into(), VMI_FOREGROUND.into()],
-        owner_vm: Some((name.into(), format!("uid-vm-{name}"))),
-        pvcs: vec![format!("{name}-disk")],
-    }
-}
-
-fn vm(name: &str) -> VmView {
-    VmView {
-        key: key("default", name, &format!("uid-vm-{name}")),
-        deletion_timestamp: Some(t("2026-01-01T11:00:00Z")),
-        finalizers: vec![CONTROLLER_FINALIZE.into(), HARVESTER_CLEANUP.into()],
-        printable_status: Some("Terminating".into()),
-        removed_pvcs: vec![format!("{name}-disk")],
-    }
-}
-
-fn pvc(name: &str) -> PvcView {
-    PvcView {
-        namespace: "default".into(),
-        name: format!("{name}-disk"),
-        volume_name: Some(format!("pvc-{name}")),
-    }
-}
-
-fn disks() -> DiskFacts {
-    DiskFacts {
-        devices: Gathered::read(vec![]),
-        kernel_holders: Gathered::read(vec![]),
-        open_files: Gathered::read(OpenFiles {
-            scanned: 10,
-            holders: vec![],
-            unreadable: vec![],
-        }),
-        mounts: Gathered::read(Mounts {
-            source: "/proc/1/mountinfo".into(),
-            entries: vec![],
-        }),
-    }
-}
-
-fn proc_for(name: &str, kind: ProcessKind) -> VmProcess {
-    VmProcess {
-        pid: 4242,
-        start_time: 77,
-        kind,
-        namespace: Some("default".into()),
-        name: Some(name.into()),
-        uid: Some(format!("uid-vmi-{name}")),
-        domain: None,
-        parent_pid: Some(1),
-        comm: kind.as_str().chars().take(15).collect(),
-        exe: None,
-        cmdline: format!("{} --name {name}", kind.as_str()),
-        cmdline_lossy: false,
-        cmdline_readable: true,
-        started_at_unix: 0,
-        run_time_secs: 60,
-    }
-}
-
-/// One VM, stuck 1 h, deleted 1 h ago, after a boot 2 h ago, nothing on the node.
-fn facts() -> Facts {
-    Facts {
-        now: t("2026-01-01T12:00:00Z"),
-        node: ME.into(),
-        boot_time: Gathered::read(t("2026-01-01T10:00:00Z")),
-        verdict: Verdict::Unclean,
-        local: NodeFacts {
-            host_root: "/".into(),
-            processes: Gathered::read(vec![]),
-            disks: disks(),
-        },
-        cluster: ClusterFacts {
-            node: ME.into(),
-            vmis: Gathered::read(vec![vmi("a")]),
-            vms: Gathered::read(vec![vm("a")]),
-            pods: Gathered::read(vec![]),
-            pvcs: Gathered::read(vec![pvc("a")]),
-            attachments: Gathered::read(vec![AttachmentView {
-                volume: "pvc-a".into(),
-                node: ME.into(),
-                source: "volumeattachment/csi-1".into(),
-                attached: true,
-            }]),
-        },
-        intents: Gathered::read(vec![]),
-    }
-}
+use crate::node::volumes::{FdHolder, MatchedBy, OpenFiles};
+use crate::node::ProcessKind;
 
 fn policy() -> Policy {
     Policy::default()

@@ -13,10 +13,10 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::model::{Decision, Step};
-use crate::cluster::errors::describe;
-use crate::cluster::names::{LABEL_KUBEVIRT, VIRT_LAUNCHER};
-use crate::cluster::retry::with_retries;
-use crate::cluster::snapshot::PodView;
+use crate::cluster::describe;
+use crate::cluster::with_retries;
+use crate::cluster::PodView;
+use crate::cluster::{LABEL_KUBEVIRT, VIRT_LAUNCHER};
 use crate::node::{self, NodeFacts, NodeOptions};
 
 /// Fresh node and pod evidence, shared by the VMs of one run.

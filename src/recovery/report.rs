@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::model::Plan;
+use super::session::Mode;
 use crate::evidence::Gathered;
 use crate::state_file::write_atomic;
 
@@ -29,12 +30,62 @@ pub enum VmResult {
     Failed,
 }
 
+/// Which ladder step a [`StepOutcome`] is, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepAction {
+    /// Force-delete of a leftover launcher pod.
+    ForceDeletePod,
+    /// The controller wait.
+    WaitForControllers,
+    /// Removing finalizers from the VMI or the VM.
+    ClearFinalizers,
+}
+
+impl StepAction {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            StepAction::ForceDeletePod => "force_delete_pod",
+            StepAction::WaitForControllers => "wait_for_controllers",
+            StepAction::ClearFinalizers => "clear_finalizers",
+        }
+    }
+}
+
+/// How a step or an orphan kill ended, for metrics and exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// It did what it was meant to (or found it already done).
+    Done,
+    /// A precondition moved: nothing was changed by it.
+    LeftAlone,
+    /// An error stopped it.
+    Failed,
+}
+
+impl StepStatus {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            StepStatus::Done => "ok",
+            StepStatus::LeftAlone => "aborted",
+            StepStatus::Failed => "failed",
+        }
+    }
+}
+
 /// One step as carried out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepOutcome {
-    /// What the step was, e.g. `clear finalizers of vmi default/x: a, b`.
+    /// Which step.
+    pub action: StepAction,
+    /// How it ended.
+    pub status: StepStatus,
+    /// What the step was, e.g. `clear finalizers of vmi default/x: a, b`, for people.
     pub step: String,
-    /// `done`, `skipped: …`, `failed: …`.
+    /// `done`, `left alone: …`, `failed: …`, for people.
     pub result: String,
 }
 
@@ -60,7 +111,9 @@ pub struct VmOutcome {
 pub struct OrphanOutcome {
     /// Process id.
     pub pid: u32,
-    /// `terminated`, `killed`, `gone`, `refused: …`.
+    /// How the kill ended.
+    pub status: StepStatus,
+    /// What happened, in words: terminated, killed, already gone, refused: …
     pub result: String,
 }
 
@@ -73,8 +126,8 @@ pub struct RunReport {
     pub finished: jiff::Timestamp,
     /// Whether it was a dry-run (nothing applied).
     pub dry_run: bool,
-    /// `agent` or `manual`.
-    pub mode: String,
+    /// Who ran it.
+    pub mode: Mode,
     /// The plan.
     pub plan: Plan,
     /// Per-VM outcomes of the recover decisions (empty for a dry-run).

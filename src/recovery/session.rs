@@ -6,29 +6,41 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Client;
+use serde::{Deserialize, Serialize};
 
 use super::apply::{self, ApplyContext};
 use super::intents::IntentStore;
 use super::model::Plan;
 use super::recheck::Recheck;
 use super::report::{ReportStore, RunReport};
-use crate::cluster::events::EventRecorder;
-use crate::cluster::lease::{self, LeaseConfig, LeaseError};
+use crate::cluster::{acquire_lease, watch_timeout_secs, EventRecorder, LeaseConfig, LeaseError};
+use crate::config::{Config, Tuning};
 use crate::node::NodeOptions;
 
-/// VMs worked on at once.
-const CONCURRENCY: usize = 16;
+/// Who runs a session: part of the Lease holder's identity and of the run report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// A person's `vmrecover run`.
+    Manual,
+    /// The agent.
+    Agent,
+}
 
-/// Overrides [`CONCURRENCY`]: the crash tests use 1, so a kill after the Nth request
-/// lands between two requests and never between two concurrent ones.
-pub const CONCURRENCY_ENV: &str = "VMRECOVER_APPLY_CONCURRENCY";
+impl Mode {
+    /// The word used in the Lease identity and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Manual => "manual",
+            Mode::Agent => "agent",
+        }
+    }
+}
 
-fn concurrency() -> usize {
-    std::env::var(CONCURRENCY_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(CONCURRENCY)
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Where and as whom a session runs.
@@ -41,10 +53,12 @@ pub struct Session {
     pub namespace: String,
     /// The state directory (intents, run report).
     pub state_dir: PathBuf,
-    /// The host root (re-checks of node evidence).
-    pub host_root: PathBuf,
-    /// `manual` or `agent`: part of the Lease identity and the report.
-    pub mode: &'static str,
+    /// Node evidence sources (re-checks before each change).
+    pub node_evidence: NodeOptions,
+    /// Concurrency and timeouts.
+    pub tuning: Tuning,
+    /// Who runs it.
+    pub mode: Mode,
     /// How long to wait for another Lease holder.
     pub lease_wait: Duration,
     /// Turns true when the process is asked to stop.
@@ -52,15 +66,40 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session for `cfg`'s node.
+    pub fn new(
+        client: Client,
+        cfg: &Config,
+        mode: Mode,
+        lease_wait: Duration,
+        cancel: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Session {
+            client,
+            node: cfg.node.clone(),
+            namespace: cfg.cluster.namespace.clone(),
+            state_dir: cfg.state_dir.clone(),
+            node_evidence: cfg.node_evidence.clone(),
+            tuning: cfg.cluster.tuning.clone(),
+            mode,
+            lease_wait,
+            cancel,
+        }
+    }
+
     /// Applies `plan` under the node Lease and saves the report. `Err` when the Lease
     /// could not be taken (nothing was changed).
+    ///
+    /// Guarantees: no mutating request is sent before the Lease is held, and none after
+    /// it is known lost; every VM's steps re-check their preconditions first (see
+    /// [`apply::apply`]).
     pub async fn apply(
         &self,
         plan: Plan,
         started: jiff::Timestamp,
     ) -> Result<RunReport, LeaseError> {
         let identity = format!("{}@{}/{}", self.mode, self.node, std::process::id());
-        let held = lease::acquire(
+        let held = acquire_lease(
             &self.client,
             LeaseConfig::for_node(&self.namespace, &self.node, identity),
             self.lease_wait,
@@ -74,13 +113,12 @@ impl Session {
             recheck: Recheck::new(
                 self.client.clone(),
                 &self.node,
-                NodeOptions {
-                    host_root: self.host_root.clone(),
-                },
-                Duration::from_secs(2),
+                self.node_evidence.clone(),
+                self.tuning.recheck_max_age,
             ),
-            concurrency: concurrency(),
-            kill_grace: Duration::from_secs(10),
+            concurrency: self.tuning.apply_concurrency,
+            kill_grace: self.tuning.kill_grace,
+            watch_timeout_secs: watch_timeout_secs(self.tuning.request_timeout),
             cancel: self.cancel.clone(),
         };
         let (outcomes, orphans) = apply::apply(&plan, &ctx).await;
@@ -99,7 +137,7 @@ impl Session {
             started,
             finished: jiff::Timestamp::now(),
             dry_run: false,
-            mode: self.mode.to_string(),
+            mode: self.mode,
             plan,
             outcomes,
             orphans,

@@ -1,10 +1,10 @@
-//! Policy: the knobs the planner obeys, built from flags and environment.
+//! Policy: the knobs the planner obeys.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{NamespacedName, PolicyArgs};
+use crate::cluster::NamespacedName;
 
 /// Everything `plan()` needs to know besides the facts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,20 +24,6 @@ pub struct Policy {
     pub only: Vec<NamespacedName>,
     /// Whether orphan launcher/qemu processes are to be killed.
     pub kill_orphans: bool,
-}
-
-impl Policy {
-    /// The policy given on the command line.
-    pub fn from_args(args: &PolicyArgs, only: &[NamespacedName], kill_orphans: bool) -> Self {
-        Policy {
-            stuck_after: args.stuck_after,
-            controller_grace: args.controller_grace,
-            max_vms: args.max_vms,
-            also_finalizers: args.also_finalizer.clone(),
-            only: only.to_vec(),
-            kill_orphans,
-        }
-    }
 }
 
 impl Default for Policy {

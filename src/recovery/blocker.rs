@@ -1,0 +1,108 @@
+//! Why a VM is left alone, as a type: metrics, exit codes and the agent match on
+//! [`Blocker`]; the reason text beside it is for people and may be reworded freely.
+
+use serde::{Deserialize, Serialize};
+
+/// One kind of reason that keeps vmrecover from acting on a VM.
+///
+/// Every reason the planner writes for a `blocked` or `not_mine` decision carries one of
+/// these. The metric label of `vmrecover_vms{reason}` is [`Blocker::label`]: renaming a
+/// variant's label is a change of the metrics' contract, rewording a message is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Blocker {
+    /// A virt-launcher or qemu process of the VM still runs on this node.
+    LiveProcess,
+    /// One of the VM's volumes is open, mounted or stacked on here.
+    DiskHeld,
+    /// One of the VM's volumes is attached to another node.
+    DiskAttachedElsewhere,
+    /// A finalizer vmrecover does not know would keep the object stuck.
+    UnknownFinalizer,
+    /// Evidence the proof needs could not be read (the reason says which).
+    EvidenceMissing,
+    /// The VMIs on this node could not be read at all: nothing on the node is decided.
+    ClusterUnreadable,
+    /// The VMI names another node (label or status), or no node.
+    NotThisNode,
+    /// The VMI is migrating.
+    Migrating,
+    /// The VMI's node label and `status.nodeName` name different nodes.
+    NodeDisagreement,
+    /// `--node` could not be proven to be this machine.
+    IdentityMismatch,
+    /// The kubelet has not reported this boot yet: wait for it.
+    BootNotReported,
+    /// The whole plan was refused (e.g. more VMs than `--max-vms`).
+    PlanRefused,
+    /// `--only` names a VM that is not on this node.
+    NotSelected,
+}
+
+impl Blocker {
+    /// Every kind, for tests and for metric families that list all labels.
+    pub const ALL: [Blocker; 13] = [
+        Blocker::LiveProcess,
+        Blocker::DiskHeld,
+        Blocker::DiskAttachedElsewhere,
+        Blocker::UnknownFinalizer,
+        Blocker::EvidenceMissing,
+        Blocker::ClusterUnreadable,
+        Blocker::NotThisNode,
+        Blocker::Migrating,
+        Blocker::NodeDisagreement,
+        Blocker::IdentityMismatch,
+        Blocker::BootNotReported,
+        Blocker::PlanRefused,
+        Blocker::NotSelected,
+    ];
+
+    /// The stable label used in metrics and JSON.
+    pub fn label(self) -> &'static str {
+        match self {
+            Blocker::LiveProcess => "live_process",
+            Blocker::DiskHeld => "disk_held",
+            Blocker::DiskAttachedElsewhere => "disk_attached_elsewhere",
+            Blocker::UnknownFinalizer => "unknown_finalizer",
+            Blocker::EvidenceMissing => "evidence_missing",
+            Blocker::ClusterUnreadable => "cluster_unreadable",
+            Blocker::NotThisNode => "not_this_node",
+            Blocker::Migrating => "migrating",
+            Blocker::NodeDisagreement => "node_disagreement",
+            Blocker::IdentityMismatch => "identity_mismatch",
+            Blocker::BootNotReported => "boot_not_reported",
+            Blocker::PlanRefused => "plan_refused",
+            Blocker::NotSelected => "not_selected",
+        }
+    }
+
+    /// Whether the blocker means a state that could not be read (exit code 1 for
+    /// `status`, an API error for the agent) rather than a state that was read and is
+    /// unsafe.
+    pub fn is_unreadable(self) -> bool {
+        matches!(self, Blocker::EvidenceMissing | Blocker::ClusterUnreadable)
+    }
+}
+
+impl std::fmt::Display for Blocker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_unique_and_match_serde() {
+        let mut seen = std::collections::BTreeSet::new();
+        for b in Blocker::ALL {
+            assert!(seen.insert(b.label()), "duplicate label {}", b.label());
+            assert_eq!(
+                serde_json::to_value(b).unwrap(),
+                serde_json::json!(b.label())
+            );
+        }
+    }
+}
