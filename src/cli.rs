@@ -1,4 +1,4 @@
-//! Command-line interface (design §8): subcommands, global options and their help.
+//! Command-line interface (docs/architecture.md §8): subcommands, global options and their help.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,7 +38,7 @@ impl Cli {
             Ok(cli) => cli,
             Err(e) => {
                 // --help and --version print to stdout and succeed; every usage error is
-                // exit code 1 (design §8), not clap's default 2.
+                // exit code 1 (docs/architecture.md §8), not clap's default 2.
                 let _ = e.print();
                 std::process::exit(if e.use_stderr() { 1 } else { 0 });
             }

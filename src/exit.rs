@@ -1,4 +1,4 @@
-//! Process exit codes of design §8.
+//! Process exit codes (docs/architecture.md §8).
 
 /// How a command ended, as the operator's shell sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! The `vmrecover` binary: parse, set up logging, dispatch, exit with design §8's codes.
+//! The `vmrecover` binary: parse, set up logging, dispatch, exit with the codes of docs/architecture.md §8.
 
 use std::process::ExitCode;
 

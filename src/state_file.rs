@@ -3,26 +3,44 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
-use anyhow::Context;
+/// Why a state file could not be written: the step and the path it failed on.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {step} {path}: {source}")]
+pub struct StateFileError {
+    /// What was being done: `create state directory`, `write`, `rename into place`, ...
+    pub step: &'static str,
+    /// The path it was done to.
+    pub path: std::path::PathBuf,
+    /// The operating system's answer.
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn at(step: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateFileError {
+    let path = path.to_path_buf();
+    move |source| StateFileError { step, path, source }
+}
 
 /// Atomically replaces `path` with `bytes` (mode 0600), creating its directory (0700).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateFileError> {
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_string());
     let dir = path
         .parent()
-        .with_context(|| format!("{} has no parent directory", path.display()))?;
+        .ok_or_else(|| at("use", path)(invalid("it has no parent directory")))?;
     if !dir.exists() {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .with_context(|| format!("cannot create state directory {}", dir.display()))?;
+            .map_err(at("create state directory", dir))?;
     }
     let file_name = path
         .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?
+        .ok_or_else(|| at("use", path)(invalid("it has no file name")))?
         .to_string_lossy();
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| {
@@ -32,15 +50,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
             .truncate(true)
             .mode(0o600)
             .open(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
+            .map_err(at("create", &tmp))?;
         f.write_all(bytes)
             .and_then(|()| f.sync_all())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+            .map_err(at("write", &tmp))?;
+        fs::rename(&tmp, path).map_err(at("rename into place", path))?;
         File::open(dir)
             .and_then(|d| d.sync_all())
-            .with_context(|| format!("cannot sync directory {}", dir.display()))
+            .map_err(at("sync directory", dir))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -48,7 +65,41 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     result
 }
 
-use std::os::unix::fs::DirBuilderExt;
+/// Why a JSON state file could not be saved.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    /// The value could not be encoded (a bug: every state type encodes).
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        /// What was being saved.
+        what: &'static str,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The file could not be written.
+    #[error(transparent)]
+    Write(#[from] StateFileError),
+    /// The file's current content could not be read, so it cannot be updated safely.
+    #[error("cannot update {source_name}: {reason}")]
+    Unreadable {
+        /// The file.
+        source_name: String,
+        /// Why it could not be read.
+        reason: String,
+    },
+}
+
+/// Saves `value` as pretty JSON at `path`, atomically.
+pub fn save_json<T: serde::Serialize>(
+    path: &Path,
+    what: &'static str,
+    value: &T,
+) -> Result<(), SaveError> {
+    let bytes =
+        serde_json::to_vec_pretty(value).map_err(|source| SaveError::Encode { what, source })?;
+    Ok(write_atomic(path, &bytes)?)
+}
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::boot::Verdict;
 use crate::config::ActOn;
 use crate::evidence::Gathered;
-use crate::state_file::write_atomic;
+use crate::state_file::save_json;
 
 /// The file name under the state directory.
 pub const AGENT_STATUS_FILE: &str = "agent-status.json";
@@ -92,10 +92,7 @@ impl AgentStatusFile {
 
     /// Saves `status`; a failure is logged, never fatal (status is for people).
     pub fn save(&self, status: &AgentStatus) {
-        let result = serde_json::to_vec_pretty(status)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| write_atomic(&self.path, &b));
-        if let Err(e) = result {
+        if let Err(e) = save_json(&self.path, "the agent status", status) {
             tracing::warn!(
                 "cannot save the agent status to {}: {e:#}",
                 self.path.display()

@@ -1,4 +1,4 @@
-//! Supporting hints of an unclean end (design §3, source 3). They never decide alone.
+//! Supporting hints of an unclean end (docs/architecture.md §3, source 3). They never decide alone.
 //!
 //! - `*.journal~` files renamed during this boot: journald renames a journal file it finds
 //!   unclean or corrupt when it opens it (weak: corruption does this too). Renaming changes

@@ -1,4 +1,4 @@
-//! The previous boot's journal (design §3, source 2), read with `journalctl -o json`.
+//! The previous boot's journal (docs/architecture.md §3, source 2), read with `journalctl -o json`.
 //!
 //! Steps: list the boots (`--list-boots -o json`, or the text table from an older
 //! journalctl), pick the boot just before this one (matched by boot_id; by journal order

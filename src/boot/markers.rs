@@ -1,4 +1,4 @@
-//! Clean-shutdown markers in the previous boot's journal tail (design §3, source 2).
+//! Clean-shutdown markers in the previous boot's journal tail (docs/architecture.md §3, source 2).
 //!
 //! Markers are recognised by `MESSAGE_ID` and unit, and by who sent them (`_PID`/`_COMM`
 //! are set by journald, not by the sender), never by message text:

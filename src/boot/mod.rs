@@ -1,4 +1,4 @@
-//! Unclean-boot detection (design §3): boot records, the previous boot's journal, the clock.
+//! Unclean-boot detection (docs/architecture.md §3): boot records, the previous boot's journal, the clock.
 //!
 //! INTERFACE CONTRACT (used by status, the planner and the agent; keep these names):
 //! `BootOptions`, `BootFacts { boot_id, boot_time, uptime_secs, verdict, history, .. }`,

@@ -1,4 +1,4 @@
-//! Boot records (design §3, source 1): vmrecover's own account of how each boot ended.
+//! Boot records (docs/architecture.md §3, source 1): vmrecover's own account of how each boot ended.
 //!
 //! `vmrecover-boot.service` calls [`record_start`] at boot and [`record_stop`] late in a
 //! clean shutdown. The file `<state_dir>/boot-records.json` keeps the last

@@ -1,6 +1,6 @@
 //! The unclean-shutdown verdict: a pure function over the gathered evidence.
 //!
-//! Precedence (design §3):
+//! Precedence (docs/architecture.md §3):
 //! 1. **Boot records.** The previous boot recorded running and never marked stopped →
 //!    `Unclean`; marked stopped → `Clean`. They come first because `boot-record stop` runs
 //!    late in shutdown, after the Kubernetes services stopped, and nothing relinquishes

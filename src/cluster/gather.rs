@@ -1,4 +1,4 @@
-//! Reading this node's slice of the cluster with few requests (design §4, issue 5 item 1):
+//! Reading this node's slice of the cluster with few requests (docs/architecture.md §4):
 //! selectors narrow every list that can be narrowed; the rest run concurrently.
 
 use std::collections::BTreeSet;

@@ -1,4 +1,4 @@
-//! The node Lease `vmrecover-<node>` (design §7): one mutating run per node at a time,
+//! The node Lease `vmrecover-<node>` (docs/architecture.md §7): one mutating run per node at a time,
 //! whether the agent or an operator's manual run. Taken and renewed with optimistic
 //! concurrency (resourceVersion), so two contenders can never both hold it; it expires,
 //! so a dead holder does not block forever.

@@ -1,4 +1,4 @@
-//! Label, annotation and field names from KubeVirt, Harvester and Longhorn (design §4).
+//! Label, annotation and field names from KubeVirt, Harvester and Longhorn (docs/architecture.md §4).
 
 /// Label on a VMI naming the node it runs on.
 pub const LABEL_NODE_NAME: &str = "kubevirt.io/nodeName";

@@ -1,5 +1,5 @@
 //! Typed views of the KubeVirt and Longhorn objects vmrecover reads: only the fields it
-//! uses, tolerant of unknown and missing fields (design §4).
+//! uses, tolerant of unknown and missing fields (docs/architecture.md §4).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! Applying a plan (design §6 steps 2-4): every mutation re-checks its preconditions,
+//! Applying a plan (docs/architecture.md §6 steps 2-4): every mutation re-checks its preconditions,
 //! holds the Lease, tests the exact object version it was planned on, and is recorded as
 //! a journald audit record and a line in the run report; each VM's changes together are
 //! one Kubernetes Event on it. One VM's failure never stops the others.

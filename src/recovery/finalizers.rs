@@ -1,4 +1,4 @@
-//! The finalizers vmrecover knows (design §4): who clears each, and what clearing it
+//! The finalizers vmrecover knows (docs/architecture.md §4): who clears each, and what clearing it
 //! by hand skips. Anything not listed here is unknown and is never removed unless the
 //! operator names it.
 
@@ -41,7 +41,7 @@ const VMI: &[ObjectKind] = &[ObjectKind::Vmi];
 const VM: &[ObjectKind] = &[ObjectKind::Vm];
 const BOTH: &[ObjectKind] = &[ObjectKind::Vmi, ObjectKind::Vm];
 
-/// The table of design §4.
+/// The table of known finalizers (docs/architecture.md §4).
 pub const KNOWN_FINALIZERS: &[KnownFinalizer] = &[
     KnownFinalizer {
         name: "kubevirt.io/foregroundDeleteVirtualMachine",
@@ -81,7 +81,7 @@ pub const KNOWN_FINALIZERS: &[KnownFinalizer] = &[
         cleared_by: "harvester (Harvester >= 1.7)",
         skipped: Some("Harvester's copy of the observed MAC addresses into the VM spec"),
     },
-    // Not in design §4's table, but on real Harvester VMIs (1.5+): the load-balancer
+    // Not in Harvester's own docs, but on real Harvester VMIs (1.5+): the load-balancer
     // controller and the pcidevices add-on register wrangler OnRemove handlers.
     KnownFinalizer {
         name: "wrangler.cattle.io/harvester-lb-vmi-controller",

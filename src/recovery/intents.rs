@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::evidence::Gathered;
-use crate::state_file::write_atomic;
+use crate::state_file::{save_json, SaveError};
 
 /// The file name under the state directory.
 pub const INTENTS_FILE: &str = "recovery-intents.json";
@@ -66,7 +66,7 @@ impl IntentStore {
     }
 
     /// Records `intent` (replacing one for the same VM UID).
-    pub fn add(&self, intent: RecoveryIntent) -> anyhow::Result<()> {
+    pub fn add(&self, intent: RecoveryIntent) -> Result<(), SaveError> {
         let mut all = self.load_for_update()?;
         all.retain(|i| i.vm_uid != intent.vm_uid);
         all.push(intent);
@@ -74,7 +74,7 @@ impl IntentStore {
     }
 
     /// Forgets the VM with `vm_uid`.
-    pub fn remove(&self, vm_uid: &str) -> anyhow::Result<()> {
+    pub fn remove(&self, vm_uid: &str) -> Result<(), SaveError> {
         let mut all = self.load_for_update()?;
         let before = all.len();
         all.retain(|i| i.vm_uid != vm_uid);
@@ -84,21 +84,25 @@ impl IntentStore {
         self.save(all)
     }
 
-    fn load_for_update(&self) -> anyhow::Result<Vec<RecoveryIntent>> {
+    fn load_for_update(&self) -> Result<Vec<RecoveryIntent>, SaveError> {
         match self.load() {
             Gathered::Read { value } => Ok(value),
-            Gathered::Unreadable { source, reason } => {
-                anyhow::bail!("cannot update {source}: {reason}")
-            }
+            Gathered::Unreadable { source, reason } => Err(SaveError::Unreadable {
+                source_name: source,
+                reason,
+            }),
         }
     }
 
-    fn save(&self, intents: Vec<RecoveryIntent>) -> anyhow::Result<()> {
-        let body = serde_json::to_vec_pretty(&IntentsFile {
-            version: 1,
-            intents,
-        })?;
-        write_atomic(&self.path, &body)
+    fn save(&self, intents: Vec<RecoveryIntent>) -> Result<(), SaveError> {
+        save_json(
+            &self.path,
+            "the recovery intents",
+            &IntentsFile {
+                version: 1,
+                intents,
+            },
+        )
     }
 }
 

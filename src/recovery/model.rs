@@ -145,7 +145,7 @@ impl Action {
     }
 }
 
-/// One ladder step (design §6).
+/// One ladder step (docs/architecture.md §6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {

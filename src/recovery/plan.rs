@@ -1,4 +1,4 @@
-//! `plan(facts, policy) -> Plan`: the pure heart of vmrecover (design §6). No clock, no
+//! `plan(facts, policy) -> Plan`: the pure heart of vmrecover (docs/architecture.md §6). No clock, no
 //! I/O: every safety rule lives here and is unit-tested here.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,4 +1,4 @@
-//! Table-driven tests and property tests of the planner's safety rules (design §6).
+//! Table-driven tests and property tests of the planner's safety rules (docs/architecture.md §6).
 
 use std::time::Duration;
 

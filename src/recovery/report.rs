@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::model::Plan;
 use super::session::Mode;
 use crate::evidence::Gathered;
-use crate::state_file::write_atomic;
+use crate::state_file::{save_json, SaveError};
 
 /// The file name of the last run's report under the state directory.
 pub const LAST_RUN_FILE: &str = "last-run.json";
@@ -192,8 +192,8 @@ impl ReportStore {
     }
 
     /// Saves `report` as the last run.
-    pub fn save(&self, report: &RunReport) -> anyhow::Result<()> {
-        write_atomic(&self.path, &serde_json::to_vec_pretty(report)?)
+    pub fn save(&self, report: &RunReport) -> Result<(), SaveError> {
+        save_json(&self.path, "the run report", report)
     }
 
     /// The last run's report: `None` when there was none.

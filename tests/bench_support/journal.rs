@@ -1,6 +1,6 @@
 //! A large real journal for the boot-check benchmark: `boots` boots of `per_boot` entries
 //! each, written as journal export text and turned into a journal file by
-//! `systemd-journal-remote` (design §3). Every boot but the last two ends with a clean
+//! `systemd-journal-remote` (docs/architecture.md §3). Every boot but the last two ends with a clean
 //! shutdown's markers; the previous boot ends with a power cut (no markers); the last boot
 //! is "this" boot.
 
