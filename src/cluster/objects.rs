@@ -79,6 +79,67 @@ pub struct VmiVolume {
     /// A DataVolume source (its PVC has the DataVolume's name).
     #[serde(default)]
     pub data_volume: Option<NameRef>,
+    /// A memory-dump target (a PVC).
+    #[serde(default)]
+    pub memory_dump: Option<ClaimRef>,
+    /// An ephemeral overlay on a PVC (`ephemeral.persistentVolumeClaim`).
+    #[serde(default)]
+    pub ephemeral: Option<EphemeralSource>,
+}
+
+impl VmiVolume {
+    /// The PVC this volume uses, whatever its source type.
+    pub fn claim(&self) -> Option<&str> {
+        self.persistent_volume_claim
+            .as_ref()
+            .map(|c| c.claim_name.as_str())
+            .or_else(|| self.data_volume.as_ref().map(|d| d.name.as_str()))
+            .or_else(|| self.memory_dump.as_ref().map(|c| c.claim_name.as_str()))
+            .or_else(|| {
+                self.ephemeral
+                    .as_ref()
+                    .and_then(|e| e.persistent_volume_claim.as_ref())
+                    .map(|c| c.claim_name.as_str())
+            })
+            .filter(|n| !n.is_empty())
+    }
+}
+
+/// `{persistentVolumeClaim: {claimName: …}}` of an ephemeral volume.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EphemeralSource {
+    /// The PVC under the overlay.
+    #[serde(default)]
+    pub persistent_volume_claim: Option<ClaimRef>,
+}
+
+/// One entry of `status.volumeStatus`: hotplugged volumes and memory dumps appear here,
+/// sometimes before or after they are in `spec.volumes`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeStatus {
+    /// The volume's name in the VMI.
+    #[serde(default)]
+    pub name: String,
+    /// Set for a hotplugged volume.
+    #[serde(default)]
+    pub hotplug_volume: Option<serde_json::Value>,
+    /// PVC details (`claimName` on KubeVirt 1.x).
+    #[serde(default)]
+    pub persistent_volume_claim_info: Option<ClaimInfo>,
+    /// Set for a memory dump.
+    #[serde(default)]
+    pub memory_dump_volume: Option<ClaimInfo>,
+}
+
+/// The claim name inside a volume status.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimInfo {
+    /// The PVC's name, when the release reports it.
+    #[serde(default)]
+    pub claim_name: Option<String>,
 }
 
 /// `{claimName: …}`.
@@ -114,6 +175,9 @@ pub struct VmiStatus {
     /// Present while a migration is, or was last, under way.
     #[serde(default)]
     pub migration_state: Option<MigrationState>,
+    /// Volumes as attached (hotplug, memory dump).
+    #[serde(default)]
+    pub volume_status: Vec<VolumeStatus>,
 }
 
 /// `status.migrationState`, enough to tell whether a migration is in flight.
@@ -126,6 +190,9 @@ pub struct MigrationState {
     /// Target node.
     #[serde(default)]
     pub target_node: Option<String>,
+    /// Set when the migration started.
+    #[serde(default)]
+    pub start_timestamp: Option<String>,
     /// Set once the migration finished.
     #[serde(default)]
     pub completed: Option<bool>,

@@ -47,8 +47,15 @@ pub struct VmiView {
     pub status_node: Option<String>,
     /// `kubevirt.io/migrationTargetNodeName` label.
     pub migration_target: Option<String>,
-    /// A migration is in flight (started, not completed or failed).
+    /// A migration is in flight by `status.migrationState` (started, not ended, completed
+    /// or failed).
     pub migrating: bool,
+    /// `status.migrationState` exists (then it, not the label, says whether it migrates).
+    #[serde(default)]
+    pub has_migration_state: bool,
+    /// `status.migrationState.targetNode`.
+    #[serde(default)]
+    pub migration_state_target: Option<String>,
     /// `status.phase`.
     pub phase: Option<String>,
     /// `status.reason`.
@@ -59,42 +66,80 @@ pub struct VmiView {
     pub finalizers: Vec<String>,
     /// Name and UID of the controlling VirtualMachine, if any.
     pub owner_vm: Option<(String, String)>,
-    /// PVC names of its volumes.
+    /// PVC names of its volumes (every source type that maps to a PVC, and hotplugged
+    /// or memory-dump volumes listed in `status.volumeStatus`).
     pub pvcs: Vec<String>,
+    /// Volumes in `status.volumeStatus` that may be PVCs but whose claim is not named:
+    /// their disks cannot be checked.
+    #[serde(default)]
+    pub unnamed_volumes: Vec<String>,
 }
 
 impl From<&VirtualMachineInstance> for VmiView {
     fn from(vmi: &VirtualMachineInstance) -> Self {
         let meta = &vmi.metadata;
         let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k)).cloned();
-        let migrating = vmi.status.migration_state.as_ref().is_some_and(|m| {
-            m.completed != Some(true) && m.failed != Some(true) && m.end_timestamp.is_none()
+        let state = vmi.status.migration_state.as_ref();
+        let migrating = state.is_some_and(|m| {
+            m.start_timestamp.is_some()
+                && m.completed != Some(true)
+                && m.failed != Some(true)
+                && m.end_timestamp.is_none()
         });
+        let (pvcs, unnamed_volumes) = volumes_of(vmi);
         VmiView {
             key: ObjectKey::of(meta),
             node_label: label(LABEL_NODE_NAME),
             status_node: vmi.status.node_name.clone(),
             migration_target: label(LABEL_MIGRATION_TARGET),
             migrating,
+            has_migration_state: state.is_some(),
+            migration_state_target: state.and_then(|m| m.target_node.clone()),
             phase: vmi.status.phase.clone(),
             reason: vmi.status.reason.clone(),
             deletion_timestamp: meta.deletion_timestamp.as_ref().map(|t| t.0),
             finalizers: meta.finalizers.clone().unwrap_or_default(),
             owner_vm: controller_of(meta, "VirtualMachine"),
-            pvcs: vmi
-                .spec
-                .volumes
-                .iter()
-                .filter_map(|v| {
-                    v.persistent_volume_claim
-                        .as_ref()
-                        .map(|c| c.claim_name.clone())
-                        .or_else(|| v.data_volume.as_ref().map(|d| d.name.clone()))
-                })
-                .filter(|n| !n.is_empty())
-                .collect(),
+            pvcs,
+            unnamed_volumes,
         }
     }
+}
+
+/// The PVCs a VMI uses (spec volumes of every PVC-backed type, then volume statuses
+/// not in the spec), and the status entries that may be PVCs but name none.
+fn volumes_of(vmi: &VirtualMachineInstance) -> (Vec<String>, Vec<String>) {
+    let mut pvcs: Vec<String> = Vec::new();
+    let mut unnamed = Vec::new();
+    for v in &vmi.spec.volumes {
+        if let Some(c) = v.claim() {
+            if !pvcs.iter().any(|p| p == c) {
+                pvcs.push(c.to_string());
+            }
+        }
+    }
+    for st in &vmi.status.volume_status {
+        let named = st
+            .persistent_volume_claim_info
+            .as_ref()
+            .or(st.memory_dump_volume.as_ref())
+            .and_then(|i| i.claim_name.clone())
+            .filter(|c| !c.is_empty());
+        match named {
+            Some(c) if !pvcs.contains(&c) => pvcs.push(c),
+            Some(_) => {}
+            None => {
+                let in_spec = vmi.spec.volumes.iter().any(|v| v.name == st.name);
+                let pvc_like = st.hotplug_volume.is_some()
+                    || st.persistent_volume_claim_info.is_some()
+                    || st.memory_dump_volume.is_some();
+                if pvc_like && !in_spec {
+                    unnamed.push(st.name.clone());
+                }
+            }
+        }
+    }
+    (pvcs, unnamed)
 }
 
 /// A VM as the planner sees it.
@@ -416,5 +461,39 @@ mod fuzz {
             prop_assert_eq!(view.node_label.as_deref(), Some(node.as_str()));
             prop_assert_eq!(view.status_node.as_deref(), Some(node.as_str()));
         }
+    }
+}
+
+#[cfg(test)]
+mod volume_tests {
+    use super::*;
+
+    /// Issue 12 item 6: every volume type that maps to a PVC is checked.
+    #[test]
+    fn every_pvc_backed_volume_type_is_read() {
+        let vmi: VirtualMachineInstance = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a", "namespace": "d", "uid": "u"},
+            "spec": {"volumes": [
+                {"name": "root", "persistentVolumeClaim": {"claimName": "root-pvc"}},
+                {"name": "dv", "dataVolume": {"name": "dv-pvc"}},
+                {"name": "dump", "memoryDump": {"claimName": "dump-pvc"}},
+                {"name": "eph", "ephemeral": {"persistentVolumeClaim": {"claimName": "eph-pvc"}}},
+                {"name": "cloudinit", "cloudInitNoCloud": {"userData": "x"}}
+            ]},
+            "status": {"volumeStatus": [
+                {"name": "root", "persistentVolumeClaimInfo": {"claimName": "root-pvc"}},
+                {"name": "hp1", "hotplugVolume": {"attachPodName": "hp-volume-x"},
+                 "persistentVolumeClaimInfo": {"claimName": "hot-pvc"}},
+                {"name": "hp2", "hotplugVolume": {"attachPodName": "hp-volume-y"}},
+                {"name": "cloudinit", "target": "vdb"}
+            ]}
+        }))
+        .unwrap();
+        let v = VmiView::from(&vmi);
+        assert_eq!(
+            v.pvcs,
+            ["root-pvc", "dv-pvc", "dump-pvc", "eph-pvc", "hot-pvc"]
+        );
+        assert_eq!(v.unnamed_volumes, ["hp2"]);
     }
 }

@@ -38,12 +38,15 @@ pub(crate) fn vmi(name: &str) -> VmiView {
         status_node: Some(ME.into()),
         migration_target: None,
         migrating: false,
+        has_migration_state: false,
+        migration_state_target: None,
         phase: Some("Running".into()),
         reason: None,
         deletion_timestamp: Some(t("2026-01-01T11:00:00Z")),
         finalizers: vec![CONTROLLER_FINALIZE.into(), VMI_FOREGROUND.into()],
         owner_vm: Some((name.into(), format!("uid-vm-{name}"))),
         pvcs: vec![format!("{name}-disk")],
+        unnamed_volumes: vec![],
     }
 }
 

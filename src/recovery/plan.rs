@@ -172,8 +172,10 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
     d.vm = vm.map(|v| v.key.clone());
 
     // Only objects on this node, and never one that is migrating.
-    if let Some((kind, reason)) = not_mine(vmi, me) {
-        return d.not_mine(kind, reason);
+    match not_mine(vmi, me) {
+        Some((Action::Blocked, kind, reason)) => return d.block(kind, reason),
+        Some((_, kind, reason)) => return d.not_mine(kind, reason),
+        None => {}
     }
     if vmi.owner_vm.is_some() && vm.is_none() {
         if let Err(why) = facts.cluster.vms.as_result() {
@@ -431,22 +433,45 @@ fn decide_vm_without_vmi(
     Some(d)
 }
 
-/// Why a VMI is not this node's to act on, if it is not.
-fn not_mine(vmi: &VmiView, me: &str) -> Option<(Blocker, String)> {
-    if vmi.migrating
-        || (vmi.migration_target.is_some()
-            && vmi.migration_target.as_deref() != vmi.status_node.as_deref())
-    {
+/// Why a VMI is not this node's to act on, if it is not: another node's, migrating now,
+/// or in doubt (its label and status name different nodes: never acted on, and reported
+/// as blocked on whichever of the two nodes sees it).
+fn not_mine(vmi: &VmiView, me: &str) -> Option<(Action, Blocker, String)> {
+    let label = vmi.node_label.as_deref();
+    let status = vmi.status_node.as_deref();
+    if let (Some(l), Some(s)) = (label, status) {
+        if l != s && (l == me || s == me) {
+            return Some((
+                Action::Blocked,
+                Blocker::NodeDisagreement,
+                format!(
+                    "its label kubevirt.io/nodeName says {l} but status.nodeName says {s}: \
+                     where it runs is in doubt, so vmrecover acts on it on neither node; \
+                     check both nodes for its virt-launcher and qemu"
+                ),
+            ));
+        }
+    }
+    // `status.migrationState` is the authority; the target label alone (KubeVirt <= 1.5
+    // never removes it) counts only when there is no migration state at all.
+    let migrating = vmi.migrating
+        || (!vmi.has_migration_state
+            && vmi.migration_target.is_some()
+            && vmi.migration_target.as_deref() != status);
+    if migrating {
+        let target = vmi
+            .migration_target
+            .as_deref()
+            .or(vmi.migration_state_target.as_deref())
+            .unwrap_or("unknown");
         return Some((
+            Action::NotMine,
             Blocker::Migrating,
-            format!(
-                "migrating (target {}): left alone",
-                vmi.migration_target.as_deref().unwrap_or("unknown")
-            ),
+            format!("migrating (target {target}): left alone"),
         ));
     }
-    let other = |why: String| Some((Blocker::NotThisNode, why));
-    match (vmi.node_label.as_deref(), vmi.status_node.as_deref()) {
+    let other = |why: String| Some((Action::NotMine, Blocker::NotThisNode, why));
+    match (label, status) {
         (Some(l), _) if l != me => other(format!(
             "label kubevirt.io/nodeName says {l}, not this node"
         )),
@@ -473,6 +498,15 @@ fn prove_nothing_here(
     let evidence = &mut d.evidence;
     let mut reasons = Vec::new();
     let (ns, name, uid) = (&vmi.key.namespace, &vmi.key.name, &vmi.key.uid);
+    if !vmi.unnamed_volumes.is_empty() {
+        reasons.push((
+            Blocker::EvidenceMissing,
+            format!(
+                "volume(s) {} in status.volumeStatus name no PVC: their disks cannot be checked",
+                vmi.unnamed_volumes.join(", ")
+            ),
+        ));
+    }
     match facts.local.processes_for(ns, name, uid) {
         Ok(procs) if procs.is_empty() => evidence.push(format!(
             "no virt-launcher/qemu process for {ns}/{name} (uid {uid}) on this node"

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
+use super::blocker::Blocker;
 use super::finalizers::ObjectKind;
 use super::fixtures::*;
 use super::intents::RecoveryIntent;
@@ -213,8 +214,14 @@ fn held_or_remotely_attached_disks_block() {
 #[test]
 fn other_nodes_and_migrations_are_not_mine() {
     let cases: Vec<Mutation<VmiView>> = vec![
-        Box::new(|v| v.node_label = Some("n2".into())),
-        Box::new(|v| v.status_node = Some("n2".into())),
+        Box::new(|v| {
+            v.node_label = Some("n2".into());
+            v.status_node = Some("n2".into())
+        }),
+        Box::new(|v| {
+            v.node_label = None;
+            v.status_node = Some("n2".into())
+        }),
         Box::new(|v| v.migrating = true),
         Box::new(|v| v.migration_target = Some("n2".into())),
         Box::new(|v| {
@@ -230,6 +237,64 @@ fn other_nodes_and_migrations_are_not_mine() {
         let d = only_decision(&f, &policy());
         assert_eq!(d.action, Action::NotMine, "{d:#?}");
     }
+}
+
+/// Issue 12 item 7: a VMI whose label and status name different nodes is never acted
+/// on, and is reported as blocked (not "not mine") on either node.
+#[test]
+fn label_and_status_that_disagree_block_on_both_nodes() {
+    for (label, status) in [("n1", "n2"), ("n2", "n1")] {
+        let mut f = facts();
+        let mut v = vmi("a");
+        v.node_label = Some(label.into());
+        v.status_node = Some(status.into());
+        f.cluster.vmis = Gathered::read(vec![v]);
+        let d = only_decision(&f, &policy());
+        assert_eq!(d.action, Action::Blocked, "{d:#?}");
+        assert_eq!(d.blockers, vec![Blocker::NodeDisagreement]);
+        assert!(d.reasons[0].contains(label) && d.reasons[0].contains(status));
+    }
+}
+
+/// Issue 12 item 8: `status.migrationState` decides "migrating now"; a target label left
+/// by KubeVirt <= 1.5 after a failed or finished migration does not block forever, and a
+/// migration in flight without the label names its target from the state.
+#[test]
+fn migration_state_not_the_stale_label_decides() {
+    // Failed migration: the label still names the target, the state says it ended.
+    let mut f = facts();
+    let mut v = vmi("a");
+    v.migration_target = Some("n2".into());
+    v.has_migration_state = true;
+    v.migrating = false;
+    v.migration_state_target = Some("n2".into());
+    f.cluster.vmis = Gathered::read(vec![v]);
+    let d = only_decision(&f, &policy());
+    assert!(matches!(d.action, Action::Recover { .. }), "{d:#?}");
+
+    // In flight, no label: the target comes from the state.
+    let mut f = facts();
+    let mut v = vmi("a");
+    v.has_migration_state = true;
+    v.migrating = true;
+    v.migration_state_target = Some("n3".into());
+    f.cluster.vmis = Gathered::read(vec![v]);
+    let d = only_decision(&f, &policy());
+    assert_eq!(d.action, Action::NotMine, "{d:#?}");
+    assert_eq!(d.blockers, vec![Blocker::Migrating]);
+    assert!(d.reasons[0].contains("target n3"), "{:?}", d.reasons);
+}
+
+/// Issue 12 item 6: a hotplugged or memory-dump volume whose claim is not named blocks.
+#[test]
+fn unnamed_volumes_in_status_block() {
+    let mut f = facts();
+    let mut v = vmi("a");
+    v.unnamed_volumes = vec!["hp-disk".into()];
+    f.cluster.vmis = Gathered::read(vec![v]);
+    let d = only_decision(&f, &policy());
+    assert_eq!(d.action, Action::Blocked);
+    assert!(d.reasons.iter().any(|r| r.contains("hp-disk")));
 }
 
 #[test]
