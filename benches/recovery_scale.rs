@@ -198,7 +198,7 @@ async fn recovery_vmrecover(
     let sim = start_sim(text).await?;
     let (state, host, journal) = match (
         tempfile::tempdir(),
-        node::empty_host_root(),
+        empty_host_root_of_node(),
         tempfile::tempdir(),
     ) {
         (Ok(a), Ok(b), Ok(c)) => (a, b, c),
@@ -475,7 +475,7 @@ async fn agent_footprint(text: &str, shape: &scenario::Shape, figures: &mut Figu
     };
     let (Ok(state), Ok(host), Ok(journal)) = (
         tempfile::tempdir(),
-        node::empty_host_root(),
+        empty_host_root_of_node(),
         tempfile::tempdir(),
     ) else {
         return;
@@ -814,4 +814,16 @@ fn node_scan(figures: &mut Figures) {
         }
         Err(e) => eprintln!("cannot build the disk tree: {e}"),
     }
+}
+
+/// An empty host root that is the scenario's [`NODE`]: its machine-id and boot id are
+/// the ones the generated Node reports.
+fn empty_host_root_of_node() -> std::io::Result<tempfile::TempDir> {
+    let dir = node::empty_host_root()?;
+    node::write_identity(
+        dir.path(),
+        &scenario::machine_id(scenario::NODE_INDEX),
+        &scenario::boot_id_of(scenario::NODE_INDEX),
+    )?;
+    Ok(dir)
 }

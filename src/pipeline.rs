@@ -4,10 +4,11 @@
 use kube::Client;
 
 use crate::boot::{self, BootFacts};
-use crate::cluster::{self, AlsoRead, ClusterFacts, ConnectError};
+use crate::cluster::{self, normalise_id, AlsoRead, ClusterFacts, ConnectError};
 use crate::config::Config;
+use crate::evidence::Gathered;
 use crate::node;
-use crate::recovery::{Facts, IntentStore, RecoveryIntent};
+use crate::recovery::{Facts, HostIdentity, IntentStore, RecoveryIntent};
 
 /// Everything gathered for one decision round.
 pub struct Gathering {
@@ -39,6 +40,7 @@ pub async fn gather_boot(cfg: &Config) -> BootFacts {
 pub async fn gather(cfg: &Config, client: Option<Client>) -> Gathering {
     let boot_opts = cfg.boot.clone();
     let node_opts = cfg.node_evidence.clone();
+    // The node first: the cluster reads look up the VMIs its processes claim.
     let local = tokio::task::spawn_blocking(move || {
         let boot = boot::gather(&boot_opts, jiff::Timestamp::now());
         (boot, node::gather(&node_opts))
@@ -48,19 +50,28 @@ pub async fn gather(cfg: &Config, client: Option<Client>) -> Gathering {
         Some(c) => Ok(c),
         None => connect(cfg).await,
     };
-    let cluster = match &client {
-        Ok(c) => {
-            let also = also_read(intents.value().map(Vec::as_slice).unwrap_or_default());
-            cluster::gather(c, &cfg.node, &also).await
-        }
-        Err(why) => ClusterFacts::unreachable(&cfg.node, "the Kubernetes API", &why.to_string()),
-    };
     // The scan only fails by panicking, which is a bug: let it surface.
     let (boot, local) = match local.await {
         Ok(v) => v,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     };
+    let cluster = match &client {
+        Ok(c) => {
+            let mut also = also_read(intents.value().map(Vec::as_slice).unwrap_or_default());
+            also.claimed_vmis = claimed_by(&local);
+            cluster::gather(c, &cfg.node, &also).await
+        }
+        Err(why) => ClusterFacts::unreachable(&cfg.node, "the Kubernetes API", &why.to_string()),
+    };
+    let host = match (boot.machine_id.as_result(), boot.boot_id.as_result()) {
+        (Ok(m), Ok(b)) => Gathered::read(HostIdentity {
+            machine_id: normalise_id(m),
+            boot_id: normalise_id(b),
+        }),
+        (Err(why), _) | (_, Err(why)) => Gathered::unreadable("this host's identity", why),
+    };
     let facts = Facts {
+        host,
         now: jiff::Timestamp::now(),
         node: cfg.node.clone(),
         boot_time: boot.boot_time.clone(),
@@ -76,6 +87,22 @@ pub async fn gather(cfg: &Config, client: Option<Client>) -> Gathering {
     }
 }
 
+/// The VMIs (namespace, name) that VM processes on this node name.
+fn claimed_by(local: &node::NodeFacts) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = local
+        .processes
+        .value()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| Some((p.namespace.clone()?, p.name.clone()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The VMs and PVCs that earlier runs' recovery intents name.
 fn also_read(intents: &[RecoveryIntent]) -> AlsoRead {
     AlsoRead {
@@ -87,5 +114,6 @@ fn also_read(intents: &[RecoveryIntent]) -> AlsoRead {
             .iter()
             .flat_map(|i| i.pvcs.iter().map(|c| (i.namespace.clone(), c.clone())))
             .collect(),
+        claimed_vmis: Vec::new(),
     }
 }

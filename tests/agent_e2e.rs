@@ -18,7 +18,8 @@ use serde_json::Value;
 
 const NODE: &str = "harvester-node-1";
 const BOOT_1: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
-const BOOT_2: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
+/// The boot after the power cut: the one `harvester-node-1`'s kubelet reports in the scenario.
+const BOOT_2: &str = "2c3d4e5f60718293a4b5c6d7e8f90a1b";
 
 struct Node {
     _tmp: tempfile::TempDir,

@@ -176,6 +176,19 @@ fn host_root() -> tempfile::TempDir {
         "25 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n",
     )
     .expect("mountinfo");
+    // This host is harvester-node-1 of the scenario: the ids its Node reports.
+    std::fs::create_dir_all(dir.path().join("etc")).expect("etc");
+    std::fs::create_dir_all(dir.path().join("proc/sys/kernel/random")).expect("proc/sys");
+    std::fs::write(
+        dir.path().join("etc/machine-id"),
+        "5f1e2b7c9a4d4e3f8b6a1c2d3e4f5a6b\n",
+    )
+    .expect("machine-id");
+    std::fs::write(
+        dir.path().join("proc/sys/kernel/random/boot_id"),
+        "2c3d4e5f-6071-8293-a4b5-c6d7e8f90a1b\n",
+    )
+    .expect("boot_id");
     dir
 }
 

@@ -140,7 +140,8 @@ mod recheck {
             NODE,
             cfg.node_evidence.clone(),
             Duration::from_secs(60),
-        );
+        )
+        .with_identity(plan.host.clone());
         rc.still_safe(d, steps).await.expect("safe as planned");
 
         let vmi = d.vmi.as_ref().unwrap();

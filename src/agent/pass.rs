@@ -175,6 +175,10 @@ pub fn next_wake(plan: &Plan, window_ends: jiff::Timestamp) -> Duration {
             _ => {}
         }
     }
+    if plan.refused_by == Some(Blocker::BootNotReported) {
+        // The kubelet posts node status every few seconds once it is up.
+        next = next.min(LEASE_RETRY);
+    }
     next.max(Duration::from_millis(500))
 }
 

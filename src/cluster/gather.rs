@@ -16,7 +16,9 @@ use super::objects::{
     LonghornVolume, LonghornVolumeAttachment, VirtualMachine, VirtualMachineInstance,
 };
 use super::retry::with_retries;
-use super::snapshot::{AttachmentView, ClusterFacts, PodView, PvcView, VmView, VmiView};
+use super::snapshot::{
+    AttachmentView, ClaimedVmi, ClusterFacts, NodeIdentity, PodView, PvcView, VmView, VmiView,
+};
 use crate::evidence::Gathered;
 
 /// Objects to read besides those the VMIs on the node refer to: the VMs (and their
@@ -27,6 +29,9 @@ pub struct AlsoRead {
     pub vms: Vec<NsName>,
     /// PVCs, as (namespace, claim).
     pub pvcs: Vec<NsName>,
+    /// VMIs that VM processes on this node claim, as (namespace, name): each is read by
+    /// name unless a VMI listed for the node already accounts for it.
+    pub claimed_vmis: Vec<NsName>,
 }
 
 /// Reads everything the planner needs about `node`. Never fails: a list that cannot be
@@ -39,7 +44,11 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         .fields(&format!("spec.nodeName={node}"));
     let vmi_api = Api::<VirtualMachineInstance>::all(client.clone());
     let all_va = ListParams::default();
-    let (vmis, targets, pods, vas, lh_atts, lh_vols) = tokio::join!(
+    let node_api = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone());
+    let get_node = format!("get nodes/{node}");
+    let node_get = with_retries(&get_node, || node_api.get_opt(node));
+    let (node_obj, vmis, targets, pods, vas, lh_atts, lh_vols) = tokio::join!(
+        node_get,
         list(
             vmi_api.clone(),
             &on_node,
@@ -135,7 +144,35 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         (_, other) => other,
     };
 
+    let claimed = match &vmis {
+        Ok(listed) => {
+            let wanted: Vec<&NsName> = also
+                .claimed_vmis
+                .iter()
+                .filter(|(ns, name)| {
+                    !listed
+                        .iter()
+                        .any(|v| v.key.namespace == *ns && v.key.name == *name)
+                })
+                .collect();
+            lookup_claimed(client, &wanted).await
+        }
+        Err(e) => Gathered::unreadable("virtualmachineinstances", e.clone()),
+    };
+    let node_identity = match node_obj {
+        Ok(Some(n)) => Gathered::read(NodeIdentity::of(&n)),
+        Ok(None) => Gathered::unreadable(
+            format!("nodes/{node}"),
+            "no Node of this name: pass --node with this node's name",
+        ),
+        Err(e) => Gathered::unreadable(
+            format!("nodes/{node}"),
+            describe(&e, "get", &format!("nodes/{node}")),
+        ),
+    };
     ClusterFacts {
+        claimed,
+        node_identity,
         node: node.to_string(),
         vmis: gathered("virtualmachineinstances", vmis),
         vms: gathered("virtualmachines", vms),
@@ -143,6 +180,29 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         pvcs: gathered("persistentvolumeclaims", pvcs),
         attachments,
     }
+}
+
+/// Reads each claimed VMI by name (a 404 is an answer: no such VMI).
+async fn lookup_claimed(client: &Client, wanted: &[&NsName]) -> Gathered<Vec<ClaimedVmi>> {
+    let mut out = Vec::new();
+    for (ns, name) in wanted {
+        let api = Api::<VirtualMachineInstance>::namespaced(client.clone(), ns);
+        let what = format!("get virtualmachineinstances {ns}/{name}");
+        match with_retries(&what, || api.get_opt(name)).await {
+            Ok(found) => out.push(ClaimedVmi {
+                namespace: ns.clone(),
+                name: name.clone(),
+                vmi: found.as_ref().map(VmiView::from),
+            }),
+            Err(e) => {
+                return Gathered::unreadable(
+                    format!("virtualmachineinstances {ns}/{name}"),
+                    describe(&e, "get", &format!("virtualmachineinstances {ns}/{name}")),
+                )
+            }
+        }
+    }
+    Gathered::read(out)
 }
 
 /// A (namespace, name) pair.

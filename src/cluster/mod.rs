@@ -26,5 +26,8 @@ pub use objects::{
     VmStatus, VmiSpec, VmiStatus, VmiVolume,
 };
 pub use retry::{backoff, retryable, with_retries, ATTEMPTS, FIRST_BACKOFF, MAX_RETRY_AFTER};
-pub use snapshot::{AttachmentView, ClusterFacts, ObjectKey, PodView, PvcView, VmView, VmiView};
+pub use snapshot::{
+    normalise_id, AttachmentView, ClaimedVmi, ClusterFacts, NodeIdentity, ObjectKey, PodView,
+    PvcView, VmView, VmiView,
+};
 pub use wait::{until_gone, watch_timeout_secs};

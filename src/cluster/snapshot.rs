@@ -47,8 +47,8 @@ pub struct VmiView {
     pub status_node: Option<String>,
     /// `kubevirt.io/migrationTargetNodeName` label.
     pub migration_target: Option<String>,
-    /// A migration is in flight by `status.migrationState` (started, not ended, completed
-    /// or failed).
+    /// A migration is in flight by `status.migrationState` (handed off, not ended,
+    /// completed or failed).
     pub migrating: bool,
     /// `status.migrationState` exists (then it, not the label, says whether it migrates).
     #[serde(default)]
@@ -80,11 +80,10 @@ impl From<&VirtualMachineInstance> for VmiView {
         let meta = &vmi.metadata;
         let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k)).cloned();
         let state = vmi.status.migration_state.as_ref();
+        // In flight from the moment virt-controller hands off (the state exists) until it
+        // ended, completed or failed; a state not started yet counts too (fail closed).
         let migrating = state.is_some_and(|m| {
-            m.start_timestamp.is_some()
-                && m.completed != Some(true)
-                && m.failed != Some(true)
-                && m.end_timestamp.is_none()
+            m.completed != Some(true) && m.failed != Some(true) && m.end_timestamp.is_none()
         });
         let (pvcs, unnamed_volumes) = volumes_of(vmi);
         VmiView {
@@ -329,6 +328,63 @@ pub struct ClusterFacts {
     pub pvcs: Gathered<Vec<PvcView>>,
     /// Where volumes are attached (CSI and Longhorn).
     pub attachments: Gathered<Vec<AttachmentView>>,
+    /// What the kubelet last reported about the Node's machine and boot.
+    #[serde(default = "NodeIdentity::not_gathered")]
+    pub node_identity: Gathered<NodeIdentity>,
+    /// VMIs looked up by the namespace/name a VM process on this node claims, when no
+    /// VMI gathered above accounts for it (a VM that is starting, a migration target, a
+    /// VMI whose label and status disagree, or an orphan).
+    #[serde(default = "claimed_not_gathered")]
+    pub claimed: Gathered<Vec<ClaimedVmi>>,
+}
+
+fn claimed_not_gathered() -> Gathered<Vec<ClaimedVmi>> {
+    Gathered::read(Vec::new())
+}
+
+/// The answer to "does the VMI this process claims exist?".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimedVmi {
+    /// The namespace the process names.
+    pub namespace: String,
+    /// The name the process names.
+    pub name: String,
+    /// The VMI of that name, if one exists.
+    pub vmi: Option<VmiView>,
+}
+
+/// `Node.status.nodeInfo.machineID` and `bootID`, as the kubelet last posted them,
+/// normalised to 32 lowercase hex digits (empty when the kubelet reported none).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    /// `status.nodeInfo.machineID`.
+    pub machine_id: String,
+    /// `status.nodeInfo.bootID`.
+    pub boot_id: String,
+}
+
+impl NodeIdentity {
+    /// From a Node object.
+    pub fn of(node: &k8s_openapi::api::core::v1::Node) -> Self {
+        let info = node.status.as_ref().and_then(|s| s.node_info.as_ref());
+        NodeIdentity {
+            machine_id: normalise_id(info.map(|i| i.machine_id.as_str()).unwrap_or("")),
+            boot_id: normalise_id(info.map(|i| i.boot_id.as_str()).unwrap_or("")),
+        }
+    }
+
+    fn not_gathered() -> Gathered<NodeIdentity> {
+        Gathered::unreadable("the Node", "not gathered")
+    }
+}
+
+/// A 128-bit id (machine-id, boot_id) as 32 lowercase hex digits: dashes and
+/// whitespace dropped, so the kubelet's dashed bootID compares with the kernel's.
+pub fn normalise_id(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 impl ClusterFacts {
@@ -341,6 +397,8 @@ impl ClusterFacts {
             pods: Gathered::unreadable(source, reason),
             pvcs: Gathered::unreadable(source, reason),
             attachments: Gathered::unreadable(source, reason),
+            node_identity: Gathered::unreadable(source, reason),
+            claimed: Gathered::unreadable(source, reason),
         }
     }
 }

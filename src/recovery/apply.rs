@@ -636,11 +636,16 @@ where
 }
 
 async fn kill_orphan(o: &OrphanDecision, ctx: &ApplyContext) -> OrphanOutcome {
+    // Minutes can pass between plan and kill: prove it is still an orphan right before.
+    ctx.recheck.invalidate().await;
+    let still = still_orphan(o, ctx).await;
     let (status, result) = if !ctx.lease.is_held() {
         (
             StepStatus::Failed,
             "refused: the node Lease was lost".to_string(),
         )
+    } else if let Err(why) = still {
+        (StepStatus::LeftAlone, format!("not killed: {why}"))
     } else {
         let (pid, start, grace) = (o.pid, o.start_time, ctx.kill_grace);
         match tokio::task::spawn_blocking(move || orphans::kill(pid, start, grace)).await {
@@ -663,4 +668,34 @@ async fn kill_orphan(o: &OrphanDecision, ctx: &ApplyContext) -> OrphanOutcome {
         status,
         result,
     }
+}
+
+/// Whether the orphan is still one: this node is still this machine and boot, no VMI with
+/// its UID (or, without a UID, its name) exists, no launcher pod for it is on this node.
+async fn still_orphan(o: &OrphanDecision, ctx: &ApplyContext) -> Result<(), String> {
+    ctx.recheck.identity_holds().await?;
+    let (Some(ns), Some(name)) = (&o.namespace, &o.name) else {
+        return Err("its command line names no VMI to look up".into());
+    };
+    let api = Api::<VirtualMachineInstance>::namespaced(ctx.client.clone(), ns);
+    match with_retries("re-read the VMI an orphan claims", || api.get_opt(name)).await {
+        Ok(None) => {}
+        Ok(Some(v)) if o.uid.is_some() && v.metadata.uid != o.uid => {}
+        Ok(Some(_)) => return Err(format!("VMI {ns}/{name} exists now: it is not an orphan")),
+        Err(e) => {
+            return Err(describe(
+                &e,
+                "get",
+                &format!("virtualmachineinstances {ns}/{name}"),
+            ))
+        }
+    }
+    if let Some(pod) = ctx
+        .recheck
+        .launcher_pod_for(ns, name, o.uid.as_deref())
+        .await?
+    {
+        return Err(format!("launcher pod {pod} for it is on this node now"));
+    }
+    Ok(())
 }

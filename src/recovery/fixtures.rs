@@ -2,12 +2,19 @@
 //! an hour on node `n1`, nothing of it on the node; tests mutate from there.
 
 use crate::boot::Verdict;
-use crate::cluster::{AttachmentView, ClusterFacts, ObjectKey, PvcView, VmView, VmiView};
+use crate::cluster::{
+    AttachmentView, ClusterFacts, NodeIdentity, ObjectKey, PvcView, VmView, VmiView,
+};
 use crate::evidence::Gathered;
 use crate::node::volumes::{DiskFacts, Mounts, OpenFiles};
 use crate::node::{NodeFacts, ProcessKind, VmProcess};
 
-use super::model::Facts;
+use super::model::{Facts, HostIdentity};
+
+/// This host's machine-id in the fixtures (and the Node's nodeInfo.machineID).
+pub(crate) const MACHINE_ID: &str = "5f1e2b7c9a4d4e3f8b6a1c2d3e4f5a6b";
+/// This boot's id in the fixtures (and the Node's nodeInfo.bootID).
+pub(crate) const BOOT_ID: &str = "2c3d4e5f60718293a4b5c6d7e8f90a1b";
 
 pub(crate) const ME: &str = "n1";
 
@@ -122,6 +129,11 @@ pub(crate) fn facts() -> Facts {
             vms: Gathered::read(vec![vm("a")]),
             pods: Gathered::read(vec![]),
             pvcs: Gathered::read(vec![pvc("a")]),
+            claimed: Gathered::read(vec![]),
+            node_identity: Gathered::read(NodeIdentity {
+                machine_id: MACHINE_ID.into(),
+                boot_id: BOOT_ID.into(),
+            }),
             attachments: Gathered::read(vec![AttachmentView {
                 volume: "pvc-a".into(),
                 node: ME.into(),
@@ -130,5 +142,9 @@ pub(crate) fn facts() -> Facts {
             }]),
         },
         intents: Gathered::read(vec![]),
+        host: Gathered::read(HostIdentity {
+            machine_id: MACHINE_ID.into(),
+            boot_id: BOOT_ID.into(),
+        }),
     }
 }

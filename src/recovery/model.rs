@@ -32,6 +32,24 @@ pub struct Facts {
     pub cluster: ClusterFacts,
     /// VMs an earlier run had started recovering (their VMI may be gone already).
     pub intents: Gathered<Vec<RecoveryIntent>>,
+    /// This machine as the host says it is (`/etc/machine-id`, this boot's id).
+    #[serde(default = "HostIdentity::not_gathered")]
+    pub host: Gathered<HostIdentity>,
+}
+
+/// This host's machine id and boot id (normalised), to prove `--node` names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostIdentity {
+    /// `<host-root>/etc/machine-id`.
+    pub machine_id: String,
+    /// `<host-root>/proc/sys/kernel/random/boot_id`.
+    pub boot_id: String,
+}
+
+impl HostIdentity {
+    fn not_gathered() -> Gathered<HostIdentity> {
+        Gathered::unreadable("this host's identity", "not gathered")
+    }
 }
 
 /// The plan for this node: one decision per VM, plus orphan processes.
@@ -49,8 +67,16 @@ pub struct Plan {
     pub decisions: Vec<Decision>,
     /// Launcher/qemu processes that belong to no VMI on this node.
     pub orphans: Vec<OrphanDecision>,
-    /// Set when the plan is refused as a whole (e.g. more VMs than `--max-vms`).
+    /// Set when the plan is refused as a whole (e.g. more VMs than `--max-vms`, or
+    /// `--node` not proven to be this machine).
     pub refused: Option<String>,
+    /// Why, as a type (`identity_mismatch`, `boot_not_reported`, `plan_refused`, ...).
+    #[serde(default)]
+    pub refused_by: Option<Blocker>,
+    /// The host identity the plan was proven against; re-checked against the Node before
+    /// every change.
+    #[serde(default)]
+    pub host: Option<HostIdentity>,
 }
 
 impl Plan {
@@ -185,6 +211,15 @@ pub struct OrphanDecision {
     pub kind: ProcessKind,
     /// Who it claims to serve, e.g. `default/vm-x (uid …)`.
     pub claims: String,
+    /// The namespace its command line names (re-checked right before a kill).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The VMI name its command line names.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The VMI UID its command line names.
+    #[serde(default)]
+    pub uid: Option<String>,
     /// Whether this run kills it (`--kill-orphans`).
     pub kill: bool,
     /// Why it is an orphan.

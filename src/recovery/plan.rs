@@ -7,7 +7,7 @@ use super::blocker::Blocker;
 use super::finalizers::{classify, FinalizerClass, ObjectKind};
 use super::intents::RecoveryIntent;
 use super::model::{Action, Decision, Facts, OrphanDecision, Plan, Step};
-use crate::cluster::{ObjectKey, PodView, VmView, VmiView};
+use crate::cluster::{ClaimedVmi, ObjectKey, PodView, VmView, VmiView};
 use crate::config::Policy;
 use crate::node::orphans::{self, VmiRef};
 use crate::node::VmProcess;
@@ -55,20 +55,35 @@ pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
             }
         }
     }
+    let claimed = claimed_decisions(facts, &decisions);
+    decisions.extend(claimed);
     apply_only_filter(&mut decisions, policy, &facts.node);
     decisions.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
 
+    let orphans = find_orphans(facts, policy);
     let recovering = decisions
         .iter()
         .filter(|d| matches!(d.action, Action::Recover { .. }))
         .count();
-    let refused = (recovering > policy.max_vms).then(|| {
-        format!(
-            "the plan would act on {recovering} VMs, more than --max-vms {}: refused as a whole, \
-             nothing will be changed; check the node, then raise --max-vms or narrow with --only",
-            policy.max_vms
-        )
-    });
+    let kills = orphans.iter().filter(|o| o.kill).count();
+    let (refused_by, refused) = match identity_refusal(facts) {
+        Some((kind, why)) => (Some(kind), Some(why)),
+        None if recovering + kills > policy.max_vms => (
+            Some(Blocker::PlanRefused),
+            Some(format!(
+                "the plan would act on {recovering} VMs{}, more than --max-vms {}: refused as \
+                 a whole, nothing will be changed; check the node, then raise --max-vms or \
+                 narrow with --only",
+                if kills > 0 {
+                    format!(" and kill {kills} orphan process(es)")
+                } else {
+                    String::new()
+                },
+                policy.max_vms
+            )),
+        ),
+        None => (None, None),
+    };
 
     Plan {
         node: facts.node.clone(),
@@ -76,9 +91,79 @@ pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
         verdict: facts.verdict,
         policy: policy.clone(),
         decisions,
-        orphans: find_orphans(facts, policy),
+        orphans,
         refused,
+        refused_by,
+        host: facts.host.value().cloned(),
     }
+}
+
+/// Whether `--node` is proven to be this machine, and the kubelet has reported this
+/// boot: the Node's `nodeInfo.machineID` must equal the host's `/etc/machine-id` and its
+/// `bootID` this boot's id. Anything else refuses every change, naming both sides.
+pub fn identity_refusal(facts: &Facts) -> Option<(Blocker, String)> {
+    let node = &facts.node;
+    let reported = match facts.cluster.node_identity.as_result() {
+        Ok(r) => r,
+        Err(why) => {
+            return Some((
+                Blocker::EvidenceMissing,
+                format!(
+                    "the Node {node} could not be read ({why}): without its nodeInfo nothing \
+                     proves --node {node} is this machine, so every change is refused"
+                ),
+            ))
+        }
+    };
+    let host = match facts.host.as_result() {
+        Ok(h) => h,
+        Err(why) => {
+            return Some((
+                Blocker::EvidenceMissing,
+                format!(
+                    "this host's machine-id or boot id could not be read ({why}): nothing \
+                     proves --node {node} is this machine, so every change is refused"
+                ),
+            ))
+        }
+    };
+    if reported.machine_id.is_empty() {
+        return Some((
+            Blocker::EvidenceMissing,
+            format!(
+                "the Node {node} reports no status.nodeInfo.machineID (its kubelet has not \
+                 posted node status): nothing proves --node {node} is this machine, so every \
+                 change is refused"
+            ),
+        ));
+    }
+    if reported.machine_id != host.machine_id {
+        return Some((
+            Blocker::IdentityMismatch,
+            format!(
+                "--node {node} is not this machine: Node {node} reports machineID {}, this \
+                 host's /etc/machine-id is {}; every change is refused (pass this node's own \
+                 name with --node or NODE_NAME)",
+                reported.machine_id, host.machine_id
+            ),
+        ));
+    }
+    if reported.boot_id != host.boot_id {
+        return Some((
+            Blocker::BootNotReported,
+            format!(
+                "Node {node} still reports bootID {}, not this boot's {}: waiting for the \
+                 kubelet to report this boot before any change (retried on the next pass)",
+                if reported.boot_id.is_empty() {
+                    "(none)"
+                } else {
+                    &reported.boot_id
+                },
+                host.boot_id
+            ),
+        ));
+    }
+    None
 }
 
 impl Decision {
@@ -656,6 +741,11 @@ fn apply_only_filter(decisions: &mut Vec<Decision>, policy: &Policy, node: &str)
     }
 }
 
+/// Launcher/qemu processes on this node that no VMI accounts for. A process is an
+/// orphan only when the VMI its command line names does not exist with its UID anywhere
+/// in the cluster (looked up by namespace/name) and no launcher pod for it is on this
+/// node; a VM that is starting (no node named yet), a migration target or a VMI whose
+/// label and status disagree is not one. Only a proven orphan may be killed.
 fn find_orphans(facts: &Facts, policy: &Policy) -> Vec<OrphanDecision> {
     let (Some(procs), Some(vmis)) = (facts.local.processes.value(), facts.cluster.vmis.value())
     else {
@@ -669,25 +759,130 @@ fn find_orphans(facts: &Facts, policy: &Policy) -> Vec<OrphanDecision> {
             uid: v.key.uid.clone(),
         })
         .collect();
-    orphans::find(procs, &placed)
-        .into_iter()
-        .map(|p| OrphanDecision {
+    let pods = facts.cluster.pods.value();
+    let mut out = Vec::new();
+    for p in orphans::find(procs, &placed) {
+        let pod = pods.and_then(|pods| {
+            pods.iter().find(|pod| {
+                Some(pod.key.namespace.as_str()) == p.namespace.as_deref()
+                    && match (&p.uid, &pod.vmi_uid) {
+                        (Some(u), Some(pu)) => u == pu,
+                        _ => pod.vmi_name.is_some() && pod.vmi_name == p.name,
+                    }
+            })
+        });
+        if pod.is_some() {
+            // Its launcher pod is on this node: not an orphan.
+            continue;
+        }
+        let verdict = match (&p.namespace, &p.name) {
+            _ if pods.is_none() => {
+                Err("the launcher pods on this node could not be read: not killed".to_string())
+            }
+            (Some(ns), Some(name)) => match facts.cluster.claimed.as_result() {
+                Err(why) => Err(format!(
+                    "whether its VMI exists could not be read ({why}): not killed"
+                )),
+                Ok(claimed) => match claimed
+                    .iter()
+                    .find(|c| &c.namespace == ns && &c.name == name)
+                {
+                    None => Err("its VMI was not looked up: not killed".to_string()),
+                    Some(ClaimedVmi { vmi: None, .. }) => Ok(format!(
+                        "no VMI {ns}/{name} exists in the cluster and no launcher pod for it is on node {}",
+                        facts.node
+                    )),
+                    Some(ClaimedVmi { vmi: Some(v), .. }) => match &p.uid {
+                        Some(uid) if *uid != v.key.uid => Ok(format!(
+                            "VMI {ns}/{name} exists with another UID ({}): this process serves an older incarnation",
+                            v.key.uid
+                        )),
+                        // It serves a live VMI (starting, migration target, or in doubt).
+                        _ => continue,
+                    },
+                },
+            },
+            _ => Err("its command line names no VMI namespace/name to look up: not killed".into()),
+        };
+        let (kill, reason) = match verdict {
+            Ok(why) if policy.kill_orphans => (
+                true,
+                format!("{why}; --kill-orphans: SIGTERM, then SIGKILL"),
+            ),
+            Ok(why) => (
+                false,
+                format!("{why}; reported only (--kill-orphans to kill)"),
+            ),
+            Err(why) => (false, why),
+        };
+        out.push(OrphanDecision {
             pid: p.pid,
             start_time: p.start_time,
             kind: p.kind,
             claims: p.vmi_label(),
-            kill: policy.kill_orphans,
-            reason: format!(
-                "no VMI on node {} matches it{}",
-                facts.node,
-                if policy.kill_orphans {
-                    "; --kill-orphans: SIGTERM, then SIGKILL"
-                } else {
-                    "; reported only (--kill-orphans to kill)"
-                }
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            uid: p.uid.clone(),
+            kill,
+            reason,
+        });
+    }
+    out
+}
+
+/// Decisions for VMIs that a process on this node serves but that were not listed for
+/// this node: reported here too (blocked when their label and status disagree).
+fn claimed_decisions(facts: &Facts, decisions: &[Decision]) -> Vec<Decision> {
+    let (Some(procs), Some(claimed)) =
+        (facts.local.processes.value(), facts.cluster.claimed.value())
+    else {
+        return Vec::new();
+    };
+    let mut out: Vec<Decision> = Vec::new();
+    for c in claimed {
+        let Some(vmi) = &c.vmi else { continue };
+        let serving: Vec<&VmProcess> = procs
+            .iter()
+            .filter(|p| {
+                p.namespace.as_deref() == Some(c.namespace.as_str())
+                    && p.name.as_deref() == Some(c.name.as_str())
+                    && p.uid.as_deref().is_none_or(|u| u == vmi.key.uid)
+            })
+            .collect();
+        let known = decisions
+            .iter()
+            .chain(out.iter())
+            .any(|d| d.vmi.as_ref().is_some_and(|k| k.uid == vmi.key.uid));
+        if serving.is_empty() || known {
+            continue;
+        }
+        let name = vmi
+            .owner_vm
+            .as_ref()
+            .map(|(n, _)| n.as_str())
+            .unwrap_or(&vmi.key.name);
+        let mut d = Decision::new(&vmi.key.namespace, name, phase_of(Some(vmi), None));
+        d.vmi = Some(vmi.key.clone());
+        let here = describe_procs(&serving);
+        let d = match not_mine(vmi, &facts.node) {
+            Some((Action::Blocked, kind, reason)) => d.block(
+                kind,
+                format!("{reason}; a process for it runs on this node: {here}"),
             ),
-        })
-        .collect()
+            Some((_, kind, reason)) => d.not_mine(
+                kind,
+                format!(
+                    "{reason}; its process runs here ({here}): starting, or a migration target"
+                ),
+            ),
+            None => d.not_mine(
+                Blocker::NotThisNode,
+                format!("names no node yet; its process runs here ({here}): starting"),
+            ),
+        };
+        out.push(d);
+    }
+    out
 }
 
 fn describe_procs(procs: &[&VmProcess]) -> String {

@@ -579,6 +579,11 @@ fn a_vm_whose_vmi_an_earlier_run_cleared_is_finished() {
 fn orphans_are_reported_and_killed_only_when_asked() {
     let mut f = facts();
     f.local.processes = Gathered::read(vec![proc_for("ghost", ProcessKind::Qemu)]);
+    f.cluster.claimed = Gathered::read(vec![crate::cluster::ClaimedVmi {
+        namespace: "default".into(),
+        name: "ghost".into(),
+        vmi: None,
+    }]);
     let plan1 = plan(&f, &policy());
     assert_eq!(plan1.orphans.len(), 1);
     assert!(!plan1.orphans[0].kill);
@@ -756,4 +761,139 @@ proptest! {
         let back: super::model::Plan = serde_json::from_str(&json).unwrap();
         prop_assert_eq!(a, back);
     }
+}
+
+/// Issue 12 item 1: `--node` must be proven to be this machine, and the kubelet must
+/// have reported this boot; otherwise the plan is shown but refused whole.
+#[test]
+fn node_identity_gates_every_change() {
+    use crate::cluster::NodeIdentity;
+    let cases: Vec<(Mutation<Facts>, Blocker, &str)> = vec![
+        (
+            Box::new(|f| {
+                f.cluster.node_identity = Gathered::read(NodeIdentity {
+                    machine_id: "0123456789abcdef0123456789abcdef".into(),
+                    boot_id: BOOT_ID.into(),
+                })
+            }),
+            Blocker::IdentityMismatch,
+            "0123456789abcdef0123456789abcdef",
+        ),
+        (
+            Box::new(|f| {
+                f.cluster.node_identity = Gathered::read(NodeIdentity {
+                    machine_id: MACHINE_ID.into(),
+                    boot_id: "ffffffffffffffffffffffffffffffff".into(),
+                })
+            }),
+            Blocker::BootNotReported,
+            "ffffffffffffffffffffffffffffffff",
+        ),
+        (
+            Box::new(|f| f.cluster.node_identity = Gathered::read(NodeIdentity::default())),
+            Blocker::EvidenceMissing,
+            "no status.nodeInfo.machineID",
+        ),
+        (
+            Box::new(|f| f.host = Gathered::unreadable("/host/etc/machine-id", "missing")),
+            Blocker::EvidenceMissing,
+            "/host/etc/machine-id",
+        ),
+    ];
+    for (mutate, kind, names) in cases {
+        let mut f = facts();
+        mutate(&mut f);
+        let p = plan(&f, &policy());
+        assert_eq!(p.refused_by, Some(kind), "{p:#?}");
+        let why = p.refused.as_deref().unwrap();
+        assert!(why.contains(names), "{why}");
+        if kind == Blocker::IdentityMismatch {
+            assert!(why.contains(MACHINE_ID), "both sides named: {why}");
+        }
+        assert!(!p.has_work(), "a refused plan changes nothing");
+        // The decisions are still shown.
+        assert!(matches!(p.decisions[0].action, Action::Recover { .. }));
+    }
+    let p = plan(&facts(), &policy());
+    assert_eq!(p.refused_by, None, "{:?}", p.refused);
+}
+
+/// Issue 12 item 2: a launcher of a VM that is starting (its VMI names no node yet), a
+/// migration target, or one whose pod is here is never an orphan; one whose VMI could not
+/// be looked up is never killed.
+#[test]
+fn starting_vms_and_unknowns_are_never_killed_as_orphans() {
+    use crate::cluster::ClaimedVmi;
+    let kill = Policy {
+        kill_orphans: true,
+        ..policy()
+    };
+    // Starting: Pending VMI of the same UID, no node label or status node yet.
+    let mut f = facts();
+    f.local.processes = Gathered::read(vec![proc_for("new", ProcessKind::Launcher)]);
+    let mut starting = vmi("new");
+    starting.node_label = None;
+    starting.status_node = None;
+    starting.deletion_timestamp = None;
+    starting.phase = Some("Scheduling".into());
+    f.cluster.claimed = Gathered::read(vec![ClaimedVmi {
+        namespace: "default".into(),
+        name: "new".into(),
+        vmi: Some(starting),
+    }]);
+    let p = plan(&f, &kill);
+    assert!(p.orphans.is_empty(), "{:#?}", p.orphans);
+    let d = p
+        .decisions
+        .iter()
+        .find(|d| d.name == "new")
+        .expect("reported");
+    assert_eq!(d.action, Action::NotMine);
+    assert!(d.reasons[0].contains("starting"), "{:?}", d.reasons);
+
+    // A migration target: the VMI runs on n2 and migrates here.
+    let mut target = vmi("mig");
+    target.node_label = Some("n2".into());
+    target.status_node = Some("n2".into());
+    target.migrating = true;
+    target.has_migration_state = true;
+    target.migration_state_target = Some(ME.into());
+    f.local.processes = Gathered::read(vec![proc_for("mig", ProcessKind::Qemu)]);
+    f.cluster.claimed = Gathered::read(vec![ClaimedVmi {
+        namespace: "default".into(),
+        name: "mig".into(),
+        vmi: Some(target),
+    }]);
+    assert!(plan(&f, &kill).orphans.is_empty());
+
+    // The lookup failed: listed, never killed.
+    f.cluster.claimed = Gathered::unreadable("virtualmachineinstances default/mig", "timeout");
+    let p = plan(&f, &kill);
+    assert_eq!(p.orphans.len(), 1);
+    assert!(!p.orphans[0].kill, "{:?}", p.orphans[0]);
+
+    // Its launcher pod is on this node: not an orphan.
+    f.cluster.claimed = Gathered::read(vec![ClaimedVmi {
+        namespace: "default".into(),
+        name: "mig".into(),
+        vmi: None,
+    }]);
+    f.cluster.pods = Gathered::read(vec![crate::cluster::PodView {
+        key: key("default", "virt-launcher-mig-x", "pod-uid"),
+        vmi_uid: Some("uid-vmi-mig".into()),
+        vmi_name: Some("mig".into()),
+        ..Default::default()
+    }]);
+    assert!(plan(&f, &kill).orphans.is_empty());
+
+    // Orphan kills count against --max-vms.
+    f.cluster.pods = Gathered::read(vec![]);
+    let p = plan(
+        &f,
+        &Policy {
+            max_vms: 1,
+            ..kill.clone()
+        },
+    );
+    assert_eq!(p.refused_by, Some(Blocker::PlanRefused), "{:?}", p.refused);
 }

@@ -6,16 +6,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
 use kube::Client;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::model::{Decision, Step};
+use super::model::{Decision, HostIdentity, Step};
 use crate::cluster::describe;
 use crate::cluster::with_retries;
-use crate::cluster::PodView;
+use crate::cluster::{NodeIdentity, PodView};
 use crate::cluster::{LABEL_KUBEVIRT, VIRT_LAUNCHER};
 use crate::node::{self, NodeFacts, NodeOptions};
 
@@ -25,6 +25,7 @@ pub struct Recheck {
     node: String,
     node_options: NodeOptions,
     max_age: Duration,
+    expected: Option<HostIdentity>,
     cache: Mutex<Option<Snapshot>>,
 }
 
@@ -33,6 +34,7 @@ struct Snapshot {
     taken: Instant,
     local: Arc<Result<NodeFacts, String>>,
     pods: Arc<Result<Vec<PodView>, String>>,
+    node_identity: Arc<Result<NodeIdentity, String>>,
 }
 
 impl Recheck {
@@ -43,8 +45,44 @@ impl Recheck {
             node: node.to_string(),
             node_options,
             max_age,
+            expected: None,
             cache: Mutex::new(None),
         }
+    }
+
+    /// Also re-checks, before every change, that the Node still reports this host's
+    /// machine and boot (`None`: refuse every change).
+    pub fn with_identity(mut self, host: Option<HostIdentity>) -> Self {
+        self.expected = host;
+        self
+    }
+
+    /// Whether the Node still names this machine and this boot. `Err` says what moved.
+    pub async fn identity_holds(&self) -> Result<(), String> {
+        let s = self.snapshot().await;
+        let Some(host) = &self.expected else {
+            return Err(
+                "this host's identity is not known: nothing proves --node is this machine".into(),
+            );
+        };
+        let node = s
+            .node_identity
+            .as_ref()
+            .as_ref()
+            .map_err(|e| format!("the Node could not be re-read: {e}"))?;
+        if node.machine_id != host.machine_id {
+            return Err(format!(
+                "the Node {} now reports machineID {}, not this host's {}",
+                self.node, node.machine_id, host.machine_id
+            ));
+        }
+        if node.boot_id != host.boot_id {
+            return Err(format!(
+                "the Node {} now reports bootID {}, not this boot's {}",
+                self.node, node.boot_id, host.boot_id
+            ));
+        }
+        Ok(())
     }
 
     /// Forgets the cached evidence, so the next check re-reads it (after a wait).
@@ -63,10 +101,19 @@ impl Recheck {
             .labels(&format!("{LABEL_KUBEVIRT}={VIRT_LAUNCHER}"))
             .fields(&format!("spec.nodeName={}", self.node));
         let pod_api = Api::<Pod>::all(self.client.clone());
-        let pods = with_retries("list launcher pods", || pod_api.list(&lp))
-            .await
+        let nodes = Api::<Node>::all(self.client.clone());
+        let (pods, node) = tokio::join!(
+            with_retries("list launcher pods", || pod_api.list(&lp)),
+            with_retries("get the Node", || nodes.get_opt(&self.node)),
+        );
+        let pods = pods
             .map(|l| l.items.iter().map(PodView::from).collect())
             .map_err(|e| describe(&e, "list", "pods"));
+        let node_identity = match node {
+            Ok(Some(n)) => Ok(NodeIdentity::of(&n)),
+            Ok(None) => Err(format!("no Node named {}", self.node)),
+            Err(e) => Err(describe(&e, "get", &format!("nodes/{}", self.node))),
+        };
         let local = local
             .await
             .map_err(|e| format!("the node re-scan failed: {e}"));
@@ -74,14 +121,42 @@ impl Recheck {
             taken: Instant::now(),
             local: Arc::new(local),
             pods: Arc::new(pods),
+            node_identity: Arc::new(node_identity),
         };
         *cache = Some(s.clone());
         s
     }
 
+    /// The name of a launcher pod on this node for the VMI `ns/name` (with `uid`, when
+    /// known), from the current evidence.
+    pub async fn launcher_pod_for(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<Option<String>, String> {
+        let s = self.snapshot().await;
+        let pods = s
+            .pods
+            .as_ref()
+            .as_ref()
+            .map_err(|e| format!("launcher pods could not be re-read: {e}"))?;
+        Ok(pods
+            .iter()
+            .find(|p| {
+                p.key.namespace == ns
+                    && match (uid, p.vmi_uid.as_deref()) {
+                        (Some(u), Some(pu)) => u == pu,
+                        _ => p.vmi_name.as_deref() == Some(name),
+                    }
+            })
+            .map(|p| p.key.name.clone()))
+    }
+
     /// Whether the decision's preconditions still hold: no process, no held volume, no
     /// launcher pod the plan did not know. `Err` says what moved.
     pub async fn still_safe(&self, d: &Decision, steps: &[Step]) -> Result<(), String> {
+        self.identity_holds().await?;
         let s = self.snapshot().await;
         let (ns, name, uid) = match &d.vmi {
             Some(k) => (k.namespace.as_str(), k.name.as_str(), k.uid.as_str()),

@@ -115,7 +115,8 @@ impl Session {
                 &self.node,
                 self.node_evidence.clone(),
                 self.tuning.recheck_max_age,
-            ),
+            )
+            .with_identity(plan.host.clone()),
             concurrency: self.tuning.apply_concurrency,
             kill_grace: self.tuning.kill_grace,
             watch_timeout_secs: watch_timeout_secs(self.tuning.request_timeout),

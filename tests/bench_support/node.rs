@@ -137,3 +137,12 @@ pub fn disk_tree(n: usize) -> std::io::Result<tempfile::TempDir> {
     std::fs::write(root.join("proc/1/mountinfo"), mountinfo)?;
     Ok(dir)
 }
+
+/// Writes a host identity (`/etc/machine-id`, this boot's id) under `root`, so the Node
+/// that reports the same ids is proven to be this host.
+pub fn write_identity(root: &Path, machine_id: &str, boot_id: &str) -> std::io::Result<()> {
+    mk(&root.join("etc"))?;
+    mk(&root.join("proc/sys/kernel/random"))?;
+    std::fs::write(root.join("etc/machine-id"), machine_id)?;
+    std::fs::write(root.join("proc/sys/kernel/random/boot_id"), boot_id)
+}

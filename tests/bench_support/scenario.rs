@@ -10,6 +10,8 @@ use sha2::{Digest, Sha256};
 
 /// The node that lost power.
 pub const NODE: &str = "harvester-node-1";
+/// The index of [`NODE`] in the generated node names.
+pub const NODE_INDEX: usize = 1;
 
 /// Shape of the generated cluster.
 #[derive(Debug, Clone, Copy)]
@@ -146,7 +148,8 @@ fn node(n: usize) -> Value {
         },
         "spec": spec,
         "status": {"conditions": [ready],
-                   "nodeInfo": {"kubeletVersion": "v1.32.4+rke2r1", "osImage": "Harvester v1.5.0", "architecture": "amd64"}}
+                   "nodeInfo": {"kubeletVersion": "v1.32.4+rke2r1", "osImage": "Harvester v1.5.0", "architecture": "amd64",
+                                "machineID": machine_id(n), "bootID": boot_id_of(n)}}
     })
 }
 
@@ -378,4 +381,14 @@ impl Vm {
             }),
         ]
     }
+}
+
+/// The machine-id of simulated node `n` (what its kubelet reports).
+pub fn machine_id(n: usize) -> String {
+    format!("{n:08x}5c3f1d2a9b8e4f60a1b2c3d4")
+}
+
+/// The boot id simulated node `n`'s kubelet reports (dashed, as the kernel writes it).
+pub fn boot_id_of(n: usize) -> String {
+    format!("{n:08x}-6071-8293-a4b5-c6d7e8f90a1b")
 }

@@ -52,12 +52,40 @@ pub struct Env {
     pub vars: Vec<(String, String)>,
 }
 
-/// A host root with no Longhorn device held or mounted.
+/// The machine-id of the host that is `harvester-node-1` in the scenarios (the Node's
+/// `status.nodeInfo.machineID`).
+pub const MACHINE_ID: &str = "5f1e2b7c9a4d4e3f8b6a1c2d3e4f5a6b";
+/// The boot the kubelet of `harvester-node-1` reported (`status.nodeInfo.bootID`).
+pub const BOOT_ID: &str = "2c3d4e5f-6071-8293-a4b5-c6d7e8f90a1b";
+
+/// Writes the host's identity under a host root: `/etc/machine-id` and this boot's id.
+pub fn write_identity(root: &std::path::Path, machine_id: &str, boot_id: &str) {
+    std::fs::create_dir_all(root.join("etc")).expect("mkdir etc");
+    std::fs::create_dir_all(root.join("proc/sys/kernel/random")).expect("mkdir proc/sys");
+    std::fs::write(root.join("etc/machine-id"), format!("{machine_id}\n")).expect("machine-id");
+    std::fs::write(
+        root.join("proc/sys/kernel/random/boot_id"),
+        format!("{boot_id}\n"),
+    )
+    .expect("boot_id");
+}
+
+/// Makes the simulated Node report `machine_id` and `boot_id`, as its kubelet does once
+/// it posts node status after a boot.
+pub fn report_identity(sim: &Sim, node: &str, machine_id: &str, boot_id: &str) {
+    let mut n = sim.get("v1", "Node", "", node).expect("the Node exists");
+    n["status"]["nodeInfo"]["machineID"] = json!(machine_id);
+    n["status"]["nodeInfo"]["bootID"] = json!(boot_id);
+    sim.put(n).expect("update the Node");
+}
+
+/// A host root with no Longhorn device held or mounted, which is `harvester-node-1`.
 pub fn host_root() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     for d in ["dev/longhorn", "proc/1", "sys/block"] {
         std::fs::create_dir_all(dir.path().join(d)).expect("mkdir host root");
     }
+    write_identity(dir.path(), MACHINE_ID, BOOT_ID);
     std::fs::write(
         dir.path().join("proc/1/mountinfo"),
         "22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n\

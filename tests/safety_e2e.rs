@@ -1,0 +1,230 @@
+//! The holes in the proof that issue 12 closes, end to end: the built binary against
+//! harvester-sim, real fake VM processes, and a host-root tree with the host's identity.
+
+mod e2e_support;
+#[path = "fixtures/node/support.rs"]
+mod node_support;
+
+use e2e_support::{report_identity, write_identity, Env, BOOT_ID, MACHINE_ID, NODE, RUN};
+use serde_json::Value;
+
+/// A deleting VMI on node-1 with no PVC, finalizers KubeVirt's; `extra` is YAML merged
+/// into its metadata.labels / status (indented as given).
+fn vmi(name: &str, uid: &str, labels: &str, status: &str) -> String {
+    format!(
+        r#"apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata:
+  name: {name}
+  namespace: default
+  uid: {uid}
+  deletionTimestamp: "2025-06-02T08:31:40Z"
+  finalizers:
+  - kubevirt.io/foregroundDeleteVirtualMachine
+  labels:
+{labels}
+spec:
+  domain: {{devices: {{}}}}
+status:
+{status}
+"#
+    )
+}
+
+/// The plan of a run's JSON: the report's, or the plan itself when nothing was applied.
+fn plan_of(out: &Value) -> &Value {
+    if out["plan"].is_object() {
+        &out["plan"]
+    } else {
+        out
+    }
+}
+
+fn decision<'a>(out: &'a Value, name: &str) -> &'a Value {
+    plan_of(out)["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .unwrap_or_else(|| panic!("no decision for {name}: {out:#}"))
+}
+
+/// Item 1: `--node` names another machine: every change is refused, naming both ids; the
+/// dry-run still shows the plan, marked refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_name_that_is_not_this_machine_changes_nothing() {
+    let env = Env::power_loss().await;
+    write_identity(
+        env.host_root.path(),
+        "0123456789abcdef0123456789abcdef",
+        BOOT_ID,
+    );
+    env.sim.clear_requests();
+    let ran = env.run(&[RUN, &["--kill-orphans"]].concat()).await;
+    assert_eq!(ran.code, 3, "{}\n{}", ran.stdout, ran.stderr);
+    assert!(
+        env.sim.mutating_requests().is_empty(),
+        "{:#?}",
+        env.sim.mutating_requests()
+    );
+    let dry = env.run(e2e_support::DRY_RUN).await;
+    let plan = dry.json();
+    assert_eq!(plan["refused_by"], "identity_mismatch", "{plan:#}");
+    let why = plan["refused"].as_str().unwrap();
+    assert!(
+        why.contains(MACHINE_ID) && why.contains("0123456789abcdef0123456789abcdef"),
+        "{why}"
+    );
+    assert!(
+        plan["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["action"]["kind"] == "recover"),
+        "the plan is still shown: {plan:#}"
+    );
+}
+
+/// Item 1: the Node still shows the previous boot: wait for the kubelet, change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_boot_the_kubelet_has_not_reported_yet_changes_nothing() {
+    let env = Env::power_loss().await;
+    report_identity(
+        &env.sim,
+        NODE,
+        MACHINE_ID,
+        "ffffffff-ffff-ffff-ffff-ffffffffffff",
+    );
+    env.sim.clear_requests();
+    let ran = env.run(RUN).await;
+    assert_eq!(ran.code, 3, "{}\n{}", ran.stdout, ran.stderr);
+    assert!(env.sim.mutating_requests().is_empty());
+    let report = ran.json();
+    assert_eq!(
+        plan_of(&report)["refused_by"],
+        "boot_not_reported",
+        "{report:#}"
+    );
+    // Once the kubelet reports this boot, the same run recovers.
+    report_identity(&env.sim, NODE, MACHINE_ID, BOOT_ID);
+    let ran = env.run(RUN).await;
+    assert!(
+        ran.json()["outcomes"]
+            .as_array()
+            .is_some_and(|o| !o.is_empty()),
+        "{}",
+        ran.stdout
+    );
+}
+
+/// Item 2: a launcher of a VM that is starting (its VMI names no node yet) is not an
+/// orphan, and `--kill-orphans` leaves it running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_orphans_never_kills_a_vm_that_is_starting() {
+    let uid = "22222222-0000-4000-8000-0000000000aa";
+    let starting = format!(
+        r#"apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {{name: vm-starting, namespace: default, uid: {uid}}}
+spec: {{domain: {{devices: {{}}}}}}
+status: {{phase: Scheduling}}
+"#
+    );
+    let env = Env::with_texts(&[&starting]).await;
+    let mut launcher = node_support::FakeProc::spawn(
+        node_support::LAUNCHER,
+        "/usr/bin/virt-launcher",
+        &node_support::launcher_args("default", "vm-starting", uid),
+        &node_support::FakeOpts::default(),
+    );
+    let ran = env
+        .run(&[
+            "run",
+            "--yes",
+            "--kill-orphans",
+            "--stuck-after",
+            "3650d",
+            "--output",
+            "json",
+        ])
+        .await;
+    assert!(
+        ran.code == 0 || ran.code == 3,
+        "{}\n{}",
+        ran.stdout,
+        ran.stderr
+    );
+    assert!(
+        launcher.child.try_wait().unwrap().is_none(),
+        "a starting VM was killed"
+    );
+    let report = ran.json();
+    assert!(
+        plan_of(&report)["orphans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["pid"] != launcher.pid()),
+        "{report:#}"
+    );
+    let d = decision(&report, "vm-starting");
+    assert_eq!(d["action"]["kind"], "not_mine", "{d:#}");
+    assert!(
+        d["reasons"][0].as_str().unwrap().contains("starting"),
+        "{d:#}"
+    );
+}
+
+/// Item 7: label and status disagree: blocked, with the reason, never changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vmi_whose_label_and_status_disagree_is_blocked() {
+    let text = vmi(
+        "vm-doubt",
+        "22222222-0000-4000-8000-0000000000bb",
+        "    kubevirt.io/nodeName: harvester-node-1",
+        "  phase: Running\n  nodeName: harvester-node-2",
+    );
+    let env = Env::with_texts(&[&text]).await;
+    let ran = env.run(RUN).await;
+    let report = ran.json();
+    let d = decision(&report, "vm-doubt");
+    assert_eq!(d["action"]["kind"], "blocked", "{d:#}");
+    assert_eq!(d["blockers"][0], "node_disagreement");
+    assert!(env
+        .sim
+        .get(
+            "kubevirt.io/v1",
+            "VirtualMachineInstance",
+            "default",
+            "vm-doubt"
+        )
+        .is_some_and(|v| v["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())));
+}
+
+/// Item 8: a failed migration left the target label behind (KubeVirt <= 1.5): the
+/// migration state, not the label, decides, so the VMI is recovered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_migration_label_does_not_block_forever() {
+    let text = vmi(
+        "vm-was-migrating",
+        "22222222-0000-4000-8000-0000000000cc",
+        "    kubevirt.io/nodeName: harvester-node-1\n    kubevirt.io/migrationTargetNodeName: harvester-node-2",
+        "  phase: Failed\n  nodeName: harvester-node-1\n  migrationState:\n    startTimestamp: \"2025-06-01T10:00:00Z\"\n    endTimestamp: \"2025-06-01T10:01:00Z\"\n    failed: true\n    sourceNode: harvester-node-1\n    targetNode: harvester-node-2",
+    );
+    let env = Env::with_texts(&[&text]).await;
+    let ran = env.run(RUN).await;
+    let report = ran.json();
+    let d = decision(&report, "vm-was-migrating");
+    assert_eq!(d["action"]["kind"], "recover", "{d:#}");
+    assert!(env
+        .sim
+        .get(
+            "kubevirt.io/v1",
+            "VirtualMachineInstance",
+            "default",
+            "vm-was-migrating"
+        )
+        .is_none());
+}
