@@ -17,7 +17,8 @@ use super::objects::{
 };
 use super::retry::with_retries;
 use super::snapshot::{
-    AttachmentView, ClaimedVmi, ClusterFacts, NodeIdentity, PodView, PvcView, VmView, VmiView,
+    AttachmentView, ClaimedVmi, ClusterFacts, NodeIdentity, PodView, PvView, PvcView, VmView,
+    VmiView,
 };
 use crate::evidence::Gathered;
 
@@ -128,12 +129,30 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
             .filter(|p| claims.contains(&(p.namespace.clone(), p.name.clone())))
             .collect::<Vec<_>>()
     });
+    // The PVs of the PVCs that matter for a decision (VMIs deleting or final, and earlier
+    // runs' VMs), read by name: their CSI handle is the Longhorn volume name.
+    let pvs = match &pvcs {
+        Ok(pvcs) => {
+            let deciding =
+                deciding_claims(vmis.as_ref().map(Vec::as_slice).unwrap_or_default(), also);
+            let names: Vec<&str> = pvcs
+                .iter()
+                .filter(|p| deciding.contains(&(p.namespace.clone(), p.name.clone())))
+                .filter_map(|p| p.volume_name.as_deref())
+                .collect();
+            read_pvs(client, &names).await
+        }
+        Err(e) => Gathered::unreadable("persistentvolumeclaims", e.clone()),
+    };
     let attachments = match (&pvcs, attachments) {
         (Ok(pvcs), Gathered::Read { value }) => {
-            let volumes: BTreeSet<&str> = pvcs
+            let mut volumes: BTreeSet<&str> = pvcs
                 .iter()
                 .filter_map(|p| p.volume_name.as_deref())
                 .collect();
+            if let Some(pvs) = pvs.value() {
+                volumes.extend(pvs.iter().filter_map(|p| p.handle.as_deref()));
+            }
             Gathered::read(
                 value
                     .into_iter()
@@ -171,6 +190,7 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         ),
     };
     ClusterFacts {
+        pvs,
         claimed,
         node_identity,
         node: node.to_string(),
@@ -180,6 +200,39 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         pvcs: gathered("persistentvolumeclaims", pvcs),
         attachments,
     }
+}
+
+/// The PVCs (namespace, claim) of VMIs that are deleting or final, and of earlier runs'
+/// VMs: the ones a decision may rest on.
+fn deciding_claims(vmis: &[VmiView], also: &AlsoRead) -> BTreeSet<NsName> {
+    let mut out: BTreeSet<NsName> = also.pvcs.iter().cloned().collect();
+    for v in vmis {
+        let is_final = matches!(v.phase.as_deref(), Some("Failed" | "Succeeded"));
+        if v.deletion_timestamp.is_some() || is_final {
+            out.extend(v.pvcs.iter().map(|c| (v.key.namespace.clone(), c.clone())));
+        }
+    }
+    out
+}
+
+/// Reads each PV by name (a missing one is left out: the planner names it).
+async fn read_pvs(client: &Client, names: &[&str]) -> Gathered<Vec<PvView>> {
+    let api = Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(client.clone());
+    let mut out = Vec::new();
+    for name in names {
+        let what = format!("get persistentvolumes/{name}");
+        match with_retries(&what, || api.get_opt(name)).await {
+            Ok(Some(pv)) => out.push(PvView::from(&pv)),
+            Ok(None) => {}
+            Err(e) => {
+                return Gathered::unreadable(
+                    format!("persistentvolumes/{name}"),
+                    describe(&e, "get", &format!("persistentvolumes/{name}")),
+                )
+            }
+        }
+    }
+    Gathered::read(out)
 }
 
 /// Reads each claimed VMI by name (a 404 is an answer: no such VMI).

@@ -28,6 +28,6 @@ pub use objects::{
 pub use retry::{backoff, retryable, with_retries, ATTEMPTS, FIRST_BACKOFF, MAX_RETRY_AFTER};
 pub use snapshot::{
     normalise_id, AttachmentView, ClaimedVmi, ClusterFacts, NodeIdentity, ObjectKey, PodView,
-    PvcView, VmView, VmiView,
+    PvView, PvcView, VmView, VmiView,
 };
 pub use wait::{until_gone, watch_timeout_secs};

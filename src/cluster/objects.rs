@@ -270,8 +270,9 @@ typed_resource!(
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LonghornVolumeStatus {
-    /// The node the volume is attached to, if any.
-    #[serde(default)]
+    /// The node the volume is attached to, if any (`currentNodeID` in Longhorn's CRD:
+    /// camelCase would read `currentNodeId` and miss it).
+    #[serde(rename = "currentNodeID", default)]
     pub current_node_id: Option<String>,
     /// attached, detached, attaching, detaching, …
     #[serde(default)]
@@ -319,4 +320,22 @@ pub struct AttachmentTicket {
     /// csi-attacher, longhorn-api, …
     #[serde(rename = "type", default)]
     pub kind: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Longhorn spells it `currentNodeID` (longhorn-manager k8s/pkg/apis/longhorn/v1beta2/
+    /// volume.go, `VolumeStatus.CurrentNodeID`): a field vmrecover did not read would
+    /// hide an attachment.
+    #[test]
+    fn longhorn_volume_current_node_is_read() {
+        let v: LonghornVolume = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pvc-1", "namespace": "longhorn-system"},
+            "status": {"currentNodeID": "node-2", "state": "attached"}
+        }))
+        .unwrap();
+        assert_eq!(v.status.current_node_id.as_deref(), Some("node-2"));
+    }
 }

@@ -244,6 +244,31 @@ impl From<&PersistentVolumeClaim> for PvcView {
     }
 }
 
+/// A PersistentVolume: its CSI driver and volume handle. For Longhorn the handle is the
+/// Longhorn volume name, equal to the PV name only for dynamically provisioned PVs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PvView {
+    /// The PV's name.
+    pub name: String,
+    /// `spec.csi.driver`, when it is a CSI volume.
+    pub driver: Option<String>,
+    /// `spec.csi.volumeHandle`.
+    pub handle: Option<String>,
+}
+
+impl From<&k8s_openapi::api::core::v1::PersistentVolume> for PvView {
+    fn from(pv: &k8s_openapi::api::core::v1::PersistentVolume) -> Self {
+        let csi = pv.spec.as_ref().and_then(|s| s.csi.as_ref());
+        PvView {
+            name: pv.metadata.name.clone().unwrap_or_default(),
+            driver: csi.map(|c| c.driver.clone()),
+            handle: csi
+                .map(|c| c.volume_handle.clone())
+                .filter(|h| !h.is_empty()),
+        }
+    }
+}
+
 /// Where a volume is attached, from a storage.k8s.io VolumeAttachment or a Longhorn
 /// attachment ticket or volume status.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -326,6 +351,10 @@ pub struct ClusterFacts {
     pub pods: Gathered<Vec<PodView>>,
     /// PVCs of the VMs concerned.
     pub pvcs: Gathered<Vec<PvcView>>,
+    /// The PVs those PVCs are bound to (read by name, for VMIs that are deleting or
+    /// final).
+    #[serde(default = "no_pvs")]
+    pub pvs: Gathered<Vec<PvView>>,
     /// Where volumes are attached (CSI and Longhorn).
     pub attachments: Gathered<Vec<AttachmentView>>,
     /// What the kubelet last reported about the Node's machine and boot.
@@ -336,6 +365,10 @@ pub struct ClusterFacts {
     /// VMI whose label and status disagree, or an orphan).
     #[serde(default = "claimed_not_gathered")]
     pub claimed: Gathered<Vec<ClaimedVmi>>,
+}
+
+fn no_pvs() -> Gathered<Vec<PvView>> {
+    Gathered::read(Vec::new())
 }
 
 fn claimed_not_gathered() -> Gathered<Vec<ClaimedVmi>> {
@@ -396,6 +429,7 @@ impl ClusterFacts {
             vms: Gathered::unreadable(source, reason),
             pods: Gathered::unreadable(source, reason),
             pvcs: Gathered::unreadable(source, reason),
+            pvs: Gathered::unreadable(source, reason),
             attachments: Gathered::unreadable(source, reason),
             node_identity: Gathered::unreadable(source, reason),
             claimed: Gathered::unreadable(source, reason),

@@ -111,10 +111,11 @@ async fn recover_steps(
         steps: Vec::new(),
         requests: 0,
     };
-    let evidence = d.evidence.join("; ");
-    if let Err(why) = ctx.recheck.still_safe(d, steps).await {
-        return out.end(VmResult::Aborted, why);
-    }
+    // The evidence each change rests on, as last checked (not as planned).
+    let mut evidence = match ctx.recheck.still_safe(d, steps).await {
+        Ok(fresh) => fresh.join("; "),
+        Err(why) => return out.end(VmResult::Aborted, why),
+    };
     if let Err(why) = record_intent(d, ctx) {
         return out.end(VmResult::Failed, why);
     }
@@ -207,8 +208,9 @@ async fn recover_steps(
                 });
                 // Time passed: the evidence must be fresh again before the next change.
                 ctx.recheck.invalidate().await;
-                if let Err(why) = ctx.recheck.still_safe(d, &steps[i + 1..]).await {
-                    return out.end(VmResult::Aborted, why);
+                match ctx.recheck.still_safe(d, &steps[i + 1..]).await {
+                    Ok(fresh) => evidence = fresh.join("; "),
+                    Err(why) => return out.end(VmResult::Aborted, why),
                 }
             }
             Step::ClearFinalizers {

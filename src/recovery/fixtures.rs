@@ -3,7 +3,7 @@
 
 use crate::boot::Verdict;
 use crate::cluster::{
-    AttachmentView, ClusterFacts, NodeIdentity, ObjectKey, PvcView, VmView, VmiView,
+    AttachmentView, ClusterFacts, NodeIdentity, ObjectKey, PvView, PvcView, VmView, VmiView,
 };
 use crate::evidence::Gathered;
 use crate::node::volumes::{DiskFacts, Mounts, OpenFiles};
@@ -75,6 +75,15 @@ pub(crate) fn pvc(name: &str) -> PvcView {
     }
 }
 
+/// The dynamically provisioned PV of `name`'s disk (handle = PV name).
+pub(crate) fn pv(name: &str) -> PvView {
+    PvView {
+        name: format!("pvc-{name}"),
+        driver: Some("driver.longhorn.io".into()),
+        handle: Some(format!("pvc-{name}")),
+    }
+}
+
 pub(crate) fn disks() -> DiskFacts {
     DiskFacts {
         devices: Gathered::read(vec![]),
@@ -130,6 +139,7 @@ pub(crate) fn facts() -> Facts {
             pods: Gathered::read(vec![]),
             pvcs: Gathered::read(vec![pvc("a")]),
             claimed: Gathered::read(vec![]),
+            pvs: Gathered::read(vec![pv("a")]),
             node_identity: Gathered::read(NodeIdentity {
                 machine_id: MACHINE_ID.into(),
                 boot_id: BOOT_ID.into(),

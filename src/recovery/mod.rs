@@ -25,7 +25,7 @@ pub use audit::{AuditRecord, AUDIT_TARGET};
 pub use blocker::Blocker;
 pub use finalizers::{classify, FinalizerClass, KnownFinalizer, ObjectKind, KNOWN_FINALIZERS};
 pub use intents::{IntentStore, RecoveryIntent, INTENTS_FILE};
-pub use model::{Action, Decision, Facts, HostIdentity, OrphanDecision, Plan, Step};
+pub use model::{Action, Decision, DiskKey, Facts, HostIdentity, OrphanDecision, Plan, Step};
 pub use plan::{blocker_category, identity_refusal, plan};
 pub use recheck::Recheck;
 pub use render::{plan as render_plan, report as render_report, step as render_step};

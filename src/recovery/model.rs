@@ -134,6 +134,33 @@ pub struct Decision {
     /// these; `reasons` holds the words). Empty for other decisions.
     #[serde(default)]
     pub blockers: Vec<Blocker>,
+    /// The disks the proof checked, with the keys each check uses (re-checked before
+    /// applying).
+    #[serde(default)]
+    pub disks: Vec<DiskKey>,
+}
+
+/// A disk's keys: the PV name (the kubelet's block paths, storage VolumeAttachments) and
+/// the CSI volume handle (the Longhorn volume: its device and Longhorn's objects).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskKey {
+    /// The PV's name.
+    pub pv: String,
+    /// `spec.csi.volumeHandle` (the PV name when the PV has none).
+    pub handle: String,
+    /// `spec.csi.driver`.
+    pub driver: Option<String>,
+}
+
+impl DiskKey {
+    /// `pv` or `pv (Longhorn volume handle)` when they differ.
+    pub fn describe(&self) -> String {
+        if self.pv == self.handle {
+            self.pv.clone()
+        } else {
+            format!("{} (Longhorn volume {})", self.pv, self.handle)
+        }
+    }
 }
 
 /// The five decisions of the recovery ladder.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::blocker::Blocker;
 use super::finalizers::{classify, FinalizerClass, ObjectKind};
 use super::intents::RecoveryIntent;
-use super::model::{Action, Decision, Facts, OrphanDecision, Plan, Step};
+use super::model::{Action, Decision, DiskKey, Facts, OrphanDecision, Plan, Step};
 use crate::cluster::{ClaimedVmi, ObjectKey, PodView, VmView, VmiView};
 use crate::config::Policy;
 use crate::node::orphans::{self, VmiRef};
@@ -182,6 +182,7 @@ impl Decision {
             kept_finalizers: Vec::new(),
             skipped_side_effects: Vec::new(),
             blockers: Vec::new(),
+            disks: Vec::new(),
         }
     }
 
@@ -518,6 +519,11 @@ fn decide_vm_without_vmi(
     Some(d)
 }
 
+/// Why a VMI re-read before a change is no longer this node's to act on, if it is not.
+pub(crate) fn still_mine(vmi: &VmiView, me: &str) -> Option<String> {
+    not_mine(vmi, me).map(|(_, _, why)| why)
+}
+
 /// Why a VMI is not this node's to act on, if it is not: another node's, migrating now,
 /// or in doubt (its label and status name different nodes: never acted on, and reported
 /// as blocked on whichever of the two nodes sees it).
@@ -637,8 +643,38 @@ fn prove_nothing_here(
             .collect(),
     };
 
-    for volume in &volumes {
-        match facts.local.volume_holders(volume) {
+    // Each PV's CSI handle: the Longhorn volume name (the device and Longhorn's objects
+    // are keyed on it; the kubelet's paths partly on the PV name).
+    let disks: Vec<DiskKey> = volumes
+        .iter()
+        .filter_map(|pv| match facts.cluster.pvs.as_result() {
+            Err(why) => {
+                reasons.push((
+                    Blocker::EvidenceMissing,
+                    format!("PV {pv} could not be read ({why}): its Longhorn volume is unknown"),
+                ));
+                None
+            }
+            Ok(pvs) => match pvs.iter().find(|p| &p.name == pv) {
+                None => {
+                    reasons.push((
+                        Blocker::EvidenceMissing,
+                        format!("PV {pv} not found: its Longhorn volume cannot be checked"),
+                    ));
+                    None
+                }
+                Some(p) => Some(DiskKey {
+                    pv: pv.clone(),
+                    handle: p.handle.clone().unwrap_or_else(|| pv.clone()),
+                    driver: p.driver.clone(),
+                }),
+            },
+        })
+        .collect();
+
+    for disk in &disks {
+        let volume = disk.describe();
+        match holders(facts, disk) {
             Ok(h) if h.is_empty() => {
                 evidence.push(format!("volume {volume}: not open or mounted on this node"))
             }
@@ -660,7 +696,9 @@ fn prove_nothing_here(
         )),
         Err(_) => {}
         Ok(atts) => {
-            for a in atts.iter().filter(|a| volumes.contains(&a.volume)) {
+            for a in atts.iter().filter(|a| {
+                volumes.contains(&a.volume) || disks.iter().any(|k| k.handle == a.volume)
+            }) {
                 if a.node == facts.node {
                     evidence.push(format!(
                         "{} still names this node for {} (expected after a power cut)",
@@ -678,6 +716,7 @@ fn prove_nothing_here(
             }
         }
     }
+    d.disks = disks;
     d.volumes = volumes;
     d.pvcs = pvc_names.to_vec();
     if reasons.is_empty() {
@@ -883,6 +922,21 @@ fn claimed_decisions(facts: &Facts, decisions: &[Decision]) -> Vec<Decision> {
         out.push(d);
     }
     out
+}
+
+/// How `disk` is held on this node: by its Longhorn handle (the device, filesystem
+/// staging) and, when the PV is named differently, by the PV name (block staging and
+/// publish paths). Held by either is held; unknown for either is unknown.
+fn holders(facts: &Facts, disk: &DiskKey) -> Result<Vec<String>, String> {
+    let mut held = facts.local.volume_holders(&disk.handle)?;
+    if disk.pv != disk.handle {
+        for h in facts.local.volume_holders(&disk.pv)? {
+            if !held.contains(&h) {
+                held.push(h);
+            }
+        }
+    }
+    Ok(held)
 }
 
 fn describe_procs(procs: &[&VmProcess]) -> String {

@@ -500,6 +500,7 @@ fn more_than_max_vms_refuses_the_whole_plan() {
     f.cluster.vmis = Gathered::read(vec![vmi("a"), vmi("b"), vmi("c")]);
     f.cluster.vms = Gathered::read(vec![vm("a"), vm("b"), vm("c")]);
     f.cluster.pvcs = Gathered::read(vec![pvc("a"), pvc("b"), pvc("c")]);
+    f.cluster.pvs = Gathered::read(vec![pv("a"), pv("b"), pv("c")]);
     let p = Policy {
         max_vms: 2,
         ..policy()
@@ -534,6 +535,7 @@ fn only_limits_the_plan_and_names_what_it_did_not_find() {
     f.cluster.vmis = Gathered::read(vec![vmi("a"), vmi("b")]);
     f.cluster.vms = Gathered::read(vec![vm("a"), vm("b")]);
     f.cluster.pvcs = Gathered::read(vec![pvc("a"), pvc("b")]);
+    f.cluster.pvs = Gathered::read(vec![pv("a"), pv("b")]);
     let only = |n: &str| NamespacedName {
         namespace: "default".into(),
         name: n.into(),
@@ -661,6 +663,7 @@ fn arb_facts() -> impl Strategy<Value = (Facts, Policy)> {
             let mut holders = Vec::new();
             let mut pods = Vec::new();
             let mut pvcs = Vec::new();
+            let mut pvs = Vec::new();
             for (v, _, has_proc, held, pod) in &vmis {
                 let name = v.key.name.clone();
                 if *has_proc {
@@ -680,7 +683,9 @@ fn arb_facts() -> impl Strategy<Value = (Facts, Policy)> {
                     pods.push(launcher_pod(&name, *deleting));
                 }
                 pvcs.push(pvc(&name));
+                pvs.push(pv(&name));
             }
+            f.cluster.pvs = Gathered::read(pvs);
             f.local.processes = Gathered::read(procs);
             f.local.disks.open_files = Gathered::read(OpenFiles {
                 scanned: 1,
@@ -896,4 +901,47 @@ fn starting_vms_and_unknowns_are_never_killed_as_orphans() {
         },
     );
     assert_eq!(p.refused_by, Some(Blocker::PlanRefused), "{:?}", p.refused);
+}
+
+/// Issue 12 item 4: a static PV whose name is not its Longhorn volume: the device, the
+/// filesystem staging and Longhorn's attachments are keyed on the volume handle.
+#[test]
+fn a_static_pv_is_checked_by_its_volume_handle() {
+    let static_pv = |f: &mut Facts| {
+        f.cluster.pvs = Gathered::read(vec![crate::cluster::PvView {
+            name: "pvc-a".into(),
+            driver: Some("driver.longhorn.io".into()),
+            handle: Some("restored-disk-7".into()),
+        }]);
+    };
+    // Open by a process under the Longhorn volume's name: held.
+    let mut f = facts();
+    static_pv(&mut f);
+    f.local.disks.open_files = Gathered::read(OpenFiles {
+        scanned: 1,
+        holders: vec![FdHolder {
+            pid: 9,
+            comm: "qemu".into(),
+            fd: "3".into(),
+            target: "/dev/longhorn/restored-disk-7".into(),
+            volume: "restored-disk-7".into(),
+            matched_by: MatchedBy::Path,
+        }],
+        unreadable: vec![],
+    });
+    assert_blocked(&f, &policy(), "restored-disk-7");
+    // Attached to another node by Longhorn, under the volume's name: blocked.
+    let mut f = facts();
+    static_pv(&mut f);
+    f.cluster.attachments = Gathered::read(vec![AttachmentView {
+        volume: "restored-disk-7".into(),
+        node: "n2".into(),
+        source: "longhorn volume/restored-disk-7 (attached)".into(),
+        attached: true,
+    }]);
+    assert_blocked(&f, &policy(), "to node n2");
+    // The PV cannot be found: its Longhorn volume is unknown, blocked.
+    let mut f = facts();
+    f.cluster.pvs = Gathered::read(vec![]);
+    assert_blocked(&f, &policy(), "PV pvc-a not found");
 }

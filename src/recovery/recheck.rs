@@ -7,15 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::api::{Api, ListParams};
 use kube::Client;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::model::{Decision, HostIdentity, Step};
+use super::plan::still_mine;
 use crate::cluster::describe;
 use crate::cluster::with_retries;
-use crate::cluster::{NodeIdentity, PodView};
+use crate::cluster::{
+    status_code, AttachmentView, LonghornVolume, LonghornVolumeAttachment, NodeIdentity, PodView,
+    VirtualMachineInstance, VmiView, LONGHORN_DRIVER, LONGHORN_NAMESPACE,
+};
 use crate::cluster::{LABEL_KUBEVIRT, VIRT_LAUNCHER};
 use crate::node::{self, NodeFacts, NodeOptions};
 
@@ -35,6 +40,9 @@ struct Snapshot {
     local: Arc<Result<NodeFacts, String>>,
     pods: Arc<Result<Vec<PodView>, String>>,
     node_identity: Arc<Result<NodeIdentity, String>>,
+    /// storage.k8s.io VolumeAttachments: the one list no per-name read can replace, read
+    /// once per snapshot (shared by every VM re-checked from it).
+    csi_attachments: Arc<Result<Vec<AttachmentView>, String>>,
 }
 
 impl Recheck {
@@ -102,10 +110,22 @@ impl Recheck {
             .fields(&format!("spec.nodeName={}", self.node));
         let pod_api = Api::<Pod>::all(self.client.clone());
         let nodes = Api::<Node>::all(self.client.clone());
-        let (pods, node) = tokio::join!(
+        let va_api = Api::<VolumeAttachment>::all(self.client.clone());
+        let all = ListParams::default();
+        let (pods, node, vas) = tokio::join!(
             with_retries("list launcher pods", || pod_api.list(&lp)),
             with_retries("get the Node", || nodes.get_opt(&self.node)),
+            with_retries("list volumeattachments", || va_api.list(&all)),
         );
+        let csi_attachments = vas
+            .map(|l| {
+                l.items
+                    .iter()
+                    .filter(|va| va.spec.attacher == LONGHORN_DRIVER)
+                    .filter_map(AttachmentView::from_csi)
+                    .collect()
+            })
+            .map_err(|e| describe(&e, "list", "volumeattachments.storage.k8s.io"));
         let pods = pods
             .map(|l| l.items.iter().map(PodView::from).collect())
             .map_err(|e| describe(&e, "list", "pods"));
@@ -122,6 +142,7 @@ impl Recheck {
             local: Arc::new(local),
             pods: Arc::new(pods),
             node_identity: Arc::new(node_identity),
+            csi_attachments: Arc::new(csi_attachments),
         };
         *cache = Some(s.clone());
         s
@@ -153,9 +174,129 @@ impl Recheck {
             .map(|p| p.key.name.clone()))
     }
 
-    /// Whether the decision's preconditions still hold: no process, no held volume, no
-    /// launcher pod the plan did not know. `Err` says what moved.
-    pub async fn still_safe(&self, d: &Decision, steps: &[Step]) -> Result<(), String> {
+    /// Whether the decision's preconditions still hold, re-established from fresh reads:
+    /// this node is still this machine and boot; the VMI (read by name) is still this
+    /// node's, not migrating and not replaced; no process for it; none of its disks held
+    /// here or attached to another node (storage VolumeAttachments from the shared list,
+    /// Longhorn volume and volumeattachment by name); no launcher pod the plan did not
+    /// know. `Ok` is the evidence as last checked, for the audit record and the Event;
+    /// `Err` says what moved.
+    pub async fn still_safe(&self, d: &Decision, steps: &[Step]) -> Result<Vec<String>, String> {
+        let mut evidence = Vec::new();
+        self.vmi_still_here(d, &mut evidence).await?;
+        self.disks_not_elsewhere(d, &mut evidence).await?;
+        self.node_still_clear(d, steps, &mut evidence).await?;
+        Ok(evidence)
+    }
+
+    /// The VMI, read by name: gone is fine (nothing left to prove about it), replaced by
+    /// another UID, moved to another node or migrating is not.
+    async fn vmi_still_here(&self, d: &Decision, evidence: &mut Vec<String>) -> Result<(), String> {
+        let Some(key) = &d.vmi else { return Ok(()) };
+        let api = Api::<VirtualMachineInstance>::namespaced(self.client.clone(), &key.namespace);
+        let cur = with_retries("re-read the VMI", || api.get_opt(&key.name))
+            .await
+            .map_err(|e| {
+                describe(
+                    &e,
+                    "get",
+                    &format!("virtualmachineinstances {}/{}", key.namespace, key.name),
+                )
+            })?;
+        let Some(cur) = cur else {
+            evidence.push(format!("VMI {}/{} is gone", key.namespace, key.name));
+            return Ok(());
+        };
+        let view = VmiView::from(&cur);
+        if view.key.uid != key.uid {
+            return Err(format!(
+                "VMI {}/{} was replaced by a new one (uid {})",
+                key.namespace, key.name, view.key.uid
+            ));
+        }
+        if let Some(why) = still_mine(&view, &self.node) {
+            return Err(format!("the VMI moved since the plan: {why}"));
+        }
+        evidence.push(format!(
+            "VMI {}/{} still on this node, not migrating",
+            key.namespace, key.name
+        ));
+        Ok(())
+    }
+
+    /// No disk of the VM attached to another node: the storage VolumeAttachments from the
+    /// shared list, the Longhorn volume and its volumeattachment by name.
+    async fn disks_not_elsewhere(
+        &self,
+        d: &Decision,
+        evidence: &mut Vec<String>,
+    ) -> Result<(), String> {
+        if d.disks.is_empty() {
+            return Ok(());
+        }
+        let s = self.snapshot().await;
+        let csi = s
+            .csi_attachments
+            .as_ref()
+            .as_ref()
+            .map_err(|e| format!("attachments could not be re-read: {e}"))?;
+        let vols = Api::<LonghornVolume>::namespaced(self.client.clone(), LONGHORN_NAMESPACE);
+        let lvas =
+            Api::<LonghornVolumeAttachment>::namespaced(self.client.clone(), LONGHORN_NAMESPACE);
+        for disk in &d.disks {
+            let mut found: Vec<AttachmentView> = csi
+                .iter()
+                .filter(|a| a.volume == disk.pv || a.volume == disk.handle)
+                .cloned()
+                .collect();
+            let (vol, lva) = tokio::join!(
+                with_retries("re-read the Longhorn volume", || vols.get_opt(&disk.handle)),
+                with_retries("re-read the Longhorn volumeattachment", || lvas
+                    .get_opt(&disk.handle)),
+            );
+            match vol {
+                Ok(v) => found.extend(v.as_ref().and_then(AttachmentView::from_longhorn_volume)),
+                Err(e) if status_code(&e) == Some(404) => {}
+                Err(e) => {
+                    return Err(describe(
+                        &e,
+                        "get",
+                        &format!("volumes.longhorn.io {}", disk.handle),
+                    ))
+                }
+            }
+            match lva {
+                Ok(l) => found.extend(l.iter().flat_map(AttachmentView::from_longhorn_tickets)),
+                Err(e) if status_code(&e) == Some(404) => {}
+                Err(e) => {
+                    return Err(describe(
+                        &e,
+                        "get",
+                        &format!("volumeattachments.longhorn.io {}", disk.handle),
+                    ))
+                }
+            }
+            if let Some(a) = found.iter().find(|a| a.node != self.node) {
+                return Err(format!(
+                    "{} now attaches {} to node {}",
+                    a.source, a.volume, a.node
+                ));
+            }
+            evidence.push(format!(
+                "volume {}: no attachment to another node (re-read)",
+                disk.describe()
+            ));
+        }
+        Ok(())
+    }
+
+    /// No process, no held disk, no unplanned launcher pod on this node.
+    async fn node_still_clear(
+        &self,
+        d: &Decision,
+        steps: &[Step],
+        evidence: &mut Vec<String>,
+    ) -> Result<(), String> {
         self.identity_holds().await?;
         let s = self.snapshot().await;
         let (ns, name, uid) = match &d.vmi {
@@ -177,14 +318,27 @@ impl Recheck {
             }
             Err(why) => return Err(format!("process evidence could not be re-read: {why}")),
         }
-        for v in &d.volumes {
-            match local.volume_holders(v) {
-                Ok(h) if h.is_empty() => {}
-                Ok(h) => return Err(format!("volume {v} is now held here: {}", h.join("; "))),
-                Err(why) => {
-                    return Err(format!("disk evidence for {v} could not be re-read: {why}"))
+        evidence.push(format!(
+            "no virt-launcher/qemu process for {ns}/{name} (re-scanned)"
+        ));
+        for disk in &d.disks {
+            let mut keys = vec![disk.handle.as_str()];
+            if disk.pv != disk.handle {
+                keys.push(disk.pv.as_str());
+            }
+            for v in keys {
+                match local.volume_holders(v) {
+                    Ok(h) if h.is_empty() => {}
+                    Ok(h) => return Err(format!("volume {v} is now held here: {}", h.join("; "))),
+                    Err(why) => {
+                        return Err(format!("disk evidence for {v} could not be re-read: {why}"))
+                    }
                 }
             }
+            evidence.push(format!(
+                "volume {}: not open or mounted here (re-scanned)",
+                disk.describe()
+            ));
         }
         let pods = s
             .pods
