@@ -46,10 +46,13 @@
 //!   finished pods go at once.
 //! - Garbage collection: when an object is finally removed, its dependents (`ownerReferences`
 //!   uid) are deleted (or lose the reference when another owner is alive).
+//! - Simulated controllers live in [`controllers`], one file each; what differs between
+//!   Harvester releases is data in [`profiles`] (setting `release`, default `1.8`).
 //! - virt-controller (setting `virtController`): deletes the launcher pods of a deleting or
-//!   Failed/Succeeded VMI and, once no pod owned by it exists, removes
-//!   `kubevirt.io/foregroundDeleteVirtualMachine`, `foregroundDeleteVirtualMachine` and
-//!   `kubevirt.io/virtualMachineControllerFinalize` from it; deletes the VMI of a deleting (or
+//!   Failed/Succeeded VMI and, once no pod owned by it exists, removes the VMI finalizers its
+//!   release knows (`foregroundDeleteVirtualMachine` and
+//!   `kubevirt.io/virtualMachineControllerFinalize`; from KubeVirt 1.7 also
+//!   `kubevirt.io/foregroundDeleteVirtualMachine`); deletes the VMI of a deleting (or
 //!   halted) VM and, once it is gone, removes `kubevirt.io/virtualMachineControllerFinalize` from the
 //!   VM. Pods are found through their `ownerReferences`. Its writes are logged as `internal`.
 //! - Watch: `resourceVersion` (unset/"0": synthetic ADDED of the current state first), 410 Gone
@@ -86,15 +89,17 @@
 //! (status, deletionTimestamp and finalizers included); missing uid/resourceVersion/
 //! creationTimestamp are filled in. An optional `apiVersion: sim.vmrecover.dev/v1`,
 //! `kind: SimulatorSettings` document sets `downNodes`, `virtController`, `kubeVersion`,
-//! `watchHistory`. Several files merge; `kind: List` documents are accepted.
+//! `watchHistory`, `release`. Several files merge; `kind: List` documents are accepted.
 
 pub mod api;
+pub mod controllers;
 pub mod errors;
 pub mod faults;
 pub mod kubeconfig;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
+pub mod profiles;
 pub mod rbac;
 pub mod requestlog;
 pub mod resources;

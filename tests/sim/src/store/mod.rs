@@ -1,10 +1,10 @@
 //! The object store: schema-free objects keyed by (resource, namespace, name), one global
 //! resourceVersion counter, a bounded event history for resuming watches, and a broadcast
-//! channel for live watches. The verbs live in `ops.rs`, the simulated controllers in
-//! `controllers.rs`.
+//! channel for live watches. The verbs live in `ops.rs`; `settle.rs` hands changes to the
+//! simulated controllers of [`crate::controllers`].
 
-mod controllers;
 mod ops;
+mod settle;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};

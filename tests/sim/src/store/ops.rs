@@ -108,9 +108,6 @@ fn random_suffix() -> String {
         .collect()
 }
 
-/// Finalizers whose removal the garbage collector handles.
-const GC_FINALIZERS: [&str; 2] = ["orphan", "foregroundDeletion"];
-
 impl Store {
     /// Gets one object.
     pub fn get(&self, res: ResIdx, ns: &str, name: &str) -> Result<Value, ApiError> {
@@ -728,29 +725,6 @@ impl Inner {
             self.rv = self.rv.max(given.saturating_sub(1));
         }
         Ok(self.store_put(res, obj))
-    }
-
-    /// Deletes an object on behalf of a simulated controller (errors are logged, not returned).
-    pub(super) fn internal_delete(
-        &mut self,
-        actor: &str,
-        res: ResIdx,
-        key: &Key,
-        opts: &DeleteOptions,
-    ) {
-        let _ = self.delete(res, &key.0, &key.1, opts, Some(actor));
-    }
-
-    /// Replaces an object on behalf of a simulated controller.
-    pub(super) fn internal_update(&mut self, actor: &str, res: ResIdx, obj: Value, status: bool) {
-        let ns = meta::namespace(&obj).to_string();
-        let name = meta::name(&obj).to_string();
-        let _ = self.update(res, &ns, &name, obj, status, Some(actor));
-    }
-
-    /// Whether a finalizer is one the garbage collector owns.
-    pub(super) fn is_gc_finalizer(f: &str) -> bool {
-        GC_FINALIZERS.contains(&f)
     }
 }
 
