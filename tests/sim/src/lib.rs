@@ -93,6 +93,7 @@
 
 pub mod api;
 pub mod controllers;
+pub mod convert;
 pub mod errors;
 pub mod faults;
 pub mod kubeconfig;
@@ -110,6 +111,7 @@ pub mod settings;
 pub mod simapi;
 pub mod store;
 pub mod table;
+pub mod validation;
 mod watch;
 
 use std::net::SocketAddr;
@@ -409,7 +411,8 @@ impl Sim {
             .unwrap_or_default()
     }
 
-    /// Stores an object as written (bypassing create/update/delete semantics); the simulated
+    /// Stores an object as written (bypassing create/update/delete semantics, not validation:
+    /// an object the apiserver would refuse to store is a 422 here too); the simulated
     /// controllers then react to it.
     pub fn put(&self, obj: Value) -> Result<Value, ApiError> {
         self.state.store.put(obj)

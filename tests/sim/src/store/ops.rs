@@ -4,11 +4,13 @@
 use serde_json::{json, Value};
 
 use super::{object_path, Inner, Key, Store};
+use crate::convert::{from_view, storage_of, to_view};
 use crate::errors::ApiError;
 use crate::meta;
 use crate::patch::{self, PatchKind};
 use crate::resources::{find_kind, ResIdx, ResourceDef, RESOURCES};
 use crate::selectors::{FieldSelector, LabelSelector};
+use crate::validation;
 
 /// Parameters of a list.
 #[derive(Debug, Clone, Default)]
@@ -97,6 +99,9 @@ fn unhex(s: &str) -> Option<String> {
     bytes.and_then(|b| String::from_utf8(b).ok())
 }
 
+/// `names.MaxGeneratedNameLength`: 63 − 5 random characters.
+const MAX_GENERATED_NAME_LENGTH: usize = 58;
+
 const GENERATE_NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 fn random_suffix() -> String {
@@ -113,8 +118,7 @@ impl Store {
     pub fn get(&self, res: ResIdx, ns: &str, name: &str) -> Result<Value, ApiError> {
         let r = res_def(res);
         self.lock()
-            .get_obj(res, &key_for(r, ns, name))
-            .cloned()
+            .view_get(res, &key_for(r, ns, name))
             .ok_or_else(|| ApiError::not_found(r, name))
     }
 
@@ -143,10 +147,11 @@ impl Store {
         let mut items = Vec::new();
         let mut next: Option<Key> = None;
         let mut remaining = 0usize;
-        for (k, o) in g.range(res, ns) {
+        for (k, stored) in g.range(storage_of(res), ns) {
             if start.as_ref().is_some_and(|s| k <= s) {
                 continue;
             }
+            let o = &to_view(res, stored);
             if !label.matches(o) || !field.matches(r, o) {
                 continue;
             }
@@ -191,6 +196,13 @@ impl Store {
         body: Value,
         status: bool,
     ) -> Result<Value, ApiError> {
+        let r = res_def(res);
+        if meta::resource_version(&body).is_empty() && !validation::allows_unconditional_update(r) {
+            // store.go Update: checked before the body is compared with anything.
+            if self.lock().view_get(res, &key_for(r, ns, name)).is_some() {
+                return Err(validation::unconditional_update(r, name));
+            }
+        }
         let mut g = self.lock();
         let out = g.update(res, ns, name, body, status, None)?;
         g.settle();
@@ -222,7 +234,7 @@ impl Store {
         }
         let mut g = self.lock();
         let key = key_for(r, ns, name);
-        let current = g.get_obj(res, &key).cloned();
+        let current = g.view_get(res, &key);
         let out = match current {
             None if kind == PatchKind::Apply && !status => {
                 let mut applied = patch::parse_apply_body(body)?;
@@ -260,7 +272,8 @@ impl Store {
     }
 
     /// Stores an object exactly as given (status, deletionTimestamp and finalizers included),
-    /// bypassing create/update/delete semantics; fills uid, creationTimestamp and resourceVersion
+    /// bypassing create/update/delete semantics but not validation (an object the apiserver
+    /// would refuse to store is refused with its 422); fills uid, creationTimestamp and resourceVersion
     /// when missing. The simulated controllers then react to it.
     pub fn put(&self, obj: Value) -> Result<Value, ApiError> {
         let mut g = self.lock();
@@ -283,7 +296,9 @@ impl Store {
     pub fn remove(&self, res: ResIdx, ns: &str, name: &str) -> bool {
         let r = res_def(res);
         let mut g = self.lock();
-        let found = g.store_remove(res, &key_for(r, ns, name)).is_some();
+        let found = g
+            .store_remove(storage_of(res), &key_for(r, ns, name))
+            .is_some();
         g.settle();
         found
     }
@@ -322,6 +337,7 @@ impl Inner {
             return Err(ApiError::bad_request("the request body is not an object"));
         }
         Self::check_kind(r, &body)?;
+        validation::check_micro_times(r, &body)?;
         let body_ns = meta::namespace(&body).to_string();
         if r.namespaced {
             if !body_ns.is_empty() && body_ns != ns {
@@ -349,10 +365,20 @@ impl Inner {
                     "name or generateName is required",
                 ));
             }
-            name = format!("{gen}{}", random_suffix());
+            // names.SimpleNameGenerator (k8s.io/apiserver pkg/storage/names/generate.go,
+            // v0.33.0): the prefix is cut to 58 bytes, then 5 random characters.
+            let mut base = gen.as_str();
+            if base.len() > MAX_GENERATED_NAME_LENGTH {
+                let mut end = MAX_GENERATED_NAME_LENGTH;
+                while !base.is_char_boundary(end) {
+                    end -= 1;
+                }
+                base = &base[..end];
+            }
+            name = format!("{base}{}", random_suffix());
         }
         let key = key_for(r, ns, &name);
-        if self.get_obj(res, &key).is_some() {
+        if self.view_get(res, &key).is_some() {
             return Err(ApiError::already_exists(r, &name));
         }
         let obj = body
@@ -400,7 +426,8 @@ impl Inner {
                 l.insert("kubernetes.io/metadata.name".into(), json!(name));
             }
         }
-        let stored = self.store_put(res, body);
+        validation::validate_create(res, &body)?;
+        let stored = self.view_put(res, body);
         if let Some(a) = actor {
             self.log_internal(a, "POST", object_path(res, ns, ""), stored.clone(), 201);
         }
@@ -419,13 +446,13 @@ impl Inner {
         let r = res_def(res);
         let key = key_for(r, ns, name);
         let old = self
-            .get_obj(res, &key)
-            .cloned()
+            .view_get(res, &key)
             .ok_or_else(|| ApiError::not_found(r, name))?;
         if !body.is_object() {
             return Err(ApiError::bad_request("the request body is not an object"));
         }
         Self::check_kind(r, &body)?;
+        validation::check_micro_times(r, &body)?;
         let body_name = meta::name(&body);
         if !body_name.is_empty() && body_name != name {
             return Err(ApiError::bad_request(format!(
@@ -500,25 +527,7 @@ impl Inner {
             }
             m.remove("selfLink");
         }
-        if meta::is_deleting(&old) {
-            let old_f = meta::finalizers(&old);
-            let added: Vec<String> = meta::finalizers(&new)
-                .into_iter()
-                .filter(|f| !old_f.contains(f))
-                .collect();
-            if !added.is_empty() {
-                return Err(ApiError::invalid(
-                    r,
-                    name,
-                    "metadata.finalizers",
-                    "FieldValueForbidden",
-                    &format!(
-                        "no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
-                        added.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ")
-                    ),
-                ));
-            }
-        }
+        validation::validate_update(res, &new, &old)?;
         if r.tracks_generation() && meta::spec_part(&new) != meta::spec_part(&old) {
             let gen = old
                 .pointer("/metadata/generation")
@@ -545,18 +554,14 @@ impl Inner {
                 "resourceVersion".into(),
                 json!(meta::resource_version(&old)),
             );
-            self.index_remove(res, &key, &old);
-            self.index_add(res, &key, &new);
-            if let Some(m) = self.objects.get_mut(res) {
-                m.insert(key.clone(), new);
-            }
-            let gone = self.store_remove(res, &key).unwrap_or_default();
+            self.replace_silently(res, &key, new);
+            let gone = self.view_remove(res, &key).unwrap_or_default();
             if let Some(a) = actor {
                 self.log_internal(a, "PUT", path, gone.clone(), 200);
             }
             return Ok(gone);
         }
-        let stored = self.store_put(res, new);
+        let stored = self.view_put(res, new);
         if let Some(a) = actor {
             self.log_internal(a, "PUT", path, stored.clone(), 200);
         }
@@ -574,8 +579,7 @@ impl Inner {
         let r = res_def(res);
         let key = key_for(r, ns, name);
         let cur = self
-            .get_obj(res, &key)
-            .cloned()
+            .view_get(res, &key)
             .ok_or_else(|| ApiError::not_found(r, name))?;
         if let Some(u) = &opts.precondition_uid {
             if u != meta::uid(&cur) {
@@ -622,12 +626,10 @@ impl Inner {
                     json!(meta::ts_rfc3339(now + grace)),
                 );
                 if grace == 0 && meta::finalizers(&obj).is_empty() {
-                    if let Some(m) = self.objects.get_mut(res) {
-                        m.insert(key.clone(), obj);
-                    }
+                    self.replace_silently(res, &key, obj);
                     return Ok(self.deleted_response(r, res, &key));
                 }
-                return Ok(self.store_put(res, obj));
+                return Ok(self.view_put(res, obj));
             }
             if meta::finalizers(&cur).is_empty() && cur_grace == 0 {
                 return Ok(self.deleted_response(r, res, &key));
@@ -657,13 +659,13 @@ impl Inner {
                     .unwrap_or(0);
                 m.insert("generation".into(), json!(gen + 1));
             }
-            return Ok(self.store_put(res, obj));
+            return Ok(self.view_put(res, obj));
         }
         Ok(self.deleted_response(r, res, &key))
     }
 
     fn deleted_response(&mut self, r: &ResourceDef, res: ResIdx, key: &Key) -> Value {
-        let gone = self.store_remove(res, key).unwrap_or_default();
+        let gone = self.view_remove(res, key).unwrap_or_default();
         if r.returns_deleted_object {
             return gone;
         }
@@ -724,7 +726,40 @@ impl Inner {
         {
             self.rv = self.rv.max(given.saturating_sub(1));
         }
-        Ok(self.store_put(res, obj))
+        // An object the apiserver could never have stored is refused here too (the state it is
+        // in may be any the API can reach: deletionTimestamp, finalizers, status).
+        validation::validate_create(res, &obj)?;
+        Ok(self.view_put(res, obj))
+    }
+
+    /// The object of served resource `res` (converted from its storage form).
+    pub(super) fn view_get(&self, res: ResIdx, key: &Key) -> Option<Value> {
+        self.get_obj(storage_of(res), key).map(|o| to_view(res, o))
+    }
+
+    /// Stores an object given in the served form of `res`; returns it as stored, served form.
+    pub(super) fn view_put(&mut self, res: ResIdx, obj: Value) -> Value {
+        let stored = self.store_put(storage_of(res), from_view(res, &obj));
+        to_view(res, &stored)
+    }
+
+    /// Removes an object for good; returns its last state in the served form of `res`.
+    pub(super) fn view_remove(&mut self, res: ResIdx, key: &Key) -> Option<Value> {
+        self.store_remove(storage_of(res), key)
+            .map(|o| to_view(res, &o))
+    }
+
+    /// Replaces an object without a resourceVersion or watch event (its removal follows).
+    fn replace_silently(&mut self, res: ResIdx, key: &Key, obj: Value) {
+        let sres = storage_of(res);
+        let new = from_view(res, &obj);
+        if let Some(old) = self.get_obj(sres, key).cloned() {
+            self.index_remove(sres, key, &old);
+        }
+        self.index_add(sres, key, &new);
+        if let Some(m) = self.objects.get_mut(sres) {
+            m.insert(key.clone(), new);
+        }
     }
 }
 
