@@ -242,6 +242,23 @@ fn dry_run(r: &Req) -> Result<bool, ApiError> {
     ))
 }
 
+/// `DeleteOptions` from the query and the body.
+fn delete_options(r: &Req) -> Result<DeleteOptions, ApiError> {
+    let mut opts = DeleteOptions {
+        grace_period_seconds: r.q("gracePeriodSeconds").and_then(|g| g.parse().ok()),
+        propagation_policy: r.q("propagationPolicy").map(str::to_string),
+        ..DeleteOptions::default()
+    };
+    if r.q("orphanDependents") == Some("true") {
+        opts.propagation_policy = Some("Orphan".into());
+    }
+    let body = json_body(r)?;
+    if body.is_object() {
+        opts.merge_body(&body);
+    }
+    Ok(opts)
+}
+
 fn verb(state: &State, r: &Req, t: Target) -> Result<Reply, ApiError> {
     let scratch;
     let store = if r.method != "GET" && dry_run(r)? {
@@ -336,19 +353,21 @@ fn verb(state: &State, r: &Req, t: Target) -> Result<Reply, ApiError> {
                 status: false,
             },
         ) => {
-            let mut opts = DeleteOptions {
-                grace_period_seconds: r.q("gracePeriodSeconds").and_then(|g| g.parse().ok()),
-                propagation_policy: r.q("propagationPolicy").map(str::to_string),
-                ..DeleteOptions::default()
-            };
-            if r.q("orphanDependents") == Some("true") {
-                opts.propagation_policy = Some("Orphan".into());
-            }
-            let body = json_body(r)?;
-            if body.is_object() {
-                opts.merge_body(&body);
-            }
+            let opts = delete_options(r)?;
             let v = store.delete(res, &ns, &name, &opts)?;
+            Ok(Reply::Json(200, v))
+        }
+        ("DELETE", Target::Collection { res, ns }) => {
+            // deletecollection: served per namespace for namespaced kinds (the all-namespaces
+            // path only lists and watches) and not at all for namespaces, whose REST storage
+            // has no DeleteCollection (k8s.io/kubernetes
+            // pkg/registry/core/namespace/storage/storage.go, v1.33.0).
+            let def = RESOURCES.get(res).ok_or_else(ApiError::path_not_found)?;
+            if !def.supports_delete_collection() || (def.namespaced && ns.is_none()) {
+                return Err(ApiError::method_not_allowed());
+            }
+            let opts = delete_options(r)?;
+            let v = store.delete_collection(res, ns.as_deref(), &list_query(r), &opts)?;
             Ok(Reply::Json(200, v))
         }
         _ => Err(ApiError::method_not_allowed()),

@@ -53,18 +53,28 @@ impl ResourceDef {
         self.custom || self.plural == "pods"
     }
 
+    /// Whether `deletecollection` is served (every kind but namespaces, whose REST storage
+    /// has no DeleteCollection).
+    pub fn supports_delete_collection(&self) -> bool {
+        !(self.group.is_empty() && self.plural == "namespaces")
+    }
+
     /// Verbs advertised in discovery.
     pub fn verbs(&self) -> Value {
-        json!([
-            "create",
-            "delete",
-            "deletecollection",
-            "get",
-            "list",
-            "patch",
-            "update",
-            "watch"
-        ])
+        if self.supports_delete_collection() {
+            json!([
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch"
+            ])
+        } else {
+            json!(["create", "delete", "get", "list", "patch", "update", "watch"])
+        }
     }
 
     /// The discovery `APIResource` entries for this resource (main and `/status`).

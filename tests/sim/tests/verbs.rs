@@ -506,7 +506,8 @@ async fn delete_preconditions() {
     assert_eq!(r.status, 409);
     assert_eq!(
         r.body["message"],
-        format!("Operation cannot be fulfilled on virtualmachineinstances.kubevirt.io \"a\": Precondition failed: UID in precondition: other, UID in object meta: {uid}")
+        // k8s.io/apiserver pkg/registry/rest/delete.go BeforeDelete (v0.33.0).
+        format!("Operation cannot be fulfilled on VirtualMachineInstance.kubevirt.io \"a\": the UID in the precondition (other) does not match the UID in record ({uid}). The object might have been deleted and then recreated")
     );
     let bad_rv = json!({"preconditions": {"resourceVersion": "1"}});
     assert_eq!(

@@ -271,6 +271,33 @@ impl Store {
         Ok(out)
     }
 
+    /// Deletes every object a list with these selectors returns (one page when `limit` is
+    /// set), each with the single-object delete semantics, and answers the list as it was
+    /// before (k8s.io/apiserver pkg/registry/generic/registry/store.go `DeleteCollection`,
+    /// v0.33.0: objects already gone are skipped, any other failure ends it).
+    pub fn delete_collection(
+        &self,
+        res: ResIdx,
+        ns: Option<&str>,
+        q: &ListQuery,
+        opts: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
+        let listed = self.list(res, ns, q)?;
+        let mut g = self.lock();
+        for item in listed["items"].as_array().into_iter().flatten() {
+            match g.delete(res, meta::namespace(item), meta::name(item), opts, None) {
+                Ok(_) => {}
+                Err(e) if e.code == 404 => {}
+                Err(e) => {
+                    g.settle();
+                    return Err(e);
+                }
+            }
+            g.settle();
+        }
+        Ok(listed)
+    }
+
     /// Stores an object exactly as given (status, deletionTimestamp and finalizers included),
     /// bypassing create/update/delete semantics but not validation (an object the apiserver
     /// would refuse to store is refused with its 422); fills uid, creationTimestamp and resourceVersion
@@ -581,13 +608,27 @@ impl Inner {
         let cur = self
             .view_get(res, &key)
             .ok_or_else(|| ApiError::not_found(r, name))?;
+        // k8s.io/apiserver pkg/registry/rest/delete.go BeforeDelete (v0.33.0) checks the
+        // preconditions first, with a Conflict on the *kind* (GroupResource{group, Kind});
+        // namespaces check the UID in their own Delete
+        // (k8s.io/kubernetes pkg/registry/core/namespace/storage/storage.go, v1.33.0).
         if let Some(u) = &opts.precondition_uid {
             if u != meta::uid(&cur) {
-                return Err(ApiError::conflict(
+                if r.group.is_empty() && r.plural == "namespaces" {
+                    return Err(ApiError::conflict(
+                        r,
+                        name,
+                        &format!(
+                            "Precondition failed: UID in precondition: {u}, UID in object meta: {}",
+                            meta::uid(&cur)
+                        ),
+                    ));
+                }
+                return Err(ApiError::conflict_on_kind(
                     r,
                     name,
                     &format!(
-                        "Precondition failed: UID in precondition: {u}, UID in object meta: {}",
+                        "the UID in the precondition ({u}) does not match the UID in record ({}). The object might have been deleted and then recreated",
                         meta::uid(&cur)
                     ),
                 ));
@@ -595,11 +636,11 @@ impl Inner {
         }
         if let Some(v) = &opts.precondition_rv {
             if v != meta::resource_version(&cur) {
-                return Err(ApiError::conflict(
+                return Err(ApiError::conflict_on_kind(
                     r,
                     name,
                     &format!(
-                        "Precondition failed: ResourceVersion in precondition: {v}, ResourceVersion in object meta: {}",
+                        "the ResourceVersion in the precondition ({v}) does not match the ResourceVersion in record ({}). The object might have been modified",
                         meta::resource_version(&cur)
                     ),
                 ));
@@ -619,12 +660,25 @@ impl Inner {
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
             if r.plural == "pods" && grace < cur_grace {
+                // BeforeDelete: the deletionTimestamp moves back by the old period and forward
+                // by the new one, never into the past; a graceful (non-zero) request whose time
+                // has run out becomes 1 s.
+                let old_ts = cur
+                    .pointer("/metadata/deletionTimestamp")
+                    .and_then(Value::as_str)
+                    .and_then(meta::parse_ts)
+                    .unwrap_or(now);
+                let mut ts = old_ts - cur_grace + grace;
+                let mut grace = grace;
+                if ts < now {
+                    ts = now;
+                    if grace != 0 {
+                        grace = 1;
+                    }
+                }
                 let m = meta::meta_mut(&mut obj);
                 m.insert("deletionGracePeriodSeconds".into(), json!(grace));
-                m.insert(
-                    "deletionTimestamp".into(),
-                    json!(meta::ts_rfc3339(now + grace)),
-                );
+                m.insert("deletionTimestamp".into(), json!(meta::ts_rfc3339(ts)));
                 if grace == 0 && meta::finalizers(&obj).is_empty() {
                     self.replace_silently(res, &key, obj);
                     return Ok(self.deleted_response(r, res, &key));
@@ -764,10 +818,14 @@ impl Inner {
 }
 
 /// Graceful deletion period: only pods have one; unscheduled or finished pods go at once.
+/// A negative period is 1 s: k8s.io/apiserver pkg/registry/rest/delete.go BeforeDelete
+/// ("Negative values will be treated as the value `1s` on the delete path", v0.33.0) and
+/// k8s.io/kubernetes pkg/registry/core/pod/strategy.go CheckGracefulDelete (v1.33.0).
 fn deletion_grace(r: &ResourceDef, obj: &Value, requested: Option<i64>) -> i64 {
     if r.plural != "pods" || !r.group.is_empty() {
         return 0;
     }
+    let requested = requested.map(|g| if g < 0 { 1 } else { g });
     let node = obj
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
@@ -784,8 +842,8 @@ fn deletion_grace(r: &ResourceDef, obj: &Value, requested: Option<i64>) -> i64 {
             obj.pointer("/spec/terminationGracePeriodSeconds")
                 .and_then(Value::as_i64)
         })
+        .map(|g| if g < 0 { 1 } else { g })
         .unwrap_or(30)
-        .max(0)
 }
 
 /// Whether an update leaves a deleting object with nothing to wait for (no finalizers, and
