@@ -298,14 +298,14 @@ fn verb(state: &State, r: &Req, t: Target) -> Result<Reply, ApiError> {
             Ok(Reply::Json(200, as_table(r, res, v)))
         }
         ("POST", Target::Collection { res, ns: Some(ns) }) => {
-            let v = store.create(res, &ns, json_body(r)?)?;
+            let v = store.create_as(res, &ns, json_body(r)?, &r.who)?;
             Ok(Reply::Json(201, v))
         }
         ("POST", Target::Collection { res, ns: None }) => {
             if RESOURCES.get(res).is_some_and(|d| d.namespaced) {
                 return Err(ApiError::method_not_allowed());
             }
-            let v = store.create(res, "", json_body(r)?)?;
+            let v = store.create_as(res, "", json_body(r)?, &r.who)?;
             Ok(Reply::Json(201, v))
         }
         ("GET", Target::Object { res, ns, name, .. }) => {
@@ -321,7 +321,7 @@ fn verb(state: &State, r: &Req, t: Target) -> Result<Reply, ApiError> {
                 status,
             },
         ) => {
-            let v = store.update(res, &ns, &name, json_body(r)?, status)?;
+            let v = store.update_as(res, &ns, &name, json_body(r)?, status, &r.who)?;
             Ok(Reply::Json(200, v))
         }
         (
@@ -341,7 +341,7 @@ fn verb(state: &State, r: &Req, t: Target) -> Result<Reply, ApiError> {
                 status,
                 field_manager: r.q("fieldManager"),
             };
-            let (v, created) = store.patch(res, &ns, &name, &params)?;
+            let (v, created) = store.patch_as(res, &ns, &name, &params, &r.who)?;
             Ok(Reply::Json(if created { 201 } else { 200 }, v))
         }
         (
@@ -419,13 +419,18 @@ mod tests {
             })
         );
         assert_eq!(
-            parse_target("/apis/kubevirt.io/v1/namespaces/d/virtualmachineinstances/x/status"),
+            parse_target("/apis/kubevirt.io/v1/namespaces/d/virtualmachineinstances/x"),
             Some(Target::Object {
                 res: vmis,
                 ns: "d".into(),
                 name: "x".into(),
-                status: true
+                status: false
             })
+        );
+        assert_eq!(
+            parse_target("/apis/kubevirt.io/v1/namespaces/d/virtualmachineinstances/x/status"),
+            None,
+            "the VMI CRD has no status subresource"
         );
         assert_eq!(parse_target("/api/v1/pods/x"), None, "pods are namespaced");
         assert_eq!(parse_target("/apis/nope/v1/things"), None);

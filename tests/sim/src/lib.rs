@@ -27,17 +27,26 @@
 //! # Semantics
 //! - One global, monotonically increasing `resourceVersion`; `uid`, `creationTimestamp`,
 //!   `generation` (bumped when anything outside metadata/status changes, and when deletion starts).
-//! - Create: 409 AlreadyExists, `generateName`, 404 when the namespace does not exist; custom
-//!   resources drop `status` on create (status subresource), pods start `Pending`.
+//! - Create: 409 AlreadyExists, `generateName` (prefix cut to 58 bytes, 5 random characters),
+//!   404 when the namespace does not exist; custom resources with a status subresource drop
+//!   `status` on create, VMIs start `Pending` (virt-api's mutating webhook), pods start `Pending`.
+//! - Validation ([`validation`]): create, update, patch and [`Sim::put`] refuse what the
+//!   apiserver refuses, with its 422 `Invalid` Status (metadata of every kind, Events, Leases,
+//!   updates without resourceVersion of Leases and custom resources, `MicroTime` syntax).
+//! - Events: `events.k8s.io/v1` and core `v1` Events are one storage ([`convert`]).
 //! - Update (PUT) and patch: 409 Conflict on a stale `resourceVersion`; a no-op does not write.
 //!   Kinds with a status subresource ignore status on the main resource and everything but status on
-//!   `/status`. No new finalizers may be added once an object is deleting (422, the real message).
+//!   `/status`. VMIs have none (404): a status change through the main resource sticks only
+//!   when KubeVirt's ServiceAccounts write it (the simulated virt-controller does), as virt-api's
+//!   VMI mutating webhook decides; the user comes from the bearer token even without RBAC
+//!   (no token: the admin, whose VMI status changes are reverted). No new finalizers may be added once an object is deleting (422, the real message).
 //! - Patch: JSON patch (a failed `test` answers the real generic 422 Invalid
 //!   "the server rejected our request due to an error in our request"), merge patch, strategic merge
 //!   for built-in kinds (finalizers merge as a set, `$deleteFromPrimitiveList`; custom resources
 //!   answer 415 like the real server), server-side apply (deep merge, creates when absent,
 //!   `fieldManager` required).
-//! - Delete: preconditions (uid, resourceVersion → 409); finalizers keep the object with
+//! - Delete: preconditions (uid, resourceVersion → 409, BeforeDelete's wording); a negative
+//!   grace period is 1 s; `deletecollection` with label/field selectors (not for namespaces); finalizers keep the object with
 //!   `deletionTimestamp`; removing the last finalizer removes it (watchers see DELETED);
 //!   `propagationPolicy` Orphan/Foreground add the `orphan`/`foregroundDeletion` finalizers the
 //!   garbage collector handles; pods delete gracefully (default `terminationGracePeriodSeconds`, 30):

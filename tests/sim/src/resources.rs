@@ -219,7 +219,10 @@ pub static RESOURCES: &[ResourceDef] = &[
             "VirtualMachineInstance",
             true,
             &["vmi", "vmis"],
-            true,
+            // No status subresource in KubeVirt's VMI CRD (virt-operator
+            // pkg/virt-operator/resource/generate/components/crds.go NewVirtualMachineInstanceCrd,
+            // v1.4.0, sets none; VMs get one): status is written through the main resource.
+            false,
             true,
         )
     },
@@ -456,7 +459,8 @@ mod tests {
             .as_array()
             .map(|a| a.iter().filter_map(|r| r["name"].as_str()).collect())
             .unwrap_or_default();
-        assert!(names.contains(&"virtualmachineinstances/status"));
+        assert!(names.contains(&"virtualmachines/status"));
+        assert!(!names.contains(&"virtualmachineinstances/status"));
         assert!(names.contains(&"virtualmachines"));
         assert_eq!(list["resources"][0]["shortNames"][0], "vm");
         let apis = group_list();

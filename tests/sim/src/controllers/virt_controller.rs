@@ -22,7 +22,9 @@ use crate::store::{DeleteOptions, Key};
 /// The simulated virt-controller.
 pub struct VirtController;
 
-const NAME: &str = "virt-controller";
+/// The name virt-controller's writes are logged under; the store treats its writes as
+/// KubeVirt's ServiceAccount's.
+pub const NAME: &str = "virt-controller";
 
 struct Kinds {
     pods: ResIdx,

@@ -8,6 +8,7 @@ use crate::convert::{from_view, storage_of, to_view};
 use crate::errors::ApiError;
 use crate::meta;
 use crate::patch::{self, PatchKind};
+use crate::rbac::Identity;
 use crate::resources::{find_kind, ResIdx, ResourceDef, RESOURCES};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::validation;
@@ -179,15 +180,27 @@ impl Store {
         }))
     }
 
-    /// Creates an object (POST to a collection).
+    /// Creates an object (POST to a collection) as the admin.
     pub fn create(&self, res: ResIdx, ns: &str, body: Value) -> Result<Value, ApiError> {
+        self.create_as(res, ns, body, &Identity::admin())
+    }
+
+    /// Creates an object as `who` (no rule depends on the creator today; kept for symmetry
+    /// with [`Store::update_as`]).
+    pub fn create_as(
+        &self,
+        res: ResIdx,
+        ns: &str,
+        body: Value,
+        _who: &Identity,
+    ) -> Result<Value, ApiError> {
         let mut g = self.lock();
         let out = g.create(res, ns, body, None)?;
         g.settle();
         Ok(out)
     }
 
-    /// Replaces an object (PUT), or only its status when `status` is true.
+    /// Replaces an object (PUT), or only its status when `status` is true, as the admin.
     pub fn update(
         &self,
         res: ResIdx,
@@ -195,6 +208,20 @@ impl Store {
         name: &str,
         body: Value,
         status: bool,
+    ) -> Result<Value, ApiError> {
+        self.update_as(res, ns, name, body, status, &Identity::admin())
+    }
+
+    /// Replaces an object as `who`: a VMI's status changes only stick for KubeVirt's own
+    /// ServiceAccounts ([`Identity::is_kubevirt`]), as virt-api's VMI mutating webhook does.
+    pub fn update_as(
+        &self,
+        res: ResIdx,
+        ns: &str,
+        name: &str,
+        body: Value,
+        status: bool,
+        who: &Identity,
     ) -> Result<Value, ApiError> {
         let r = res_def(res);
         if meta::resource_version(&body).is_empty() && !validation::allows_unconditional_update(r) {
@@ -204,19 +231,31 @@ impl Store {
             }
         }
         let mut g = self.lock();
-        let out = g.update(res, ns, name, body, status, None)?;
+        let out = g.update(res, ns, name, body, status, None, who.is_kubevirt())?;
         g.settle();
         Ok(out)
     }
 
-    /// Patches an object (or its status). Server-side apply creates the object when absent;
-    /// the returned flag says whether it did.
+    /// Patches an object (or its status) as the admin. Server-side apply creates the object
+    /// when absent; the returned flag says whether it did.
     pub fn patch(
         &self,
         res: ResIdx,
         ns: &str,
         name: &str,
         p: &PatchParams<'_>,
+    ) -> Result<(Value, bool), ApiError> {
+        self.patch_as(res, ns, name, p, &Identity::admin())
+    }
+
+    /// Patches an object as `who` (see [`Store::update_as`] for what depends on it).
+    pub fn patch_as(
+        &self,
+        res: ResIdx,
+        ns: &str,
+        name: &str,
+        p: &PatchParams<'_>,
+        who: &Identity,
     ) -> Result<(Value, bool), ApiError> {
         let PatchParams {
             kind,
@@ -249,7 +288,10 @@ impl Store {
                 if !patched_rv.is_empty() && patched_rv != meta::resource_version(&cur) {
                     return Err(ApiError::stale(r, name));
                 }
-                (g.update(res, ns, name, patched, status, None)?, false)
+                (
+                    g.update(res, ns, name, patched, status, None, who.is_kubevirt())?,
+                    false,
+                )
             }
         };
         g.settle();
@@ -430,6 +472,16 @@ impl Inner {
                 _ => {}
             }
         }
+        if is_vmi(r) {
+            // vmi-mutator.go on create (v1.4.0), for every creator: status is Pending with
+            // its phase transition time.
+            let now = meta::now_rfc3339();
+            obj.insert(
+                "status".into(),
+                json!({"phase": "Pending", "phaseTransitionTimestamps": [
+                    {"phase": "Pending", "phaseTransitionTimestamp": now}]}),
+            );
+        }
         let m = meta::meta_mut(&mut body);
         m.insert("name".into(), json!(name));
         if r.namespaced {
@@ -461,6 +513,8 @@ impl Inner {
         Ok(stored)
     }
 
+    /// `kubevirt`: the writer is one of KubeVirt's ServiceAccounts (its VMI status writes stick).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn update(
         &mut self,
         res: ResIdx,
@@ -469,6 +523,7 @@ impl Inner {
         mut body: Value,
         status: bool,
         actor: Option<&str>,
+        kubevirt: bool,
     ) -> Result<Value, ApiError> {
         let r = res_def(res);
         let key = key_for(r, ns, name);
@@ -512,7 +567,11 @@ impl Inner {
             }
             n
         } else {
-            if r.status_subresource {
+            // virt-api's VMI mutating webhook (kubevirt pkg/virt-api/webhooks/mutating-webhook/
+            // mutators/vmi-mutator.go, v1.4.0): on update, a status change from anyone but
+            // KubeVirt's ServiceAccounts is replaced by the old status.
+            let reverts_status = r.status_subresource || (is_vmi(r) && !kubevirt);
+            if reverts_status {
                 if let Some(o) = body.as_object_mut() {
                     match old.get("status") {
                         Some(s) => {
@@ -815,6 +874,11 @@ impl Inner {
             m.insert(key.clone(), new);
         }
     }
+}
+
+/// Whether a resource is KubeVirt's VirtualMachineInstance.
+fn is_vmi(r: &ResourceDef) -> bool {
+    r.group == "kubevirt.io" && r.plural == "virtualmachineinstances"
 }
 
 /// Graceful deletion period: only pods have one; unscheduled or finished pods go at once.

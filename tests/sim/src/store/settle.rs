@@ -60,7 +60,9 @@ impl Cluster for Inner {
     fn update(&mut self, actor: &str, res: ResIdx, obj: Value, status: bool) {
         let ns = crate::meta::namespace(&obj).to_string();
         let name = crate::meta::name(&obj).to_string();
-        let _ = Inner::update(self, res, &ns, &name, obj, status, Some(actor));
+        // The simulated virt-controller writes as KubeVirt's ServiceAccount.
+        let kubevirt = actor == controllers::virt_controller::NAME;
+        let _ = Inner::update(self, res, &ns, &name, obj, status, Some(actor), kubevirt);
     }
 
     fn remove(&mut self, actor: &str, res: ResIdx, key: &Key) {
