@@ -563,3 +563,73 @@ async fn orphan_processes_are_reported_and_killed_only_with_kill_orphans() {
     // No VM was touched: nothing counts as stuck for ten years after this boot.
     assert!(vm(&env, "default", "vm-web-01").is_some());
 }
+
+/// The Events a real client sees: `kubectl get events -A --field-selector
+/// reportingComponent=vmrecover` (core/v1, the API kubectl picks for `events`) lists the
+/// Events vmrecover created through events.k8s.io/v1, one per recovered VM. The simulator
+/// validates them as the apiserver does, so an Event it accepts is one a cluster accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_recovered_vm_has_one_event_that_kubectl_finds() {
+    let env = env(false).await;
+    let dry = env.run(e2e_support::DRY_RUN).await;
+    let recovered: Vec<String> = decisions(&dry.json())
+        .into_iter()
+        .filter(|(_, d)| d == "recover")
+        .map(|(vm, _)| vm)
+        .collect();
+    assert!(!recovered.is_empty(), "{}", dry.stdout);
+    let run = env.run(RUN).await;
+    assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        !run.stderr.contains("could not record an Event"),
+        "an Event was refused: {}",
+        run.stderr
+    );
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(env.sim.kubeconfig_path())
+        .args([
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "reportingComponent=vmrecover",
+            "-o",
+            "json",
+        ])
+        .output()
+        .expect("kubectl (apt-get install kubernetes-client)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Value = serde_json::from_slice(&out.stdout).expect("kubectl JSON");
+    let mut seen: Vec<String> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|e| {
+            assert_eq!(e["apiVersion"], "v1", "kubectl reads core/v1 Events: {e:#}");
+            assert_eq!(e["reportingComponent"], "vmrecover", "{e:#}");
+            assert_eq!(e["reportingInstance"], format!("vmrecover-{NODE}"), "{e:#}");
+            let name = e["metadata"]["name"].as_str().expect("name");
+            let about = e["involvedObject"]["name"]
+                .as_str()
+                .expect("involvedObject");
+            assert!(
+                name.starts_with(&format!("{about}-")) && name.len() == about.len() + 6,
+                "generated from '<vm>-': {name}"
+            );
+            format!(
+                "{}/{}",
+                e["involvedObject"]["namespace"].as_str().unwrap_or(""),
+                about
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut want = recovered.clone();
+    want.sort();
+    assert_eq!(seen, want, "one Event per recovered VM");
+}

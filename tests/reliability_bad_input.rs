@@ -86,16 +86,28 @@ async fn a_malformed_vmi_is_named_and_nothing_on_the_node_is_touched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_objects_and_objects_on_another_node_are_decided_safely() {
     let env = Env::power_loss().await;
+    // As big as the apiserver lets an object's metadata be: 5,000 finalizers and annotations
+    // just under the 256 KiB total it allows (TotalAnnotationSizeLimitB); a bigger one is a
+    // 422 and cannot exist.
     let finalizers: Vec<String> = (0..5000).map(|i| format!("example.com/f-{i}")).collect();
+    let blob_key = "example.com/blob";
+    let blob = "x".repeat(256 * 1024 - blob_key.len());
     env.sim
         .put(vmi(
             "vm-huge",
             json!({"metadata": {
                 "finalizers": finalizers,
-                "annotations": {"example.com/blob": "x".repeat(1 << 20)},
+                "annotations": {blob_key: blob},
             }}),
         ))
         .expect("put");
+    let mut too_big = vmi("vm-too-big", json!({}));
+    too_big["metadata"]["annotations"] = json!({blob_key: "x".repeat(1 << 20)});
+    let refused = env
+        .sim
+        .put(too_big)
+        .expect_err("a 1 MiB annotation is refused");
+    assert_eq!(refused.code, 422, "{refused}");
     env.sim
         .put(vmi(
             "vm-elsewhere",

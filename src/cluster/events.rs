@@ -36,7 +36,8 @@ impl EventRecorder {
     pub fn new(client: Client, node: &str) -> Self {
         EventRecorder {
             client,
-            instance: format!("{REPORTING_CONTROLLER}-{node}"),
+            // The apiserver refuses a reportingInstance over 128 bytes (a node name may have 253).
+            instance: cut(&format!("{REPORTING_CONTROLLER}-{node}"), 128),
         }
     }
 
@@ -53,7 +54,7 @@ impl EventRecorder {
         let api = Api::<Event>::namespaced(self.client.clone(), &about.namespace);
         let event = Event {
             metadata: ObjectMeta {
-                generate_name: Some(format!("{}.", about.name)),
+                generate_name: Some(generate_name(&about.name)),
                 namespace: Some(about.namespace.clone()),
                 ..ObjectMeta::default()
             },
@@ -87,6 +88,32 @@ impl EventRecorder {
     }
 }
 
+/// Longest prefix the apiserver keeps before adding its 5 random characters
+/// (`names.MaxGeneratedNameLength` in k8s.io/apiserver `pkg/storage/names/generate.go`).
+const MAX_GENERATE_NAME: usize = 58;
+
+/// `metadata.generateName` for an Event about `name`: `<name>-`, cut so the apiserver keeps
+/// all of it, never ending in `.` or `-` before the final dash. events.k8s.io/v1 validates it
+/// as a DNS-subdomain prefix where only a trailing `-` may dangle; `<name>.` is a 422.
+fn generate_name(name: &str) -> String {
+    let mut end = name.len().min(MAX_GENERATE_NAME - 1);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let base = name[..end].trim_end_matches(['.', '-']);
+    let base = if base.is_empty() { "vmrecover" } else { base };
+    format!("{base}-")
+}
+
+/// The longest prefix of `s` of at most `max` bytes.
+fn cut(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
@@ -100,6 +127,21 @@ fn truncate(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn generate_name_is_a_valid_prefix() {
+        assert_eq!(super::generate_name("vm-web-01"), "vm-web-01-");
+        let long = format!("{}.{}", "a".repeat(56), "b".repeat(100));
+        let g = super::generate_name(&long);
+        assert_eq!(
+            g,
+            format!("{}-", "a".repeat(56)),
+            "cut, and the dangling dot dropped"
+        );
+        assert!(g.len() <= super::MAX_GENERATE_NAME);
+        assert_eq!(super::generate_name("---"), "vmrecover-");
+        assert_eq!(super::cut(&"n".repeat(300), 128).len(), 128);
+    }
+
     #[test]
     fn truncate_respects_char_boundaries() {
         let s = "é".repeat(600);

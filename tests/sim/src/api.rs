@@ -242,6 +242,23 @@ fn dry_run(r: &Req) -> Result<bool, ApiError> {
     ))
 }
 
+/// `DeleteOptions` from the query and the body.
+fn delete_options(r: &Req) -> Result<DeleteOptions, ApiError> {
+    let mut opts = DeleteOptions {
+        grace_period_seconds: r.q("gracePeriodSeconds").and_then(|g| g.parse().ok()),
+        propagation_policy: r.q("propagationPolicy").map(str::to_string),
+        ..DeleteOptions::default()
+    };
+    if r.q("orphanDependents") == Some("true") {
+        opts.propagation_policy = Some("Orphan".into());
+    }
+    let body = json_body(r)?;
+    if body.is_object() {
+        opts.merge_body(&body);
+    }
+    Ok(opts)
+}
+
 fn verb(state: &State, r: &Req, t: Target) -> Result<Reply, ApiError> {
     let scratch;
     let store = if r.method != "GET" && dry_run(r)? {
@@ -281,14 +298,14 @@ fn verb(state: &State, r: &Req, t: Target) -> Result<Reply, ApiError> {
             Ok(Reply::Json(200, as_table(r, res, v)))
         }
         ("POST", Target::Collection { res, ns: Some(ns) }) => {
-            let v = store.create(res, &ns, json_body(r)?)?;
+            let v = store.create_as(res, &ns, json_body(r)?, &r.who)?;
             Ok(Reply::Json(201, v))
         }
         ("POST", Target::Collection { res, ns: None }) => {
             if RESOURCES.get(res).is_some_and(|d| d.namespaced) {
                 return Err(ApiError::method_not_allowed());
             }
-            let v = store.create(res, "", json_body(r)?)?;
+            let v = store.create_as(res, "", json_body(r)?, &r.who)?;
             Ok(Reply::Json(201, v))
         }
         ("GET", Target::Object { res, ns, name, .. }) => {
@@ -304,7 +321,7 @@ fn verb(state: &State, r: &Req, t: Target) -> Result<Reply, ApiError> {
                 status,
             },
         ) => {
-            let v = store.update(res, &ns, &name, json_body(r)?, status)?;
+            let v = store.update_as(res, &ns, &name, json_body(r)?, status, &r.who)?;
             Ok(Reply::Json(200, v))
         }
         (
@@ -324,7 +341,7 @@ fn verb(state: &State, r: &Req, t: Target) -> Result<Reply, ApiError> {
                 status,
                 field_manager: r.q("fieldManager"),
             };
-            let (v, created) = store.patch(res, &ns, &name, &params)?;
+            let (v, created) = store.patch_as(res, &ns, &name, &params, &r.who)?;
             Ok(Reply::Json(if created { 201 } else { 200 }, v))
         }
         (
@@ -336,19 +353,21 @@ fn verb(state: &State, r: &Req, t: Target) -> Result<Reply, ApiError> {
                 status: false,
             },
         ) => {
-            let mut opts = DeleteOptions {
-                grace_period_seconds: r.q("gracePeriodSeconds").and_then(|g| g.parse().ok()),
-                propagation_policy: r.q("propagationPolicy").map(str::to_string),
-                ..DeleteOptions::default()
-            };
-            if r.q("orphanDependents") == Some("true") {
-                opts.propagation_policy = Some("Orphan".into());
-            }
-            let body = json_body(r)?;
-            if body.is_object() {
-                opts.merge_body(&body);
-            }
+            let opts = delete_options(r)?;
             let v = store.delete(res, &ns, &name, &opts)?;
+            Ok(Reply::Json(200, v))
+        }
+        ("DELETE", Target::Collection { res, ns }) => {
+            // deletecollection: served per namespace for namespaced kinds (the all-namespaces
+            // path only lists and watches) and not at all for namespaces, whose REST storage
+            // has no DeleteCollection (k8s.io/kubernetes
+            // pkg/registry/core/namespace/storage/storage.go, v1.33.0).
+            let def = RESOURCES.get(res).ok_or_else(ApiError::path_not_found)?;
+            if !def.supports_delete_collection() || (def.namespaced && ns.is_none()) {
+                return Err(ApiError::method_not_allowed());
+            }
+            let opts = delete_options(r)?;
+            let v = store.delete_collection(res, ns.as_deref(), &list_query(r), &opts)?;
             Ok(Reply::Json(200, v))
         }
         _ => Err(ApiError::method_not_allowed()),
@@ -400,13 +419,18 @@ mod tests {
             })
         );
         assert_eq!(
-            parse_target("/apis/kubevirt.io/v1/namespaces/d/virtualmachineinstances/x/status"),
+            parse_target("/apis/kubevirt.io/v1/namespaces/d/virtualmachineinstances/x"),
             Some(Target::Object {
                 res: vmis,
                 ns: "d".into(),
                 name: "x".into(),
-                status: true
+                status: false
             })
+        );
+        assert_eq!(
+            parse_target("/apis/kubevirt.io/v1/namespaces/d/virtualmachineinstances/x/status"),
+            None,
+            "the VMI CRD has no status subresource"
         );
         assert_eq!(parse_target("/api/v1/pods/x"), None, "pods are namespaced");
         assert_eq!(parse_target("/apis/nope/v1/things"), None);

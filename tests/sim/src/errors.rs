@@ -102,6 +102,24 @@ impl ApiError {
         }
     }
 
+    /// 409 Conflict named by kind, as `BeforeDelete` builds it for a failed precondition
+    /// (`NewConflict(GroupResource{Group: gvk.Group, Resource: gvk.Kind}, ...)`):
+    /// `Operation cannot be fulfilled on Pod "x": ...`,
+    /// `... on VirtualMachineInstance.kubevirt.io "x": ...`.
+    pub fn conflict_on_kind(res: &ResourceDef, name: &str, why: &str) -> Self {
+        let gr = if res.group.is_empty() {
+            res.kind.to_string()
+        } else {
+            format!("{}.{}", res.kind, res.group)
+        };
+        ApiError {
+            code: 409,
+            reason: "Conflict",
+            message: format!("Operation cannot be fulfilled on {gr} \"{name}\": {why}"),
+            details: json!({"name": name, "group": res.group, "kind": res.kind}),
+        }
+    }
+
     /// 409 Conflict for a stale resourceVersion.
     pub fn stale(res: &ResourceDef, name: &str) -> Self {
         Self::conflict(

@@ -27,17 +27,26 @@
 //! # Semantics
 //! - One global, monotonically increasing `resourceVersion`; `uid`, `creationTimestamp`,
 //!   `generation` (bumped when anything outside metadata/status changes, and when deletion starts).
-//! - Create: 409 AlreadyExists, `generateName`, 404 when the namespace does not exist; custom
-//!   resources drop `status` on create (status subresource), pods start `Pending`.
+//! - Create: 409 AlreadyExists, `generateName` (prefix cut to 58 bytes, 5 random characters),
+//!   404 when the namespace does not exist; custom resources with a status subresource drop
+//!   `status` on create, VMIs start `Pending` (virt-api's mutating webhook), pods start `Pending`.
+//! - Validation ([`validation`]): create, update, patch and [`Sim::put`] refuse what the
+//!   apiserver refuses, with its 422 `Invalid` Status (metadata of every kind, Events, Leases,
+//!   updates without resourceVersion of Leases and custom resources, `MicroTime` syntax).
+//! - Events: `events.k8s.io/v1` and core `v1` Events are one storage ([`convert`]).
 //! - Update (PUT) and patch: 409 Conflict on a stale `resourceVersion`; a no-op does not write.
 //!   Kinds with a status subresource ignore status on the main resource and everything but status on
-//!   `/status`. No new finalizers may be added once an object is deleting (422, the real message).
+//!   `/status`. VMIs have none (404): a status change through the main resource sticks only
+//!   when KubeVirt's ServiceAccounts write it (the simulated virt-controller does), as virt-api's
+//!   VMI mutating webhook decides; the user comes from the bearer token even without RBAC
+//!   (no token: the admin, whose VMI status changes are reverted). No new finalizers may be added once an object is deleting (422, the real message).
 //! - Patch: JSON patch (a failed `test` answers the real generic 422 Invalid
 //!   "the server rejected our request due to an error in our request"), merge patch, strategic merge
 //!   for built-in kinds (finalizers merge as a set, `$deleteFromPrimitiveList`; custom resources
 //!   answer 415 like the real server), server-side apply (deep merge, creates when absent,
 //!   `fieldManager` required).
-//! - Delete: preconditions (uid, resourceVersion → 409); finalizers keep the object with
+//! - Delete: preconditions (uid, resourceVersion → 409, BeforeDelete's wording); a negative
+//!   grace period is 1 s; `deletecollection` with label/field selectors (not for namespaces); finalizers keep the object with
 //!   `deletionTimestamp`; removing the last finalizer removes it (watchers see DELETED);
 //!   `propagationPolicy` Orphan/Foreground add the `orphan`/`foregroundDeletion` finalizers the
 //!   garbage collector handles; pods delete gracefully (default `terminationGracePeriodSeconds`, 30):
@@ -46,10 +55,13 @@
 //!   finished pods go at once.
 //! - Garbage collection: when an object is finally removed, its dependents (`ownerReferences`
 //!   uid) are deleted (or lose the reference when another owner is alive).
+//! - Simulated controllers live in [`controllers`], one file each; what differs between
+//!   Harvester releases is data in [`profiles`] (setting `release`, default `1.8`).
 //! - virt-controller (setting `virtController`): deletes the launcher pods of a deleting or
-//!   Failed/Succeeded VMI and, once no pod owned by it exists, removes
-//!   `kubevirt.io/foregroundDeleteVirtualMachine`, `foregroundDeleteVirtualMachine` and
-//!   `kubevirt.io/virtualMachineControllerFinalize` from it; deletes the VMI of a deleting (or
+//!   Failed/Succeeded VMI and, once no pod owned by it exists, removes the VMI finalizers its
+//!   release knows (`foregroundDeleteVirtualMachine` and
+//!   `kubevirt.io/virtualMachineControllerFinalize`; from KubeVirt 1.7 also
+//!   `kubevirt.io/foregroundDeleteVirtualMachine`); deletes the VMI of a deleting (or
 //!   halted) VM and, once it is gone, removes `kubevirt.io/virtualMachineControllerFinalize` from the
 //!   VM. Pods are found through their `ownerReferences`. Its writes are logged as `internal`.
 //! - Watch: `resourceVersion` (unset/"0": synthetic ADDED of the current state first), 410 Gone
@@ -86,15 +98,18 @@
 //! (status, deletionTimestamp and finalizers included); missing uid/resourceVersion/
 //! creationTimestamp are filled in. An optional `apiVersion: sim.vmrecover.dev/v1`,
 //! `kind: SimulatorSettings` document sets `downNodes`, `virtController`, `kubeVersion`,
-//! `watchHistory`. Several files merge; `kind: List` documents are accepted.
+//! `watchHistory`, `release`. Several files merge; `kind: List` documents are accepted.
 
 pub mod api;
+pub mod controllers;
+pub mod convert;
 pub mod errors;
 pub mod faults;
 pub mod kubeconfig;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
+pub mod profiles;
 pub mod rbac;
 pub mod requestlog;
 pub mod resources;
@@ -105,6 +120,7 @@ pub mod settings;
 pub mod simapi;
 pub mod store;
 pub mod table;
+pub mod validation;
 mod watch;
 
 use std::net::SocketAddr;
@@ -404,7 +420,8 @@ impl Sim {
             .unwrap_or_default()
     }
 
-    /// Stores an object as written (bypassing create/update/delete semantics); the simulated
+    /// Stores an object as written (bypassing create/update/delete semantics, not validation:
+    /// an object the apiserver would refuse to store is a 422 here too); the simulated
     /// controllers then react to it.
     pub fn put(&self, obj: Value) -> Result<Value, ApiError> {
         self.state.store.put(obj)

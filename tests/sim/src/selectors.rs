@@ -269,13 +269,19 @@ fn field_pointer(res: &ResourceDef, field: &str) -> Option<&'static str> {
             ("source", "/source/component"),
             ("type", "/type"),
         ],
+        // k8s.io/kubernetes pkg/apis/events/v1/conversion.go AddFieldLabelConversionsForEvent
+        // (v1.33.0): the events.k8s.io names of the core Event's selectable fields.
         ("events.k8s.io", "events") => &[
             ("regarding.kind", "/regarding/kind"),
             ("regarding.namespace", "/regarding/namespace"),
             ("regarding.name", "/regarding/name"),
             ("regarding.uid", "/regarding/uid"),
+            ("regarding.apiVersion", "/regarding/apiVersion"),
+            ("regarding.resourceVersion", "/regarding/resourceVersion"),
+            ("regarding.fieldPath", "/regarding/fieldPath"),
             ("reason", "/reason"),
             ("reportingController", "/reportingController"),
+            ("source", "/deprecatedSource/component"),
             ("type", "/type"),
         ],
         _ => &[],
@@ -317,14 +323,25 @@ impl FieldSelector {
     /// Whether an object satisfies the selector (a missing field reads as the empty string).
     pub fn matches(&self, res: &ResourceDef, obj: &Value) -> bool {
         self.0.iter().all(|r| {
-            let actual = field_pointer(res, &r.field)
-                .and_then(|p| obj.pointer(p))
-                .map(|v| match v {
-                    Value::String(s) => s.clone(),
-                    Value::Null => String::new(),
-                    other => other.to_string(),
-                })
-                .unwrap_or_default();
+            let read = |p: &str| {
+                obj.pointer(p)
+                    .map(|v| match v {
+                        Value::String(s) => s.clone(),
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    })
+                    .unwrap_or_default()
+            };
+            let mut actual = field_pointer(res, &r.field).map(read).unwrap_or_default();
+            // pkg/registry/core/event/strategy.go ToSelectableFields (v1.33.0): `source` is
+            // the source component, or the reporting controller when that is empty.
+            if r.field == "source" && actual.is_empty() && res.plural == "events" {
+                actual = read(if res.group.is_empty() {
+                    "/reportingComponent"
+                } else {
+                    "/reportingController"
+                });
+            }
             (actual == r.value) != r.negate
         })
     }

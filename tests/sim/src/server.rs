@@ -48,6 +48,8 @@ pub(crate) struct Req {
     pub authorization: String,
     /// `Impersonate-User` and the `Impersonate-Group` values (kubectl `--as`, `--as-group`).
     pub impersonate: Option<(String, Vec<String>)>,
+    /// Who sent it (set once authenticated; the admin until then).
+    pub who: crate::rbac::Identity,
     pub body: Bytes,
 }
 
@@ -157,7 +159,7 @@ async fn handle(
     let query: Vec<(String, String)> = form_urlencoded::parse(raw_query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let r = Req {
+    let mut r = Req {
         method,
         path,
         raw_query,
@@ -166,6 +168,7 @@ async fn handle(
         accept,
         authorization,
         impersonate,
+        who: crate::rbac::Identity::admin(),
         body,
     };
     let mut record = RequestRecord {
@@ -215,8 +218,11 @@ async fn handle(
         }
     }
 
+    if !state.rbac {
+        r.who = crate::rbac::identify(&r.authorization, r.impersonate.as_ref());
+    }
     if state.rbac && !r.path.starts_with("/_sim") {
-        if let Err(e) = crate::rbac::check(
+        match crate::rbac::check(
             &state.store,
             &r.authorization,
             r.impersonate.as_ref(),
@@ -224,12 +230,15 @@ async fn handle(
             &r.path,
             &r.query,
         ) {
-            let (resp, n) = json_response(e.code, &e.to_status(), &[]);
-            record.status = e.code;
-            record.bytes_out = n;
-            record.actor = Some(format!("rbac: {}", e.reason));
-            state.log.push(record);
-            return Ok(resp);
+            Ok(who) => r.who = who,
+            Err(e) => {
+                let (resp, n) = json_response(e.code, &e.to_status(), &[]);
+                record.status = e.code;
+                record.bytes_out = n;
+                record.actor = Some(format!("rbac: {}", e.reason));
+                state.log.push(record);
+                return Ok(resp);
+            }
         }
     }
 

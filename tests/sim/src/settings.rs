@@ -22,6 +22,8 @@ pub struct Settings {
     pub kube_version: String,
     /// Watch events kept for resuming watches; older resourceVersions answer 410 Gone.
     pub watch_history: usize,
+    /// The Harvester release whose controllers are simulated (see [`crate::profiles`]).
+    pub release: String,
 }
 
 impl Default for Settings {
@@ -31,6 +33,7 @@ impl Default for Settings {
             virt_controller: true,
             kube_version: DEFAULT_KUBE_VERSION.into(),
             watch_history: DEFAULT_WATCH_HISTORY,
+            release: crate::profiles::DEFAULT_RELEASE.into(),
         }
     }
 }
@@ -52,6 +55,9 @@ pub struct SettingsPatch {
     /// Change the watch history size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch_history: Option<usize>,
+    /// Change the simulated Harvester release (`1.4` … `1.8`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
 }
 
 impl Settings {
@@ -69,6 +75,14 @@ impl Settings {
         if let Some(v) = p.watch_history {
             self.watch_history = v.max(1);
         }
+        if let Some(v) = &p.release {
+            self.release = v.trim_start_matches('v').to_string();
+        }
+    }
+
+    /// The behaviour profile of the simulated release.
+    pub fn profile(&self) -> &'static crate::profiles::ReleaseProfile {
+        crate::profiles::profile_or_default(&self.release)
     }
 
     /// `/version` body.

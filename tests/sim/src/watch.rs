@@ -57,11 +57,15 @@ impl Filter {
     /// The event type a watcher with this filter sees, if any (objects moving in or out of the
     /// selection appear as ADDED or DELETED, like the apiserver's watch cache does it).
     fn translate(&self, ev: &StoreEvent) -> Option<(&'static str, Value)> {
-        if ev.res != self.params.res {
+        if ev.res != crate::convert::storage_of(self.params.res) {
             return None;
         }
-        let now = self.matches(&ev.object);
-        let before = ev.old.as_ref().is_some_and(|o| self.matches(o));
+        let object = crate::convert::to_view(self.params.res, &ev.object);
+        let now = self.matches(&object);
+        let before = ev
+            .old
+            .as_ref()
+            .is_some_and(|o| self.matches(&crate::convert::to_view(self.params.res, o)));
         let ty = match ev.kind {
             EventType::Added => now.then_some("ADDED"),
             EventType::Deleted => before.then_some("DELETED"),
@@ -72,7 +76,7 @@ impl Filter {
                 (false, false) => None,
             },
         }?;
-        Some((ty, ev.object.clone()))
+        Some((ty, object))
     }
 
     fn line(&mut self, ty: &str, obj: Value) -> Bytes {

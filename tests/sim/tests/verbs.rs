@@ -387,49 +387,46 @@ async fn server_side_apply_creates_then_merges() {
 
 #[tokio::test]
 async fn status_subresource_is_separate() {
+    // VirtualMachines have a status subresource (virt-operator crds.go NewVirtualMachineCrd).
     let sim = sim_with("").await;
     let h = Http::new(&sim);
-    let mut v = vmi("a", "n");
-    v["status"] = json!({"phase": "Running"});
-    let c = h
-        .post(
-            "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances",
-            &v,
-        )
-        .await;
+    let coll = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines";
+    let v = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "a"}, "spec": {"runStrategy": "Always"},
+        "status": {"printableStatus": "Running"}});
+    let c = h.post(coll, &v).await;
     assert!(
         c.body.get("status").is_none(),
         "custom resources drop status on create"
     );
+    let path = vm_path("default", "a");
     let st = h
         .patch(
-            &format!("{}/status", vmi_path("default", "a")),
+            &format!("{path}/status"),
             "application/merge-patch+json",
-            r#"{"status":{"phase":"Failed"},"spec":{"ignored":true},"metadata":{"labels":{"ignored":"yes"}}}"#,
+            r#"{"status":{"printableStatus":"Stopped"},"spec":{"ignored":true},"metadata":{"labels":{"ignored":"yes"}}}"#,
         )
         .await;
     assert_eq!(st.status, 200);
-    assert_eq!(st.body["status"]["phase"], "Failed");
+    assert_eq!(st.body["status"]["printableStatus"], "Stopped");
     assert!(st.body["spec"].get("ignored").is_none());
-    assert!(st.body["metadata"]["labels"].get("ignored").is_none());
+    assert!(st.body["metadata"].get("labels").is_none());
     assert_eq!(st.body["metadata"]["generation"], 1);
     let mut main = st.body.clone();
-    main["status"]["phase"] = json!("Running");
-    main["metadata"]["labels"]["l"] = json!("1");
-    let upd = h.put(&vmi_path("default", "a"), &main).await;
+    main["status"]["printableStatus"] = json!("Running");
+    main["metadata"]["labels"] = json!({"l": "1"});
+    let upd = h.put(&path, &main).await;
     assert_eq!(
-        upd.body["status"]["phase"], "Failed",
+        upd.body["status"]["printableStatus"], "Stopped",
         "main resource ignores status"
     );
     assert_eq!(upd.body["metadata"]["labels"]["l"], "1");
-    let got = h.get(&format!("{}/status", vmi_path("default", "a"))).await;
-    assert_eq!(got.body["status"]["phase"], "Failed");
+    let got = h.get(&format!("{path}/status")).await;
+    assert_eq!(got.body["status"]["printableStatus"], "Stopped");
     let mut put_status = upd.body.clone();
-    put_status["status"] = json!({"phase": "Succeeded"});
-    let ps = h
-        .put(&format!("{}/status", vmi_path("default", "a")), &put_status)
-        .await;
-    assert_eq!(ps.body["status"]["phase"], "Succeeded");
+    put_status["status"] = json!({"printableStatus": "Stopping"});
+    let ps = h.put(&format!("{path}/status"), &put_status).await;
+    assert_eq!(ps.body["status"]["printableStatus"], "Stopping");
 }
 
 #[tokio::test]
@@ -506,7 +503,8 @@ async fn delete_preconditions() {
     assert_eq!(r.status, 409);
     assert_eq!(
         r.body["message"],
-        format!("Operation cannot be fulfilled on virtualmachineinstances.kubevirt.io \"a\": Precondition failed: UID in precondition: other, UID in object meta: {uid}")
+        // k8s.io/apiserver pkg/registry/rest/delete.go BeforeDelete (v0.33.0).
+        format!("Operation cannot be fulfilled on VirtualMachineInstance.kubevirt.io \"a\": the UID in the precondition (other) does not match the UID in record ({uid}). The object might have been deleted and then recreated")
     );
     let bad_rv = json!({"preconditions": {"resourceVersion": "1"}});
     assert_eq!(

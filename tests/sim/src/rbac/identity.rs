@@ -17,6 +17,18 @@ pub const ADMIN_USER: &str = "kubernetes-admin";
 /// The group the authorizer always allows (as the real `system:masters`).
 pub const MASTERS_GROUP: &str = "system:masters";
 
+/// The namespace Harvester installs KubeVirt in.
+pub const KUBEVIRT_NAMESPACE: &str = "harvester-system";
+
+/// KubeVirt's ServiceAccounts whose VMI status writes virt-api's VMI mutating webhook keeps:
+/// kubevirt `pkg/virt-api/webhooks/serviceaccounts.go` `KubeVirtServiceAccounts` (v1.4.0:
+/// `kubevirt-apiserver`, `kubevirt-controller`, `kubevirt-handler`, in KubeVirt's namespace).
+pub const KUBEVIRT_SERVICE_ACCOUNTS: [&str; 3] = [
+    "kubevirt-apiserver",
+    "kubevirt-controller",
+    "kubevirt-handler",
+];
+
 /// An authenticated user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -85,6 +97,19 @@ impl Identity {
             groups: all,
             service_account: None,
         }
+    }
+
+    /// virt-controller's ServiceAccount (`system:serviceaccount:harvester-system:kubevirt-controller`).
+    pub fn kubevirt_controller() -> Self {
+        Self::service_account(KUBEVIRT_NAMESPACE, "kubevirt-controller")
+    }
+
+    /// Whether this is one of KubeVirt's own ServiceAccounts (by user name, as the webhook
+    /// checks it: `ar.Request.UserInfo.Username`).
+    pub fn is_kubevirt(&self) -> bool {
+        KUBEVIRT_SERVICE_ACCOUNTS
+            .iter()
+            .any(|sa| self.user == format!("system:serviceaccount:{KUBEVIRT_NAMESPACE}:{sa}"))
     }
 
     /// Whether the authorizer lets this identity do anything.

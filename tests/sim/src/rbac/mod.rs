@@ -17,7 +17,9 @@ mod load;
 mod policy;
 
 pub use attributes::Attributes;
-pub use identity::{Identity, ADMIN_USER, SA_TOKEN_PREFIX};
+pub use identity::{
+    Identity, ADMIN_USER, KUBEVIRT_NAMESPACE, KUBEVIRT_SERVICE_ACCOUNTS, SA_TOKEN_PREFIX,
+};
 pub use load::{load, parse, RBAC_KINDS};
 pub use policy::{authorize, forbidden_message, rule_allows};
 
@@ -48,6 +50,17 @@ pub fn forbidden(who: &Identity, a: &Attributes) -> ApiError {
 /// The 401 Status for a request without a token this simulator issued.
 pub fn unauthorized() -> ApiError {
     ApiError::new(401, "Unauthorized", "Unauthorized")
+}
+
+/// Who a request comes from when RBAC is not enforced: the identity of a token this simulator
+/// issued (any other token, or none, is the admin), then impersonation. Nothing is denied, but
+/// what depends on the user (virt-api's VMI status rule) still sees the right one.
+pub fn identify(authorization: &str, impersonate: Option<&(String, Vec<String>)>) -> Identity {
+    let who = Identity::from_authorization(authorization).unwrap_or_else(Identity::admin);
+    match impersonate {
+        Some((user, groups)) if who.is_superuser() => Identity::impersonated(user, groups),
+        _ => who,
+    }
 }
 
 /// Authenticates and authorizes one request. `Ok` carries the identity.

@@ -1,10 +1,10 @@
 //! The object store: schema-free objects keyed by (resource, namespace, name), one global
 //! resourceVersion counter, a bounded event history for resuming watches, and a broadcast
-//! channel for live watches. The verbs live in `ops.rs`, the simulated controllers in
-//! `controllers.rs`.
+//! channel for live watches. The verbs live in `ops.rs`; `settle.rs` hands changes to the
+//! simulated controllers of [`crate::controllers`].
 
-mod controllers;
 mod ops;
+mod settle;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,7 +50,8 @@ impl EventType {
 pub struct StoreEvent {
     /// resourceVersion of the change.
     pub rv: u64,
-    /// Resource the object belongs to.
+    /// Resource the object is stored as (core `events` for both Event APIs: convert with
+    /// [`crate::convert::to_view`] for the served form).
     pub res: ResIdx,
     /// What happened.
     pub kind: EventType,
@@ -168,15 +169,22 @@ impl Store {
 
     /// Number of objects of a resource.
     pub fn count(&self, res: ResIdx) -> usize {
-        self.lock().objects.get(res).map_or(0, BTreeMap::len)
+        self.lock()
+            .objects
+            .get(crate::convert::storage_of(res))
+            .map_or(0, BTreeMap::len)
     }
 
     /// Every object of a resource (test helper).
     pub fn all(&self, res: ResIdx) -> Vec<Value> {
         self.lock()
             .objects
-            .get(res)
-            .map(|m| m.values().cloned().collect())
+            .get(crate::convert::storage_of(res))
+            .map(|m| {
+                m.values()
+                    .map(|o| crate::convert::to_view(res, o))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -207,12 +215,13 @@ impl Store {
             };
         let synthetic = parsed.is_none() || send_initial;
         if synthetic {
+            let sres = crate::convert::storage_of(res);
             let initial = g
-                .range(res, ns)
+                .range(sres, ns)
                 .map(|(_, o)| {
                     Arc::new(StoreEvent {
                         rv: g.rv,
-                        res,
+                        res: sres,
                         kind: EventType::Added,
                         object: o.clone(),
                         old: None,
@@ -235,7 +244,7 @@ impl Store {
         let initial = g
             .history
             .iter()
-            .filter(|e| e.rv > from && e.res == res)
+            .filter(|e| e.rv > from && e.res == crate::convert::storage_of(res))
             .cloned()
             .collect();
         Ok(WatchStart {

@@ -4,11 +4,14 @@
 use serde_json::{json, Value};
 
 use super::{object_path, Inner, Key, Store};
+use crate::convert::{from_view, storage_of, to_view};
 use crate::errors::ApiError;
 use crate::meta;
 use crate::patch::{self, PatchKind};
+use crate::rbac::Identity;
 use crate::resources::{find_kind, ResIdx, ResourceDef, RESOURCES};
 use crate::selectors::{FieldSelector, LabelSelector};
+use crate::validation;
 
 /// Parameters of a list.
 #[derive(Debug, Clone, Default)]
@@ -97,6 +100,9 @@ fn unhex(s: &str) -> Option<String> {
     bytes.and_then(|b| String::from_utf8(b).ok())
 }
 
+/// `names.MaxGeneratedNameLength`: 63 − 5 random characters.
+const MAX_GENERATED_NAME_LENGTH: usize = 58;
+
 const GENERATE_NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 fn random_suffix() -> String {
@@ -108,16 +114,12 @@ fn random_suffix() -> String {
         .collect()
 }
 
-/// Finalizers whose removal the garbage collector handles.
-const GC_FINALIZERS: [&str; 2] = ["orphan", "foregroundDeletion"];
-
 impl Store {
     /// Gets one object.
     pub fn get(&self, res: ResIdx, ns: &str, name: &str) -> Result<Value, ApiError> {
         let r = res_def(res);
         self.lock()
-            .get_obj(res, &key_for(r, ns, name))
-            .cloned()
+            .view_get(res, &key_for(r, ns, name))
             .ok_or_else(|| ApiError::not_found(r, name))
     }
 
@@ -146,10 +148,11 @@ impl Store {
         let mut items = Vec::new();
         let mut next: Option<Key> = None;
         let mut remaining = 0usize;
-        for (k, o) in g.range(res, ns) {
+        for (k, stored) in g.range(storage_of(res), ns) {
             if start.as_ref().is_some_and(|s| k <= s) {
                 continue;
             }
+            let o = &to_view(res, stored);
             if !label.matches(o) || !field.matches(r, o) {
                 continue;
             }
@@ -177,15 +180,27 @@ impl Store {
         }))
     }
 
-    /// Creates an object (POST to a collection).
+    /// Creates an object (POST to a collection) as the admin.
     pub fn create(&self, res: ResIdx, ns: &str, body: Value) -> Result<Value, ApiError> {
+        self.create_as(res, ns, body, &Identity::admin())
+    }
+
+    /// Creates an object as `who` (no rule depends on the creator today; kept for symmetry
+    /// with [`Store::update_as`]).
+    pub fn create_as(
+        &self,
+        res: ResIdx,
+        ns: &str,
+        body: Value,
+        _who: &Identity,
+    ) -> Result<Value, ApiError> {
         let mut g = self.lock();
         let out = g.create(res, ns, body, None)?;
         g.settle();
         Ok(out)
     }
 
-    /// Replaces an object (PUT), or only its status when `status` is true.
+    /// Replaces an object (PUT), or only its status when `status` is true, as the admin.
     pub fn update(
         &self,
         res: ResIdx,
@@ -194,20 +209,53 @@ impl Store {
         body: Value,
         status: bool,
     ) -> Result<Value, ApiError> {
+        self.update_as(res, ns, name, body, status, &Identity::admin())
+    }
+
+    /// Replaces an object as `who`: a VMI's status changes only stick for KubeVirt's own
+    /// ServiceAccounts ([`Identity::is_kubevirt`]), as virt-api's VMI mutating webhook does.
+    pub fn update_as(
+        &self,
+        res: ResIdx,
+        ns: &str,
+        name: &str,
+        body: Value,
+        status: bool,
+        who: &Identity,
+    ) -> Result<Value, ApiError> {
+        let r = res_def(res);
+        if meta::resource_version(&body).is_empty() && !validation::allows_unconditional_update(r) {
+            // store.go Update: checked before the body is compared with anything.
+            if self.lock().view_get(res, &key_for(r, ns, name)).is_some() {
+                return Err(validation::unconditional_update(r, name));
+            }
+        }
         let mut g = self.lock();
-        let out = g.update(res, ns, name, body, status, None)?;
+        let out = g.update(res, ns, name, body, status, None, who.is_kubevirt())?;
         g.settle();
         Ok(out)
     }
 
-    /// Patches an object (or its status). Server-side apply creates the object when absent;
-    /// the returned flag says whether it did.
+    /// Patches an object (or its status) as the admin. Server-side apply creates the object
+    /// when absent; the returned flag says whether it did.
     pub fn patch(
         &self,
         res: ResIdx,
         ns: &str,
         name: &str,
         p: &PatchParams<'_>,
+    ) -> Result<(Value, bool), ApiError> {
+        self.patch_as(res, ns, name, p, &Identity::admin())
+    }
+
+    /// Patches an object as `who` (see [`Store::update_as`] for what depends on it).
+    pub fn patch_as(
+        &self,
+        res: ResIdx,
+        ns: &str,
+        name: &str,
+        p: &PatchParams<'_>,
+        who: &Identity,
     ) -> Result<(Value, bool), ApiError> {
         let PatchParams {
             kind,
@@ -225,7 +273,7 @@ impl Store {
         }
         let mut g = self.lock();
         let key = key_for(r, ns, name);
-        let current = g.get_obj(res, &key).cloned();
+        let current = g.view_get(res, &key);
         let out = match current {
             None if kind == PatchKind::Apply && !status => {
                 let mut applied = patch::parse_apply_body(body)?;
@@ -240,7 +288,10 @@ impl Store {
                 if !patched_rv.is_empty() && patched_rv != meta::resource_version(&cur) {
                     return Err(ApiError::stale(r, name));
                 }
-                (g.update(res, ns, name, patched, status, None)?, false)
+                (
+                    g.update(res, ns, name, patched, status, None, who.is_kubevirt())?,
+                    false,
+                )
             }
         };
         g.settle();
@@ -262,8 +313,36 @@ impl Store {
         Ok(out)
     }
 
+    /// Deletes every object a list with these selectors returns (one page when `limit` is
+    /// set), each with the single-object delete semantics, and answers the list as it was
+    /// before (k8s.io/apiserver pkg/registry/generic/registry/store.go `DeleteCollection`,
+    /// v0.33.0: objects already gone are skipped, any other failure ends it).
+    pub fn delete_collection(
+        &self,
+        res: ResIdx,
+        ns: Option<&str>,
+        q: &ListQuery,
+        opts: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
+        let listed = self.list(res, ns, q)?;
+        let mut g = self.lock();
+        for item in listed["items"].as_array().into_iter().flatten() {
+            match g.delete(res, meta::namespace(item), meta::name(item), opts, None) {
+                Ok(_) => {}
+                Err(e) if e.code == 404 => {}
+                Err(e) => {
+                    g.settle();
+                    return Err(e);
+                }
+            }
+            g.settle();
+        }
+        Ok(listed)
+    }
+
     /// Stores an object exactly as given (status, deletionTimestamp and finalizers included),
-    /// bypassing create/update/delete semantics; fills uid, creationTimestamp and resourceVersion
+    /// bypassing create/update/delete semantics but not validation (an object the apiserver
+    /// would refuse to store is refused with its 422); fills uid, creationTimestamp and resourceVersion
     /// when missing. The simulated controllers then react to it.
     pub fn put(&self, obj: Value) -> Result<Value, ApiError> {
         let mut g = self.lock();
@@ -286,7 +365,9 @@ impl Store {
     pub fn remove(&self, res: ResIdx, ns: &str, name: &str) -> bool {
         let r = res_def(res);
         let mut g = self.lock();
-        let found = g.store_remove(res, &key_for(r, ns, name)).is_some();
+        let found = g
+            .store_remove(storage_of(res), &key_for(r, ns, name))
+            .is_some();
         g.settle();
         found
     }
@@ -325,6 +406,7 @@ impl Inner {
             return Err(ApiError::bad_request("the request body is not an object"));
         }
         Self::check_kind(r, &body)?;
+        validation::check_micro_times(r, &body)?;
         let body_ns = meta::namespace(&body).to_string();
         if r.namespaced {
             if !body_ns.is_empty() && body_ns != ns {
@@ -352,10 +434,20 @@ impl Inner {
                     "name or generateName is required",
                 ));
             }
-            name = format!("{gen}{}", random_suffix());
+            // names.SimpleNameGenerator (k8s.io/apiserver pkg/storage/names/generate.go,
+            // v0.33.0): the prefix is cut to 58 bytes, then 5 random characters.
+            let mut base = gen.as_str();
+            if base.len() > MAX_GENERATED_NAME_LENGTH {
+                let mut end = MAX_GENERATED_NAME_LENGTH;
+                while !base.is_char_boundary(end) {
+                    end -= 1;
+                }
+                base = &base[..end];
+            }
+            name = format!("{base}{}", random_suffix());
         }
         let key = key_for(r, ns, &name);
-        if self.get_obj(res, &key).is_some() {
+        if self.view_get(res, &key).is_some() {
             return Err(ApiError::already_exists(r, &name));
         }
         let obj = body
@@ -380,6 +472,16 @@ impl Inner {
                 _ => {}
             }
         }
+        if is_vmi(r) {
+            // vmi-mutator.go on create (v1.4.0), for every creator: status is Pending with
+            // its phase transition time.
+            let now = meta::now_rfc3339();
+            obj.insert(
+                "status".into(),
+                json!({"phase": "Pending", "phaseTransitionTimestamps": [
+                    {"phase": "Pending", "phaseTransitionTimestamp": now}]}),
+            );
+        }
         let m = meta::meta_mut(&mut body);
         m.insert("name".into(), json!(name));
         if r.namespaced {
@@ -403,13 +505,16 @@ impl Inner {
                 l.insert("kubernetes.io/metadata.name".into(), json!(name));
             }
         }
-        let stored = self.store_put(res, body);
+        validation::validate_create(res, &body)?;
+        let stored = self.view_put(res, body);
         if let Some(a) = actor {
             self.log_internal(a, "POST", object_path(res, ns, ""), stored.clone(), 201);
         }
         Ok(stored)
     }
 
+    /// `kubevirt`: the writer is one of KubeVirt's ServiceAccounts (its VMI status writes stick).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn update(
         &mut self,
         res: ResIdx,
@@ -418,17 +523,18 @@ impl Inner {
         mut body: Value,
         status: bool,
         actor: Option<&str>,
+        kubevirt: bool,
     ) -> Result<Value, ApiError> {
         let r = res_def(res);
         let key = key_for(r, ns, name);
         let old = self
-            .get_obj(res, &key)
-            .cloned()
+            .view_get(res, &key)
             .ok_or_else(|| ApiError::not_found(r, name))?;
         if !body.is_object() {
             return Err(ApiError::bad_request("the request body is not an object"));
         }
         Self::check_kind(r, &body)?;
+        validation::check_micro_times(r, &body)?;
         let body_name = meta::name(&body);
         if !body_name.is_empty() && body_name != name {
             return Err(ApiError::bad_request(format!(
@@ -461,7 +567,11 @@ impl Inner {
             }
             n
         } else {
-            if r.status_subresource {
+            // virt-api's VMI mutating webhook (kubevirt pkg/virt-api/webhooks/mutating-webhook/
+            // mutators/vmi-mutator.go, v1.4.0): on update, a status change from anyone but
+            // KubeVirt's ServiceAccounts is replaced by the old status.
+            let reverts_status = r.status_subresource || (is_vmi(r) && !kubevirt);
+            if reverts_status {
                 if let Some(o) = body.as_object_mut() {
                     match old.get("status") {
                         Some(s) => {
@@ -503,25 +613,7 @@ impl Inner {
             }
             m.remove("selfLink");
         }
-        if meta::is_deleting(&old) {
-            let old_f = meta::finalizers(&old);
-            let added: Vec<String> = meta::finalizers(&new)
-                .into_iter()
-                .filter(|f| !old_f.contains(f))
-                .collect();
-            if !added.is_empty() {
-                return Err(ApiError::invalid(
-                    r,
-                    name,
-                    "metadata.finalizers",
-                    "FieldValueForbidden",
-                    &format!(
-                        "no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
-                        added.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ")
-                    ),
-                ));
-            }
-        }
+        validation::validate_update(res, &new, &old)?;
         if r.tracks_generation() && meta::spec_part(&new) != meta::spec_part(&old) {
             let gen = old
                 .pointer("/metadata/generation")
@@ -548,18 +640,14 @@ impl Inner {
                 "resourceVersion".into(),
                 json!(meta::resource_version(&old)),
             );
-            self.index_remove(res, &key, &old);
-            self.index_add(res, &key, &new);
-            if let Some(m) = self.objects.get_mut(res) {
-                m.insert(key.clone(), new);
-            }
-            let gone = self.store_remove(res, &key).unwrap_or_default();
+            self.replace_silently(res, &key, new);
+            let gone = self.view_remove(res, &key).unwrap_or_default();
             if let Some(a) = actor {
                 self.log_internal(a, "PUT", path, gone.clone(), 200);
             }
             return Ok(gone);
         }
-        let stored = self.store_put(res, new);
+        let stored = self.view_put(res, new);
         if let Some(a) = actor {
             self.log_internal(a, "PUT", path, stored.clone(), 200);
         }
@@ -577,16 +665,29 @@ impl Inner {
         let r = res_def(res);
         let key = key_for(r, ns, name);
         let cur = self
-            .get_obj(res, &key)
-            .cloned()
+            .view_get(res, &key)
             .ok_or_else(|| ApiError::not_found(r, name))?;
+        // k8s.io/apiserver pkg/registry/rest/delete.go BeforeDelete (v0.33.0) checks the
+        // preconditions first, with a Conflict on the *kind* (GroupResource{group, Kind});
+        // namespaces check the UID in their own Delete
+        // (k8s.io/kubernetes pkg/registry/core/namespace/storage/storage.go, v1.33.0).
         if let Some(u) = &opts.precondition_uid {
             if u != meta::uid(&cur) {
-                return Err(ApiError::conflict(
+                if r.group.is_empty() && r.plural == "namespaces" {
+                    return Err(ApiError::conflict(
+                        r,
+                        name,
+                        &format!(
+                            "Precondition failed: UID in precondition: {u}, UID in object meta: {}",
+                            meta::uid(&cur)
+                        ),
+                    ));
+                }
+                return Err(ApiError::conflict_on_kind(
                     r,
                     name,
                     &format!(
-                        "Precondition failed: UID in precondition: {u}, UID in object meta: {}",
+                        "the UID in the precondition ({u}) does not match the UID in record ({}). The object might have been deleted and then recreated",
                         meta::uid(&cur)
                     ),
                 ));
@@ -594,11 +695,11 @@ impl Inner {
         }
         if let Some(v) = &opts.precondition_rv {
             if v != meta::resource_version(&cur) {
-                return Err(ApiError::conflict(
+                return Err(ApiError::conflict_on_kind(
                     r,
                     name,
                     &format!(
-                        "Precondition failed: ResourceVersion in precondition: {v}, ResourceVersion in object meta: {}",
+                        "the ResourceVersion in the precondition ({v}) does not match the ResourceVersion in record ({}). The object might have been modified",
                         meta::resource_version(&cur)
                     ),
                 ));
@@ -618,19 +719,30 @@ impl Inner {
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
             if r.plural == "pods" && grace < cur_grace {
+                // BeforeDelete: the deletionTimestamp moves back by the old period and forward
+                // by the new one, never into the past; a graceful (non-zero) request whose time
+                // has run out becomes 1 s.
+                let old_ts = cur
+                    .pointer("/metadata/deletionTimestamp")
+                    .and_then(Value::as_str)
+                    .and_then(meta::parse_ts)
+                    .unwrap_or(now);
+                let mut ts = old_ts - cur_grace + grace;
+                let mut grace = grace;
+                if ts < now {
+                    ts = now;
+                    if grace != 0 {
+                        grace = 1;
+                    }
+                }
                 let m = meta::meta_mut(&mut obj);
                 m.insert("deletionGracePeriodSeconds".into(), json!(grace));
-                m.insert(
-                    "deletionTimestamp".into(),
-                    json!(meta::ts_rfc3339(now + grace)),
-                );
+                m.insert("deletionTimestamp".into(), json!(meta::ts_rfc3339(ts)));
                 if grace == 0 && meta::finalizers(&obj).is_empty() {
-                    if let Some(m) = self.objects.get_mut(res) {
-                        m.insert(key.clone(), obj);
-                    }
+                    self.replace_silently(res, &key, obj);
                     return Ok(self.deleted_response(r, res, &key));
                 }
-                return Ok(self.store_put(res, obj));
+                return Ok(self.view_put(res, obj));
             }
             if meta::finalizers(&cur).is_empty() && cur_grace == 0 {
                 return Ok(self.deleted_response(r, res, &key));
@@ -660,13 +772,13 @@ impl Inner {
                     .unwrap_or(0);
                 m.insert("generation".into(), json!(gen + 1));
             }
-            return Ok(self.store_put(res, obj));
+            return Ok(self.view_put(res, obj));
         }
         Ok(self.deleted_response(r, res, &key))
     }
 
     fn deleted_response(&mut self, r: &ResourceDef, res: ResIdx, key: &Key) -> Value {
-        let gone = self.store_remove(res, key).unwrap_or_default();
+        let gone = self.view_remove(res, key).unwrap_or_default();
         if r.returns_deleted_object {
             return gone;
         }
@@ -727,38 +839,57 @@ impl Inner {
         {
             self.rv = self.rv.max(given.saturating_sub(1));
         }
-        Ok(self.store_put(res, obj))
+        // An object the apiserver could never have stored is refused here too (the state it is
+        // in may be any the API can reach: deletionTimestamp, finalizers, status).
+        validation::validate_create(res, &obj)?;
+        Ok(self.view_put(res, obj))
     }
 
-    /// Deletes an object on behalf of a simulated controller (errors are logged, not returned).
-    pub(super) fn internal_delete(
-        &mut self,
-        actor: &str,
-        res: ResIdx,
-        key: &Key,
-        opts: &DeleteOptions,
-    ) {
-        let _ = self.delete(res, &key.0, &key.1, opts, Some(actor));
+    /// The object of served resource `res` (converted from its storage form).
+    pub(super) fn view_get(&self, res: ResIdx, key: &Key) -> Option<Value> {
+        self.get_obj(storage_of(res), key).map(|o| to_view(res, o))
     }
 
-    /// Replaces an object on behalf of a simulated controller.
-    pub(super) fn internal_update(&mut self, actor: &str, res: ResIdx, obj: Value, status: bool) {
-        let ns = meta::namespace(&obj).to_string();
-        let name = meta::name(&obj).to_string();
-        let _ = self.update(res, &ns, &name, obj, status, Some(actor));
+    /// Stores an object given in the served form of `res`; returns it as stored, served form.
+    pub(super) fn view_put(&mut self, res: ResIdx, obj: Value) -> Value {
+        let stored = self.store_put(storage_of(res), from_view(res, &obj));
+        to_view(res, &stored)
     }
 
-    /// Whether a finalizer is one the garbage collector owns.
-    pub(super) fn is_gc_finalizer(f: &str) -> bool {
-        GC_FINALIZERS.contains(&f)
+    /// Removes an object for good; returns its last state in the served form of `res`.
+    pub(super) fn view_remove(&mut self, res: ResIdx, key: &Key) -> Option<Value> {
+        self.store_remove(storage_of(res), key)
+            .map(|o| to_view(res, &o))
+    }
+
+    /// Replaces an object without a resourceVersion or watch event (its removal follows).
+    fn replace_silently(&mut self, res: ResIdx, key: &Key, obj: Value) {
+        let sres = storage_of(res);
+        let new = from_view(res, &obj);
+        if let Some(old) = self.get_obj(sres, key).cloned() {
+            self.index_remove(sres, key, &old);
+        }
+        self.index_add(sres, key, &new);
+        if let Some(m) = self.objects.get_mut(sres) {
+            m.insert(key.clone(), new);
+        }
     }
 }
 
+/// Whether a resource is KubeVirt's VirtualMachineInstance.
+fn is_vmi(r: &ResourceDef) -> bool {
+    r.group == "kubevirt.io" && r.plural == "virtualmachineinstances"
+}
+
 /// Graceful deletion period: only pods have one; unscheduled or finished pods go at once.
+/// A negative period is 1 s: k8s.io/apiserver pkg/registry/rest/delete.go BeforeDelete
+/// ("Negative values will be treated as the value `1s` on the delete path", v0.33.0) and
+/// k8s.io/kubernetes pkg/registry/core/pod/strategy.go CheckGracefulDelete (v1.33.0).
 fn deletion_grace(r: &ResourceDef, obj: &Value, requested: Option<i64>) -> i64 {
     if r.plural != "pods" || !r.group.is_empty() {
         return 0;
     }
+    let requested = requested.map(|g| if g < 0 { 1 } else { g });
     let node = obj
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
@@ -775,8 +906,8 @@ fn deletion_grace(r: &ResourceDef, obj: &Value, requested: Option<i64>) -> i64 {
             obj.pointer("/spec/terminationGracePeriodSeconds")
                 .and_then(Value::as_i64)
         })
+        .map(|g| if g < 0 { 1 } else { g })
         .unwrap_or(30)
-        .max(0)
 }
 
 /// Whether an update leaves a deleting object with nothing to wait for (no finalizers, and

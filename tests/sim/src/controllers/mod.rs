@@ -1,0 +1,196 @@
+//! The simulated controllers, one file each: the kubelet of every up node
+//! ([`kubelet`]), the garbage collector ([`garbage_collector`]) and KubeVirt's virt-controller
+//! ([`virt_controller`]). Each implements [`Controller`] and sees the cluster only through
+//! [`Cluster`], which the store implements: the store's settle loop calls [`reconcile`] for
+//! every changed object and [`owner_removed`] for every removed one until nothing is left to
+//! react to. Controllers write through the same store semantics as clients (resourceVersion
+//! bumps, watch events, request-log entries marked `internal` with the controller's name).
+//!
+//! What differs between releases comes from [`crate::profiles`] through
+//! [`Cluster::settings`], never from version tests here. A new simulated controller (say
+//! Harvester's node-down controller) is a new file with a [`Controller`] added to [`ALL`].
+
+pub mod garbage_collector;
+pub mod kubelet;
+pub mod virt_controller;
+
+use serde_json::Value;
+
+use crate::resources::ResIdx;
+use crate::settings::Settings;
+use crate::store::{DeleteOptions, Key};
+
+/// What a controller can see and do. The store implements it; the controllers' unit tests
+/// use a small in-memory one.
+pub trait Cluster {
+    /// The simulator's settings (down nodes, switches, the release profile).
+    fn settings(&self) -> &Settings;
+    /// One object.
+    fn get(&self, res: ResIdx, key: &Key) -> Option<&Value>;
+    /// The objects whose `ownerReferences` name this uid.
+    fn dependents(&self, owner_uid: &str) -> Vec<(ResIdx, Key)>;
+    /// Whether an object with this uid exists.
+    fn uid_exists(&self, uid: &str) -> bool;
+    /// Deletes an object with the apiserver's delete semantics, as `actor`.
+    fn delete(&mut self, actor: &str, res: ResIdx, key: &Key, opts: &DeleteOptions);
+    /// Replaces an object (its status only when `status`), as `actor`.
+    fn update(&mut self, actor: &str, res: ResIdx, obj: Value, status: bool);
+    /// Removes a deleting object for good (the kubelet's final confirmation), as `actor`.
+    fn remove(&mut self, actor: &str, res: ResIdx, key: &Key);
+    /// Asks for an object to be reconciled again (a controller watching another kind).
+    fn requeue(&mut self, res: ResIdx, key: &Key);
+}
+
+/// Whether the controllers after this one still see the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Let the next controller look at it too.
+    Continue,
+    /// This controller owns the object's current state; the others wait for its next change.
+    Stop,
+}
+
+/// One simulated controller.
+pub trait Controller: Sync {
+    /// The name its writes are logged under (`kubelet`, `garbage-collector`, `virt-controller`).
+    fn name(&self) -> &'static str;
+    /// Reacts to the current state of one object.
+    fn reconcile(&self, c: &mut dyn Cluster, res: ResIdx, key: &Key, obj: &Value) -> Flow;
+    /// Reacts to an object (with this uid) having been removed.
+    fn owner_removed(&self, _c: &mut dyn Cluster, _uid: &str) {}
+}
+
+/// Every simulated controller, in the order they see an object.
+pub static ALL: &[&dyn Controller] = &[
+    &garbage_collector::GarbageCollector,
+    &kubelet::Kubelet,
+    &virt_controller::VirtController,
+];
+
+/// Lets every controller react to the current state of one object (if it still exists).
+pub fn reconcile(c: &mut dyn Cluster, res: ResIdx, key: &Key) {
+    let Some(obj) = c.get(res, key).cloned() else {
+        return;
+    };
+    for ctl in ALL {
+        if ctl.reconcile(c, res, key, &obj) == Flow::Stop {
+            return;
+        }
+    }
+}
+
+/// Lets every controller react to the removal of the object with this uid.
+pub fn owner_removed(c: &mut dyn Cluster, uid: &str) {
+    for ctl in ALL {
+        ctl.owner_removed(c, uid);
+    }
+}
+
+/// `metadata.ownerReferences` without the one to `owner_uid`.
+pub(crate) fn drop_owner_ref(obj: &mut Value, owner_uid: &str) {
+    let m = crate::meta::meta_mut(obj);
+    if let Some(refs) = m.get_mut("ownerReferences").and_then(Value::as_array_mut) {
+        refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(owner_uid));
+        if refs.is_empty() {
+            m.remove("ownerReferences");
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fake {
+    //! An in-memory [`Cluster`] for the controllers' unit tests: objects by (resource, key),
+    //! and a log of what each controller did. Deletes follow the simplest rule (finalizers or a
+    //! pod grace period keep the object with a deletionTimestamp, otherwise it goes).
+
+    use std::collections::BTreeMap;
+
+    use serde_json::{json, Value};
+
+    use super::Cluster;
+    use crate::meta;
+    use crate::resources::ResIdx;
+    use crate::settings::Settings;
+    use crate::store::{DeleteOptions, Key};
+
+    /// A fake cluster.
+    #[derive(Default)]
+    pub struct Fake {
+        pub settings: Settings,
+        pub objects: BTreeMap<(ResIdx, Key), Value>,
+        /// `(actor, verb, name)` of every write.
+        pub actions: Vec<(String, String, String)>,
+        pub requeued: Vec<(ResIdx, Key)>,
+    }
+
+    impl Fake {
+        pub fn with(settings: Settings, objs: &[(ResIdx, Value)]) -> Fake {
+            let mut f = Fake {
+                settings,
+                ..Fake::default()
+            };
+            for (res, o) in objs {
+                f.objects.insert((*res, key(o)), o.clone());
+            }
+            f
+        }
+
+        pub fn obj(&self, res: ResIdx, ns: &str, name: &str) -> Option<&Value> {
+            self.objects.get(&(res, (ns.to_string(), name.to_string())))
+        }
+    }
+
+    pub fn key(o: &Value) -> Key {
+        (meta::namespace(o).to_string(), meta::name(o).to_string())
+    }
+
+    impl Cluster for Fake {
+        fn settings(&self) -> &Settings {
+            &self.settings
+        }
+        fn get(&self, res: ResIdx, key: &Key) -> Option<&Value> {
+            self.objects.get(&(res, key.clone()))
+        }
+        fn dependents(&self, owner_uid: &str) -> Vec<(ResIdx, Key)> {
+            self.objects
+                .iter()
+                .filter(|(_, o)| meta::owner_uids(o).iter().any(|u| u == owner_uid))
+                .map(|(k, _)| k.clone())
+                .collect()
+        }
+        fn uid_exists(&self, uid: &str) -> bool {
+            self.objects.values().any(|o| meta::uid(o) == uid)
+        }
+        fn delete(&mut self, actor: &str, res: ResIdx, key: &Key, _opts: &DeleteOptions) {
+            self.actions
+                .push((actor.into(), "delete".into(), key.1.clone()));
+            let Some(o) = self.objects.get_mut(&(res, key.clone())) else {
+                return;
+            };
+            let graceful = o.pointer("/spec/nodeName").is_some();
+            if meta::finalizers(o).is_empty() && !graceful {
+                self.objects.remove(&(res, key.clone()));
+            } else {
+                meta::meta_mut(o).insert("deletionTimestamp".into(), json!("2025-01-01T00:00:00Z"));
+            }
+        }
+        fn update(&mut self, actor: &str, res: ResIdx, obj: Value, _status: bool) {
+            let k = key(&obj);
+            self.actions
+                .push((actor.into(), "update".into(), k.1.clone()));
+            if meta::is_deleting(&obj) && meta::finalizers(&obj).is_empty() {
+                self.objects.remove(&(res, k));
+            } else {
+                self.objects.insert((res, k), obj);
+            }
+        }
+        fn remove(&mut self, actor: &str, res: ResIdx, key: &Key) {
+            self.actions
+                .push((actor.into(), "remove".into(), key.1.clone()));
+            self.objects.remove(&(res, key.clone()));
+        }
+        fn requeue(&mut self, res: ResIdx, key: &Key) {
+            self.requeued.push((res, key.clone()));
+        }
+    }
+}

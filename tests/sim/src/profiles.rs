@@ -1,0 +1,161 @@
+//! Behaviour per release, as data: which KubeVirt a Harvester release ships and what its
+//! controllers do differently. The simulated controllers read the profile of the configured
+//! release (setting `release`, default [`DEFAULT_RELEASE`]) instead of testing versions in
+//! code, so a new release is a new row here.
+//!
+//! Sources (read at the tags named):
+//! - Harvester → KubeVirt: Harvester's `go.mod` (`kubevirt.io/kubevirt`) of each release.
+//! - VMI foreground finalizer: kubevirt `staging/src/kubevirt.io/api/core/v1/types.go`
+//!   `VirtualMachineInstanceFinalizer` — `foregroundDeleteVirtualMachine` at v1.3.0, v1.4.0,
+//!   v1.5.0 and v1.6.0; `kubevirt.io/foregroundDeleteVirtualMachine` at v1.7.0, which also keeps
+//!   `DeprecatedVirtualMachineInstanceFinalizer = "foregroundDeleteVirtualMachine"` and removes
+//!   both (`pkg/virt-controller/watch/vmi/lifecycle.go` v1.7.0).
+//! - Migration-target label: kubevirt v1.6.0 `pkg/virt-handler/migration-target.go` deletes
+//!   `kubevirt.io/migrationTargetNodeName` after a migration; at v1.5.0 nothing removes it
+//!   (only `pkg/virt-controller/watch/migration/migration.go` sets it).
+
+/// The finalizer virt-controller's VM controller puts on VMs and VMIs (every release).
+pub const VM_CONTROLLER_FINALIZER: &str = "kubevirt.io/virtualMachineControllerFinalize";
+
+/// The VMI foreground finalizer of KubeVirt 1.3–1.6 (deprecated in 1.7, still removed there).
+pub const LEGACY_VMI_FOREGROUND_FINALIZER: &str = "foregroundDeleteVirtualMachine";
+
+/// The VMI foreground finalizer of KubeVirt ≥ 1.7.
+pub const VMI_FOREGROUND_FINALIZER: &str = "kubevirt.io/foregroundDeleteVirtualMachine";
+
+/// The release simulated when none is configured (the newest row: its virt-controller
+/// removes both foreground finalizer names).
+pub const DEFAULT_RELEASE: &str = "1.8";
+
+/// What one Harvester release (and the KubeVirt it ships) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReleaseProfile {
+    /// Harvester minor release, e.g. `1.6`.
+    pub harvester: &'static str,
+    /// The KubeVirt minor release it ships, e.g. `1.5`.
+    pub kubevirt: &'static str,
+    /// The foreground finalizer virt-api puts on new VMIs.
+    pub vmi_foreground_finalizer: &'static str,
+    /// Every VMI finalizer virt-controller removes once no pod of the VMI is left (the
+    /// current foreground name, the deprecated one it still knows, and the VM controller's).
+    pub vmi_finalizers_removed: &'static [&'static str],
+    /// Whether virt-handler removes `kubevirt.io/migrationTargetNodeName` after a migration.
+    pub removes_migration_target_label: bool,
+}
+
+const UP_TO_1_6: &[&str] = &[LEGACY_VMI_FOREGROUND_FINALIZER, VM_CONTROLLER_FINALIZER];
+const FROM_1_7: &[&str] = &[
+    VMI_FOREGROUND_FINALIZER,
+    LEGACY_VMI_FOREGROUND_FINALIZER,
+    VM_CONTROLLER_FINALIZER,
+];
+
+/// Every release the simulator knows, oldest first.
+pub static PROFILES: &[ReleaseProfile] = &[
+    ReleaseProfile {
+        harvester: "1.4",
+        kubevirt: "1.3",
+        vmi_foreground_finalizer: LEGACY_VMI_FOREGROUND_FINALIZER,
+        vmi_finalizers_removed: UP_TO_1_6,
+        removes_migration_target_label: false,
+    },
+    ReleaseProfile {
+        harvester: "1.5",
+        kubevirt: "1.4",
+        vmi_foreground_finalizer: LEGACY_VMI_FOREGROUND_FINALIZER,
+        vmi_finalizers_removed: UP_TO_1_6,
+        removes_migration_target_label: false,
+    },
+    ReleaseProfile {
+        harvester: "1.6",
+        kubevirt: "1.5",
+        vmi_foreground_finalizer: LEGACY_VMI_FOREGROUND_FINALIZER,
+        vmi_finalizers_removed: UP_TO_1_6,
+        removes_migration_target_label: false,
+    },
+    ReleaseProfile {
+        harvester: "1.7",
+        kubevirt: "1.6",
+        vmi_foreground_finalizer: LEGACY_VMI_FOREGROUND_FINALIZER,
+        vmi_finalizers_removed: UP_TO_1_6,
+        removes_migration_target_label: true,
+    },
+    ReleaseProfile {
+        harvester: "1.8",
+        kubevirt: "1.7",
+        vmi_foreground_finalizer: VMI_FOREGROUND_FINALIZER,
+        vmi_finalizers_removed: FROM_1_7,
+        removes_migration_target_label: true,
+    },
+];
+
+/// The profile of a Harvester release (`1.6`, `v1.6`, `1.6.1` all name the 1.6 row).
+pub fn profile(harvester: &str) -> Option<&'static ReleaseProfile> {
+    let v = harvester.trim().trim_start_matches('v');
+    let minor: String = v.split('.').take(2).collect::<Vec<_>>().join(".");
+    PROFILES.iter().find(|p| p.harvester == minor)
+}
+
+/// The profile of a release, or the default one when the name is unknown.
+pub fn profile_or_default(harvester: &str) -> &'static ReleaseProfile {
+    profile(harvester)
+        .or_else(|| profile(DEFAULT_RELEASE))
+        .unwrap_or(&PROFILES[PROFILES.len() - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_release_maps_to_its_kubevirt() {
+        let pairs: Vec<(&str, &str)> = PROFILES.iter().map(|p| (p.harvester, p.kubevirt)).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("1.4", "1.3"),
+                ("1.5", "1.4"),
+                ("1.6", "1.5"),
+                ("1.7", "1.6"),
+                ("1.8", "1.7")
+            ]
+        );
+    }
+
+    #[test]
+    fn finalizer_name_changes_with_kubevirt_1_7() {
+        for p in PROFILES {
+            let new_name = p.kubevirt == "1.7";
+            assert_eq!(
+                p.vmi_foreground_finalizer == VMI_FOREGROUND_FINALIZER,
+                new_name,
+                "{p:?}"
+            );
+            // Whatever name it puts on, it removes; 1.7 also removes the deprecated one.
+            assert!(p
+                .vmi_finalizers_removed
+                .contains(&p.vmi_foreground_finalizer));
+            assert!(p
+                .vmi_finalizers_removed
+                .contains(&LEGACY_VMI_FOREGROUND_FINALIZER));
+            assert!(p.vmi_finalizers_removed.contains(&VM_CONTROLLER_FINALIZER));
+        }
+    }
+
+    #[test]
+    fn migration_label_removed_from_kubevirt_1_6() {
+        let removing: Vec<&str> = PROFILES
+            .iter()
+            .filter(|p| p.removes_migration_target_label)
+            .map(|p| p.kubevirt)
+            .collect();
+        assert_eq!(removing, ["1.6", "1.7"]);
+    }
+
+    #[test]
+    fn lookup_accepts_patch_versions() {
+        assert_eq!(profile("v1.6.2").map(|p| p.kubevirt), Some("1.5"));
+        assert_eq!(profile("1.9"), None);
+        assert_eq!(profile_or_default("1.9").harvester, DEFAULT_RELEASE);
+    }
+}

@@ -1,0 +1,82 @@
+//! The store's side of the simulated controllers: [`Cluster`] over the store's internals
+//! (writes go through the verbs and are logged as `internal`), and the settle loop that hands
+//! every changed or removed object to [`crate::controllers`] until nothing is left to react to.
+
+use serde_json::Value;
+
+use super::{object_path, Inner, Key};
+use crate::controllers::{self, Cluster};
+use crate::resources::ResIdx;
+use crate::settings::Settings;
+use crate::store::DeleteOptions;
+
+/// Upper bound of reconcile steps in one settle, against controller ping-pong.
+const SETTLE_BUDGET: usize = 1_000_000;
+
+impl Inner {
+    /// Runs the controllers until nothing is left to react to.
+    pub(super) fn settle(&mut self) {
+        let mut budget = SETTLE_BUDGET;
+        while budget > 0 {
+            budget -= 1;
+            if let Some(uid) = self.removed_uids.pop_front() {
+                controllers::owner_removed(self, &uid);
+                continue;
+            }
+            let Some((res, key)) = self.dirty.pop_front() else {
+                break;
+            };
+            controllers::reconcile(self, res, &key);
+        }
+    }
+}
+
+impl Cluster for Inner {
+    fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn get(&self, res: ResIdx, key: &Key) -> Option<&Value> {
+        self.get_obj(res, key)
+    }
+
+    fn dependents(&self, owner_uid: &str) -> Vec<(ResIdx, Key)> {
+        self.owner_index
+            .get(owner_uid)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn uid_exists(&self, uid: &str) -> bool {
+        self.uid_index.contains_key(uid)
+    }
+
+    fn delete(&mut self, actor: &str, res: ResIdx, key: &Key, opts: &DeleteOptions) {
+        // Errors (a precondition that moved, an object gone) end the controller's attempt,
+        // as a failed request would.
+        let _ = Inner::delete(self, res, &key.0, &key.1, opts, Some(actor));
+    }
+
+    fn update(&mut self, actor: &str, res: ResIdx, obj: Value, status: bool) {
+        let ns = crate::meta::namespace(&obj).to_string();
+        let name = crate::meta::name(&obj).to_string();
+        // The simulated virt-controller writes as KubeVirt's ServiceAccount.
+        let kubevirt = actor == controllers::virt_controller::NAME;
+        let _ = Inner::update(self, res, &ns, &name, obj, status, Some(actor), kubevirt);
+    }
+
+    fn remove(&mut self, actor: &str, res: ResIdx, key: &Key) {
+        self.log_internal(
+            actor,
+            "DELETE",
+            object_path(res, &key.0, &key.1),
+            controllers::kubelet::final_delete_body(),
+            200,
+        );
+        self.store_remove(res, key);
+    }
+
+    fn requeue(&mut self, res: ResIdx, key: &Key) {
+        self.dirty.push_back((res, key.clone()));
+    }
+}
