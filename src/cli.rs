@@ -72,7 +72,9 @@ impl Cli {
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 done or nothing to do · 1 error (unreachable API, \
-unreadable evidence, bad flags) · 3 some VMs blocked and left for a person";
+unreadable evidence, bad flags) · 3 some VMs blocked and left for a person. `status` as a \
+monitoring check: 0 all fine (VMs only waiting are fine), 3 some VM blocked or the plan \
+refused, 1 the state could not be read.";
 
 /// Options every subcommand takes.
 #[derive(Debug, Clone, Args)]
@@ -207,7 +209,10 @@ pub enum OutputFormat {
 pub enum Command {
     /// Show what this node's agent saw and decided, per VM, with reasons.
     ///
-    /// Works without cluster access (it says which evidence it could not read).
+    /// Works without cluster access (it says which evidence it could not read). Usable as
+    /// a monitoring check: exit 0 all fine (VMs only waiting are fine), 3 some VM blocked
+    /// or the plan refused (a person should look), 1 the state could not be read
+    /// (API unreachable, evidence unreadable).
     Status,
     /// Plan recovery for the VMs stuck on this node and, unless --dry-run, apply it.
     Run(RunArgs),

@@ -13,7 +13,9 @@ use crate::evidence::Gathered;
 use crate::exit::Outcome;
 use crate::node::{self, NodeFacts};
 use crate::pipeline;
-use crate::recovery::{plan, render_plan, render_report, Plan, ReportStore, RunReport};
+use crate::recovery::{
+    plan, render_plan, render_report, Action, Blocker, Plan, ReportStore, RunReport,
+};
 
 /// The status document, as `--output json` prints it.
 #[derive(Debug, Serialize)]
@@ -71,7 +73,7 @@ pub async fn run(cfg: &Config) -> Outcome {
         OutputFormat::Table => table(&report, &mut out),
     };
     match written {
-        Ok(()) => Outcome::Done,
+        Ok(()) => status_outcome(&report),
         Err(e) => {
             eprintln!("vmrecover status: cannot write output: {e}");
             Outcome::Error
@@ -148,5 +150,35 @@ fn table(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
         Gathered::Unreadable { source, reason } => {
             writeln!(out, "could not read {source}: {reason}")
         }
+    }
+}
+
+/// The exit code of `status`, for monitoring (Nagios-style): 1 when the state could not
+/// be read (the cluster, this host's identity, or evidence a decision needs), 3 when a VM
+/// is blocked or the plan is refused and a person must look, 0 otherwise — VMs that are
+/// only waiting (inside `--stuck-after`, the controller grace, or for the kubelet to
+/// report this boot) are a normal recovery and do not alarm.
+pub fn status_outcome(r: &StatusReport) -> Outcome {
+    let unreadable = r.cluster.value().is_none()
+        || r.plan.refused_by.is_some_and(Blocker::is_unreadable)
+        || r.plan.decisions.iter().any(|d| {
+            matches!(d.action, Action::Blocked) && d.blockers.iter().any(|b| b.is_unreadable())
+        });
+    if unreadable {
+        return Outcome::Error;
+    }
+    let refused = r
+        .plan
+        .refused_by
+        .is_some_and(|b| b != Blocker::BootNotReported);
+    if refused
+        || r.plan
+            .decisions
+            .iter()
+            .any(|d| matches!(d.action, Action::Blocked))
+    {
+        Outcome::Blocked
+    } else {
+        Outcome::Done
     }
 }
