@@ -115,5 +115,9 @@ fn also_read(intents: &[RecoveryIntent]) -> AlsoRead {
             .flat_map(|i| i.pvcs.iter().map(|c| (i.namespace.clone(), c.clone())))
             .collect(),
         claimed_vmis: Vec::new(),
+        disks: intents
+            .iter()
+            .flat_map(|i| i.disks.iter().map(|d| (d.pv.clone(), d.handle.clone())))
+            .collect(),
     }
 }

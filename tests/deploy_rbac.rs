@@ -59,6 +59,8 @@ enum Setup {
     VmConflict,
     /// The node Lease exists already (released by an earlier run): taking it is an update.
     LeaseExists,
+    /// vm-web-01's PVC was deleted by the operator: vmrecover follows what is left of it.
+    PvcGone,
 }
 
 /// One run's result.
@@ -241,6 +243,14 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
                 "spec": {"leaseDurationSeconds": 15, "renewTime": "2025-01-01T00:00:00.000000Z"},
             }))
             .expect("put lease");
+        }
+        Setup::PvcGone => {
+            assert!(sim.remove(
+                "v1",
+                "PersistentVolumeClaim",
+                "default",
+                "vm-web-01-disk-0-abcde"
+            ));
         }
         Setup::Standard | Setup::ControllerAfterWatch => {}
     }
@@ -428,6 +438,13 @@ fn rows() -> Vec<Row> {
             grant: "ClusterRole /vmrecover /persistentvolumes get",
             part: "PV -> Longhorn volume handle: unreadable, so every VM with a disk is blocked",
             setup: Setup::Standard,
+            names_permission: true,
+            broken: no_object_changed,
+        },
+        Row {
+            grant: "ClusterRole /vmrecover /persistentvolumes list",
+            part: "following vm-web-01's deleted PVC to what is left of its disk: unreadable, so blocked",
+            setup: Setup::PvcGone,
             names_permission: true,
             broken: no_object_changed,
         },

@@ -17,8 +17,8 @@ use super::objects::{
 };
 use super::retry::with_retries;
 use super::snapshot::{
-    AttachmentView, ClaimedVmi, ClusterFacts, NodeIdentity, PodView, PvView, PvcView, VmView,
-    VmiView,
+    AttachmentView, ClaimedVmi, ClusterFacts, LonghornVolumeRef, NodeIdentity, PodView, PvView,
+    PvcView, VmView, VmiView,
 };
 use crate::evidence::Gathered;
 
@@ -33,6 +33,9 @@ pub struct AlsoRead {
     /// VMIs that VM processes on this node claim, as (namespace, name): each is read by
     /// name unless a VMI listed for the node already accounts for it.
     pub claimed_vmis: Vec<NsName>,
+    /// Disks (PV name, volume handle) an earlier run recorded: looked for even when their
+    /// PVC is gone.
+    pub disks: Vec<(String, String)>,
 }
 
 /// Reads everything the planner needs about `node`. Never fails: a list that cannot be
@@ -99,6 +102,25 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         list_in_namespaces::<PersistentVolumeClaim>(client, &namespaces, "persistentvolumeclaims"),
     );
 
+    // Longhorn volumes by the PVC they last served, kept until the missing claims are known.
+    let lh_refs: Result<Vec<LonghornVolumeRef>, String> = lh_vols
+        .as_ref()
+        .map(|vols| {
+            vols.iter()
+                .map(|v| {
+                    let k = &v.status.kubernetes_status;
+                    LonghornVolumeRef {
+                        name: v.metadata.name.clone().unwrap_or_default(),
+                        pv: k.pv_name.clone().filter(|p| !p.is_empty()),
+                        pvc: match (&k.namespace, &k.pvc_name) {
+                            (Some(ns), Some(n)) if !n.is_empty() => Some((ns.clone(), n.clone())),
+                            _ => None,
+                        },
+                    }
+                })
+                .collect()
+        })
+        .map_err(Clone::clone);
     let attachments = match (vas, lh_atts, lh_vols) {
         (Ok(vas), Ok(atts), Ok(vols)) => {
             let mut all: Vec<AttachmentView> = vas
@@ -123,6 +145,18 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
             .filter(|vm| owners.contains(&(vm.key.namespace.clone(), vm.key.name.clone())))
             .collect::<Vec<_>>()
     });
+    // The PVCs Harvester's clean-up would delete, so the plan can say truly whether
+    // skipping it leaves any behind.
+    let mut claims = claims;
+    if let Ok(vms) = &vms {
+        for vm in vms {
+            claims.extend(
+                vm.removed_pvcs
+                    .iter()
+                    .map(|c| (vm.key.namespace.clone(), c.clone())),
+            );
+        }
+    }
     let pvcs = pvcs.map(|v| {
         v.iter()
             .map(PvcView::from)
@@ -131,7 +165,7 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
     });
     // The PVs of the PVCs that matter for a decision (VMIs deleting or final, and earlier
     // runs' VMs), read by name: their CSI handle is the Longhorn volume name.
-    let pvs = match &pvcs {
+    let (pvs, longhorn_volumes) = match &pvcs {
         Ok(pvcs) => {
             let deciding =
                 deciding_claims(vmis.as_ref().map(Vec::as_slice).unwrap_or_default(), also);
@@ -140,9 +174,44 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
                 .filter(|p| deciding.contains(&(p.namespace.clone(), p.name.clone())))
                 .filter_map(|p| p.volume_name.as_deref())
                 .collect();
-            read_pvs(client, &names).await
+            let mut pvs = read_pvs(client, &names).await;
+            // Claims that are gone: follow what may be left of their disks (a Released
+            // PV still naming the claim, or a PV an earlier run recorded).
+            let missing: BTreeSet<NsName> = deciding
+                .into_iter()
+                .filter(|c| !pvcs.iter().any(|p| p.namespace == c.0 && p.name == c.1))
+                .collect();
+            if !missing.is_empty() || !also.disks.is_empty() {
+                pvs = match (pvs, released_pvs(client, &missing, also).await) {
+                    (Gathered::Read { value: mut a }, Gathered::Read { value: b }) => {
+                        for p in b {
+                            if !a_has(&a, &p) {
+                                a.push(p);
+                            }
+                        }
+                        Gathered::read(a)
+                    }
+                    (Gathered::Read { .. }, unreadable) | (unreadable, _) => unreadable,
+                };
+            }
+            let longhorn = match &lh_refs {
+                Ok(refs) => Gathered::read(
+                    refs.iter()
+                        .filter(|r| {
+                            r.pvc.as_ref().is_some_and(|c| missing.contains(c))
+                                || also.disks.iter().any(|(_, h)| *h == r.name)
+                        })
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                ),
+                Err(e) => Gathered::unreadable("volumes.longhorn.io", e.clone()),
+            };
+            (pvs, longhorn)
         }
-        Err(e) => Gathered::unreadable("persistentvolumeclaims", e.clone()),
+        Err(e) => (
+            Gathered::unreadable("persistentvolumeclaims", e.clone()),
+            Gathered::unreadable("persistentvolumeclaims", e.clone()),
+        ),
     };
     let attachments = match (&pvcs, attachments) {
         (Ok(pvcs), Gathered::Read { value }) => {
@@ -151,7 +220,11 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
                 .filter_map(|p| p.volume_name.as_deref())
                 .collect();
             if let Some(pvs) = pvs.value() {
+                volumes.extend(pvs.iter().map(|p| p.name.as_str()));
                 volumes.extend(pvs.iter().filter_map(|p| p.handle.as_deref()));
+            }
+            if let Some(lh) = longhorn_volumes.value() {
+                volumes.extend(lh.iter().map(|v| v.name.as_str()));
             }
             Gathered::read(
                 value
@@ -161,6 +234,26 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
             )
         }
         (_, other) => other,
+    };
+
+    // An attachment to another node may be another VM's use of a shared disk: read the
+    // launcher pods there (per namespace of the VMIs deciding here, only for such nodes).
+    let remote_pods = match (&attachments, &vmis) {
+        (Gathered::Read { value: atts }, Ok(vmis)) => {
+            let elsewhere: BTreeSet<&str> = atts
+                .iter()
+                .filter(|a| a.node != node)
+                .map(|a| a.node.as_str())
+                .collect();
+            let namespaces: BTreeSet<&str> = vmis
+                .iter()
+                .filter(|v| v.deletion_timestamp.is_some())
+                .map(|v| v.key.namespace.as_str())
+                .chain(also.vms.iter().map(|(ns, _)| ns.as_str()))
+                .collect();
+            remote_launchers(client, &namespaces, &elsewhere).await
+        }
+        _ => Gathered::read(Vec::new()),
     };
 
     let claimed = match &vmis {
@@ -190,7 +283,9 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         ),
     };
     ClusterFacts {
+        remote_pods,
         pvs,
+        longhorn_volumes,
         claimed,
         node_identity,
         node: node.to_string(),
@@ -213,6 +308,54 @@ fn deciding_claims(vmis: &[VmiView], also: &AlsoRead) -> BTreeSet<NsName> {
         }
     }
     out
+}
+
+/// Launcher pods in `namespaces` on each of `nodes`, with the PVCs they mount.
+async fn remote_launchers(
+    client: &Client,
+    namespaces: &BTreeSet<&str>,
+    nodes: &BTreeSet<&str>,
+) -> Gathered<Vec<PodView>> {
+    let mut out = Vec::new();
+    for ns in namespaces {
+        for n in nodes {
+            let lp = ListParams::default()
+                .labels(&format!("{LABEL_KUBEVIRT}={VIRT_LAUNCHER}"))
+                .fields(&format!("spec.nodeName={n}"));
+            match list(Api::<Pod>::namespaced(client.clone(), ns), &lp, "pods").await {
+                Ok(pods) => out.extend(pods.iter().map(PodView::from)),
+                Err(e) => return Gathered::unreadable(format!("pods in {ns} on {n}"), e),
+            }
+        }
+    }
+    Gathered::read(out)
+}
+
+fn a_has(list: &[PvView], p: &PvView) -> bool {
+    list.iter().any(|q| q.name == p.name)
+}
+
+/// PVs that may be what is left of a gone claim's disk: one list of PVs (only when a
+/// claim is gone or an earlier run recorded disks), kept when their claimRef names a gone
+/// claim or their name is a recorded PV.
+async fn released_pvs(
+    client: &Client,
+    missing: &BTreeSet<NsName>,
+    also: &AlsoRead,
+) -> Gathered<Vec<PvView>> {
+    let api = Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(client.clone());
+    match list(api, &ListParams::default(), "persistentvolumes").await {
+        Ok(all) => Gathered::read(
+            all.iter()
+                .map(PvView::from)
+                .filter(|p| {
+                    p.claim_ref.as_ref().is_some_and(|c| missing.contains(c))
+                        || also.disks.iter().any(|(pv, _)| *pv == p.name)
+                })
+                .collect(),
+        ),
+        Err(e) => Gathered::unreadable("persistentvolumes", e),
+    }
 }
 
 /// Reads each PV by name (a missing one is left out: the planner names it).

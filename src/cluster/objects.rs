@@ -277,6 +277,24 @@ pub struct LonghornVolumeStatus {
     /// attached, detached, attaching, detaching, …
     #[serde(default)]
     pub state: Option<String>,
+    /// The PV and PVC Longhorn last saw using the volume.
+    #[serde(default)]
+    pub kubernetes_status: LonghornKubernetesStatus,
+}
+
+/// `Volume.status.kubernetesStatus`: the Kubernetes objects bound to the volume.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LonghornKubernetesStatus {
+    /// The PV's name.
+    #[serde(rename = "pvName", default)]
+    pub pv_name: Option<String>,
+    /// The PVC's name.
+    #[serde(rename = "pvcName", default)]
+    pub pvc_name: Option<String>,
+    /// The PVC's namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 /// `longhorn.io/v1beta2` VolumeAttachment (name = the volume name).

@@ -196,6 +196,9 @@ pub struct PodView {
     pub vmi_uid: Option<String>,
     /// Name of the VMI it serves (ownerRef, else `kubevirt.io/domain`).
     pub vmi_name: Option<String>,
+    /// The PVCs its volumes mount.
+    #[serde(default)]
+    pub claims: Vec<String>,
 }
 
 impl From<&Pod> for PodView {
@@ -219,6 +222,17 @@ impl From<&Pod> for PodView {
             deletion_timestamp: meta.deletion_timestamp.as_ref().map(|t| t.0),
             vmi_uid: owner.as_ref().map(|(_, uid)| uid.clone()).or(label),
             vmi_name: owner.map(|(name, _)| name).or(domain),
+            claims: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.volumes.as_ref())
+                .map(|vs| {
+                    vs.iter()
+                        .filter_map(|v| v.persistent_volume_claim.as_ref())
+                        .map(|c| c.claim_name.clone())
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }
@@ -254,6 +268,9 @@ pub struct PvView {
     pub driver: Option<String>,
     /// `spec.csi.volumeHandle`.
     pub handle: Option<String>,
+    /// `spec.claimRef` (namespace, name): a Released PV keeps it after its PVC is gone.
+    #[serde(default)]
+    pub claim_ref: Option<(String, String)>,
 }
 
 impl From<&k8s_openapi::api::core::v1::PersistentVolume> for PvView {
@@ -265,6 +282,11 @@ impl From<&k8s_openapi::api::core::v1::PersistentVolume> for PvView {
             handle: csi
                 .map(|c| c.volume_handle.clone())
                 .filter(|h| !h.is_empty()),
+            claim_ref: pv
+                .spec
+                .as_ref()
+                .and_then(|s| s.claim_ref.as_ref())
+                .and_then(|c| Some((c.namespace.clone()?, c.name.clone()?))),
         }
     }
 }
@@ -357,6 +379,14 @@ pub struct ClusterFacts {
     pub pvs: Gathered<Vec<PvView>>,
     /// Where volumes are attached (CSI and Longhorn).
     pub attachments: Gathered<Vec<AttachmentView>>,
+    /// Launcher pods on other nodes that mount a disk of a VMI here which is attached to
+    /// that node (a shared disk in use by another VM), read only for such attachments.
+    #[serde(default = "no_remote_pods")]
+    pub remote_pods: Gathered<Vec<PodView>>,
+    /// Longhorn volumes that still name a PVC the VMIs here use but which is gone (by
+    /// `status.kubernetesStatus`), or that an earlier run recorded.
+    #[serde(default = "no_longhorn_volumes")]
+    pub longhorn_volumes: Gathered<Vec<LonghornVolumeRef>>,
     /// What the kubelet last reported about the Node's machine and boot.
     #[serde(default = "NodeIdentity::not_gathered")]
     pub node_identity: Gathered<NodeIdentity>,
@@ -365,6 +395,25 @@ pub struct ClusterFacts {
     /// VMI whose label and status disagree, or an orphan).
     #[serde(default = "claimed_not_gathered")]
     pub claimed: Gathered<Vec<ClaimedVmi>>,
+}
+
+fn no_remote_pods() -> Gathered<Vec<PodView>> {
+    Gathered::read(Vec::new())
+}
+
+fn no_longhorn_volumes() -> Gathered<Vec<LonghornVolumeRef>> {
+    Gathered::read(Vec::new())
+}
+
+/// A Longhorn volume and the PVC it last served.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LonghornVolumeRef {
+    /// The Longhorn volume's name (the CSI volume handle).
+    pub name: String,
+    /// The PV it last served.
+    pub pv: Option<String>,
+    /// The PVC (namespace, name) it last served.
+    pub pvc: Option<(String, String)>,
 }
 
 fn no_pvs() -> Gathered<Vec<PvView>> {
@@ -430,6 +479,8 @@ impl ClusterFacts {
             pods: Gathered::unreadable(source, reason),
             pvcs: Gathered::unreadable(source, reason),
             pvs: Gathered::unreadable(source, reason),
+            longhorn_volumes: Gathered::unreadable(source, reason),
+            remote_pods: Gathered::unreadable(source, reason),
             attachments: Gathered::unreadable(source, reason),
             node_identity: Gathered::unreadable(source, reason),
             claimed: Gathered::unreadable(source, reason),

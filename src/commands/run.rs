@@ -33,7 +33,19 @@ pub async fn run(cfg: &Config, args: &RunConfig) -> Outcome {
             return fail(&e);
         }
         if cfg.output == OutputFormat::Table {
-            println!("\nNothing to apply on node {node}.");
+            let blocked = plan
+                .decisions
+                .iter()
+                .filter(|d| matches!(d.action, crate::recovery::Action::Blocked))
+                .count();
+            println!(
+                "\nNothing to apply on node {node}{}.",
+                if blocked > 0 {
+                    format!("; {blocked} VM(s) blocked and left for a person (see why above)")
+                } else {
+                    String::new()
+                }
+            );
         }
         return plan_outcome(&plan);
     }

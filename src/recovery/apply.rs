@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::audit::{self, AuditRecord};
 use super::finalizers::ObjectKind;
-use super::intents::{IntentStore, RecoveryIntent};
+use super::intents::{IntentDisk, IntentStore, RecoveryIntent};
 use super::model::{Action, Decision, OrphanDecision, Plan, Step};
 use super::recheck::Recheck;
 use super::report::{OrphanOutcome, StepAction, StepOutcome, StepStatus, VmOutcome, VmResult};
@@ -88,6 +88,24 @@ async fn recover_vm(d: &Decision, steps: &[Step], ctx: &ApplyContext) -> VmOutco
     out
 }
 
+/// What a VM's steps changed before a stop, in words: the report must not say "no
+/// change" after a pod was deleted.
+fn done_so_far(changes: &[Change]) -> String {
+    if changes.is_empty() {
+        return "no change was made to it".into();
+    }
+    let done: Vec<String> = changes
+        .iter()
+        .map(|c| match c {
+            Change::PodDeleted(p) => format!("launcher pod {p} was force-deleted"),
+            Change::FinalizersRemoved(kind, f) => {
+                format!("finalizers {} were removed from the {kind}", f.join(", "))
+            }
+        })
+        .collect();
+    format!("done before the stop: {}", done.join("; "))
+}
+
 /// What one step changed, for the VM's Event.
 enum Change {
     /// A leftover launcher pod was force-deleted.
@@ -126,13 +144,16 @@ async fn recover_steps(
         if *ctx.cancel.borrow() {
             return out.end(
                 VmResult::Aborted,
-                "vmrecover was asked to stop: no further change; a rerun continues".into(),
+                format!(
+                    "vmrecover was asked to stop: {}; a rerun continues",
+                    done_so_far(changes)
+                ),
             );
         }
         if !ctx.lease.is_held() {
             return out.end(
                 VmResult::Aborted,
-                "the node Lease was lost: no further change".into(),
+                format!("the node Lease was lost: {}", done_so_far(changes)),
             );
         }
         match step {
@@ -179,7 +200,10 @@ async fn recover_steps(
                     _ = cancel.wait_for(|stop| *stop) => {
                         return out.end(
                             VmResult::Aborted,
-                            "vmrecover was asked to stop during the controller wait: no change made; a rerun continues".into(),
+                            format!(
+                                "vmrecover was asked to stop during the controller wait: {}; a rerun continues",
+                                done_so_far(changes)
+                            ),
                         );
                     }
                 };
@@ -322,6 +346,16 @@ fn record_intent(d: &Decision, ctx: &ApplyContext) -> Result<(), String> {
         vm_uid: vm.uid.clone(),
         vmi_uid: vmi.uid.clone(),
         pvcs: d.pvcs.clone(),
+        disks: d
+            .disks
+            .iter()
+            .map(|k| IntentDisk {
+                pvc: k.pvc.clone().unwrap_or_default(),
+                pv: k.pv.clone(),
+                handle: k.handle.clone(),
+                driver: k.driver.clone(),
+            })
+            .collect(),
         started: jiff::Timestamp::now(),
     };
     let store = ctx

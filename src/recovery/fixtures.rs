@@ -81,6 +81,7 @@ pub(crate) fn pv(name: &str) -> PvView {
         name: format!("pvc-{name}"),
         driver: Some("driver.longhorn.io".into()),
         handle: Some(format!("pvc-{name}")),
+        claim_ref: Some(("default".into(), format!("{name}-disk"))),
     }
 }
 
@@ -140,6 +141,8 @@ pub(crate) fn facts() -> Facts {
             pvcs: Gathered::read(vec![pvc("a")]),
             claimed: Gathered::read(vec![]),
             pvs: Gathered::read(vec![pv("a")]),
+            longhorn_volumes: Gathered::read(vec![]),
+            remote_pods: Gathered::read(vec![]),
             node_identity: Gathered::read(NodeIdentity {
                 machine_id: MACHINE_ID.into(),
                 boot_id: BOOT_ID.into(),

@@ -25,8 +25,25 @@ pub struct RecoveryIntent {
     pub vmi_uid: String,
     /// The PVC names of its volumes (the VMI that listed them may be gone).
     pub pvcs: Vec<String>,
+    /// The keys of its disks as last proven (PVC, PV, volume handle, driver): keys for
+    /// fresh checks when the PVC is gone, never a proof to reuse.
+    #[serde(default)]
+    pub disks: Vec<IntentDisk>,
     /// When the run started recovering it.
     pub started: jiff::Timestamp,
+}
+
+/// One disk of a recorded VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentDisk {
+    /// The PVC's name.
+    pub pvc: String,
+    /// The PV's name.
+    pub pv: String,
+    /// The CSI volume handle (the Longhorn volume).
+    pub handle: String,
+    /// The CSI driver, when known.
+    pub driver: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -117,6 +134,7 @@ mod tests {
             vm_uid: uid.into(),
             vmi_uid: format!("vmi-{uid}"),
             pvcs: vec!["disk".into()],
+            disks: vec![],
             started: jiff::Timestamp::UNIX_EPOCH,
         }
     }
@@ -201,6 +219,7 @@ mod fuzz {
                 vm_uid: "u".into(),
                 vmi_uid: "v".into(),
                 pvcs: vec!["disk".into()],
+                disks: vec![],
                 started: jiff::Timestamp::UNIX_EPOCH,
             }).expect("add");
             let path = dir.path().join(INTENTS_FILE);

@@ -6,6 +6,7 @@
 mod apply;
 mod audit;
 mod blocker;
+mod disks;
 mod finalizers;
 mod intents;
 mod model;
@@ -24,7 +25,7 @@ pub use apply::{apply, ApplyContext};
 pub use audit::{AuditRecord, AUDIT_TARGET};
 pub use blocker::Blocker;
 pub use finalizers::{classify, FinalizerClass, KnownFinalizer, ObjectKind, KNOWN_FINALIZERS};
-pub use intents::{IntentStore, RecoveryIntent, INTENTS_FILE};
+pub use intents::{IntentDisk, IntentStore, RecoveryIntent, INTENTS_FILE};
 pub use model::{Action, Decision, DiskKey, Facts, HostIdentity, OrphanDecision, Plan, Step};
 pub use plan::{blocker_category, identity_refusal, plan};
 pub use recheck::Recheck;

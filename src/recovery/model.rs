@@ -144,6 +144,9 @@ pub struct Decision {
 /// the CSI volume handle (the Longhorn volume: its device and Longhorn's objects).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskKey {
+    /// The PVC it was reached from, when known.
+    #[serde(default)]
+    pub pvc: Option<String>,
     /// The PV's name.
     pub pv: String,
     /// `spec.csi.volumeHandle` (the PV name when the PV has none).

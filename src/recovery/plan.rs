@@ -369,12 +369,17 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
     let vm_deleting = vm.filter(|v| v.deletion_timestamp.is_some());
     let (vmi_remove, vmi_keep) = split_finalizers(&vmi.finalizers, ObjectKind::Vmi, policy, &mut d);
     let (vm_remove, vm_keep) = match vm_deleting {
-        Some(vm) => split_finalizers(&vm.finalizers, ObjectKind::Vm, policy, &mut d),
+        Some(vm) => {
+            let split = split_finalizers(&vm.finalizers, ObjectKind::Vm, policy, &mut d);
+            describe_pvc_cleanup(facts, vm, &mut d);
+            split
+        }
         None => (Vec::new(), Vec::new()),
     };
     if !vmi_keep.is_empty() || !vm_keep.is_empty() {
         let mut kept: Vec<String> = vmi_keep.iter().map(|f| format!("{f} (vmi)")).collect();
         kept.extend(vm_keep.iter().map(|f| format!("{f} (vm)")));
+        let kept = [summarise(&kept, 5)];
         d.kept_finalizers = vmi_keep.iter().chain(vm_keep.iter()).cloned().collect();
         return d.block(
             Blocker::UnknownFinalizer,
@@ -485,7 +490,7 @@ fn decide_vm_without_vmi(
             Blocker::UnknownFinalizer,
             format!(
                 "unknown finalizer {} (vm) is kept; name it with --also-finalizer",
-                keep.join(", ")
+                summarise(&keep, 5)
             ),
         ));
     }
@@ -612,65 +617,11 @@ fn prove_nothing_here(
         )),
     }
 
-    let volumes = match facts.cluster.pvcs.as_result() {
-        Err(why) => {
-            reasons.push((
-                Blocker::EvidenceMissing,
-                format!("PVC evidence missing: {why}"),
-            ));
-            Vec::new()
-        }
-        Ok(pvcs) => pvc_names
-            .iter()
-            .filter_map(|claim| {
-                match pvcs.iter().find(|p| &p.namespace == ns && &p.name == claim) {
-                    None => {
-                        reasons.push((
-                            Blocker::EvidenceMissing,
-                            format!("PVC {ns}/{claim} not found: its volume cannot be checked"),
-                        ));
-                        None
-                    }
-                    Some(p) => match &p.volume_name {
-                        None => {
-                            evidence.push(format!("PVC {ns}/{claim} is not bound to a volume"));
-                            None
-                        }
-                        Some(v) => Some(v.clone()),
-                    },
-                }
-            })
-            .collect(),
-    };
-
-    // Each PV's CSI handle: the Longhorn volume name (the device and Longhorn's objects
-    // are keyed on it; the kubelet's paths partly on the PV name).
-    let disks: Vec<DiskKey> = volumes
-        .iter()
-        .filter_map(|pv| match facts.cluster.pvs.as_result() {
-            Err(why) => {
-                reasons.push((
-                    Blocker::EvidenceMissing,
-                    format!("PV {pv} could not be read ({why}): its Longhorn volume is unknown"),
-                ));
-                None
-            }
-            Ok(pvs) => match pvs.iter().find(|p| &p.name == pv) {
-                None => {
-                    reasons.push((
-                        Blocker::EvidenceMissing,
-                        format!("PV {pv} not found: its Longhorn volume cannot be checked"),
-                    ));
-                    None
-                }
-                Some(p) => Some(DiskKey {
-                    pv: pv.clone(),
-                    handle: p.handle.clone().unwrap_or_else(|| pv.clone()),
-                    driver: p.driver.clone(),
-                }),
-            },
-        })
-        .collect();
+    let resolved = super::disks::resolve(facts, ns, uid, pvc_names);
+    evidence.extend(resolved.evidence);
+    reasons.extend(resolved.reasons);
+    let disks = resolved.disks;
+    let volumes: Vec<String> = disks.iter().map(|k| k.pv.clone()).collect();
 
     for disk in &disks {
         let volume = disk.describe();
@@ -704,11 +655,18 @@ fn prove_nothing_here(
                         "{} still names this node for {} (expected after a power cut)",
                         a.source, a.volume
                     ));
+                } else if let Some(user) = shared_user(facts, vmi, &disks, a) {
+                    evidence.push(format!(
+                        "{} attaches {} to node {} for {user}: a shared disk another live VM \
+                         uses, not this one",
+                        a.source, a.volume, a.node
+                    ));
                 } else {
                     reasons.push((
                         Blocker::DiskAttachedElsewhere,
                         format!(
-                            "{} attaches {} to node {}: the disk may be in use there",
+                            "{} attaches {} to node {}: the disk may be in use there (no \
+                             running launcher pod of another VM there mounts it)",
                             a.source, a.volume, a.node
                         ),
                     ));
@@ -724,6 +682,45 @@ fn prove_nothing_here(
     } else {
         Err(reasons)
     }
+}
+
+/// Makes the line about Harvester's PVC clean-up true for this VM: which of the PVCs it
+/// would delete (`harvesterhci.io/removedPersistentVolumeClaims`) still exist, or that
+/// none does, so skipping it leaves none behind.
+fn describe_pvc_cleanup(facts: &Facts, vm: &VmView, d: &mut Decision) {
+    const CLEANUP: &str = "wrangler.cattle.io/VMController.CleanupPVCAndSnapshot";
+    let (Some(line), Some(pvcs)) = (
+        d.skipped_side_effects
+            .iter_mut()
+            .find(|l| l.starts_with(CLEANUP)),
+        facts.cluster.pvcs.value(),
+    ) else {
+        return;
+    };
+    if vm.removed_pvcs.is_empty() {
+        return;
+    }
+    let ns = &vm.key.namespace;
+    let left: Vec<&str> = vm
+        .removed_pvcs
+        .iter()
+        .filter(|c| pvcs.iter().any(|p| &p.namespace == ns && &p.name == *c))
+        .map(String::as_str)
+        .collect();
+    *line = if left.is_empty() {
+        format!(
+            "{CLEANUP} on the vm: skips no PVC clean-up: the PVCs it would delete ({}) are \
+             already gone; backup snapshots are not re-parented",
+            vm.removed_pvcs.join(", ")
+        )
+    } else {
+        format!(
+            "{CLEANUP} on the vm: skips Harvester's PVC clean-up: {} {} left (delete by hand \
+             if unwanted), and backup snapshots are not re-parented",
+            left.join(", "),
+            if left.len() == 1 { "is" } else { "are" }
+        )
+    };
 }
 
 /// Splits an object's finalizers into (remove, keep) and notes skipped side effects.
@@ -937,6 +934,55 @@ fn holders(facts: &Facts, disk: &DiskKey) -> Result<Vec<String>, String> {
         }
     }
     Ok(held)
+}
+
+/// The other, live VM an attachment elsewhere is for, if a running launcher pod on that
+/// node mounts the same PVC for a different VMI: then the attachment is that VM's use of
+/// a shared disk, not evidence against this one.
+fn shared_user(
+    facts: &Facts,
+    vmi: &VmiView,
+    disks: &[super::model::DiskKey],
+    a: &crate::cluster::AttachmentView,
+) -> Option<String> {
+    let pods = facts.cluster.remote_pods.value()?;
+    let claims: Vec<&str> = disks
+        .iter()
+        .filter(|k| k.pv == a.volume || k.handle == a.volume)
+        .filter_map(|k| k.pvc.as_deref())
+        .filter_map(|c| c.split_once('/').map(|(_, n)| n))
+        .collect();
+    pods.iter()
+        .find(|p| {
+            p.key.namespace == vmi.key.namespace
+                && p.node_name.as_deref() == Some(a.node.as_str())
+                && p.phase.as_deref() == Some("Running")
+                && p.deletion_timestamp.is_none()
+                && p.vmi_uid.as_deref().is_some_and(|u| u != vmi.key.uid)
+                && p.claims.iter().any(|c| claims.contains(&c.as_str()))
+        })
+        .map(|p| {
+            format!(
+                "VMI {}/{} (launcher pod {} Running there)",
+                p.key.namespace,
+                p.vmi_name.as_deref().unwrap_or("?"),
+                p.key.name
+            )
+        })
+}
+
+/// The first `shown` items joined, then how many more: a message stays one readable line
+/// even for an object with thousands of finalizers.
+pub(crate) fn summarise(items: &[String], shown: usize) -> String {
+    if items.len() <= shown {
+        return items.join(", ");
+    }
+    format!(
+        "{} … and {} more ({} in all)",
+        items[..shown].join(", "),
+        items.len() - shown,
+        items.len()
+    )
 }
 
 fn describe_procs(procs: &[&VmProcess]) -> String {

@@ -159,8 +159,12 @@ fn missing_evidence_blocks_and_says_which() {
             Box::new(|f| f.cluster.pvcs = Gathered::unreadable("pvcs", "403")),
         ),
         (
-            "PVC default/a-disk not found",
-            Box::new(|f| f.cluster.pvcs = Gathered::read(vec![])),
+            // A PVC that is gone is followed (issue 14), but not without the evidence.
+            "Longhorn volumes could not be read",
+            Box::new(|f| {
+                f.cluster.pvcs = Gathered::read(vec![]);
+                f.cluster.longhorn_volumes = Gathered::unreadable("volumes.longhorn.io", "403")
+            }),
         ),
         (
             "attachment evidence missing",
@@ -416,6 +420,7 @@ fn launcher_pod(name: &str, deleting: bool) -> PodView {
         deletion_timestamp: deleting.then(|| t("2026-01-01T11:00:00Z")),
         vmi_uid: Some(format!("uid-vmi-{name}")),
         vmi_name: Some(name.into()),
+        claims: vec![format!("{name}-disk")],
     }
 }
 
@@ -563,6 +568,7 @@ fn a_vm_whose_vmi_an_earlier_run_cleared_is_finished() {
         vm_uid: "uid-vm-a".into(),
         vmi_uid: "uid-vmi-a".into(),
         pvcs: vec!["a-disk".into()],
+        disks: vec![],
         started: t("2026-01-01T11:50:00Z"),
     }]);
     let d = only_decision(&f, &policy());
@@ -912,6 +918,7 @@ fn a_static_pv_is_checked_by_its_volume_handle() {
             name: "pvc-a".into(),
             driver: Some("driver.longhorn.io".into()),
             handle: Some("restored-disk-7".into()),
+            claim_ref: Some(("default".into(), "a-disk".into())),
         }]);
     };
     // Open by a process under the Longhorn volume's name: held.
@@ -944,4 +951,117 @@ fn a_static_pv_is_checked_by_its_volume_handle() {
     let mut f = facts();
     f.cluster.pvs = Gathered::read(vec![]);
     assert_blocked(&f, &policy(), "PV pvc-a not found");
+}
+
+/// Issue 14 item 1: a PVC the operator already deleted (with its PV and Longhorn volume)
+/// holds nothing, proven: recovered when nothing of it is left in the cluster or on this
+/// node; checked like any other disk when something is; blocked when the node has a
+/// Longhorn device no VMI accounts for.
+#[test]
+fn a_deleted_disk_is_followed_or_proven_absent() {
+    // Everything gone: recovered, the proof names what is missing.
+    let mut f = facts();
+    f.cluster.pvcs = Gathered::read(vec![]);
+    f.cluster.pvs = Gathered::read(vec![]);
+    f.cluster.attachments = Gathered::read(vec![]);
+    let d = only_decision(&f, &policy());
+    assert!(matches!(d.action, Action::Recover { .. }), "{d:#?}");
+    assert!(
+        d.evidence
+            .iter()
+            .any(|e| e.contains("PVC default/a-disk is gone")),
+        "{:?}",
+        d.evidence
+    );
+
+    // A Released PV still names the claim and is attached to another node: blocked.
+    let mut g = f.clone();
+    g.cluster.pvs = Gathered::read(vec![pv("a")]);
+    g.cluster.attachments = Gathered::read(vec![AttachmentView {
+        volume: "pvc-a".into(),
+        node: "n2".into(),
+        source: "volumeattachment/csi-9".into(),
+        attached: true,
+    }]);
+    assert_blocked(&g, &policy(), "to node n2");
+
+    // The Longhorn volume still names the claim and is open here: blocked.
+    let mut g = f.clone();
+    g.cluster.longhorn_volumes = Gathered::read(vec![crate::cluster::LonghornVolumeRef {
+        name: "lh-a".into(),
+        pv: None,
+        pvc: Some(("default".into(), "a-disk".into())),
+    }]);
+    g.local.disks.open_files = Gathered::read(OpenFiles {
+        scanned: 1,
+        holders: vec![FdHolder {
+            pid: 9,
+            comm: "qemu".into(),
+            fd: "3".into(),
+            target: "/dev/longhorn/lh-a".into(),
+            volume: "lh-a".into(),
+            matched_by: MatchedBy::Path,
+        }],
+        unreadable: vec![],
+    });
+    assert_blocked(&g, &policy(), "lh-a");
+
+    // A Longhorn device on this node nothing accounts for: it could be that disk.
+    let mut g = f.clone();
+    g.local.disks.devices = Gathered::read(vec![crate::node::volumes::LonghornDevice {
+        volume: "pvc-unknown".into(),
+        path: "/dev/longhorn/pvc-unknown".into(),
+        file_type: "block-device".into(),
+        device: None,
+    }]);
+    assert_blocked(&g, &policy(), "pvc-unknown");
+
+    // The PV list could not be read: blocked, naming it.
+    let mut g = f.clone();
+    g.cluster.pvs = Gathered::unreadable("persistentvolumes", "forbidden");
+    assert_blocked(&g, &policy(), "PVs could not be read");
+}
+
+/// Issue 14 item 2: a shared disk attached to another node for another, live VM is not
+/// evidence against this one; an attachment nothing explains still blocks.
+#[test]
+fn a_shared_disk_used_by_a_live_vm_elsewhere_does_not_block() {
+    let mut f = facts();
+    f.cluster.attachments = Gathered::read(vec![AttachmentView {
+        volume: "pvc-a".into(),
+        node: "n2".into(),
+        source: "volumeattachment/csi-2".into(),
+        attached: true,
+    }]);
+    assert_blocked(&f, &policy(), "no running launcher pod of another VM");
+    let mut other = launcher_pod("b", false);
+    other.node_name = Some("n2".into());
+    other.claims = vec!["a-disk".into()];
+    f.cluster.remote_pods = Gathered::read(vec![other.clone()]);
+    let d = only_decision(&f, &policy());
+    assert!(matches!(d.action, Action::Recover { .. }), "{d:#?}");
+    assert!(
+        d.evidence.iter().any(|e| e.contains("VMI default/b")),
+        "{:?}",
+        d.evidence
+    );
+    // The same pod but for this VMI (its own old pod on n2): not an explanation.
+    let mut mine = other;
+    mine.vmi_uid = Some("uid-vmi-a".into());
+    f.cluster.remote_pods = Gathered::read(vec![mine]);
+    assert_blocked(&f, &policy(), "to node n2");
+}
+
+/// Issue 14 item 5: 5,000 unknown finalizers make a one-line reason of readable length.
+#[test]
+fn thousands_of_finalizers_are_summarised() {
+    let mut f = facts();
+    let mut v = vmi("a");
+    v.finalizers = (0..5000).map(|i| format!("example.com/f-{i}")).collect();
+    f.cluster.vmis = Gathered::read(vec![v]);
+    let d = only_decision(&f, &policy());
+    assert_eq!(d.action, Action::Blocked);
+    let why = &d.reasons[0];
+    assert!(why.len() < 600, "{} bytes: {why}", why.len());
+    assert!(why.contains("4995 more (5000 in all)"), "{why}");
 }

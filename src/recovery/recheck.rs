@@ -13,7 +13,7 @@ use kube::Client;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::model::{Decision, HostIdentity, Step};
+use super::model::{Decision, DiskKey, HostIdentity, Step};
 use super::plan::still_mine;
 use crate::cluster::describe;
 use crate::cluster::with_retries;
@@ -276,11 +276,20 @@ impl Recheck {
                     ))
                 }
             }
-            if let Some(a) = found.iter().find(|a| a.node != self.node) {
-                return Err(format!(
-                    "{} now attaches {} to node {}",
-                    a.source, a.volume, a.node
-                ));
+            for a in found.iter().filter(|a| a.node != self.node) {
+                match self.shared_user(d, disk, &a.node).await? {
+                    Some(user) => evidence.push(format!(
+                        "{} attaches {} to node {} for {user} (re-read): another live VM's use \
+                         of a shared disk",
+                        a.source, a.volume, a.node
+                    )),
+                    None => {
+                        return Err(format!(
+                            "{} now attaches {} to node {}",
+                            a.source, a.volume, a.node
+                        ))
+                    }
+                }
             }
             evidence.push(format!(
                 "volume {}: no attachment to another node (re-read)",
@@ -288,6 +297,44 @@ impl Recheck {
             ));
         }
         Ok(())
+    }
+
+    /// A running launcher pod of another VMI on `node` that mounts `disk`'s PVC, read now.
+    async fn shared_user(
+        &self,
+        d: &Decision,
+        disk: &DiskKey,
+        node: &str,
+    ) -> Result<Option<String>, String> {
+        let (Some(vmi), Some((ns, claim))) =
+            (&d.vmi, disk.pvc.as_deref().and_then(|c| c.split_once('/')))
+        else {
+            return Ok(None);
+        };
+        let lp = ListParams::default()
+            .labels(&format!("{LABEL_KUBEVIRT}={VIRT_LAUNCHER}"))
+            .fields(&format!("spec.nodeName={node}"));
+        let api = Api::<Pod>::namespaced(self.client.clone(), ns);
+        let pods = with_retries("list launcher pods on another node", || api.list(&lp))
+            .await
+            .map_err(|e| describe(&e, "list", &format!("pods in {ns} on {node}")))?;
+        Ok(pods
+            .items
+            .iter()
+            .map(PodView::from)
+            .find(|p| {
+                p.phase.as_deref() == Some("Running")
+                    && p.deletion_timestamp.is_none()
+                    && p.vmi_uid.as_deref().is_some_and(|u| u != vmi.uid)
+                    && p.claims.iter().any(|c| c == claim)
+            })
+            .map(|p| {
+                format!(
+                    "VMI {ns}/{} (launcher pod {})",
+                    p.vmi_name.as_deref().unwrap_or("?"),
+                    p.key.name
+                )
+            }))
     }
 
     /// No process, no held disk, no unplanned launcher pod on this node.

@@ -26,6 +26,9 @@ pub fn plan(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
         count("healthy"),
         count("not-mine"),
     )?;
+    if let Some(note) = stuck_left_alone(p) {
+        writeln!(out, "{note}")?;
+    }
     if let Some(why) = &p.refused {
         writeln!(out, "REFUSED: {why}")?;
     }
@@ -47,6 +50,25 @@ pub fn plan(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One line about VMs that are deleting but left alone as another node's, migrating or
+/// in doubt, so a run that changes nothing does not look like nothing is stuck.
+pub fn stuck_left_alone(p: &Plan) -> Option<String> {
+    let stuck: Vec<String> = p
+        .decisions
+        .iter()
+        .filter(|d| matches!(d.action, Action::NotMine) && d.phase.contains("deleting"))
+        .map(|d| format!("{}/{}", d.namespace, d.name))
+        .collect();
+    (!stuck.is_empty()).then(|| {
+        format!(
+            "{} deleting VM(s) left alone here as another node's or migrating: {} (see each \
+             reason; that node's vmrecover decides them)",
+            stuck.len(),
+            super::plan::summarise(&stuck, 5)
+        )
+    })
 }
 
 fn decision(d: &Decision, out: &mut dyn Write) -> io::Result<()> {

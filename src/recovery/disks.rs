@@ -1,0 +1,261 @@
+//! Which disks a VM's proof must check, and how: from each PVC to its PV's volume handle
+//! (the Longhorn volume), and — when the PVC is already gone, as after an operator deleted
+//! the VM "with its disks" — to whatever is left of it (a Released PV still naming the
+//! claim, a Longhorn volume that still names it, what an earlier run recorded), or to a
+//! proof that nothing of it can be on this node. Pure: part of the planner.
+
+use std::collections::BTreeSet;
+
+use super::blocker::Blocker;
+use super::model::{DiskKey, Facts};
+use crate::cluster::LONGHORN_DRIVER;
+
+/// The disks found for `claims` of a VMI in `ns` (whose UID is `vmi_uid`), with evidence
+/// lines; problems are blockers with reasons.
+pub(crate) struct Resolved {
+    /// Disks to check like any other (held here? attached elsewhere?).
+    pub disks: Vec<DiskKey>,
+    /// Evidence for the proof.
+    pub evidence: Vec<String>,
+    /// Why the proof fails.
+    pub reasons: Vec<(Blocker, String)>,
+}
+
+/// Resolves every claim to the disks to check.
+pub(crate) fn resolve(facts: &Facts, ns: &str, vmi_uid: &str, claims: &[String]) -> Resolved {
+    let mut out = Resolved {
+        disks: Vec::new(),
+        evidence: Vec::new(),
+        reasons: Vec::new(),
+    };
+    let pvcs = match facts.cluster.pvcs.as_result() {
+        Ok(p) => p,
+        Err(why) => {
+            out.reasons.push((
+                Blocker::EvidenceMissing,
+                format!("PVC evidence missing: {why}"),
+            ));
+            return out;
+        }
+    };
+    for claim in claims {
+        match pvcs.iter().find(|p| p.namespace == ns && &p.name == claim) {
+            Some(p) => match &p.volume_name {
+                None => out
+                    .evidence
+                    .push(format!("PVC {ns}/{claim} is not bound to a volume")),
+                Some(pv) => bound(facts, ns, claim, pv, &mut out),
+            },
+            None => gone(facts, ns, vmi_uid, claim, &mut out),
+        }
+    }
+    out
+}
+
+/// A bound PVC: its PV's handle is the Longhorn volume.
+fn bound(facts: &Facts, ns: &str, claim: &str, pv: &str, out: &mut Resolved) {
+    match facts.cluster.pvs.as_result() {
+        Err(why) => out.reasons.push((
+            Blocker::EvidenceMissing,
+            format!("PV {pv} could not be read ({why}): its Longhorn volume is unknown"),
+        )),
+        Ok(pvs) => match pvs.iter().find(|p| p.name == pv) {
+            None => out.reasons.push((
+                Blocker::EvidenceMissing,
+                format!("PV {pv} not found: its Longhorn volume cannot be checked"),
+            )),
+            Some(p) => out.disks.push(DiskKey {
+                pvc: Some(format!("{ns}/{claim}")),
+                pv: pv.to_string(),
+                handle: p.handle.clone().unwrap_or_else(|| pv.to_string()),
+                driver: p.driver.clone(),
+            }),
+        },
+    }
+}
+
+/// A PVC that no longer exists: follow what may be left of its disk, else prove by
+/// absence that nothing of it is on this node (Longhorn only).
+fn gone(facts: &Facts, ns: &str, vmi_uid: &str, claim: &str, out: &mut Resolved) {
+    let key = (ns.to_string(), claim.to_string());
+    // What an earlier run recorded about this disk: keys for fresh reads, never a proof.
+    let recorded: Vec<_> = facts
+        .intents
+        .value()
+        .map(|is| {
+            is.iter()
+                .filter(|i| i.vmi_uid == vmi_uid || i.namespace == ns)
+                .flat_map(|i| i.disks.iter().filter(|d| d.pvc == claim))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let pvs = match facts.cluster.pvs.as_result() {
+        Ok(p) => p,
+        Err(why) => {
+            out.reasons.push((
+                Blocker::EvidenceMissing,
+                format!("PVC {ns}/{claim} is gone and the PVs could not be read ({why})"),
+            ));
+            return;
+        }
+    };
+    let longhorn = match facts.cluster.longhorn_volumes.as_result() {
+        Ok(l) => l,
+        Err(why) => {
+            out.reasons.push((
+                Blocker::EvidenceMissing,
+                format!(
+                    "PVC {ns}/{claim} is gone and the Longhorn volumes could not be read ({why})"
+                ),
+            ));
+            return;
+        }
+    };
+    let mut found = Vec::new();
+    for p in pvs
+        .iter()
+        .filter(|p| p.claim_ref.as_ref() == Some(&key) || recorded.iter().any(|r| r.pv == p.name))
+    {
+        found.push(DiskKey {
+            pvc: Some(format!("{ns}/{claim}")),
+            pv: p.name.clone(),
+            handle: p.handle.clone().unwrap_or_else(|| p.name.clone()),
+            driver: p.driver.clone(),
+        });
+        out.evidence.push(format!(
+            "PVC {ns}/{claim} is gone, its PV {} still exists: checked like any other disk",
+            p.name
+        ));
+    }
+    for v in longhorn
+        .iter()
+        .filter(|v| v.pvc.as_ref() == Some(&key) || recorded.iter().any(|r| r.handle == v.name))
+    {
+        if found.iter().any(|d| d.handle == v.name) {
+            continue;
+        }
+        found.push(DiskKey {
+            pvc: Some(format!("{ns}/{claim}")),
+            pv: v.pv.clone().unwrap_or_else(|| v.name.clone()),
+            handle: v.name.clone(),
+            driver: Some(LONGHORN_DRIVER.to_string()),
+        });
+        out.evidence.push(format!(
+            "PVC {ns}/{claim} is gone, its Longhorn volume {} still exists: checked like any other disk",
+            v.name
+        ));
+    }
+    if !found.is_empty() {
+        out.disks.extend(found);
+        return;
+    }
+    // Nothing of it is left in the cluster. Proof by absence holds only for Longhorn:
+    // once the Longhorn volume is gone, so are its engine and its /dev/longhorn device.
+    if let Some(other) = recorded
+        .iter()
+        .filter_map(|r| r.driver.as_deref())
+        .find(|d| *d != LONGHORN_DRIVER)
+    {
+        out.reasons.push((
+            Blocker::EvidenceMissing,
+            format!(
+                "PVC {ns}/{claim} and its PV are gone and its driver was {other}, not Longhorn: \
+                 absence cannot be proven from this node"
+            ),
+        ));
+        return;
+    }
+    let looked = if recorded.is_empty() {
+        "no PV claims it, no Longhorn volume names it".to_string()
+    } else {
+        let names: BTreeSet<String> = recorded
+            .iter()
+            .flat_map(|r| [r.pv.clone(), r.handle.clone()])
+            .collect();
+        format!(
+            "no PV claims it, no Longhorn volume names it, and the PV/volume an earlier run \
+             recorded ({}) no longer exist",
+            names.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    };
+    match unaccounted_on_node(facts) {
+        Ok(()) => out.evidence.push(format!(
+            "PVC {ns}/{claim} is gone and {looked}; this node has no Longhorn device or CSI \
+             mount that another VMI does not account for: nothing of that disk can be held here"
+        )),
+        Err(why) => out.reasons.push((
+            Blocker::EvidenceMissing,
+            format!("PVC {ns}/{claim} is gone and {looked}, but {why}"),
+        )),
+    }
+}
+
+/// Whether every Longhorn device and Longhorn mount on this node belongs to a disk some
+/// VMI here still names (by its PVC's PV name or its PV's handle). Anything else could
+/// be the gone disk, so the absence proof fails, naming it.
+fn unaccounted_on_node(facts: &Facts) -> Result<(), String> {
+    let known = known_volumes(facts);
+    let disks = &facts.local.disks;
+    let devices = disks
+        .devices
+        .as_result()
+        .map_err(|e| format!("this node's Longhorn devices could not be read ({e})"))?;
+    let unknown: Vec<&str> = devices
+        .iter()
+        .map(|d| d.volume.as_str())
+        .filter(|v| !known.contains(*v))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "Longhorn device(s) {} on this node belong to no VMI here and could be that disk",
+            unknown.join(", ")
+        ));
+    }
+    let mounts = disks
+        .mounts
+        .as_result()
+        .map_err(|e| format!("this node's mounts could not be read ({e})"))?;
+    let hashes: BTreeSet<String> = known
+        .iter()
+        .map(|v| crate::node::csi_paths::staging_hash(v))
+        .collect();
+    for m in &mounts.entries {
+        let by_volume = !m.volumes.is_empty() && m.volumes.iter().all(|v| known.contains(v));
+        let by_hash = m.staging_hash.as_ref().is_some_and(|h| hashes.contains(h));
+        if !(by_volume || by_hash) {
+            return Err(format!(
+                "the mount at {} ({}) belongs to no VMI here and could be that disk",
+                m.mount_point, m.source
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Volume names (PV names and handles) of the disks the VMIs here still have.
+fn known_volumes(facts: &Facts) -> BTreeSet<String> {
+    let mut known = BTreeSet::new();
+    let (Some(vmis), Some(pvcs)) = (facts.cluster.vmis.value(), facts.cluster.pvcs.value()) else {
+        return known;
+    };
+    let pvs = facts.cluster.pvs.value();
+    for v in vmis {
+        for c in &v.pvcs {
+            if let Some(pv) = pvcs
+                .iter()
+                .find(|p| p.namespace == v.key.namespace && &p.name == c)
+                .and_then(|p| p.volume_name.clone())
+            {
+                if let Some(h) = pvs
+                    .and_then(|ps| ps.iter().find(|p| p.name == pv))
+                    .and_then(|p| p.handle.clone())
+                {
+                    known.insert(h);
+                }
+                known.insert(pv);
+            }
+        }
+    }
+    known
+}
