@@ -32,7 +32,6 @@ const NODE: &str = "harvester-node-1";
 const SA_NS: &str = "harvester-system";
 const SA_NAME: &str = "vmrecover";
 const VMI_WEB: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances/vm-web-01";
-const VM_WEB: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines/vm-web-01";
 
 /// What runs against the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,8 +54,6 @@ enum Setup {
     ControllerAfterWatch,
     /// The first finalizer patch of VMI default/vm-web-01 answers 409: vmrecover re-reads it.
     VmiConflict,
-    /// The first finalizer patch of VM default/vm-web-01 answers 409: vmrecover re-reads it.
-    VmConflict,
     /// The node Lease exists already (released by an earlier run): taking it is an update.
     LeaseExists,
     /// vm-web-01's PVC was deleted by the operator: vmrecover follows what is left of it.
@@ -234,7 +231,6 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
         Setup::VmiConflict => {
             sim.add_fault(FaultRule::status(Some("PATCH"), VMI_WEB, 409).times(1))
         }
-        Setup::VmConflict => sim.add_fault(FaultRule::status(Some("PATCH"), VM_WEB, 409).times(1)),
         Setup::LeaseExists => {
             sim.put(json!({
                 "apiVersion": "coordination.k8s.io/v1",
@@ -428,8 +424,8 @@ fn rows() -> Vec<Row> {
             broken: |r| step_failed("default/vm-db-01", "force-delete launcher pod")(r),
         },
         Row {
-            grant: "ClusterRole /vmrecover /persistentvolumeclaims list",
-            part: "PVC -> volume disk evidence: missing, so every VM is blocked",
+            grant: "ClusterRole /vmrecover /persistentvolumeclaims get",
+            part: "the stuck VMIs' PVCs (by name): unreadable, so every VM with a disk is blocked",
             setup: Setup::Standard,
             names_permission: true,
             broken: no_object_changed,
@@ -491,14 +487,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines get",
-            part: "re-reading VM vm-web-01 after a conflicting finalizer patch",
-            setup: Setup::VmConflict,
-            names_permission: true,
-            broken: |r| step_failed("default/vm-web-01", "clear finalizers of vm ")(r),
-        },
-        Row {
-            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines list",
-            part: "the VMs owning this node's VMIs: unreadable, so every VM is blocked",
+            part: "the VMs of this node's stuck VMIs (by name): unreadable, so every VM is blocked",
             setup: Setup::Standard,
             names_permission: true,
             broken: no_object_changed,
@@ -553,34 +542,38 @@ fn rows() -> Vec<Row> {
         },
         Row {
             grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/volumes list",
-            part: "Longhorn volume evidence: unreadable, so every VM is blocked",
+            part: "the Longhorn volume that may still name vm-web-01's deleted PVC: unreadable, so blocked",
+            setup: Setup::PvcGone,
+            names_permission: true,
+            broken: |r| {
+                let plan = &r.json()["plan"];
+                let web = plan["decisions"]
+                    .as_array()
+                    .and_then(|d| d.iter().find(|d| d["name"] == "vm-web-01"))
+                    .cloned();
+                match web {
+                    Some(d)
+                        if d["action"]["kind"] == "blocked"
+                            && d["reasons"]
+                                .to_string()
+                                .contains("Longhorn volumes could not be read") =>
+                    {
+                        Ok(())
+                    }
+                    other => Err(format!("vm-web-01: {other:?}")),
+                }
+            },
+        },
+        Row {
+            grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/volumes get",
+            part: "where each stuck VM's Longhorn volume is attached: unreadable, so blocked",
             setup: Setup::Standard,
             names_permission: true,
             broken: no_object_changed,
         },
         Row {
-            grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/volumes get",
-            part: "re-reading vm-web-01's Longhorn volume right before its first change",
-            setup: Setup::Standard,
-            names_permission: true,
-            broken: |r| match r.outcome("default/vm-web-01") {
-                Some(o) if o["result"] == "aborted" => Ok(()),
-                other => Err(format!("vm-web-01: {other:?}")),
-            },
-        },
-        Row {
             grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/volumeattachments get",
-            part: "re-reading vm-web-01's Longhorn volumeattachment right before its first change",
-            setup: Setup::Standard,
-            names_permission: true,
-            broken: |r| match r.outcome("default/vm-web-01") {
-                Some(o) if o["result"] == "aborted" => Ok(()),
-                other => Err(format!("vm-web-01: {other:?}")),
-            },
-        },
-        Row {
-            grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/volumeattachments list",
-            part: "Longhorn attachment-ticket evidence: unreadable, so every VM is blocked",
+            part: "the attachment tickets of each stuck VM's Longhorn volume: unreadable, so blocked",
             setup: Setup::Standard,
             names_permission: true,
             broken: no_object_changed,

@@ -197,3 +197,47 @@ mod apply {
         assert!(violations.is_empty(), "{violations:#?}");
     }
 }
+
+mod cost {
+    use super::*;
+    use harvester_sim::{shipped_scenario, Sim, SimConfig};
+
+    /// Issue 16: a pass on a healthy node reads the Node, its VMIs by label and its
+    /// launcher pods by field selector — three requests, no VM, PVC, VolumeAttachment or
+    /// Longhorn list. (A count, not a timing: the benchmark prints the bytes.)
+    #[tokio::test]
+    async fn a_healthy_node_costs_three_requests() {
+        let sim = Sim::start(SimConfig::default().scenario_file(shipped_scenario("healthy.yaml")))
+            .await
+            .expect("sim");
+        let cfg = ClusterConfig {
+            kubeconfig: Some(sim.kubeconfig_path().to_path_buf()),
+            namespace: "harvester-system".into(),
+            tuning: Tuning::default(),
+        };
+        let client = cluster::connect(&cfg).await.unwrap();
+        sim.clear_requests();
+        let facts = cluster::gather(&client, "harvester-node-2", &AlsoRead::default()).await;
+        assert!(
+            facts.vmis.value().is_some_and(|v| !v.is_empty()),
+            "{facts:?}"
+        );
+        let reqs: Vec<String> = sim
+            .requests()
+            .iter()
+            .filter(|r| !r.internal)
+            .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
+            .collect();
+        assert_eq!(reqs.len(), 3, "{reqs:#?}");
+        assert!(
+            reqs.iter().any(|r| r.contains("/nodes/harvester-node-2")),
+            "{reqs:#?}"
+        );
+        assert!(reqs
+            .iter()
+            .any(|r| r.contains("virtualmachineinstances?") && r.contains("labelSelector")));
+        assert!(reqs
+            .iter()
+            .any(|r| r.contains("/pods?") && r.contains("fieldSelector")));
+    }
+}

@@ -380,7 +380,7 @@ async fn binary_enforces_the_deploy_manifests_for_the_service_account_kubeconfig
     .await;
     assert_eq!(s, 200);
     let (s, body) = get_with_token(
-        &format!("{base}/api/v1/namespaces/default/persistentvolumes"),
+        &format!("{base}/api/v1/namespaces/default/nosuchresources"),
         &sa,
     )
     .await;

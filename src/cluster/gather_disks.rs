@@ -1,0 +1,354 @@
+//! The disk side of a pass, read only for VMIs that are deleting or final (and earlier
+//! runs' VMs): their PVCs and PVs by name, what is left of a PVC that is gone, and where
+//! each disk is attached — Longhorn's volume and volumeattachment by name, the storage
+//! VolumeAttachment list once.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::VolumeAttachment;
+use kube::api::ListParams;
+use kube::{Api, Client};
+
+use super::gather::{AlsoRead, NsName};
+use super::lists::{get_named, get_optional, list, list_optional};
+use super::names::*;
+use super::objects::{LonghornVolume, LonghornVolumeAttachment};
+use super::retry::with_retries;
+use super::snapshot::{
+    AttachmentView, LonghornVolumeRef, PodView, PvView, PvcView, VmView, VmiView,
+};
+use crate::cluster::describe;
+use crate::evidence::Gathered;
+
+/// Everything disk-related a pass read.
+pub(crate) struct DiskFacts {
+    pub pvcs: Gathered<Vec<PvcView>>,
+    pub pvs: Gathered<Vec<PvView>>,
+    pub attachments: Gathered<Vec<AttachmentView>>,
+    pub longhorn_volumes: Gathered<Vec<LonghornVolumeRef>>,
+    pub remote_pods: Gathered<Vec<PodView>>,
+}
+
+impl DiskFacts {
+    /// Nothing to read: no VMI here needs a decision about its disks.
+    fn none() -> Self {
+        DiskFacts {
+            pvcs: Gathered::read(Vec::new()),
+            pvs: Gathered::read(Vec::new()),
+            attachments: Gathered::read(Vec::new()),
+            longhorn_volumes: Gathered::read(Vec::new()),
+            remote_pods: Gathered::read(Vec::new()),
+        }
+    }
+
+    /// Every disk fact unreadable because `source` could not be read.
+    pub(crate) fn unreadable(source: &str, why: &str) -> Self {
+        DiskFacts {
+            pvcs: Gathered::unreadable(source, why),
+            pvs: Gathered::unreadable(source, why),
+            attachments: Gathered::unreadable(source, why),
+            longhorn_volumes: Gathered::unreadable(source, why),
+            remote_pods: Gathered::unreadable(source, why),
+        }
+    }
+}
+
+/// Reads the disks of the `deciding` VMIs (of all `listed` on the node), their VMs and
+/// `also`.
+pub(crate) async fn gather(
+    client: &Client,
+    node: &str,
+    listed: &[VmiView],
+    deciding: &[&VmiView],
+    vms: &[VmView],
+    also: &AlsoRead,
+) -> DiskFacts {
+    // The claims a decision rests on, and those Harvester's clean-up would delete.
+    let mut claims: BTreeSet<NsName> = also.pvcs.iter().cloned().collect();
+    for v in deciding {
+        claims.extend(v.pvcs.iter().map(|c| (v.key.namespace.clone(), c.clone())));
+    }
+    let proof_claims = claims.clone();
+    for vm in vms {
+        claims.extend(
+            vm.removed_pvcs
+                .iter()
+                .map(|c| (vm.key.namespace.clone(), c.clone())),
+        );
+    }
+    if claims.is_empty() && also.disks.is_empty() {
+        return DiskFacts::none();
+    }
+    let mut pvcs = match read_pvcs(client, &claims).await {
+        Ok(p) => p,
+        Err(e) => return DiskFacts::unreadable("persistentvolumeclaims", &e),
+    };
+    let missing: BTreeSet<NsName> = proof_claims
+        .iter()
+        .filter(|c| !pvcs.iter().any(|p| p.namespace == c.0 && p.name == c.1))
+        .cloned()
+        .collect();
+    // A gone claim is proven absent only when every Longhorn device here belongs to a
+    // VMI here: read the claims of all of them to account for their devices.
+    if !missing.is_empty() {
+        let others: BTreeSet<NsName> = listed
+            .iter()
+            .flat_map(|v| v.pvcs.iter().map(|c| (v.key.namespace.clone(), c.clone())))
+            .filter(|c| !claims.contains(c))
+            .collect();
+        match read_pvcs(client, &others).await {
+            Ok(more) => pvcs.extend(more),
+            Err(e) => return DiskFacts::unreadable("persistentvolumeclaims", &e),
+        }
+    }
+    let pv_names: BTreeSet<String> = pvcs.iter().filter_map(|p| p.volume_name.clone()).collect();
+    let mut pvs = match read_pvs(client, &pv_names).await {
+        Ok(p) => p,
+        Err(e) => {
+            let mut f = DiskFacts::unreadable("persistentvolumes", &e);
+            f.pvcs = Gathered::read(pvcs);
+            return f;
+        }
+    };
+    // What may be left of gone claims: Released PVs and Longhorn volumes still naming
+    // them, or what an earlier run recorded.
+    let mut longhorn_volumes = Gathered::read(Vec::new());
+    if !missing.is_empty() || !also.disks.is_empty() {
+        let (released, lh) = tokio::join!(
+            released_pvs(client, &missing, also),
+            longhorn_refs(client, &missing, also),
+        );
+        match released {
+            Ok(r) => {
+                for p in r {
+                    if !pvs.iter().any(|q| q.name == p.name) {
+                        pvs.push(p);
+                    }
+                }
+            }
+            Err(e) => {
+                let mut f = DiskFacts::unreadable("persistentvolumes", &e);
+                f.pvcs = Gathered::read(pvcs);
+                return f;
+            }
+        }
+        longhorn_volumes = match lh {
+            Ok(l) => Gathered::read(l),
+            Err(e) => Gathered::unreadable("volumes.longhorn.io", e),
+        };
+    }
+
+    // Where the disks a decision rests on are attached.
+    let mut keys: BTreeSet<String> = BTreeSet::new();
+    for p in pvcs
+        .iter()
+        .filter(|p| proof_claims.contains(&(p.namespace.clone(), p.name.clone())))
+    {
+        if let Some(pv) = &p.volume_name {
+            keys.insert(pv.clone());
+            if let Some(h) = pvs
+                .iter()
+                .find(|q| &q.name == pv)
+                .and_then(|q| q.handle.clone())
+            {
+                keys.insert(h);
+            }
+        }
+    }
+    for p in pvs
+        .iter()
+        .filter(|p| p.claim_ref.as_ref().is_some_and(|c| missing.contains(c)))
+    {
+        keys.insert(p.name.clone());
+        keys.extend(p.handle.clone());
+    }
+    if let Some(l) = longhorn_volumes.value() {
+        keys.extend(l.iter().map(|v| v.name.clone()));
+    }
+    for (pv, h) in &also.disks {
+        keys.insert(pv.clone());
+        keys.insert(h.clone());
+    }
+    let attachments = if keys.is_empty() {
+        Gathered::read(Vec::new())
+    } else {
+        match attachments_of(client, &keys).await {
+            Ok(a) => Gathered::read(a),
+            Err(e) => Gathered::unreadable("attachments", e),
+        }
+    };
+
+    // An attachment elsewhere may be another VM's use of a shared disk.
+    let remote_pods = match &attachments {
+        Gathered::Read { value: atts } => {
+            let elsewhere: BTreeSet<&str> = atts
+                .iter()
+                .filter(|a| a.node != node)
+                .map(|a| a.node.as_str())
+                .collect();
+            let namespaces: BTreeSet<&str> = deciding
+                .iter()
+                .map(|v| v.key.namespace.as_str())
+                .chain(also.vms.iter().map(|(ns, _)| ns.as_str()))
+                .collect();
+            remote_launchers(client, &namespaces, &elsewhere).await
+        }
+        Gathered::Unreadable { .. } => Gathered::read(Vec::new()),
+    };
+
+    DiskFacts {
+        pvcs: Gathered::read(pvcs),
+        pvs: Gathered::read(pvs),
+        attachments,
+        longhorn_volumes,
+        remote_pods,
+    }
+}
+
+/// The PVCs named, read by name; one that does not exist is left out.
+async fn read_pvcs(client: &Client, claims: &BTreeSet<NsName>) -> Result<Vec<PvcView>, String> {
+    let reads = claims.iter().map(|(ns, name)| async move {
+        get_named::<PersistentVolumeClaim>(client, ns, name, "persistentvolumeclaims").await
+    });
+    let mut out = Vec::new();
+    for r in futures::future::join_all(reads).await {
+        if let Some(p) = r? {
+            out.push(PvcView::from(&p));
+        }
+    }
+    Ok(out)
+}
+
+/// The PVs named, read by name; one that does not exist is left out (the planner names
+/// it).
+async fn read_pvs(client: &Client, names: &BTreeSet<String>) -> Result<Vec<PvView>, String> {
+    let api = Api::<PersistentVolume>::all(client.clone());
+    let reads = names.iter().map(|name| {
+        let api = api.clone();
+        async move {
+            with_retries(&format!("get persistentvolumes/{name}"), || {
+                api.get_opt(name)
+            })
+            .await
+            .map_err(|e| describe(&e, "get", &format!("persistentvolumes/{name}")))
+        }
+    });
+    let mut out = Vec::new();
+    for r in futures::future::join_all(reads).await {
+        if let Some(pv) = r? {
+            out.push(PvView::from(&pv));
+        }
+    }
+    Ok(out)
+}
+
+/// PVs that may be what is left of a gone claim's disk: one list of PVs (only when a
+/// claim is gone or an earlier run recorded disks), kept when their claimRef names a gone
+/// claim or their name is a recorded PV.
+async fn released_pvs(
+    client: &Client,
+    missing: &BTreeSet<NsName>,
+    also: &AlsoRead,
+) -> Result<Vec<PvView>, String> {
+    let api = Api::<PersistentVolume>::all(client.clone());
+    let all = list(api, &ListParams::default(), "persistentvolumes").await?;
+    Ok(all
+        .iter()
+        .map(PvView::from)
+        .filter(|p| {
+            p.claim_ref.as_ref().is_some_and(|c| missing.contains(c))
+                || also.disks.iter().any(|(pv, _)| *pv == p.name)
+        })
+        .collect())
+}
+
+/// Longhorn volumes that still name a gone claim (`status.kubernetesStatus`) or that an
+/// earlier run recorded: one list of Longhorn volumes, only when needed.
+async fn longhorn_refs(
+    client: &Client,
+    missing: &BTreeSet<NsName>,
+    also: &AlsoRead,
+) -> Result<Vec<LonghornVolumeRef>, String> {
+    let api = Api::<LonghornVolume>::namespaced(client.clone(), LONGHORN_NAMESPACE);
+    let all = list_optional(api, "volumes.longhorn.io").await?;
+    Ok(all
+        .iter()
+        .map(|v| {
+            let k = &v.status.kubernetes_status;
+            LonghornVolumeRef {
+                name: v.metadata.name.clone().unwrap_or_default(),
+                pv: k.pv_name.clone().filter(|p| !p.is_empty()),
+                pvc: match (&k.namespace, &k.pvc_name) {
+                    (Some(ns), Some(n)) if !n.is_empty() => Some((ns.clone(), n.clone())),
+                    _ => None,
+                },
+            }
+        })
+        .filter(|r| {
+            r.pvc.as_ref().is_some_and(|c| missing.contains(c))
+                || also.disks.iter().any(|(_, h)| *h == r.name)
+        })
+        .collect())
+}
+
+/// Where the volumes `keys` (PV names and volume handles) are attached: the storage
+/// VolumeAttachment list (once), and each Longhorn volume and volumeattachment by name.
+async fn attachments_of(
+    client: &Client,
+    keys: &BTreeSet<String>,
+) -> Result<Vec<AttachmentView>, String> {
+    let all_vas = ListParams::default();
+    let vas = list(
+        Api::<VolumeAttachment>::all(client.clone()),
+        &all_vas,
+        "volumeattachments.storage.k8s.io",
+    );
+    let longhorn = keys.iter().map(|k| async move {
+        let (vol, lva) = tokio::join!(
+            get_optional::<LonghornVolume>(client, LONGHORN_NAMESPACE, k, "volumes.longhorn.io"),
+            get_optional::<LonghornVolumeAttachment>(
+                client,
+                LONGHORN_NAMESPACE,
+                k,
+                "volumeattachments.longhorn.io"
+            ),
+        );
+        let mut out: Vec<AttachmentView> = Vec::new();
+        out.extend(vol?.as_ref().and_then(AttachmentView::from_longhorn_volume));
+        out.extend(lva?.iter().flat_map(AttachmentView::from_longhorn_tickets));
+        Ok::<_, String>(out)
+    });
+    let (vas, longhorn) = tokio::join!(vas, futures::future::join_all(longhorn));
+    let mut all: Vec<AttachmentView> = vas?
+        .iter()
+        .filter(|va| va.spec.attacher == LONGHORN_DRIVER)
+        .filter_map(AttachmentView::from_csi)
+        .filter(|a| keys.contains(&a.volume))
+        .collect();
+    for l in longhorn {
+        all.extend(l?);
+    }
+    Ok(all)
+}
+
+/// Launcher pods in `namespaces` on each of `nodes`, with the PVCs they mount.
+async fn remote_launchers(
+    client: &Client,
+    namespaces: &BTreeSet<&str>,
+    nodes: &BTreeSet<&str>,
+) -> Gathered<Vec<PodView>> {
+    let mut out = Vec::new();
+    for ns in namespaces {
+        for n in nodes {
+            let lp = ListParams::default()
+                .labels(&format!("{LABEL_KUBEVIRT}={VIRT_LAUNCHER}"))
+                .fields(&format!("spec.nodeName={n}"));
+            match list(Api::<Pod>::namespaced(client.clone(), ns), &lp, "pods").await {
+                Ok(pods) => out.extend(pods.iter().map(PodView::from)),
+                Err(e) => return Gathered::unreadable(format!("pods in {ns} on {n}"), e),
+            }
+        }
+    }
+    Gathered::read(out)
+}

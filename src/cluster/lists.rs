@@ -1,0 +1,146 @@
+//! Lists that decode object by object, and reads by name: one malformed object is named,
+//! never a bare decoding error about a whole list.
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{ListParams, ObjectList};
+use kube::{Api, Client};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::errors::{describe, status_code};
+use super::retry::with_retries;
+
+/// Why a list could not be used.
+enum ListError {
+    /// The request failed.
+    Api(kube::Error),
+    /// The server answered, but objects in it are not what vmrecover can read.
+    Malformed(String),
+}
+
+/// Lists `api` and decodes each object on its own: one malformed object (a wrong type in
+/// a field vmrecover reads) makes the list unreadable with a message naming that object,
+/// never a bare decoding error about the whole list.
+async fn list_lenient<K>(api: &Api<K>, lp: &ListParams, what: &str) -> Result<Vec<K>, ListError>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let client = api.clone().into_client();
+    let url = api.resource_url().to_string();
+    let raw: ObjectList<Value> = with_retries(&format!("list {what}"), || {
+        let client = client.clone();
+        let req = kube::core::Request::new(url.clone()).list(lp);
+        async move {
+            match req {
+                Ok(req) => client.request::<ObjectList<Value>>(req).await,
+                Err(e) => Err(kube::Error::BuildRequest(e)),
+            }
+        }
+    })
+    .await
+    .map_err(ListError::Api)?;
+    let mut items = Vec::with_capacity(raw.items.len());
+    let mut bad = Vec::new();
+    for item in raw.items {
+        let name = object_name(&item);
+        match serde_json::from_value::<K>(item) {
+            Ok(k) => items.push(k),
+            Err(e) => bad.push(format!("{name} ({e})")),
+        }
+    }
+    if bad.is_empty() {
+        Ok(items)
+    } else {
+        Err(ListError::Malformed(format!(
+            "list {what}: malformed object {}: fix or remove it; nothing that depends on this \
+             list is touched until then",
+            bad.join("; ")
+        )))
+    }
+}
+
+/// `namespace/name` of a raw object, as far as it can be read.
+fn object_name(item: &Value) -> String {
+    let meta = item.get("metadata");
+    let field = |k: &str| {
+        meta.and_then(|m| m.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .chars()
+            .take(253)
+            .collect::<String>()
+    };
+    match meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+    {
+        Some(_) => format!("{}/{}", field("namespace"), field("name")),
+        None => field("name"),
+    }
+}
+
+pub(crate) async fn list<K>(api: Api<K>, lp: &ListParams, what: &str) -> Result<Vec<K>, String>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match list_lenient(&api, lp, what).await {
+        Ok(items) => Ok(items),
+        Err(ListError::Api(e)) => Err(describe(&e, "list", what)),
+        Err(ListError::Malformed(m)) => Err(m),
+    }
+}
+
+/// Lists a resource that may not exist in the cluster (Longhorn CRDs): 404 is "none".
+pub(crate) async fn list_optional<K>(api: Api<K>, what: &str) -> Result<Vec<K>, String>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match list_lenient(&api, &ListParams::default(), what).await {
+        Ok(items) => Ok(items),
+        Err(ListError::Api(e)) if status_code(&e) == Some(404) => Ok(Vec::new()),
+        Err(ListError::Api(e)) => Err(describe(&e, "list", what)),
+        Err(ListError::Malformed(m)) => Err(m),
+    }
+}
+
+/// Reads the namespaced object `name` in `ns` (`None` when it does not exist), with the
+/// bounded retries of requests safe to repeat; errors name the object.
+pub(crate) async fn get_named<K>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+) -> Result<Option<K>, String>
+where
+    K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api = Api::<K>::namespaced(client.clone(), ns);
+    with_retries(&format!("get {what} {ns}/{name}"), || api.get_opt(name))
+        .await
+        .map_err(|e| describe(&e, "get", &format!("{what} {ns}/{name}")))
+}
+
+/// Like [`get_named`] for a resource that may not exist in the cluster (Longhorn CRDs):
+/// a 404 for the resource itself is "none".
+pub(crate) async fn get_optional<K>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+) -> Result<Option<K>, String>
+where
+    K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api = Api::<K>::namespaced(client.clone(), ns);
+    match with_retries(&format!("get {what} {ns}/{name}"), || api.get_opt(name)).await {
+        Ok(v) => Ok(v),
+        Err(e) if status_code(&e) == Some(404) => Ok(None),
+        Err(e) => Err(describe(&e, "get", &format!("{what} {ns}/{name}"))),
+    }
+}
