@@ -14,6 +14,7 @@
 //!   host's `/` mounted (recursively) at the host root, `<host_root>/proc` is the host's
 //!   procfs.
 
+pub mod bounded;
 pub mod cmdline;
 pub mod csi_paths;
 pub mod mountinfo;
