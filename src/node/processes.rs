@@ -438,10 +438,12 @@ mod tests {
             let mut cmd = std::process::Command::new(&exe);
             cmd.args(["-c", "sleep 30; exit 0"]).args(args);
             let child = cmd.spawn().expect("spawn qemu-kvm");
-            // Wait until the exec is visible (comm is the new name).
-            let comm = format!("{PROC}/{}/comm", child.id());
-            for _ in 0..500 {
-                if std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "qemu-kvm") {
+            // Wait until the exec has finished: the kernel sets the new comm before the
+            // new command line, which reads empty in between.
+            let cmdline = format!("{PROC}/{}/cmdline", child.id());
+            for _ in 0..1000 {
+                if std::fs::read(&cmdline).is_ok_and(|c| c.starts_with(exe.as_os_str().as_bytes()))
+                {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(2));
@@ -499,7 +501,11 @@ mod tests {
             )
             .unwrap_or_else(|| panic!("{what}: live process dropped"));
             assert_eq!(p.start_time, ticks, "{what}");
-            assert_eq!(p.name.as_deref(), Some("vm1"), "{what}: re-read identity");
+            assert_eq!(
+                p.name.as_deref(),
+                Some("vm1"),
+                "{what}: re-read identity: {p:?}"
+            );
             // Only the shown start time moves with the wall clock.
             let shown = clock
                 .now
