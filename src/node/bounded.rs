@@ -98,8 +98,10 @@ impl Progress {
 }
 
 /// Tasks whose thread was abandoned and has not returned yet: task → (since, reading).
-fn stuck() -> &'static Mutex<HashMap<String, (Instant, Option<String>)>> {
-    static STUCK: OnceLock<Mutex<HashMap<String, (Instant, Option<String>)>>> = OnceLock::new();
+type Stuck = Mutex<HashMap<String, (Instant, Option<String>)>>;
+
+fn stuck() -> &'static Stuck {
+    static STUCK: OnceLock<Stuck> = OnceLock::new();
     STUCK.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
