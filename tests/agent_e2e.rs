@@ -38,6 +38,8 @@ fn node_after_power_cut() -> Node {
     for d in ["dev/longhorn", "proc/1", "sys/block"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
+    // A procfs has `self`; this tree's resolves to the running vmrecover's own.
+    std::os::unix::fs::symlink("/proc/self", root.join("proc/self")).unwrap();
     std::fs::create_dir_all(&journal).unwrap();
     std::fs::write(
         root.join("proc/1/mountinfo"),

@@ -170,6 +170,8 @@ fn host_root() -> tempfile::TempDir {
     for d in ["dev/longhorn", "proc/1", "sys/block"] {
         std::fs::create_dir_all(dir.path().join(d)).expect("host root tree");
     }
+    // A procfs has `self`; this tree's resolves to the running vmrecover's own.
+    std::os::unix::fs::symlink("/proc/self", dir.path().join("proc/self")).expect("proc/self");
     std::fs::write(
         dir.path().join("proc/1/mountinfo"),
         "25 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n",

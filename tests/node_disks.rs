@@ -1,8 +1,12 @@
 //! Disk evidence on host-root fixture trees: Longhorn devices, open files, loop and
 //! device-mapper holders, mounts (filesystem and block mode), and could-not-read cases.
 
+#[path = "fixtures/node/host_tree.rs"]
+mod host_tree;
 #[path = "fixtures/node/support.rs"]
 mod support;
+
+use host_tree::{is_root, HostTree};
 
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -44,14 +48,24 @@ fn fd_link(root: &Path, pid: u32, comm: &str, fd: u32, target: &str) {
     symlink(target, dir.join(fd.to_string())).expect("fd link");
 }
 
-/// Builds the Harvester node tree of `tests/fixtures/node/harvester-node`.
+/// Builds the Harvester node tree of `tests/fixtures/node/harvester-node`: real block
+/// device nodes (root only), sysfs as on a node, fake processes' descriptors.
 fn harvester_tree() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
-    for v in [PV_FS, PV_BLK, PV_IDLE, PV_ENC] {
-        write(&root.join(format!("dev/longhorn/{v}")), "");
-    }
-    write(&root.join("proc/1/mountinfo"), &fixture_text());
+    let t = HostTree::new(root);
+    t.disk("sda", (8, 0));
+    t.longhorn(PV_BLK, "sdb", (8, 16));
+    t.longhorn(PV_FS, "sdc", (8, 32));
+    t.longhorn(PV_IDLE, "sde", (8, 64));
+    // An unused partition: not a holder.
+    t.partition("sde", "sde1", (8, 65), 1);
+    // An encrypted volume: dm-crypt maps it under the volume's name.
+    t.longhorn(PV_ENC, "sdf", (8, 80));
+    t.dm("dm-3", (254, 3), PV_ENC, &["sdf"]);
+    // The host's own LVM volume (mounted at /data): not Longhorn.
+    t.dm("dm-0", (254, 0), "vg0-data", &["sda"]);
+    t.mountinfo(&fixture_text());
     write(&root.join("proc/1/comm"), "systemd\n");
     std::fs::create_dir_all(root.join("proc/1/fd")).expect("mkdir");
     // A qemu of a filesystem-mode VM: its disk image on the published volume.
@@ -84,22 +98,26 @@ fn harvester_tree() -> tempfile::TempDir {
     fd_link(root, 4646, "sshd", 3, "socket:[99]");
     // A process that exited while we scan: its directory is there, its fd dir is not.
     write(&root.join("proc/4747/comm"), "gone\n");
-    // Kubelet's loop device on the block volume's publish path; an unbound loop device;
-    // the OS image loop device.
-    write(
-        &root.join("sys/block/loop3/loop/backing_file"),
-        &format!(
-            "/var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices/publish/{PV_BLK}/{BLK_POD}\n"
-        ),
+    // Kubelet's loop device (its "descriptor lock") on the block volume's global map
+    // path; an unbound loop device; the OS image loop device.
+    t.loop_dev(
+        "loop3",
+        (7, 3),
+        &format!("/var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices/{PV_BLK}/dev/{BLK_POD}"),
     );
-    std::fs::create_dir_all(root.join("sys/block/loop4")).expect("mkdir");
-    write(
-        &root.join("sys/block/loop0/loop/backing_file"),
-        "/run/initramfs/live/rootfs.squashfs\n",
-    );
-    std::fs::create_dir_all(root.join("sys/block/sda")).expect("mkdir");
-    std::fs::create_dir_all(root.join("sys/dev/block")).expect("mkdir");
+    t.unbound_loop("loop4", (7, 4));
+    t.loop_dev("loop0", (7, 0), "/run/initramfs/live/rootfs.squashfs");
     dir
+}
+
+/// The disk tests need block device nodes, which only root can create.
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: creating block device nodes needs root");
+            return;
+        }
+    };
 }
 
 fn facts(root: &Path) -> NodeFacts {
@@ -117,6 +135,7 @@ fn holders(f: &NodeFacts, v: &str) -> Vec<String> {
 
 #[test]
 fn harvester_node_evidence() {
+    require_root!();
     let dir = harvester_tree();
     let f = facts(dir.path());
 
@@ -157,8 +176,13 @@ fn harvester_node_evidence() {
         .any(|h| h.contains(&format!("volumeDevices/publish/{PV_BLK}/{BLK_POD}"))));
 
     let enc = holders(&f, PV_ENC);
-    assert_eq!(enc.len(), 1, "{enc:#?}");
-    assert!(enc[0].contains(&format!("from /dev/mapper/{PV_ENC}")));
+    assert_eq!(enc.len(), 2, "{enc:#?}");
+    assert!(enc
+        .iter()
+        .any(|h| h.contains(&format!("from /dev/mapper/{PV_ENC}"))));
+    assert!(enc
+        .iter()
+        .any(|h| h.starts_with(&format!("held by dm-3 (device-mapper device {PV_ENC}"))));
 
     assert_eq!(holders(&f, PV_STALE).len(), 1);
     let gone = holders(&f, PV_GONE);
@@ -167,7 +191,7 @@ fn harvester_node_evidence() {
 
     assert!(
         holders(&f, PV_IDLE).is_empty(),
-        "attached but unused: provably not held"
+        "attached but unused (an unused partition included): provably not held"
     );
     assert!(holders(&f, "pvc-not-on-this-node").is_empty());
 
@@ -180,7 +204,15 @@ fn harvester_node_evidence() {
         .all(|m| m.mount_point != "/data" && m.mount_point != "/mnt/data disk"));
     let open = f.disks.open_files.value().expect("open files read");
     assert!(open.unreadable.is_empty(), "{:?}", open.unreadable);
-    assert!(open.holders.iter().all(|h| h.matched_by == MatchedBy::Path));
+    // Device paths carry the Longhorn volume name, kubelet paths the PV name.
+    for h in &open.holders {
+        let want = if h.target.starts_with("/dev/longhorn/") {
+            MatchedBy::Path
+        } else {
+            MatchedBy::KubeletPath
+        };
+        assert_eq!(h.matched_by, want, "{h:?}");
+    }
 
     // The table names each volume and how it is held.
     let mut out = Vec::new();
@@ -195,6 +227,7 @@ fn harvester_node_evidence() {
 
 #[test]
 fn missing_sysfs_makes_unheld_volumes_unknown_but_held_ones_stay_held() {
+    require_root!();
     let dir = harvester_tree();
     std::fs::remove_dir_all(dir.path().join("sys")).expect("rm sys");
     let f = facts(dir.path());
@@ -205,6 +238,7 @@ fn missing_sysfs_makes_unheld_volumes_unknown_but_held_ones_stay_held() {
 
 #[test]
 fn missing_mountinfo_is_could_not_read() {
+    require_root!();
     let dir = harvester_tree();
     std::fs::remove_file(dir.path().join("proc/1/mountinfo")).expect("rm");
     let f = facts(dir.path());
@@ -215,10 +249,17 @@ fn missing_mountinfo_is_could_not_read() {
 
 #[test]
 fn mountinfo_falls_back_to_self_and_says_so() {
+    require_root!();
     let dir = harvester_tree();
     let text = std::fs::read(dir.path().join("proc/1/mountinfo")).expect("read");
     std::fs::remove_file(dir.path().join("proc/1/mountinfo")).expect("rm");
-    std::fs::create_dir_all(dir.path().join("proc/self")).expect("mkdir");
+    // A `self` of our own making (the tree's links to the real procfs), in the same
+    // mount namespace as pid 1.
+    std::fs::remove_file(dir.path().join("proc/self")).expect("rm self link");
+    std::fs::create_dir_all(dir.path().join("proc/self/ns")).expect("mkdir");
+    std::fs::create_dir_all(dir.path().join("proc/1/ns")).expect("mkdir");
+    symlink("mnt:[4026531841]", dir.path().join("proc/1/ns/mnt")).expect("ns");
+    symlink("mnt:[4026531841]", dir.path().join("proc/self/ns/mnt")).expect("ns");
     std::fs::write(dir.path().join("proc/self/mountinfo"), text).expect("write");
     let f = facts(dir.path());
     assert!(f
@@ -229,10 +270,19 @@ fn mountinfo_falls_back_to_self_and_says_so() {
         .source
         .ends_with("proc/self/mountinfo"));
     assert_eq!(holders(&f, PV_STALE).len(), 1);
+
+    // vmrecover's own mount namespace is not the host's (a DaemonSet's container): its
+    // mount table proves nothing about the host's.
+    std::fs::remove_file(dir.path().join("proc/self/ns/mnt")).expect("rm");
+    symlink("mnt:[4026532999]", dir.path().join("proc/self/ns/mnt")).expect("ns");
+    let f = facts(dir.path());
+    let err = f.volume_holders(PV_IDLE).expect_err("cannot prove");
+    assert!(err.contains("another mount namespace"), "{err}");
 }
 
 #[test]
 fn malformed_mountinfo_is_could_not_read() {
+    require_root!();
     let dir = harvester_tree();
     let mut text = fixture_text();
     text.push_str("1800 22 0:90 /only-four-fields\n");
@@ -244,6 +294,7 @@ fn malformed_mountinfo_is_could_not_read() {
 
 #[test]
 fn missing_host_dev_is_could_not_read() {
+    require_root!();
     let dir = harvester_tree();
     std::fs::remove_dir_all(dir.path().join("dev")).expect("rm dev");
     let f = facts(dir.path());
@@ -253,6 +304,7 @@ fn missing_host_dev_is_could_not_read() {
 
 #[test]
 fn no_longhorn_dir_means_no_devices() {
+    require_root!();
     let dir = harvester_tree();
     std::fs::remove_dir_all(dir.path().join("dev/longhorn")).expect("rm");
     let f = facts(dir.path());
@@ -266,6 +318,7 @@ fn no_longhorn_dir_means_no_devices() {
 /// the `vmrecover` binary as user `nobody`.
 #[test]
 fn unreadable_fd_dir_is_could_not_read() {
+    require_root!();
     let dir = harvester_tree();
     let root = dir.path();
     for entry in walk(root) {
@@ -350,28 +403,14 @@ fn walk(root: &Path) -> Vec<PathBuf> {
 /// a container holds `/dev/<disk>` or a `disk.img` on a mounted volume.
 #[test]
 fn real_process_holding_a_device_by_number() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: creating a block device node needs root");
-        return;
-    }
-    use std::os::unix::fs::MetadataExt;
+    require_root!();
     const PV_REAL: &str = "pvc-abcdefab-cdef-4abc-8def-abcdefabcdef";
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     let disk = root.join("disk.img");
     std::fs::write(&disk, b"guest data").expect("disk");
-    let dev = std::fs::metadata(&disk).expect("stat").dev();
-    std::fs::create_dir_all(root.join("dev/longhorn")).expect("mkdir");
-    nix::sys::stat::mknod(
-        &root.join(format!("dev/longhorn/{PV_REAL}")),
-        nix::sys::stat::SFlag::S_IFBLK,
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-        dev,
-    )
-    .expect("mknod");
-    symlink("/proc", root.join("proc")).expect("proc link");
-    symlink("/sys", root.join("sys")).expect("sys link");
-
+    let t = HostTree::with_real_proc(root);
+    t.longhorn(PV_REAL, "sdz", host_tree::fs_dev(&disk));
     let holder = support::FakeProc::spawn(
         support::QEMU,
         "/usr/bin/qemu-system-x86_64",

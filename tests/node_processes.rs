@@ -228,3 +228,68 @@ fn processes_exiting_mid_scan_do_not_matter() {
         spawned.load(Ordering::Relaxed)
     );
 }
+
+/// Hole 3: a clock step during the scan (chrony `makestep` right after an outage) must
+/// not make live VM processes disappear. The wall clock the scan sees is injected: an hour
+/// ahead and three days behind the machine's. (The old scan compared sysinfo's wall-clock
+/// start time with a boot time read a moment later and dropped every process when they
+/// disagreed by more than 2 s.)
+#[test]
+fn a_clock_step_during_the_scan_hides_no_vm_process() {
+    use std::time::Duration;
+    use vmrecover::node::bounded::ScanLimits;
+    use vmrecover::node::processes::{self, ScanClock};
+
+    let qemu = FakeProc::spawn(
+        QEMU,
+        "/usr/bin/qemu-system-x86_64",
+        &qemu_args("default", "vm-clock", UID_A),
+        &FakeOpts::default(),
+    );
+    let ticks = node::stat::read(Path::new("/proc"), qemu.pid())
+        .expect("stat")
+        .start_ticks;
+    let real = ScanClock::now();
+    for (what, clock) in [
+        (
+            "+1 h",
+            ScanClock {
+                now: real.now + Duration::from_secs(3600),
+                ..real
+            },
+        ),
+        (
+            "-3 days",
+            ScanClock {
+                now: real.now - Duration::from_secs(3 * 86_400),
+                ..real
+            },
+        ),
+    ] {
+        let procs = processes::scan_with(Path::new("/"), ScanLimits::default(), clock);
+        let procs = procs.value().unwrap_or_else(|| panic!("{what}: {procs:?}"));
+        let q = find(procs, qemu.pid());
+        assert_eq!(q.start_time, ticks, "{what}: identity is the start ticks");
+        assert_eq!(q.uid.as_deref(), Some(UID_A), "{what}");
+    }
+}
+
+/// Hole 4: a host root without a procfs (`proc/self` missing) used to pass the hostPID
+/// check; it is now could-not-read, naming the path.
+#[test]
+fn a_host_root_without_procfs_makes_processes_unreadable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("proc/1")).expect("mkdir");
+    let facts = node::gather(&NodeOptions {
+        host_root: dir.path().to_path_buf(),
+    });
+    let err = facts.processes.as_result().expect_err("unreadable");
+    assert!(
+        err.contains(&dir.path().join("proc/self").display().to_string()),
+        "{err}"
+    );
+    let err = facts
+        .processes_for("default", "vm", UID_A)
+        .expect_err("cannot prove");
+    assert!(err.contains("not a procfs"), "{err}");
+}

@@ -3,6 +3,8 @@
 //! INTERFACE CONTRACT (used by status and the planner; keep these names):
 //! `NodeOptions`, `NodeFacts`, `VmProcess`, `ProcessKind`, `gather`,
 //! `NodeFacts::processes_for`, `NodeFacts::volume_holders`, `render_table`.
+//! Added for the planner: `VolumeKey`, `NodeFacts::volume_holders_for`, `gather_with`,
+//! `ScanLimits`.
 //!
 //! Where things are read:
 //! - processes: `/proc` of vmrecover's own pid namespace, through `sysinfo`. In a
@@ -14,12 +16,14 @@
 //!   host's `/` mounted (recursively) at the host root, `<host_root>/proc` is the host's
 //!   procfs.
 
+pub mod bounded;
 pub mod cmdline;
 pub mod csi_paths;
 pub mod mountinfo;
 pub mod orphans;
 pub mod processes;
 mod render;
+pub mod stack;
 pub mod stat;
 pub mod volumes;
 
@@ -29,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::evidence::Gathered;
 
+pub use bounded::ScanLimits;
 pub use render::render_table;
 pub use volumes::DiskFacts;
 
@@ -124,6 +129,74 @@ pub struct NodeFacts {
     pub disks: DiskFacts,
 }
 
+/// The two names of a volume: the PV name (what the kubelet names its paths after) and
+/// the CSI `volumeHandle` of the PV (the Longhorn volume name: `/dev/longhorn/<handle>`).
+/// They are equal for dynamically provisioned PVs only; static PVs (custom names,
+/// restored or migrated disks) differ.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct VolumeKey {
+    /// `PersistentVolume.metadata.name`.
+    pub pv_name: String,
+    /// `PersistentVolume.spec.csi.volumeHandle` (the Longhorn volume name).
+    pub handle: String,
+}
+
+impl VolumeKey {
+    /// A PV whose CSI volume handle is `handle`.
+    pub fn new(pv_name: impl Into<String>, handle: impl Into<String>) -> Self {
+        VolumeKey {
+            pv_name: pv_name.into(),
+            handle: handle.into(),
+        }
+    }
+
+    /// A dynamically provisioned PV: the handle is the PV name.
+    pub fn same(name: impl Into<String>) -> Self {
+        let name = name.into();
+        VolumeKey {
+            pv_name: name.clone(),
+            handle: name,
+        }
+    }
+
+    /// Whether `volume`, a name of kind `named_by`, is this volume.
+    pub fn is(&self, volume: &str, named_by: volumes::NamedBy) -> bool {
+        match named_by {
+            volumes::NamedBy::Handle => volume == self.handle,
+            volumes::NamedBy::PvName => volume == self.pv_name,
+        }
+    }
+
+    /// Whether an open file tied to a volume as `matched_by` says is this volume.
+    pub fn held_by_fd(&self, h: &volumes::FdHolder) -> bool {
+        use volumes::MatchedBy;
+        match h.matched_by {
+            MatchedBy::Path | MatchedBy::DeviceNumber => h.volume == self.handle,
+            MatchedBy::KubeletPath => h.volume == self.pv_name,
+            MatchedBy::StagingPath => h.volume == csi_paths::staging_hash(&self.handle),
+        }
+    }
+
+    /// Whether a mount is of this volume (its device or one on it, a kubelet path of it,
+    /// or its filesystem staging path).
+    pub fn mounted_at(&self, m: &volumes::VolumeMount) -> bool {
+        m.volumes.contains(&self.handle)
+            || m.pv_names.contains(&self.pv_name)
+            || m.staging_hash.as_deref() == Some(csi_paths::staging_hash(&self.handle).as_str())
+    }
+}
+
+impl std::fmt::Display for VolumeKey {
+    /// `pvc-1` when both names agree, else `pv-web (Longhorn volume restored-7)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.pv_name == self.handle {
+            f.write_str(&self.pv_name)
+        } else {
+            write!(f, "{} (Longhorn volume {})", self.pv_name, self.handle)
+        }
+    }
+}
+
 impl NodeFacts {
     /// The processes that may belong to the VMI `namespace/name` with `uid`, or why that
     /// cannot be known.
@@ -149,14 +222,29 @@ impl NodeFacts {
             .collect())
     }
 
-    /// How the Longhorn volume `volume` (the PV name) is held on this node: open by a
-    /// process, held by a loop/device-mapper device, or mounted (device mounts, kubelet
-    /// CSI staging and publish paths, filesystem and block mode).
-    ///
-    /// `Ok(empty)` means every source was read and none holds it. When some source could
-    /// not be read, any positive evidence from the others is still returned (the volume
-    /// is certainly held); otherwise the answer is `Err` with why it cannot be known.
+    /// [`volume_holders_for`](Self::volume_holders_for) for a volume whose PV name is its
+    /// Longhorn volume name (dynamically provisioned PVs). Kept for callers that know only
+    /// the PV name; for static PVs it misses the device and everything on it.
     pub fn volume_holders(&self, volume: &str) -> Result<Vec<String>, String> {
+        self.volume_holders_for(&VolumeKey::same(volume))
+    }
+
+    /// How the volume `key` is held on this node: its device `/dev/longhorn/<handle>`, any
+    /// partition of it, or any device stacked on either (recursively: device-mapper, LVM,
+    /// md, loop) open by a process or mounted; a stacked or loop device on it at all; or
+    /// its kubelet CSI paths (by PV name; filesystem staging by sha256 of the handle)
+    /// mounted or open.
+    ///
+    /// Guarantees (fail closed):
+    /// - `Ok(empty)` only when every source was read in full and in time (devices, the
+    ///   sysfs walk, every process's descriptors, the mount table) and none shows it held.
+    /// - When some source could not be read or timed out, any positive evidence from the
+    ///   others is still returned (the volume is certainly held); otherwise `Err` says
+    ///   which sources are missing and why (a timeout reads "did not finish within …").
+    ///
+    /// Each `Ok` entry is one sentence for people (`open by pid 4242 (qemu-kvm) fd 18 ->
+    /// /dev/sdb1`).
+    pub fn volume_holders_for(&self, key: &VolumeKey) -> Result<Vec<String>, String> {
         let d = &self.disks;
         let mut held = Vec::new();
         let mut unknown = Vec::new();
@@ -166,14 +254,14 @@ impl NodeFacts {
         match d.kernel_holders.as_result() {
             Ok(k) => held.extend(
                 k.iter()
-                    .filter(|h| h.volume == volume)
+                    .filter(|h| h.holds() && key.is(&h.volume, h.named_by))
                     .map(|h| format!("held by {} ({})", h.device, h.detail)),
             ),
-            Err(e) => unknown.push(format!("loop/device-mapper holders: {e}")),
+            Err(e) => unknown.push(format!("partitions and stacked devices: {e}")),
         }
         match d.open_files.as_result() {
             Ok(o) => {
-                held.extend(o.holders.iter().filter(|h| h.volume == volume).map(|h| {
+                held.extend(o.holders.iter().filter(|h| key.held_by_fd(h)).map(|h| {
                     format!(
                         "open by pid {} ({}) fd {} -> {}",
                         h.pid, h.comm, h.fd, h.target
@@ -196,28 +284,17 @@ impl NodeFacts {
             Err(e) => unknown.push(format!("open files: {e}")),
         }
         match d.mounts.as_result() {
-            Ok(m) => {
-                let hash = csi_paths::staging_hash(volume);
-                held.extend(
-                    m.entries
-                        .iter()
-                        .filter(|e| {
-                            e.volumes.iter().any(|v| v == volume)
-                                || e.staging_hash.as_deref() == Some(hash.as_str())
-                        })
-                        .map(|e| {
-                            format!(
-                                "mounted at {} ({} from {})",
-                                e.mount_point, e.fstype, e.source
-                            )
-                        }),
-                );
-            }
+            Ok(m) => held.extend(m.entries.iter().filter(|e| key.mounted_at(e)).map(|e| {
+                format!(
+                    "mounted at {} ({} from {})",
+                    e.mount_point, e.fstype, e.source
+                )
+            })),
             Err(e) => unknown.push(format!("mounts: {e}")),
         }
         if held.is_empty() && !unknown.is_empty() {
             return Err(format!(
-                "cannot tell whether volume {volume} is held on this node: {}",
+                "cannot tell whether volume {key} is held on this node: {}",
                 unknown.join("; ")
             ));
         }
@@ -225,11 +302,19 @@ impl NodeFacts {
     }
 }
 
-/// Gathers node facts; never fails: unreadable sources become `Unreadable` evidence.
+/// Gathers node facts with the default time limits; never fails: unreadable sources
+/// become `Unreadable` evidence.
 pub fn gather(opts: &NodeOptions) -> NodeFacts {
+    gather_with(opts, ScanLimits::default())
+}
+
+/// Gathers node facts, every host read bounded by `limits`; never fails: unreadable
+/// sources, and reads that do not finish in time, become `Unreadable` evidence naming
+/// what was being read.
+pub fn gather_with(opts: &NodeOptions, limits: ScanLimits) -> NodeFacts {
     NodeFacts {
         host_root: opts.host_root.display().to_string(),
-        processes: processes::scan(&opts.host_root),
-        disks: volumes::gather(&opts.host_root),
+        processes: processes::scan_with(&opts.host_root, limits, processes::ScanClock::now()),
+        disks: volumes::gather_with(&opts.host_root, limits),
     }
 }

@@ -66,11 +66,36 @@ pub enum KillOutcome {
     },
 }
 
-/// Why a kill was refused or failed.
+impl std::fmt::Display for KillOutcome {
+    /// Operator-readable: `ended by SIGTERM after 0.4 s`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KillOutcome::AlreadyGone => f.write_str("already gone: no signal was needed"),
+            KillOutcome::Terminated { after_ms } => {
+                write!(f, "ended by SIGTERM after {}", seconds(*after_ms))
+            }
+            KillOutcome::Killed { after_ms } => write!(
+                f,
+                "ignored SIGTERM for the grace period; ended by SIGKILL after {}",
+                seconds(*after_ms)
+            ),
+        }
+    }
+}
+
+/// `0.4 s`, `12.0 s`.
+fn seconds(ms: u64) -> String {
+    format!("{}.{} s", ms / 1000, ms % 1000 / 100)
+}
+
+/// Why a kill was refused or failed. `Display` is the operator-readable sentence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KillError {
     /// The pid now names a different process (pid reuse): nothing was sent to it.
-    #[error("pid {pid} was reused (start time {found} ticks, scanned {expected}): not signalled")]
+    #[error(
+        "not signalled: pid {pid} now belongs to another process (it started at tick {found} \
+         after boot, the scanned one at tick {expected})"
+    )]
     PidReused {
         /// The pid.
         pid: u32,
@@ -80,10 +105,10 @@ pub enum KillError {
         found: u64,
     },
     /// The pid is not one that may be signalled (0, 1, or out of range).
-    #[error("pid {0} cannot be signalled")]
+    #[error("not signalled: pid {0} is not a process vmrecover may signal")]
     InvalidPid(u32),
     /// Reading the process's identity failed.
-    #[error("cannot read the identity of pid {pid}: {reason}")]
+    #[error("not signalled: cannot tell whether pid {pid} is still the scanned process: {reason}")]
     Identity {
         /// The pid.
         pid: u32,
@@ -91,7 +116,7 @@ pub enum KillError {
         reason: String,
     },
     /// Sending a signal failed.
-    #[error("cannot send {signal} to pid {pid}: {errno}")]
+    #[error("cannot send {signal} to pid {pid}: {}", .errno.desc())]
     Signal {
         /// The pid.
         pid: u32,
@@ -101,7 +126,11 @@ pub enum KillError {
         errno: Errno,
     },
     /// The process survived SIGKILL for as long as we waited (e.g. stuck in D state).
-    #[error("pid {pid} is still alive {waited_ms} ms after SIGKILL")]
+    #[error(
+        "pid {pid} is still alive {} after SIGKILL (stuck in the kernel, e.g. on a hung disk \
+         or NFS server)",
+        seconds(*.waited_ms)
+    )]
     StillAlive {
         /// The pid.
         pid: u32,
@@ -273,6 +302,51 @@ mod tests {
             .collect();
         assert_eq!(orphans, vec![Some("b"), Some("d")]);
         assert!(find(&procs, &[]).len() == 4);
+    }
+
+    #[test]
+    fn outcomes_and_errors_read_as_sentences() {
+        assert_eq!(
+            KillOutcome::AlreadyGone.to_string(),
+            "already gone: no signal was needed"
+        );
+        assert_eq!(
+            KillOutcome::Terminated { after_ms: 420 }.to_string(),
+            "ended by SIGTERM after 0.4 s"
+        );
+        assert_eq!(
+            KillOutcome::Killed { after_ms: 12_050 }.to_string(),
+            "ignored SIGTERM for the grace period; ended by SIGKILL after 12.0 s"
+        );
+        let reused = KillError::PidReused {
+            pid: 42,
+            expected: 100,
+            found: 200,
+        };
+        assert_eq!(
+            reused.to_string(),
+            "not signalled: pid 42 now belongs to another process (it started at tick 200 \
+             after boot, the scanned one at tick 100)"
+        );
+        let denied = KillError::Signal {
+            pid: 42,
+            signal: "SIGTERM".into(),
+            errno: Errno::EPERM,
+        };
+        assert_eq!(
+            denied.to_string(),
+            "cannot send SIGTERM to pid 42: Operation not permitted"
+        );
+        let stuck = KillError::StillAlive {
+            pid: 42,
+            waited_ms: 5000,
+        };
+        assert!(stuck
+            .to_string()
+            .starts_with("pid 42 is still alive 5.0 s after SIGKILL"));
+        for e in [reused, denied, stuck, KillError::InvalidPid(1)] {
+            assert!(!e.to_string().contains('{'), "{e}");
+        }
     }
 
     #[test]

@@ -54,13 +54,17 @@ fn render_volumes(facts: &NodeFacts, out: &mut dyn Write) -> io::Result<()> {
         volumes.extend(o.holders.iter().map(|h| h.volume.clone()));
     }
     if let Some(m) = d.mounts.value() {
-        volumes.extend(m.entries.iter().flat_map(|e| e.volumes.iter().cloned()));
+        volumes.extend(
+            m.entries
+                .iter()
+                .flat_map(|e| e.volumes.iter().chain(&e.pv_names).cloned()),
+        );
     }
     writeln!(out, "Longhorn volumes on this node: {}", volumes.len())?;
     for (what, err) in [
         ("devices", d.devices.as_result().err()),
         (
-            "loop/device-mapper holders",
+            "partitions and stacked devices",
             d.kernel_holders.as_result().err(),
         ),
         ("open files", d.open_files.as_result().err()),

@@ -1,19 +1,30 @@
 //! Disk evidence (design §5): Longhorn block devices under `<host_root>/dev/longhorn`,
-//! who holds them (open file descriptors in `<host_root>/proc/<pid>/fd`, loop and
-//! device-mapper devices in `<host_root>/sys`), and mounts of them or of their kubelet
-//! CSI paths (`<host_root>/proc/1/mountinfo`).
+//! the block devices on top of them (partitions, stacked and loop devices, from
+//! `<host_root>/sys`), who holds any of them open (`<host_root>/proc/<pid>/fd`), and
+//! mounts of any of them or of the kubelet's CSI paths (`<host_root>/proc/1/mountinfo`).
+//!
+//! Names: evidence from devices carries the Longhorn volume name (the CSI volume
+//! handle); evidence from kubelet paths carries the PV name, or for filesystem staging
+//! the sha256 of the handle. [`NamedBy`] and [`MatchedBy`] say which; the question "is
+//! this volume held" takes both names (`NodeFacts::volume_holders_for`).
 //!
 //! Only live kernel state counts as holding a volume: leftover kubelet directories
 //! survive a reboot and are not evidence of use.
+//!
+//! Every read is bounded in time ([`ScanLimits`]); a read that does not finish is
+//! unreadable evidence naming what it was reading.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{csi_paths, mountinfo};
+use super::bounded::{self, Progress, ScanLimits};
+use super::csi_paths::{self, PathVolume};
+use super::{mountinfo, processes, stack};
 use crate::evidence::Gathered;
 
 /// A device number.
@@ -52,7 +63,7 @@ impl std::fmt::Display for DevNum {
 /// An entry of `/dev/longhorn`: a Longhorn volume attached to this node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LonghornDevice {
-    /// Volume name (the PV name on Harvester).
+    /// The Longhorn volume name (the PV's CSI `volumeHandle`).
     pub volume: String,
     /// Path on the host (`/dev/longhorn/<volume>`).
     pub path: String,
@@ -62,27 +73,87 @@ pub struct LonghornDevice {
     pub device: Option<DevNum>,
 }
 
-/// A kernel object that keeps a Longhorn device busy: a loop device backed by it or a
-/// device-mapper/md device stacked on it.
+/// Which of a volume's names a piece of evidence carries.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum NamedBy {
+    /// The Longhorn volume name, which is the CSI volume handle (devices).
+    #[default]
+    Handle,
+    /// The PV name (kubelet CSI paths).
+    PvName,
+}
+
+/// How a block device derives from a Longhorn volume.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Relation {
+    /// A partition (`sdX1`) of the device or of a device stacked on it. A partition alone
+    /// does not hold the volume; what holds or mounts the partition does.
+    Partition,
+    /// A device stacked on it (`holders/`: device-mapper, LVM, md). The kernel keeps the
+    /// device below open for it: it holds the volume.
+    #[default]
+    Stacked,
+    /// A loop device backed by it (or by a kubelet path of it). Holds the volume.
+    Loop,
+}
+
+/// A block device on top of a Longhorn volume: a partition, a stacked device or a loop
+/// device, at any depth.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelHolder {
-    /// The volume held.
+    /// The volume it is on, by the name in `named_by`.
     pub volume: String,
-    /// The holder (`loop3`, `dm-2`).
+    /// Which name `volume` is: the handle (found from `/dev/longhorn`), or the PV name (a
+    /// loop device backed by a kubelet path).
+    #[serde(default)]
+    pub named_by: NamedBy,
+    /// Kernel name (`sdb1`, `dm-2`, `md127`, `loop3`).
     pub device: String,
+    /// Its device number (open files and mounts are matched by it).
+    #[serde(default)]
+    pub devnum: Option<DevNum>,
+    /// How it derives from the volume.
+    #[serde(default)]
+    pub relation: Relation,
+    /// What it derives from: a kernel name, or a loop device's backing file.
+    #[serde(default)]
+    pub parent: String,
+    /// The device-mapper name, for a device-mapper device.
+    #[serde(default)]
+    pub dm_name: Option<String>,
     /// What it is, for people.
     pub detail: String,
 }
 
-/// How an open file was tied to a volume.
+impl KernelHolder {
+    /// Whether the kernel keeps the volume open for it (stacked and loop devices do,
+    /// partitions do not).
+    pub fn holds(&self) -> bool {
+        self.relation != Relation::Partition
+    }
+}
+
+/// How an open file was tied to a volume, which also says which name
+/// [`FdHolder::volume`] carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MatchedBy {
-    /// The fd link names a Longhorn or kubelet CSI path of the volume.
+    /// The fd link names the Longhorn device `/dev/longhorn/<volume>` (or an encrypted
+    /// volume's `/dev/mapper/<volume>`): `volume` is the handle.
     Path,
-    /// The opened file is the volume's block device, or lives on a filesystem mounted
-    /// from it (matched by device number).
+    /// The opened file is the volume's block device or one derived from it, or lives on a
+    /// filesystem mounted from one (matched by device number): `volume` is the handle.
     DeviceNumber,
+    /// The fd link is under a kubelet CSI path named after the PV, or is a device derived
+    /// from a loop device backed by one: `volume` is the PV name.
+    KubeletPath,
+    /// The fd link is under a filesystem staging path: `volume` is the sha256 of the
+    /// handle.
+    StagingPath,
 }
 
 /// A process holding a volume open.
@@ -96,7 +167,7 @@ pub struct FdHolder {
     pub fd: String,
     /// Where the descriptor points (the link text).
     pub target: String,
-    /// The volume held.
+    /// The volume held, by the name `matched_by` says.
     pub volume: String,
     /// How the link was tied to the volume.
     pub matched_by: MatchedBy,
@@ -111,6 +182,9 @@ pub struct UnreadableProcess {
     pub comm: String,
     /// Why its descriptors could not be read.
     pub reason: String,
+    /// Whether the read did not finish in time (a hung filesystem), rather than failed.
+    #[serde(default)]
+    pub timed_out: bool,
 }
 
 /// The result of scanning every process's open files.
@@ -127,10 +201,15 @@ pub struct OpenFiles {
 /// A mount that involves a Longhorn volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeMount {
-    /// The volumes it was tied to (by source, device number, devtmpfs root or kubelet path).
+    /// Longhorn volume names (handles) it was tied to: by source, device number (of the
+    /// device or one derived from it), or devtmpfs root.
     pub volumes: Vec<String>,
-    /// For a Longhorn filesystem staging mount (`…/driver.longhorn.io/<sha>/globalmount`),
-    /// the sha256 of the volume handle it was staged for.
+    /// PV names it was tied to: a kubelet CSI mount point, or a device derived from a
+    /// loop device on a kubelet path.
+    #[serde(default)]
+    pub pv_names: Vec<String>,
+    /// For a filesystem staging mount (`…/<driver>/<sha>/globalmount`), the sha256 of the
+    /// volume handle it was staged for.
     pub staging_hash: Option<String>,
     /// Mount point.
     pub mount_point: String,
@@ -158,7 +237,7 @@ pub struct Mounts {
 pub struct DiskFacts {
     /// `/dev/longhorn` entries.
     pub devices: Gathered<Vec<LonghornDevice>>,
-    /// Loop and device-mapper devices holding them.
+    /// Block devices on top of them: partitions, stacked and loop devices.
     pub kernel_holders: Gathered<Vec<KernelHolder>>,
     /// Processes holding them open.
     pub open_files: Gathered<OpenFiles>,
@@ -166,28 +245,54 @@ pub struct DiskFacts {
     pub mounts: Gathered<Mounts>,
 }
 
-/// Gathers all disk evidence under `host_root`.
+/// Gathers all disk evidence under `host_root`, with the default time limits.
 pub fn gather(host_root: &Path) -> DiskFacts {
-    let devices = devices(host_root);
-    let mut devmap: HashMap<DevNum, String> = HashMap::new();
-    if let Some(devs) = devices.value() {
-        for d in devs {
-            if let Some(n) = d.device {
-                devmap.insert(n, d.volume.clone());
+    gather_with(host_root, ScanLimits::default())
+}
+
+/// Gathers all disk evidence under `host_root`.
+///
+/// Guarantees: never fails (a source that cannot be read, or not within `limits`, is
+/// `Unreadable` naming the path); returns within about `2 × limits.read +
+/// limits.source`; a device whose partitions or stacked devices cannot be read makes
+/// `kernel_holders` unreadable (not shorter).
+pub fn gather_with(host_root: &Path, limits: ScanLimits) -> DiskFacts {
+    let root = host_root.to_path_buf();
+    let dev_dir = host_root.join("dev/longhorn");
+    let devices = bounded::run(&dev_dir.display().to_string(), limits.read, move |p| {
+        p.reading(root.join("dev/longhorn").display());
+        devices(&root)
+    })
+    .unwrap_or_else(|t| Gathered::unreadable(dev_dir.display().to_string(), t.to_string()));
+
+    let (kernel_holders, derived) = match devices.value() {
+        None => (
+            Gathered::unreadable(
+                dev_dir.display().to_string(),
+                "the Longhorn devices are unreadable, so what is on them is unknown",
+            ),
+            Vec::new(),
+        ),
+        Some(devs) => {
+            let (root, devs) = (host_root.to_path_buf(), devs.clone());
+            let sys = host_root.join("sys").display().to_string();
+            let task = format!("block devices under {sys}");
+            match bounded::run(&task, limits.read, move |p| {
+                stack::derived_devices(&root, &devs, p)
+            }) {
+                Ok((found, None)) => (Gathered::read(found.clone()), found),
+                // What was found still ties open files and mounts to volumes.
+                Ok((found, Some((source, reason)))) => {
+                    (Gathered::unreadable(source, reason), found)
+                }
+                Err(t) => (Gathered::unreadable(sys, t.to_string()), Vec::new()),
             }
         }
-    }
-    let kernel_holders = kernel_holders(host_root, devices.value(), &mut devmap);
-    let known: BTreeSet<String> = devices
-        .value()
-        .map(|d| d.iter().map(|x| x.volume.clone()).collect())
-        .unwrap_or_default();
-    let match_ctx = MatchCtx {
-        devmap: &devmap,
-        known: &known,
     };
-    let mounts = mounts(host_root, &match_ctx);
-    let open_files = open_files(host_root, &match_ctx);
+
+    let index = Arc::new(DeviceIndex::new(devices.value(), Some(&derived)));
+    let mounts = mounts(host_root, &index, limits);
+    let open_files = open_files(host_root, &index, limits);
     DiskFacts {
         devices,
         kernel_holders,
@@ -251,130 +356,111 @@ pub fn devices(host_root: &Path) -> Gathered<Vec<LonghornDevice>> {
     Gathered::read(out)
 }
 
-/// Loop devices whose backing file is a volume's device or kubelet block path, and
-/// device-mapper/md devices stacked on a Longhorn device (`/sys/dev/block/M:m/holders`).
-/// Stacked devices are added to `devmap` so their mounts and open files count too.
-fn kernel_holders(
-    host_root: &Path,
-    devices: Option<&Vec<LonghornDevice>>,
-    devmap: &mut HashMap<DevNum, String>,
-) -> Gathered<Vec<KernelHolder>> {
-    let Some(devices) = devices else {
-        return Gathered::unreadable(
-            display(host_root, "dev/longhorn"),
-            "Longhorn devices unreadable, so their holders are unknown",
-        );
-    };
-    let sys_block = host_root.join("sys/block");
-    let entries = match std::fs::read_dir(&sys_block) {
-        Ok(e) => e,
-        Err(e) => return Gathered::unreadable(sys_block.display().to_string(), e.to_string()),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => return Gathered::unreadable(sys_block.display().to_string(), e.to_string()),
-        };
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("loop") {
-            continue;
-        }
-        let backing = sys_block.join(&name).join("loop/backing_file");
-        match std::fs::read(&backing) {
-            Ok(b) => {
-                let file = String::from_utf8_lossy(&b).trim_end().to_string();
-                if let Some(volume) = csi_paths::volume_of(&file) {
-                    out.push(KernelHolder {
-                        volume,
-                        device: name,
-                        detail: format!("loop device backed by {file}"),
-                    });
-                }
-            }
-            // An unbound loop device has no backing file.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Gathered::unreadable(backing.display().to_string(), e.to_string()),
-        }
-    }
-    for dev in devices {
-        let Some(num) = dev.device else { continue };
-        let holders_dir = host_root.join(format!("sys/dev/block/{num}/holders"));
-        let holders = match std::fs::read_dir(&holders_dir) {
-            Ok(h) => h,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // The device went away after it was listed: nothing is stacked on it.
-                if host_root.join("sys/dev/block").is_dir() {
-                    continue;
-                }
-                return Gathered::unreadable(holders_dir.display().to_string(), e.to_string());
-            }
-            Err(e) => {
-                return Gathered::unreadable(holders_dir.display().to_string(), e.to_string())
-            }
-        };
-        for h in holders {
-            let h = match h {
-                Ok(h) => h,
-                Err(e) => {
-                    return Gathered::unreadable(holders_dir.display().to_string(), e.to_string())
-                }
-            };
-            let hname = h.file_name().to_string_lossy().into_owned();
-            let base = sys_block.join(&hname);
-            let dm_name = std::fs::read_to_string(base.join("dm/name"))
-                .map(|s| s.trim().to_string())
-                .ok();
-            if let Some(n) = std::fs::read_to_string(base.join("dev"))
-                .ok()
-                .and_then(|s| DevNum::parse(&s))
-            {
-                devmap.insert(n, dev.volume.clone());
-            }
-            let detail = match dm_name {
-                Some(n) => format!("device-mapper device {n} stacked on it"),
-                None => "block device stacked on it".to_string(),
-            };
-            out.push(KernelHolder {
-                volume: dev.volume.clone(),
-                device: hname,
-                detail,
-            });
-        }
-    }
-    out.sort_by(|a, b| (&a.volume, &a.device).cmp(&(&b.volume, &b.device)));
-    Gathered::read(out)
+/// A volume a device number or path is tied to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Tie {
+    volume: String,
+    named_by: NamedBy,
 }
 
-/// What ties a path or device number to a volume.
-struct MatchCtx<'a> {
-    devmap: &'a HashMap<DevNum, String>,
-    known: &'a BTreeSet<String>,
+/// What ties device numbers and paths to volumes.
+#[derive(Debug, Default)]
+struct DeviceIndex {
+    /// Device number → the volumes it is, or is on.
+    by_num: HashMap<DevNum, BTreeSet<Tie>>,
+    /// Kernel name (`sdb1`, `dm-3`) and `mapper/<dm name>` → the volumes it is on, for
+    /// devtmpfs bind mounts of derived device nodes.
+    by_dev_name: HashMap<String, BTreeSet<Tie>>,
+    /// Longhorn volume names attached here (for `/dev/mapper/<volume>`).
+    handles: BTreeSet<String>,
 }
 
-impl MatchCtx<'_> {
-    fn volume_of_path(&self, path: &str) -> Option<String> {
-        csi_paths::volume_of(path)
-            .or_else(|| csi_paths::mapper_name(path).filter(|n| self.known.contains(n)))
+impl DeviceIndex {
+    fn new(devices: Option<&Vec<LonghornDevice>>, derived: Option<&Vec<KernelHolder>>) -> Self {
+        let mut ix = DeviceIndex::default();
+        for d in devices.into_iter().flatten() {
+            ix.handles.insert(d.volume.clone());
+            if let Some(n) = d.device {
+                ix.by_num.entry(n).or_default().insert(Tie {
+                    volume: d.volume.clone(),
+                    named_by: NamedBy::Handle,
+                });
+            }
+        }
+        for h in derived.into_iter().flatten() {
+            let tie = Tie {
+                volume: h.volume.clone(),
+                named_by: h.named_by,
+            };
+            if let Some(n) = h.devnum {
+                ix.by_num.entry(n).or_default().insert(tie.clone());
+            }
+            ix.by_dev_name
+                .entry(h.device.clone())
+                .or_default()
+                .insert(tie.clone());
+            if let Some(dm) = &h.dm_name {
+                ix.by_dev_name
+                    .entry(format!("mapper/{dm}"))
+                    .or_default()
+                    .insert(tie);
+            }
+        }
+        ix
+    }
+
+    /// The volume a path names: a Longhorn device, a kubelet path, a staging path, or an
+    /// encrypted volume's mapper device.
+    fn path_tie(&self, path: &str) -> Option<(String, MatchedBy)> {
+        match csi_paths::classify(path) {
+            Some(PathVolume::Device(v)) => Some((v, MatchedBy::Path)),
+            Some(PathVolume::Kubelet(pv)) => Some((pv, MatchedBy::KubeletPath)),
+            Some(PathVolume::Staging { hash, .. }) => Some((hash, MatchedBy::StagingPath)),
+            None => csi_paths::mapper_name(path)
+                .filter(|n| self.handles.contains(n))
+                .map(|n| (n, MatchedBy::Path)),
+        }
+    }
+}
+
+fn matched_by_number(t: &Tie) -> MatchedBy {
+    match t.named_by {
+        NamedBy::Handle => MatchedBy::DeviceNumber,
+        NamedBy::PvName => MatchedBy::KubeletPath,
     }
 }
 
 /// Reads the host's mount table: `<host_root>/proc/1/mountinfo`, or when that cannot be
-/// read, `<host_root>/proc/self/mountinfo` (the source used is recorded).
-fn mounts(host_root: &Path, ctx: &MatchCtx<'_>) -> Gathered<Mounts> {
+/// read, `<host_root>/proc/self/mountinfo` if vmrecover provably shares pid 1's mount
+/// namespace (`ns/mnt` links equal). In a DaemonSet vmrecover's own mount table is its
+/// container's, where the host's later mounts may not appear: it proves nothing. The
+/// source used is recorded.
+fn mounts(host_root: &Path, ix: &DeviceIndex, limits: ScanLimits) -> Gathered<Mounts> {
     let primary = host_root.join("proc/1/mountinfo");
-    let fallback = host_root.join("proc/self/mountinfo");
-    let (path, data) = match std::fs::read(&primary) {
-        Ok(d) => (primary, d),
-        Err(e1) => match std::fs::read(&fallback) {
-            Ok(d) => (fallback, d),
-            Err(e2) => {
-                return Gathered::unreadable(
-                    primary.display().to_string(),
-                    format!("{e1}; fallback {}: {e2}", fallback.display()),
-                )
+    let root = host_root.to_path_buf();
+    let p = primary.clone();
+    let read = bounded::run(
+        &primary.display().to_string(),
+        limits.read,
+        move |progress| {
+            progress.reading(p.display());
+            let e1 = match std::fs::read(&p) {
+                Ok(d) => return Ok((p, d)),
+                Err(e) => e,
+            };
+            let f = root.join("proc/self/mountinfo");
+            progress.reading(f.display());
+            same_mount_namespace(&root).map_err(|why| format!("{e1}; {why}"))?;
+            match std::fs::read(&f) {
+                Ok(d) => Ok((f, d)),
+                Err(e2) => Err(format!("{e1}; fallback {}: {e2}", f.display())),
             }
         },
+    );
+    let (path, data) = match read {
+        Ok(Ok(x)) => x,
+        Ok(Err(why)) => return Gathered::unreadable(primary.display().to_string(), why),
+        Err(t) => return Gathered::unreadable(primary.display().to_string(), t.to_string()),
     };
     let parsed = match mountinfo::parse(&data) {
         Ok(p) => p,
@@ -382,7 +468,7 @@ fn mounts(host_root: &Path, ctx: &MatchCtx<'_>) -> Gathered<Mounts> {
     };
     let entries = parsed
         .into_iter()
-        .filter_map(|m| volume_mount(m, ctx))
+        .filter_map(|m| volume_mount(m, ix))
         .collect();
     Gathered::read(Mounts {
         source: path.display().to_string(),
@@ -390,25 +476,98 @@ fn mounts(host_root: &Path, ctx: &MatchCtx<'_>) -> Gathered<Mounts> {
     })
 }
 
-fn volume_mount(m: mountinfo::Mount, ctx: &MatchCtx<'_>) -> Option<VolumeMount> {
+/// Whether `<root>/proc/self` is in pid 1's mount namespace (so its mount table is the
+/// host's); `Err` says why not, or why it cannot be told.
+fn same_mount_namespace(root: &Path) -> Result<(), String> {
+    let (ns1, nss) = (root.join("proc/1/ns/mnt"), root.join("proc/self/ns/mnt"));
+    let read = |p: &Path| {
+        std::fs::read_link(p).map_err(|e| {
+            format!(
+                "cannot tell whether {} is the host's ({}: {e})",
+                root.join("proc/self/mountinfo").display(),
+                p.display()
+            )
+        })
+    };
+    if read(&ns1)? == read(&nss)? {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is in another mount namespace than pid 1, so its mount table is not the host's",
+            root.join("proc/self").display()
+        ))
+    }
+}
+
+fn volume_mount(m: mountinfo::Mount, ix: &DeviceIndex) -> Option<VolumeMount> {
     let device = DevNum {
         major: m.major,
         minor: m.minor,
     };
-    let mut volumes = BTreeSet::new();
-    volumes.extend(ctx.volume_of_path(&m.source));
-    volumes.extend(ctx.devmap.get(&device).cloned());
-    volumes.extend(csi_paths::volume_of_devtmpfs_root(&m.root));
-    volumes.extend(
-        csi_paths::mapper_name(&format!("/dev{}", m.root)).filter(|n| ctx.known.contains(n)),
+    let mut ties: BTreeSet<Tie> = BTreeSet::new();
+    let mut staging_hash = None;
+    let handle = |v: String| Tie {
+        volume: v,
+        named_by: NamedBy::Handle,
+    };
+    // The source: `/dev/longhorn/<volume>`, `/dev/mapper/<volume>`.
+    match ix.path_tie(&m.source) {
+        Some((v, MatchedBy::Path | MatchedBy::DeviceNumber)) => {
+            ties.insert(handle(v));
+        }
+        Some((pv, MatchedBy::KubeletPath)) => {
+            ties.insert(Tie {
+                volume: pv,
+                named_by: NamedBy::PvName,
+            });
+        }
+        Some((_, MatchedBy::StagingPath)) | None => {}
+    }
+    // The device number: the device itself or any device derived from it.
+    if let Some(t) = ix.by_num.get(&device) {
+        ties.extend(t.iter().cloned());
+    }
+    // A device node bind-mounted from devtmpfs (block volumes): its root names it.
+    if m.fstype == "devtmpfs" {
+        ties.extend(csi_paths::volume_of_devtmpfs_root(&m.root).map(handle));
+        if let Some(name) = m.root.strip_prefix('/') {
+            if let Some(t) = ix.by_dev_name.get(name) {
+                ties.extend(t.iter().cloned());
+            }
+        }
+    }
+    ties.extend(
+        csi_paths::mapper_name(&format!("/dev{}", m.root))
+            .filter(|n| ix.handles.contains(n))
+            .map(handle),
     );
-    volumes.extend(csi_paths::volume_of(&m.mount_point));
-    let staging_hash = csi_paths::longhorn_staging_hash(&m.mount_point);
-    if volumes.is_empty() && staging_hash.is_none() {
+    // The mount point: a kubelet path.
+    match csi_paths::classify(&m.mount_point) {
+        Some(PathVolume::Kubelet(pv)) => {
+            ties.insert(Tie {
+                volume: pv,
+                named_by: NamedBy::PvName,
+            });
+        }
+        Some(PathVolume::Device(v)) => {
+            ties.insert(handle(v));
+        }
+        Some(PathVolume::Staging { hash, .. }) => staging_hash = Some(hash),
+        None => {}
+    }
+    if ties.is_empty() && staging_hash.is_none() {
         return None;
     }
+    let (mut volumes, mut pv_names) = (Vec::new(), Vec::new());
+    for t in ties {
+        match t.named_by {
+            NamedBy::Handle => volumes.push(t.volume),
+            NamedBy::PvName => pv_names.push(t.volume),
+        }
+    }
     Some(VolumeMount {
-        volumes: volumes.into_iter().collect(),
+        volumes,
+        pv_names,
         staging_hash,
         mount_point: m.mount_point,
         source: m.source,
@@ -419,43 +578,85 @@ fn volume_mount(m: mountinfo::Mount, ctx: &MatchCtx<'_>) -> Option<VolumeMount> 
 }
 
 /// Scans `<host_root>/proc/<pid>/fd` of every process for descriptors that hold a
-/// Longhorn volume. A process that vanishes during the scan is skipped; one whose
-/// descriptors cannot be read is listed as unreadable (its holdings are unknown).
-fn open_files(host_root: &Path, ctx: &MatchCtx<'_>) -> Gathered<OpenFiles> {
+/// Longhorn volume or a device on one. A process that vanishes during the scan is
+/// skipped; one whose descriptors cannot be read, or not in time, is listed as
+/// unreadable (its holdings are unknown). `<host_root>/proc` must be a procfs
+/// ([`processes::procfs_self`]): an empty or copied tree would prove nothing.
+fn open_files(host_root: &Path, ix: &Arc<DeviceIndex>, limits: ScanLimits) -> Gathered<OpenFiles> {
     let proc_dir = host_root.join("proc");
-    let entries = match std::fs::read_dir(&proc_dir) {
-        Ok(e) => e,
-        Err(e) => return Gathered::unreadable(proc_dir.display().to_string(), e.to_string()),
+    let root = host_root.to_path_buf();
+    let listed = bounded::run(&proc_dir.display().to_string(), limits.read, move |p| {
+        p.reading(root.join("proc/self").display());
+        processes::procfs_self(&root)?;
+        let proc_dir = root.join("proc");
+        p.reading(proc_dir.display());
+        let entries = std::fs::read_dir(&proc_dir)
+            .map_err(|e| (proc_dir.display().to_string(), e.to_string()))?;
+        let mut pids: Vec<u32> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+            .collect();
+        pids.sort_unstable();
+        Ok(pids)
+    });
+    let pids = match listed {
+        Ok(Ok(p)) => p,
+        Ok(Err((source, reason))) => return Gathered::unreadable(source, reason),
+        Err(t) => return Gathered::unreadable(proc_dir.display().to_string(), t.to_string()),
     };
+    let items: Vec<(u32, PathBuf)> = pids
+        .into_iter()
+        .map(|pid| (pid, proc_dir.join(pid.to_string())))
+        .collect();
+    let pids: Vec<u32> = items.iter().map(|(pid, _)| *pid).collect();
+    let work_ix = Arc::clone(ix);
+    let results = bounded::run_each(
+        items,
+        limits,
+        |(pid, dir)| format!("open files of pid {pid} ({})", dir.join("fd").display()),
+        move |(pid, dir), progress| match scan_fds(dir, *pid, &work_ix, progress) {
+            Ok(held) => Ok(held),
+            Err(e) if vanished(&e) => Err(None),
+            Err(e) => {
+                progress.reading(dir.join("comm").display());
+                Err(Some((
+                    comm(dir),
+                    format!("{}: {e}", dir.join("fd").display()),
+                )))
+            }
+        },
+    );
     let mut result = OpenFiles {
         scanned: 0,
         holders: Vec::new(),
         unreadable: Vec::new(),
     };
-    for entry in entries {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let pid_dir = entry.path();
-        match scan_fds(&pid_dir, pid, ctx) {
-            Ok(held) => {
+    for (pid, r) in pids.into_iter().zip(results) {
+        match r {
+            Ok(Ok(held)) => {
                 result.scanned += 1;
                 result.holders.extend(held);
             }
-            Err(e) if vanished(&e) => {}
-            Err(e) => result.unreadable.push(UnreadableProcess {
+            // Exited during the scan: it holds nothing any more.
+            Ok(Err(None)) => {}
+            Ok(Err(Some((comm, reason)))) => result.unreadable.push(UnreadableProcess {
                 pid,
-                comm: comm(&pid_dir),
-                reason: format!("{}: {e}", pid_dir.join("fd").display()),
+                comm,
+                reason,
+                timed_out: false,
+            }),
+            Err(t) => result.unreadable.push(UnreadableProcess {
+                pid,
+                // Not read: reading it could hang too.
+                comm: String::new(),
+                reason: t.to_string(),
+                timed_out: true,
             }),
         }
     }
-    result.holders.sort_by_key(|h| (h.pid, h.fd.clone()));
+    result
+        .holders
+        .sort_by_key(|h| (h.pid, h.fd.clone(), h.volume.clone()));
     result.unreadable.sort_by_key(|u| u.pid);
     Gathered::read(result)
 }
@@ -470,12 +671,20 @@ fn comm(pid_dir: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn scan_fds(pid_dir: &Path, pid: u32, ctx: &MatchCtx<'_>) -> io::Result<Vec<FdHolder>> {
+fn scan_fds(
+    pid_dir: &Path,
+    pid: u32,
+    ix: &DeviceIndex,
+    progress: &Progress,
+) -> io::Result<Vec<FdHolder>> {
     let fd_dir = pid_dir.join("fd");
+    progress.reading(fd_dir.display());
     let mut held = Vec::new();
+    let mut name: Option<String> = None;
     for fd in std::fs::read_dir(&fd_dir)? {
         let fd = fd?;
         let fd_path: PathBuf = fd.path();
+        progress.reading(fd_path.display());
         let target = match std::fs::read_link(&fd_path) {
             Ok(t) => t,
             // Closed since the listing.
@@ -483,40 +692,70 @@ fn scan_fds(pid_dir: &Path, pid: u32, ctx: &MatchCtx<'_>) -> io::Result<Vec<FdHo
             Err(e) => return Err(e),
         };
         let target = target.to_string_lossy().into_owned();
-        let by_path = ctx.volume_of_path(&target);
-        let (volume, matched_by) = match by_path {
-            Some(v) => (v, MatchedBy::Path),
-            None => match device_volume(&fd_path, &target, ctx) {
-                Some(v) => (v, MatchedBy::DeviceNumber),
+        let ties: Vec<(String, MatchedBy)> = match ix.path_tie(&target) {
+            Some(t) => vec![t],
+            None => match device_ties(&fd_path, &target, ix, progress)? {
+                Some(ties) => ties
+                    .iter()
+                    .map(|t| (t.volume.clone(), matched_by_number(t)))
+                    .collect(),
                 None => continue,
             },
         };
-        held.push(FdHolder {
-            pid,
-            comm: comm(pid_dir),
-            fd: fd.file_name().to_string_lossy().into_owned(),
-            target,
-            volume,
-            matched_by,
-        });
+        let comm = match &name {
+            Some(n) => n.clone(),
+            None => {
+                progress.reading(pid_dir.join("comm").display());
+                let c = comm(pid_dir);
+                name = Some(c.clone());
+                c
+            }
+        };
+        for (volume, matched_by) in ties {
+            held.push(FdHolder {
+                pid,
+                comm: comm.clone(),
+                fd: fd.file_name().to_string_lossy().into_owned(),
+                target: target.clone(),
+                volume,
+                matched_by,
+            });
+        }
     }
     Ok(held)
 }
 
-/// The volume an open file belongs to by device number: a block device whose number is
-/// a Longhorn device's, or a file on a filesystem mounted from one. Inside a container
-/// the link text is the container's path (`/dev/disk0`), so only the number tells.
-fn device_volume(fd_path: &Path, target: &str, ctx: &MatchCtx<'_>) -> Option<String> {
-    if ctx.devmap.is_empty() || !target.starts_with('/') {
-        return None;
+/// The volumes an open file belongs to by device number: a block device whose number is
+/// a Longhorn device's or one derived from it, or a file on a filesystem mounted from
+/// one. Inside a container the link text is the container's path (`/dev/disk0`), so only
+/// the number tells. `Ok(None)`: not on any volume. An `fstat` that fails (other than
+/// the descriptor having been closed) is an error: the file could be on a volume.
+fn device_ties<'a>(
+    fd_path: &Path,
+    target: &str,
+    ix: &'a DeviceIndex,
+    progress: &Progress,
+) -> io::Result<Option<&'a BTreeSet<Tie>>> {
+    if ix.by_num.is_empty() || !target.starts_with('/') {
+        return Ok(None);
     }
-    let meta = std::fs::metadata(fd_path).ok()?;
+    progress.reading(format_args!("{} -> {target}", fd_path.display()));
+    let meta = match std::fs::metadata(fd_path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("stat {} -> {target}: {e}", fd_path.display()),
+            ))
+        }
+    };
     let num = if meta.file_type().is_block_device() {
         DevNum::from_raw(meta.rdev())
     } else {
         DevNum::from_raw(meta.dev())
     };
-    ctx.devmap.get(&num).cloned()
+    Ok(ix.by_num.get(&num))
 }
 
 #[cfg(test)]
@@ -541,5 +780,20 @@ mod tests {
         assert!(devices(dir.path()).value().is_none());
         std::fs::create_dir(dir.path().join("dev")).expect("mkdir");
         assert_eq!(devices(dir.path()).value(), Some(&Vec::new()));
+    }
+
+    /// Hole 4: an empty `proc` (no procfs) gave an empty scan, "nothing held".
+    #[test]
+    fn an_empty_proc_is_unreadable_not_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("proc")).expect("mkdir");
+        let g = open_files(
+            dir.path(),
+            &Arc::new(DeviceIndex::default()),
+            ScanLimits::default(),
+        );
+        let err = g.as_result().expect_err("not a procfs");
+        assert!(err.contains("proc/self"), "{err}");
+        assert!(err.contains("not a procfs"), "{err}");
     }
 }

@@ -69,6 +69,8 @@ pub fn empty_host_root() -> std::io::Result<tempfile::TempDir> {
     for d in ["dev/longhorn", "proc/1", "sys/block"] {
         mk(&dir.path().join(d))?;
     }
+    // A procfs has `self`; this tree's resolves to the running vmrecover's own.
+    symlink("/proc/self", dir.path().join("proc/self"))?;
     std::fs::write(
         dir.path().join("proc/1/mountinfo"),
         "22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n\
@@ -134,6 +136,7 @@ pub fn disk_tree(n: usize) -> std::io::Result<tempfile::TempDir> {
         }
     }
     mk(&root.join("proc/1"))?;
+    symlink("/proc/self", root.join("proc/self"))?;
     std::fs::write(root.join("proc/1/mountinfo"), mountinfo)?;
     Ok(dir)
 }

@@ -86,6 +86,8 @@ pub fn host_root() -> tempfile::TempDir {
         std::fs::create_dir_all(dir.path().join(d)).expect("mkdir host root");
     }
     write_identity(dir.path(), MACHINE_ID, BOOT_ID);
+    // A procfs has `self`; this tree's resolves to the running vmrecover's own.
+    std::os::unix::fs::symlink("/proc/self", dir.path().join("proc/self")).expect("proc/self");
     std::fs::write(
         dir.path().join("proc/1/mountinfo"),
         "22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n\
