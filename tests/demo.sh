@@ -33,6 +33,8 @@ export KUBECONFIG="$work/kubeconfig"
 
 mkdir -p "$work/host/dev/longhorn" "$work/host/proc/1" "$work/host/sys/block" "$work/bin" "$work/state"
 printf '25 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n' >"$work/host/proc/1/mountinfo"
+# A procfs has `self`: this tree's resolves to the running vmrecover's own (the host's /proc in a pod).
+ln -s /proc/self "$work/host/proc/self"
 # This host is harvester-node-1: the machine-id and boot id its Node reports in the scenario.
 mkdir -p "$work/host/etc" "$work/host/proc/sys/kernel/random"
 echo 5f1e2b7c9a4d4e3f8b6a1c2d3e4f5a6b >"$work/host/etc/machine-id"

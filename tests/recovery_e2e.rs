@@ -555,7 +555,7 @@ async fn orphan_processes_are_reported_and_killed_only_with_kill_orphans() {
     assert!(
         outcome
             .as_ref()
-            .is_some_and(|o| o["result"].as_str().unwrap().contains("Terminated")),
+            .is_some_and(|o| o["result"].as_str().unwrap().contains("ended by SIGTERM")),
         "{report:#}"
     );
     let status = ghost.child.wait().unwrap();

@@ -685,7 +685,7 @@ async fn kill_orphan(o: &OrphanDecision, ctx: &ApplyContext) -> OrphanOutcome {
     } else {
         let (pid, start, grace) = (o.pid, o.start_time, ctx.kill_grace);
         match tokio::task::spawn_blocking(move || orphans::kill(pid, start, grace)).await {
-            Ok(Ok(k)) => (StepStatus::Done, format!("{k:?}")),
+            Ok(Ok(k)) => (StepStatus::Done, k.to_string()),
             Ok(Err(e)) => (StepStatus::Failed, format!("refused: {e}")),
             Err(e) => (StepStatus::Failed, format!("failed: {e}")),
         }

@@ -10,7 +10,7 @@ use super::model::{Action, Decision, DiskKey, Facts, OrphanDecision, Plan, Step}
 use crate::cluster::{ClaimedVmi, ObjectKey, PodView, VmView, VmiView};
 use crate::config::Policy;
 use crate::node::orphans::{self, VmiRef};
-use crate::node::VmProcess;
+use crate::node::{VmProcess, VolumeKey};
 
 const FINAL_PHASES: [&str; 2] = ["Failed", "Succeeded"];
 
@@ -921,19 +921,13 @@ fn claimed_decisions(facts: &Facts, decisions: &[Decision]) -> Vec<Decision> {
     out
 }
 
-/// How `disk` is held on this node: by its Longhorn handle (the device, filesystem
-/// staging) and, when the PV is named differently, by the PV name (block staging and
-/// publish paths). Held by either is held; unknown for either is unknown.
+/// How `disk` is held on this node: its Longhorn device (by volume handle), partitions
+/// and stacked devices, and the kubelet's paths (by PV name; filesystem staging by the
+/// handle's sha256).
 fn holders(facts: &Facts, disk: &DiskKey) -> Result<Vec<String>, String> {
-    let mut held = facts.local.volume_holders(&disk.handle)?;
-    if disk.pv != disk.handle {
-        for h in facts.local.volume_holders(&disk.pv)? {
-            if !held.contains(&h) {
-                held.push(h);
-            }
-        }
-    }
-    Ok(held)
+    facts
+        .local
+        .volume_holders_for(&VolumeKey::new(disk.pv.clone(), disk.handle.clone()))
 }
 
 /// The other, live VM an attachment elsewhere is for, if a running launcher pod on that

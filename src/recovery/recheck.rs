@@ -22,7 +22,7 @@ use crate::cluster::{
     VirtualMachineInstance, VmiView, LONGHORN_DRIVER, LONGHORN_NAMESPACE,
 };
 use crate::cluster::{LABEL_KUBEVIRT, VIRT_LAUNCHER};
-use crate::node::{self, NodeFacts, NodeOptions};
+use crate::node::{self, NodeFacts, NodeOptions, VolumeKey};
 
 /// Fresh node and pod evidence, shared by the VMs of one run.
 pub struct Recheck {
@@ -369,17 +369,12 @@ impl Recheck {
             "no virt-launcher/qemu process for {ns}/{name} (re-scanned)"
         ));
         for disk in &d.disks {
-            let mut keys = vec![disk.handle.as_str()];
-            if disk.pv != disk.handle {
-                keys.push(disk.pv.as_str());
-            }
-            for v in keys {
-                match local.volume_holders(v) {
-                    Ok(h) if h.is_empty() => {}
-                    Ok(h) => return Err(format!("volume {v} is now held here: {}", h.join("; "))),
-                    Err(why) => {
-                        return Err(format!("disk evidence for {v} could not be re-read: {why}"))
-                    }
+            let v = disk.describe();
+            match local.volume_holders_for(&VolumeKey::new(disk.pv.clone(), disk.handle.clone())) {
+                Ok(h) if h.is_empty() => {}
+                Ok(h) => return Err(format!("volume {v} is now held here: {}", h.join("; "))),
+                Err(why) => {
+                    return Err(format!("disk evidence for {v} could not be re-read: {why}"))
                 }
             }
             evidence.push(format!(
