@@ -172,3 +172,16 @@ fn a_hung_sysfs_read_is_unreadable() {
     assert!(f.volume_holders_for(&VolumeKey::same(PV_IDLE)).is_err());
     drop(fifo);
 }
+
+/// The host identity files are bounded too (a FIFO where `etc/machine-id` should be).
+#[test]
+fn a_hung_identity_read_is_unreadable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("etc/machine-id");
+    let fifo = Fifo::at(&path);
+    let id = node::identity::read_with(dir.path(), Duration::from_millis(300));
+    let err = id.as_result().expect_err("hung");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(err.contains("did not finish within 300ms"), "{err}");
+    drop(fifo);
+}

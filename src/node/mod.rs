@@ -19,6 +19,7 @@
 pub mod bounded;
 pub mod cmdline;
 pub mod csi_paths;
+pub mod identity;
 pub mod mountinfo;
 pub mod orphans;
 pub mod processes;
