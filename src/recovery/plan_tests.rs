@@ -121,6 +121,7 @@ fn facts() -> Facts {
             host_root: "/".into(),
             processes: Gathered::read(vec![]),
             disks: disks(),
+            identity: Gathered::unreadable("host identity", "not part of these tests"),
         },
         cluster: ClusterFacts {
             node: ME.into(),
