@@ -117,6 +117,7 @@ fn main() {
         host_root: tree.path().display().to_string(),
         processes: vmrecover::evidence::Gathered::read(Vec::new()),
         disks: volumes::gather(tree.path()),
+        identity: node::identity::read(tree.path()),
     };
     let names: Vec<String> = (0..volumes_n).map(pv).collect();
     stats(

@@ -128,6 +128,7 @@ async fn main() {
         ms(t.elapsed())
     );
 
+    healthy_node_pass(&generated.text, &mut figures).await;
     let ours = recovery_vmrecover(&generated.text, &shape, &mut figures).await;
     if std::env::var("BENCH_SKIP_BASELINE").is_ok_and(|v| v == "1") {
         figures.add("kubectl baseline", "skipped".into(), "", None);
@@ -826,4 +827,48 @@ fn empty_host_root_of_node() -> std::io::Result<tempfile::TempDir> {
         &scenario::boot_id_of(scenario::NODE_INDEX),
     )?;
     Ok(dir)
+}
+
+/// Issue 16: what one pass costs on a node with nothing stuck — the reads a whole fleet of
+/// healthy agents multiplies after a site-wide power cut.
+async fn healthy_node_pass(text: &str, figures: &mut Figures) {
+    println!("\n== 1c. one pass on a healthy node (dry-run on harvester-node-10)");
+    let Some(sim) = start_sim(text).await else {
+        return;
+    };
+    let (Ok(state), Ok(host)) = (tempfile::tempdir(), node::empty_host_root()) else {
+        return;
+    };
+    sim.clear_requests();
+    let out = tokio::process::Command::new(BIN)
+        .arg("--kubeconfig")
+        .arg(sim.kubeconfig_path())
+        .args(["--node", "harvester-node-10", "--log-target", "stderr", "--state-dir"])
+        .arg(state.path())
+        .arg("--host-root")
+        .arg(host.path())
+        .args(["run", "--dry-run", "--output", "json"])
+        .stdin(Stdio::null())
+        .output()
+        .await;
+    if let Err(e) = out {
+        eprintln!("cannot run {BIN}: {e}");
+        return;
+    }
+    let log = sim.requests();
+    let reads: Vec<_> = log.iter().filter(|r| !r.internal).collect();
+    let bytes: u64 = reads.iter().map(|r| r.bytes_out).sum();
+    print_breakdown(&reads);
+    figures.add(
+        "healthy node pass: API requests",
+        reads.len().to_string(),
+        "<= 3",
+        Some(reads.len() <= 3),
+    );
+    figures.add(
+        "healthy node pass: bytes read (before: ~8 MB in 10 requests)",
+        mib(bytes),
+        "",
+        None,
+    );
 }

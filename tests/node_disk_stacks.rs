@@ -38,6 +38,7 @@ fn facts(root: &Path) -> NodeFacts {
         host_root: root.display().to_string(),
         processes: Gathered::read(Vec::new()),
         disks: volumes::gather(root),
+        identity: node::identity::read(root),
     }
 }
 

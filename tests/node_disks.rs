@@ -125,6 +125,7 @@ fn facts(root: &Path) -> NodeFacts {
         host_root: root.display().to_string(),
         processes: vmrecover::evidence::Gathered::read(Vec::new()),
         disks: volumes::gather(root),
+        identity: node::identity::read(root),
     }
 }
 

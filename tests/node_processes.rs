@@ -110,12 +110,10 @@ fn discovers_and_maps_launchers_and_qemu() {
 
     // The planner's questions.
     let facts = node::NodeFacts {
-        host_root: "/".into(),
         processes: vmrecover::evidence::Gathered::read(procs.clone()),
-        disks: node::gather(&NodeOptions {
+        ..node::gather(&NodeOptions {
             host_root: "/".into(),
         })
-        .disks,
     };
     let for_a: Vec<u32> = facts
         .processes_for("default", "vm-web-01", UID_A)

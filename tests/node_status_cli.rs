@@ -15,6 +15,16 @@ use support::*;
 const UID_A: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 const UID_B: &str = "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a";
 const PV: &str = "pvc-3f1c7e2a-1b2c-4d3e-8f9a-0b1c2d3e4f5a";
+const MACHINE_ID: &str = "8F1E2D3C4B5A69788796A5B4C3D2E1F0";
+
+/// This boot's id as the kubelet would compare it.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .expect("boot_id")
+        .trim()
+        .replace('-', "")
+        .to_lowercase()
+}
 
 struct Running {
     procs: Vec<FakeProc>,
@@ -56,6 +66,8 @@ fn start() -> Running {
 fn host_root() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let t = HostTree::with_real_proc(dir.path());
+    std::fs::create_dir_all(dir.path().join("etc")).expect("mkdir etc");
+    std::fs::write(dir.path().join("etc/machine-id"), format!("{MACHINE_ID}\n")).expect("id");
     if is_root() {
         t.longhorn(PV, "sdp", (8, 240));
     } else {
@@ -96,6 +108,13 @@ fn status_json_lists_vm_processes_mapped_to_their_vmis() {
         .or_else(|| json.get("node"))
         .expect("node section");
     assert_eq!(node["processes"]["state"], "read", "{node:#}");
+    // Hole 5: the host identity, normalised for comparing with the Node's nodeInfo.
+    assert_eq!(node["identity"]["state"], "read", "{node:#}");
+    assert_eq!(
+        node["identity"]["value"]["machine_id"],
+        MACHINE_ID.to_lowercase()
+    );
+    assert_eq!(node["identity"]["value"]["boot_id"], boot_id());
     let procs = node["processes"]["value"].as_array().expect("process list");
     let expected = [
         ("launcher-monitor", "default", "vm-web-01", UID_A),
@@ -163,4 +182,26 @@ fn status_table_shows_processes_and_volumes() {
         );
     }
     assert!(text.contains(PV), "{text}");
+    assert!(
+        text.contains(&format!(
+            "This machine: machine-id {}, boot {}",
+            MACHINE_ID.to_lowercase(),
+            boot_id()
+        )),
+        "{text}"
+    );
+}
+
+/// A host root without the identity files says so, naming the path.
+#[test]
+fn status_table_says_when_the_identity_cannot_be_read() {
+    let root = host_root();
+    std::fs::remove_file(root.path().join("etc/machine-id")).expect("rm");
+    let out = status(root.path(), "table");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("This machine: identity could not be read (")
+            && text.contains(&root.path().join("etc/machine-id").display().to_string()),
+        "{text}"
+    );
 }

@@ -4,21 +4,26 @@
 //! `NodeOptions`, `NodeFacts`, `VmProcess`, `ProcessKind`, `gather`,
 //! `NodeFacts::processes_for`, `NodeFacts::volume_holders`, `render_table`.
 //! Added for the planner: `VolumeKey`, `NodeFacts::volume_holders_for`, `gather_with`,
-//! `ScanLimits`.
+//! `ScanLimits`, `NodeFacts::identity` (`HostIdentity::check_node`).
 //!
 //! Where things are read:
 //! - processes: `/proc` of vmrecover's own pid namespace, through `sysinfo`. In a
 //!   DaemonSet that is the host's only with `hostPID: true`; with a host root other
-//!   than `/`, the namespace is compared with `<host_root>/proc/1`'s and a mismatch makes
-//!   the process evidence unreadable.
+//!   than `/`, `<host_root>/proc/self` must name vmrecover's own pid, else (or without a
+//!   procfs there) the process evidence is unreadable.
+//! - identity: `<host_root>/etc/machine-id`, `<host_root>/proc/sys/kernel/random/boot_id`.
 //! - disks: `<host_root>/dev/longhorn`, `<host_root>/proc/<pid>/fd`,
 //!   `<host_root>/proc/1/mountinfo` and `<host_root>/sys`. With `hostPID: true` and the
 //!   host's `/` mounted (recursively) at the host root, `<host_root>/proc` is the host's
 //!   procfs.
+//!
+//! Every host read is bounded in time (`ScanLimits`, `bounded`): a read that does not
+//! finish is unreadable evidence naming what it was reading, never a shorter answer.
 
 pub mod bounded;
 pub mod cmdline;
 pub mod csi_paths;
+pub mod identity;
 pub mod mountinfo;
 pub mod orphans;
 pub mod processes;
@@ -34,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::evidence::Gathered;
 
 pub use bounded::ScanLimits;
+pub use identity::HostIdentity;
 pub use render::render_table;
 pub use volumes::DiskFacts;
 
@@ -127,6 +133,16 @@ pub struct NodeFacts {
     pub processes: Gathered<Vec<VmProcess>>,
     /// Longhorn devices, their holders and mounts.
     pub disks: DiskFacts,
+    /// This machine's identity (machine id, boot id), to prove `--node` is this machine.
+    #[serde(default = "identity_not_recorded")]
+    pub identity: Gathered<HostIdentity>,
+}
+
+fn identity_not_recorded() -> Gathered<HostIdentity> {
+    Gathered::unreadable(
+        "host identity",
+        "not recorded in these facts (written by an older vmrecover)",
+    )
 }
 
 /// The two names of a volume: the PV name (what the kubelet names its paths after) and
@@ -316,5 +332,6 @@ pub fn gather_with(opts: &NodeOptions, limits: ScanLimits) -> NodeFacts {
         host_root: opts.host_root.display().to_string(),
         processes: processes::scan_with(&opts.host_root, limits, processes::ScanClock::now()),
         disks: volumes::gather_with(&opts.host_root, limits),
+        identity: identity::read_with(&opts.host_root, limits.read),
     }
 }

@@ -8,6 +8,14 @@ use super::{csi_paths, NodeFacts};
 
 /// Writes the node section of `vmrecover status` as a table.
 pub fn render_table(facts: &NodeFacts, out: &mut dyn Write) -> io::Result<()> {
+    match facts.identity.as_result() {
+        Ok(id) => writeln!(
+            out,
+            "This machine: machine-id {}, boot {}",
+            id.machine_id, id.boot_id
+        )?,
+        Err(e) => writeln!(out, "This machine: identity could not be read ({e})")?,
+    }
     match facts.processes.as_result() {
         Ok(procs) => {
             writeln!(out, "VM processes on this node: {}", procs.len())?;

@@ -132,6 +132,7 @@ pub(crate) fn facts() -> Facts {
             host_root: "/".into(),
             processes: Gathered::read(vec![]),
             disks: disks(),
+            identity: Gathered::unreadable("host identity", "not read in planner tests"),
         },
         cluster: ClusterFacts {
             node: ME.into(),
