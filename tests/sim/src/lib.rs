@@ -53,6 +53,10 @@
 //!   on a node listed in `downNodes` they stay Terminating, on an up node the simulated kubelet
 //!   removes them at once, and a later delete with a shorter grace (0) removes them. Unscheduled or
 //!   finished pods go at once.
+//! - Admission ([`admission`]): writes pass virt-api's and Harvester's mutating and
+//!   validating webhooks whose rules match, in the apiserver's order; each webhook (or every
+//!   webhook of a Service) is switched `up`/`down`/`deny` with [`Sim::set_webhook`],
+//!   `/_sim/webhooks` or the `webhooks` setting, and answers the apiserver's 500 or denial.
 //! - Garbage collection: when an object is finally removed, its dependents (`ownerReferences`
 //!   uid) are deleted (or lose the reference when another owner is alive).
 //! - Simulated controllers live in [`controllers`], one file each; what differs between
@@ -91,15 +95,16 @@
 //!
 //! # Control API over HTTP
 //! See [`simapi`](crate::simapi) for `/_sim/requests`, `/_sim/faults`, `/_sim/settings`,
-//! `/_sim/objects` and `/_sim/compact`.
+//! `/_sim/webhooks`, `/_sim/objects` and `/_sim/compact`.
 //!
 //! # Scenario files
 //! Multi-document YAML of objects as `kubectl get -o yaml` prints them, loaded as written
 //! (status, deletionTimestamp and finalizers included); missing uid/resourceVersion/
 //! creationTimestamp are filled in. An optional `apiVersion: sim.vmrecover.dev/v1`,
 //! `kind: SimulatorSettings` document sets `downNodes`, `virtController`, `kubeVersion`,
-//! `watchHistory`, `release`. Several files merge; `kind: List` documents are accepted.
+//! `watchHistory`, `release`, `webhooks`. Several files merge; `kind: List` documents are accepted.
 
+pub mod admission;
 pub mod api;
 pub mod controllers;
 pub mod convert;
@@ -132,6 +137,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch as tokio_watch;
 
+pub use admission::WebhookState;
 pub use errors::ApiError;
 pub use faults::{FaultAction, FaultRule, Faults};
 pub use rbac::Identity;
@@ -401,6 +407,27 @@ impl Sim {
             virt_controller: Some(on),
             ..SettingsPatch::default()
         });
+    }
+
+    /// Switches an admission webhook (by name, e.g. `virtualmachine-validator.kubevirt.io`)
+    /// or every webhook behind a Service (`virt-api`, `harvester-webhook`) up, down or to
+    /// denying; returns the webhooks switched. The simulated controllers retry what the
+    /// webhooks refused them once the state changes. See [`admission`].
+    pub fn set_webhook(&self, name: &str, state: WebhookState) -> Result<Vec<String>, String> {
+        let names = admission::resolve(name)?;
+        let mut webhooks = std::collections::BTreeMap::new();
+        webhooks.insert(name.to_string(), state);
+        self.update_settings(&SettingsPatch {
+            webhooks: Some(webhooks),
+            ..SettingsPatch::default()
+        });
+        Ok(names)
+    }
+
+    /// The webhooks of the simulated release, in call order, with their state (as
+    /// `GET /_sim/webhooks` answers).
+    pub fn webhooks(&self) -> Vec<Value> {
+        admission::list(&self.settings())
     }
 
     fn res(api_version: &str, kind: &str) -> Option<resources::ResIdx> {

@@ -458,3 +458,65 @@ async fn kubectl_watch_prints_changes() {
         "the watch printed the change of vm-live-01: {seen:?}"
     );
 }
+
+/// What kubectl prints for a webhook that is down and one that denies (the operator's view
+/// right after a power cut; see `harvester_sim::admission`).
+#[tokio::test]
+async fn kubectl_shows_webhook_failures_as_the_apiserver_words_them() {
+    for bin in kubectls() {
+        let sim = power_loss().await;
+        let k = Kubectl {
+            bin: &bin,
+            kubeconfig: sim.kubeconfig_path(),
+        };
+        let _ = sim.set_webhook("virt-api", harvester_sim::WebhookState::Down);
+        let patch = [
+            "patch",
+            "vmi",
+            "vm-web-01",
+            "-n",
+            "default",
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+        ];
+        let down = k.run(&patch, None).await;
+        assert!(!down.status.success());
+        let err = String::from_utf8_lossy(&down.stderr);
+        assert!(
+            err.contains("Error from server (InternalError): Internal error occurred: failed calling webhook \"virtualmachineinstances-mutator.kubevirt.io\": failed to call webhook: Post \"https://virt-api.harvester-system.svc:443/virtualmachineinstances-mutate?timeout=10s\": dial tcp 10.53.121.37:443: connect: connection refused"),
+            "{}: {err}",
+            bin.display()
+        );
+        // A 422 denial: kubectl prints the causes of an Invalid Status, not its message.
+        let _ = sim.set_webhook(
+            "virt-api",
+            harvester_sim::WebhookState::deny("spec is immutable"),
+        );
+        let denied = k.run(&patch, None).await;
+        assert!(!denied.status.success());
+        let err = String::from_utf8_lossy(&denied.stderr);
+        assert!(
+            err.contains("The request is invalid") && err.contains("spec is immutable"),
+            "{}: {err}",
+            bin.display()
+        );
+        // A 400 denial (Harvester's NewBadRequest): the whole message.
+        let _ = sim.set_webhook(
+            "virt-api",
+            harvester_sim::WebhookState::Deny {
+                message: "spec is immutable".into(),
+                code: 400,
+            },
+        );
+        let denied = k.run(&patch, None).await;
+        let err = String::from_utf8_lossy(&denied.stderr);
+        assert!(
+            err.contains("Error from server (BadRequest): admission webhook \"virtualmachineinstances-mutator.kubevirt.io\" denied the request: spec is immutable"),
+            "{}: {err}",
+            bin.display()
+        );
+        let _ = sim.set_webhook("virt-api", harvester_sim::WebhookState::Up);
+        k.ok(&patch).await;
+    }
+}

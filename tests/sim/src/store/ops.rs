@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use super::{object_path, Inner, Key, Store};
+use crate::admission::{self, Operation, Phase};
 use crate::convert::{from_view, storage_of, to_view};
 use crate::errors::ApiError;
 use crate::meta;
@@ -374,6 +375,27 @@ impl Store {
 }
 
 impl Inner {
+    /// One phase of the admission webhooks for a write (see [`crate::admission`]).
+    pub(super) fn admit(
+        &self,
+        phase: Phase,
+        operation: Operation,
+        resource: &ResourceDef,
+        subresource: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        admission::admit(
+            &self.settings,
+            phase,
+            &admission::Attributes {
+                operation,
+                resource,
+                subresource,
+                name,
+            },
+        )
+    }
+
     fn namespace_exists(&self, ns: &str) -> bool {
         let Some(nsi) = crate::resources::find("", "v1", "namespaces") else {
             return true;
@@ -446,10 +468,9 @@ impl Inner {
             }
             name = format!("{base}{}", random_suffix());
         }
-        let key = key_for(r, ns, &name);
-        if self.view_get(res, &key).is_some() {
-            return Err(ApiError::already_exists(r, &name));
-        }
+        // The mutating webhooks run in the handler, before the registry's create
+        // (k8s.io/apiserver pkg/endpoints/handlers/create.go, v0.33.0).
+        self.admit(Phase::Mutating, Operation::Create, r, "", &name)?;
         let obj = body
             .as_object_mut()
             .ok_or_else(|| ApiError::bad_request("not an object"))?;
@@ -505,7 +526,13 @@ impl Inner {
                 l.insert("kubernetes.io/metadata.name".into(), json!(name));
             }
         }
+        // Registry Create (pkg/registry/generic/registry/store.go, v0.33.0): the strategy's
+        // validation, then the validating webhooks, then storage, which finds a name taken.
         validation::validate_create(res, &body)?;
+        self.admit(Phase::Validating, Operation::Create, r, "", &name)?;
+        if self.view_get(res, &key_for(r, ns, &name)).is_some() {
+            return Err(ApiError::already_exists(r, &name));
+        }
         let stored = self.view_put(res, body);
         if let Some(a) = actor {
             self.log_internal(a, "POST", object_path(res, ns, ""), stored.clone(), 201);
@@ -547,6 +574,11 @@ impl Inner {
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
         }
+        // Store.Update (store.go, v0.33.0): the updated object (patch applied, mutating
+        // webhooks called) comes first, then the resourceVersion check, the strategy's
+        // validation and the validating webhooks; a no-op is found by storage after all that.
+        let sub = if status { "status" } else { "" };
+        self.admit(Phase::Mutating, Operation::Update, r, sub, name)?;
         let body_rv = meta::resource_version(&body);
         if !body_rv.is_empty() && body_rv != meta::resource_version(&old) {
             return Err(ApiError::stale(r, name));
@@ -614,6 +646,7 @@ impl Inner {
             m.remove("selfLink");
         }
         validation::validate_update(res, &new, &old)?;
+        self.admit(Phase::Validating, Operation::Update, r, sub, name)?;
         if r.tracks_generation() && meta::spec_part(&new) != meta::spec_part(&old) {
             let gen = old
                 .pointer("/metadata/generation")
@@ -705,6 +738,10 @@ impl Inner {
                 ));
             }
         }
+        // The DELETE webhooks: mutating in the handler, validating as the registry's
+        // deleteValidation once the preconditions hold (store.go Delete, v0.33.0).
+        self.admit(Phase::Mutating, Operation::Delete, r, "", name)?;
+        self.admit(Phase::Validating, Operation::Delete, r, "", name)?;
         if let Some(a) = actor {
             let body = json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": opts.grace_period_seconds, "propagationPolicy": opts.propagation_policy});
             self.log_internal(a, "DELETE", object_path(res, ns, name), body, 200);
