@@ -115,6 +115,7 @@ pub mod meta;
 pub mod openapi;
 pub mod patch;
 pub mod profiles;
+pub mod protobuf;
 pub mod rbac;
 pub mod requestlog;
 pub mod resources;
@@ -125,6 +126,7 @@ pub mod settings;
 pub mod simapi;
 pub mod store;
 pub mod table;
+pub mod tokens;
 pub mod validation;
 mod watch;
 
@@ -287,6 +289,7 @@ impl Sim {
             addr,
             shutdown: shutdown_rx,
             rbac: cfg.rbac_enforced(),
+            tokens: Arc::new(tokens::Tokens::default()),
         });
         let (kubeconfig, remove_kubeconfig) = match &cfg.kubeconfig_out {
             Some(p) => (p.clone(), false),
@@ -332,6 +335,16 @@ impl Sim {
     /// enforcement every identity may do everything.
     pub fn write_kubeconfig_as(&self, who: &Identity, path: &Path) -> anyhow::Result<()> {
         kubeconfig::write_as(self.addr, who, path)
+    }
+
+    /// Who a bearer token authenticates as (a kubeconfig token of this simulator or one it
+    /// issued through TokenRequest, with its `extra`), or `None`.
+    pub fn authenticate_token(&self, token: &str) -> Option<Identity> {
+        crate::rbac::authenticate(
+            &self.state.store,
+            &self.state.tokens,
+            &format!("Bearer {token}"),
+        )
     }
 
     /// Whether requests are authenticated and authorized against the RBAC objects.

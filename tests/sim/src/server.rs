@@ -35,6 +35,8 @@ pub(crate) struct State {
     pub shutdown: tokio_watch::Receiver<bool>,
     /// Whether requests are authenticated and authorized (RBAC manifests were given).
     pub rbac: bool,
+    /// Tokens issued through TokenRequest.
+    pub tokens: Arc<crate::tokens::Tokens>,
 }
 
 /// A parsed request.
@@ -219,11 +221,17 @@ async fn handle(
     }
 
     if !state.rbac {
-        r.who = crate::rbac::identify(&r.authorization, r.impersonate.as_ref());
+        r.who = crate::rbac::identify(
+            &state.store,
+            &state.tokens,
+            &r.authorization,
+            r.impersonate.as_ref(),
+        );
     }
     if state.rbac && !r.path.starts_with("/_sim") {
         match crate::rbac::check(
             &state.store,
+            &state.tokens,
             &r.authorization,
             r.impersonate.as_ref(),
             &r.method,

@@ -27,6 +27,7 @@ use serde_json::json;
 
 use crate::errors::ApiError;
 use crate::store::Store;
+use crate::tokens::Tokens;
 
 /// The 403 Status the apiserver answers for a denied request.
 pub fn forbidden(who: &Identity, a: &Attributes) -> ApiError {
@@ -55,17 +56,36 @@ pub fn unauthorized() -> ApiError {
 /// Who a request comes from when RBAC is not enforced: the identity of a token this simulator
 /// issued (any other token, or none, is the admin), then impersonation. Nothing is denied, but
 /// what depends on the user (virt-api's VMI status rule) still sees the right one.
-pub fn identify(authorization: &str, impersonate: Option<&(String, Vec<String>)>) -> Identity {
-    let who = Identity::from_authorization(authorization).unwrap_or_else(Identity::admin);
+pub fn identify(
+    store: &Store,
+    tokens: &Tokens,
+    authorization: &str,
+    impersonate: Option<&(String, Vec<String>)>,
+) -> Identity {
+    let who = authenticate(store, tokens, authorization).unwrap_or_else(Identity::admin);
     match impersonate {
         Some((user, groups)) if who.is_superuser() => Identity::impersonated(user, groups),
         _ => who,
     }
 }
 
+/// The identity of an `Authorization: Bearer` header: a kubeconfig token of this simulator
+/// or a token it issued through TokenRequest ([`crate::tokens`]).
+pub fn authenticate(store: &Store, tokens: &Tokens, authorization: &str) -> Option<Identity> {
+    if let Some(who) = Identity::from_authorization(authorization) {
+        return Some(who);
+    }
+    let (scheme, token) = authorization.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    tokens.authenticate(store, token.trim())
+}
+
 /// Authenticates and authorizes one request. `Ok` carries the identity.
 pub fn check(
     store: &Store,
+    tokens: &Tokens,
     authorization: &str,
     impersonate: Option<&(String, Vec<String>)>,
     method: &str,
@@ -75,7 +95,7 @@ pub fn check(
     let mut who = if authorization.trim().is_empty() {
         Identity::admin()
     } else {
-        Identity::from_authorization(authorization).ok_or_else(unauthorized)?
+        authenticate(store, tokens, authorization).ok_or_else(unauthorized)?
     };
     if let Some((ns, name)) = &who.service_account {
         // A token of a deleted ServiceAccount no longer authenticates.

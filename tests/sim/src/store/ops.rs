@@ -341,6 +341,63 @@ impl Store {
         Ok(listed)
     }
 
+    /// `POST pods/NAME/eviction` with a policy/v1 (or v1beta1) Eviction: deletes the pod with
+    /// the Eviction's `deleteOptions`, as k8s.io/kubernetes
+    /// `pkg/registry/core/pod/storage/eviction.go` (v1.33) does when no PodDisruptionBudget
+    /// covers it (the simulator serves none): the name must match the URL's (400), the
+    /// validating webhooks on `pods/eviction` CREATE run first, a missing pod is 404, and a
+    /// Pending pod that is not deleting is deleted with its resourceVersion as precondition.
+    /// Answers `Status` Success with code 201, as the create handler does.
+    pub fn evict(&self, ns: &str, name: &str, eviction: &Value) -> Result<Value, ApiError> {
+        let Some(pods) = find_kind("v1", "Pod") else {
+            return Err(ApiError::path_not_found());
+        };
+        let r = res_def(pods);
+        if eviction.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
+            return Err(ApiError::bad_request(
+                "name in URL does not match name in Eviction object",
+            ));
+        }
+        let kind = eviction
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("Eviction");
+        let av = eviction
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("policy/v1");
+        if kind != "Eviction" || !matches!(av, "policy/v1" | "policy/v1beta1") {
+            return Err(ApiError::bad_request(format!(
+                "not a Eviction object: {av}, Kind={kind}"
+            )));
+        }
+        let mut opts = DeleteOptions::default();
+        if let Some(d) = eviction.get("deleteOptions").filter(|d| d.is_object()) {
+            opts.merge_body(d);
+        }
+        let mut g = self.lock();
+        g.admit(Phase::Mutating, Operation::Create, r, "eviction", name)?;
+        g.admit(Phase::Validating, Operation::Create, r, "eviction", name)?;
+        let pod = g
+            .view_get(pods, &key_for(r, ns, name))
+            .ok_or_else(|| ApiError::not_found(r, name))?;
+        let phase = pod
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        // shouldEnforceResourceVersion: not terminal, not deleting (and here, where no PDB
+        // exists, only the Pending pods that canIgnorePDB lets through get this far with it).
+        if phase == "Pending" && !meta::is_deleting(&pod) && opts.precondition_rv.is_none() {
+            opts.precondition_rv = Some(meta::resource_version(&pod).to_string());
+        }
+        let out = g.delete(pods, ns, name, &opts, None);
+        g.settle();
+        out?;
+        Ok(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        )
+    }
+
     /// Stores an object exactly as given (status, deletionTimestamp and finalizers included),
     /// bypassing create/update/delete semantics but not validation (an object the apiserver
     /// would refuse to store is refused with its 422); fills uid, creationTimestamp and resourceVersion

@@ -93,6 +93,24 @@ impl Http {
         accept: Option<&str>,
         body: &str,
     ) -> Resp {
+        self.send_raw(method, path, ct, accept, Bytes::from(body.to_string()))
+            .await
+    }
+
+    /// Sends a binary body (protobuf).
+    pub async fn send_bytes(&self, method: &str, path: &str, ct: &str, body: Vec<u8>) -> Resp {
+        self.send_raw(method, path, Some(ct), None, Bytes::from(body))
+            .await
+    }
+
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        ct: Option<&str>,
+        accept: Option<&str>,
+        body: Bytes,
+    ) -> Resp {
         let mut b = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{}", self.base, path));
@@ -105,7 +123,7 @@ impl Http {
         if let Some(t) = &self.token {
             b = b.header("Authorization", format!("Bearer {t}"));
         }
-        let req = match b.body(Full::new(Bytes::from(body.to_string()))) {
+        let req = match b.body(Full::new(body)) {
             Ok(r) => r,
             Err(e) => panic!("bad request {method} {path}: {e}"),
         };
