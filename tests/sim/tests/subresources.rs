@@ -254,13 +254,17 @@ metadata: {name: pod-reader, namespace: default}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}
 subjects: [{kind: ServiceAccount, name: sa}]
 "#;
-    let sim =
-        match harvester_sim::Sim::start(SimConfig::default().scenario_text(BASE).rbac_text(rbac))
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => panic!("{e:#}"),
-        };
+    let sim = match harvester_sim::Sim::start(
+        SimConfig::default()
+            .plain_http()
+            .scenario_text(BASE)
+            .rbac_text(rbac),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => panic!("{e:#}"),
+    };
     let admin = Http::new(&sim);
     let r = admin
         .post(

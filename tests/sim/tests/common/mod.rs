@@ -34,7 +34,8 @@ metadata: {name: node-down}
 
 /// Starts a simulator from the base scenario plus `extra` YAML.
 pub async fn sim_with(extra: &str) -> Sim {
-    let mut cfg = SimConfig::default().scenario_text(BASE);
+    // Plain HTTP: the raw client below does not do TLS (HTTPS is tested in tls.rs).
+    let mut cfg = SimConfig::default().plain_http().scenario_text(BASE);
     if !extra.trim().is_empty() {
         cfg = cfg.scenario_text(extra);
     }
