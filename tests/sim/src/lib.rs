@@ -116,6 +116,8 @@
 //! `kind: SimulatorSettings` document sets `downNodes`, `virtController`, `kubeVersion`,
 //! `watchHistory`, `release`, `webhooks`. Several files merge; `kind: List` documents are accepted.
 
+#![warn(missing_docs)]
+
 pub mod admission;
 pub mod api;
 pub mod controllers;
