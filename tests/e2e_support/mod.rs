@@ -1,6 +1,8 @@
 //! Shared by `recovery_e2e` and the `reliability_*` tests: the power-loss simulator, the built binary run
 //! as an operator would, the cluster's end state, and the check that every mutation in
-//! the request log stays inside the plan.
+//! the request log stays inside the plan. The simulator serves HTTPS: the kubeconfig handed
+//! to the binary is the RKE2-shaped one (the simulator's CA, a client certificate in
+//! `system:masters`), so every run goes through kube's rustls client as on a node.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -110,6 +112,7 @@ impl Env {
             cfg = cfg.scenario_text(*t);
         }
         let sim = Sim::start(cfg).await.expect("start harvester-sim");
+        assert!(sim.url().starts_with("https://"), "{}", sim.url());
         sim.set_virt_controller(false);
         Env {
             sim,

@@ -47,7 +47,7 @@ async fn get(
 async fn main() -> anyhow::Result<()> {
     let text = scenario();
     let t = Instant::now();
-    let sim = Sim::start(SimConfig::default().scenario_text(text)).await?;
+    let sim = Sim::start(SimConfig::default().plain_http().scenario_text(text)).await?;
     println!(
         "load: {} objects from YAML in {:?}",
         NODES + 1 + 2 * VMIS,

@@ -15,6 +15,14 @@ use crate::watch::WatchParams;
 pub(crate) enum Target {
     /// A collection (all namespaces when `ns` is `None` for a namespaced resource).
     Collection { res: ResIdx, ns: Option<String> },
+    /// A create-only subresource of an object: `pods/NAME/eviction` (policy/v1 Eviction) or
+    /// `serviceaccounts/NAME/token` (authentication.k8s.io/v1 TokenRequest).
+    Action {
+        res: ResIdx,
+        ns: String,
+        name: String,
+        action: Action,
+    },
     /// One object, or its `/status` subresource.
     Object {
         res: ResIdx,
@@ -22,6 +30,15 @@ pub(crate) enum Target {
         name: String,
         status: bool,
     },
+}
+
+/// The create-only subresources served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// `pods/eviction`.
+    Eviction,
+    /// `serviceaccounts/token`.
+    Token,
 }
 
 /// Parses `/api/v1/...` or `/apis/G/V/...` into a target.
@@ -75,6 +92,21 @@ pub(crate) fn parse_target(path: &str) -> Option<Target> {
                 status: false,
             })
         }
+        ["namespaces", ns, plural @ ("pods" | "serviceaccounts"), name, sub @ ("eviction" | "token")]
+            if group.is_empty() =>
+        {
+            let action = match (*plural, *sub) {
+                ("pods", "eviction") => Action::Eviction,
+                ("serviceaccounts", "token") => Action::Token,
+                _ => return None,
+            };
+            Some(Target::Action {
+                res: find(plural)?,
+                ns: ns.to_string(),
+                name: name.to_string(),
+                action,
+            })
+        }
         ["namespaces", ns, plural, name, "status"] => {
             let res = find(plural)?;
             (namespaced(res) && RESOURCES.get(res).is_some_and(|r| r.status_subresource)).then(
@@ -93,6 +125,9 @@ pub(crate) fn parse_target(path: &str) -> Option<Target> {
 fn json_body(r: &Req) -> Result<Value, ApiError> {
     if r.body.is_empty() {
         return Ok(Value::Null);
+    }
+    if crate::protobuf::is_protobuf(&r.content_type) {
+        return crate::protobuf::decode(&r.body);
     }
     if r.content_type.contains("yaml") {
         let text =
@@ -369,6 +404,45 @@ fn verb(state: &State, r: &Req, t: Target) -> Result<Reply, ApiError> {
             let opts = delete_options(r)?;
             let v = store.delete_collection(res, ns.as_deref(), &list_query(r), &opts)?;
             Ok(Reply::Json(200, v))
+        }
+        (
+            "POST",
+            Target::Action {
+                ns,
+                name,
+                action: Action::Eviction,
+                ..
+            },
+        ) => {
+            let body = json_body(r)?;
+            let dry = body
+                .pointer("/deleteOptions/dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|d| d.iter().any(|v| v == "All"));
+            // propagateDryRun: dryRun in the Eviction's deleteOptions counts like the query's.
+            let scratch_evict;
+            let store = if dry {
+                scratch_evict = store.scratch_copy();
+                &scratch_evict
+            } else {
+                store
+            };
+            Ok(Reply::Json(201, store.evict(&ns, &name, &body)?))
+        }
+        (
+            "POST",
+            Target::Action {
+                ns,
+                name,
+                action: Action::Token,
+                ..
+            },
+        ) => {
+            let body = json_body(r)?;
+            Ok(Reply::Json(
+                201,
+                state.tokens.issue(store, &ns, &name, body)?,
+            ))
         }
         _ => Err(ApiError::method_not_allowed()),
     }

@@ -1,5 +1,5 @@
 //! `harvester-sim`: a simulated Harvester API server (Kubernetes + KubeVirt + Longhorn) for
-//! vmrecover's tests. It speaks plain HTTP on loopback, serves the resources of design §4 as
+//! vmrecover's tests. It speaks HTTPS on loopback (plain HTTP as an option), serves the resources of design §4 as
 //! schema-free JSON with the real apiserver's semantics, and is faithful enough that the real
 //! `kubectl` (1.27–1.33) and `kube::Client` work against it.
 //!
@@ -8,8 +8,20 @@
 //! harvester-sim --listen 127.0.0.1:0 --kubeconfig-out /tmp/kc \
 //!     --scenario tests/sim/scenarios/power-loss.yaml [--log-requests FILE] [--kube-version 1.33.2]
 //! ```
-//! It writes the kubeconfig (server `http://ADDR`, a bearer-token user, a current context),
-//! prints one line `listening on ADDR` once ready and runs until SIGTERM/SIGINT (exit 0).
+//! It writes the admin kubeconfig (server `https://ADDR`, shaped like RKE2's `rke2.yaml`: the
+//! simulator's CA and a client certificate `CN=kubernetes-admin, O=system:masters`; with
+//! `--plain-http`, `http://ADDR` and a bearer token), prints one line `listening on ADDR` once
+//! ready and runs until SIGTERM/SIGINT (exit 0). `--ca-out FILE` also writes the CA.
+//!
+//! # HTTPS and credentials ([`tls`], [`tokens`], [`kubeconfig`])
+//! A `server-ca` signs the serving certificate (SANs `kubernetes…`, `localhost`,
+//! `127.0.0.1`, `::1`, `10.53.0.1`), a `client-ca` signs client certificates (CN = user, O =
+//! groups, as the apiserver's x509 authenticator reads them). Requests authenticate with a
+//! client certificate, then a bearer token (the kubeconfig tokens, or one minted by
+//! `POST serviceaccounts/NAME/token`); none, or one nobody issued, is 401 over HTTPS.
+//! [`Sim::write_kubeconfig_as`] writes a token + CA kubeconfig for a ServiceAccount and a
+//! client-certificate one for a user; [`Sim::write_token_kubeconfig`] one for any token;
+//! [`Sim::ca_pem`] is what a pod's `ca.crt` holds.
 //!
 //! # In-process
 //! ```no_run
@@ -53,6 +65,10 @@
 //!   on a node listed in `downNodes` they stay Terminating, on an up node the simulated kubelet
 //!   removes them at once, and a later delete with a shorter grace (0) removes them. Unscheduled or
 //!   finished pods go at once.
+//! - Admission ([`admission`]): writes pass virt-api's and Harvester's mutating and
+//!   validating webhooks whose rules match, in the apiserver's order; each webhook (or every
+//!   webhook of a Service) is switched `up`/`down`/`deny` with [`Sim::set_webhook`],
+//!   `/_sim/webhooks` or the `webhooks` setting, and answers the apiserver's 500 or denial.
 //! - Garbage collection: when an object is finally removed, its dependents (`ownerReferences`
 //!   uid) are deleted (or lose the reference when another owner is alive).
 //! - Simulated controllers live in [`controllers`], one file each; what differs between
@@ -91,15 +107,18 @@
 //!
 //! # Control API over HTTP
 //! See [`simapi`](crate::simapi) for `/_sim/requests`, `/_sim/faults`, `/_sim/settings`,
-//! `/_sim/objects` and `/_sim/compact`.
+//! `/_sim/webhooks`, `/_sim/objects` and `/_sim/compact`.
 //!
 //! # Scenario files
 //! Multi-document YAML of objects as `kubectl get -o yaml` prints them, loaded as written
 //! (status, deletionTimestamp and finalizers included); missing uid/resourceVersion/
 //! creationTimestamp are filled in. An optional `apiVersion: sim.vmrecover.dev/v1`,
 //! `kind: SimulatorSettings` document sets `downNodes`, `virtController`, `kubeVersion`,
-//! `watchHistory`, `release`. Several files merge; `kind: List` documents are accepted.
+//! `watchHistory`, `release`, `webhooks`. Several files merge; `kind: List` documents are accepted.
 
+#![warn(missing_docs)]
+
+pub mod admission;
 pub mod api;
 pub mod controllers;
 pub mod convert;
@@ -110,6 +129,7 @@ pub mod meta;
 pub mod openapi;
 pub mod patch;
 pub mod profiles;
+pub mod protobuf;
 pub mod rbac;
 pub mod requestlog;
 pub mod resources;
@@ -120,6 +140,8 @@ pub mod settings;
 pub mod simapi;
 pub mod store;
 pub mod table;
+pub mod tls;
+pub mod tokens;
 pub mod validation;
 mod watch;
 
@@ -132,6 +154,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch as tokio_watch;
 
+pub use admission::WebhookState;
 pub use errors::ApiError;
 pub use faults::{FaultAction, FaultRule, Faults};
 pub use rbac::Identity;
@@ -160,6 +183,9 @@ pub struct SimConfig {
     pub rbac_files: Vec<PathBuf>,
     /// RBAC manifests as YAML text, loaded after the files.
     pub rbac_texts: Vec<String>,
+    /// Serve plain HTTP instead of HTTPS (for clients that cannot do TLS; a request without
+    /// credentials is then the admin, as on the apiserver's old insecure port).
+    pub plain_http: bool,
 }
 
 impl Default for SimConfig {
@@ -173,6 +199,7 @@ impl Default for SimConfig {
             kubeconfig_out: None,
             rbac_files: Vec::new(),
             rbac_texts: Vec::new(),
+            plain_http: false,
         }
     }
 }
@@ -202,6 +229,12 @@ impl SimConfig {
         self
     }
 
+    /// Serves plain HTTP instead of HTTPS.
+    pub fn plain_http(mut self) -> Self {
+        self.plain_http = true;
+        self
+    }
+
     /// Whether RBAC is enforced.
     pub fn rbac_enforced(&self) -> bool {
         !self.rbac_files.is_empty() || !self.rbac_texts.is_empty()
@@ -225,8 +258,10 @@ pub fn shipped_scenario(name: &str) -> PathBuf {
 pub struct Sim {
     state: Arc<server::State>,
     addr: SocketAddr,
+    pki: Option<Arc<tls::Pki>>,
     kubeconfig: PathBuf,
     remove_kubeconfig: bool,
+    admin_kubeconfig: String,
     shutdown: tokio_watch::Sender<bool>,
 }
 
@@ -274,6 +309,12 @@ impl Sim {
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr().context("listener has no address")?;
         let (shutdown, shutdown_rx) = tokio_watch::channel(false);
+        let pki = if cfg.plain_http {
+            None
+        } else {
+            Some(Arc::new(tls::Pki::generate()?))
+        };
+        let tls = pki.as_ref().map(|p| p.server_config()).transpose()?;
         let state = Arc::new(server::State {
             store,
             log,
@@ -281,6 +322,8 @@ impl Sim {
             addr,
             shutdown: shutdown_rx,
             rbac: cfg.rbac_enforced(),
+            tokens: Arc::new(tokens::Tokens::default()),
+            tls,
         });
         let (kubeconfig, remove_kubeconfig) = match &cfg.kubeconfig_out {
             Some(p) => (p.clone(), false),
@@ -290,11 +333,18 @@ impl Sim {
                 true,
             ),
         };
-        kubeconfig::write(addr, &kubeconfig)?;
+        let endpoint = match &pki {
+            Some(p) => kubeconfig::Endpoint::Https(addr, p),
+            None => kubeconfig::Endpoint::Http(addr),
+        };
+        let admin_kubeconfig = kubeconfig::render(endpoint)?;
+        kubeconfig::write_text(&admin_kubeconfig, &kubeconfig)?;
         tokio::spawn(server::serve(listener, state.clone()));
         Ok(Sim {
             state,
             addr,
+            pki,
+            admin_kubeconfig,
             kubeconfig,
             remove_kubeconfig,
             shutdown,
@@ -306,26 +356,69 @@ impl Sim {
         self.addr
     }
 
-    /// `http://ADDR`.
+    /// `https://ADDR` (`http://ADDR` with [`SimConfig::plain_http`]).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.pki {
+            Some(_) => format!("https://{}", self.addr),
+            None => format!("http://{}", self.addr),
+        }
     }
 
-    /// The kubeconfig file pointing at this simulator.
+    /// The CA that signed the serving certificate, PEM (`None` over plain HTTP).
+    pub fn ca_pem(&self) -> Option<String> {
+        self.pki.as_ref().map(|p| p.ca_pem())
+    }
+
+    /// A client certificate for `user` in `groups` (at most two), signed by the client CA
+    /// (`None` over plain HTTP).
+    pub fn client_cert(
+        &self,
+        user: &str,
+        groups: &[String],
+    ) -> Option<anyhow::Result<tls::ClientCert>> {
+        self.pki.as_ref().map(|p| p.client_cert(user, groups))
+    }
+
+    fn endpoint(&self) -> kubeconfig::Endpoint<'_> {
+        match &self.pki {
+            Some(p) => kubeconfig::Endpoint::Https(self.addr, p),
+            None => kubeconfig::Endpoint::Http(self.addr),
+        }
+    }
+
+    /// The kubeconfig file pointing at this simulator (the admin's: a client certificate
+    /// in `system:masters` over HTTPS, a token over plain HTTP).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
     }
 
-    /// The kubeconfig text.
+    /// The admin kubeconfig text.
     pub fn kubeconfig_yaml(&self) -> String {
-        kubeconfig::render(self.addr)
+        self.admin_kubeconfig.clone()
     }
 
     /// Writes a kubeconfig that authenticates as `who` (for example
-    /// `Identity::service_account("harvester-system", "vmrecover")`) to `path`. Without RBAC
-    /// enforcement every identity may do everything.
+    /// `Identity::service_account("harvester-system", "vmrecover")`, by token and CA; a user
+    /// by client certificate) to `path`. Without RBAC enforcement every identity may do
+    /// everything.
     pub fn write_kubeconfig_as(&self, who: &Identity, path: &Path) -> anyhow::Result<()> {
-        kubeconfig::write_as(self.addr, who, path)
+        kubeconfig::write_as(self.endpoint(), who, path)
+    }
+
+    /// Writes a kubeconfig that authenticates with a bearer token (e.g. one a TokenRequest
+    /// returned) and trusts the simulator's CA.
+    pub fn write_token_kubeconfig(&self, token: &str, path: &Path) -> anyhow::Result<()> {
+        kubeconfig::write_text(&kubeconfig::render_token(self.endpoint(), token), path)
+    }
+
+    /// Who a bearer token authenticates as (a kubeconfig token of this simulator or one it
+    /// issued through TokenRequest, with its `extra`), or `None`.
+    pub fn authenticate_token(&self, token: &str) -> Option<Identity> {
+        crate::rbac::authenticate(
+            &self.state.store,
+            &self.state.tokens,
+            &format!("Bearer {token}"),
+        )
     }
 
     /// Whether requests are authenticated and authorized against the RBAC objects.
@@ -401,6 +494,27 @@ impl Sim {
             virt_controller: Some(on),
             ..SettingsPatch::default()
         });
+    }
+
+    /// Switches an admission webhook (by name, e.g. `virtualmachine-validator.kubevirt.io`)
+    /// or every webhook behind a Service (`virt-api`, `harvester-webhook`) up, down or to
+    /// denying; returns the webhooks switched. The simulated controllers retry what the
+    /// webhooks refused them once the state changes. See [`admission`].
+    pub fn set_webhook(&self, name: &str, state: WebhookState) -> Result<Vec<String>, String> {
+        let names = admission::resolve(name)?;
+        let mut webhooks = std::collections::BTreeMap::new();
+        webhooks.insert(name.to_string(), state);
+        self.update_settings(&SettingsPatch {
+            webhooks: Some(webhooks),
+            ..SettingsPatch::default()
+        });
+        Ok(names)
+    }
+
+    /// The webhooks of the simulated release, in call order, with their state (as
+    /// `GET /_sim/webhooks` answers).
+    pub fn webhooks(&self) -> Vec<Value> {
+        admission::list(&self.settings())
     }
 
     fn res(api_version: &str, kind: &str) -> Option<resources::ResIdx> {

@@ -37,6 +37,12 @@ struct Args {
     /// The ServiceAccount of --sa-kubeconfig-out, as NAMESPACE/NAME.
     #[arg(long, default_value = "harvester-system/vmrecover")]
     service_account: String,
+    /// Serve plain HTTP instead of HTTPS (a request without credentials is then the admin).
+    #[arg(long)]
+    plain_http: bool,
+    /// Also write the CA of the serving certificate (PEM) here, e.g. for a pod's `ca.crt`.
+    #[arg(long)]
+    ca_out: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -54,12 +60,16 @@ async fn main() -> anyhow::Result<()> {
         kubeconfig_out: Some(args.kubeconfig_out),
         rbac_files: args.rbac,
         rbac_texts: Vec::new(),
+        plain_http: args.plain_http,
     };
     let sa = Identity::parse_service_account(&args.service_account)
         .map_err(|e| anyhow::anyhow!("--service-account: {e}"))?;
     let sim = Sim::start(cfg).await?;
     if let Some(p) = &args.sa_kubeconfig_out {
         sim.write_kubeconfig_as(&sa, p)?;
+    }
+    if let (Some(p), Some(ca)) = (&args.ca_out, sim.ca_pem()) {
+        std::fs::write(p, ca)?;
     }
     {
         let mut out = std::io::stdout().lock();

@@ -13,6 +13,8 @@
 //! - Migration-target label: kubevirt v1.6.0 `pkg/virt-handler/migration-target.go` deletes
 //!   `kubevirt.io/migrationTargetNodeName` after a migration; at v1.5.0 nothing removes it
 //!   (only `pkg/virt-controller/watch/migration/migration.go` sets it).
+//! - Admission webhooks: see [`crate::admission::webhooks`] (KubeVirt's
+//!   `webhooks.go` and Harvester's `pkg/webhook` at each tag).
 
 /// The finalizer virt-controller's VM controller puts on VMs and VMIs (every release).
 pub const VM_CONTROLLER_FINALIZER: &str = "kubevirt.io/virtualMachineControllerFinalize";
@@ -41,6 +43,8 @@ pub struct ReleaseProfile {
     pub vmi_finalizers_removed: &'static [&'static str],
     /// Whether virt-handler removes `kubevirt.io/migrationTargetNodeName` after a migration.
     pub removes_migration_target_label: bool,
+    /// The admission webhooks virt-api and Harvester register.
+    pub webhooks: &'static [crate::admission::Webhook],
 }
 
 const UP_TO_1_6: &[&str] = &[LEGACY_VMI_FOREGROUND_FINALIZER, VM_CONTROLLER_FINALIZER];
@@ -58,6 +62,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_foreground_finalizer: LEGACY_VMI_FOREGROUND_FINALIZER,
         vmi_finalizers_removed: UP_TO_1_6,
         removes_migration_target_label: false,
+        webhooks: crate::admission::webhooks::HARVESTER_1_4,
     },
     ReleaseProfile {
         harvester: "1.5",
@@ -65,6 +70,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_foreground_finalizer: LEGACY_VMI_FOREGROUND_FINALIZER,
         vmi_finalizers_removed: UP_TO_1_6,
         removes_migration_target_label: false,
+        webhooks: crate::admission::webhooks::HARVESTER_1_5,
     },
     ReleaseProfile {
         harvester: "1.6",
@@ -72,6 +78,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_foreground_finalizer: LEGACY_VMI_FOREGROUND_FINALIZER,
         vmi_finalizers_removed: UP_TO_1_6,
         removes_migration_target_label: false,
+        webhooks: crate::admission::webhooks::HARVESTER_1_6,
     },
     ReleaseProfile {
         harvester: "1.7",
@@ -79,6 +86,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_foreground_finalizer: LEGACY_VMI_FOREGROUND_FINALIZER,
         vmi_finalizers_removed: UP_TO_1_6,
         removes_migration_target_label: true,
+        webhooks: crate::admission::webhooks::HARVESTER_1_7,
     },
     ReleaseProfile {
         harvester: "1.8",
@@ -86,6 +94,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_foreground_finalizer: VMI_FOREGROUND_FINALIZER,
         vmi_finalizers_removed: FROM_1_7,
         removes_migration_target_label: true,
+        webhooks: crate::admission::webhooks::HARVESTER_1_8,
     },
 ];
 

@@ -40,6 +40,9 @@ pub struct RequestRecord {
     /// Who made an internal write (`virt-controller`, `kubelet`, `garbage-collector`), or the fault applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// The authenticated user of a client request (after impersonation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 impl RequestRecord {
@@ -163,6 +166,7 @@ mod tests {
 
     fn rec(method: &str, path: &str, internal: bool) -> RequestRecord {
         RequestRecord {
+            user: None,
             seq: 0,
             time: String::new(),
             method: method.into(),

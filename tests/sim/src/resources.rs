@@ -93,6 +93,20 @@ impl ResourceDef {
             main["categories"] = json!(self.categories);
         }
         let mut out = vec![main];
+        // Create-only subresources of the core group, as /api/v1 lists them (kubectl drain
+        // looks for `pods/eviction` with group policy and version v1 here).
+        match (self.group, self.plural) {
+            ("", "pods") => out.push(json!({
+                "name": "pods/eviction", "singularName": "", "namespaced": true,
+                "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"],
+            })),
+            ("", "serviceaccounts") => out.push(json!({
+                "name": "serviceaccounts/token", "singularName": "", "namespaced": true,
+                "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest",
+                "verbs": ["create"],
+            })),
+            _ => {}
+        }
         if self.status_subresource {
             out.push(json!({
                 "name": format!("{}/status", self.plural),

@@ -43,19 +43,7 @@ impl Scenario {
 
     /// Merges another scenario into this one (its settings win where set).
     pub fn merge(&mut self, other: Scenario) {
-        let s = other.settings;
-        if s.down_nodes.is_some() {
-            self.settings.down_nodes = s.down_nodes;
-        }
-        if s.virt_controller.is_some() {
-            self.settings.virt_controller = s.virt_controller;
-        }
-        if s.kube_version.is_some() {
-            self.settings.kube_version = s.kube_version;
-        }
-        if s.watch_history.is_some() {
-            self.settings.watch_history = s.watch_history;
-        }
+        self.settings.merge(other.settings);
         self.objects.extend(other.objects);
     }
 
@@ -80,6 +68,8 @@ impl Scenario {
                     o.remove("metadata");
                 }
                 let p: SettingsPatch = serde_json::from_value(body)
+                    .map_err(|e| anyhow!("{where_}: bad SimulatorSettings: {e}"))?;
+                p.check()
                     .map_err(|e| anyhow!("{where_}: bad SimulatorSettings: {e}"))?;
                 self.merge(Scenario {
                     settings: p,

@@ -35,6 +35,10 @@ pub(crate) struct State {
     pub shutdown: tokio_watch::Receiver<bool>,
     /// Whether requests are authenticated and authorized (RBAC manifests were given).
     pub rbac: bool,
+    /// Tokens issued through TokenRequest.
+    pub tokens: Arc<crate::tokens::Tokens>,
+    /// HTTPS (`None`: plain HTTP).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A parsed request.
@@ -120,6 +124,7 @@ impl std::error::Error for DroppedByFault {}
 
 async fn handle(
     state: Arc<State>,
+    client_cert: Option<crate::rbac::Identity>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, DroppedByFault> {
     let method = req.method().as_str().to_string();
@@ -172,6 +177,7 @@ async fn handle(
         body,
     };
     let mut record = RequestRecord {
+        user: None,
         seq: 0,
         time: jiff::Timestamp::now().to_string(),
         method: r.method.clone(),
@@ -218,19 +224,27 @@ async fn handle(
         }
     }
 
-    if !state.rbac {
-        r.who = crate::rbac::identify(&r.authorization, r.impersonate.as_ref());
-    }
-    if state.rbac && !r.path.starts_with("/_sim") {
+    if !r.path.starts_with("/_sim") {
+        let creds = crate::rbac::Credentials {
+            authorization: &r.authorization,
+            client_cert: client_cert.as_ref(),
+            impersonate: r.impersonate.as_ref(),
+        };
+        let strict = state.tls.is_some();
         match crate::rbac::check(
             &state.store,
-            &r.authorization,
-            r.impersonate.as_ref(),
+            &state.tokens,
+            &creds,
+            strict,
+            state.rbac,
             &r.method,
             &r.path,
             &r.query,
         ) {
-            Ok(who) => r.who = who,
+            Ok(who) => {
+                record.user = Some(who.user.clone());
+                r.who = who;
+            }
             Err(e) => {
                 let (resp, n) = json_response(e.code, &e.to_status(), &[]);
                 record.status = e.code;
@@ -296,15 +310,46 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>) {
         let st = state.clone();
         let mut conn_shutdown = state.shutdown.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::select! {
-                // Errors here are client disconnects or injected drops: nothing to report.
-                _ = conn => {}
-                _ = conn_shutdown.changed() => {}
-            }
+            let Some(tls) = st.tls.clone() else {
+                serve_connection(st, None, stream, &mut conn_shutdown).await;
+                return;
+            };
+            let tls = tokio::select! {
+                t = tokio_rustls::TlsAcceptor::from(tls).accept(stream) => t,
+                _ = conn_shutdown.changed() => return,
+            };
+            // A failed handshake (a client that does not trust the CA) ends the connection.
+            let Ok(tls) = tls else {
+                return;
+            };
+            let cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| crate::tls::identity_of(c.as_ref()));
+            serve_connection(st, cert, tls, &mut conn_shutdown).await;
         });
+    }
+}
+
+/// Serves HTTP/1.1 on one (plain or TLS) connection until it closes or the simulator stops.
+async fn serve_connection<S>(
+    state: Arc<State>,
+    client_cert: Option<crate::rbac::Identity>,
+    stream: S,
+    shutdown: &mut tokio_watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc =
+        hyper::service::service_fn(move |req| handle(state.clone(), client_cert.clone(), req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::select! {
+        // Errors here are client disconnects or injected drops: nothing to report.
+        _ = conn => {}
+        _ = shutdown.changed() => {}
     }
 }

@@ -1,8 +1,10 @@
 //! Simulator settings: which nodes are down, whether virt-controller runs, the reported version.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+
+use crate::admission::WebhookState;
 
 /// Default Kubernetes version reported at `/version`.
 pub const DEFAULT_KUBE_VERSION: &str = "1.33.2";
@@ -24,6 +26,9 @@ pub struct Settings {
     pub watch_history: usize,
     /// The Harvester release whose controllers are simulated (see [`crate::profiles`]).
     pub release: String,
+    /// Admission webhooks that are not up, by webhook name (see [`crate::admission`]).
+    #[serde(default)]
+    pub webhooks: BTreeMap<String, WebhookState>,
 }
 
 impl Default for Settings {
@@ -34,6 +39,7 @@ impl Default for Settings {
             kube_version: DEFAULT_KUBE_VERSION.into(),
             watch_history: DEFAULT_WATCH_HISTORY,
             release: crate::profiles::DEFAULT_RELEASE.into(),
+            webhooks: BTreeMap::new(),
         }
     }
 }
@@ -58,6 +64,50 @@ pub struct SettingsPatch {
     /// Change the simulated Harvester release (`1.4` … `1.8`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<String>,
+    /// Switch admission webhooks, by webhook name or by Service name (`virt-api`,
+    /// `harvester-webhook`: every webhook behind it); webhooks not named keep their state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<BTreeMap<String, WebhookState>>,
+}
+
+impl SettingsPatch {
+    /// Checks what the patch names (webhooks) before it is applied.
+    pub fn check(&self) -> Result<(), String> {
+        for name in self.webhooks.iter().flat_map(BTreeMap::keys) {
+            crate::admission::resolve(name)?;
+        }
+        Ok(())
+    }
+
+    /// Adds `later`'s settings to this patch (later values win; webhook switches merge).
+    pub fn merge(&mut self, later: SettingsPatch) {
+        let SettingsPatch {
+            down_nodes,
+            virt_controller,
+            kube_version,
+            watch_history,
+            release,
+            webhooks,
+        } = later;
+        if down_nodes.is_some() {
+            self.down_nodes = down_nodes;
+        }
+        if virt_controller.is_some() {
+            self.virt_controller = virt_controller;
+        }
+        if kube_version.is_some() {
+            self.kube_version = kube_version;
+        }
+        if watch_history.is_some() {
+            self.watch_history = watch_history;
+        }
+        if release.is_some() {
+            self.release = release;
+        }
+        if let Some(w) = webhooks {
+            self.webhooks.get_or_insert_with(BTreeMap::new).extend(w);
+        }
+    }
 }
 
 impl Settings {
@@ -77,6 +127,10 @@ impl Settings {
         }
         if let Some(v) = &p.release {
             self.release = v.trim_start_matches('v').to_string();
+        }
+        for (name, state) in p.webhooks.iter().flatten() {
+            // Unknown names are refused where patches come in (`SettingsPatch::check`).
+            let _ = crate::admission::switch(&mut self.webhooks, name, state);
         }
     }
 

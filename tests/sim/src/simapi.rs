@@ -8,7 +8,9 @@
 //! | `POST /_sim/faults` | add a rule (or a JSON array of rules), see [`crate::faults::FaultRule`] |
 //! | `DELETE /_sim/faults` | remove every rule |
 //! | `GET /_sim/settings` | current settings |
-//! | `POST /_sim/settings` | change settings (`downNodes`, `virtController`, `kubeVersion`, `watchHistory`) |
+//! | `POST /_sim/settings` | change settings (`downNodes`, `virtController`, `kubeVersion`, `watchHistory`, `release`, `webhooks`) |
+//! | `GET /_sim/webhooks` | the release's admission webhooks in call order, with their state |
+//! | `POST /_sim/webhooks` | switch webhooks: `{"name": "virt-api", "state": "down"}`, `"up"`, `{"deny": {"message": "...", "code": 422}}` (a JSON array of such too); `name` is a webhook or a Service |
 //! | `POST /_sim/objects` | store objects as written (JSON object or YAML scenario text, `kind: List` too) |
 //! | `POST /_sim/compact` | forget the watch history (older resourceVersions now get 410) |
 //! | `GET /_sim/health` | `ok` |
@@ -22,6 +24,46 @@ use crate::settings::SettingsPatch;
 
 fn bad(msg: impl Into<String>) -> Reply {
     ApiError::bad_request(msg).into()
+}
+
+/// One webhook switch of `POST /_sim/webhooks`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookSwitch {
+    name: String,
+    state: crate::admission::WebhookState,
+}
+
+fn switch_webhooks(state: &State, body: &[u8]) -> Reply {
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return bad(format!("webhook switch is not JSON: {e}")),
+    };
+    let switches: Result<Vec<WebhookSwitch>, _> = match v {
+        Value::Array(a) => a.into_iter().map(serde_json::from_value).collect(),
+        other => serde_json::from_value(other).map(|s| vec![s]),
+    };
+    let switches = match switches {
+        Ok(s) => s,
+        Err(e) => return bad(format!("bad webhook switch: {e}")),
+    };
+    if let Some(e) = switches
+        .iter()
+        .find_map(|s| crate::admission::resolve(&s.name).err())
+    {
+        return bad(e);
+    }
+    // One after another, in the order given (a Service, then one of its webhooks).
+    let mut settings = state.store.settings();
+    for s in switches {
+        let mut webhooks = std::collections::BTreeMap::new();
+        webhooks.insert(s.name, s.state);
+        settings = state.store.update_settings(&SettingsPatch {
+            webhooks: Some(webhooks),
+            ..SettingsPatch::default()
+        });
+    }
+    Reply::Json(200, json!(crate::admission::list(&settings)))
 }
 
 /// Routes a `/_sim` request.
@@ -63,9 +105,16 @@ pub(crate) fn route(state: &State, r: &Req) -> Reply {
         }
         ("GET", "/_sim/settings") => Reply::Json(200, json!(state.store.settings())),
         ("POST", "/_sim/settings") => match serde_json::from_slice::<SettingsPatch>(&r.body) {
-            Ok(p) => Reply::Json(200, json!(state.store.update_settings(&p))),
+            Ok(p) => match p.check() {
+                Ok(()) => Reply::Json(200, json!(state.store.update_settings(&p))),
+                Err(e) => bad(format!("bad settings: {e}")),
+            },
             Err(e) => bad(format!("bad settings: {e}")),
         },
+        ("GET", "/_sim/webhooks") => {
+            Reply::Json(200, json!(crate::admission::list(&state.store.settings())))
+        }
+        ("POST", "/_sim/webhooks") => switch_webhooks(state, &r.body),
         ("POST", "/_sim/objects") => {
             let text = String::from_utf8_lossy(&r.body);
             let sc = match crate::scenario::Scenario::parse(&text, "request body") {

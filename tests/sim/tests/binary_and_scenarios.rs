@@ -16,6 +16,7 @@ async fn binary_serves_writes_kubeconfig_and_exits_zero_on_sigterm() {
     let log = dir.join("requests.jsonl");
     let mut child = match Command::new(env!("CARGO_BIN_EXE_harvester-sim"))
         .args([
+            "--plain-http",
             "--listen",
             "127.0.0.1:0",
             "--kube-version",

@@ -15,7 +15,9 @@ async fn request_log_records_every_request() {
     let _ = std::fs::remove_file(&path);
     let cfg = harvester_sim::SimConfig {
         log_file: Some(path.clone()),
-        ..harvester_sim::SimConfig::default().scenario_text(BASE)
+        ..harvester_sim::SimConfig::default()
+            .plain_http()
+            .scenario_text(BASE)
     };
     let sim = match harvester_sim::Sim::start(cfg).await {
         Ok(s) => s,

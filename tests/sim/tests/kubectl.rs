@@ -1,4 +1,4 @@
-//! kubectl fidelity suite: the real kubectl binaries (1.27, 1.33 and the /usr/bin/kubectl
+//! kubectl fidelity suite: the real kubectl binaries (1.27, 1.30, 1.33 and the /usr/bin/kubectl
 //! dispatcher) against the simulator started from power-loss.yaml. A missing binary is skipped
 //! with a printed reason; the suite fails when none is present.
 
@@ -8,8 +8,9 @@ use std::process::Output;
 use harvester_sim::{shipped_scenario, Sim, SimConfig};
 use serde_json::Value;
 
-const CANDIDATES: [&str; 3] = [
+const CANDIDATES: [&str; 4] = [
     "/usr/lib/google-cloud-sdk/bin/kubectl.1.27",
+    "/usr/lib/google-cloud-sdk/bin/kubectl.1.30",
     "/usr/lib/google-cloud-sdk/bin/kubectl.1.33",
     "/usr/bin/kubectl",
 ];
@@ -457,4 +458,242 @@ async fn kubectl_watch_prints_changes() {
         live_rows >= 2,
         "the watch printed the change of vm-live-01: {seen:?}"
     );
+}
+
+/// What kubectl prints for a webhook that is down and one that denies (the operator's view
+/// right after a power cut; see `harvester_sim::admission`).
+#[tokio::test]
+async fn kubectl_shows_webhook_failures_as_the_apiserver_words_them() {
+    for bin in kubectls() {
+        let sim = power_loss().await;
+        let k = Kubectl {
+            bin: &bin,
+            kubeconfig: sim.kubeconfig_path(),
+        };
+        let _ = sim.set_webhook("virt-api", harvester_sim::WebhookState::Down);
+        let patch = [
+            "patch",
+            "vmi",
+            "vm-web-01",
+            "-n",
+            "default",
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+        ];
+        let down = k.run(&patch, None).await;
+        assert!(!down.status.success());
+        let err = String::from_utf8_lossy(&down.stderr);
+        assert!(
+            err.contains("Error from server (InternalError): Internal error occurred: failed calling webhook \"virtualmachineinstances-mutator.kubevirt.io\": failed to call webhook: Post \"https://virt-api.harvester-system.svc:443/virtualmachineinstances-mutate?timeout=10s\": dial tcp 10.53.121.37:443: connect: connection refused"),
+            "{}: {err}",
+            bin.display()
+        );
+        // A 422 denial: kubectl prints the causes of an Invalid Status, not its message.
+        let _ = sim.set_webhook(
+            "virt-api",
+            harvester_sim::WebhookState::deny("spec is immutable"),
+        );
+        let denied = k.run(&patch, None).await;
+        assert!(!denied.status.success());
+        let err = String::from_utf8_lossy(&denied.stderr);
+        assert!(
+            err.contains("The request is invalid") && err.contains("spec is immutable"),
+            "{}: {err}",
+            bin.display()
+        );
+        // A 400 denial (Harvester's NewBadRequest): the whole message.
+        let _ = sim.set_webhook(
+            "virt-api",
+            harvester_sim::WebhookState::Deny {
+                message: "spec is immutable".into(),
+                code: 400,
+            },
+        );
+        let denied = k.run(&patch, None).await;
+        let err = String::from_utf8_lossy(&denied.stderr);
+        assert!(
+            err.contains("Error from server (BadRequest): admission webhook \"virtualmachineinstances-mutator.kubevirt.io\" denied the request: spec is immutable"),
+            "{}: {err}",
+            bin.display()
+        );
+        let _ = sim.set_webhook("virt-api", harvester_sim::WebhookState::Up);
+        k.ok(&patch).await;
+    }
+}
+
+/// A node to drain: a DaemonSet's pod (left alone with --ignore-daemonsets), a pod with an
+/// emptyDir (--delete-emptydir-data) and a pod no controller owns (--force), and a pod bound
+/// ServiceAccount for a pod-bound token.
+const DRAIN: &str = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: drain-me, uid: 9a0b7c3e-0000-4000-8000-00000000d001}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent, namespace: default, uid: 9a0b7c3e-0000-4000-8000-00000000d002}
+spec: {selector: {matchLabels: {app: agent}}, template: {metadata: {labels: {app: agent}}, spec: {containers: [{name: a, image: x}]}}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: agent-x1
+  namespace: default
+  labels: {app: agent}
+  ownerReferences: [{apiVersion: apps/v1, kind: DaemonSet, name: agent, uid: 9a0b7c3e-0000-4000-8000-00000000d002, controller: true}]
+spec: {nodeName: drain-me, containers: [{name: a, image: x}]}
+status: {phase: Running}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: scratch, namespace: default}
+spec: {nodeName: drain-me, containers: [{name: a, image: x}], volumes: [{name: tmp, emptyDir: {}}]}
+status: {phase: Running}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: bare, namespace: default}
+spec: {nodeName: drain-me, serviceAccountName: builder, containers: [{name: a, image: x}]}
+status: {phase: Running}
+"#;
+
+/// kubectl ≥ 1.32 creates with protobuf bodies; `drain` evicts through `pods/eviction` and
+/// `create token` mints a token the simulator then authenticates (see
+/// `harvester_sim::protobuf`, `harvester_sim::tokens`).
+#[tokio::test]
+async fn kubectl_create_drain_and_token() {
+    for bin in kubectls() {
+        let sim = match Sim::start(
+            SimConfig::default()
+                .scenario_file(shipped_scenario("power-loss.yaml"))
+                .scenario_text(DRAIN),
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(e) => panic!("simulator did not start: {e:#}"),
+        };
+        let k = Kubectl {
+            bin: &bin,
+            kubeconfig: sim.kubeconfig_path(),
+        };
+        let b = bin.display();
+        k.ok(&["create", "namespace", "team"]).await;
+        k.ok(&["create", "serviceaccount", "builder", "-n", "team"])
+            .await;
+        k.ok(&["create", "serviceaccount", "builder", "-n", "default"])
+            .await;
+        k.ok(&[
+            "create",
+            "role",
+            "reader",
+            "-n",
+            "team",
+            "--verb=get,list",
+            "--resource=pods",
+        ])
+        .await;
+        k.ok(&[
+            "create",
+            "rolebinding",
+            "reader",
+            "-n",
+            "team",
+            "--role=reader",
+            "--serviceaccount=team:builder",
+        ])
+        .await;
+        let rb = sim
+            .get(
+                "rbac.authorization.k8s.io/v1",
+                "RoleBinding",
+                "team",
+                "reader",
+            )
+            .unwrap_or_default();
+        assert_eq!(rb["roleRef"]["name"], "reader", "{b}: {rb}");
+        assert_eq!(
+            rb["subjects"][0],
+            serde_json::json!({"kind": "ServiceAccount", "name": "builder", "namespace": "team"}),
+            "{b}"
+        );
+        let role = sim
+            .get("rbac.authorization.k8s.io/v1", "Role", "team", "reader")
+            .unwrap_or_default();
+        assert_eq!(
+            role["rules"][0]["verbs"],
+            serde_json::json!(["get", "list"]),
+            "{b}"
+        );
+        let protobuf_creates = sim
+            .mutating_requests()
+            .iter()
+            .filter(|r| r.content_type == "application/vnd.kubernetes.protobuf")
+            .count();
+        let before_1_32 = ["kubectl.1.27", "kubectl.1.30"]
+            .iter()
+            .any(|v| bin.ends_with(v));
+        assert!(
+            before_1_32 || protobuf_creates >= 4,
+            "{b}: kubectl ≥ 1.32 sends protobuf ({protobuf_creates})"
+        );
+
+        // create token: the token authenticates as the ServiceAccount.
+        let token = k.ok(&["create", "token", "builder", "-n", "team"]).await;
+        let who = sim.authenticate_token(token.trim());
+        assert_eq!(
+            who.as_ref().map(|w| w.user.as_str()),
+            Some("system:serviceaccount:team:builder"),
+            "{b}"
+        );
+        // Bound to a pod: the pod's node is in the identity's extra.
+        let token = k
+            .ok(&[
+                "create",
+                "token",
+                "builder",
+                "-n",
+                "default",
+                "--bound-object-kind=Pod",
+                "--bound-object-name=bare",
+            ])
+            .await;
+        let who = sim.authenticate_token(token.trim());
+        assert_eq!(
+            who.as_ref()
+                .and_then(|w| w.extra.get("authentication.kubernetes.io/node-name"))
+                .cloned(),
+            Some(vec!["drain-me".to_string()]),
+            "{b}: {who:?}"
+        );
+
+        // drain: cordon, evict what may go, leave the DaemonSet's pod.
+        k.ok(&[
+            "drain",
+            "drain-me",
+            "--force",
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--timeout=60s",
+        ])
+        .await;
+        let node = sim.get("v1", "Node", "", "drain-me").unwrap_or_default();
+        assert_eq!(node["spec"]["unschedulable"], true, "{b}");
+        for gone in ["scratch", "bare"] {
+            assert!(
+                sim.get("v1", "Pod", "default", gone).is_none(),
+                "{b}: {gone}"
+            );
+        }
+        assert!(sim.get("v1", "Pod", "default", "agent-x1").is_some(), "{b}");
+        let evictions = sim
+            .mutating_requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/eviction") && r.status == 201)
+            .count();
+        assert_eq!(evictions, 2, "{b}: evicted through pods/eviction");
+        // The pod the token was bound to is gone: the token no longer authenticates.
+        assert!(sim.authenticate_token(token.trim()).is_none(), "{b}");
+    }
 }

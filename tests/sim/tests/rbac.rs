@@ -67,9 +67,14 @@ subjects:
 const USER: &str = "system:serviceaccount:default:agent";
 
 async fn sim() -> Sim {
-    let sim = Sim::start(SimConfig::default().scenario_text(BASE).rbac_text(POLICY))
-        .await
-        .unwrap_or_else(|e| panic!("simulator did not start: {e:#}"));
+    let sim = Sim::start(
+        SimConfig::default()
+            .plain_http()
+            .scenario_text(BASE)
+            .rbac_text(POLICY),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("simulator did not start: {e:#}"));
     for (name, ns) in [("a", "default"), ("b", "default")] {
         let mut v = vmi(name, "node-up");
         v["metadata"]["namespace"] = json!(ns);
@@ -338,6 +343,7 @@ async fn binary_enforces_the_deploy_manifests_for_the_service_account_kubeconfig
         }
     }
     let mut child = Command::new(env!("CARGO_BIN_EXE_harvester-sim"))
+        .arg("--plain-http")
         .arg("--kubeconfig-out")
         .arg(&kc)
         .arg("--sa-kubeconfig-out")

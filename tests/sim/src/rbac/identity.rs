@@ -6,6 +6,8 @@
 //! (`system:serviceaccount:<ns>:<name>`, `system:serviceaccounts`,
 //! `system:serviceaccounts:<ns>`, `system:authenticated`).
 
+use std::collections::BTreeMap;
+
 use crate::kubeconfig::TOKEN;
 
 /// Prefix of the tokens the simulator issues for ServiceAccounts: `<prefix><ns>:<name>`.
@@ -38,6 +40,10 @@ pub struct Identity {
     pub groups: Vec<String>,
     /// The ServiceAccount (namespace, name) behind the user, if any.
     pub service_account: Option<(String, String)>,
+    /// `user.Info` extra: a token bound to a pod carries `authentication.kubernetes.io/pod-name`,
+    /// `pod-uid` and `node-name` (k8s.io/kubernetes `pkg/serviceaccount/claims.go`, v1.33.0;
+    /// feature ServiceAccountTokenPodNodeInfo, GA in 1.32).
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl Identity {
@@ -47,6 +53,7 @@ impl Identity {
             user: ADMIN_USER.into(),
             groups: vec![MASTERS_GROUP.into(), "system:authenticated".into()],
             service_account: None,
+            extra: BTreeMap::new(),
         }
     }
 
@@ -60,6 +67,7 @@ impl Identity {
                 "system:authenticated".into(),
             ],
             service_account: Some((namespace.into(), name.into())),
+            extra: BTreeMap::new(),
         }
     }
 
@@ -96,6 +104,7 @@ impl Identity {
             user: user.to_string(),
             groups: all,
             service_account: None,
+            extra: BTreeMap::new(),
         }
     }
 

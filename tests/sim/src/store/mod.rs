@@ -401,6 +401,7 @@ impl Inner {
     /// Logs a write made by a simulated controller.
     fn log_internal(&self, actor: &str, method: &str, path: String, body: Value, status: u16) {
         self.log.push(RequestRecord {
+            user: None,
             seq: 0,
             time: String::new(),
             method: method.into(),

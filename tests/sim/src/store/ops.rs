@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use super::{object_path, Inner, Key, Store};
+use crate::admission::{self, Operation, Phase};
 use crate::convert::{from_view, storage_of, to_view};
 use crate::errors::ApiError;
 use crate::meta;
@@ -340,6 +341,63 @@ impl Store {
         Ok(listed)
     }
 
+    /// `POST pods/NAME/eviction` with a policy/v1 (or v1beta1) Eviction: deletes the pod with
+    /// the Eviction's `deleteOptions`, as k8s.io/kubernetes
+    /// `pkg/registry/core/pod/storage/eviction.go` (v1.33) does when no PodDisruptionBudget
+    /// covers it (the simulator serves none): the name must match the URL's (400), the
+    /// validating webhooks on `pods/eviction` CREATE run first, a missing pod is 404, and a
+    /// Pending pod that is not deleting is deleted with its resourceVersion as precondition.
+    /// Answers `Status` Success with code 201, as the create handler does.
+    pub fn evict(&self, ns: &str, name: &str, eviction: &Value) -> Result<Value, ApiError> {
+        let Some(pods) = find_kind("v1", "Pod") else {
+            return Err(ApiError::path_not_found());
+        };
+        let r = res_def(pods);
+        if eviction.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
+            return Err(ApiError::bad_request(
+                "name in URL does not match name in Eviction object",
+            ));
+        }
+        let kind = eviction
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("Eviction");
+        let av = eviction
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("policy/v1");
+        if kind != "Eviction" || !matches!(av, "policy/v1" | "policy/v1beta1") {
+            return Err(ApiError::bad_request(format!(
+                "not a Eviction object: {av}, Kind={kind}"
+            )));
+        }
+        let mut opts = DeleteOptions::default();
+        if let Some(d) = eviction.get("deleteOptions").filter(|d| d.is_object()) {
+            opts.merge_body(d);
+        }
+        let mut g = self.lock();
+        g.admit(Phase::Mutating, Operation::Create, r, "eviction", name)?;
+        g.admit(Phase::Validating, Operation::Create, r, "eviction", name)?;
+        let pod = g
+            .view_get(pods, &key_for(r, ns, name))
+            .ok_or_else(|| ApiError::not_found(r, name))?;
+        let phase = pod
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        // shouldEnforceResourceVersion: not terminal, not deleting (and here, where no PDB
+        // exists, only the Pending pods that canIgnorePDB lets through get this far with it).
+        if phase == "Pending" && !meta::is_deleting(&pod) && opts.precondition_rv.is_none() {
+            opts.precondition_rv = Some(meta::resource_version(&pod).to_string());
+        }
+        let out = g.delete(pods, ns, name, &opts, None);
+        g.settle();
+        out?;
+        Ok(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        )
+    }
+
     /// Stores an object exactly as given (status, deletionTimestamp and finalizers included),
     /// bypassing create/update/delete semantics but not validation (an object the apiserver
     /// would refuse to store is refused with its 422); fills uid, creationTimestamp and resourceVersion
@@ -374,6 +432,27 @@ impl Store {
 }
 
 impl Inner {
+    /// One phase of the admission webhooks for a write (see [`crate::admission`]).
+    pub(super) fn admit(
+        &self,
+        phase: Phase,
+        operation: Operation,
+        resource: &ResourceDef,
+        subresource: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        admission::admit(
+            &self.settings,
+            phase,
+            &admission::Attributes {
+                operation,
+                resource,
+                subresource,
+                name,
+            },
+        )
+    }
+
     fn namespace_exists(&self, ns: &str) -> bool {
         let Some(nsi) = crate::resources::find("", "v1", "namespaces") else {
             return true;
@@ -446,10 +525,9 @@ impl Inner {
             }
             name = format!("{base}{}", random_suffix());
         }
-        let key = key_for(r, ns, &name);
-        if self.view_get(res, &key).is_some() {
-            return Err(ApiError::already_exists(r, &name));
-        }
+        // The mutating webhooks run in the handler, before the registry's create
+        // (k8s.io/apiserver pkg/endpoints/handlers/create.go, v0.33.0).
+        self.admit(Phase::Mutating, Operation::Create, r, "", &name)?;
         let obj = body
             .as_object_mut()
             .ok_or_else(|| ApiError::bad_request("not an object"))?;
@@ -505,7 +583,13 @@ impl Inner {
                 l.insert("kubernetes.io/metadata.name".into(), json!(name));
             }
         }
+        // Registry Create (pkg/registry/generic/registry/store.go, v0.33.0): the strategy's
+        // validation, then the validating webhooks, then storage, which finds a name taken.
         validation::validate_create(res, &body)?;
+        self.admit(Phase::Validating, Operation::Create, r, "", &name)?;
+        if self.view_get(res, &key_for(r, ns, &name)).is_some() {
+            return Err(ApiError::already_exists(r, &name));
+        }
         let stored = self.view_put(res, body);
         if let Some(a) = actor {
             self.log_internal(a, "POST", object_path(res, ns, ""), stored.clone(), 201);
@@ -547,6 +631,11 @@ impl Inner {
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
         }
+        // Store.Update (store.go, v0.33.0): the updated object (patch applied, mutating
+        // webhooks called) comes first, then the resourceVersion check, the strategy's
+        // validation and the validating webhooks; a no-op is found by storage after all that.
+        let sub = if status { "status" } else { "" };
+        self.admit(Phase::Mutating, Operation::Update, r, sub, name)?;
         let body_rv = meta::resource_version(&body);
         if !body_rv.is_empty() && body_rv != meta::resource_version(&old) {
             return Err(ApiError::stale(r, name));
@@ -614,6 +703,7 @@ impl Inner {
             m.remove("selfLink");
         }
         validation::validate_update(res, &new, &old)?;
+        self.admit(Phase::Validating, Operation::Update, r, sub, name)?;
         if r.tracks_generation() && meta::spec_part(&new) != meta::spec_part(&old) {
             let gen = old
                 .pointer("/metadata/generation")
@@ -705,6 +795,10 @@ impl Inner {
                 ));
             }
         }
+        // The DELETE webhooks: mutating in the handler, validating as the registry's
+        // deleteValidation once the preconditions hold (store.go Delete, v0.33.0).
+        self.admit(Phase::Mutating, Operation::Delete, r, "", name)?;
+        self.admit(Phase::Validating, Operation::Delete, r, "", name)?;
         if let Some(a) = actor {
             let body = json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": opts.grace_period_seconds, "propagationPolicy": opts.propagation_policy});
             self.log_internal(a, "DELETE", object_path(res, ns, name), body, 200);

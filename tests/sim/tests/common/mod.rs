@@ -34,7 +34,8 @@ metadata: {name: node-down}
 
 /// Starts a simulator from the base scenario plus `extra` YAML.
 pub async fn sim_with(extra: &str) -> Sim {
-    let mut cfg = SimConfig::default().scenario_text(BASE);
+    // Plain HTTP: the raw client below does not do TLS (HTTPS is tested in tls.rs).
+    let mut cfg = SimConfig::default().plain_http().scenario_text(BASE);
     if !extra.trim().is_empty() {
         cfg = cfg.scenario_text(extra);
     }
@@ -93,6 +94,24 @@ impl Http {
         accept: Option<&str>,
         body: &str,
     ) -> Resp {
+        self.send_raw(method, path, ct, accept, Bytes::from(body.to_string()))
+            .await
+    }
+
+    /// Sends a binary body (protobuf).
+    pub async fn send_bytes(&self, method: &str, path: &str, ct: &str, body: Vec<u8>) -> Resp {
+        self.send_raw(method, path, Some(ct), None, Bytes::from(body))
+            .await
+    }
+
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        ct: Option<&str>,
+        accept: Option<&str>,
+        body: Bytes,
+    ) -> Resp {
         let mut b = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{}", self.base, path));
@@ -105,7 +124,7 @@ impl Http {
         if let Some(t) = &self.token {
             b = b.header("Authorization", format!("Bearer {t}"));
         }
-        let req = match b.body(Full::new(Bytes::from(body.to_string()))) {
+        let req = match b.body(Full::new(body)) {
             Ok(r) => r,
             Err(e) => panic!("bad request {method} {path}: {e}"),
         };
