@@ -843,7 +843,13 @@ async fn healthy_node_pass(text: &str, figures: &mut Figures) {
     let out = tokio::process::Command::new(BIN)
         .arg("--kubeconfig")
         .arg(sim.kubeconfig_path())
-        .args(["--node", "harvester-node-10", "--log-target", "stderr", "--state-dir"])
+        .args([
+            "--node",
+            "harvester-node-10",
+            "--log-target",
+            "stderr",
+            "--state-dir",
+        ])
         .arg(state.path())
         .arg("--host-root")
         .arg(host.path())

@@ -13,6 +13,10 @@ use serde_json::json;
 
 const WEB_VMI_UID: &str = "22222222-0000-4000-8000-000000000001";
 
+/// The node scan sees every process on the machine: one test's fake qemu for vm-web-01
+/// would be "still running here" for the other's runs. They take turns.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn reference() -> (Allowed, std::collections::BTreeMap<String, Vec<String>>) {
     let env = Env::power_loss().await;
     let allowed = Allowed::from_plan(&env.run(DRY_RUN).await.json());
@@ -27,6 +31,7 @@ async fn both(env: &Env, args: &[&str]) -> (Ran, Ran) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runs_at_once_only_the_lease_holder_acts() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let (allowed, end) = reference().await;
     let env = Env::power_loss().await;
     // Keep the holder busy long enough for the other to find the Lease taken.
@@ -180,6 +185,7 @@ async fn a_vm_process_started_between_plan_and_apply_leaves_the_vm_alone() {
 /// this machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_or_process_appearing_between_plan_and_apply_leaves_the_vm_alone() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     a_launcher_pod_created_between_plan_and_apply_leaves_the_vm_alone().await;
     a_vm_process_started_between_plan_and_apply_leaves_the_vm_alone().await;
 }
