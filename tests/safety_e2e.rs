@@ -300,3 +300,52 @@ async fn an_attachment_elsewhere_since_the_plan_leaves_the_vm_alone() {
         Some(2)
     );
 }
+
+#[path = "fixtures/node/host_tree.rs"]
+#[allow(dead_code)]
+mod host_tree;
+
+/// Items 3 and 4, end to end: vm-web-01's Longhorn volume is attached here with a
+/// partition that a guest filesystem mounted on the host uses, and vm-legacy-01's disk
+/// is a static PV (`restored-legacy`) whose device carries a device-mapper volume (a
+/// guest LVM the host auto-activated). Both are blocked as held; before, only the whole
+/// device under the PV name was checked and both were "not held".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_stacked_devices_and_static_pvs_block_end_to_end() {
+    if !host_tree::is_root() {
+        eprintln!("skipped: mknod needs root");
+        return;
+    }
+    let env = Env::power_loss().await;
+    let t = host_tree::HostTree::new(env.host_root.path());
+    t.longhorn("pvc-44444444-0000-4000-8000-000000000001", "sdg", (8, 96));
+    t.partition("sdg", "sdg1", (8, 97), 1);
+    // vm-legacy-01's PV is static: its Longhorn volume has another name.
+    let mut pv = env
+        .sim
+        .list("v1", "PersistentVolume")
+        .into_iter()
+        .find(|p| {
+            p["spec"]["claimRef"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("vm-legacy-01"))
+        })
+        .expect("vm-legacy-01's PV");
+    pv["spec"]["csi"]["volumeHandle"] = "restored-legacy".into();
+    env.sim.put(pv).expect("static PV");
+    t.longhorn("restored-legacy", "sdh", (8, 112));
+    t.partition("sdh", "sdh1", (8, 113), 1);
+    t.dm("dm-5", (253, 5), "vg_guest-root", &["sdh1"]);
+    t.mountinfo(
+        "25 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n\
+         90 25 8:97 / /mnt/guest-data rw,relatime shared:40 - ext4 /dev/sdg1 rw\n",
+    );
+    let dry = env.run(e2e_support::DRY_RUN).await;
+    let plan = dry.json();
+    for (vm, needle) in [("vm-web-01", "sdg1"), ("vm-legacy-01", "dm-5")] {
+        let d = decision(&plan, vm);
+        assert_eq!(d["action"]["kind"], "blocked", "{d:#}");
+        assert!(d["blockers"].to_string().contains("disk_held"), "{d:#}");
+        assert!(d["reasons"].to_string().contains(needle), "{vm}: {d:#}");
+    }
+}
