@@ -106,7 +106,7 @@
 //! scratch copy of the store: nothing is stored, no watcher sees it, no controller reacts.
 //!
 //! # Control API over HTTP
-//! See [`simapi`](crate::simapi) for `/_sim/requests`, `/_sim/faults`, `/_sim/settings`,
+//! See [`simapi`] for `/_sim/requests`, `/_sim/faults`, `/_sim/settings`,
 //! `/_sim/webhooks`, `/_sim/objects` and `/_sim/compact`.
 //!
 //! # Scenario files

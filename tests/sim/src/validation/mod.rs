@@ -353,8 +353,8 @@ fn micro_time_fields(r: &ResourceDef) -> &'static [&'static str] {
 }
 
 /// The 400 the apiserver answers when a body's `MicroTime` does not decode
-/// (`pkg/endpoints/handlers/rest.go` `transformDecodeError`: "<Kind> in version \"v1\"
-/// cannot be handled as a <Kind>: parsing time ...").
+/// (`pkg/endpoints/handlers/rest.go` `transformDecodeError`: "`<Kind>` in version \"v1\"
+/// cannot be handled as a `<Kind>`: parsing time ...").
 pub fn check_micro_times(r: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
     for p in micro_time_fields(r) {
         let Some(v) = obj.pointer(p) else { continue };
