@@ -5,8 +5,6 @@ mod e2e_support;
 #[path = "fixtures/node/support.rs"]
 mod node_support;
 
-use std::time::Duration;
-
 use e2e_support::*;
 use harvester_sim::FaultAction;
 use serde_json::json;
@@ -79,37 +77,6 @@ async fn two_runs_at_once_only_the_lease_holder_acts() {
         allowed.finalizers.len(),
         "each planned finalizer patch applied once in all"
     );
-}
-
-/// Holds the Lease create (after the plan, before any change) while `meanwhile` runs.
-async fn between_plan_and_apply(env: &Env, meanwhile: impl FnOnce()) -> Ran {
-    env.sim.add_fault(rule(
-        "POST",
-        "*/leases",
-        FaultAction::Latency { ms: 800 },
-        Some(1),
-    ));
-    let child = env
-        .command(&[RUN, &["--only", "default/vm-web-01"]].concat())
-        .spawn()
-        .expect("spawn");
-    for _ in 0..500 {
-        if env.sim.faults()[0].fired > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(
-        env.sim.faults()[0].fired > 0,
-        "the run never reached the Lease"
-    );
-    meanwhile();
-    let out = child.wait_with_output().await.expect("wait");
-    Ran {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 fn web_left_alone(env: &Env, run: &Ran, why: &str) {

@@ -229,37 +229,6 @@ async fn a_stale_migration_label_does_not_block_forever() {
         .is_none());
 }
 
-/// Holds the Lease create (after the plan, before any change) while `meanwhile` runs.
-async fn between_plan_and_apply(env: &Env, meanwhile: impl FnOnce()) -> e2e_support::Ran {
-    env.sim.add_fault(e2e_support::rule(
-        "POST",
-        "*/leases",
-        harvester_sim::FaultAction::Latency { ms: 800 },
-        Some(1),
-    ));
-    let child = env
-        .command(&[RUN, &["--only", "default/vm-web-01"]].concat())
-        .spawn()
-        .expect("spawn");
-    for _ in 0..500 {
-        if env.sim.faults()[0].fired > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    assert!(
-        env.sim.faults()[0].fired > 0,
-        "the run never reached the Lease"
-    );
-    meanwhile();
-    let out = child.wait_with_output().await.expect("wait");
-    e2e_support::Ran {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// Item 5: the proof is re-established right before the first change, attachments
 /// included: a disk Longhorn attached to another node since the plan leaves the VM alone,
 /// and the audit evidence is the fresh one.
@@ -267,7 +236,7 @@ async fn between_plan_and_apply(env: &Env, meanwhile: impl FnOnce()) -> e2e_supp
 async fn an_attachment_elsewhere_since_the_plan_leaves_the_vm_alone() {
     let env = Env::power_loss().await;
     let volume = "pvc-44444444-0000-4000-8000-000000000001";
-    let ran = between_plan_and_apply(&env, || {
+    let ran = e2e_support::between_plan_and_apply(&env, || {
         let mut v = env
             .sim
             .get("longhorn.io/v1beta2", "Volume", "longhorn-system", volume)

@@ -117,10 +117,7 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    let api = Api::<K>::namespaced(client.clone(), ns);
-    with_retries(&format!("get {what} {ns}/{name}"), || api.get_opt(name))
-        .await
-        .map_err(|e| describe(&e, "get", &format!("{what} {ns}/{name}")))
+    get(client, ns, name, what, false).await
 }
 
 /// Like [`get_named`] for a resource that may not exist in the cluster (Longhorn CRDs):
@@ -137,10 +134,26 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
+    get(client, ns, name, what, true).await
+}
+
+async fn get<K>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    optional: bool,
+) -> Result<Option<K>, String>
+where
+    K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
     let api = Api::<K>::namespaced(client.clone(), ns);
     match with_retries(&format!("get {what} {ns}/{name}"), || api.get_opt(name)).await {
         Ok(v) => Ok(v),
-        Err(e) if status_code(&e) == Some(404) => Ok(None),
+        Err(e) if optional && status_code(&e) == Some(404) => Ok(None),
         Err(e) => Err(describe(&e, "get", &format!("{what} {ns}/{name}"))),
     }
 }

@@ -447,3 +447,35 @@ pub fn decisions(plan: &Value) -> BTreeMap<String, String> {
         })
         .collect()
 }
+
+/// Runs `run --only default/vm-web-01`, holding its Lease create (after the plan, before
+/// any change) while `meanwhile` runs.
+pub async fn between_plan_and_apply(env: &Env, meanwhile: impl FnOnce()) -> Ran {
+    env.sim.add_fault(rule(
+        "POST",
+        "*/leases",
+        harvester_sim::FaultAction::Latency { ms: 800 },
+        Some(1),
+    ));
+    let child = env
+        .command(&[RUN, &["--only", "default/vm-web-01"]].concat())
+        .spawn()
+        .expect("spawn");
+    for _ in 0..500 {
+        if env.sim.faults()[0].fired > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(
+        env.sim.faults()[0].fired > 0,
+        "the run never reached the Lease"
+    );
+    meanwhile();
+    let out = child.wait_with_output().await.expect("wait");
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
