@@ -271,7 +271,6 @@ async fn an_attachment_elsewhere_since_the_plan_leaves_the_vm_alone() {
 }
 
 #[path = "fixtures/node/host_tree.rs"]
-#[allow(dead_code)]
 mod host_tree;
 
 /// Items 3 and 4, end to end: vm-web-01's Longhorn volume is attached here with a
