@@ -320,9 +320,9 @@ async fn attachments_of(
         Ok::<_, String>(out)
     });
     let (vas, longhorn) = tokio::join!(vas, futures::future::join_all(longhorn));
+    // Every attacher: a disk of another CSI driver attached elsewhere blocks just the same.
     let mut all: Vec<AttachmentView> = vas?
         .iter()
-        .filter(|va| va.spec.attacher == LONGHORN_DRIVER)
         .filter_map(AttachmentView::from_csi)
         .filter(|a| keys.contains(&a.volume))
         .collect();

@@ -17,6 +17,7 @@ use super::audit::{self, AuditRecord};
 use super::finalizers::ObjectKind;
 use super::intents::{IntentDisk, IntentStore, RecoveryIntent};
 use super::model::{Action, Decision, OrphanDecision, Plan, Step};
+use super::plan::still_mine;
 use super::recheck::Recheck;
 use super::report::{OrphanOutcome, StepAction, StepOutcome, StepStatus, VmOutcome, VmResult};
 use crate::cluster::LeaseGuard;
@@ -24,7 +25,7 @@ use crate::cluster::ObjectKey;
 use crate::cluster::{backoff, retryable, with_retries, ATTEMPTS};
 use crate::cluster::{describe, status_code};
 use crate::cluster::{EventRecorder, Regarding};
-use crate::cluster::{VirtualMachine, VirtualMachineInstance};
+use crate::cluster::{VirtualMachine, VirtualMachineInstance, VmiView};
 use crate::node::orphans;
 
 /// How many times a finalizer patch is re-read and retried after a conflict.
@@ -256,8 +257,15 @@ async fn recover_steps(
                     });
                     continue;
                 }
-                let (result, requests) =
-                    clear_finalizers(&ctx.client, *kind, object, expected, remove).await;
+                let (result, requests) = clear_finalizers(
+                    &ctx.client,
+                    ctx.recheck.node(),
+                    *kind,
+                    object,
+                    expected,
+                    remove,
+                )
+                .await;
                 out.requests += requests;
                 let (status, text, removed) = match &result {
                     Ok(Cleared::Removed(r)) => (
@@ -558,6 +566,7 @@ enum Stop {
 /// one no longer deleting → left alone.
 async fn clear_finalizers(
     client: &Client,
+    node: &str,
     kind: ObjectKind,
     object: &ObjectKey,
     planned: &[String],
@@ -565,14 +574,18 @@ async fn clear_finalizers(
 ) -> (Result<Cleared, Stop>, u32) {
     match kind {
         ObjectKind::Vmi => {
-            clear_on::<VirtualMachineInstance>(client, object, planned, remove).await
+            clear_on::<VirtualMachineInstance>(client, Some(node), object, planned, remove).await
         }
-        ObjectKind::Vm => clear_on::<VirtualMachine>(client, object, planned, remove).await,
+        ObjectKind::Vm => clear_on::<VirtualMachine>(client, None, object, planned, remove).await,
     }
 }
 
+/// `still_on`: for a VMI, this node's name: a VMI re-read after a conflict must still be
+/// this node's and not migrating, or it is left alone (the conflict may be exactly that
+/// move).
 async fn clear_on<K>(
     client: &Client,
+    still_on: Option<&str>,
     object: &ObjectKey,
     planned: &[String],
     remove: &[String],
@@ -581,6 +594,7 @@ where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + DeserializeOwned
+        + serde::Serialize
         + std::fmt::Debug,
 {
     let api = Api::<K>::namespaced(client.clone(), &object.namespace);
@@ -654,6 +668,18 @@ where
                         Err(Stop::Abort(format!("{what} is no longer being deleted"))),
                         requests,
                     );
+                }
+                if let Some(node) = still_on {
+                    let moved = serde_json::to_value(&current)
+                        .and_then(serde_json::from_value::<VirtualMachineInstance>)
+                        .map(|v| still_mine(&VmiView::from(&v), node))
+                        .unwrap_or_else(|e| Some(format!("it could not be read back ({e})")));
+                    if let Some(why) = moved {
+                        return (
+                            Err(Stop::Abort(format!("{what} moved since the plan: {why}"))),
+                            requests,
+                        );
+                    }
                 }
                 let now = meta.finalizers.clone().unwrap_or_default();
                 if let Some(added) = now.iter().find(|f| !planned.contains(f)) {

@@ -64,6 +64,14 @@ fn bound(facts: &Facts, ns: &str, claim: &str, pv: &str, out: &mut Resolved) {
                 Blocker::EvidenceMissing,
                 format!("PV {pv} not found: its Longhorn volume cannot be checked"),
             )),
+            Some(p) if p.driver.as_deref() != Some(LONGHORN_DRIVER) => out.reasons.push((
+                Blocker::EvidenceMissing,
+                format!(
+                    "PV {pv} of PVC {ns}/{claim} is not a Longhorn volume (driver {}): vmrecover \
+                     proves only Longhorn disks free on this node",
+                    p.driver.as_deref().unwrap_or("none: not a CSI volume")
+                ),
+            )),
             Some(p) => out.disks.push(DiskKey {
                 pvc: Some(format!("{ns}/{claim}")),
                 pv: pv.to_string(),
@@ -79,17 +87,26 @@ fn bound(facts: &Facts, ns: &str, claim: &str, pv: &str, out: &mut Resolved) {
 fn gone(facts: &Facts, ns: &str, vmi_uid: &str, claim: &str, out: &mut Resolved) {
     let key = (ns.to_string(), claim.to_string());
     // What an earlier run recorded about this disk: keys for fresh reads, never a proof.
-    let recorded: Vec<_> = facts
-        .intents
-        .value()
-        .map(|is| {
-            is.iter()
-                .filter(|i| i.vmi_uid == vmi_uid || i.namespace == ns)
-                .flat_map(|i| i.disks.iter().filter(|d| d.pvc == claim))
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let intents = match facts.intents.as_result() {
+        Ok(i) => i,
+        Err(why) => {
+            out.reasons.push((
+                Blocker::EvidenceMissing,
+                format!(
+                    "PVC {ns}/{claim} is gone and what earlier runs recorded about its disk \
+                     could not be read ({why})"
+                ),
+            ));
+            return;
+        }
+    };
+    let full = format!("{ns}/{claim}");
+    let recorded: Vec<_> = intents
+        .iter()
+        .filter(|i| i.vmi_uid == vmi_uid || i.namespace == ns)
+        .flat_map(|i| i.disks.iter().filter(|d| d.pvc == full || d.pvc == claim))
+        .cloned()
+        .collect();
     let pvs = match facts.cluster.pvs.as_result() {
         Ok(p) => p,
         Err(why) => {

@@ -32,8 +32,12 @@ pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
                 .unwrap_or_default();
             let mut seen_vms = BTreeSet::new();
             for vmi in vmis {
-                let vm_name = vmi.owner_vm.as_ref().map(|(n, _)| n.as_str());
-                let vm = vm_name.and_then(|n| vms.get(&(vmi.key.namespace.as_str(), n)).copied());
+                // The owning VM by name and UID: a VM recreated under the same name is not it.
+                let vm = vmi.owner_vm.as_ref().and_then(|(n, uid)| {
+                    vms.get(&(vmi.key.namespace.as_str(), n.as_str()))
+                        .copied()
+                        .filter(|vm| &vm.key.uid == uid)
+                });
                 if let Some(vm) = vm {
                     seen_vms.insert(vm.key.uid.clone());
                 }
@@ -503,6 +507,8 @@ fn decide_vm_without_vmi(
         },
         ..VmiView::default()
     };
+    // The re-check reads the VMI by name: it must still be gone (or not this node's one).
+    d.vmi = Some(ghost.key.clone());
     if let Err(reasons) = prove_nothing_here(facts, &ghost, &intent.pvcs, &mut d) {
         return Some(d.block_all(reasons));
     }
@@ -840,7 +846,13 @@ fn find_orphans(facts: &Facts, policy: &Policy) -> Vec<OrphanDecision> {
             },
             _ => Err("its command line names no VMI namespace/name to look up: not killed".into()),
         };
+        let selected = policy.only.is_empty()
+            || policy.only.iter().any(|o| {
+                Some(o.namespace.as_str()) == p.namespace.as_deref()
+                    && Some(o.name.as_str()) == p.name.as_deref()
+            });
         let (kill, reason) = match verdict {
+            Ok(why) if !selected => (false, format!("{why}; not selected by --only: not killed")),
             Ok(why) if policy.kill_orphans => (
                 true,
                 format!("{why}; --kill-orphans: SIGTERM, then SIGKILL"),

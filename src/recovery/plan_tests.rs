@@ -1065,3 +1065,65 @@ fn thousands_of_finalizers_are_summarised() {
     assert!(why.len() < 600, "{} bytes: {why}", why.len());
     assert!(why.contains("4995 more (5000 in all)"), "{why}");
 }
+
+/// Review findings: a disk of another CSI driver is not proven free here; a gone PVC's
+/// disk recorded by an earlier run is followed by the key it was recorded under; an
+/// unreadable intents file stops the absence proof; a recreated VM of the same name is
+/// not the VMI's owner.
+#[test]
+fn review_findings_fail_closed() {
+    use crate::recovery::intents::{IntentDisk, RecoveryIntent};
+    // Another driver.
+    let mut f = facts();
+    let mut p = pv("a");
+    p.driver = Some("rbd.csi.ceph.com".into());
+    f.cluster.pvs = Gathered::read(vec![p]);
+    assert_blocked(&f, &policy(), "not a Longhorn volume");
+
+    // A recorded disk whose PV still exists but no longer names the claim: followed.
+    let mut f = facts();
+    f.cluster.pvcs = Gathered::read(vec![]);
+    let mut p = pv("a");
+    p.claim_ref = None;
+    f.cluster.pvs = Gathered::read(vec![p]);
+    f.cluster.attachments = Gathered::read(vec![AttachmentView {
+        volume: "pvc-a".into(),
+        node: "n2".into(),
+        source: "volumeattachment/csi-x".into(),
+        attached: true,
+    }]);
+    f.intents = Gathered::read(vec![RecoveryIntent {
+        namespace: "default".into(),
+        name: "a".into(),
+        vm_uid: "uid-vm-a".into(),
+        vmi_uid: "uid-vmi-a".into(),
+        pvcs: vec!["a-disk".into()],
+        disks: vec![IntentDisk {
+            pvc: "default/a-disk".into(),
+            pv: "pvc-a".into(),
+            handle: "pvc-a".into(),
+            driver: Some("driver.longhorn.io".into()),
+        }],
+        started: t("2026-01-01T11:50:00Z"),
+    }]);
+    assert_blocked(&f, &policy(), "to node n2");
+
+    // Intents unreadable: no absence proof.
+    let mut f = facts();
+    f.cluster.pvcs = Gathered::read(vec![]);
+    f.cluster.pvs = Gathered::read(vec![]);
+    f.intents = Gathered::unreadable("recovery-intents.json", "truncated");
+    assert_blocked(&f, &policy(), "could not be read");
+
+    // A VM recreated under the same name is not the owner: only the VMI is cleared.
+    let mut f = facts();
+    let mut other = vm("a");
+    other.key.uid = "uid-vm-a-new".into();
+    f.cluster.vms = Gathered::read(vec![other]);
+    let d = only_decision(&f, &policy());
+    assert!(
+        steps(&d.action).iter().all(|s| !s.starts_with("clear vm:")),
+        "{:?}",
+        steps(&d.action)
+    );
+}

@@ -19,7 +19,7 @@ use crate::cluster::describe;
 use crate::cluster::with_retries;
 use crate::cluster::{
     status_code, AttachmentView, LonghornVolume, LonghornVolumeAttachment, NodeIdentity, PodView,
-    VirtualMachineInstance, VmiView, LONGHORN_DRIVER, LONGHORN_NAMESPACE,
+    VirtualMachineInstance, VmiView, LONGHORN_NAMESPACE,
 };
 use crate::cluster::{LABEL_KUBEVIRT, VIRT_LAUNCHER};
 use crate::node::{self, NodeFacts, NodeOptions, VolumeKey};
@@ -93,6 +93,11 @@ impl Recheck {
         Ok(())
     }
 
+    /// The node re-checked for.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// Forgets the cached evidence, so the next check re-reads it (after a wait).
     pub async fn invalidate(&self) {
         *self.cache.lock().await = None;
@@ -121,7 +126,6 @@ impl Recheck {
             .map(|l| {
                 l.items
                     .iter()
-                    .filter(|va| va.spec.attacher == LONGHORN_DRIVER)
                     .filter_map(AttachmentView::from_csi)
                     .collect()
             })
