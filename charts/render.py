@@ -266,6 +266,10 @@ def cmd_package(args) -> int:
                     problems.append(f"{rel} is in the chart but not in {tgz.name}")
                 elif rel not in want:
                     problems.append(f"{rel} is in {tgz.name} but not in the chart")
+                elif rel == "Chart.yaml":
+                    # helm package writes Chart.yaml re-serialised: compare what it says.
+                    if helm.values_from_yaml(want[rel].decode()) != helm.values_from_yaml(have[rel].decode()):
+                        problems.append(f"Chart.yaml differs between the chart and {tgz.name}")
                 elif want[rel] != have[rel]:
                     problems.append(f"{rel} differs between the chart and {tgz.name}")
             index = (repo_dir / "index.yaml").read_text() if (repo_dir / "index.yaml").exists() else ""
