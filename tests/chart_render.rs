@@ -21,7 +21,6 @@ mod chart_support;
 
 use chart_support::*;
 use harvester_sim::{shipped_scenario, Sim, SimConfig};
-use serde_json::Value;
 
 #[test]
 fn deploy_and_the_generated_files_are_the_charts_rendering() {
