@@ -6,7 +6,7 @@
 //! - `vmrecover status` reads the project's real journal fixtures through the image's own
 //!   journalctl and reaches the same boot verdict, decided by the same source, as the
 //!   host-built binary with the host's journalctl (the image ships journalctl: see
-//!   image/Containerfile for why);
+//!   docs/install.md for why);
 //! - the init container's command copies the binary out with every capability dropped and a
 //!   read-only root, and the copy runs.
 //!
