@@ -24,10 +24,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import hashlib
-import io
 import json
-import os
-import shutil
 import sys
 import tarfile
 import tempfile
@@ -153,9 +150,6 @@ def cmd_deploy(args) -> int:
     for unit in ("vmrecover-boot.service", "vmrecover.service"):
         src = (REPO / "systemd" / unit).read_text()
         check_or_write(CHART / "files" / unit, src, args.check, stale)
-    if stale and args.check:
-        # The renders below read the chart's copies: report these first.
-        pass
     defaults = render(CHART, {}, RELEASE, NAMESPACE)
     expected = {}
     for rel, text in defaults.items():
