@@ -1,4 +1,5 @@
-//! The deployment artefacts (issue 6): `deploy/` renders with `kubectl kustomize`, the real
+//! The deployment artefacts (issue 6): `deploy/` (the chart `charts/vmrecover` rendered with
+//! its default values, kept current by tests/chart_render.rs) renders with `kubectl kustomize`, the real
 //! kubectl (1.27, 1.33, the dispatcher) applies the rendering with `--dry-run=server` against
 //! the simulated Harvester (RBAC off and on), the DaemonSet has the shape a node agent needs,
 //! and both systemd units pass `systemd-analyze verify`. A missing kubectl binary or
@@ -156,8 +157,28 @@ fn daemonset_is_shaped_for_a_node_agent() {
             "--state-dir",
             "/usr/local/vmrecover",
             "--log-format",
-            "json"
+            "json",
+            "--act-on",
+            "unclean",
+            "--boot-window",
+            "30m",
+            "--stuck-after",
+            "5m",
+            "--controller-grace",
+            "2m",
+            "--max-vms",
+            "50",
+            "--metrics-addr",
+            "0.0.0.0:9477"
         ]
+    );
+    // The init container puts the binary where the host units run it.
+    let init = &pod["initContainers"][0];
+    assert_eq!(init["name"], "install-host-binary");
+    assert_eq!(init["image"], c["image"]);
+    assert_eq!(
+        strs(&init["command"]).last().copied(),
+        Some("/usr/local/vmrecover/bin/vmrecover")
     );
     let env = |name: &str| {
         c["env"]
@@ -393,7 +414,7 @@ async fn kubectl_as_the_service_account_gets_the_real_forbidden_message() {
 }
 
 /// `systemd-analyze verify` on both units, with ExecStart pointing at the built binary (the
-/// units name /usr/local/bin/vmrecover, which a build machine does not have).
+/// units name /usr/local/vmrecover/bin/vmrecover, which a build machine does not have).
 #[test]
 fn systemd_units_verify() {
     let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
@@ -410,10 +431,13 @@ fn systemd_units_verify() {
         let text = std::fs::read_to_string(repo().join("systemd").join(name))
             .unwrap_or_else(|e| panic!("systemd/{name}: {e}"));
         assert!(
-            text.contains("/usr/local/bin/vmrecover"),
-            "{name} runs /usr/local/bin/vmrecover"
+            text.contains("/usr/local/vmrecover/bin/vmrecover"),
+            "{name} runs /usr/local/vmrecover/bin/vmrecover"
         );
-        let text = text.replace("/usr/local/bin/vmrecover", env!("CARGO_BIN_EXE_vmrecover"));
+        let text = text.replace(
+            "/usr/local/vmrecover/bin/vmrecover",
+            env!("CARGO_BIN_EXE_vmrecover"),
+        );
         let path = dir.path().join(name);
         std::fs::write(&path, text).expect("write unit copy");
         units.push(path);
@@ -443,6 +467,7 @@ fn systemd_units_verify() {
         "NoNewPrivileges=yes",
         "PrivateTmp=yes",
         "ReadWritePaths=/usr/local/vmrecover",
+        "ReadOnlyPaths=-/usr/local/vmrecover/bin",
         "CapabilityBoundingSet=CAP_SYS_PTRACE CAP_DAC_READ_SEARCH CAP_KILL",
     ] {
         assert!(

@@ -43,6 +43,26 @@ struct OutcomeLabel {
     result: String,
 }
 
+/// The `result` label of `vmrecover_vm_outcomes_total`.
+fn outcome_label(r: VmResult) -> &'static str {
+    match r {
+        VmResult::Recovered => "recovered",
+        VmResult::FinishedByController => "finished_by_controller",
+        VmResult::HandedToController => "handed_to_controller",
+        VmResult::Aborted => "aborted",
+        VmResult::Failed => "failed",
+    }
+}
+
+/// Every outcome label, exported at 0 from the start.
+const OUTCOME_LABELS: [&str; 5] = [
+    "recovered",
+    "finished_by_controller",
+    "handed_to_controller",
+    "aborted",
+    "failed",
+];
+
 /// The agent's metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -102,6 +122,13 @@ impl Metrics {
             "VM recoveries by how they ended",
             outcomes.clone(),
         );
+        // Every outcome is exported from the start, at 0: an alert on `increase()` then sees
+        // the first failure (a series born at 1 has no increase).
+        for result in OUTCOME_LABELS {
+            let _ = outcomes.get_or_create(&OutcomeLabel {
+                result: result.into(),
+            });
+        }
         registry.register(
             "run_duration_seconds",
             "Duration of mutating runs",
@@ -179,13 +206,7 @@ impl Metrics {
         self.run_duration.observe(secs);
         self.last_run.set(report.finished.as_second() as f64);
         for o in &report.outcomes {
-            let result = match o.result {
-                VmResult::Recovered => "recovered",
-                VmResult::FinishedByController => "finished_by_controller",
-                VmResult::HandedToController => "handed_to_controller",
-                VmResult::Aborted => "aborted",
-                VmResult::Failed => "failed",
-            };
+            let result = outcome_label(o.result);
             self.outcomes
                 .get_or_create(&OutcomeLabel {
                     result: result.into(),
@@ -237,6 +258,26 @@ mod tests {
     use crate::config::Policy;
     use crate::recovery::fixtures::facts;
     use crate::recovery::{Action, Blocker};
+
+    /// The failed outcome (and every other) is exported at 0 before any run, and the labels
+    /// are the ones `outcome_label` gives.
+    #[test]
+    fn outcomes_start_at_zero() {
+        let text = Metrics::new().encode();
+        for r in [
+            VmResult::Recovered,
+            VmResult::FinishedByController,
+            VmResult::HandedToController,
+            VmResult::Aborted,
+            VmResult::Failed,
+        ] {
+            let line = format!(
+                r#"vmrecover_vm_outcomes_total{{result="{}"}} 0"#,
+                outcome_label(r)
+            );
+            assert!(text.contains(&line), "{line} missing from\n{text}");
+        }
+    }
 
     /// Every blocker kind reaches `vmrecover_vms{reason}` as its enum label, whatever the
     /// reason text says (here: text that names another kind).
