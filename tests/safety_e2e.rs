@@ -317,3 +317,60 @@ async fn partitions_stacked_devices_and_static_pvs_block_end_to_end() {
         assert!(d["reasons"].to_string().contains(needle), "{vm}: {d:#}");
     }
 }
+
+/// Item 6: a memory-dump volume's PVC is checked like any disk: its PV attached to another
+/// node blocks the VM (before, memoryDump volumes were not looked at).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_dump_volume_is_checked_end_to_end() {
+    let dump = r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: vm-web-01-dump, namespace: default}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 5Gi}}
+  volumeName: pvc-web-01-dump
+status: {phase: Bound}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pvc-web-01-dump}
+spec:
+  capacity: {storage: 5Gi}
+  accessModes: [ReadWriteOnce]
+  claimRef: {kind: PersistentVolumeClaim, namespace: default, name: vm-web-01-dump}
+  csi: {driver: driver.longhorn.io, volumeHandle: pvc-web-01-dump}
+status: {phase: Bound}
+---
+apiVersion: storage.k8s.io/v1
+kind: VolumeAttachment
+metadata: {name: csi-web-01-dump-node2}
+spec:
+  attacher: driver.longhorn.io
+  nodeName: harvester-node-2
+  source: {persistentVolumeName: pvc-web-01-dump}
+status: {attached: true}
+"#;
+    let env = Env::with_texts(&[dump]).await;
+    let mut vmi = env
+        .sim
+        .get(
+            "kubevirt.io/v1",
+            "VirtualMachineInstance",
+            "default",
+            "vm-web-01",
+        )
+        .expect("vm-web-01");
+    vmi["spec"]["volumes"]
+        .as_array_mut()
+        .expect("volumes")
+        .push(serde_json::json!({"name": "dump", "memoryDump": {"claimName": "vm-web-01-dump"}}));
+    env.sim.put(vmi).expect("add the memory dump volume");
+    let dry = env.run(e2e_support::DRY_RUN).await;
+    let d = decision(&dry.json(), "vm-web-01").clone();
+    assert_eq!(d["action"]["kind"], "blocked", "{d:#}");
+    assert!(
+        d["reasons"].to_string().contains("pvc-web-01-dump")
+            && d["reasons"].to_string().contains("harvester-node-2"),
+        "{d:#}"
+    );
+}
