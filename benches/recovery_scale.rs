@@ -865,11 +865,13 @@ async fn healthy_node_pass(text: &str, figures: &mut Figures) {
     let reads: Vec<_> = log.iter().filter(|r| !r.internal).collect();
     let bytes: u64 = reads.iter().map(|r| r.bytes_out).sum();
     print_breakdown(&reads);
+    // A one-shot run checks the Node once when it connects; the agent does that once at
+    // start, so its every pass is the other three (tests/inprocess.rs counts them).
     figures.add(
-        "healthy node pass: API requests",
+        "healthy node dry-run: API requests (pass + connect check)",
         reads.len().to_string(),
-        "<= 3",
-        Some(reads.len() <= 3),
+        "<= 3 + 1",
+        Some(reads.len() <= 4),
     );
     figures.add(
         "healthy node pass: bytes read (before: ~8 MB in 10 requests)",
