@@ -218,4 +218,6 @@ pub fn fake_host_root(dir: &Path) {
         "2c3d4e5f-6071-8293-a4b5-c6d7e8f90a1b\n",
     )
     .unwrap();
+    // A procfs has `self`; this tree's resolves to the running vmrecover's own.
+    std::os::unix::fs::symlink("/proc/self", dir.join("proc/self")).unwrap();
 }
