@@ -4,11 +4,10 @@
 use kube::Client;
 
 use crate::boot::{self, BootFacts};
-use crate::cluster::{self, normalise_id, AlsoRead, ClusterFacts, ConnectError};
+use crate::cluster::{self, AlsoRead, ClusterFacts, ConnectError};
 use crate::config::Config;
-use crate::evidence::Gathered;
 use crate::node;
-use crate::recovery::{Facts, HostIdentity, IntentStore, RecoveryIntent};
+use crate::recovery::{Facts, IntentStore, RecoveryIntent};
 
 /// Everything gathered for one decision round.
 pub struct Gathering {
@@ -63,15 +62,8 @@ pub async fn gather(cfg: &Config, client: Option<Client>) -> Gathering {
         }
         Err(why) => ClusterFacts::unreachable(&cfg.node, "the Kubernetes API", &why.to_string()),
     };
-    let host = match (boot.machine_id.as_result(), boot.boot_id.as_result()) {
-        (Ok(m), Ok(b)) => Gathered::read(HostIdentity {
-            machine_id: normalise_id(m),
-            boot_id: normalise_id(b),
-        }),
-        (Err(why), _) | (_, Err(why)) => Gathered::unreadable("this host's identity", why),
-    };
     let facts = Facts {
-        host,
+        host: local.identity.clone(),
         now: jiff::Timestamp::now(),
         node: cfg.node.clone(),
         boot_time: boot.boot_time.clone(),

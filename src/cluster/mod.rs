@@ -29,7 +29,7 @@ pub use objects::{
 };
 pub use retry::{backoff, retryable, with_retries, ATTEMPTS, FIRST_BACKOFF, MAX_RETRY_AFTER};
 pub use snapshot::{
-    normalise_id, AttachmentView, ClaimedVmi, ClusterFacts, LonghornVolumeRef, NodeIdentity,
-    ObjectKey, PodView, PvView, PvcView, VmView, VmiView,
+    AttachmentView, ClaimedVmi, ClusterFacts, LonghornVolumeRef, NodeIdentity, ObjectKey, PodView,
+    PvView, PvcView, VmView, VmiView,
 };
 pub use wait::{until_gone, watch_timeout_secs};

@@ -10,6 +10,7 @@ use super::names::*;
 use super::objects::{
     LonghornVolume, LonghornVolumeAttachment, VirtualMachine, VirtualMachineInstance,
 };
+use crate::boot::clock::normalize_id;
 use crate::evidence::Gathered;
 
 /// The identity of an object and the version it was read at.
@@ -199,6 +200,17 @@ pub struct PodView {
     /// The PVCs its volumes mount.
     #[serde(default)]
     pub claims: Vec<String>,
+}
+
+impl PodView {
+    /// Whether this is a running, not deleting launcher pod of a VMI other than
+    /// `vmi_uid` that mounts one of `claims`: another live VM using a shared disk.
+    pub fn uses_shared_disk(&self, vmi_uid: &str, claims: &[&str]) -> bool {
+        self.phase.as_deref() == Some("Running")
+            && self.deletion_timestamp.is_none()
+            && self.vmi_uid.as_deref().is_some_and(|u| u != vmi_uid)
+            && self.claims.iter().any(|c| claims.contains(&c.as_str()))
+    }
 }
 
 impl From<&Pod> for PodView {
@@ -436,7 +448,8 @@ pub struct ClaimedVmi {
 }
 
 /// `Node.status.nodeInfo.machineID` and `bootID`, as the kubelet last posted them,
-/// normalised to 32 lowercase hex digits (empty when the kubelet reported none).
+/// normalised to 32 lowercase hex digits (empty when the kubelet reported none or a
+/// malformed one: either refuses every change).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeIdentity {
     /// `status.nodeInfo.machineID`.
@@ -450,23 +463,16 @@ impl NodeIdentity {
     pub fn of(node: &k8s_openapi::api::core::v1::Node) -> Self {
         let info = node.status.as_ref().and_then(|s| s.node_info.as_ref());
         NodeIdentity {
-            machine_id: normalise_id(info.map(|i| i.machine_id.as_str()).unwrap_or("")),
-            boot_id: normalise_id(info.map(|i| i.boot_id.as_str()).unwrap_or("")),
+            machine_id: normalize_id(info.map(|i| i.machine_id.as_str()).unwrap_or(""))
+                .unwrap_or_default(),
+            boot_id: normalize_id(info.map(|i| i.boot_id.as_str()).unwrap_or(""))
+                .unwrap_or_default(),
         }
     }
 
     fn not_gathered() -> Gathered<NodeIdentity> {
         Gathered::unreadable("the Node", "not gathered")
     }
-}
-
-/// A 128-bit id (machine-id, boot_id) as 32 lowercase hex digits: dashes and
-/// whitespace dropped, so the kubelet's dashed bootID compares with the kernel's.
-pub fn normalise_id(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_whitespace() && *c != '-')
-        .flat_map(char::to_lowercase)
-        .collect()
 }
 
 impl ClusterFacts {

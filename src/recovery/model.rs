@@ -33,23 +33,16 @@ pub struct Facts {
     /// VMs an earlier run had started recovering (their VMI may be gone already).
     pub intents: Gathered<Vec<RecoveryIntent>>,
     /// This machine as the host says it is (`/etc/machine-id`, this boot's id).
-    #[serde(default = "HostIdentity::not_gathered")]
+    #[serde(default = "host_not_gathered")]
     pub host: Gathered<HostIdentity>,
 }
 
-/// This host's machine id and boot id (normalised), to prove `--node` names it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostIdentity {
-    /// `<host-root>/etc/machine-id`.
-    pub machine_id: String,
-    /// `<host-root>/proc/sys/kernel/random/boot_id`.
-    pub boot_id: String,
-}
+/// This host's machine id and boot id (normalised), to prove `--node` names it: the node
+/// evidence's own reading (bounded in time, under `--host-root`).
+pub use crate::node::HostIdentity;
 
-impl HostIdentity {
-    fn not_gathered() -> Gathered<HostIdentity> {
-        Gathered::unreadable("this host's identity", "not gathered")
-    }
+fn host_not_gathered() -> Gathered<HostIdentity> {
+    Gathered::unreadable("this host's identity", "not gathered")
 }
 
 /// The plan for this node: one decision per VM, plus orphan processes.

@@ -962,10 +962,7 @@ fn shared_user(
         .find(|p| {
             p.key.namespace == vmi.key.namespace
                 && p.node_name.as_deref() == Some(a.node.as_str())
-                && p.phase.as_deref() == Some("Running")
-                && p.deletion_timestamp.is_none()
-                && p.vmi_uid.as_deref().is_some_and(|u| u != vmi.key.uid)
-                && p.claims.iter().any(|c| claims.contains(&c.as_str()))
+                && p.uses_shared_disk(&vmi.key.uid, &claims)
         })
         .map(|p| {
             format!(

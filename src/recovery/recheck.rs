@@ -326,12 +326,7 @@ impl Recheck {
             .items
             .iter()
             .map(PodView::from)
-            .find(|p| {
-                p.phase.as_deref() == Some("Running")
-                    && p.deletion_timestamp.is_none()
-                    && p.vmi_uid.as_deref().is_some_and(|u| u != vmi.uid)
-                    && p.claims.iter().any(|c| c == claim)
-            })
+            .find(|p| p.uses_shared_disk(&vmi.uid, &[claim]))
             .map(|p| {
                 format!(
                     "VMI {ns}/{} (launcher pod {})",
