@@ -220,6 +220,15 @@ fn list_query(r: &Req) -> ListQuery {
     }
 }
 
+/// The response a read's `Accept` asks for: the objects as they are, metadata only
+/// (`crate::partial`) or a Table.
+fn transform(r: &Req, res: ResIdx, v: Value) -> Result<Value, ApiError> {
+    match (crate::partial::wants(&r.accept), RESOURCES.get(res)) {
+        (Some(want), Some(def)) => crate::partial::transform(def, want, v),
+        _ => Ok(as_table(r, res, v)),
+    }
+}
+
 fn as_table(r: &Req, res: ResIdx, v: Value) -> Value {
     if !table::wants_table(&r.accept) {
         return v;
@@ -327,10 +336,12 @@ fn verb(state: &State, r: &Req, t: Target) -> Result<Reply, ApiError> {
                     send_initial_events: r.flag("sendInitialEvents"),
                     table: table::wants_table(&r.accept)
                         .then(|| IncludeObject::parse(r.q("includeObject"))),
+                    metadata_only: crate::partial::wants(&r.accept)
+                        == Some(crate::partial::Partial::Object),
                 }));
             }
             let v = store.list(res, ns.as_deref(), &list_query(r))?;
-            Ok(Reply::Json(200, as_table(r, res, v)))
+            Ok(Reply::Json(200, transform(r, res, v)?))
         }
         ("POST", Target::Collection { res, ns: Some(ns) }) => {
             let v = store.create_as(res, &ns, json_body(r)?, &r.who)?;
@@ -345,7 +356,7 @@ fn verb(state: &State, r: &Req, t: Target) -> Result<Reply, ApiError> {
         }
         ("GET", Target::Object { res, ns, name, .. }) => {
             let v = store.get(res, &ns, &name)?;
-            Ok(Reply::Json(200, as_table(r, res, v)))
+            Ok(Reply::Json(200, transform(r, res, v)?))
         }
         (
             "PUT",

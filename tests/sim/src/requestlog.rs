@@ -26,6 +26,10 @@ pub struct RequestRecord {
     pub query: String,
     /// Request `Content-Type` ("" when absent).
     pub content_type: String,
+    /// The response form a read asked for by its `Accept` header's `as=` (`Table`,
+    /// `PartialObjectMetadata`, `PartialObjectMetadataList`); "" for the objects themselves.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub view: String,
     /// Request body: parsed JSON when it is JSON, else text (truncated), else null.
     pub body: Value,
     /// Response status code (0 when the connection was dropped by a fault).
@@ -46,6 +50,11 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
+    /// Whether the response was metadata only (`PartialObjectMetadata[List]`).
+    pub fn is_metadata_only(&self) -> bool {
+        self.view.starts_with("PartialObjectMetadata")
+    }
+
     /// Whether this is a client's mutating request: POST/PUT/PATCH/DELETE outside `/_sim`, not internal.
     pub fn is_mutating(&self) -> bool {
         !self.internal
@@ -173,6 +182,7 @@ mod tests {
             path: path.into(),
             query: String::new(),
             content_type: String::new(),
+            view: String::new(),
             body: Value::Null,
             status: 200,
             bytes_in: 0,

@@ -122,6 +122,20 @@ impl std::fmt::Display for DroppedByFault {
 
 impl std::error::Error for DroppedByFault {}
 
+/// The `as=` of an `Accept` header's first media range ("" when none): the response form the
+/// request log records.
+fn accept_view(accept: &str) -> String {
+    accept
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .split(';')
+        .filter_map(|p| p.trim().strip_prefix("as="))
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 async fn handle(
     state: Arc<State>,
     client_cert: Option<crate::rbac::Identity>,
@@ -140,6 +154,7 @@ async fn handle(
     let content_type = header("content-type");
     let accept = header("accept");
     let authorization = header("authorization");
+    let user_agent = header("user-agent");
     let impersonate = req
         .headers()
         .get("impersonate-user")
@@ -184,6 +199,7 @@ async fn handle(
         path: r.path.clone(),
         query: r.raw_query.clone(),
         content_type: r.content_type.clone(),
+        view: accept_view(&r.accept),
         body: body_value(&r.body),
         status: 0,
         bytes_in: r.body.len() as u64,
@@ -256,6 +272,7 @@ async fn handle(
         }
     }
 
+    r.who.manager = crate::managed_fields::manager_of(r.q("fieldManager"), &user_agent);
     let reply = if r.path.starts_with("/_sim") {
         crate::simapi::route(&state, &r)
     } else {

@@ -186,6 +186,7 @@ pub fn identity_of(cert_der: &[u8]) -> Option<Identity> {
         groups,
         service_account: None,
         extra: std::collections::BTreeMap::new(),
+        manager: String::new(),
     })
 }
 

@@ -34,6 +34,8 @@ pub(crate) struct WatchParams {
     pub allow_bookmarks: bool,
     pub send_initial_events: bool,
     pub table: Option<IncludeObject>,
+    /// `as=PartialObjectMetadata`: each event's object is its metadata only (`crate::partial`).
+    pub metadata_only: bool,
 }
 
 struct Filter {
@@ -87,6 +89,7 @@ impl Filter {
                 self.headers_sent = true;
                 t
             }
+            _ if self.params.metadata_only && ty != "ERROR" => crate::partial::object(&obj),
             _ => obj,
         };
         let mut s = serde_json::to_vec(&json!({"type": ty, "object": obj})).unwrap_or_default();

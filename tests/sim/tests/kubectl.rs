@@ -697,3 +697,54 @@ async fn kubectl_create_drain_and_token() {
         assert!(sim.authenticate_token(token.trim()).is_none(), "{b}");
     }
 }
+
+/// Objects carry managedFields as a real apiserver keeps them: the scenario's VMIs show their
+/// usual managers, and a `kubectl label` adds kubectl's own entry owning just that label.
+#[tokio::test]
+async fn kubectl_sees_managed_fields() {
+    for bin in kubectls() {
+        let sim = power_loss().await;
+        let k = Kubectl {
+            bin: &bin,
+            kubeconfig: sim.kubeconfig_path(),
+        };
+        k.ok(&["label", "vmi", "vm-web-03", "-n", "default", "team=storage"])
+            .await;
+        let out = k
+            .ok(&[
+                "get",
+                "vmi",
+                "vm-web-03",
+                "-n",
+                "default",
+                "-o",
+                "json",
+                "--show-managed-fields",
+            ])
+            .await;
+        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        let entries = v["metadata"]["managedFields"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let managers: Vec<&str> = entries
+            .iter()
+            .filter_map(|e| e["manager"].as_str())
+            .collect();
+        assert!(
+            managers.contains(&"virt-controller") && managers.contains(&"virt-handler"),
+            "{}: {managers:?}",
+            bin.display()
+        );
+        let Some(mine) = entries.iter().find(|e| e["manager"] == "kubectl-label") else {
+            panic!("{}: no kubectl-label entry in {managers:?}", bin.display());
+        };
+        assert_eq!(mine["operation"], "Update");
+        assert_eq!(
+            mine["fieldsV1"],
+            serde_json::json!({"f:metadata": {"f:labels": {"f:team": {}}}}),
+            "{}",
+            bin.display()
+        );
+    }
+}

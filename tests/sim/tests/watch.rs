@@ -174,3 +174,99 @@ async fn kube_runtime_watcher_follows_changes() {
     assert!(seen_init, "the initial (paginated) list completed");
     assert!(seen_delete, "the watch delivered the deletion");
 }
+
+/// kube-rs `list_metadata`, `get_metadata` and `metadata_watcher` (the metadata-only reads of
+/// issue 16) against the simulator: PartialObjectMetadata objects with no spec or status, a
+/// list as an object refused with 406 like the apiserver, and the request log naming the form.
+#[tokio::test]
+async fn metadata_only_lists_gets_and_watches() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::ListParams;
+    use kube::runtime::watcher::{self, Event};
+    let sim = sim_with("").await;
+    sim.put(pod("m1", "node-up", None)).ok();
+    let client = match kube::Client::try_from(
+        match kube::Config::from_custom_kubeconfig(
+            match kube::config::Kubeconfig::read_from(sim.kubeconfig_path()) {
+                Ok(k) => k,
+                Err(e) => panic!("{e}"),
+            },
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        },
+    ) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let api: kube::Api<Pod> = kube::Api::namespaced(client.clone(), "default");
+    let list = match api.list_metadata(&ListParams::default()).await {
+        Ok(l) => l,
+        Err(e) => panic!("list_metadata: {e}"),
+    };
+    let names: Vec<_> = list
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert!(names.contains(&"m1".to_string()), "{names:?}");
+    assert!(list.metadata.resource_version.is_some());
+    match api.get_metadata("m1").await {
+        Ok(p) => assert_eq!(p.metadata.name.as_deref(), Some("m1")),
+        Err(e) => panic!("get_metadata: {e}"),
+    }
+
+    // The raw bodies carry metadata only.
+    let h = Http::new(&sim);
+    const LIST: &str = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+    const ONE: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+    let r = h.get_accept("/api/v1/namespaces/default/pods", LIST).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["kind"], "PartialObjectMetadataList");
+    let item = &r.body["items"][0];
+    assert_eq!(item["kind"], "PartialObjectMetadata");
+    assert!(
+        item.get("spec").is_none() && item.get("status").is_none(),
+        "{item}"
+    );
+    let r = h.get_accept("/api/v1/namespaces/default/pods", ONE).await;
+    assert_eq!(r.status, 406, "{}", r.text);
+    assert_eq!(r.body["reason"], "NotAcceptable");
+    let r = h.get_accept(&pod_path("default", "m1"), LIST).await;
+    assert_eq!(r.status, 406, "{}", r.text);
+
+    // A metadata watch sees changes as PartialObjectMetadata.
+    let meta: kube::Api<kube::core::PartialObjectMeta<Pod>> =
+        kube::Api::namespaced(client, "default");
+    let mut stream = Box::pin(watcher::watcher(meta, watcher::Config::default()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = false;
+    while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, stream.next()).await {
+        match ev {
+            Ok(Event::InitDone) => {
+                sim.put(pod("m2", "node-up", None)).ok();
+            }
+            Ok(Event::Apply(p)) if p.metadata.name.as_deref() == Some("m2") => {
+                seen = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("metadata watcher error: {e}"),
+        }
+    }
+    assert!(seen, "the metadata watch delivered the new pod");
+    let views: Vec<String> = sim
+        .requests()
+        .iter()
+        .filter(|r| !r.internal && r.path.ends_with("/pods"))
+        .map(|r| r.view.clone())
+        .collect();
+    assert!(
+        views.iter().any(|v| v == "PartialObjectMetadataList")
+            && views.iter().any(|v| v == "PartialObjectMetadata"),
+        "the request log names the metadata-only forms: {views:?}"
+    );
+}

@@ -44,6 +44,9 @@ pub struct Identity {
     /// `pod-uid` and `node-name` (k8s.io/kubernetes `pkg/serviceaccount/claims.go`, v1.33.0;
     /// feature ServiceAccountTokenPodNodeInfo, GA in 1.32).
     pub extra: BTreeMap<String, Vec<String>>,
+    /// The field manager its writes are recorded under in managedFields (the request's
+    /// `fieldManager` or user-agent prefix, see [`crate::managed_fields::manager_of`]).
+    pub manager: String,
 }
 
 impl Identity {
@@ -54,6 +57,7 @@ impl Identity {
             groups: vec![MASTERS_GROUP.into(), "system:authenticated".into()],
             service_account: None,
             extra: BTreeMap::new(),
+            manager: String::new(),
         }
     }
 
@@ -68,6 +72,7 @@ impl Identity {
             ],
             service_account: Some((namespace.into(), name.into())),
             extra: BTreeMap::new(),
+            manager: String::new(),
         }
     }
 
@@ -105,6 +110,7 @@ impl Identity {
             groups: all,
             service_account: None,
             extra: BTreeMap::new(),
+            manager: String::new(),
         }
     }
 

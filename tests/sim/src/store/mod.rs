@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 pub use ops::{DeleteOptions, ListQuery, PatchParams};
 
 use crate::errors::ApiError;
+use crate::managed_fields::Writer;
 use crate::meta;
 use crate::requestlog::{RequestLog, RequestRecord};
 use crate::resources::{ResIdx, RESOURCES};
@@ -88,6 +89,8 @@ pub(crate) struct Inner {
     removed_uids: VecDeque<String>,
     tx: broadcast::Sender<Arc<StoreEvent>>,
     log: Arc<RequestLog>,
+    /// Who the write in progress is recorded as in managedFields (`None`: keep them as they are).
+    writer: Option<Writer>,
 }
 
 /// Capacity of the live watch channel; a watcher that falls further behind is closed with 410.
@@ -110,6 +113,7 @@ impl Store {
                 removed_uids: VecDeque::new(),
                 tx,
                 log,
+                writer: None,
             }),
         })
     }
@@ -156,6 +160,7 @@ impl Store {
                 removed_uids: g.removed_uids.clone(),
                 tx,
                 log: Arc::new(RequestLog::default()),
+                writer: None,
             }),
         })
     }
@@ -412,6 +417,7 @@ impl Inner {
             } else {
                 "application/json".into()
             },
+            view: String::new(),
             body,
             status,
             bytes_in: 0,

@@ -7,6 +7,7 @@ use super::{object_path, Inner, Key, Store};
 use crate::admission::{self, Operation, Phase};
 use crate::convert::{from_view, storage_of, to_view};
 use crate::errors::ApiError;
+use crate::managed_fields::{self, Writer};
 use crate::meta;
 use crate::patch::{self, PatchKind};
 use crate::rbac::Identity;
@@ -186,17 +187,19 @@ impl Store {
         self.create_as(res, ns, body, &Identity::admin())
     }
 
-    /// Creates an object as `who` (no rule depends on the creator today; kept for symmetry
-    /// with [`Store::update_as`]).
+    /// Creates an object as `who` (recorded as its field manager).
     pub fn create_as(
         &self,
         res: ResIdx,
         ns: &str,
         body: Value,
-        _who: &Identity,
+        who: &Identity,
     ) -> Result<Value, ApiError> {
         let mut g = self.lock();
-        let out = g.create(res, ns, body, None)?;
+        g.writer = Some(Writer::update(&who.manager, false));
+        let out = g.create(res, ns, body, None);
+        g.writer = None;
+        let out = out?;
         g.settle();
         Ok(out)
     }
@@ -232,7 +235,10 @@ impl Store {
             }
         }
         let mut g = self.lock();
-        let out = g.update(res, ns, name, body, status, None, who.is_kubevirt())?;
+        g.writer = Some(Writer::update(&who.manager, status));
+        let out = g.update(res, ns, name, body, status, None, who.is_kubevirt());
+        g.writer = None;
+        let out = out?;
         g.settle();
         Ok(out)
     }
@@ -275,26 +281,40 @@ impl Store {
         let mut g = self.lock();
         let key = key_for(r, ns, name);
         let current = g.view_get(res, &key);
-        let out = match current {
-            None if kind == PatchKind::Apply && !status => {
-                let mut applied = patch::parse_apply_body(body)?;
-                let m = meta::meta_mut(&mut applied);
-                m.insert("name".into(), json!(name));
-                (g.create(res, ns, applied, None)?, true)
-            }
-            None => return Err(ApiError::not_found(r, name)),
-            Some(cur) => {
-                let patched = patch::apply_patch(kind, r, &cur, body)?;
-                let patched_rv = meta::resource_version(&patched);
-                if !patched_rv.is_empty() && patched_rv != meta::resource_version(&cur) {
-                    return Err(ApiError::stale(r, name));
+        // An apply is recorded as an `Apply` of the fields it changed (not, as the apiserver
+        // does, of exactly the fields of the applied configuration).
+        g.writer = Some(Writer {
+            operation: if kind == PatchKind::Apply {
+                "Apply"
+            } else {
+                "Update"
+            },
+            ..Writer::update(&who.manager, status)
+        });
+        let out = (|| -> Result<(Value, bool), ApiError> {
+            Ok(match current {
+                None if kind == PatchKind::Apply && !status => {
+                    let mut applied = patch::parse_apply_body(body)?;
+                    let m = meta::meta_mut(&mut applied);
+                    m.insert("name".into(), json!(name));
+                    (g.create(res, ns, applied, None)?, true)
                 }
-                (
-                    g.update(res, ns, name, patched, status, None, who.is_kubevirt())?,
-                    false,
-                )
-            }
-        };
+                None => return Err(ApiError::not_found(r, name)),
+                Some(cur) => {
+                    let patched = patch::apply_patch(kind, r, &cur, body)?;
+                    let patched_rv = meta::resource_version(&patched);
+                    if !patched_rv.is_empty() && patched_rv != meta::resource_version(&cur) {
+                        return Err(ApiError::stale(r, name));
+                    }
+                    (
+                        g.update(res, ns, name, patched, status, None, who.is_kubevirt())?,
+                        false,
+                    )
+                }
+            })
+        })();
+        g.writer = None;
+        let out = out?;
         g.settle();
         Ok(out)
     }
@@ -481,6 +501,9 @@ impl Inner {
         actor: Option<&str>,
     ) -> Result<Value, ApiError> {
         let r = res_def(res);
+        if let Some(a) = actor {
+            self.writer = Some(Writer::update(a, false));
+        }
         if !body.is_object() {
             return Err(ApiError::bad_request("the request body is not an object"));
         }
@@ -610,6 +633,9 @@ impl Inner {
         kubevirt: bool,
     ) -> Result<Value, ApiError> {
         let r = res_def(res);
+        if let Some(a) = actor {
+            self.writer = Some(Writer::update(a, status));
+        }
         let key = key_for(r, ns, name);
         let old = self
             .view_get(res, &key)
@@ -936,7 +962,11 @@ impl Inner {
         // An object the apiserver could never have stored is refused here too (the state it is
         // in may be any the API can reach: deletionTimestamp, finalizers, status).
         validation::validate_create(res, &obj)?;
-        Ok(self.view_put(res, obj))
+        managed_fields::synthesize(r, &mut obj);
+        let writer = self.writer.take();
+        let stored = self.view_put(res, obj);
+        self.writer = writer;
+        Ok(stored)
     }
 
     /// The object of served resource `res` (converted from its storage form).
@@ -945,7 +975,12 @@ impl Inner {
     }
 
     /// Stores an object given in the served form of `res`; returns it as stored, served form.
-    pub(super) fn view_put(&mut self, res: ResIdx, obj: Value) -> Value {
+    pub(super) fn view_put(&mut self, res: ResIdx, mut obj: Value) -> Value {
+        if let Some(w) = self.writer.clone() {
+            let r = res_def(res);
+            let old = self.view_get(res, &key_for(r, meta::namespace(&obj), meta::name(&obj)));
+            managed_fields::stamp(r, old.as_ref(), &mut obj, &w, &meta::now_rfc3339());
+        }
         let stored = self.store_put(storage_of(res), from_view(res, &obj));
         to_view(res, &stored)
     }

@@ -28,6 +28,8 @@ impl Inner {
             };
             controllers::reconcile(self, res, &key);
         }
+        // The controllers' writes are recorded as theirs; nothing after them is.
+        self.writer = None;
     }
 }
 
