@@ -108,6 +108,7 @@ async fn main() {
         nodes: env_usize("BENCH_NODES", 50),
         stuck: env_usize("BENCH_STUCK", 300),
         namespaces: env_usize("BENCH_NAMESPACES", 10),
+        stuck_nodes: 1,
     };
     println!(
         "recovery_scale: vmrecover {BIN} ({} bytes)",
@@ -187,6 +188,9 @@ fn print_breakdown(log: &[&RequestRecord]) {
             "  {:>6}  {:>11}  {verb:<9} {resource:<36} {scope:<16} {selector}",
             row.count, row.bytes
         );
+    }
+    for flag in requests::replaceable_lists(log) {
+        println!("  FLAG: {flag}");
     }
 }
 
@@ -588,6 +592,7 @@ async fn agent_footprint(text: &str, shape: &scenario::Shape, figures: &mut Figu
     // The agent re-decides right after a run (another pass over the large lists), so
     // the RSS at the end of the idle window is the one an idle node pays for.
     let idle_rss = footprint::rss_kib(pid);
+    let peak_rss = footprint::peak_rss_kib(pid);
     let tps = footprint::ticks_per_second();
     let _ = child.start_kill();
     let _ = child.wait().await;
@@ -601,6 +606,7 @@ async fn agent_footprint(text: &str, shape: &scenario::Shape, figures: &mut Figu
         kib(after_rss)
     );
     figures.add("agent RSS after start", kib(started_rss), "", None);
+    figures.add("agent peak RSS (VmHWM)", kib(peak_rss), "", None);
     figures.add(
         &format!(
             "agent RSS idle after the run (end of the {} s window)",

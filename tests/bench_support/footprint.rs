@@ -32,3 +32,13 @@ pub fn ticks_per_second() -> u64 {
         .filter(|v| *v > 0)
         .unwrap_or(100)
 }
+
+/// `VmHWM` (peak resident set) of `pid` in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}

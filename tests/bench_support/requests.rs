@@ -269,3 +269,52 @@ pub fn unnarrowed_lists(log: &[&RequestRecord]) -> Vec<ListVerdict> {
         })
         .collect()
 }
+
+/// Resources a node agent can read by name once it knows the name (from a VMI, a PVC or a PV),
+/// and the one case where it cannot.
+const PER_NAME: &[(&str, &str)] = &[
+    (
+        "virtualmachines.kubevirt.io",
+        "a VM has its VMI's name; unknown only for a VM whose VMI is gone",
+    ),
+    (
+        "persistentvolumeclaims",
+        "the VMI's volumes name its PVCs",
+    ),
+    (
+        "persistentvolumes",
+        "a PVC names its PV; unknown only when the PVC is gone (found by claimRef)",
+    ),
+    (
+        "volumes.longhorn.io",
+        "a PV's CSI handle names its Longhorn volume; unknown only when PVC and PV are gone (found by kubernetesStatus.pvcName)",
+    ),
+    (
+        "volumeattachments.longhorn.io",
+        "named after its Longhorn volume",
+    ),
+];
+
+/// Every list (not watch) without a selector of a resource whose objects could have been read
+/// by name, with how often it happened and when a list is still needed.
+pub fn replaceable_lists(log: &[&RequestRecord]) -> Vec<String> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for r in log {
+        let c = classify(r);
+        if c.verb == "list"
+            && c.selector.is_empty()
+            && PER_NAME.iter().any(|(p, _)| *p == c.resource)
+        {
+            *seen.entry(c.resource).or_default() += 1;
+        }
+    }
+    seen.into_iter()
+        .map(|(resource, count)| {
+            let why = PER_NAME
+                .iter()
+                .find(|(p, _)| *p == resource)
+                .map_or("", |(_, w)| *w);
+            format!("list {resource} x{count} could be per-name reads ({why})")
+        })
+        .collect()
+}

@@ -1,5 +1,6 @@
 //! A generated large cluster for the recovery benchmark: `total` VMs across `nodes` nodes,
-//! `stuck` of them stuck Terminating on [`NODE`] after a power cut (all provable: no
+//! `stuck` of them stuck Terminating after a power cut on [`NODE`] (or spread over the first
+//! `stuck_nodes` nodes) (all provable: no
 //! process or disk of theirs on the node), each with the objects a Harvester VM really
 //! has — VM, VMI, virt-launcher pod, PVC, PV, storage VolumeAttachment, Longhorn volume and
 //! Longhorn VolumeAttachment — and the labels, annotations and finalizers of
@@ -20,8 +21,11 @@ pub struct Shape {
     pub total: usize,
     /// Nodes.
     pub nodes: usize,
-    /// VMs stuck on [`NODE`] (the first `stuck` VMs).
+    /// Stuck VMs (the first `stuck` VMs), on [`NODE`] and the nodes after it.
     pub stuck: usize,
+    /// Nodes the stuck VMs are spread over, round-robin from [`NODE`] (1: all on [`NODE`]);
+    /// these nodes lost power.
+    pub stuck_nodes: usize,
     /// Namespaces the VMs are spread over.
     pub namespaces: usize,
 }
@@ -53,11 +57,15 @@ fn namespace(i: usize, shape: &Shape) -> String {
 }
 
 fn node_of(i: usize, shape: &Shape) -> String {
+    let down = shape.stuck_nodes.clamp(1, shape.nodes.max(1));
     if i < shape.stuck {
-        NODE.into()
+        format!("harvester-node-{}", NODE_INDEX + i % down)
     } else {
-        let others = shape.nodes.saturating_sub(1).max(1);
-        format!("harvester-node-{}", 2 + (i - shape.stuck) % others)
+        let others = shape.nodes.saturating_sub(down).max(1);
+        format!(
+            "harvester-node-{}",
+            NODE_INDEX + down + (i - shape.stuck) % others
+        )
     }
 }
 
@@ -70,12 +78,15 @@ fn csi_va_name(pv: &str, node: &str) -> String {
 
 /// Generates the scenario.
 pub fn generate(shape: &Shape) -> Generated {
+    let down: Vec<String> = (0..shape.stuck_nodes.clamp(1, shape.nodes.max(1)))
+        .map(|k| format!("harvester-node-{}", NODE_INDEX + k))
+        .collect();
     let mut docs: Vec<Value> = vec![json!({
         "apiVersion": "sim.vmrecover.dev/v1", "kind": "SimulatorSettings",
-        "downNodes": [NODE], "virtController": false, "kubeVersion": "1.32.4+rke2r1"
+        "downNodes": down, "virtController": false, "kubeVersion": "1.32.4+rke2r1"
     })];
     for n in 1..=shape.nodes {
-        docs.push(node(n));
+        docs.push(node(n, n < NODE_INDEX + down.len()));
     }
     let mut namespaces: Vec<String> = (0..shape.namespaces.max(1))
         .map(|i| namespace(i, shape))
@@ -118,9 +129,8 @@ pub fn generate(shape: &Shape) -> Generated {
     }
 }
 
-fn node(n: usize) -> Value {
+fn node(n: usize, down: bool) -> Value {
     let name = format!("harvester-node-{n}");
-    let down = n == 1;
     let ready = if down {
         json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
                "message": "Kubelet stopped posting node status.",
