@@ -77,6 +77,12 @@ async fn start_agent(sim: &Sim, n: usize, boot_window: &str) -> std::io::Result<
     let state = tempfile::tempdir()?;
     let journal = tempfile::tempdir()?;
     let kubeconfig = state.path().join("kubeconfig");
+    // Over HTTPS a token authenticates only while its ServiceAccount exists.
+    sim.put(serde_json::json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": format!("vmrecover-{}", node_name(n)), "namespace": AGENT_NS}
+    }))
+    .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
     sim.write_kubeconfig_as(
         &Identity::service_account(AGENT_NS, &format!("vmrecover-{}", node_name(n))),
         &kubeconfig,

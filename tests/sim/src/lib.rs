@@ -88,6 +88,13 @@
 //! - Lists: label selectors (`=`, `==`, `!=`, `in`, `notin`, `key`, `!key`), field selectors
 //!   (`metadata.name`, `metadata.namespace`, pods `spec.nodeName`, `status.phase`, ...; an unknown
 //!   field is a 400), `limit`/`continue` pagination, server-side Table printing.
+//! - Metadata-only reads ([`partial`]): `Accept: application/json;as=PartialObjectMetadataList;
+//!   g=meta.k8s.io;v=v1` for lists and `as=PartialObjectMetadata` for gets and watches, with the
+//!   apiserver's 406 for a mismatched form; the request log's `view` names the form asked for.
+//! - `metadata.managedFields` ([`managed_fields`]): kept on every write (the manager is the
+//!   request's `fieldManager` or user-agent prefix, a simulated controller's name for its own
+//!   writes) and synthesised for loaded objects with the managers their kind has on a real
+//!   cluster, so the bytes a client reads are a real cluster's.
 //! - Discovery: `/version`, `/api`, `/api/v1`, `/apis`, `/apis/G`, `/apis/G/V` (legacy form; kubectl
 //!   asking for aggregated discovery falls back to it), `/openapi/v3` (JSON) and `/openapi/v2`
 //!   (protobuf, the only form kubectl reads): PATCH operations declaring the `fieldValidation`
