@@ -107,7 +107,16 @@ impl Env {
 
     /// The power-loss scenario plus extra scenario YAML documents.
     pub async fn with_texts(texts: &[&str]) -> Env {
-        let mut cfg = SimConfig::default().scenario_file(shipped_scenario("power-loss.yaml"));
+        Self::start(SimConfig::default(), texts).await
+    }
+
+    /// The power-loss scenario generated for one Harvester release (`1.4` … `1.8`).
+    pub async fn release(release: &str) -> Env {
+        Self::start(SimConfig::default().release(release), &[]).await
+    }
+
+    async fn start(cfg: SimConfig, texts: &[&str]) -> Env {
+        let mut cfg = cfg.scenario_file(shipped_scenario("power-loss.yaml"));
         for t in texts {
             cfg = cfg.scenario_text(*t);
         }

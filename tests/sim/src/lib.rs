@@ -134,6 +134,7 @@ pub mod rbac;
 pub mod requestlog;
 pub mod resources;
 pub mod scenario;
+pub mod scenarios;
 pub mod selectors;
 mod server;
 pub mod settings;
@@ -186,6 +187,9 @@ pub struct SimConfig {
     /// Serve plain HTTP instead of HTTPS (for clients that cannot do TLS; a request without
     /// credentials is then the admin, as on the apiserver's old insecure port).
     pub plain_http: bool,
+    /// Generate the scenario for this Harvester release (`1.4` … `1.8`): the loaded objects
+    /// are rewritten into its shapes ([`scenarios::for_release`]) and its controllers run.
+    pub release: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -200,6 +204,7 @@ impl Default for SimConfig {
             rbac_files: Vec::new(),
             rbac_texts: Vec::new(),
             plain_http: false,
+            release: None,
         }
     }
 }
@@ -240,6 +245,12 @@ impl SimConfig {
         !self.rbac_files.is_empty() || !self.rbac_texts.is_empty()
     }
 
+    /// Generates the scenario for a Harvester release (see [`SimConfig::release`]).
+    pub fn release(mut self, r: impl Into<String>) -> Self {
+        self.release = Some(r.into());
+        self
+    }
+
     /// Sets the settings overrides.
     pub fn settings(mut self, s: SettingsPatch) -> Self {
         self.settings = s;
@@ -275,6 +286,19 @@ impl Sim {
         }
         for (i, t) in cfg.scenario_texts.iter().enumerate() {
             sc.merge(Scenario::parse(t, &format!("scenario text {}", i + 1))?);
+        }
+        if let Some(r) = &cfg.release {
+            let p = profiles::profile(r).ok_or_else(|| {
+                anyhow!(
+                    "unknown Harvester release {r:?} (known: {})",
+                    profiles::PROFILES
+                        .iter()
+                        .map(|p| p.harvester)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+            scenarios::for_release(&mut sc, p);
         }
         let mut settings = Settings::default();
         settings.apply(&sc.settings);
