@@ -364,6 +364,7 @@ impl Sim {
         let admin_kubeconfig = kubeconfig::render(endpoint)?;
         kubeconfig::write_text(&admin_kubeconfig, &kubeconfig)?;
         tokio::spawn(server::serve(listener, state.clone()));
+        controllers::spawn_tasks(state.store.clone(), state.shutdown.clone());
         Ok(Sim {
             state,
             addr,
@@ -518,6 +519,44 @@ impl Sim {
             virt_controller: Some(on),
             ..SettingsPatch::default()
         });
+    }
+
+    /// Switches Harvester's VM controller (its PVC clean-up) on or off.
+    pub fn set_harvester_controller(&self, on: bool) {
+        self.update_settings(&SettingsPatch {
+            harvester_controller: Some(on),
+            ..SettingsPatch::default()
+        });
+    }
+
+    /// Makes the controllers asynchronous, each in its own task looking every `delay` (zero:
+    /// back to synchronous).
+    pub fn set_controller_delay(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.update_settings(&SettingsPatch {
+            controller_delay_ms: Some(ms),
+            ..SettingsPatch::default()
+        });
+    }
+
+    /// Whether the controllers have nothing left to do (see [`Store::controllers_settled`]).
+    pub fn controllers_settled(&self) -> bool {
+        self.state.store.controllers_settled()
+    }
+
+    /// Waits until the controllers have settled (true), or `timeout` passed (false). Compare
+    /// end states only after this when the controllers are asynchronous.
+    pub async fn wait_controllers_settled(&self, timeout: std::time::Duration) -> bool {
+        let end = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.controllers_settled() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= end {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Switches an admission webhook (by name, e.g. `virtualmachine-validator.kubevirt.io`)
