@@ -233,6 +233,17 @@ pub fn end_state(sim: &Sim) -> BTreeMap<String, Vec<String>> {
     m
 }
 
+/// [`end_state`] once the simulated controllers have settled (they may run in their own
+/// tasks, see `Sim::set_controller_delay`): compare end states only through this.
+pub async fn settled_end_state(sim: &Sim) -> BTreeMap<String, Vec<String>> {
+    assert!(
+        sim.wait_controllers_settled(std::time::Duration::from_secs(30))
+            .await,
+        "the simulated controllers did not settle"
+    );
+    end_state(sim)
+}
+
 /// Object names (`Kind ns/name`) whose resourceVersion the runs must never change: the
 /// VMs, VMIs and pods of the other nodes.
 pub fn versions(sim: &Sim) -> BTreeMap<String, String> {

@@ -7,7 +7,9 @@
 //! and the finalizer stays: Harvester's PVC webhook
 //! (`pkg/webhook/resources/persistentvolumeclaim/validator.go`) refuses to delete a PVC that
 //! a VM not being deleted still uses, which is how "the PVC is still in use" shows.
-//! (Backup snapshots are not simulated.)
+//! It also strips the deprecated `…UnsetOwnerOfPVCs` finalizers of Harvester ≤ 1.3 from VMs
+//! and VMIs (`pkg/controller/master/virtualmachine/register.go`, the
+//! `…RemoveDeprecatedFinalizer` handlers). (Backup snapshots are not simulated.)
 
 use serde_json::Value;
 
@@ -23,6 +25,13 @@ pub struct HarvesterVmController;
 /// The name its writes are logged under.
 pub const NAME: &str = "harvester";
 
+/// The deprecated finalizers of Harvester ≤ 1.3 that newer releases strip.
+const DEPRECATED: &[&str] = &[
+    "harvesterhci.io/VMController.UnsetOwnerOfPVCs",
+    "wrangler.cattle.io/VMController.UnsetOwnerOfPVCs",
+    "wrangler.cattle.io/VMIController.UnsetOwnerOfPVCs",
+];
+
 /// The annotation listing the PVCs to delete with the VM.
 pub const REMOVED_PVCS_ANNOTATION: &str = "harvesterhci.io/removedPersistentVolumeClaims";
 
@@ -32,8 +41,23 @@ impl Controller for HarvesterVmController {
     }
 
     fn reconcile(&self, c: &mut dyn Cluster, res: ResIdx, _key: &Key, vm: &Value) -> Flow {
-        if Some(res) != find("kubevirt.io", "v1", "virtualmachines")
-            || !c.settings().harvester_controller
+        let is_vm = Some(res) == find("kubevirt.io", "v1", "virtualmachines");
+        let is_vmi = Some(res) == find("kubevirt.io", "v1", "virtualmachineinstances");
+        if !c.settings().harvester_controller || !(is_vm || is_vmi) {
+            return Flow::Continue;
+        }
+        let fins = meta::finalizers(vm);
+        if fins.iter().any(|f| DEPRECATED.contains(&f.as_str())) {
+            let kept: Vec<String> = fins
+                .into_iter()
+                .filter(|f| !DEPRECATED.contains(&f.as_str()))
+                .collect();
+            let mut new = vm.clone();
+            meta::set_finalizers(&mut new, &kept);
+            c.update(NAME, res, new, false);
+            return Flow::Continue;
+        }
+        if !is_vm
             || !meta::is_deleting(vm)
             || !meta::finalizers(vm)
                 .iter()
