@@ -2,8 +2,9 @@
 //! cause implies (running in their own tasks, as real ones do): virt-controller dead, a pod
 //! object left on a node whose kubelet is down, Harvester's PVC clean-up failing, and the
 //! controllers that would have finished on their own (vmrecover then changes nothing but
-//! pods, and its controller wait ends through a watch). End states are compared only once
-//! the controllers have settled. (A webhook that is down: `admission_e2e`.)
+//! pods, and its controller wait ends through a watch), and virt-api's webhook down (the
+//! controllers are refused too; `admission_e2e` has the webhook cases in detail). End states
+//! are compared only once the controllers have settled.
 
 mod e2e_support;
 
@@ -222,4 +223,47 @@ async fn node_back_and_controllers_on_vmrecover_only_waits() {
         .iter()
         .any(|r| !r.internal && r.path.starts_with(VMI_PATH) && r.query.contains("watch=true"));
     assert!(watched, "no watch on the VMIs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_down_blocks_everyone_until_it_is_back() {
+    // virt-api's webhooks are down after the power cut: the controllers' own VMI updates are
+    // refused like vmrecover's (every VMI update passes them). vmrecover frees the pod, its
+    // patch fails naming the webhook; once virt-api is back the controllers finish alone.
+    let env = env(true, true, true, Duration::from_millis(100)).await;
+    let switched = env
+        .sim
+        .set_webhook("virt-api", harvester_sim::WebhookState::Down);
+    assert!(switched.is_ok(), "{switched:?}");
+    settle(&env).await;
+    assert!(
+        get(&env, "VirtualMachineInstance", "default", "vm-web-01").is_some(),
+        "the controllers cannot finish while virt-api is down"
+    );
+    let ran = env.run(&run_args("1s")).await;
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    assert!(ran.stdout.contains("is unavailable"), "{}", ran.all());
+    assert!(
+        changes(&env)
+            .iter()
+            .any(|c| c.starts_with("DELETE ") && c.contains("virt-launcher-vm-db-01")),
+        "{:?}",
+        changes(&env)
+    );
+    assert!(get(&env, "VirtualMachineInstance", "default", "vm-db-01").is_some());
+
+    let _ = env
+        .sim
+        .set_webhook("virt-api", harvester_sim::WebhookState::Up);
+    settle(&env).await;
+    for name in ["vm-web-01", "vm-db-01"] {
+        assert!(
+            get(&env, "VirtualMachineInstance", "default", name).is_none(),
+            "{name}"
+        );
+        assert!(
+            get(&env, "VirtualMachine", "default", name).is_none(),
+            "{name}"
+        );
+    }
 }

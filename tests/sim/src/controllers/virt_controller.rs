@@ -16,6 +16,11 @@
 //!   marked `Stopped`; a VM with `runStrategy` `Always` or `RerunOnFailure` whose VMI is gone
 //!   gets a new VMI (Pending, no node).
 //!
+//! - virt-handler's part (KubeVirt ≥ 1.6, `pkg/virt-handler/migration-target.go` v1.6.0):
+//!   label `kubevirt.io/migrationTargetNodeName` goes once `status.migrationState` is over;
+//!   KubeVirt ≤ 1.5 never removes it
+//!   ([`crate::profiles::ReleaseProfile::removes_migration_target_label`]).
+//!
 //! Pods are found through their `ownerReferences`. A change of a VMI requeues the VM of the
 //! same name (the VM controller watches VMIs).
 
@@ -97,6 +102,9 @@ fn vmi(c: &mut dyn Cluster, k: &Kinds, res: ResIdx, vmi: &Value) {
             }
         }
     }
+    if drop_stale_migration_label(c, res, vmi) {
+        return;
+    }
     let pods = owned(c, &uid, k.pods);
     match phase {
         "Running" | "Scheduled" | "Scheduling" if pods.is_empty() => {
@@ -137,6 +145,32 @@ fn vmi(c: &mut dyn Cluster, k: &Kinds, res: ResIdx, vmi: &Value) {
         }
         _ => {}
     }
+}
+
+/// On releases whose virt-handler does it: removes the migration-target label of a VMI whose
+/// migration is over. True when it wrote.
+fn drop_stale_migration_label(c: &mut dyn Cluster, res: ResIdx, vmi: &Value) -> bool {
+    const LABEL: &str = "kubevirt.io/migrationTargetNodeName";
+    if !c.settings().profile().removes_migration_target_label || meta::label(vmi, LABEL).is_none() {
+        return false;
+    }
+    let over = vmi.pointer("/status/migrationState").is_some_and(|m| {
+        m.get("endTimestamp").is_some_and(|t| !t.is_null())
+            || m.get("completed").and_then(Value::as_bool) == Some(true)
+            || m.get("failed").and_then(Value::as_bool) == Some(true)
+    });
+    if !over {
+        return false;
+    }
+    let mut new = vmi.clone();
+    if let Some(l) = new
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
+        l.remove(LABEL);
+    }
+    c.update(NAME, res, new, false);
+    true
 }
 
 /// Whether a pod's `Ready` condition is `True`.
@@ -461,6 +495,27 @@ mod tests {
                 );
                 assert_eq!(meta::owner_uids(&n), ["vm-uid"]);
             }
+        }
+    }
+
+    #[test]
+    fn the_migration_label_goes_after_the_migration_from_kubevirt_1_6_only() {
+        let k = k();
+        for (release, kept) in [("1.6", true), ("1.7", false)] {
+            let v = json!({"metadata": {"name": "vm", "namespace": "d", "uid": "vmi-uid",
+                "labels": {"kubevirt.io/migrationTargetNodeName": "n2"}},
+                "status": {"phase": "Running", "migrationState": {"failed": true, "endTimestamp": "2025-01-01T00:00:00Z", "targetNode": "n2"}}});
+            let mut f = Fake::with(
+                settings(release),
+                &[(k.vmis, v.clone()), (k.pods, pod(false))],
+            );
+            VirtController.reconcile(&mut f, k.vmis, &key(&v), &v);
+            let now = f.obj(k.vmis, "d", "vm").cloned().unwrap_or_default();
+            assert_eq!(
+                meta::label(&now, "kubevirt.io/migrationTargetNodeName").is_some(),
+                kept,
+                "Harvester {release}"
+            );
         }
     }
 }
