@@ -73,13 +73,15 @@
 //!   uid) are deleted (or lose the reference when another owner is alive).
 //! - Simulated controllers live in [`controllers`], one file each; what differs between
 //!   Harvester releases is data in [`profiles`] (setting `release`, default `1.8`).
-//! - virt-controller (setting `virtController`): deletes the launcher pods of a deleting or
-//!   Failed/Succeeded VMI and, once no pod owned by it exists, removes the VMI finalizers its
-//!   release knows (`foregroundDeleteVirtualMachine` and
-//!   `kubevirt.io/virtualMachineControllerFinalize`; from KubeVirt 1.7 also
-//!   `kubevirt.io/foregroundDeleteVirtualMachine`); deletes the VMI of a deleting (or
-//!   halted) VM and, once it is gone, removes `kubevirt.io/virtualMachineControllerFinalize` from the
-//!   VM. Pods are found through their `ownerReferences`. Its writes are logged as `internal`.
+//! - virt-controller (setting `virtController`), Harvester's VM controller
+//!   (`harvesterController`), the kubelets and the garbage collector: see
+//!   `docs/simulator.md` and each file of [`controllers`] for what they do and the upstream
+//!   source they follow. By default they react inside the request that changed something;
+//!   with `controllerDelayMs` each runs in its own task ([`Sim::set_controller_delay`],
+//!   [`Sim::wait_controllers_settled`], `GET /_sim/settled`). Their writes are logged as
+//!   `internal`.
+//! - Releases: [`SimConfig::release`] (`--release`) generates a scenario in one release's
+//!   shapes ([`scenarios`]).
 //! - Watch: `resourceVersion` (unset/"0": synthetic ADDED of the current state first), 410 Gone
 //!   ERROR event for a resourceVersion older than the kept history (`watchHistory` events, and
 //!   everything before start-up or `/_sim/compact`), `timeoutSeconds`, `allowWatchBookmarks`,
@@ -114,7 +116,8 @@
 //! (status, deletionTimestamp and finalizers included); missing uid/resourceVersion/
 //! creationTimestamp are filled in. An optional `apiVersion: sim.vmrecover.dev/v1`,
 //! `kind: SimulatorSettings` document sets `downNodes`, `virtController`, `kubeVersion`,
-//! `watchHistory`, `release`, `webhooks`. Several files merge; `kind: List` documents are accepted.
+//! `watchHistory`, `release`, `webhooks`, `harvesterController`, `controllerDelayMs`. Several
+//! files merge; `kind: List` documents are accepted.
 
 #![warn(missing_docs)]
 
