@@ -19,6 +19,7 @@ pub fn vmi(obj: &mut Value, p: &ReleaseProfile) {
     if let Some(img) = obj.pointer_mut("/status/launcherContainerImageVersion") {
         *img = Value::from(p.launcher_image);
     }
+    status_details(obj);
     let target = obj
         .pointer("/status/migrationState")
         .filter(|m| migration_over(m))
@@ -38,6 +39,41 @@ pub fn vmi(obj: &mut Value, p: &ReleaseProfile) {
             l.insert(MIGRATION_TARGET_LABEL.into(), Value::from(target));
         }
     }
+}
+
+/// The status fields virt-controller and virt-handler fill in for a VMI that ran (kubevirt
+/// `staging/src/kubevirt.io/api/core/v1/types.go` `VirtualMachineInstanceStatus`, v1.3.0 …
+/// v1.7.0: `currentCPUTopology`, `memory`, `selinuxContext`, `runtimeUser`), derived
+/// from the VMI's spec so a generated VMI has the size and shape of a real one.
+fn status_details(obj: &mut Value) {
+    let ran = obj
+        .pointer("/status/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    if !ran {
+        return;
+    }
+    let cpu = obj.pointer("/spec/domain/cpu").cloned().unwrap_or_default();
+    let topology = serde_json::json!({
+        "cores": cpu.get("cores").cloned().unwrap_or(Value::from(1)),
+        "sockets": cpu.get("sockets").cloned().unwrap_or(Value::from(1)),
+        "threads": cpu.get("threads").cloned().unwrap_or(Value::from(1)),
+    });
+    let guest = obj
+        .pointer("/spec/domain/memory/guest")
+        .cloned()
+        .unwrap_or(Value::from("1Gi"));
+    let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut) else {
+        return;
+    };
+    status.entry("currentCPUTopology").or_insert(topology);
+    status.entry("memory").or_insert(serde_json::json!({
+        "guestAtBoot": guest, "guestCurrent": guest, "guestRequested": guest,
+    }));
+    status
+        .entry("selinuxContext")
+        .or_insert(Value::from("none"));
+    status.entry("runtimeUser").or_insert(Value::from(107));
 }
 
 /// Whether a `status.migrationState` describes a migration that ended.

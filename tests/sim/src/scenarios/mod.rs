@@ -139,4 +139,23 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn generated_vmis_have_the_size_of_real_ones() {
+        let mut sc = power_loss();
+        for_release(&mut sc, &PROFILES[0]);
+        let web = vmi(&sc, "vm-web-01");
+        let size = serde_json::to_string(web).map(|t| t.len()).unwrap_or(0);
+        assert!(size > 3000, "{size} bytes");
+        for field in [
+            "conditions",
+            "interfaces",
+            "volumeStatus",
+            "guestOSInfo",
+            "memory",
+            "currentCPUTopology",
+        ] {
+            assert!(web["status"].get(field).is_some(), "{field}");
+        }
+    }
 }
