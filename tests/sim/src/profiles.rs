@@ -155,8 +155,10 @@ pub static PROFILES: &[ReleaseProfile] = &[
         removes_migration_target_label: true,
         webhooks: crate::admission::webhooks::HARVESTER_1_8,
         harvester_version: "v1.8.0",
+        // Harvester's go.mod on master (commit 0020ce03, the 1.8 line): kubevirt v1.7.0,
+        // k8s.io/kubernetes v1.33.7, longhorn-manager v1.10.0.
         kube_version: "1.33.7+rke2r1",
-        longhorn: "v1.9.2",
+        longhorn: "v1.10.0",
         launcher_image: "registry.suse.com/suse/sles/15.7/virt-launcher:1.7.0-150700.3.17.1",
         harvester_vmi_finalizers: VMI_FROM_HARVESTER_1_7,
         harvester_vm_finalizers: VM_FROM_1_6,
