@@ -54,7 +54,7 @@ kind: SimulatorSettings
 downNodes: [node-down]
 virtController: true
 harvesterController: true
-controllerDelayMs: 150
+controllerDelayMs: 300
 "#;
 
 #[tokio::test]
