@@ -7,8 +7,25 @@
 #      then recover with `vmrecover run --yes`, and show what is left.
 # The host root given to vmrecover is a small tree in a temp directory: this machine is
 # not a Harvester node, so no Longhorn disk is held or mounted "here".
+# Usage: bash tests/demo.sh [--release 1.4|1.5|1.6|1.7|1.8]   (default: the newest, 1.8)
+# --release generates that Harvester release's cluster from the same story (its KubeVirt's
+# finalizer names, Harvester's finalizers, its versions; see tests/sim/src/scenarios/).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+release=1.8
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --release) [ $# -ge 2 ] || { echo "demo: --release needs a value" >&2; exit 2; }; release=$2; shift 2 ;;
+    --release=*) release=${1#--release=}; shift ;;
+    -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "demo: unknown argument $1 (usage: tests/demo.sh [--release 1.4|1.5|1.6|1.7|1.8])" >&2; exit 2 ;;
+  esac
+done
+case "$release" in
+  1.4|1.5|1.6|1.7|1.8) ;;
+  *) echo "demo: unknown release $release (1.4, 1.5, 1.6, 1.7 or 1.8)" >&2; exit 2 ;;
+esac
 
 command -v kubectl >/dev/null || { echo "demo: kubectl is needed (v1.27+)" >&2; exit 1; }
 command -v cc >/dev/null || { echo "demo: a C compiler (cc) is needed for the fake qemu process" >&2; exit 1; }
@@ -24,7 +41,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-./target/debug/harvester-sim --listen 127.0.0.1:0 --kubeconfig-out "$work/kubeconfig" \
+./target/debug/harvester-sim --listen 127.0.0.1:0 --kubeconfig-out "$work/kubeconfig" --release "$release" \
   --scenario tests/sim/scenarios/power-loss.yaml --scenario tests/sim/scenarios/seed.yaml --log-requests "$work/requests.jsonl" >"$work/sim.out" 2>&1 &
 sim_pid=$!
 for _ in $(seq 100); do grep -q listening "$work/sim.out" 2>/dev/null && break; sleep 0.1; done
@@ -49,7 +66,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 # vmrecover exits 3 when some VMs are left for a person (here: two are, on purpose).
 expect_0_or_3() { local rc=0; "$@" || rc=$?; [ "$rc" = 0 ] || [ "$rc" = 3 ] || { echo "demo: exit code $rc" >&2; exit "$rc"; }; }
 
-step "The cluster after the power cut (kubectl get vm,vmi -A)"
+step "Harvester $release: the cluster after the power cut (kubectl get vm,vmi -A)"
 kubectl get vm,vmi -A
 step "vmrecover --dry-run: the exact plan, zero writes"
 expect_0_or_3 "${vmrecover[@]}" --dry-run --stuck-after 0s --controller-grace 3s

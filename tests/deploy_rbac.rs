@@ -52,6 +52,10 @@ enum Setup {
     /// (the test turns it on when the watch request arrives): it then removes the VMI and
     /// vmrecover's watch sees it go. The run is `--only default/vm-db-01`.
     ControllerAfterWatch,
+    /// As [`Setup::ControllerAfterWatch`], with the controllers (Harvester's too) in their
+    /// own tasks: the VM goes a moment after its VMI, which the wait sees through a watch of
+    /// the VM.
+    VmLagsBehind,
     /// The first finalizer patch of VMI default/vm-web-01 answers 409: vmrecover re-reads it.
     VmiConflict,
     /// The node Lease exists already (released by an earlier run): taking it is an update.
@@ -250,6 +254,10 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
                 "vm-web-01-disk-0-abcde"
             ));
         }
+        Setup::VmLagsBehind => {
+            sim.set_harvester_controller(true);
+            sim.set_controller_delay(std::time::Duration::from_millis(200));
+        }
         Setup::Standard | Setup::ControllerAfterWatch => {}
     }
     let mut args: Vec<String> = vec!["--kubeconfig".into()];
@@ -262,7 +270,7 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
     match workload {
         Workload::Run => {
             args.extend(["run", "--yes", "--output", "json"].map(String::from));
-            if setup == Setup::ControllerAfterWatch {
+            if matches!(setup, Setup::ControllerAfterWatch | Setup::VmLagsBehind) {
                 args.extend(
                     ["--only", "default/vm-db-01", "--controller-grace", "3s"].map(String::from),
                 );
@@ -303,7 +311,8 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
         },
         async {
             // Event-driven, not timed: react to what vmrecover has asked the API server.
-            let mut controller_back = setup != Setup::ControllerAfterWatch;
+            let mut controller_back =
+                !matches!(setup, Setup::ControllerAfterWatch | Setup::VmLagsBehind);
             while !exited.load(Ordering::SeqCst) {
                 let requests = sim.requests();
                 let watched = |path_end: &str, selector: &str| {
@@ -493,6 +502,26 @@ fn rows() -> Vec<Row> {
             setup: Setup::Standard,
             names_permission: true,
             broken: no_object_changed,
+        },
+        Row {
+            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines list",
+            part: "ladder step 3: the wait's watch of vm-db-01's VM starts with a list: it sits out the grace period",
+            setup: Setup::VmLagsBehind,
+            names_permission: false,
+            broken: |r| match r.step("default/vm-db-01", "wait up to") {
+                Some(s) if s.contains("the VM is still stuck") => Ok(()),
+                other => Err(format!("wait step: {other:?}")),
+            },
+        },
+        Row {
+            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines watch",
+            part: "ladder step 3: the wait does not see the controllers finish vm-db-01's VM after its VMI: it sits out the grace period",
+            setup: Setup::VmLagsBehind,
+            names_permission: false,
+            broken: |r| match r.step("default/vm-db-01", "wait up to") {
+                Some(s) if s.contains("the VM is still stuck") => Ok(()),
+                other => Err(format!("wait step: {other:?}")),
+            },
         },
         Row {
             grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines patch",

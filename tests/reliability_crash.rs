@@ -119,7 +119,7 @@ async fn crash_case(
             "crash after {n}: the rerun mutated outside the plan: {bad:#?}"
         ));
     }
-    let end = end_state(&env.sim);
+    let end = settled_end_state(&env.sim).await;
     if &end != reference_end {
         return Err(format!(
             "crash after {n}: did not converge: {end:#?}\nrerun: {}",
@@ -138,7 +138,7 @@ async fn kill_9_after_every_mutating_request_then_a_rerun_converges() {
     let run = env.run(RUN).await;
     assert_eq!(run.code, 3, "{}", run.all());
     let total = env.sim.mutating_requests().len();
-    let reference_end = end_state(&env.sim);
+    let reference_end = settled_end_state(&env.sim).await;
     assert!(
         total >= 10,
         "an uninterrupted run makes {total} mutating requests"

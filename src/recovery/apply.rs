@@ -507,8 +507,9 @@ struct Waited {
     finished: bool,
 }
 
-/// Waits up to `grace` (with a watch) for the controllers to remove the VMI, then checks
-/// whether they finished the VM too.
+/// Waits up to `grace` (with a watch) for the controllers to remove the VMI, then, for what
+/// is left of the grace, for them to finish the VM too: virt-controller's VM controller drops
+/// `virtualMachineControllerFinalize` only after it saw the VMI go, so the VM lags behind.
 async fn wait_for_controllers(d: &Decision, grace: Duration, ctx: &ApplyContext) -> Waited {
     let not_yet = Waited {
         vmi_gone: false,
@@ -517,6 +518,7 @@ async fn wait_for_controllers(d: &Decision, grace: Duration, ctx: &ApplyContext)
     let Some(vmi) = &d.vmi else {
         return not_yet;
     };
+    let deadline = tokio::time::Instant::now() + grace;
     let api = Api::<VirtualMachineInstance>::namespaced(ctx.client.clone(), &vmi.namespace);
     let vmi_gone = tokio::time::timeout(
         grace,
@@ -542,7 +544,20 @@ async fn wait_for_controllers(d: &Decision, grace: Duration, ctx: &ApplyContext)
         }
         Err(_) => false,
     };
-    Waited { vmi_gone, finished }
+    if finished {
+        return Waited { vmi_gone, finished };
+    }
+    // Still deleting: its controllers may be a moment behind the VMI's.
+    let vm_gone = tokio::time::timeout_at(
+        deadline,
+        crate::cluster::until_gone(vms, &vm.name, &vm.uid, ctx.watch_timeout_secs),
+    )
+    .await
+    .is_ok();
+    Waited {
+        vmi_gone,
+        finished: vm_gone,
+    }
 }
 
 /// The result of a finalizer patch.

@@ -89,6 +89,16 @@ pub const KNOWN_FINALIZERS: &[KnownFinalizer] = &[
         cleared_by: "harvester-load-balancer",
         skipped: Some("the load balancer's removal of the VMI from its backend servers (it re-syncs from the remaining VMIs)"),
     },
+    // harvester/load-balancer-harvester `pkg/controller/vm/controller.go`: an OnRemove handler
+    // on VMs that, for a guest-cluster VM (label `guestcluster.harvesterhci.io/name`) carrying
+    // the on-remove annotation, deletes the cluster-type LoadBalancers of that guest cluster in
+    // the VM's namespace; for any other VM it only drops the finalizer.
+    KnownFinalizer {
+        name: "wrangler.cattle.io/harvester-lb-vm-controller",
+        on: VM,
+        cleared_by: "harvester-load-balancer",
+        skipped: Some("the load balancer's deletion of the guest cluster's LoadBalancers in the VM's namespace (guest-cluster VMs only): delete them by hand if the guest cluster is gone"),
+    },
     KnownFinalizer {
         name: "wrangler.cattle.io/virtual-machine-deletion",
         on: VMI,
@@ -175,6 +185,30 @@ mod tests {
             FinalizerClass::Known(k) => assert!(k.skipped.unwrap().contains("PVC")),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn load_balancer_finalizers_are_known_on_their_own_kind_only() {
+        let vm_lb = "wrangler.cattle.io/harvester-lb-vm-controller";
+        let vmi_lb = "wrangler.cattle.io/harvester-lb-vmi-controller";
+        match classify(vm_lb, ObjectKind::Vm, &[]) {
+            FinalizerClass::Known(k) => {
+                assert!(k.skipped.unwrap().contains("LoadBalancers"), "{k:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            classify(vm_lb, ObjectKind::Vmi, &[]),
+            FinalizerClass::Unknown
+        );
+        assert!(matches!(
+            classify(vmi_lb, ObjectKind::Vmi, &[]),
+            FinalizerClass::Known(_)
+        ));
+        assert_eq!(
+            classify(vmi_lb, ObjectKind::Vm, &[]),
+            FinalizerClass::Unknown
+        );
     }
 
     #[test]

@@ -396,6 +396,38 @@ fn the_finalizers_of_a_real_harvester_vmi_are_all_known() {
 }
 
 #[test]
+fn the_load_balancer_vm_finalizer_is_cleared_and_says_what_it_skips() {
+    // A guest-cluster VM of Harvester 1.7 as the load balancer and Harvester leave it.
+    let mut f = facts();
+    let mut m = vm("a");
+    m.finalizers = [
+        "wrangler.cattle.io/harvester-lb-vm-controller",
+        CONTROLLER_FINALIZE,
+        "wrangler.cattle.io/VMController.CleanupPVCAndSnapshot",
+    ]
+    .map(String::from)
+    .to_vec();
+    f.cluster.vms = Gathered::read(vec![m]);
+    let d = only_decision(&f, &policy());
+    assert!(matches!(d.action, Action::Recover { .. }), "{d:#?}");
+    assert!(
+        steps(&d.action)
+            .iter()
+            .any(|s| s.starts_with("clear vm:") && s.contains("harvester-lb-vm-controller")),
+        "{:#?}",
+        steps(&d.action)
+    );
+    assert!(
+        d.skipped_side_effects
+            .iter()
+            .any(|s| s.contains("harvester-lb-vm-controller on the vm")
+                && s.contains("LoadBalancers")),
+        "{:#?}",
+        d.skipped_side_effects
+    );
+}
+
+#[test]
 fn the_old_foreground_finalizer_name_is_cleared() {
     let mut f = facts();
     let mut v = vmi("a");

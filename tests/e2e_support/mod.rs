@@ -107,7 +107,16 @@ impl Env {
 
     /// The power-loss scenario plus extra scenario YAML documents.
     pub async fn with_texts(texts: &[&str]) -> Env {
-        let mut cfg = SimConfig::default().scenario_file(shipped_scenario("power-loss.yaml"));
+        Self::start(SimConfig::default(), texts).await
+    }
+
+    /// The power-loss scenario generated for one Harvester release (`1.4` … `1.8`).
+    pub async fn release(release: &str) -> Env {
+        Self::start(SimConfig::default().release(release), &[]).await
+    }
+
+    async fn start(cfg: SimConfig, texts: &[&str]) -> Env {
+        let mut cfg = cfg.scenario_file(shipped_scenario("power-loss.yaml"));
         for t in texts {
             cfg = cfg.scenario_text(*t);
         }
@@ -222,6 +231,17 @@ pub fn end_state(sim: &Sim) -> BTreeMap<String, Vec<String>> {
         }
     }
     m
+}
+
+/// [`end_state`] once the simulated controllers have settled (they may run in their own
+/// tasks, see `Sim::set_controller_delay`): compare end states only through this.
+pub async fn settled_end_state(sim: &Sim) -> BTreeMap<String, Vec<String>> {
+    assert!(
+        sim.wait_controllers_settled(std::time::Duration::from_secs(30))
+            .await,
+        "the simulated controllers did not settle"
+    );
+    end_state(sim)
 }
 
 /// Object names (`Kind ns/name`) whose resourceVersion the runs must never change: the

@@ -73,13 +73,15 @@
 //!   uid) are deleted (or lose the reference when another owner is alive).
 //! - Simulated controllers live in [`controllers`], one file each; what differs between
 //!   Harvester releases is data in [`profiles`] (setting `release`, default `1.8`).
-//! - virt-controller (setting `virtController`): deletes the launcher pods of a deleting or
-//!   Failed/Succeeded VMI and, once no pod owned by it exists, removes the VMI finalizers its
-//!   release knows (`foregroundDeleteVirtualMachine` and
-//!   `kubevirt.io/virtualMachineControllerFinalize`; from KubeVirt 1.7 also
-//!   `kubevirt.io/foregroundDeleteVirtualMachine`); deletes the VMI of a deleting (or
-//!   halted) VM and, once it is gone, removes `kubevirt.io/virtualMachineControllerFinalize` from the
-//!   VM. Pods are found through their `ownerReferences`. Its writes are logged as `internal`.
+//! - virt-controller (setting `virtController`), Harvester's VM controller
+//!   (`harvesterController`), the kubelets and the garbage collector: see
+//!   `docs/simulator.md` and each file of [`controllers`] for what they do and the upstream
+//!   source they follow. By default they react inside the request that changed something;
+//!   with `controllerDelayMs` each runs in its own task ([`Sim::set_controller_delay`],
+//!   [`Sim::wait_controllers_settled`], `GET /_sim/settled`). Their writes are logged as
+//!   `internal`.
+//! - Releases: [`SimConfig::release`] (`--release`) generates a scenario in one release's
+//!   shapes ([`scenarios`]).
 //! - Watch: `resourceVersion` (unset/"0": synthetic ADDED of the current state first), 410 Gone
 //!   ERROR event for a resourceVersion older than the kept history (`watchHistory` events, and
 //!   everything before start-up or `/_sim/compact`), `timeoutSeconds`, `allowWatchBookmarks`,
@@ -121,7 +123,8 @@
 //! (status, deletionTimestamp and finalizers included); missing uid/resourceVersion/
 //! creationTimestamp are filled in. An optional `apiVersion: sim.vmrecover.dev/v1`,
 //! `kind: SimulatorSettings` document sets `downNodes`, `virtController`, `kubeVersion`,
-//! `watchHistory`, `release`, `webhooks`. Several files merge; `kind: List` documents are accepted.
+//! `watchHistory`, `release`, `webhooks`, `harvesterController`, `controllerDelayMs`. Several
+//! files merge; `kind: List` documents are accepted.
 
 #![warn(missing_docs)]
 
@@ -143,6 +146,7 @@ pub mod rbac;
 pub mod requestlog;
 pub mod resources;
 pub mod scenario;
+pub mod scenarios;
 pub mod selectors;
 mod server;
 pub mod settings;
@@ -195,6 +199,9 @@ pub struct SimConfig {
     /// Serve plain HTTP instead of HTTPS (for clients that cannot do TLS; a request without
     /// credentials is then the admin, as on the apiserver's old insecure port).
     pub plain_http: bool,
+    /// Generate the scenario for this Harvester release (`1.4` … `1.8`): the loaded objects
+    /// are rewritten into its shapes ([`scenarios::for_release`]) and its controllers run.
+    pub release: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -209,6 +216,7 @@ impl Default for SimConfig {
             rbac_files: Vec::new(),
             rbac_texts: Vec::new(),
             plain_http: false,
+            release: None,
         }
     }
 }
@@ -249,6 +257,12 @@ impl SimConfig {
         !self.rbac_files.is_empty() || !self.rbac_texts.is_empty()
     }
 
+    /// Generates the scenario for a Harvester release (see [`SimConfig::release`]).
+    pub fn release(mut self, r: impl Into<String>) -> Self {
+        self.release = Some(r.into());
+        self
+    }
+
     /// Sets the settings overrides.
     pub fn settings(mut self, s: SettingsPatch) -> Self {
         self.settings = s;
@@ -284,6 +298,19 @@ impl Sim {
         }
         for (i, t) in cfg.scenario_texts.iter().enumerate() {
             sc.merge(Scenario::parse(t, &format!("scenario text {}", i + 1))?);
+        }
+        if let Some(r) = &cfg.release {
+            let p = profiles::profile(r).ok_or_else(|| {
+                anyhow!(
+                    "unknown Harvester release {r:?} (known: {})",
+                    profiles::PROFILES
+                        .iter()
+                        .map(|p| p.harvester)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+            scenarios::for_release(&mut sc, p);
         }
         let mut settings = Settings::default();
         settings.apply(&sc.settings);
@@ -349,6 +376,7 @@ impl Sim {
         let admin_kubeconfig = kubeconfig::render(endpoint)?;
         kubeconfig::write_text(&admin_kubeconfig, &kubeconfig)?;
         tokio::spawn(server::serve(listener, state.clone()));
+        controllers::spawn_tasks(state.store.clone(), state.shutdown.clone());
         Ok(Sim {
             state,
             addr,
@@ -503,6 +531,44 @@ impl Sim {
             virt_controller: Some(on),
             ..SettingsPatch::default()
         });
+    }
+
+    /// Switches Harvester's VM controller (its PVC clean-up) on or off.
+    pub fn set_harvester_controller(&self, on: bool) {
+        self.update_settings(&SettingsPatch {
+            harvester_controller: Some(on),
+            ..SettingsPatch::default()
+        });
+    }
+
+    /// Makes the controllers asynchronous, each in its own task looking every `delay` (zero:
+    /// back to synchronous).
+    pub fn set_controller_delay(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.update_settings(&SettingsPatch {
+            controller_delay_ms: Some(ms),
+            ..SettingsPatch::default()
+        });
+    }
+
+    /// Whether the controllers have nothing left to do (see [`Store::controllers_settled`]).
+    pub fn controllers_settled(&self) -> bool {
+        self.state.store.controllers_settled()
+    }
+
+    /// Waits until the controllers have settled (true), or `timeout` passed (false). Compare
+    /// end states only after this when the controllers are asynchronous.
+    pub async fn wait_controllers_settled(&self, timeout: std::time::Duration) -> bool {
+        let end = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.controllers_settled() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= end {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Switches an admission webhook (by name, e.g. `virtualmachine-validator.kubevirt.io`)

@@ -43,6 +43,10 @@ struct Args {
     /// Also write the CA of the serving certificate (PEM) here, e.g. for a pod's `ca.crt`.
     #[arg(long)]
     ca_out: Option<PathBuf>,
+    /// Generate the scenarios for this Harvester release (1.4 … 1.8): their objects are
+    /// rewritten into its finalizers, labels and versions, and its controllers run.
+    #[arg(long)]
+    release: Option<String>,
 }
 
 #[tokio::main]
@@ -61,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         rbac_files: args.rbac,
         rbac_texts: Vec::new(),
         plain_http: args.plain_http,
+        release: args.release,
     };
     let sa = Identity::parse_service_account(&args.service_account)
         .map_err(|e| anyhow::anyhow!("--service-account: {e}"))?;

@@ -45,7 +45,42 @@ pub struct ReleaseProfile {
     pub removes_migration_target_label: bool,
     /// The admission webhooks virt-api and Harvester register.
     pub webhooks: &'static [crate::admission::Webhook],
+    /// The patch release whose object shapes the generated scenarios follow (`osImage`).
+    pub harvester_version: &'static str,
+    /// The RKE2 Kubernetes version it ships (`/version`, the kubelet's `nodeInfo`).
+    pub kube_version: &'static str,
+    /// The Longhorn release it ships.
+    pub longhorn: &'static str,
+    /// The virt-launcher image KubeVirt reports in `status.launcherContainerImageVersion`.
+    pub launcher_image: &'static str,
+    /// Finalizers Harvester's controllers put on every VMI, in the order they appear.
+    pub harvester_vmi_finalizers: &'static [&'static str],
+    /// Finalizers Harvester's controllers put on every VM, in the order they appear.
+    pub harvester_vm_finalizers: &'static [&'static str],
 }
+
+/// Harvester's PVC clean-up finalizer on VMs (`pkg/controller/master/virtualmachine`,
+/// every release here).
+pub const CLEANUP_PVC_FINALIZER: &str = "wrangler.cattle.io/VMController.CleanupPVCAndSnapshot";
+
+/// Harvester's MAC back-fill finalizer on VMIs (Harvester ≥ 1.7: `VMNetworkController`
+/// registers `BackfillObservedNetworkMacAddress` as an OnRemove handler on VMIs).
+pub const BACKFILL_MAC_FINALIZER: &str =
+    "wrangler.cattle.io/VMController.BackfillObservedNetworkMacAddress";
+
+/// The load balancer's VMI finalizer (harvester/load-balancer-harvester
+/// `pkg/controller/vmi/controller.go`: an OnRemove handler, so wrangler puts it on every VMI).
+pub const LB_VMI_FINALIZER: &str = "wrangler.cattle.io/harvester-lb-vmi-controller";
+
+/// The load balancer's VM finalizer (harvester/load-balancer-harvester
+/// `pkg/controller/vm/controller.go`: an OnRemove handler on every VM, which deletes a guest
+/// cluster's LoadBalancers).
+pub const LB_VM_FINALIZER: &str = "wrangler.cattle.io/harvester-lb-vm-controller";
+
+const VMI_LB_ONLY: &[&str] = &[LB_VMI_FINALIZER];
+const VMI_FROM_HARVESTER_1_7: &[&str] = &[BACKFILL_MAC_FINALIZER, LB_VMI_FINALIZER];
+const VM_UP_TO_1_5: &[&str] = &[CLEANUP_PVC_FINALIZER];
+const VM_FROM_1_6: &[&str] = &[LB_VM_FINALIZER, CLEANUP_PVC_FINALIZER];
 
 const UP_TO_1_6: &[&str] = &[LEGACY_VMI_FOREGROUND_FINALIZER, VM_CONTROLLER_FINALIZER];
 const FROM_1_7: &[&str] = &[
@@ -63,6 +98,12 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_finalizers_removed: UP_TO_1_6,
         removes_migration_target_label: false,
         webhooks: crate::admission::webhooks::HARVESTER_1_4,
+        harvester_version: "v1.4.3",
+        kube_version: "1.30.11+rke2r1",
+        longhorn: "v1.7.3",
+        launcher_image: "registry.suse.com/suse/sles/15.6/virt-launcher:1.3.1-150600.5.9.1",
+        harvester_vmi_finalizers: VMI_LB_ONLY,
+        harvester_vm_finalizers: VM_UP_TO_1_5,
     },
     ReleaseProfile {
         harvester: "1.5",
@@ -71,6 +112,12 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_finalizers_removed: UP_TO_1_6,
         removes_migration_target_label: false,
         webhooks: crate::admission::webhooks::HARVESTER_1_5,
+        harvester_version: "v1.5.1",
+        kube_version: "1.32.4+rke2r1",
+        longhorn: "v1.8.2",
+        launcher_image: "registry.suse.com/suse/sles/15.6/virt-launcher:1.4.0-150600.5.15.1",
+        harvester_vmi_finalizers: VMI_LB_ONLY,
+        harvester_vm_finalizers: VM_UP_TO_1_5,
     },
     ReleaseProfile {
         harvester: "1.6",
@@ -79,6 +126,12 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_finalizers_removed: UP_TO_1_6,
         removes_migration_target_label: false,
         webhooks: crate::admission::webhooks::HARVESTER_1_6,
+        harvester_version: "v1.6.1",
+        kube_version: "1.33.5+rke2r1",
+        longhorn: "v1.9.1",
+        launcher_image: "registry.suse.com/suse/sles/15.7/virt-launcher:1.5.2-150700.3.5.1",
+        harvester_vmi_finalizers: VMI_LB_ONLY,
+        harvester_vm_finalizers: VM_FROM_1_6,
     },
     ReleaseProfile {
         harvester: "1.7",
@@ -87,6 +140,12 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_finalizers_removed: UP_TO_1_6,
         removes_migration_target_label: true,
         webhooks: crate::admission::webhooks::HARVESTER_1_7,
+        harvester_version: "v1.7.0",
+        kube_version: "1.33.5+rke2r1",
+        longhorn: "v1.9.2",
+        launcher_image: "registry.suse.com/suse/sles/15.7/virt-launcher:1.6.2-150700.3.11.1",
+        harvester_vmi_finalizers: VMI_FROM_HARVESTER_1_7,
+        harvester_vm_finalizers: VM_FROM_1_6,
     },
     ReleaseProfile {
         harvester: "1.8",
@@ -95,6 +154,14 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_finalizers_removed: FROM_1_7,
         removes_migration_target_label: true,
         webhooks: crate::admission::webhooks::HARVESTER_1_8,
+        harvester_version: "v1.8.0",
+        // Harvester's go.mod on master (commit 0020ce03, the 1.8 line): kubevirt v1.7.0,
+        // k8s.io/kubernetes v1.33.7, longhorn-manager v1.10.0.
+        kube_version: "1.33.7+rke2r1",
+        longhorn: "v1.10.0",
+        launcher_image: "registry.suse.com/suse/sles/15.7/virt-launcher:1.7.0-150700.3.17.1",
+        harvester_vmi_finalizers: VMI_FROM_HARVESTER_1_7,
+        harvester_vm_finalizers: VM_FROM_1_6,
     },
 ];
 

@@ -29,6 +29,15 @@ pub struct Settings {
     /// Admission webhooks that are not up, by webhook name (see [`crate::admission`]).
     #[serde(default)]
     pub webhooks: BTreeMap<String, WebhookState>,
+    /// Whether Harvester's VM controller runs (its PVC clean-up, see
+    /// [`crate::controllers::harvester_vm`]); off by default.
+    #[serde(default)]
+    pub harvester_controller: bool,
+    /// 0: the controllers react inside the request that changed something (synchronous).
+    /// Otherwise each controller runs in its own task and looks at the cluster every this
+    /// many milliseconds, as real controllers do, after the request has been answered.
+    #[serde(default)]
+    pub controller_delay_ms: u64,
 }
 
 impl Default for Settings {
@@ -40,6 +49,8 @@ impl Default for Settings {
             watch_history: DEFAULT_WATCH_HISTORY,
             release: crate::profiles::DEFAULT_RELEASE.into(),
             webhooks: BTreeMap::new(),
+            harvester_controller: false,
+            controller_delay_ms: 0,
         }
     }
 }
@@ -68,6 +79,12 @@ pub struct SettingsPatch {
     /// `harvester-webhook`: every webhook behind it); webhooks not named keep their state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhooks: Option<BTreeMap<String, WebhookState>>,
+    /// Switch Harvester's VM controller on or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harvester_controller: Option<bool>,
+    /// Make the controllers asynchronous with this period (0: synchronous).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_delay_ms: Option<u64>,
 }
 
 impl SettingsPatch {
@@ -88,7 +105,15 @@ impl SettingsPatch {
             watch_history,
             release,
             webhooks,
+            harvester_controller,
+            controller_delay_ms,
         } = later;
+        if harvester_controller.is_some() {
+            self.harvester_controller = harvester_controller;
+        }
+        if controller_delay_ms.is_some() {
+            self.controller_delay_ms = controller_delay_ms;
+        }
         if down_nodes.is_some() {
             self.down_nodes = down_nodes;
         }
@@ -127,6 +152,12 @@ impl Settings {
         }
         if let Some(v) = &p.release {
             self.release = v.trim_start_matches('v').to_string();
+        }
+        if let Some(v) = p.harvester_controller {
+            self.harvester_controller = v;
+        }
+        if let Some(v) = p.controller_delay_ms {
+            self.controller_delay_ms = v;
         }
         for (name, state) in p.webhooks.iter().flatten() {
             // Unknown names are refused where patches come in (`SettingsPatch::check`).

@@ -8,11 +8,12 @@
 //! | `POST /_sim/faults` | add a rule (or a JSON array of rules), see [`crate::faults::FaultRule`] |
 //! | `DELETE /_sim/faults` | remove every rule |
 //! | `GET /_sim/settings` | current settings |
-//! | `POST /_sim/settings` | change settings (`downNodes`, `virtController`, `kubeVersion`, `watchHistory`, `release`, `webhooks`) |
+//! | `POST /_sim/settings` | change settings (`downNodes`, `virtController`, `harvesterController`, `controllerDelayMs`, `kubeVersion`, `watchHistory`, `release`, `webhooks`) |
 //! | `GET /_sim/webhooks` | the release's admission webhooks in call order, with their state |
 //! | `POST /_sim/webhooks` | switch webhooks: `{"name": "virt-api", "state": "down"}`, `"up"`, `{"deny": {"message": "...", "code": 422}}` (a JSON array of such too); `name` is a webhook or a Service |
 //! | `POST /_sim/objects` | store objects as written (JSON object or YAML scenario text, `kind: List` too) |
 //! | `POST /_sim/compact` | forget the watch history (older resourceVersions now get 410) |
+//! | `GET /_sim/settled` | `{"settled": bool, "resourceVersion": "N"}`: whether the simulated controllers have nothing left to do (always true while they are synchronous; see `controllerDelayMs`) |
 //! | `GET /_sim/health` | `ok` |
 
 use serde_json::{json, Value};
@@ -71,6 +72,13 @@ pub(crate) fn route(state: &State, r: &Req) -> Reply {
     let path = r.path.trim_end_matches('/');
     match (r.method.as_str(), path) {
         ("GET", "/_sim/health") => Reply::Text(200, "ok".into()),
+        ("GET", "/_sim/settled") => Reply::Json(
+            200,
+            json!({
+                "settled": state.store.controllers_settled(),
+                "resourceVersion": state.store.current_rv().to_string(),
+            }),
+        ),
         ("GET", "/_sim/requests") => {
             let since = r.q("since").and_then(|s| s.parse().ok()).unwrap_or(0);
             Reply::Json(200, json!(state.log.since(since)))

@@ -256,3 +256,57 @@ async fn healthy_scenario_has_nothing_stuck_and_scenarios_merge() {
     let bad = Sim::start(SimConfig::default().scenario_text("apiVersion: v1\nkind: Pod\n")).await;
     assert!(bad.is_err(), "an object without a name is refused");
 }
+
+#[test]
+fn binary_refuses_an_unknown_release() {
+    let dir = std::env::temp_dir().join(format!("harvester-sim-rel-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let out = Command::new(env!("CARGO_BIN_EXE_harvester-sim"))
+        .args(["--plain-http", "--release", "2.0", "--kubeconfig-out"])
+        .arg(dir.join("kubeconfig"))
+        .arg("--scenario")
+        .arg(shipped_scenario("power-loss.yaml"))
+        .output();
+    let Ok(out) = out else {
+        panic!("cannot start harvester-sim")
+    };
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown Harvester release") && err.contains("1.4, 1.5, 1.6, 1.7, 1.8"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn every_release_generates_the_shipped_scenarios() {
+    for p in harvester_sim::profiles::PROFILES {
+        let sim = Sim::start(
+            SimConfig::default()
+                .release(p.harvester)
+                .scenario_file(shipped_scenario("power-loss.yaml"))
+                .scenario_file(shipped_scenario("seed.yaml")),
+        )
+        .await;
+        let Ok(sim) = sim else {
+            panic!("{}: {:?}", p.harvester, sim.err())
+        };
+        assert_eq!(sim.settings().release, p.harvester);
+        let Some(web) = sim.get(
+            "kubevirt.io/v1",
+            "VirtualMachineInstance",
+            "default",
+            "vm-web-01",
+        ) else {
+            panic!("{}: no vm-web-01", p.harvester)
+        };
+        assert!(finalizers(&web).contains(&p.vmi_foreground_finalizer.to_string()));
+        let healthy = Sim::start(
+            SimConfig::default()
+                .release(p.harvester)
+                .scenario_file(shipped_scenario("healthy.yaml")),
+        )
+        .await;
+        assert!(healthy.is_ok(), "{}: {:?}", p.harvester, healthy.err());
+    }
+}

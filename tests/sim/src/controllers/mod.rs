@@ -11,6 +11,7 @@
 //! Harvester's node-down controller) is a new file with a [`Controller`] added to [`ALL`].
 
 pub mod garbage_collector;
+pub mod harvester_vm;
 pub mod kubelet;
 pub mod virt_controller;
 
@@ -29,10 +30,14 @@ pub trait Cluster {
     fn get(&self, res: ResIdx, key: &Key) -> Option<&Value>;
     /// The objects whose `ownerReferences` name this uid.
     fn dependents(&self, owner_uid: &str) -> Vec<(ResIdx, Key)>;
+    /// Every object of a resource in a namespace.
+    fn list(&self, res: ResIdx, namespace: &str) -> Vec<Value>;
     /// Whether an object with this uid exists.
     fn uid_exists(&self, uid: &str) -> bool;
     /// Deletes an object with the apiserver's delete semantics, as `actor`.
     fn delete(&mut self, actor: &str, res: ResIdx, key: &Key, opts: &DeleteOptions);
+    /// Creates an object, as `actor`.
+    fn create(&mut self, actor: &str, res: ResIdx, obj: Value);
     /// Replaces an object (its status only when `status`), as `actor`.
     fn update(&mut self, actor: &str, res: ResIdx, obj: Value, status: bool);
     /// Removes a deleting object for good (the kubelet's final confirmation), as `actor`.
@@ -60,12 +65,53 @@ pub trait Controller: Sync {
     fn owner_removed(&self, _c: &mut dyn Cluster, _uid: &str) {}
 }
 
-/// Every simulated controller, in the order they see an object.
+/// Every simulated controller, in the order they see an object (the garbage collector
+/// first: [`held_by_garbage_collector`]).
 pub static ALL: &[&dyn Controller] = &[
     &garbage_collector::GarbageCollector,
     &kubelet::Kubelet,
     &virt_controller::VirtController,
+    &harvester_vm::HarvesterVmController,
 ];
+
+/// Whether the garbage collector alone handles this object now (it is deleting with a GC
+/// finalizer): the other controllers wait for its next change.
+pub fn held_by_garbage_collector(obj: &Value) -> bool {
+    crate::meta::is_deleting(obj)
+        && crate::meta::finalizers(obj)
+            .iter()
+            .any(|f| garbage_collector::is_gc_finalizer(f))
+}
+
+/// Starts one task per controller that, while `controllerDelayMs` is set, sleeps that long
+/// and makes a pass over the cluster ([`crate::Store::controller_pass`]); the tasks end with
+/// the simulator.
+pub fn spawn_tasks(
+    store: std::sync::Arc<crate::Store>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    for index in 0..ALL.len() {
+        let store = store.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let delay = store.settings().controller_delay_ms;
+                // Synchronous mode: look again later whether that changed.
+                let wait = std::time::Duration::from_millis(if delay == 0 { 50 } else { delay });
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => return,
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
+                if delay > 0 {
+                    store.controller_pass(index);
+                }
+            }
+        });
+    }
+}
 
 /// Lets every controller react to the current state of one object (if it still exists).
 pub fn reconcile(c: &mut dyn Cluster, res: ResIdx, key: &Key) {
@@ -151,6 +197,13 @@ pub(crate) mod fake {
         fn get(&self, res: ResIdx, key: &Key) -> Option<&Value> {
             self.objects.get(&(res, key.clone()))
         }
+        fn list(&self, res: ResIdx, namespace: &str) -> Vec<Value> {
+            self.objects
+                .iter()
+                .filter(|((r, k), _)| *r == res && k.0 == namespace)
+                .map(|(_, o)| o.clone())
+                .collect()
+        }
         fn dependents(&self, owner_uid: &str) -> Vec<(ResIdx, Key)> {
             self.objects
                 .iter()
@@ -173,6 +226,12 @@ pub(crate) mod fake {
             } else {
                 meta::meta_mut(o).insert("deletionTimestamp".into(), json!("2025-01-01T00:00:00Z"));
             }
+        }
+        fn create(&mut self, actor: &str, res: ResIdx, obj: Value) {
+            let k = key(&obj);
+            self.actions
+                .push((actor.into(), "create".into(), k.1.clone()));
+            self.objects.insert((res, k), obj);
         }
         fn update(&mut self, actor: &str, res: ResIdx, obj: Value, _status: bool) {
             let k = key(&obj);

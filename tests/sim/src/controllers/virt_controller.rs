@@ -1,12 +1,25 @@
 //! KubeVirt's virt-controller (setting `virtController`), its VMI and VM controllers as far as
-//! vmrecover depends on them (kubevirt `pkg/virt-controller/watch/vmi/lifecycle.go` and
-//! `pkg/virt-controller/watch/vm/vm.go`, v1.4.0 and v1.7.0):
-//! - a deleting or final (Failed/Succeeded) VMI has its launcher pods deleted and, once no pod
-//!   owned by it exists, loses the VMI finalizers of the release profile
-//!   ([`crate::profiles::ReleaseProfile::vmi_finalizers_removed`]);
+//! vmrecover depends on them. Followed: kubevirt `pkg/virt-controller/watch/vmi/lifecycle.go`
+//! (`sync`, `updateStatus`; v1.3.0 … v1.7.0 agree on these paths) and
+//! `pkg/virt-controller/watch/vm/vm.go`:
+//! - a deleting VMI has its launcher pods deleted (`deleteAllMatchingPods`); the simulator
+//!   also deletes the launcher of a final VMI (KubeVirt leaves that to the VM controller's
+//!   stop, which deletes the VMI);
+//! - a Running, Scheduled or Scheduling VMI whose pod is gone goes `Failed`, so does an
+//!   unprocessed (Pending) deleting one; a Terminating pod still exists and blocks that;
+//! - a Scheduling VMI whose launcher pod is ready goes `Scheduled` and only then gets label
+//!   `kubevirt.io/nodeName` and `status.nodeName`;
+//! - a final (Failed/Succeeded) VMI, once no pod owned by it exists, loses the VMI finalizers
+//!   of the release profile ([`crate::profiles::ReleaseProfile::vmi_finalizers_removed`]);
 //! - a deleting VM has its VMI deleted and, once the VMI is gone, loses
 //!   `kubevirt.io/virtualMachineControllerFinalize`; a halted VM has its VMI deleted and is
-//!   marked `Stopped`.
+//!   marked `Stopped`; a VM with `runStrategy` `Always` or `RerunOnFailure` whose VMI is gone
+//!   gets a new VMI (Pending, no node).
+//!
+//! - virt-handler's part (KubeVirt ≥ 1.6, `pkg/virt-handler/migration-target.go` v1.6.0):
+//!   label `kubevirt.io/migrationTargetNodeName` goes once `status.migrationState` is over;
+//!   KubeVirt ≤ 1.5 never removes it
+//!   ([`crate::profiles::ReleaseProfile::removes_migration_target_label`]).
 //!
 //! Pods are found through their `ownerReferences`. A change of a VMI requeues the VM of the
 //! same name (the VM controller watches VMIs).
@@ -70,39 +83,154 @@ impl Controller for VirtController {
     }
 }
 
-/// A deleting or final VMI loses its launcher pods, then its KubeVirt finalizers once no pod
-/// owned by it exists.
+/// A deleting VMI loses its launcher pods; a VMI whose pod is gone goes Failed; a final VMI
+/// with no pod left loses its KubeVirt finalizers; a Scheduling VMI with a ready pod is
+/// Scheduled on the pod's node.
 fn vmi(c: &mut dyn Cluster, k: &Kinds, res: ResIdx, vmi: &Value) {
     let phase = vmi
         .pointer("/status/phase")
         .and_then(Value::as_str)
         .unwrap_or("");
     let final_phase = phase == "Failed" || phase == "Succeeded";
-    if !meta::is_deleting(vmi) && !final_phase {
-        return;
-    }
+    let deleting = meta::is_deleting(vmi);
     let uid = meta::uid(vmi).to_string();
-    for key in owned(c, &uid, k.pods) {
-        let deleting = c.get(k.pods, &key).is_some_and(meta::is_deleting);
-        if !deleting {
-            c.delete(NAME, k.pods, &key, &DeleteOptions::default());
+    if deleting || final_phase {
+        for key in owned(c, &uid, k.pods) {
+            let pod_deleting = c.get(k.pods, &key).is_some_and(meta::is_deleting);
+            if !pod_deleting {
+                c.delete(NAME, k.pods, &key, &DeleteOptions::default());
+            }
         }
     }
-    if !owned(c, &uid, k.pods).is_empty() {
+    if drop_stale_migration_label(c, res, vmi) {
         return;
     }
-    let removed = c.settings().profile().vmi_finalizers_removed;
-    let fins = meta::finalizers(vmi);
-    let kept: Vec<String> = fins
-        .iter()
-        .filter(|f| !removed.contains(&f.as_str()))
-        .cloned()
-        .collect();
-    if kept.len() != fins.len() {
-        let mut new = vmi.clone();
-        meta::set_finalizers(&mut new, &kept);
-        c.update(NAME, res, new, false);
+    let pods = owned(c, &uid, k.pods);
+    match phase {
+        "Running" | "Scheduled" | "Scheduling" if pods.is_empty() => {
+            set_phase(c, res, vmi, "Failed");
+        }
+        "" | "Pending" if pods.is_empty() && deleting => set_phase(c, res, vmi, "Failed"),
+        "Scheduling" if !deleting => {
+            let ready_node = pods.iter().find_map(|key| {
+                let pod = c.get(k.pods, key)?;
+                (pod_ready(pod) && !meta::is_deleting(pod))
+                    .then(|| pod.pointer("/spec/nodeName")?.as_str().map(String::from))
+                    .flatten()
+            });
+            if let Some(node) = ready_node {
+                let mut new = vmi.clone();
+                new["status"]["phase"] = json!("Scheduled");
+                new["status"]["nodeName"] = json!(node);
+                let labels = meta::meta_mut(&mut new)
+                    .entry("labels")
+                    .or_insert_with(|| json!({}));
+                labels["kubevirt.io/nodeName"] = json!(node);
+                c.update(NAME, res, new, false);
+            }
+        }
+        "Failed" | "Succeeded" if pods.is_empty() => {
+            let removed = c.settings().profile().vmi_finalizers_removed;
+            let fins = meta::finalizers(vmi);
+            let kept: Vec<String> = fins
+                .iter()
+                .filter(|f| !removed.contains(&f.as_str()))
+                .cloned()
+                .collect();
+            if kept.len() != fins.len() {
+                let mut new = vmi.clone();
+                meta::set_finalizers(&mut new, &kept);
+                c.update(NAME, res, new, false);
+            }
+        }
+        _ => {}
     }
+}
+
+/// On releases whose virt-handler does it: removes the migration-target label of a VMI whose
+/// migration is over. True when it wrote.
+fn drop_stale_migration_label(c: &mut dyn Cluster, res: ResIdx, vmi: &Value) -> bool {
+    const LABEL: &str = "kubevirt.io/migrationTargetNodeName";
+    if !c.settings().profile().removes_migration_target_label || meta::label(vmi, LABEL).is_none() {
+        return false;
+    }
+    let over = vmi.pointer("/status/migrationState").is_some_and(|m| {
+        m.get("endTimestamp").is_some_and(|t| !t.is_null())
+            || m.get("completed").and_then(Value::as_bool) == Some(true)
+            || m.get("failed").and_then(Value::as_bool) == Some(true)
+    });
+    if !over {
+        return false;
+    }
+    let mut new = vmi.clone();
+    if let Some(l) = new
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
+        l.remove(LABEL);
+    }
+    c.update(NAME, res, new, false);
+    true
+}
+
+/// Whether a pod's `Ready` condition is `True`.
+fn pod_ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// Writes a new VMI phase (through the main resource: the VMI CRD has no status
+/// subresource), with its transition timestamp.
+fn set_phase(c: &mut dyn Cluster, res: ResIdx, vmi: &Value, phase: &str) {
+    let mut new = vmi.clone();
+    if !new.get("status").is_some_and(Value::is_object) {
+        new["status"] = json!({});
+    }
+    new["status"]["phase"] = json!(phase);
+    let entry = json!({"phase": phase, "phaseTransitionTimestamp": meta::now_rfc3339()});
+    match new["status"]
+        .get_mut("phaseTransitionTimestamps")
+        .and_then(Value::as_array_mut)
+    {
+        Some(list) => list.push(entry),
+        None => new["status"]["phaseTransitionTimestamps"] = json!([entry]),
+    }
+    c.update(NAME, res, new, false);
+}
+
+/// A new VMI for a VM that should run (`pkg/virt-controller/watch/vm/vm.go`
+/// `startVMI`/`setupVMIFromVM`): the template, owned by the VM, Pending, with the finalizers
+/// virt-api and the VM controller put on it (the release's foreground name).
+fn new_vmi(c: &dyn Cluster, vm: &Value) -> Value {
+    let name = meta::name(vm);
+    let template = vm.pointer("/spec/template").cloned().unwrap_or_default();
+    let mut labels = template
+        .pointer("/metadata/labels")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    if !labels.is_object() {
+        labels = json!({});
+    }
+    json!({
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": {
+            "name": name,
+            "namespace": meta::namespace(vm),
+            "labels": labels,
+            "annotations": template.pointer("/metadata/annotations").cloned().unwrap_or_else(|| json!({})),
+            "finalizers": [VM_CONTROLLER_FINALIZER, c.settings().profile().vmi_foreground_finalizer],
+            "ownerReferences": [{
+                "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": name,
+                "uid": meta::uid(vm), "controller": true, "blockOwnerDeletion": true,
+            }],
+        },
+        "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
+        "status": {"phase": "Pending"},
+    })
 }
 
 /// A deleting VM has its VMI deleted and, once the VMI is gone, loses
@@ -125,6 +253,14 @@ fn vm(c: &mut dyn Cluster, k: &Kinds, res: ResIdx, vm: &Value) {
         }
     }
     if vmi.is_some() {
+        return;
+    }
+    let strategy = vm.pointer("/spec/runStrategy").and_then(Value::as_str);
+    let should_run = matches!(strategy, Some("Always") | Some("RerunOnFailure"))
+        || vm.pointer("/spec/running").and_then(Value::as_bool) == Some(true);
+    if !meta::is_deleting(vm) && !halted && should_run {
+        let new = new_vmi(c, vm);
+        c.create(NAME, k.vmis, new);
         return;
     }
     if meta::is_deleting(vm) {
@@ -230,6 +366,11 @@ mod tests {
             let v = deleting_vmi(&ALL_NAMES);
             let mut f = Fake::with(settings(release), &[(k.vmis, v.clone())]);
             VirtController.reconcile(&mut f, k.vmis, &key(&v), &v);
+            // No pod: first Failed, then (next look) the finalizers go.
+            let failed = f.obj(k.vmis, "d", "vm").cloned().unwrap_or_default();
+            assert_eq!(failed["status"]["phase"], "Failed");
+            assert_eq!(meta::finalizers(&failed).len(), 3, "not while not final");
+            VirtController.reconcile(&mut f, k.vmis, &key(&v), &failed);
             let fins = f
                 .obj(k.vmis, "d", "vm")
                 .map(meta::finalizers)
@@ -279,5 +420,102 @@ mod tests {
         let mut f = Fake::with(s, &[(k.vmis, v.clone())]);
         VirtController.reconcile(&mut f, k.vmis, &key(&v), &v);
         assert!(f.actions.is_empty());
+    }
+
+    #[test]
+    fn a_running_vmi_fails_once_its_pod_is_gone_not_while_it_terminates() {
+        let k = k();
+        let mut v = deleting_vmi(&ALL_NAMES);
+        v["status"] = json!({"phase": "Running"});
+        let mut f = Fake::with(settings("1.8"), &[(k.vmis, v.clone()), (k.pods, pod(true))]);
+        VirtController.reconcile(&mut f, k.vmis, &key(&v), &v);
+        assert_eq!(
+            f.obj(k.vmis, "d", "vm")
+                .map(|o| o["status"]["phase"].clone()),
+            Some(json!("Running"))
+        );
+        f.objects
+            .remove(&(k.pods, ("d".into(), "virt-launcher-vm".into())));
+        VirtController.reconcile(&mut f, k.vmis, &key(&v), &v);
+        let now = f.obj(k.vmis, "d", "vm").cloned().unwrap_or_default();
+        assert_eq!(now["status"]["phase"], "Failed");
+        assert_eq!(
+            meta::finalizers(&now).len(),
+            3,
+            "finalizers go only on the next look"
+        );
+    }
+
+    #[test]
+    fn the_node_label_comes_only_with_a_ready_pod() {
+        let k = k();
+        let mut v = deleting_vmi(&ALL_NAMES);
+        if let Some(m) = v["metadata"].as_object_mut() {
+            m.remove("deletionTimestamp");
+        }
+        v["status"] = json!({"phase": "Scheduling"});
+        let mut p = pod(false);
+        p["status"] = json!({"conditions": [{"type": "Ready", "status": "False"}]});
+        let mut f = Fake::with(settings("1.8"), &[(k.vmis, v.clone()), (k.pods, p.clone())]);
+        VirtController.reconcile(&mut f, k.vmis, &key(&v), &v);
+        let seen = f.obj(k.vmis, "d", "vm").cloned().unwrap_or_default();
+        assert!(seen["metadata"]["labels"]["kubevirt.io/nodeName"].is_null());
+        assert!(seen["status"]["nodeName"].is_null());
+        p["status"]["conditions"][0]["status"] = json!("True");
+        f.objects.insert((k.pods, key(&p)), p);
+        VirtController.reconcile(&mut f, k.vmis, &key(&v), &v);
+        let seen = f.obj(k.vmis, "d", "vm").cloned().unwrap_or_default();
+        assert_eq!(seen["status"]["phase"], "Scheduled");
+        assert_eq!(seen["status"]["nodeName"], "n1");
+        assert_eq!(seen["metadata"]["labels"]["kubevirt.io/nodeName"], "n1");
+    }
+
+    #[test]
+    fn a_vm_that_should_run_gets_a_new_vmi_once_the_old_is_gone() {
+        let k = k();
+        for (strategy, expect_new) in [
+            ("RerunOnFailure", true),
+            ("Always", true),
+            ("Halted", false),
+            ("Manual", false),
+        ] {
+            let vmo = json!({"metadata": {"name": "vm", "namespace": "d", "uid": "vm-uid",
+                "finalizers": [VM_CONTROLLER_FINALIZER]},
+                "spec": {"runStrategy": strategy, "template": {"metadata": {"labels": {"harvesterhci.io/vmName": "vm"}}, "spec": {"domain": {}}}}});
+            let mut f = Fake::with(settings("1.4"), &[(k.vms, vmo.clone())]);
+            VirtController.reconcile(&mut f, k.vms, &key(&vmo), &vmo);
+            let new = f.obj(k.vmis, "d", "vm").cloned();
+            assert_eq!(new.is_some(), expect_new, "{strategy}");
+            if let Some(n) = new {
+                assert_eq!(n["status"]["phase"], "Pending");
+                assert!(n["metadata"]["labels"]["kubevirt.io/nodeName"].is_null());
+                assert_eq!(
+                    meta::finalizers(&n),
+                    [VM_CONTROLLER_FINALIZER, LEGACY_VMI_FOREGROUND_FINALIZER]
+                );
+                assert_eq!(meta::owner_uids(&n), ["vm-uid"]);
+            }
+        }
+    }
+
+    #[test]
+    fn the_migration_label_goes_after_the_migration_from_kubevirt_1_6_only() {
+        let k = k();
+        for (release, kept) in [("1.6", true), ("1.7", false)] {
+            let v = json!({"metadata": {"name": "vm", "namespace": "d", "uid": "vmi-uid",
+                "labels": {"kubevirt.io/migrationTargetNodeName": "n2"}},
+                "status": {"phase": "Running", "migrationState": {"failed": true, "endTimestamp": "2025-01-01T00:00:00Z", "targetNode": "n2"}}});
+            let mut f = Fake::with(
+                settings(release),
+                &[(k.vmis, v.clone()), (k.pods, pod(false))],
+            );
+            VirtController.reconcile(&mut f, k.vmis, &key(&v), &v);
+            let now = f.obj(k.vmis, "d", "vm").cloned().unwrap_or_default();
+            assert_eq!(
+                meta::label(&now, "kubevirt.io/migrationTargetNodeName").is_some(),
+                kept,
+                "Harvester {release}"
+            );
+        }
     }
 }

@@ -87,6 +87,9 @@ pub(crate) struct Inner {
     settings: Settings,
     dirty: VecDeque<(ResIdx, Key)>,
     removed_uids: VecDeque<String>,
+    /// Per controller (in [`crate::controllers::ALL`] order): the resourceVersion at which its
+    /// last asynchronous pass changed nothing.
+    quiet_rv: Vec<u64>,
     tx: broadcast::Sender<Arc<StoreEvent>>,
     log: Arc<RequestLog>,
     /// Who the write in progress is recorded as in managedFields (`None`: keep them as they are).
@@ -111,6 +114,7 @@ impl Store {
                 settings,
                 dirty: VecDeque::new(),
                 removed_uids: VecDeque::new(),
+                quiet_rv: vec![0; crate::controllers::ALL.len()],
                 tx,
                 log,
                 writer: None,
@@ -158,6 +162,7 @@ impl Store {
                 settings: g.settings.clone(),
                 dirty: VecDeque::new(),
                 removed_uids: g.removed_uids.clone(),
+                quiet_rv: g.quiet_rv.clone(),
                 tx,
                 log: Arc::new(RequestLog::default()),
                 writer: None,
@@ -191,6 +196,24 @@ impl Store {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Whether the simulated controllers have nothing left to do: always when they are
+    /// synchronous; otherwise when every controller's last pass, at the current
+    /// resourceVersion, changed nothing.
+    pub fn controllers_settled(&self) -> bool {
+        let g = self.lock();
+        g.settings.controller_delay_ms == 0
+            || (g.removed_uids.is_empty() && g.quiet_rv.iter().all(|q| *q == g.rv))
+    }
+
+    /// One asynchronous pass of controller `index` (of [`crate::controllers::ALL`]) over
+    /// every object; does nothing while the controllers are synchronous.
+    pub fn controller_pass(&self, index: usize) {
+        let mut g = self.lock();
+        if g.settings.controller_delay_ms > 0 {
+            g.controller_pass(index);
+        }
     }
 
     /// Runs the simulated controllers over every object (used after loading a scenario).

@@ -14,8 +14,12 @@ use crate::store::DeleteOptions;
 const SETTLE_BUDGET: usize = 1_000_000;
 
 impl Inner {
-    /// Runs the controllers until nothing is left to react to.
+    /// Runs the controllers until nothing is left to react to (synchronous mode only: with
+    /// `controllerDelayMs` set, the controllers' own tasks do it, see [`Inner::controller_pass`]).
     pub(super) fn settle(&mut self) {
+        if self.settings.controller_delay_ms > 0 {
+            return;
+        }
         let mut budget = SETTLE_BUDGET;
         while budget > 0 {
             budget -= 1;
@@ -30,6 +34,47 @@ impl Inner {
         }
         // The controllers' writes are recorded as theirs; nothing after them is.
         self.writer = None;
+    }
+}
+
+impl Inner {
+    /// One pass of one controller over every object, as its informer's resync would: the
+    /// asynchronous mode. The garbage collector also handles the owners removed since its
+    /// last pass. A pass that changes nothing marks the controller quiet at this
+    /// resourceVersion.
+    pub(super) fn controller_pass(&mut self, index: usize) {
+        let Some(ctl) = controllers::ALL.get(index).copied() else {
+            return;
+        };
+        let before = self.rv;
+        if index == 0 {
+            while let Some(uid) = self.removed_uids.pop_front() {
+                ctl.owner_removed(self, &uid);
+            }
+        }
+        let keys: Vec<(ResIdx, Key)> = self
+            .objects
+            .iter()
+            .enumerate()
+            .flat_map(|(i, m)| m.keys().map(move |k| (i, k.clone())))
+            .collect();
+        for (res, key) in keys {
+            let Some(obj) = self.get_obj(res, &key).cloned() else {
+                continue;
+            };
+            // The garbage collector alone looks at what carries its finalizers.
+            if index != 0 && controllers::held_by_garbage_collector(&obj) {
+                continue;
+            }
+            ctl.reconcile(self, res, &key, &obj);
+        }
+        // What the sync path would requeue is looked at in the next pass anyway.
+        self.dirty.clear();
+        if self.rv == before {
+            if let Some(q) = self.quiet_rv.get_mut(index) {
+                *q = self.rv;
+            }
+        }
     }
 }
 
@@ -49,6 +94,18 @@ impl Cluster for Inner {
             .unwrap_or_default()
     }
 
+    fn list(&self, res: ResIdx, namespace: &str) -> Vec<Value> {
+        self.objects
+            .get(res)
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| k.0 == namespace)
+                    .map(|(_, o)| o.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn uid_exists(&self, uid: &str) -> bool {
         self.uid_index.contains_key(uid)
     }
@@ -57,6 +114,11 @@ impl Cluster for Inner {
         // Errors (a precondition that moved, an object gone) end the controller's attempt,
         // as a failed request would.
         let _ = Inner::delete(self, res, &key.0, &key.1, opts, Some(actor));
+    }
+
+    fn create(&mut self, actor: &str, res: ResIdx, obj: Value) {
+        let ns = crate::meta::namespace(&obj).to_string();
+        let _ = Inner::create(self, res, &ns, obj, Some(actor));
     }
 
     fn update(&mut self, actor: &str, res: ResIdx, obj: Value, status: bool) {
