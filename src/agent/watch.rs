@@ -4,7 +4,7 @@
 //! agent's steady state is this one watch stream. Watch errors are counted and retried
 //! with backoff by kube's watcher.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -54,6 +54,8 @@ impl Relevant {
 #[derive(Debug, Default)]
 pub(crate) struct Filter {
     seen: HashMap<String, Relevant>,
+    /// The VMIs of the (re)list in progress, to find those that went while the watch was down.
+    listing: Option<HashSet<String>>,
 }
 
 impl Filter {
@@ -61,6 +63,37 @@ impl Filter {
     pub(crate) fn applied(&mut self, vmi: &VirtualMachineInstance) -> bool {
         let (uid, now) = Relevant::of(vmi);
         self.seen.insert(uid, now.clone()) != Some(now)
+    }
+
+    /// A VMI listed when the watch (re)starts: relevant when it changed since it was last seen
+    /// or, seen for the first time, when it is deciding — the agent's own pass has just read
+    /// the same list, so a first sighting of a quiet VMI is no news.
+    pub(crate) fn listed(&mut self, vmi: &VirtualMachineInstance) -> bool {
+        let (uid, now) = Relevant::of(vmi);
+        let deciding = crate::cluster::is_deciding(&VmiView::from(vmi));
+        if let Some(listing) = &mut self.listing {
+            listing.insert(uid.clone());
+        }
+        match self.seen.insert(uid, now.clone()) {
+            Some(before) => before != now,
+            None => deciding,
+        }
+    }
+
+    /// A (re)list begins.
+    pub(crate) fn list_started(&mut self) {
+        self.listing = Some(HashSet::new());
+    }
+
+    /// A (re)list is complete: a VMI seen before and missing from it went while the watch was
+    /// down, which is relevant.
+    pub(crate) fn list_done(&mut self) -> bool {
+        let Some(listed) = self.listing.take() else {
+            return false;
+        };
+        let before = self.seen.len();
+        self.seen.retain(|uid, _| listed.contains(uid));
+        self.seen.len() != before
     }
 
     /// A VMI is gone: always relevant.
@@ -88,9 +121,14 @@ pub fn spawn(
         let mut events = watcher(api, config).default_backoff().boxed();
         while let Some(event) = events.next().await {
             let relevant = match event {
-                Ok(Event::Apply(v) | Event::InitApply(v)) => filter.applied(&v),
+                Ok(Event::Apply(v)) => filter.applied(&v),
+                Ok(Event::InitApply(v)) => filter.listed(&v),
                 Ok(Event::Delete(v)) => filter.deleted(&v),
-                Ok(Event::Init | Event::InitDone) => false,
+                Ok(Event::Init) => {
+                    filter.list_started();
+                    false
+                }
+                Ok(Event::InitDone) => filter.list_done(),
                 Err(e) => {
                     metrics.api_error();
                     tracing::warn!("watching the VMIs on this node: {e}");
@@ -138,5 +176,37 @@ mod tests {
         );
         assert!(f.applied(&failed), "a phase change is");
         assert!(f.deleted(&failed), "a deletion is");
+    }
+
+    /// Issue 16: the watch's initial list wakes no second pass for VMIs nothing decides about.
+    #[test]
+    fn the_initial_list_wakes_only_for_deciding_vmis() {
+        let mut f = Filter::default();
+        let running = vmi(
+            serde_json::json!({"kubevirt.io/nodeName": "n1"}),
+            serde_json::json!({"phase": "Running", "nodeName": "n1"}),
+        );
+        assert!(!f.listed(&running), "a quiet VMI first seen in the list");
+        let mut failed = vmi(
+            serde_json::json!({"kubevirt.io/nodeName": "n1"}),
+            serde_json::json!({"phase": "Failed", "nodeName": "n1"}),
+        );
+        failed.metadata.uid = Some("u-2".into());
+        assert!(f.listed(&failed), "a final VMI first seen in the list");
+        let relisted = vmi(
+            serde_json::json!({"kubevirt.io/nodeName": "n1"}),
+            serde_json::json!({"phase": "Succeeded", "nodeName": "n1"}),
+        );
+        assert!(f.listed(&relisted), "a re-list that shows a change");
+        assert!(!f.listed(&relisted), "a re-list that shows none");
+        f.list_started();
+        assert!(!f.listed(&relisted));
+        assert!(
+            f.list_done(),
+            "the Failed VMI u-2 went while the watch was down"
+        );
+        f.list_started();
+        assert!(!f.listed(&relisted));
+        assert!(!f.list_done(), "nothing went");
     }
 }

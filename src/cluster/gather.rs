@@ -122,7 +122,7 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
 }
 
 /// A VMI whose decision may change something: deleting, or final (its pod may linger).
-pub(crate) fn is_deciding(v: &VmiView) -> bool {
+pub fn is_deciding(v: &VmiView) -> bool {
     v.deletion_timestamp.is_some() || matches!(v.phase.as_deref(), Some("Failed" | "Succeeded"))
 }
 

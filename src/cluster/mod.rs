@@ -19,7 +19,7 @@ mod wait;
 pub use client::{check_node, connect, connect_to_node, ConnectError};
 pub use errors::{describe, status_code};
 pub use events::{EventRecorder, Regarding};
-pub use gather::{gather, AlsoRead, NsName};
+pub use gather::{gather, is_deciding, AlsoRead, NsName};
 pub use lease::{acquire as acquire_lease, HeldLease, LeaseConfig, LeaseError, LeaseGuard};
 pub use names::*;
 pub use objects::{
