@@ -35,6 +35,7 @@
 //!
 //! [`crate::Sim::put`] and scenario loading store objects as written and skip admission.
 
+pub mod vap;
 pub mod webhooks;
 
 use std::collections::BTreeMap;

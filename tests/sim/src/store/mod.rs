@@ -4,6 +4,7 @@
 //! simulated controllers of [`crate::controllers`].
 
 mod ops;
+mod policies;
 mod settle;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -88,6 +89,9 @@ pub(crate) struct Inner {
     removed_uids: VecDeque<String>,
     tx: broadcast::Sender<Arc<StoreEvent>>,
     log: Arc<RequestLog>,
+    /// Who sends the client request being served (None while the simulated controllers
+    /// write): what the admission policies see as `request.userInfo`.
+    requester: Option<crate::rbac::Identity>,
 }
 
 /// Capacity of the live watch channel; a watcher that falls further behind is closed with 410.
@@ -110,6 +114,7 @@ impl Store {
                 removed_uids: VecDeque::new(),
                 tx,
                 log,
+                requester: None,
             }),
         })
     }
@@ -156,6 +161,7 @@ impl Store {
                 removed_uids: g.removed_uids.clone(),
                 tx,
                 log: Arc::new(RequestLog::default()),
+                requester: None,
             }),
         })
     }

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::{object_path, Inner, Key, Store};
-use crate::admission::{self, Operation, Phase};
+use crate::admission::{self, vap, Operation, Phase};
 use crate::convert::{from_view, storage_of, to_view};
 use crate::errors::ApiError;
 use crate::meta;
@@ -186,17 +186,19 @@ impl Store {
         self.create_as(res, ns, body, &Identity::admin())
     }
 
-    /// Creates an object as `who` (no rule depends on the creator today; kept for symmetry
-    /// with [`Store::update_as`]).
+    /// Creates an object as `who` (the admission policies see who).
     pub fn create_as(
         &self,
         res: ResIdx,
         ns: &str,
         body: Value,
-        _who: &Identity,
+        who: &Identity,
     ) -> Result<Value, ApiError> {
         let mut g = self.lock();
-        let out = g.create(res, ns, body, None)?;
+        g.requester = Some(who.clone());
+        let out = g.create(res, ns, body, None);
+        g.requester = None;
+        let out = out?;
         g.settle();
         Ok(out)
     }
@@ -232,7 +234,10 @@ impl Store {
             }
         }
         let mut g = self.lock();
-        let out = g.update(res, ns, name, body, status, None, who.is_kubevirt())?;
+        g.requester = Some(who.clone());
+        let out = g.update(res, ns, name, body, status, None, who.is_kubevirt());
+        g.requester = None;
+        let out = out?;
         g.settle();
         Ok(out)
     }
@@ -260,11 +265,9 @@ impl Store {
     ) -> Result<(Value, bool), ApiError> {
         let PatchParams {
             kind,
-            body,
-            status,
             field_manager,
+            ..
         } = *p;
-        let r = res_def(res);
         if kind == PatchKind::Apply && field_manager.is_none_or(str::is_empty) {
             return Err(ApiError::new(
                 422,
@@ -273,6 +276,26 @@ impl Store {
             ));
         }
         let mut g = self.lock();
+        g.requester = Some(who.clone());
+        let out = Self::patch_locked(&mut g, res, ns, name, p, who);
+        g.requester = None;
+        let out = out?;
+        g.settle();
+        Ok(out)
+    }
+
+    fn patch_locked(
+        g: &mut Inner,
+        res: ResIdx,
+        ns: &str,
+        name: &str,
+        p: &PatchParams<'_>,
+        who: &Identity,
+    ) -> Result<(Value, bool), ApiError> {
+        let PatchParams {
+            kind, body, status, ..
+        } = *p;
+        let r = res_def(res);
         let key = key_for(r, ns, name);
         let current = g.view_get(res, &key);
         let out = match current {
@@ -295,7 +318,6 @@ impl Store {
                 )
             }
         };
-        g.settle();
         Ok(out)
     }
 
@@ -308,8 +330,23 @@ impl Store {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Value, ApiError> {
+        self.delete_as(res, ns, name, opts, &Identity::admin())
+    }
+
+    /// Deletes an object as `who` (the admission policies see who).
+    pub fn delete_as(
+        &self,
+        res: ResIdx,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+        who: &Identity,
+    ) -> Result<Value, ApiError> {
         let mut g = self.lock();
-        let out = g.delete(res, ns, name, opts, None)?;
+        g.requester = Some(who.clone());
+        let out = g.delete(res, ns, name, opts, None);
+        g.requester = None;
+        let out = out?;
         g.settle();
         Ok(out)
     }
@@ -324,11 +361,15 @@ impl Store {
         ns: Option<&str>,
         q: &ListQuery,
         opts: &DeleteOptions,
+        who: &Identity,
     ) -> Result<Value, ApiError> {
         let listed = self.list(res, ns, q)?;
         let mut g = self.lock();
         for item in listed["items"].as_array().into_iter().flatten() {
-            match g.delete(res, meta::namespace(item), meta::name(item), opts, None) {
+            g.requester = Some(who.clone());
+            let out = g.delete(res, meta::namespace(item), meta::name(item), opts, None);
+            g.requester = None;
+            match out {
                 Ok(_) => {}
                 Err(e) if e.code == 404 => {}
                 Err(e) => {
@@ -348,7 +389,13 @@ impl Store {
     /// validating webhooks on `pods/eviction` CREATE run first, a missing pod is 404, and a
     /// Pending pod that is not deleting is deleted with its resourceVersion as precondition.
     /// Answers `Status` Success with code 201, as the create handler does.
-    pub fn evict(&self, ns: &str, name: &str, eviction: &Value) -> Result<Value, ApiError> {
+    pub fn evict(
+        &self,
+        ns: &str,
+        name: &str,
+        eviction: &Value,
+        who: &Identity,
+    ) -> Result<Value, ApiError> {
         let Some(pods) = find_kind("v1", "Pod") else {
             return Err(ApiError::path_not_found());
         };
@@ -377,6 +424,21 @@ impl Store {
         }
         let mut g = self.lock();
         g.admit(Phase::Mutating, Operation::Create, r, "eviction", name)?;
+        // The eviction's own admission; the pod delete it makes skips admission
+        // (eviction.go deletes with rest.ValidateAllObjectFunc).
+        g.requester = Some(who.clone());
+        let policies = g.admit_policies(&vap::Request {
+            operation: Operation::Create,
+            resource: r,
+            subresource: "eviction",
+            namespace: ns,
+            name,
+            object: Some(eviction),
+            old_object: None,
+            user: who,
+        });
+        g.requester = None;
+        policies?;
         g.admit(Phase::Validating, Operation::Create, r, "eviction", name)?;
         let pod = g
             .view_get(pods, &key_for(r, ns, name))
@@ -498,6 +560,7 @@ impl Inner {
             }
         }
         let mut name = meta::name(&body).to_string();
+        let requested_name = name.clone();
         if name.is_empty() {
             let gen = body
                 .pointer("/metadata/generateName")
@@ -586,6 +649,15 @@ impl Inner {
         // Registry Create (pkg/registry/generic/registry/store.go, v0.33.0): the strategy's
         // validation, then the validating webhooks, then storage, which finds a name taken.
         validation::validate_create(res, &body)?;
+        self.policy_check(
+            Operation::Create,
+            r,
+            "",
+            ns,
+            &requested_name,
+            Some(&body),
+            None,
+        )?;
         self.admit(Phase::Validating, Operation::Create, r, "", &name)?;
         if self.view_get(res, &key_for(r, ns, &name)).is_some() {
             return Err(ApiError::already_exists(r, &name));
@@ -703,6 +775,7 @@ impl Inner {
             m.remove("selfLink");
         }
         validation::validate_update(res, &new, &old)?;
+        self.policy_check(Operation::Update, r, sub, ns, name, Some(&new), Some(&old))?;
         self.admit(Phase::Validating, Operation::Update, r, sub, name)?;
         if r.tracks_generation() && meta::spec_part(&new) != meta::spec_part(&old) {
             let gen = old
@@ -798,6 +871,7 @@ impl Inner {
         // The DELETE webhooks: mutating in the handler, validating as the registry's
         // deleteValidation once the preconditions hold (store.go Delete, v0.33.0).
         self.admit(Phase::Mutating, Operation::Delete, r, "", name)?;
+        self.policy_check(Operation::Delete, r, "", ns, name, None, Some(&cur))?;
         self.admit(Phase::Validating, Operation::Delete, r, "", name)?;
         if let Some(a) = actor {
             let body = json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": opts.grace_period_seconds, "propagationPolicy": opts.propagation_policy});
