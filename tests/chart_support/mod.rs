@@ -121,13 +121,15 @@ pub fn strs(v: &Value) -> Vec<&str> {
 }
 
 /// The kinds the simulated Harvester serves (others cannot be applied to it).
-pub const SIM_KINDS: [&str; 6] = [
+pub const SIM_KINDS: [&str; 8] = [
     "ServiceAccount",
     "ClusterRole",
     "ClusterRoleBinding",
     "Role",
     "RoleBinding",
     "DaemonSet",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
 ];
 
 /// Splits rendered objects into the ones the simulator serves (as one `v1` List in JSON,
