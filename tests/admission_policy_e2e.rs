@@ -427,6 +427,18 @@ async fn forbidden_writes_are_refused_with_the_policys_message() {
     ] {
         sim.put(obj).expect("put");
     }
+    for (name, finalizers) in [
+        ("vm-elsewhere", vec![CONTROLLER]),
+        ("vm-unknown", vec![CONTROLLER, "example.com/unknown"]),
+    ] {
+        sim.put(
+            json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+            "metadata": {"name": name, "namespace": "default", "finalizers": finalizers,
+                         "deletionTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"runStrategy": "Halted", "template": {"spec": {"domain": {"devices": {}}}}}}),
+        )
+        .expect("put vm");
+    }
     // A VMI whose label names this node but whose status names another.
     let mut split = vmi("split", NODE, true, &[FOREGROUND]);
     split["status"]["nodeName"] = json!(OTHER_NODE);
@@ -467,6 +479,13 @@ async fn forbidden_writes_are_refused_with_the_policys_message() {
             path: vmi_path("own-b"),
             body: Some(set_finalizers(&[FOREGROUND, "example.com/unknown"], &[])),
             message: "the operator named (alsoFinalizers), not: example.com/unknown".into(),
+        },
+        Row {
+            what: "a VM's unknown finalizer",
+            method: "PATCH",
+            path: "/apis/kubevirt.io/v1/namespaces/default/virtualmachines/vm-unknown".into(),
+            body: Some(set_finalizers(&[CONTROLLER, "example.com/unknown"], &[CONTROLLER])),
+            message: "(alsoFinalizers), not: example.com/unknown".into(),
         },
         Row {
             what: "a changed label",
@@ -622,6 +641,13 @@ async fn forbidden_writes_are_refused_with_the_policys_message() {
             "DELETE",
             "/api/v1/namespaces/default/pods/virt-launcher-own-abcde".into(),
             None,
+        ),
+        // A VM names no node: its known finalizers go whichever node asks (cluster-wide, as
+        // docs/safety.md says).
+        (
+            "PATCH",
+            "/apis/kubevirt.io/v1/namespaces/default/virtualmachines/vm-elsewhere".into(),
+            Some(set_finalizers(&[CONTROLLER], &[])),
         ),
         (
             "POST",
