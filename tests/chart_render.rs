@@ -91,17 +91,32 @@ fn optional_objects_appear_only_behind_their_values() {
     let base = [
         "ClusterRole /vmrecover",
         "ClusterRoleBinding /vmrecover",
+        "ConfigMap harvester-system/vmrecover-admission-params",
         "DaemonSet harvester-system/vmrecover",
         "Role harvester-system/vmrecover",
         "Role longhorn-system/vmrecover-longhorn",
         "RoleBinding harvester-system/vmrecover",
         "RoleBinding longhorn-system/vmrecover-longhorn",
         "ServiceAccount harvester-system/vmrecover",
+        "ValidatingAdmissionPolicy /vmrecover-node-restriction",
+        "ValidatingAdmissionPolicyBinding /vmrecover-node-restriction",
     ];
     assert_eq!(
         inventory(&objects(&template(&py, "harvester-system", &[]))),
         base
     );
+    // The admission policy (on by default) goes with its value.
+    let off = inventory(&objects(&template(
+        &py,
+        "harvester-system",
+        &[r#"{"admissionPolicy":{"enabled":false}}"#],
+    )));
+    let without: Vec<&str> = base
+        .iter()
+        .copied()
+        .filter(|o| !o.contains("vmrecover-node-restriction") && !o.contains("admission-params"))
+        .collect();
+    assert_eq!(off, without);
     let mut all: Vec<String> = base.iter().map(|s| s.to_string()).collect();
     all.extend(
         [
@@ -177,7 +192,11 @@ fn values_reach_the_manifests() {
         );
         let name = o["metadata"]["name"].as_str().unwrap();
         match kind {
-            "ClusterRole" | "ClusterRoleBinding" | "CloudInit" => assert_eq!(ns, ""),
+            "ClusterRole"
+            | "ClusterRoleBinding"
+            | "CloudInit"
+            | "ValidatingAdmissionPolicy"
+            | "ValidatingAdmissionPolicyBinding" => assert_eq!(ns, ""),
             _ if name == "vmrecover-longhorn" => assert_eq!(ns, "storage", "{kind} {name}"),
             _ => assert_eq!(
                 ns, "vmrecover-system",
@@ -187,6 +206,31 @@ fn values_reach_the_manifests() {
         for s in o["subjects"].as_array().into_iter().flatten() {
             assert_eq!(s["namespace"], "vmrecover-system", "{kind} {name}");
         }
+    }
+    // The policy: the release's ServiceAccount, its params in the release namespace, and
+    // alsoFinalizers among the finalizers it lets vmrecover remove.
+    let vap = find(
+        &objs,
+        "ValidatingAdmissionPolicy",
+        "vmrecover-node-restriction",
+    );
+    assert_eq!(
+        vap["spec"]["matchConditions"][0]["expression"],
+        "request.userInfo.username == 'system:serviceaccount:vmrecover-system:vmrecover'"
+    );
+    let vapb = find(
+        &objs,
+        "ValidatingAdmissionPolicyBinding",
+        "vmrecover-node-restriction",
+    );
+    assert_eq!(vapb["spec"]["paramRef"]["namespace"], "vmrecover-system");
+    let params = find(&objs, "ConfigMap", "vmrecover-admission-params");
+    for key in ["vmiFinalizers", "vmFinalizers"] {
+        let list = params["data"][key].as_str().unwrap();
+        assert!(
+            list.ends_with(",example.com/cleanup,other/thing"),
+            "{key}: {list}"
+        );
     }
     let ds = find(&objs, "DaemonSet", "vmrecover");
     let pod = &ds["spec"]["template"]["spec"];

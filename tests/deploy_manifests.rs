@@ -97,19 +97,22 @@ fn kustomize_renders_the_agent_and_its_rbac() {
         [
             "ClusterRole /vmrecover",
             "ClusterRoleBinding /vmrecover",
+            "ConfigMap harvester-system/vmrecover-admission-params",
             "DaemonSet harvester-system/vmrecover",
             "Role harvester-system/vmrecover",
             "Role longhorn-system/vmrecover-longhorn",
             "RoleBinding harvester-system/vmrecover",
             "RoleBinding longhorn-system/vmrecover-longhorn",
             "ServiceAccount harvester-system/vmrecover",
+            "ValidatingAdmissionPolicy /vmrecover-node-restriction",
+            "ValidatingAdmissionPolicyBinding /vmrecover-node-restriction",
         ]
     );
-    // Every binding names the ServiceAccount the DaemonSet runs as.
-    for o in objs
-        .iter()
-        .filter(|o| o["kind"].as_str().is_some_and(|k| k.ends_with("Binding")))
-    {
+    // Every RBAC binding names the ServiceAccount the DaemonSet runs as.
+    for o in objs.iter().filter(|o| {
+        o["kind"].as_str().is_some_and(|k| k.ends_with("Binding"))
+            && o["kind"] != "ValidatingAdmissionPolicyBinding"
+    }) {
         assert_eq!(o["subjects"].as_array().map(Vec::len), Some(1), "{o:#}");
         assert_eq!(o["subjects"][0]["kind"], "ServiceAccount");
         assert_eq!(o["subjects"][0]["name"], "vmrecover");

@@ -4,7 +4,7 @@
 //! as client-go's `rest.InClusterConfig` does). The files are put there in a private mount
 //! namespace (`unshare -m`, a tmpfs over `/run`, which `/var/run` links to), so the host is
 //! untouched; the token is a TokenRequest bound to the agent's pod, as the kubelet mounts it,
-//! and the simulator enforces deploy/'s RBAC over HTTPS.
+//! and the simulator enforces deploy/'s RBAC and admission policy over HTTPS.
 
 mod e2e_support;
 
@@ -27,8 +27,14 @@ async fn in_cluster_config_with_a_pod_bound_token_over_https() {
         println!("skipping: a private mount namespace needs root (CI runs as root)");
         return;
     }
+    // deploy/'s RBAC enforced and its admission policy loaded: the pod's token names the
+    // node the policy holds the agent to.
     let cfg = SimConfig::default()
         .scenario_file(shipped_scenario("power-loss.yaml"))
+        .scenario_file(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/admissionpolicy.yaml"
+        ))
         .rbac_file(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy"))
         .settings(SettingsPatch {
             virt_controller: Some(false),
@@ -128,6 +134,21 @@ async fn in_cluster_config_with_a_pod_bound_token_over_https() {
             "{ns}/{name} recovered:\n{stderr}"
         );
     }
+    let refused: Vec<String> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 403 || r.status == 422)
+        .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+        .collect();
+    assert!(refused.is_empty(), "refused: {refused:?}\n{stderr}");
+    assert!(sim
+        .get(
+            "admissionregistration.k8s.io/v1",
+            "ValidatingAdmissionPolicy",
+            "",
+            "vmrecover-node-restriction"
+        )
+        .is_some());
     // Every request came with the pod's token, as the ServiceAccount.
     let users: std::collections::BTreeSet<Option<String>> = sim
         .requests()

@@ -24,8 +24,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chart_support::*;
-use harvester_sim::{shipped_scenario, Identity, SettingsPatch, Sim, SimConfig};
-use serde_json::Value;
+use harvester_sim::{shipped_scenario, SettingsPatch, Sim, SimConfig};
+use serde_json::{json, Value};
 
 const NODE: &str = "harvester-node-1";
 const NS: &str = "harvester-system";
@@ -281,9 +281,43 @@ async fn the_addon_installs_offline_and_the_agent_runs_under_what_it_created() {
     let state = dir.path().join("state");
     let root = dir.path().join("host");
     fake_host_root(&root);
+    // Its token is bound to its pod, as the kubelet projects it: the admission policy the
+    // chart installed needs the node that token names.
+    sim.put(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "vmrecover-x7k2p", "namespace": NS},
+        "spec": {"nodeName": NODE, "serviceAccountName": "vmrecover",
+                 "containers": [{"name": "vmrecover", "image": c["image"]}]},
+        "status": {"phase": "Running"},
+    }))
+    .expect("the agent's pod");
+    let (ok, token) = kubectl(
+        &kubectl_bin,
+        &admin,
+        &[
+            "create",
+            "token",
+            "vmrecover",
+            "-n",
+            NS,
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            "vmrecover-x7k2p",
+        ],
+    );
+    assert!(ok, "kubectl create token: {token}");
     let kubeconfig = dir.path().join("sa.kubeconfig");
-    sim.write_kubeconfig_as(&Identity::service_account(NS, "vmrecover"), &kubeconfig)
+    sim.write_token_kubeconfig(token.trim(), &kubeconfig)
         .unwrap();
+    assert!(sim
+        .get(
+            "admissionregistration.k8s.io/v1",
+            "ValidatingAdmissionPolicyBinding",
+            "",
+            "vmrecover-node-restriction"
+        )
+        .is_some());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -337,12 +371,12 @@ async fn the_addon_installs_offline_and_the_agent_runs_under_what_it_created() {
     let denied: Vec<String> = sim
         .requests()
         .iter()
-        .filter(|r| r.status == 403)
+        .filter(|r| r.status == 403 || r.status == 422)
         .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
         .collect();
     assert!(
         denied.is_empty(),
-        "denied under the chart's RBAC: {denied:?}\n{stderr}"
+        "denied under the chart's RBAC and admission policy: {denied:?}\n{stderr}"
     );
     let run: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let recovered: Vec<String> = run["outcomes"]

@@ -121,23 +121,29 @@ pub fn strs(v: &Value) -> Vec<&str> {
 }
 
 /// The kinds the simulated Harvester serves (others cannot be applied to it).
-pub const SIM_KINDS: [&str; 6] = [
+pub const SIM_KINDS: [&str; 8] = [
     "ServiceAccount",
     "ClusterRole",
     "ClusterRoleBinding",
     "Role",
     "RoleBinding",
     "DaemonSet",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
 ];
 
-/// Splits rendered objects into the ones the simulator serves (as one `v1` List in JSON,
+/// Splits rendered objects into the ones the simulator serves (with the release's ConfigMaps) (as one `v1` List in JSON,
 /// which `kubectl apply -f` takes) and the kinds of the rest.
 pub fn split_for_sim(objs: &[Value]) -> (String, Vec<String>) {
     let mut served = Vec::new();
     let mut others = Vec::new();
     for o in objs {
         let kind = o["kind"].as_str().unwrap_or("");
-        if SIM_KINDS.contains(&kind) {
+        // ConfigMaps of the release namespace (the admission policy's params) too; the
+        // Grafana dashboard's goes to cattle-dashboards, which the simulated cluster lacks.
+        let release_config =
+            kind == "ConfigMap" && o["metadata"]["namespace"] == "harvester-system";
+        if SIM_KINDS.contains(&kind) || release_config {
             served.push(o.clone());
         } else {
             others.push(kind.to_string());

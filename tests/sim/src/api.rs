@@ -400,7 +400,7 @@ fn verb(state: &State, r: &Req, t: Target) -> Result<Reply, ApiError> {
             },
         ) => {
             let opts = delete_options(r)?;
-            let v = store.delete(res, &ns, &name, &opts)?;
+            let v = store.delete_as(res, &ns, &name, &opts, &r.who)?;
             Ok(Reply::Json(200, v))
         }
         ("DELETE", Target::Collection { res, ns }) => {
@@ -413,7 +413,7 @@ fn verb(state: &State, r: &Req, t: Target) -> Result<Reply, ApiError> {
                 return Err(ApiError::method_not_allowed());
             }
             let opts = delete_options(r)?;
-            let v = store.delete_collection(res, ns.as_deref(), &list_query(r), &opts)?;
+            let v = store.delete_collection(res, ns.as_deref(), &list_query(r), &opts, &r.who)?;
             Ok(Reply::Json(200, v))
         }
         (
@@ -438,7 +438,7 @@ fn verb(state: &State, r: &Req, t: Target) -> Result<Reply, ApiError> {
             } else {
                 store
             };
-            Ok(Reply::Json(201, store.evict(&ns, &name, &body)?))
+            Ok(Reply::Json(201, store.evict(&ns, &name, &body, &r.who)?))
         }
         (
             "POST",

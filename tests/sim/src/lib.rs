@@ -69,6 +69,10 @@
 //!   validating webhooks whose rules match, in the apiserver's order; each webhook (or every
 //!   webhook of a Service) is switched `up`/`down`/`deny` with [`Sim::set_webhook`],
 //!   `/_sim/webhooks` or the `webhooks` setting, and answers the apiserver's 500 or denial.
+//! - ValidatingAdmissionPolicies ([`admission::vap`]): policies, bindings and params created
+//!   through the API are enforced on every write as the client that sent it (the token's
+//!   `extra`, e.g. the node of a pod-bound token, included), with CEL from the `cel` crate,
+//!   before the validating webhooks; a denial is the apiserver's 422.
 //! - Garbage collection: when an object is finally removed, its dependents (`ownerReferences`
 //!   uid) are deleted (or lose the reference when another owner is alive).
 //! - Simulated controllers live in [`controllers`], one file each; what differs between

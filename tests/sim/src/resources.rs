@@ -295,6 +295,42 @@ pub static RESOURCES: &[ResourceDef] = &[
         false,
         false,
     ),
+    // ConfigMaps: the params of vmrecover's admission policy (and any other configuration).
+    def(
+        "",
+        "v1",
+        "configmaps",
+        "configmap",
+        "ConfigMap",
+        true,
+        &["cm"],
+        false,
+        false,
+    ),
+    // ValidatingAdmissionPolicies and their bindings (GA in 1.30), enforced by
+    // [`crate::admission::vap`] once created through the API.
+    def(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicies",
+        "validatingadmissionpolicy",
+        "ValidatingAdmissionPolicy",
+        false,
+        &[],
+        true,
+        false,
+    ),
+    def(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicybindings",
+        "validatingadmissionpolicybinding",
+        "ValidatingAdmissionPolicyBinding",
+        false,
+        &[],
+        false,
+        false,
+    ),
     // What `deploy/` installs, so `kubectl apply --dry-run=server -f deploy/` works and the
     // RBAC the simulator enforces can be read and changed through the API.
     def(

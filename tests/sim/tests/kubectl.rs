@@ -522,6 +522,75 @@ async fn kubectl_shows_webhook_failures_as_the_apiserver_words_them() {
     }
 }
 
+/// A ValidatingAdmissionPolicy applied with kubectl, and its denial as kubectl prints it: the
+/// Invalid Status with one cause reads as in the Kubernetes docs' example ("The deployments
+/// \"nginx\" is invalid: : ValidatingAdmissionPolicy '...' with binding '...' denied request:
+/// failed expression: ...").
+#[tokio::test]
+async fn kubectl_applies_an_admission_policy_and_shows_its_denial() {
+    const POLICY: &str = r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: freeze-web}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - {apiGroups: [kubevirt.io], apiVersions: ["*"], operations: [UPDATE], resources: [virtualmachineinstances]}
+  validations:
+    - expression: "object.metadata.name != 'vm-web-01'"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: freeze-web-binding}
+spec: {policyName: freeze-web, validationActions: [Deny]}
+"#;
+    for bin in kubectls() {
+        let sim = power_loss().await;
+        let k = Kubectl {
+            bin: &bin,
+            kubeconfig: sim.kubeconfig_path(),
+        };
+        let patch = |name: &'static str| {
+            [
+                "patch",
+                "vmi",
+                name,
+                "-n",
+                "default",
+                "--type=json",
+                "-p",
+                r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+            ]
+        };
+        k.ok_in(&["apply", "-f", "-"], Some(POLICY)).await;
+        let names = k
+            .ok(&["get", "validatingadmissionpolicies", "-o", "name"])
+            .await;
+        assert!(
+            names.contains("validatingadmissionpolicy.admissionregistration.k8s.io/freeze-web"),
+            "{names}"
+        );
+        let denied = k.run(&patch("vm-web-01"), None).await;
+        assert!(!denied.status.success());
+        let err = String::from_utf8_lossy(&denied.stderr);
+        assert!(
+            err.contains("The virtualmachineinstances \"vm-web-01\" is invalid: : ValidatingAdmissionPolicy 'freeze-web' with binding 'freeze-web-binding' denied request: failed expression: object.metadata.name != 'vm-web-01'"),
+            "{}: {err}",
+            bin.display()
+        );
+        // Another VMI passes; without the binding nothing is enforced.
+        k.ok(&patch("vm-db-01")).await;
+        k.ok(&[
+            "delete",
+            "validatingadmissionpolicybinding",
+            "freeze-web-binding",
+        ])
+        .await;
+        k.ok(&patch("vm-web-01")).await;
+    }
+}
+
 /// A node to drain: a DaemonSet's pod (left alone with --ignore-daemonsets), a pod with an
 /// emptyDir (--delete-emptydir-data) and a pod no controller owns (--force), and a pod bound
 /// ServiceAccount for a pod-bound token.

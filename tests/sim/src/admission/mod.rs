@@ -1,4 +1,5 @@
-//! Admission webhooks: the room where a write meets virt-api's and Harvester's webhooks.
+//! Admission: the room where a write meets virt-api's and Harvester's webhooks, and the
+//! cluster's ValidatingAdmissionPolicies ([`vap`]).
 //!
 //! Every create, update (PUT, PATCH, `/status`), delete and eviction — a client's or a
 //! simulated controller's — passes the webhooks of the simulated release
@@ -33,8 +34,12 @@
 //! - Validating webhooks run in parallel and the first error to arrive is returned
 //!   (`errs[0]`); here the first in configuration-name order, so answers are repeatable.
 //!
+//! ValidatingAdmissionPolicies created through the API run in [`vap`], as the client that
+//! sent the write, after the apiserver's own validation and before the validating webhooks.
+//!
 //! [`crate::Sim::put`] and scenario loading store objects as written and skip admission.
 
+pub mod vap;
 pub mod webhooks;
 
 use std::collections::BTreeMap;

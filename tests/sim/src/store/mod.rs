@@ -4,6 +4,7 @@
 //! simulated controllers of [`crate::controllers`].
 
 mod ops;
+mod policies;
 mod settle;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -94,6 +95,9 @@ pub(crate) struct Inner {
     log: Arc<RequestLog>,
     /// Who the write in progress is recorded as in managedFields (`None`: keep them as they are).
     writer: Option<Writer>,
+    /// Who sends the client request being served (None while the simulated controllers
+    /// write): what the admission policies see as `request.userInfo`.
+    requester: Option<crate::rbac::Identity>,
 }
 
 /// Capacity of the live watch channel; a watcher that falls further behind is closed with 410.
@@ -118,6 +122,7 @@ impl Store {
                 tx,
                 log,
                 writer: None,
+                requester: None,
             }),
         })
     }
@@ -166,6 +171,7 @@ impl Store {
                 tx,
                 log: Arc::new(RequestLog::default()),
                 writer: None,
+                requester: None,
             }),
         })
     }

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::{object_path, Inner, Key, Store};
-use crate::admission::{self, Operation, Phase};
+use crate::admission::{self, vap, Operation, Phase};
 use crate::convert::{from_view, storage_of, to_view};
 use crate::errors::ApiError;
 use crate::managed_fields::{self, Writer};
@@ -187,7 +187,7 @@ impl Store {
         self.create_as(res, ns, body, &Identity::admin())
     }
 
-    /// Creates an object as `who` (recorded as its field manager).
+    /// Creates an object as `who` (the admission policies see who).
     pub fn create_as(
         &self,
         res: ResIdx,
@@ -196,8 +196,10 @@ impl Store {
         who: &Identity,
     ) -> Result<Value, ApiError> {
         let mut g = self.lock();
+        g.requester = Some(who.clone());
         g.writer = Some(Writer::update(&who.manager, false));
         let out = g.create(res, ns, body, None);
+        g.requester = None;
         g.writer = None;
         let out = out?;
         g.settle();
@@ -235,8 +237,10 @@ impl Store {
             }
         }
         let mut g = self.lock();
+        g.requester = Some(who.clone());
         g.writer = Some(Writer::update(&who.manager, status));
         let out = g.update(res, ns, name, body, status, None, who.is_kubevirt());
+        g.requester = None;
         g.writer = None;
         let out = out?;
         g.settle();
@@ -266,11 +270,9 @@ impl Store {
     ) -> Result<(Value, bool), ApiError> {
         let PatchParams {
             kind,
-            body,
-            status,
             field_manager,
+            ..
         } = *p;
-        let r = res_def(res);
         if kind == PatchKind::Apply && field_manager.is_none_or(str::is_empty) {
             return Err(ApiError::new(
                 422,
@@ -279,43 +281,55 @@ impl Store {
             ));
         }
         let mut g = self.lock();
-        let key = key_for(r, ns, name);
-        let current = g.view_get(res, &key);
+        g.requester = Some(who.clone());
         // An apply is recorded as an `Apply` of the fields it changed (not, as the apiserver
         // does, of exactly the fields of the applied configuration).
         g.writer = Some(Writer {
-            operation: if kind == PatchKind::Apply {
-                "Apply"
-            } else {
-                "Update"
-            },
-            ..Writer::update(&who.manager, status)
+            operation: if p.kind == PatchKind::Apply { "Apply" } else { "Update" },
+            ..Writer::update(&who.manager, p.status)
         });
-        let out = (|| -> Result<(Value, bool), ApiError> {
-            Ok(match current {
-                None if kind == PatchKind::Apply && !status => {
-                    let mut applied = patch::parse_apply_body(body)?;
-                    let m = meta::meta_mut(&mut applied);
-                    m.insert("name".into(), json!(name));
-                    (g.create(res, ns, applied, None)?, true)
-                }
-                None => return Err(ApiError::not_found(r, name)),
-                Some(cur) => {
-                    let patched = patch::apply_patch(kind, r, &cur, body)?;
-                    let patched_rv = meta::resource_version(&patched);
-                    if !patched_rv.is_empty() && patched_rv != meta::resource_version(&cur) {
-                        return Err(ApiError::stale(r, name));
-                    }
-                    (
-                        g.update(res, ns, name, patched, status, None, who.is_kubevirt())?,
-                        false,
-                    )
-                }
-            })
-        })();
+        let out = Self::patch_locked(&mut g, res, ns, name, p, who);
+        g.requester = None;
         g.writer = None;
         let out = out?;
         g.settle();
+        Ok(out)
+    }
+
+    fn patch_locked(
+        g: &mut Inner,
+        res: ResIdx,
+        ns: &str,
+        name: &str,
+        p: &PatchParams<'_>,
+        who: &Identity,
+    ) -> Result<(Value, bool), ApiError> {
+        let PatchParams {
+            kind, body, status, ..
+        } = *p;
+        let r = res_def(res);
+        let key = key_for(r, ns, name);
+        let current = g.view_get(res, &key);
+        let out = match current {
+            None if kind == PatchKind::Apply && !status => {
+                let mut applied = patch::parse_apply_body(body)?;
+                let m = meta::meta_mut(&mut applied);
+                m.insert("name".into(), json!(name));
+                (g.create(res, ns, applied, None)?, true)
+            }
+            None => return Err(ApiError::not_found(r, name)),
+            Some(cur) => {
+                let patched = patch::apply_patch(kind, r, &cur, body)?;
+                let patched_rv = meta::resource_version(&patched);
+                if !patched_rv.is_empty() && patched_rv != meta::resource_version(&cur) {
+                    return Err(ApiError::stale(r, name));
+                }
+                (
+                    g.update(res, ns, name, patched, status, None, who.is_kubevirt())?,
+                    false,
+                )
+            }
+        };
         Ok(out)
     }
 
@@ -328,8 +342,23 @@ impl Store {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Value, ApiError> {
+        self.delete_as(res, ns, name, opts, &Identity::admin())
+    }
+
+    /// Deletes an object as `who` (the admission policies see who).
+    pub fn delete_as(
+        &self,
+        res: ResIdx,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+        who: &Identity,
+    ) -> Result<Value, ApiError> {
         let mut g = self.lock();
-        let out = g.delete(res, ns, name, opts, None)?;
+        g.requester = Some(who.clone());
+        let out = g.delete(res, ns, name, opts, None);
+        g.requester = None;
+        let out = out?;
         g.settle();
         Ok(out)
     }
@@ -344,11 +373,15 @@ impl Store {
         ns: Option<&str>,
         q: &ListQuery,
         opts: &DeleteOptions,
+        who: &Identity,
     ) -> Result<Value, ApiError> {
         let listed = self.list(res, ns, q)?;
         let mut g = self.lock();
         for item in listed["items"].as_array().into_iter().flatten() {
-            match g.delete(res, meta::namespace(item), meta::name(item), opts, None) {
+            g.requester = Some(who.clone());
+            let out = g.delete(res, meta::namespace(item), meta::name(item), opts, None);
+            g.requester = None;
+            match out {
                 Ok(_) => {}
                 Err(e) if e.code == 404 => {}
                 Err(e) => {
@@ -368,7 +401,13 @@ impl Store {
     /// validating webhooks on `pods/eviction` CREATE run first, a missing pod is 404, and a
     /// Pending pod that is not deleting is deleted with its resourceVersion as precondition.
     /// Answers `Status` Success with code 201, as the create handler does.
-    pub fn evict(&self, ns: &str, name: &str, eviction: &Value) -> Result<Value, ApiError> {
+    pub fn evict(
+        &self,
+        ns: &str,
+        name: &str,
+        eviction: &Value,
+        who: &Identity,
+    ) -> Result<Value, ApiError> {
         let Some(pods) = find_kind("v1", "Pod") else {
             return Err(ApiError::path_not_found());
         };
@@ -397,6 +436,21 @@ impl Store {
         }
         let mut g = self.lock();
         g.admit(Phase::Mutating, Operation::Create, r, "eviction", name)?;
+        // The eviction's own admission; the pod delete it makes skips admission
+        // (eviction.go deletes with rest.ValidateAllObjectFunc).
+        g.requester = Some(who.clone());
+        let policies = g.admit_policies(&vap::Request {
+            operation: Operation::Create,
+            resource: r,
+            subresource: "eviction",
+            namespace: ns,
+            name,
+            object: Some(eviction),
+            old_object: None,
+            user: who,
+        });
+        g.requester = None;
+        policies?;
         g.admit(Phase::Validating, Operation::Create, r, "eviction", name)?;
         let pod = g
             .view_get(pods, &key_for(r, ns, name))
@@ -521,6 +575,7 @@ impl Inner {
             }
         }
         let mut name = meta::name(&body).to_string();
+        let requested_name = name.clone();
         if name.is_empty() {
             let gen = body
                 .pointer("/metadata/generateName")
@@ -609,6 +664,15 @@ impl Inner {
         // Registry Create (pkg/registry/generic/registry/store.go, v0.33.0): the strategy's
         // validation, then the validating webhooks, then storage, which finds a name taken.
         validation::validate_create(res, &body)?;
+        self.policy_check(
+            Operation::Create,
+            r,
+            "",
+            ns,
+            &requested_name,
+            Some(&body),
+            None,
+        )?;
         self.admit(Phase::Validating, Operation::Create, r, "", &name)?;
         if self.view_get(res, &key_for(r, ns, &name)).is_some() {
             return Err(ApiError::already_exists(r, &name));
@@ -729,6 +793,7 @@ impl Inner {
             m.remove("selfLink");
         }
         validation::validate_update(res, &new, &old)?;
+        self.policy_check(Operation::Update, r, sub, ns, name, Some(&new), Some(&old))?;
         self.admit(Phase::Validating, Operation::Update, r, sub, name)?;
         if r.tracks_generation() && meta::spec_part(&new) != meta::spec_part(&old) {
             let gen = old
@@ -824,6 +889,7 @@ impl Inner {
         // The DELETE webhooks: mutating in the handler, validating as the registry's
         // deleteValidation once the preconditions hold (store.go Delete, v0.33.0).
         self.admit(Phase::Mutating, Operation::Delete, r, "", name)?;
+        self.policy_check(Operation::Delete, r, "", ns, name, None, Some(&cur))?;
         self.admit(Phase::Validating, Operation::Delete, r, "", name)?;
         if let Some(a) = actor {
             let body = json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": opts.grace_period_seconds, "propagationPolicy": opts.propagation_policy});

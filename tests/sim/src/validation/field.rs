@@ -20,6 +20,8 @@ pub enum ErrorType {
     TooLong,
     /// `FieldValueNotSupported` ("Unsupported value").
     NotSupported,
+    /// `FieldValueDuplicate` ("Duplicate value").
+    Duplicate,
 }
 
 impl ErrorType {
@@ -31,6 +33,7 @@ impl ErrorType {
             ErrorType::Forbidden => "FieldValueForbidden",
             ErrorType::TooLong => "FieldValueTooLong",
             ErrorType::NotSupported => "FieldValueNotSupported",
+            ErrorType::Duplicate => "FieldValueDuplicate",
         }
     }
 
@@ -42,6 +45,7 @@ impl ErrorType {
             ErrorType::Forbidden => "Forbidden",
             ErrorType::TooLong => "Too long",
             ErrorType::NotSupported => "Unsupported value",
+            ErrorType::Duplicate => "Duplicate value",
         }
     }
 }

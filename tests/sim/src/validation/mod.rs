@@ -18,6 +18,7 @@
 //! Not modelled: the spec/status schemas of pods, nodes, PVCs and the custom resources
 //! (OpenAPI schema validation of CRDs), `managedFields`.
 
+pub mod admission_policies;
 pub mod events;
 pub mod field;
 pub mod leases;
@@ -240,6 +241,16 @@ pub fn validate_create(res: ResIdx, obj: &Value) -> Result<(), ApiError> {
         ("", "events") => events::validate_create(&stored, false),
         ("events.k8s.io", "events") => events::validate_create(&stored, true),
         ("coordination.k8s.io", "leases") => leases::validate_create(obj),
+        ("admissionregistration.k8s.io", "validatingadmissionpolicies") => {
+            let mut e = validate_meta(obj, def.namespaced, name_rule(def));
+            e.extend(admission_policies::validate_policy(obj));
+            e
+        }
+        ("admissionregistration.k8s.io", "validatingadmissionpolicybindings") => {
+            let mut e = validate_meta(obj, def.namespaced, name_rule(def));
+            e.extend(admission_policies::validate_binding(obj));
+            e
+        }
         _ => validate_meta(obj, def.namespaced, name_rule(def)),
     };
     if !errs.is_empty() {
@@ -266,6 +277,12 @@ pub fn validate_update(res: ResIdx, new: &Value, old: &Value) -> Result<(), ApiE
         ("", "events") => errs.extend(events::validate_update(&sn, &so, false)),
         ("events.k8s.io", "events") => errs.extend(events::validate_update(&sn, &so, true)),
         ("coordination.k8s.io", "leases") => errs.extend(leases::validate_spec(new)),
+        ("admissionregistration.k8s.io", "validatingadmissionpolicies") => {
+            errs.extend(admission_policies::validate_policy(new))
+        }
+        ("admissionregistration.k8s.io", "validatingadmissionpolicybindings") => {
+            errs.extend(admission_policies::validate_binding(new))
+        }
         _ => {}
     }
     if errs.is_empty() {

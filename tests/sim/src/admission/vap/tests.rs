@@ -1,0 +1,249 @@
+//! The dispatcher over hand-made policies: matching, params, failure policy, message choice
+//! and the apiserver's error shape.
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::resources::{find, RESOURCES};
+
+struct Cluster {
+    policies: Vec<Value>,
+    bindings: Vec<Value>,
+    params: Vec<Value>,
+}
+
+impl Lookup for Cluster {
+    fn policies(&self) -> Vec<Value> {
+        self.policies.clone()
+    }
+    fn bindings(&self) -> Vec<Value> {
+        self.bindings.clone()
+    }
+    fn param(&self, _: &str, kind: &str, ns: &str, name: &str) -> Result<Option<Value>, String> {
+        if kind != "ConfigMap" {
+            return Err(format!(
+                "failed to find resource referenced by paramKind: '{kind}'"
+            ));
+        }
+        Ok(self
+            .params
+            .iter()
+            .find(|p| name_of(p) == name && str_at(p, "/metadata/namespace") == ns)
+            .cloned())
+    }
+    fn namespaced(&self, _: &str, kind: &str) -> Option<bool> {
+        (kind == "ConfigMap").then_some(true)
+    }
+    fn namespace(&self, name: &str) -> Option<Value> {
+        Some(json!({"metadata": {"name": name, "labels": {"team": "a"}}}))
+    }
+}
+
+fn policy(spec: Value) -> Value {
+    let mut spec = spec;
+    if spec.get("matchConstraints").is_none() {
+        spec["matchConstraints"] = json!({"resourceRules": [{"apiGroups": [""],
+            "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["pods"]}]});
+    }
+    json!({"metadata": {"name": "p"}, "spec": spec})
+}
+
+fn binding(extra: Value) -> Value {
+    let mut spec = json!({"policyName": "p", "validationActions": ["Deny"]});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    json!({"metadata": {"name": "b"}, "spec": spec})
+}
+
+fn pods() -> &'static ResourceDef {
+    let Some(i) = find("", "v1", "pods") else {
+        panic!("pods served")
+    };
+    &RESOURCES[i]
+}
+
+fn check(c: &Cluster, object: &Value, user: &Identity) -> Result<(), ApiError> {
+    admit(
+        c,
+        &Request {
+            operation: Operation::Create,
+            resource: pods(),
+            subresource: "",
+            namespace: "default",
+            name: "web",
+            object: Some(object),
+            old_object: None,
+            user,
+        },
+    )
+}
+
+fn denial(r: Result<(), ApiError>) -> ApiError {
+    match r {
+        Err(e) => e,
+        Ok(()) => panic!("allowed"),
+    }
+}
+
+#[test]
+fn a_denial_is_the_apiservers_422_with_the_policy_and_binding() {
+    let c = Cluster {
+        policies: vec![policy(json!({"validations": [
+            {"expression": "object.metadata.name == 'db'", "message": "only db"}]}))],
+        bindings: vec![binding(json!({}))],
+        params: vec![],
+    };
+    let e = denial(check(
+        &c,
+        &json!({"metadata": {"name": "web"}}),
+        &Identity::admin(),
+    ));
+    assert_eq!((e.code, e.reason), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        "pods \"web\" is forbidden: ValidatingAdmissionPolicy 'p' with binding 'b' denied request: only db"
+    );
+    assert_eq!(
+        e.details["causes"][0]["message"],
+        "ValidatingAdmissionPolicy 'p' with binding 'b' denied request: only db"
+    );
+    assert!(check(&c, &json!({"metadata": {"name": "db"}}), &Identity::admin()).is_ok());
+}
+
+#[test]
+fn messages_match_conditions_and_failure_policy() {
+    let sa = Identity::service_account("ns", "agent");
+    let mut c = Cluster {
+        policies: vec![policy(json!({
+        "matchConditions": [{"name": "sa", "expression": "request.userInfo.username.startsWith('system:serviceaccount:')"}],
+        "validations": [
+            {"expression": "object.spec.x == 1", "messageExpression": "'x is ' + string(object.spec.x)", "reason": "Forbidden"},
+            {"expression": "false"},
+        ]}))],
+        bindings: vec![binding(json!({}))],
+        params: vec![],
+    };
+    // Not the ServiceAccount: the policy does not apply.
+    assert!(check(&c, &json!({"spec": {"x": 2}}), &Identity::admin()).is_ok());
+    let e = denial(check(&c, &json!({"spec": {"x": 2}}), &sa));
+    assert_eq!((e.code, e.reason), (403, "Forbidden"));
+    assert!(
+        e.message.ends_with("denied request: x is 2"),
+        "{}",
+        e.message
+    );
+    // The first validation holds: the second one's message is its expression.
+    let e = denial(check(&c, &json!({"spec": {"x": 1}}), &sa));
+    assert!(
+        e.message
+            .ends_with("denied request: failed expression: false"),
+        "{}",
+        e.message
+    );
+    // An evaluation error denies under Fail ...
+    let e = denial(check(&c, &json!({}), &sa));
+    assert!(
+        e.message
+            .contains("denied request: expression 'object.spec.x == 1' resulted in error: "),
+        "{}",
+        e.message
+    );
+    // ... and is skipped under Ignore (the second validation still denies).
+    c.policies[0]["spec"]["failurePolicy"] = json!("Ignore");
+    let e = denial(check(&c, &json!({}), &sa));
+    assert!(
+        e.message.ends_with("failed expression: false"),
+        "{}",
+        e.message
+    );
+    // Warn and Audit only: nothing is refused.
+    c.bindings[0]["spec"]["validationActions"] = json!(["Warn", "Audit"]);
+    assert!(check(&c, &json!({}), &sa).is_ok());
+}
+
+#[test]
+fn params_variables_and_resource_rules() {
+    let mut c = Cluster {
+        policies: vec![policy(json!({
+            "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+            "variables": [{"name": "allowed", "expression": "params.data.names.split(',')"}],
+            "validations": [{"expression": "object.metadata.name in variables.allowed"}]}))],
+        bindings: vec![binding(
+            json!({"paramRef": {"name": "cfg", "namespace": "sys",
+            "parameterNotFoundAction": "Deny"}}),
+        )],
+        params: vec![json!({"metadata": {"name": "cfg", "namespace": "sys"},
+            "data": {"names": "web,db"}})],
+    };
+    let who = Identity::admin();
+    assert!(check(&c, &json!({"metadata": {"name": "web"}}), &who).is_ok());
+    assert!(check(&c, &json!({"metadata": {"name": "api"}}), &who).is_err());
+    // No params: the binding denies (Deny) or is skipped (Allow).
+    c.params.clear();
+    let e = denial(check(&c, &json!({"metadata": {"name": "web"}}), &who));
+    assert!(e.message.ends_with(
+        "denied request: failed to configure binding: no params found for policy binding with `Deny` parameterNotFoundAction"
+    ), "{}", e.message);
+    c.bindings[0]["spec"]["paramRef"]["parameterNotFoundAction"] = json!("Allow");
+    assert!(check(&c, &json!({"metadata": {"name": "api"}}), &who).is_ok());
+    // A request the rules do not match is not evaluated: `pods/status`, DELETE.
+    c.params
+        .push(json!({"metadata": {"name": "cfg", "namespace": "sys"}, "data": {"names": ""}}));
+    c.bindings[0]["spec"]["paramRef"]["parameterNotFoundAction"] = json!("Deny");
+    let obj = json!({"metadata": {"name": "api"}});
+    let mut req = Request {
+        operation: Operation::Create,
+        resource: pods(),
+        subresource: "status",
+        namespace: "default",
+        name: "api",
+        object: Some(&obj),
+        old_object: None,
+        user: &who,
+    };
+    assert!(admit(&c, &req).is_ok());
+    req.subresource = "";
+    assert!(admit(&c, &req).is_err());
+    req.operation = Operation::Delete;
+    assert!(admit(&c, &req).is_ok());
+}
+
+#[test]
+fn wildcard_rules_and_request_fields() {
+    let c = Cluster {
+        policies: vec![policy(json!({
+        "matchConstraints": {"resourceRules": [{"apiGroups": ["*"], "apiVersions": ["*"],
+            "operations": ["*"], "resources": ["*", "*/*"]}],
+            "namespaceSelector": {"matchLabels": {"team": "a"}}},
+        "validations": [
+            {"expression": "!has(request.subResource) || request.subResource != 'eviction'", "message": "no evictions"},
+            {"expression": "has(request.userInfo.extra) && request.userInfo.extra['authentication.kubernetes.io/node-name'][0] == 'n1'", "message": "no node"},
+        ]}))],
+        bindings: vec![binding(json!({}))],
+        params: vec![],
+    };
+    let who = Identity::service_account("ns", "agent");
+    let obj = json!({});
+    let mut req = Request {
+        operation: Operation::Create,
+        resource: pods(),
+        subresource: "eviction",
+        namespace: "default",
+        name: "web",
+        object: Some(&obj),
+        old_object: None,
+        user: &who,
+    };
+    assert!(denial(admit(&c, &req)).message.ends_with("no evictions"));
+    req.subresource = "";
+    // No extra at all: `request.userInfo.extra` is absent, has() guards it.
+    assert!(denial(admit(&c, &req)).message.ends_with("no node"));
+    let mut bound = who.clone();
+    bound.extra.insert(
+        "authentication.kubernetes.io/node-name".into(),
+        vec!["n1".into()],
+    );
+    req.user = &bound;
+    assert!(admit(&c, &req).is_ok());
+}
