@@ -157,12 +157,24 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
         ),
     };
     let wake = Arc::new(Notify::new());
+    // The watch has a client of its own whose reads may wait as long as an idle watch lasts;
+    // every other request keeps the short request timeout.
+    let (watch_client, watch_secs) = match crate::cluster::connect_for_watches(&cfg.cluster).await {
+        Ok(c) => (c, crate::cluster::LONG_WATCH_SECS),
+        Err(e) => {
+            tracing::warn!("a separate client for the VMI watch: {e}; sharing the main one");
+            (
+                client.clone(),
+                crate::cluster::watch_timeout_secs(cfg.cluster.tuning.request_timeout),
+            )
+        }
+    };
     let mut watcher = Some(watch::spawn(
-        client,
+        watch_client,
         &cfg.node,
         wake.clone(),
         metrics.clone(),
-        cfg.cluster.tuning.request_timeout,
+        watch_secs,
     ));
 
     loop {

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::metrics::Metrics;
-use crate::cluster::{watch_timeout_secs, VirtualMachineInstance, VmiView, LABEL_NODE_NAME};
+use crate::cluster::{VirtualMachineInstance, VmiView, LABEL_NODE_NAME};
 
 /// What of a VMI a decision reads: a change to anything else is not worth a pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,18 +104,19 @@ impl Filter {
     }
 }
 
-/// Starts watching VMIs labelled for `node`; `wake` is notified on every relevant change.
+/// Starts watching VMIs labelled for `node` (each watch request ends after `timeout_secs` on
+/// the server and is re-opened); `wake` is notified on every relevant change.
 pub fn spawn(
     client: Client,
     node: &str,
     wake: Arc<Notify>,
     metrics: Metrics,
-    request_timeout: std::time::Duration,
+    timeout_secs: u32,
 ) -> JoinHandle<()> {
     let api = Api::<VirtualMachineInstance>::all(client);
     let config = watcher::Config::default()
         .labels(&format!("{LABEL_NODE_NAME}={node}"))
-        .timeout(watch_timeout_secs(request_timeout));
+        .timeout(timeout_secs);
     tokio::spawn(async move {
         let mut filter = Filter::default();
         let mut events = watcher(api, config).default_backoff().boxed();

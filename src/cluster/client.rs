@@ -29,8 +29,28 @@ pub enum ConnectError {
     Api(String),
 }
 
+/// How long a long-running watch waits for the server between two reads: above
+/// [`LONG_WATCH_SECS`], so the server ends an idle watch before the client gives up on it.
+pub const LONG_WATCH_READ_TIMEOUT: Duration = Duration::from_secs(330);
+
+/// The server-side timeout of the agent's long-running watch: kube's and client-go's usual
+/// ~5 minutes, so an idle agent re-opens its watch a dozen times an hour, not every few seconds.
+pub const LONG_WATCH_SECS: u32 = 290;
+
 /// A client for `cfg.kubeconfig` (a path), else in-cluster config, else `~/.kube/config`.
 pub async fn connect(cfg: &ClusterConfig) -> Result<Client, ConnectError> {
+    connect_with_read_timeout(cfg, cfg.tuning.request_timeout).await
+}
+
+/// A client for long-running watches: every request but the read timeout as [`connect`].
+pub async fn connect_for_watches(cfg: &ClusterConfig) -> Result<Client, ConnectError> {
+    connect_with_read_timeout(cfg, LONG_WATCH_READ_TIMEOUT).await
+}
+
+async fn connect_with_read_timeout(
+    cfg: &ClusterConfig,
+    read_timeout: Duration,
+) -> Result<Client, ConnectError> {
     let mut config = match cfg.kubeconfig.as_deref() {
         Some(path) => from_file(path).await?,
         None => Config::infer().await.map_err(|e| {
@@ -47,7 +67,7 @@ pub async fn connect(cfg: &ClusterConfig) -> Result<Client, ConnectError> {
     // 1000 s: an API server that stays down would hang a run for many minutes. Requests
     // that are safe to repeat are retried, bounded, by `cluster::retry` instead.
     config.default_retry = false;
-    config.read_timeout = Some(cfg.tuning.request_timeout);
+    config.read_timeout = Some(read_timeout);
     config.write_timeout = Some(cfg.tuning.request_timeout);
     Client::try_from(config).map_err(|e| ConnectError::Client(e.to_string()))
 }

@@ -16,7 +16,9 @@ mod retry;
 mod snapshot;
 mod wait;
 
-pub use client::{check_node, connect, connect_to_node, ConnectError};
+pub use client::{
+    check_node, connect, connect_for_watches, connect_to_node, ConnectError, LONG_WATCH_SECS,
+};
 pub use errors::{describe, status_code};
 pub use events::{EventRecorder, Regarding};
 pub use gather::{gather, is_deciding, AlsoRead, NsName};

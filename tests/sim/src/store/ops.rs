@@ -285,7 +285,11 @@ impl Store {
         // An apply is recorded as an `Apply` of the fields it changed (not, as the apiserver
         // does, of exactly the fields of the applied configuration).
         g.writer = Some(Writer {
-            operation: if p.kind == PatchKind::Apply { "Apply" } else { "Update" },
+            operation: if p.kind == PatchKind::Apply {
+                "Apply"
+            } else {
+                "Update"
+            },
             ..Writer::update(&who.manager, p.status)
         });
         let out = Self::patch_locked(&mut g, res, ns, name, p, who);
