@@ -45,6 +45,8 @@ pub struct ReleaseProfile {
     pub removes_migration_target_label: bool,
     /// The admission webhooks virt-api and Harvester register.
     pub webhooks: &'static [crate::admission::Webhook],
+    /// What Harvester's node-down controller does (see [`crate::controllers::node_down`]).
+    pub node_down: crate::controllers::node_down::NodeDownStyle,
 }
 
 const UP_TO_1_6: &[&str] = &[LEGACY_VMI_FOREGROUND_FINALIZER, VM_CONTROLLER_FINALIZER];
@@ -63,6 +65,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_finalizers_removed: UP_TO_1_6,
         removes_migration_target_label: false,
         webhooks: crate::admission::webhooks::HARVESTER_1_4,
+        node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
     },
     ReleaseProfile {
         harvester: "1.5",
@@ -71,6 +74,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_finalizers_removed: UP_TO_1_6,
         removes_migration_target_label: false,
         webhooks: crate::admission::webhooks::HARVESTER_1_5,
+        node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
     },
     ReleaseProfile {
         harvester: "1.6",
@@ -79,6 +83,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_finalizers_removed: UP_TO_1_6,
         removes_migration_target_label: false,
         webhooks: crate::admission::webhooks::HARVESTER_1_6,
+        node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
     },
     ReleaseProfile {
         harvester: "1.7",
@@ -87,6 +92,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_finalizers_removed: UP_TO_1_6,
         removes_migration_target_label: true,
         webhooks: crate::admission::webhooks::HARVESTER_1_7,
+        node_down: crate::controllers::node_down::NodeDownStyle::Taints,
     },
     ReleaseProfile {
         harvester: "1.8",
@@ -95,6 +101,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_finalizers_removed: FROM_1_7,
         removes_migration_target_label: true,
         webhooks: crate::admission::webhooks::HARVESTER_1_8,
+        node_down: crate::controllers::node_down::NodeDownStyle::Taints,
     },
 ];
 

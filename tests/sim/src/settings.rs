@@ -29,6 +29,20 @@ pub struct Settings {
     /// Admission webhooks that are not up, by webhook name (see [`crate::admission`]).
     #[serde(default)]
     pub webhooks: BTreeMap<String, WebhookState>,
+    /// Whether Harvester's node-down controller runs ([`crate::controllers::node_down`]; off by
+    /// default so scenarios keep the taints and pods they were written with).
+    #[serde(default)]
+    pub node_down_controller: bool,
+    /// How often the node-down controller looks at the nodes, in milliseconds.
+    #[serde(default = "default_node_down_interval_ms")]
+    pub node_down_interval_ms: u64,
+}
+
+/// The node-down controller's default interval between two looks.
+pub const DEFAULT_NODE_DOWN_INTERVAL_MS: u64 = 200;
+
+fn default_node_down_interval_ms() -> u64 {
+    DEFAULT_NODE_DOWN_INTERVAL_MS
 }
 
 impl Default for Settings {
@@ -40,6 +54,8 @@ impl Default for Settings {
             watch_history: DEFAULT_WATCH_HISTORY,
             release: crate::profiles::DEFAULT_RELEASE.into(),
             webhooks: BTreeMap::new(),
+            node_down_controller: false,
+            node_down_interval_ms: DEFAULT_NODE_DOWN_INTERVAL_MS,
         }
     }
 }
@@ -68,6 +84,12 @@ pub struct SettingsPatch {
     /// `harvester-webhook`: every webhook behind it); webhooks not named keep their state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhooks: Option<BTreeMap<String, WebhookState>>,
+    /// Switch Harvester's node-down controller on or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_down_controller: Option<bool>,
+    /// Change the node-down controller's interval (milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_down_interval_ms: Option<u64>,
 }
 
 impl SettingsPatch {
@@ -88,7 +110,15 @@ impl SettingsPatch {
             watch_history,
             release,
             webhooks,
+            node_down_controller,
+            node_down_interval_ms,
         } = later;
+        if node_down_controller.is_some() {
+            self.node_down_controller = node_down_controller;
+        }
+        if node_down_interval_ms.is_some() {
+            self.node_down_interval_ms = node_down_interval_ms;
+        }
         if down_nodes.is_some() {
             self.down_nodes = down_nodes;
         }
@@ -127,6 +157,12 @@ impl Settings {
         }
         if let Some(v) = &p.release {
             self.release = v.trim_start_matches('v').to_string();
+        }
+        if let Some(v) = p.node_down_controller {
+            self.node_down_controller = v;
+        }
+        if let Some(v) = p.node_down_interval_ms {
+            self.node_down_interval_ms = v.max(1);
         }
         for (name, state) in p.webhooks.iter().flatten() {
             // Unknown names are refused where patches come in (`SettingsPatch::check`).
