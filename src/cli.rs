@@ -245,6 +245,16 @@ pub struct RunArgs {
     /// How long to wait for another holder of this node's Lease before giving up.
     #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "DURATION")]
     pub lease_wait: Duration,
+
+    /// Act even though a Harvester Upgrade is in progress (a person's confirmation; the
+    /// agent never acts then).
+    #[arg(long)]
+    pub during_upgrade: bool,
+
+    /// Act even though vmrecover is paused (node annotation `vmrecover.io/paused` or the
+    /// cluster-wide ConfigMap `vmrecover-pause`): a person's override.
+    #[arg(long)]
+    pub ignore_pause: bool,
 }
 
 impl RunArgs {

@@ -58,6 +58,7 @@ pub async fn gather(cfg: &Config, client: Option<Client>) -> Gathering {
         Ok(c) => {
             let mut also = also_read(intents.value().map(Vec::as_slice).unwrap_or_default());
             also.claimed_vmis = claimed_by(&local);
+            also.namespace = Some(cfg.cluster.namespace.clone());
             cluster::gather(c, &cfg.node, &also).await
         }
         Err(why) => ClusterFacts::unreachable(&cfg.node, "the Kubernetes API", &why.to_string()),
@@ -111,5 +112,6 @@ fn also_read(intents: &[RecoveryIntent]) -> AlsoRead {
             .iter()
             .flat_map(|i| i.disks.iter().map(|d| (d.pv.clone(), d.handle.clone())))
             .collect(),
+        namespace: None,
     }
 }

@@ -99,8 +99,10 @@ fn kustomize_renders_the_agent_and_its_rbac() {
             "ClusterRoleBinding /vmrecover",
             "DaemonSet harvester-system/vmrecover",
             "Role harvester-system/vmrecover",
+            "Role harvester-system/vmrecover-harvester",
             "Role longhorn-system/vmrecover-longhorn",
             "RoleBinding harvester-system/vmrecover",
+            "RoleBinding harvester-system/vmrecover-harvester",
             "RoleBinding longhorn-system/vmrecover-longhorn",
             "ServiceAccount harvester-system/vmrecover",
         ]

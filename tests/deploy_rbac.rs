@@ -567,6 +567,34 @@ fn rows() -> Vec<Row> {
             },
         },
         Row {
+            grant: "ClusterRole /vmrecover harvesterhci.io/settings get",
+            part: "Harvester's vm-force-reset-policy, shown in the plan as evidence",
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: |r| {
+                let notes = r.json()["plan"]["harvester"].to_string();
+                if notes.contains("vm-force-reset-policy could not be read") {
+                    Ok(())
+                } else {
+                    Err(format!("plan notes: {notes}"))
+                }
+            },
+        },
+        Row {
+            grant: "Role harvester-system/vmrecover /configmaps get",
+            part: "the cluster-wide pause: unreadable, so nothing is changed (fail closed)",
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: no_object_changed,
+        },
+        Row {
+            grant: "Role harvester-system/vmrecover-harvester harvesterhci.io/upgrades list",
+            part: "whether a Harvester Upgrade is in progress: unreadable, so nothing is changed",
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: no_object_changed,
+        },
+        Row {
             grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/volumes get",
             part: "where each stuck VM's Longhorn volume is attached: unreadable, so blocked",
             setup: Setup::Standard,

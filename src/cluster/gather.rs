@@ -15,6 +15,7 @@ use kube::{Api, Client};
 
 use super::errors::describe;
 use super::gather_disks::{self, DiskFacts};
+use super::harvester::{read_extras, HarvesterFacts};
 use super::lists::{get_named, list};
 use super::names::*;
 use super::objects::{VirtualMachine, VirtualMachineInstance};
@@ -36,6 +37,9 @@ pub struct AlsoRead {
     /// Disks (PV name, volume handle) an earlier run recorded: looked for even when their
     /// PVC is gone.
     pub disks: Vec<(String, String)>,
+    /// The agent's namespace, where the cluster-wide pause lives; with it, a pass that
+    /// decides something also reads Harvester's state ([`super::harvester::read_extras`]).
+    pub namespace: Option<String>,
 }
 
 /// A (namespace, name) pair.
@@ -60,6 +64,10 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         ),
         list(Api::<Pod>::all(client.clone()), &launchers, "pods"),
     );
+    let mut harvester = match &node_obj {
+        Ok(Some(n)) => HarvesterFacts::of_node(n),
+        _ => HarvesterFacts::default(),
+    };
     let node_identity = match node_obj {
         Ok(Some(n)) => Gathered::read(NodeIdentity::of(&n)),
         Ok(None) => Gathered::unreadable(
@@ -96,7 +104,17 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         })
         .cloned()
         .collect();
-    let (vms, claimed) = tokio::join!(read_vms(client, &owners), lookup_claimed(client, &wanted),);
+    let extras = async {
+        let deciding_any = !deciding.is_empty() || !also.vms.is_empty() || !wanted.is_empty();
+        if let Some(ns) = also.namespace.as_deref().filter(|_| deciding_any) {
+            read_extras(client, ns, &mut harvester).await;
+        }
+    };
+    let (vms, claimed, ()) = tokio::join!(
+        read_vms(client, &owners),
+        lookup_claimed(client, &wanted),
+        extras
+    );
     let claimed = match &vmis {
         Ok(_) => claimed,
         Err(e) => Gathered::unreadable("virtualmachineinstances", e.clone()),
@@ -118,6 +136,7 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         remote_pods: disks.remote_pods,
         node_identity,
         claimed,
+        harvester,
     }
 }
 

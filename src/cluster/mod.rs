@@ -8,6 +8,7 @@ mod errors;
 mod events;
 mod gather;
 mod gather_disks;
+mod harvester;
 mod lease;
 mod lists;
 mod names;
@@ -19,7 +20,13 @@ mod wait;
 pub use client::{check_node, connect, connect_to_node, ConnectError};
 pub use errors::{describe, status_code};
 pub use events::{EventRecorder, Regarding};
+pub(crate) use gather::is_deciding;
 pub use gather::{gather, AlsoRead, NsName};
+pub use harvester::{
+    ConditionView, ForceResetPolicy, HarvesterFacts, ANNOTATION_PAUSE, CONDITION_DRAINED,
+    HARVESTER_NAMESPACE, LABEL_UPGRADE_STATE, PAUSE_CONFIGMAP, SETTING_FORCE_RESET, TAINT_DRAIN,
+    TAINT_OUT_OF_SERVICE,
+};
 pub use lease::{acquire as acquire_lease, HeldLease, LeaseConfig, LeaseError, LeaseGuard};
 pub use names::*;
 pub use objects::{

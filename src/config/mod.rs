@@ -161,8 +161,11 @@ impl Invocation {
 }
 
 fn run_invocation(g: &GlobalArgs, args: &RunArgs) -> Result<Invocation, ConfigError> {
+    let mut cfg = Config::resolve(g, &args.only, args.kill_orphans)?;
+    cfg.policy.during_upgrade = args.during_upgrade;
+    cfg.policy.honour_pause = !args.ignore_pause;
     Ok(Invocation::Run(
-        Config::resolve(g, &args.only, args.kill_orphans)?,
+        cfg,
         RunConfig {
             dry_run: args.dry_run,
             yes: args.yes,
@@ -232,6 +235,8 @@ impl Config {
                 also_finalizers: g.policy.also_finalizer.clone(),
                 only: only.to_vec(),
                 kill_orphans,
+                honour_pause: true,
+                during_upgrade: false,
             },
             output: g.output,
         })

@@ -37,11 +37,16 @@ pub enum Blocker {
     PlanRefused,
     /// `--only` names a VM that is not on this node.
     NotSelected,
+    /// An operator paused vmrecover (node annotation or cluster-wide ConfigMap).
+    Paused,
+    /// A Harvester Upgrade is in progress: Harvester's own node handling stands still, and
+    /// so does vmrecover.
+    UpgradeInProgress,
 }
 
 impl Blocker {
     /// Every kind, for tests and for metric families that list all labels.
-    pub const ALL: [Blocker; 13] = [
+    pub const ALL: [Blocker; 15] = [
         Blocker::LiveProcess,
         Blocker::DiskHeld,
         Blocker::DiskAttachedElsewhere,
@@ -55,6 +60,8 @@ impl Blocker {
         Blocker::BootNotReported,
         Blocker::PlanRefused,
         Blocker::NotSelected,
+        Blocker::Paused,
+        Blocker::UpgradeInProgress,
     ];
 
     /// The stable label used in metrics and JSON.
@@ -73,6 +80,8 @@ impl Blocker {
             Blocker::BootNotReported => "boot_not_reported",
             Blocker::PlanRefused => "plan_refused",
             Blocker::NotSelected => "not_selected",
+            Blocker::Paused => "paused",
+            Blocker::UpgradeInProgress => "upgrade_in_progress",
         }
     }
 

@@ -8,6 +8,7 @@ mod audit;
 mod blocker;
 mod disks;
 mod finalizers;
+mod harvester;
 mod intents;
 mod model;
 mod plan;
@@ -18,6 +19,8 @@ mod session;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
+#[cfg(test)]
+mod harvester_tests;
 #[cfg(test)]
 mod plan_tests;
 

@@ -70,7 +70,10 @@ pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
         .filter(|d| matches!(d.action, Action::Recover { .. }))
         .count();
     let kills = orphans.iter().filter(|o| o.kill).count();
-    let (refused_by, refused) = match identity_refusal(facts) {
+    let has_work = recovering + kills > 0;
+    let refusal =
+        identity_refusal(facts).or_else(|| super::harvester::refusal(facts, policy, has_work));
+    let (refused_by, refused) = match refusal {
         Some((kind, why)) => (Some(kind), Some(why)),
         None if recovering + kills > policy.max_vms => (
             Some(Blocker::PlanRefused),
@@ -99,6 +102,8 @@ pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
         refused,
         refused_by,
         host: facts.host.value().cloned(),
+        harvester: super::harvester::notes(facts, policy),
+        paused: facts.cluster.harvester.paused(),
     }
 }
 
