@@ -213,7 +213,7 @@ pub enum Command {
     /// a monitoring check: exit 0 all fine (VMs only waiting are fine), 3 some VM blocked
     /// or the plan refused (a person should look), 1 the state could not be read
     /// (API unreachable, evidence unreadable).
-    Status,
+    Status(StatusArgs),
     /// Plan recovery for the VMs stuck on this node and, unless --dry-run, apply it.
     Run(RunArgs),
     /// The daemon: boot check, wait for the API, recover, keep watching.
@@ -221,6 +221,15 @@ pub enum Command {
     /// Record this boot as running (start) or cleanly stopped (stop); called by
     /// vmrecover-boot.service.
     BootRecord(BootRecordArgs),
+}
+
+/// `status` options.
+#[derive(Debug, Args, Default)]
+pub struct StatusArgs {
+    /// Every node of the site at once, from the Nodes and each agent's summary ConfigMap
+    /// (exit 3 when any node needs a person: no agent, stale, paused-and-refused, blocked VMs).
+    #[arg(long)]
+    pub all_nodes: bool,
 }
 
 /// `run` options.

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::metrics::Metrics;
 use super::status::{AgentStatus, AgentStatusFile, Phase};
-use crate::cluster::LeaseError;
+use super::summary;
+use crate::cluster::{LastRun, LeaseError, NodeSummary};
 use crate::config::Policy;
 use crate::exit::Outcome;
 use crate::recovery::{plan, Action, Blocker, Facts, Plan, RunReport};
@@ -51,6 +52,9 @@ pub struct Agent {
     pub metrics: Metrics,
     file: AgentStatusFile,
     policy: Policy,
+    /// The node summary of the last pass (published by the loop).
+    pub node_summary: Option<NodeSummary>,
+    last_run: Option<LastRun>,
 }
 
 impl Agent {
@@ -66,6 +70,8 @@ impl Agent {
             metrics,
             file,
             policy,
+            node_summary: None,
+            last_run: None,
         }
     }
 
@@ -119,6 +125,7 @@ impl Agent {
         {
             self.metrics.api_error();
         }
+        let mut node_summary = summary::build(&planned, &self.status, self.last_run.clone());
         let mut next = next_wake(&planned, self.window_ends());
         let mut summary = summarize(&planned);
         let mut applied = false;
@@ -128,6 +135,8 @@ impl Agent {
                 Ok(report) => {
                     applied = true;
                     self.metrics.observe_run(&report);
+                    self.last_run = Some(summary::last_run(&report));
+                    node_summary.last_run = self.last_run.clone();
                     summary = format!(
                         "{summary}; run: {} recovered, {} handed to the VM controller, {} left alone, {} failed",
                         report.recovered(),
@@ -150,6 +159,7 @@ impl Agent {
                 }
             }
         }
+        self.node_summary = Some(node_summary);
         self.status.last_pass = Some((jiff::Timestamp::now(), summary.clone()));
         self.file.save(&self.status);
         PassResult {

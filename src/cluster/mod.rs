@@ -15,6 +15,7 @@ mod names;
 mod objects;
 mod retry;
 mod snapshot;
+mod summary;
 mod wait;
 
 pub use client::{check_node, connect, connect_to_node, ConnectError};
@@ -38,5 +39,10 @@ pub use retry::{backoff, retryable, with_retries, ATTEMPTS, FIRST_BACKOFF, MAX_R
 pub use snapshot::{
     AttachmentView, ClaimedVmi, ClusterFacts, LonghornVolumeRef, NodeIdentity, ObjectKey, PodView,
     PvView, PvcView, VmView, VmiView,
+};
+pub use summary::{
+    list_all as list_summaries, one_line, publish as publish_summary, summary_name, BlockedVm,
+    LastRun, NodeSummary, HEARTBEAT, LABEL_SUMMARY, MAX_BLOCKED, MAX_REASON, STALE_AFTER,
+    SUMMARY_KEY, SUMMARY_PREFIX,
 };
 pub use wait::{until_gone, watch_timeout_secs};

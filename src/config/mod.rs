@@ -125,6 +125,8 @@ pub struct AgentConfig {
 pub enum Invocation {
     /// `vmrecover status`.
     Status(Config),
+    /// `vmrecover status --all-nodes`.
+    AllNodes(Config),
     /// `vmrecover run` (and `vmrecover --dry-run`).
     Run(Config, RunConfig),
     /// `vmrecover agent`.
@@ -150,7 +152,10 @@ impl Invocation {
                 state_dir: g.state_dir.clone(),
                 host_root: g.host_root.clone(),
             },
-            Some(Command::Status) => Invocation::Status(Config::resolve(g, &[], false)?),
+            Some(Command::Status(args)) if args.all_nodes => {
+                Invocation::AllNodes(Config::resolve(g, &[], false)?)
+            }
+            Some(Command::Status(_)) => Invocation::Status(Config::resolve(g, &[], false)?),
             Some(Command::Run(args)) => run_invocation(g, &args)?,
             None => run_invocation(g, &RunArgs::dry_run_defaults())?,
             Some(Command::Agent(args)) => {
