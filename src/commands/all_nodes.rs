@@ -166,10 +166,9 @@ pub fn site(
 fn next_step(r: &NodeRow) -> String {
     let down = r.ready != "Ready";
     match &r.summary {
-        None if down && r.out_of_service => format!(
-            "node down and tainted out-of-service: power it on; if it is gone for good, a \
-             person fences it (docs/runbook.md \"A node that never comes back\")"
-        ),
+        None if down && r.out_of_service => "node down and tainted out-of-service: power it \
+             on; if it is gone for good, see docs/runbook.md \"A node that never comes back\""
+            .to_string(),
         None if down => "node down: power it on; its agent reports once it is back".to_string(),
         None => match &r.summary_error {
             Some(e) => format!("its summary is unreadable ({e}): vmrecover status on the node"),
