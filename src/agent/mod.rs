@@ -174,9 +174,11 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
             }
             agent.set_phase(Phase::Idle);
             tracing::info!("boot window over: idle until stopped");
-            // The summary keeps its heartbeat while idle, so readers do not call it stale.
+            // The summary keeps its heartbeat while idle, so readers do not call it stale: a
+            // pass that decides but never applies (as when a stop was asked), every heartbeat.
             loop {
-                if let Some(mut s) = publisher.last().or_else(|| agent.node_summary.clone()) {
+                agent.pass(&io, true).await;
+                if let Some(mut s) = agent.node_summary.clone() {
                     s.phase = Phase::Idle.as_str().to_string();
                     publisher.publish(&s).await;
                 }

@@ -98,12 +98,4 @@ impl Publisher {
             }
         }
     }
-
-    /// The last summary written, refreshed (the idle heartbeat).
-    pub fn last(&self) -> Option<NodeSummary> {
-        self.written.as_ref().map(|(s, _)| NodeSummary {
-            updated: jiff::Timestamp::now(),
-            ..s.clone()
-        })
-    }
 }

@@ -151,7 +151,7 @@ pub fn site(
             row
         })
         .collect();
-    rows.sort_by(|a, b| a.node.cmp(&b.node));
+    rows.sort_by(|a, b| natural_key(&a.node).cmp(&natural_key(&b.node)));
     SiteReport {
         now,
         nodes: rows,
@@ -160,6 +160,29 @@ pub fn site(
             .map(|n| format!("{SUMMARY_PREFIX}{n}"))
             .collect(),
     }
+}
+
+/// `node-2` before `node-10`: runs of digits compare as numbers.
+fn natural_key(name: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut text = String::new();
+    let mut digits = String::new();
+    for c in name.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            if !digits.is_empty() {
+                out.push((
+                    std::mem::take(&mut text),
+                    digits.parse().unwrap_or(u64::MAX),
+                ));
+                digits.clear();
+            }
+            text.push(c);
+        }
+    }
+    out.push((text, digits.parse().unwrap_or(0)));
+    out
 }
 
 /// What a person should do next about one node.
@@ -217,7 +240,7 @@ fn count(s: &NodeSummary, label: &str) -> usize {
 fn table(r: &SiteReport, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:<20} {:<8} {:<14} {:<12} {:>7} {:>7} {:>7}  NEXT",
+        "{:<20} {:<8} {:<17} {:<12} {:>7} {:>7} {:>7}  NEXT",
         "NODE", "READY", "HARVESTER", "AGENT", "RECOVER", "WAITING", "BLOCKED"
     )?;
     for n in &r.nodes {
@@ -244,7 +267,7 @@ fn table(r: &SiteReport, out: &mut dyn Write) -> std::io::Result<()> {
         };
         writeln!(
             out,
-            "{:<20} {:<8} {:<14} {:<12} {:>7} {:>7} {:>7}  {}",
+            "{:<20} {:<8} {:<17} {:<12} {:>7} {:>7} {:>7}  {}",
             n.node, n.ready, harvester, agent, recover, waiting, blocked, n.next
         )?;
         if let Some(s) = &n.summary {
