@@ -151,7 +151,7 @@ pub fn site(
             row
         })
         .collect();
-    rows.sort_by(|a, b| natural_key(&a.node).cmp(&natural_key(&b.node)));
+    rows.sort_by_key(|r| natural_key(&r.node));
     SiteReport {
         now,
         nodes: rows,
