@@ -264,6 +264,12 @@ pub struct RunArgs {
     /// cluster-wide ConfigMap `vmrecover-pause`): a person's override.
     #[arg(long)]
     pub ignore_pause: bool,
+
+    /// A person's declaration that NODE is powered off for good: recover its stuck VMs from
+    /// cluster evidence alone (requires the node.kubernetes.io/out-of-service taint and the
+    /// node NotReady for at least --stuck-after; takes NODE's Lease; never done by an agent).
+    #[arg(long, value_name = "NODE")]
+    pub fenced_node: Option<String>,
 }
 
 impl RunArgs {

@@ -40,6 +40,9 @@ pub struct AlsoRead {
     /// The agent's namespace, where the cluster-wide pause lives; with it, a pass that
     /// decides something also reads Harvester's state ([`super::harvester::read_extras`]).
     pub namespace: Option<String>,
+    /// A fenced-node run: also list every launcher pod, to find one of a VM here Running
+    /// on another node.
+    pub fenced: bool,
 }
 
 /// A (namespace, name) pair.
@@ -109,6 +112,9 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         if let Some(ns) = also.namespace.as_deref().filter(|_| deciding_any) {
             read_extras(client, ns, &mut harvester).await;
         }
+        if also.fenced && deciding_any {
+            harvester.launchers_elsewhere = Some(launchers_elsewhere(client, node).await);
+        }
     };
     let (vms, claimed, ()) = tokio::join!(
         read_vms(client, &owners),
@@ -137,6 +143,21 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         node_identity,
         claimed,
         harvester,
+    }
+}
+
+/// Launcher pods on any node but `node` (a fenced-node run's check that no VM of the dead
+/// node runs elsewhere).
+async fn launchers_elsewhere(client: &Client, node: &str) -> Gathered<Vec<PodView>> {
+    let lp = ListParams::default().labels(&format!("{LABEL_KUBEVIRT}={VIRT_LAUNCHER}"));
+    match list(Api::<Pod>::all(client.clone()), &lp, "pods").await {
+        Ok(pods) => Gathered::read(
+            pods.iter()
+                .map(PodView::from)
+                .filter(|p| p.node_name.as_deref() != Some(node))
+                .collect(),
+        ),
+        Err(e) => Gathered::unreadable("pods (every launcher)", e),
     }
 }
 

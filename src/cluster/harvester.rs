@@ -97,6 +97,9 @@ pub struct HarvesterFacts {
     /// Names of Harvester Upgrades in progress; not read when nothing was being decided.
     #[serde(default)]
     pub upgrades_in_progress: Option<Gathered<Vec<String>>>,
+    /// A fenced-node run only: launcher pods on other nodes.
+    #[serde(default)]
+    pub launchers_elsewhere: Option<Gathered<Vec<super::snapshot::PodView>>>,
 }
 
 impl Default for HarvesterFacts {
@@ -110,6 +113,7 @@ impl Default for HarvesterFacts {
             cluster_paused: Some(Gathered::read(None)),
             force_reset_policy: Some(Gathered::read(None)),
             upgrades_in_progress: Some(Gathered::read(Vec::new())),
+            launchers_elsewhere: None,
         }
     }
 }
@@ -153,6 +157,7 @@ impl HarvesterFacts {
             cluster_paused: None,
             force_reset_policy: None,
             upgrades_in_progress: None,
+            launchers_elsewhere: None,
         }
     }
 

@@ -169,6 +169,14 @@ fn run_invocation(g: &GlobalArgs, args: &RunArgs) -> Result<Invocation, ConfigEr
     let mut cfg = Config::resolve(g, &args.only, args.kill_orphans)?;
     cfg.policy.during_upgrade = args.during_upgrade;
     cfg.policy.honour_pause = !args.ignore_pause;
+    if let Some(node) = args.fenced_node.as_deref().filter(|n| !n.is_empty()) {
+        // The dead node's own Lease, its own intents (never this machine's), no orphan
+        // kills (no process of that node can be seen from here).
+        cfg.policy.fenced = true;
+        cfg.policy.kill_orphans = false;
+        cfg.state_dir = cfg.state_dir.join(format!("fenced-{node}"));
+        cfg.node = node.to_string();
+    }
     Ok(Invocation::Run(
         cfg,
         RunConfig {
@@ -242,6 +250,7 @@ impl Config {
                 kill_orphans,
                 honour_pause: true,
                 during_upgrade: false,
+                fenced: false,
             },
             output: g.output,
         })

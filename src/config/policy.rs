@@ -32,6 +32,10 @@ pub struct Policy {
     /// (`run --during-upgrade`); the agent never does.
     #[serde(default)]
     pub during_upgrade: bool,
+    /// A fenced-node run (`run --fenced-node`): the node is declared powered off by a
+    /// person; its own evidence is not read and the fence is checked instead.
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 impl Default for Policy {
@@ -45,6 +49,7 @@ impl Default for Policy {
             kill_orphans: false,
             honour_pause: false,
             during_upgrade: false,
+            fenced: false,
         }
     }
 }

@@ -42,11 +42,14 @@ pub enum Blocker {
     /// A Harvester Upgrade is in progress: Harvester's own node handling stands still, and
     /// so does vmrecover.
     UpgradeInProgress,
+    /// A fenced-node run whose node is not fenced (no out-of-service taint, Ready, or not
+    /// NotReady long enough).
+    NotFenced,
 }
 
 impl Blocker {
     /// Every kind, for tests and for metric families that list all labels.
-    pub const ALL: [Blocker; 15] = [
+    pub const ALL: [Blocker; 16] = [
         Blocker::LiveProcess,
         Blocker::DiskHeld,
         Blocker::DiskAttachedElsewhere,
@@ -62,6 +65,7 @@ impl Blocker {
         Blocker::NotSelected,
         Blocker::Paused,
         Blocker::UpgradeInProgress,
+        Blocker::NotFenced,
     ];
 
     /// The stable label used in metrics and JSON.
@@ -82,6 +86,7 @@ impl Blocker {
             Blocker::NotSelected => "not_selected",
             Blocker::Paused => "paused",
             Blocker::UpgradeInProgress => "upgrade_in_progress",
+            Blocker::NotFenced => "not_fenced",
         }
     }
 

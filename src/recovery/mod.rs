@@ -7,6 +7,7 @@ mod apply;
 mod audit;
 mod blocker;
 mod disks;
+mod fence;
 mod finalizers;
 mod harvester;
 mod intents;

@@ -62,6 +62,9 @@ pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
     let claimed = claimed_decisions(facts, &decisions);
     decisions.extend(claimed);
     apply_only_filter(&mut decisions, policy, &facts.node);
+    if policy.fenced {
+        super::fence::block_running_elsewhere(facts, &mut decisions);
+    }
     decisions.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
 
     let orphans = find_orphans(facts, policy);
@@ -71,8 +74,12 @@ pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
         .count();
     let kills = orphans.iter().filter(|o| o.kill).count();
     let has_work = recovering + kills > 0;
-    let refusal =
-        identity_refusal(facts).or_else(|| super::harvester::refusal(facts, policy, has_work));
+    let fence_or_identity = if policy.fenced {
+        super::fence::refusal(facts, policy)
+    } else {
+        identity_refusal(facts)
+    };
+    let refusal = fence_or_identity.or_else(|| super::harvester::refusal(facts, policy, has_work));
     let (refused_by, refused) = match refusal {
         Some((kind, why)) => (Some(kind), Some(why)),
         None if recovering + kills > policy.max_vms => (
@@ -102,7 +109,13 @@ pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
         refused,
         refused_by,
         host: facts.host.value().cloned(),
-        harvester: super::harvester::notes(facts, policy),
+        harvester: {
+            let mut notes = super::harvester::notes(facts, policy);
+            if policy.fenced {
+                notes.insert(0, super::fence::declaration(facts));
+            }
+            notes
+        },
         paused: facts.cluster.harvester.paused(),
     }
 }
