@@ -190,7 +190,7 @@ fn next_step(r: &NodeRow) -> String {
     let down = r.ready != "Ready";
     match &r.summary {
         None if down && r.out_of_service => "node down and tainted out-of-service: power it \
-             on; if it is gone for good, see docs/runbook.md \"A node that never comes back\""
+             on; if it is gone for good and you know it is off: vmrecover run --fenced-node (docs/runbook.md)"
             .to_string(),
         None if down => "node down: power it on; its agent reports once it is back".to_string(),
         None => match &r.summary_error {
