@@ -493,7 +493,12 @@ impl ClusterFacts {
             attachments: Gathered::unreadable(source, reason),
             node_identity: Gathered::unreadable(source, reason),
             claimed: Gathered::unreadable(source, reason),
-            harvester: super::harvester::HarvesterFacts::default(),
+            harvester: super::harvester::HarvesterFacts {
+                cluster_paused: Some(Gathered::unreadable(source, reason)),
+                force_reset_policy: Some(Gathered::unreadable(source, reason)),
+                upgrades_in_progress: Some(Gathered::unreadable(source, reason)),
+                ..super::harvester::HarvesterFacts::default()
+            },
         }
     }
 }
