@@ -285,3 +285,107 @@ async fn pause_on_the_node_then_cluster_wide_then_off() {
         run.all()
     );
 }
+
+/// The agent itself during an Upgrade, then paused: it changes nothing and its published
+/// summary says why; once both are gone it recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_stands_still_during_an_upgrade_and_a_pause_and_says_why() {
+    let env = Env::power_loss().await;
+    env.sim
+        .put(
+            json!({"apiVersion": "harvesterhci.io/v1beta1", "kind": "Upgrade",
+            "metadata": {"name": "hvst-upgrade-9", "namespace": "harvester-system"}}),
+        )
+        .expect("an Upgrade without a state label yet");
+    let mut agent = env
+        .command(&[
+            "--stuck-after",
+            "0s",
+            "--controller-grace",
+            "0s",
+            "agent",
+            "--act-on",
+            "always",
+            "--boot-window",
+            "100000h",
+            "--metrics-addr",
+            "off",
+        ])
+        .spawn()
+        .expect("start the agent");
+    let summary = |env: &Env| -> Value {
+        env.sim
+            .get(
+                "v1",
+                "ConfigMap",
+                "harvester-system",
+                "vmrecover-summary-harvester-node-1",
+            )
+            .and_then(|cm| {
+                cm["data"]["summary.json"]
+                    .as_str()
+                    .and_then(|t| serde_json::from_str(t).ok())
+            })
+            .unwrap_or(Value::Null)
+    };
+    until("the agent's summary says upgrade_in_progress", || {
+        summary(&env)["refused_by"] == "upgrade_in_progress"
+    })
+    .await;
+    let others = |env: &Env| {
+        env.sim
+            .mutating_requests()
+            .into_iter()
+            .filter(|r| !r.path.contains("/configmaps/vmrecover-summary-"))
+            .count()
+    };
+    assert_eq!(others(&env), 0, "nothing but its summary was written");
+
+    // The Upgrade ends; the site is paused meanwhile: still nothing.
+    env.sim
+        .put(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "vmrecover-pause", "namespace": "harvester-system"},
+            "data": {"reason": "after-upgrade checks"}}))
+        .expect("pause");
+    let mut up = env
+        .sim
+        .get(
+            "harvesterhci.io/v1beta1",
+            "Upgrade",
+            "harvester-system",
+            "hvst-upgrade-9",
+        )
+        .expect("upgrade");
+    up["metadata"]["labels"] = json!({"harvesterhci.io/upgradeState": "Succeeded"});
+    env.sim.put(up).expect("succeeded");
+    until("the agent's summary says paused", || {
+        summary(&env)["refused_by"] == "paused"
+    })
+    .await;
+    assert_eq!(others(&env), 0, "nothing changed while paused");
+
+    // Unpaused: nothing in the VMIs announces it; the agent re-decides a refused plan
+    // within 15 s and recovers.
+    assert!(env
+        .sim
+        .remove("v1", "ConfigMap", "harvester-system", "vmrecover-pause"));
+    let mut recovered = false;
+    for _ in 0..1250 {
+        if env
+            .sim
+            .get("kubevirt.io/v1", "VirtualMachine", "default", "vm-web-01")
+            .is_none()
+        {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = agent.start_kill();
+    let out = agent.wait_with_output().await.expect("agent");
+    assert!(
+        recovered,
+        "the agent did not recover vm-web-01 once unpaused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -18,6 +18,9 @@ pub const DEBOUNCE: Duration = Duration::from_secs(2);
 /// Re-decide blocked VMs this often in the window (a process may have exited; nothing
 /// in the API announces that).
 pub const BLOCKED_RECHECK: Duration = Duration::from_secs(60);
+/// Re-decide a plan refused for a pause, an Upgrade or unreadable evidence this often
+/// (only while there is work: a healthy node is never refused).
+pub const REFUSED_RECHECK: Duration = Duration::from_secs(15);
 /// Retry when another run holds the Lease.
 pub const LEASE_RETRY: Duration = Duration::from_secs(10);
 
@@ -184,6 +187,13 @@ pub fn next_wake(plan: &Plan, window_ends: jiff::Timestamp) -> Duration {
             Action::Blocked => next = next.min(BLOCKED_RECHECK),
             _ => {}
         }
+    }
+    if matches!(
+        plan.refused_by,
+        Some(Blocker::Paused | Blocker::UpgradeInProgress | Blocker::EvidenceMissing)
+    ) {
+        // Nothing in the watched VMIs announces a pause lifted or an Upgrade over.
+        next = next.min(REFUSED_RECHECK);
     }
     if plan.refused_by == Some(Blocker::BootNotReported) {
         // The kubelet posts node status every few seconds once it is up.

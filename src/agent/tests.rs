@@ -241,3 +241,16 @@ fn the_summary_counts_decisions_caps_the_blocked_list_and_the_paused_gauge_follo
     a.metrics.observe_plan(&blocked);
     assert!(a.metrics.encode().contains("vmrecover_paused 0"));
 }
+
+#[test]
+fn a_plan_refused_for_a_pause_or_an_upgrade_is_decided_again_soon() {
+    for b in [Blocker::Paused, Blocker::UpgradeInProgress] {
+        let mut p = plan_of(vec![Action::Recover { steps: vec![] }]);
+        p.refused_by = Some(b);
+        assert_eq!(
+            next_wake(&p, jiff::Timestamp::MAX),
+            pass::REFUSED_RECHECK,
+            "{b}"
+        );
+    }
+}
