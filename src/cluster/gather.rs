@@ -38,7 +38,8 @@ pub struct AlsoRead {
     /// PVC is gone.
     pub disks: Vec<(String, String)>,
     /// The agent's namespace, where the cluster-wide pause lives; with it, a pass that
-    /// decides something also reads Harvester's state ([`super::harvester::read_extras`]).
+    /// decides something also reads Harvester's state (the pause ConfigMap, the policy
+    /// setting, the Upgrades).
     pub namespace: Option<String>,
     /// A fenced-node run: also list every launcher pod, to find one of a VM here Running
     /// on another node.

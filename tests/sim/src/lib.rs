@@ -119,7 +119,7 @@
 //! (status, deletionTimestamp and finalizers included); missing uid/resourceVersion/
 //! creationTimestamp are filled in. An optional `apiVersion: sim.vmrecover.dev/v1`,
 //! `kind: SimulatorSettings` document sets `downNodes`, `virtController`, `kubeVersion`,
-//! `watchHistory`, `release`, `webhooks`. Several files merge; `kind: List` documents are accepted.
+//! `watchHistory`, `release`, `webhooks`, `nodeDownController`, `nodeDownIntervalMs`. Several files merge; `kind: List` documents are accepted.
 
 #![warn(missing_docs)]
 
