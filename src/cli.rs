@@ -213,7 +213,7 @@ pub enum Command {
     /// a monitoring check: exit 0 all fine (VMs only waiting are fine), 3 some VM blocked
     /// or the plan refused (a person should look), 1 the state could not be read
     /// (API unreachable, evidence unreadable).
-    Status,
+    Status(StatusArgs),
     /// Plan recovery for the VMs stuck on this node and, unless --dry-run, apply it.
     Run(RunArgs),
     /// The daemon: boot check, wait for the API, recover, keep watching.
@@ -221,6 +221,15 @@ pub enum Command {
     /// Record this boot as running (start) or cleanly stopped (stop); called by
     /// vmrecover-boot.service.
     BootRecord(BootRecordArgs),
+}
+
+/// `status` options.
+#[derive(Debug, Args, Default)]
+pub struct StatusArgs {
+    /// Every node of the site at once, from the Nodes and each agent's summary ConfigMap
+    /// (exit 3 when any node needs a person: no agent, stale, paused-and-refused, blocked VMs).
+    #[arg(long)]
+    pub all_nodes: bool,
 }
 
 /// `run` options.
@@ -245,6 +254,22 @@ pub struct RunArgs {
     /// How long to wait for another holder of this node's Lease before giving up.
     #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "DURATION")]
     pub lease_wait: Duration,
+
+    /// Act even though a Harvester Upgrade is in progress (a person's confirmation; the
+    /// agent never acts then).
+    #[arg(long)]
+    pub during_upgrade: bool,
+
+    /// Act even though vmrecover is paused (node annotation `vmrecover.io/paused` or the
+    /// cluster-wide ConfigMap `vmrecover-pause`): a person's override.
+    #[arg(long)]
+    pub ignore_pause: bool,
+
+    /// A person's declaration that NODE is powered off for good: recover its stuck VMs from
+    /// cluster evidence alone (requires the node.kubernetes.io/out-of-service taint and the
+    /// node NotReady for at least --stuck-after; takes NODE's Lease; never done by an agent).
+    #[arg(long, value_name = "NODE")]
+    pub fenced_node: Option<String>,
 }
 
 impl RunArgs {

@@ -40,9 +40,17 @@ pub async fn gather(cfg: &Config, client: Option<Client>) -> Gathering {
     let boot_opts = cfg.boot.clone();
     let node_opts = cfg.node_evidence.clone();
     // The node first: the cluster reads look up the VMIs its processes claim.
+    let fenced = cfg.policy.fenced;
     let local = tokio::task::spawn_blocking(move || {
         let boot = boot::gather(&boot_opts, jiff::Timestamp::now());
-        (boot, node::gather(&node_opts))
+        // A fenced node is declared off by a person: this machine's evidence says nothing
+        // about it, so none is read.
+        let local = if fenced {
+            node::NodeFacts::declared_off(&node_opts)
+        } else {
+            node::gather(&node_opts)
+        };
+        (boot, local)
     });
     let intents = IntentStore::new(&cfg.state_dir).load();
     let client = match client {
@@ -58,6 +66,8 @@ pub async fn gather(cfg: &Config, client: Option<Client>) -> Gathering {
         Ok(c) => {
             let mut also = also_read(intents.value().map(Vec::as_slice).unwrap_or_default());
             also.claimed_vmis = claimed_by(&local);
+            also.namespace = Some(cfg.cluster.namespace.clone());
+            also.fenced = fenced;
             cluster::gather(c, &cfg.node, &also).await
         }
         Err(why) => ClusterFacts::unreachable(&cfg.node, "the Kubernetes API", &why.to_string()),
@@ -111,5 +121,7 @@ fn also_read(intents: &[RecoveryIntent]) -> AlsoRead {
             .iter()
             .flat_map(|i| i.disks.iter().map(|d| (d.pv.clone(), d.handle.clone())))
             .collect(),
+        namespace: None,
+        fenced: false,
     }
 }

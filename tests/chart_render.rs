@@ -94,8 +94,10 @@ fn optional_objects_appear_only_behind_their_values() {
         "ConfigMap harvester-system/vmrecover-admission-params",
         "DaemonSet harvester-system/vmrecover",
         "Role harvester-system/vmrecover",
+        "Role harvester-system/vmrecover-harvester",
         "Role longhorn-system/vmrecover-longhorn",
         "RoleBinding harvester-system/vmrecover",
+        "RoleBinding harvester-system/vmrecover-harvester",
         "RoleBinding longhorn-system/vmrecover-longhorn",
         "ServiceAccount harvester-system/vmrecover",
         "ValidatingAdmissionPolicy /vmrecover-node-restriction",
@@ -198,6 +200,10 @@ fn values_reach_the_manifests() {
             | "ValidatingAdmissionPolicy"
             | "ValidatingAdmissionPolicyBinding" => assert_eq!(ns, ""),
             _ if name == "vmrecover-longhorn" => assert_eq!(ns, "storage", "{kind} {name}"),
+            // Harvester's Upgrades live in harvester-system whatever the release namespace.
+            _ if name == "vmrecover-harvester" => {
+                assert_eq!(ns, "harvester-system", "{kind} {name}")
+            }
             _ => assert_eq!(
                 ns, "vmrecover-system",
                 "{kind} {name}: the release namespace"

@@ -11,8 +11,8 @@
 //!     proof that no rule is superfluous.
 //!
 //! The workloads: `vmrecover run --yes`, and `vmrecover agent --act-on always` (which also
-//! list+watches this node's VMIs by label) for (a). The table of (b) uses `run`: the agent
-//! needs no grant that `run` does not (add `Workload::Agent` rows when it does).
+//! list+watches this node's VMIs by label) for (a). The table of (b) uses `run`, and the
+//! agent (its node summary) or `status --all-nodes` for the grants only they need.
 
 #[path = "deploy_support/mod.rs"]
 mod deploy_support;
@@ -41,6 +41,8 @@ enum Workload {
     /// `vmrecover agent --act-on always`, stopped with SIGTERM once it has saved its first
     /// run report and watches this node's VMIs; its "stdout" is that report (last-run.json).
     Agent,
+    /// `vmrecover status --all-nodes --output json` (a person reading the whole site).
+    AllNodes,
 }
 
 /// The cluster a row needs so that the permission is exercised at all.
@@ -73,6 +75,8 @@ struct Ran {
     events: usize,
     vmis_left: BTreeSet<String>,
     vms_left: BTreeSet<String>,
+    /// The node summary ConfigMap the agent published, if any.
+    summary: Option<Value>,
 }
 
 impl Ran {
@@ -278,6 +282,9 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
                 args.extend(["--controller-grace", "1s"].map(String::from));
             }
         }
+        Workload::AllNodes => {
+            args.extend(["status", "--all-nodes", "--output", "json"].map(String::from))
+        }
         Workload::Agent => args.extend(
             [
                 "--controller-grace",
@@ -352,7 +359,7 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
     );
     let out = out.expect("run vmrecover");
     let stdout = match workload {
-        Workload::Run => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Workload::Run | Workload::AllNodes => String::from_utf8_lossy(&out.stdout).into_owned(),
         Workload::Agent => std::fs::read_to_string(&report).unwrap_or_default(),
     };
     Ran {
@@ -363,6 +370,12 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
         events: sim.list("events.k8s.io/v1", "Event").len(),
         vmis_left: names(&sim, "VirtualMachineInstance"),
         vms_left: names(&sim, "VirtualMachine"),
+        summary: sim.get(
+            "v1",
+            "ConfigMap",
+            SA_NS,
+            &format!("vmrecover-summary-{NODE}"),
+        ),
     }
 }
 
@@ -375,6 +388,7 @@ struct Row {
     grant: &'static str,
     /// The part of the run that needs it.
     part: &'static str,
+    workload: Workload,
     setup: Setup,
     /// Whether vmrecover reports the 403 (the permission is named in its output). False only
     /// where the code treats any failure as "not seen" on purpose (the controller wait).
@@ -416,6 +430,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "ClusterRole /vmrecover /nodes get",
             part: "checking that --node names a Node, before anything else",
+            workload: Workload::Run,
             setup: Setup::Standard,
             names_permission: true,
             broken: exit_error_nothing_changed,
@@ -423,6 +438,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "ClusterRole /vmrecover /pods list",
             part: "launcher-pod evidence: unreadable, so every VM is blocked (fail closed)",
+            workload: Workload::Run,
             setup: Setup::Standard,
             names_permission: true,
             broken: no_object_changed,
@@ -430,6 +446,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "ClusterRole /vmrecover /pods delete",
             part: "ladder step 2: force-delete vm-db-01's leftover launcher pod",
+            workload: Workload::Run,
             setup: Setup::Standard,
             names_permission: true,
             broken: |r| step_failed("default/vm-db-01", "force-delete launcher pod")(r),
@@ -437,6 +454,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "ClusterRole /vmrecover /persistentvolumeclaims get",
             part: "the stuck VMIs' PVCs (by name): unreadable, so every VM with a disk is blocked",
+            workload: Workload::Run,
             setup: Setup::Standard,
             names_permission: true,
             broken: no_object_changed,
@@ -444,6 +462,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "ClusterRole /vmrecover /persistentvolumes get",
             part: "PV -> Longhorn volume handle: unreadable, so every VM with a disk is blocked",
+            workload: Workload::Run,
             setup: Setup::Standard,
             names_permission: true,
             broken: no_object_changed,
@@ -451,6 +470,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "ClusterRole /vmrecover /persistentvolumes list",
             part: "following vm-web-01's deleted PVC to what is left of its disk: unreadable, so blocked",
+            workload: Workload::Run,
             setup: Setup::PvcGone,
             names_permission: true,
             broken: no_object_changed,
@@ -458,6 +478,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "ClusterRole /vmrecover kubevirt.io/virtualmachineinstances get",
             part: "re-reading VMI vm-web-01 right before its first change (and after a conflict)",
+            workload: Workload::Run,
             setup: Setup::VmiConflict,
             names_permission: true,
             broken: |r| match r.outcome("default/vm-web-01") {
@@ -475,6 +496,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "ClusterRole /vmrecover kubevirt.io/virtualmachineinstances list",
             part: "finding this node's VMIs: nothing is decided, nothing changed",
+            workload: Workload::Run,
             setup: Setup::Standard,
             names_permission: true,
             broken: no_object_changed,
@@ -482,6 +504,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "ClusterRole /vmrecover kubevirt.io/virtualmachineinstances watch",
             part: "ladder step 3: the wait does not see virt-controller remove vm-db-01's VMI",
+            workload: Workload::Run,
             setup: Setup::ControllerAfterWatch,
             names_permission: false,
             broken: |r| match r.step("default/vm-db-01", "wait up to") {
@@ -492,6 +515,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "ClusterRole /vmrecover kubevirt.io/virtualmachineinstances patch",
             part: "ladder step 4: clearing VMI vm-web-01's finalizers",
+            workload: Workload::Run,
             setup: Setup::Standard,
             names_permission: true,
             broken: |r| step_failed("default/vm-web-01", "clear finalizers of vmi")(r),
@@ -499,6 +523,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines get",
             part: "the VMs of this node's stuck VMIs (by name): unreadable, so every VM is blocked",
+            workload: Workload::Run,
             setup: Setup::Standard,
             names_permission: true,
             broken: no_object_changed,
@@ -506,6 +531,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines list",
             part: "ladder step 3: the wait's watch of vm-db-01's VM starts with a list: it sits out the grace period",
+            workload: Workload::Run,
             setup: Setup::VmLagsBehind,
             names_permission: false,
             broken: |r| match r.step("default/vm-db-01", "wait up to") {
@@ -516,6 +542,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines watch",
             part: "ladder step 3: the wait does not see the controllers finish vm-db-01's VM after its VMI: it sits out the grace period",
+            workload: Workload::Run,
             setup: Setup::VmLagsBehind,
             names_permission: false,
             broken: |r| match r.step("default/vm-db-01", "wait up to") {
@@ -526,6 +553,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines patch",
             part: "ladder step 4: clearing VM vm-web-01's finalizers",
+            workload: Workload::Run,
             setup: Setup::Standard,
             names_permission: true,
             broken: |r| step_failed("default/vm-web-01", "clear finalizers of vm ")(r),
@@ -533,6 +561,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "ClusterRole /vmrecover storage.k8s.io/volumeattachments list",
             part: "CSI attachment evidence: unreadable, so every VM is blocked",
+            workload: Workload::Run,
             setup: Setup::Standard,
             names_permission: true,
             broken: no_object_changed,
@@ -540,6 +569,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "ClusterRole /vmrecover events.k8s.io/events create",
             part: "the Kubernetes Event recorded on every VM/VMI vmrecover changed",
+            workload: Workload::Run,
             setup: Setup::Standard,
             names_permission: true,
             broken: |r| {
@@ -553,6 +583,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "Role harvester-system/vmrecover coordination.k8s.io/leases get",
             part: "taking the node Lease: the run stops before any change",
+            workload: Workload::Run,
             setup: Setup::Standard,
             names_permission: true,
             broken: exit_error_nothing_changed,
@@ -560,6 +591,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "Role harvester-system/vmrecover coordination.k8s.io/leases create",
             part: "taking the node Lease (first run on this node): the run stops",
+            workload: Workload::Run,
             setup: Setup::Standard,
             names_permission: true,
             broken: exit_error_nothing_changed,
@@ -567,6 +599,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "Role harvester-system/vmrecover coordination.k8s.io/leases update",
             part: "taking the node Lease an earlier run released: the run stops",
+            workload: Workload::Run,
             setup: Setup::LeaseExists,
             names_permission: true,
             broken: exit_error_nothing_changed,
@@ -574,6 +607,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/volumes list",
             part: "the Longhorn volume that may still name vm-web-01's deleted PVC: unreadable, so blocked",
+            workload: Workload::Run,
             setup: Setup::PvcGone,
             names_permission: true,
             broken: |r| {
@@ -596,8 +630,67 @@ fn rows() -> Vec<Row> {
             },
         },
         Row {
+            grant: "ClusterRole /vmrecover harvesterhci.io/settings get",
+            part: "Harvester's vm-force-reset-policy, shown in the plan as evidence",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: |r| {
+                let notes = r.json()["plan"]["harvester"].to_string();
+                if notes.contains("vm-force-reset-policy could not be read") {
+                    Ok(())
+                } else {
+                    Err(format!("plan notes: {notes}"))
+                }
+            },
+        },
+        Row {
+            grant: "Role harvester-system/vmrecover /configmaps get",
+            part: "the cluster-wide pause: unreadable, so nothing is changed (fail closed)",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: no_object_changed,
+        },
+        Row {
+            grant: "Role harvester-system/vmrecover-harvester harvesterhci.io/upgrades list",
+            part: "whether a Harvester Upgrade is in progress: unreadable, so nothing is changed",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: no_object_changed,
+        },
+        Row {
+            grant: "Role harvester-system/vmrecover /configmaps patch",
+            part: "the agent's node summary (ConfigMap vmrecover-summary-<node>, server-side apply)",
+            workload: Workload::Agent,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: |r| match &r.summary {
+                None if r.stderr.contains("cannot publish the node summary") => Ok(()),
+                other => Err(format!("summary: {other:?}")),
+            },
+        },
+        Row {
+            grant: "Role harvester-system/vmrecover /configmaps list",
+            part: "status --all-nodes: every agent's summary in one list",
+            workload: Workload::AllNodes,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: |r| if r.code == 1 { Ok(()) } else { Err(format!("exit {}", r.code)) },
+        },
+        Row {
+            grant: "ClusterRole /vmrecover /nodes list",
+            part: "status --all-nodes: every Node of the site",
+            workload: Workload::AllNodes,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: |r| if r.code == 1 { Ok(()) } else { Err(format!("exit {}", r.code)) },
+        },
+        Row {
             grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/volumes get",
             part: "where each stuck VM's Longhorn volume is attached: unreadable, so blocked",
+            workload: Workload::Run,
             setup: Setup::Standard,
             names_permission: true,
             broken: no_object_changed,
@@ -605,6 +698,7 @@ fn rows() -> Vec<Row> {
         Row {
             grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/volumeattachments get",
             part: "the attachment tickets of each stuck VM's Longhorn volume: unreadable, so blocked",
+            workload: Workload::Run,
             setup: Setup::Standard,
             names_permission: true,
             broken: no_object_changed,
@@ -700,11 +794,11 @@ async fn every_granted_verb_is_needed_by_a_named_part_of_the_run() {
         grants(&policy).into_iter().map(|g| (g.key(), g)).collect();
 
     // Controls: each setup with the full policy; every check must find its part intact.
-    let setups: BTreeSet<Setup> = table.iter().map(|r| r.setup).collect();
-    let controls: BTreeMap<Setup, Ran> = futures::stream::iter(setups)
-        .map(|s| {
+    let setups: BTreeSet<(Setup, Workload)> = table.iter().map(|r| (r.setup, r.workload)).collect();
+    let controls: BTreeMap<(Setup, Workload), Ran> = futures::stream::iter(setups)
+        .map(|(s, w)| {
             let p = policy.clone();
-            async move { (s, run(Some(&p), s, Workload::Run).await) }
+            async move { ((s, w), run(Some(&p), s, w).await) }
         })
         .buffer_unordered(3)
         .collect()
@@ -722,7 +816,7 @@ async fn every_granted_verb_is_needed_by_a_named_part_of_the_run() {
         .map(|(i, row)| {
             let grant = &by_key[row.grant];
             let reduced = without(&policy, grant);
-            async move { (i, run(Some(&reduced), row.setup, Workload::Run).await) }
+            async move { (i, run(Some(&reduced), row.setup, row.workload).await) }
         })
         .buffer_unordered(3)
         .collect()
@@ -732,7 +826,7 @@ async fn every_granted_verb_is_needed_by_a_named_part_of_the_run() {
     for (i, ran) in results {
         let row = &table[i];
         let grant = &by_key[row.grant];
-        let control = &controls[&row.setup];
+        let control = &controls[&(row.setup, row.workload)];
         let mut why = Vec::new();
         if (row.broken)(control).is_ok() {
             why.push("the check also passes with the full policy (not discriminating)".to_string());

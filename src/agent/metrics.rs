@@ -76,6 +76,7 @@ pub struct Metrics {
     last_run: Gauge<f64, AtomicU64>,
     api_errors: Counter,
     passes: Counter,
+    paused: Gauge,
 }
 
 impl Default for Metrics {
@@ -97,6 +98,7 @@ impl Metrics {
         let last_run = Gauge::<f64, AtomicU64>::default();
         let api_errors = Counter::default();
         let passes = Counter::default();
+        let paused = Gauge::default();
         registry.register(
             "boot_verdict",
             "The unclean-shutdown verdict of this boot (1 for the current one)",
@@ -149,6 +151,12 @@ impl Metrics {
             "Decision passes (gather and plan)",
             passes.clone(),
         );
+        registry.register(
+            "paused",
+            "1 while an operator has paused vmrecover on this node (node annotation \
+             vmrecover.io/paused or the cluster-wide ConfigMap vmrecover-pause), else 0",
+            paused.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             verdict,
@@ -160,6 +168,7 @@ impl Metrics {
             last_run,
             api_errors,
             passes,
+            paused,
         }
     }
 
@@ -186,6 +195,7 @@ impl Metrics {
     /// Records a decision pass.
     pub fn observe_plan(&self, plan: &Plan) {
         self.passes.inc();
+        self.paused.set(i64::from(plan.paused.is_some()));
         self.vms.clear();
         for d in &plan.decisions {
             let label = DecisionLabel {

@@ -11,6 +11,7 @@ mod http;
 mod metrics;
 mod pass;
 mod status;
+mod summary;
 mod watch;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -169,6 +170,7 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
             )
         }
     };
+    let mut publisher = summary::Publisher::new(client.clone(), &cfg.cluster.namespace);
     let mut watcher = Some(watch::spawn(
         watch_client,
         &cfg.node,
@@ -184,8 +186,19 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
             }
             agent.set_phase(Phase::Idle);
             tracing::info!("boot window over: idle until stopped");
-            let _ = stop.wait_for(|s| *s).await;
-            return agent.stopped();
+            // The summary keeps its heartbeat while idle, so readers do not call it stale: a
+            // pass that decides but never applies (as when a stop was asked), every heartbeat.
+            loop {
+                agent.pass(&io, true).await;
+                if let Some(mut s) = agent.node_summary.clone() {
+                    s.phase = Phase::Idle.as_str().to_string();
+                    publisher.publish(&s).await;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(crate::cluster::HEARTBEAT) => {}
+                    _ = stop.wait_for(|s| *s) => return agent.stopped(),
+                }
+            }
         }
         agent.set_phase(if acting {
             Phase::BootWindow
@@ -194,6 +207,9 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
         });
         let stop_asked = *stop.borrow();
         let pass = agent.pass(&io, stop_asked).await;
+        if let Some(s) = &agent.node_summary {
+            publisher.publish(s).await;
+        }
         release_freed_memory();
 
         tokio::select! {

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::metrics::Metrics;
 use super::status::{AgentStatus, AgentStatusFile, Phase};
-use crate::cluster::LeaseError;
+use super::summary;
+use crate::cluster::{LastRun, LeaseError, NodeSummary};
 use crate::config::Policy;
 use crate::exit::Outcome;
 use crate::recovery::{plan, Action, Blocker, Facts, Plan, RunReport};
@@ -17,6 +18,9 @@ pub const DEBOUNCE: Duration = Duration::from_secs(2);
 /// Re-decide blocked VMs this often in the window (a process may have exited; nothing
 /// in the API announces that).
 pub const BLOCKED_RECHECK: Duration = Duration::from_secs(60);
+/// Re-decide a plan refused for a pause, an Upgrade or unreadable evidence this often
+/// (only while there is work: a healthy node is never refused).
+pub const REFUSED_RECHECK: Duration = Duration::from_secs(15);
 /// Retry when another run holds the Lease.
 pub const LEASE_RETRY: Duration = Duration::from_secs(10);
 
@@ -51,6 +55,9 @@ pub struct Agent {
     pub metrics: Metrics,
     file: AgentStatusFile,
     policy: Policy,
+    /// The node summary of the last pass (published by the loop).
+    pub node_summary: Option<NodeSummary>,
+    last_run: Option<LastRun>,
 }
 
 impl Agent {
@@ -66,6 +73,8 @@ impl Agent {
             metrics,
             file,
             policy,
+            node_summary: None,
+            last_run: None,
         }
     }
 
@@ -119,6 +128,7 @@ impl Agent {
         {
             self.metrics.api_error();
         }
+        let mut node_summary = summary::build(&planned, &self.status, self.last_run.clone());
         let mut next = next_wake(&planned, self.window_ends());
         let mut summary = summarize(&planned);
         let mut applied = false;
@@ -128,6 +138,8 @@ impl Agent {
                 Ok(report) => {
                     applied = true;
                     self.metrics.observe_run(&report);
+                    self.last_run = Some(summary::last_run(&report));
+                    node_summary.last_run = self.last_run.clone();
                     summary = format!(
                         "{summary}; run: {} recovered, {} handed to the VM controller, {} left alone, {} failed",
                         report.recovered(),
@@ -150,6 +162,7 @@ impl Agent {
                 }
             }
         }
+        self.node_summary = Some(node_summary);
         self.status.last_pass = Some((jiff::Timestamp::now(), summary.clone()));
         self.file.save(&self.status);
         PassResult {
@@ -174,6 +187,13 @@ pub fn next_wake(plan: &Plan, window_ends: jiff::Timestamp) -> Duration {
             Action::Blocked => next = next.min(BLOCKED_RECHECK),
             _ => {}
         }
+    }
+    if matches!(
+        plan.refused_by,
+        Some(Blocker::Paused | Blocker::UpgradeInProgress | Blocker::EvidenceMissing)
+    ) {
+        // Nothing in the watched VMIs announces a pause lifted or an Upgrade over.
+        next = next.min(REFUSED_RECHECK);
     }
     if plan.refused_by == Some(Blocker::BootNotReported) {
         // The kubelet posts node status every few seconds once it is up.

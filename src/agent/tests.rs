@@ -196,3 +196,61 @@ async fn a_held_lease_retries_later_and_an_unreadable_cluster_counts_as_an_api_e
         "{text}"
     );
 }
+
+#[test]
+fn the_summary_counts_decisions_caps_the_blocked_list_and_the_paused_gauge_follows() {
+    let mut blocked = plan_of(vec![Action::Blocked; 30]);
+    for (i, d) in blocked.decisions.iter_mut().enumerate() {
+        d.name = format!("vm-{i:02}");
+        d.blockers = vec![Blocker::DiskHeld];
+        d.reasons = vec![format!("{}\nsecond line", "x".repeat(500))];
+    }
+    blocked.paused = Some("node annotation vmrecover.io/paused=maintenance".into());
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent(true, dir.path());
+    let s = summary::build(&blocked, &a.status, None);
+    assert_eq!(s.counts.get("blocked"), Some(&30));
+    assert_eq!(s.blocked_total, 30);
+    assert_eq!(s.blocked.len(), crate::cluster::MAX_BLOCKED);
+    assert!(s.blocked.iter().all(
+        |b| b.reason.chars().count() <= crate::cluster::MAX_REASON && !b.reason.contains('\n')
+    ));
+    assert_eq!(s.blocked[0].blocker.as_deref(), Some("disk_held"));
+    assert!(s
+        .paused
+        .as_deref()
+        .is_some_and(|p| p.contains("maintenance")));
+    // Small enough for a ConfigMap by a wide margin.
+    assert!(serde_json::to_string(&s).unwrap().len() < 16 * 1024);
+    // Only the write time differs: the same content.
+    let later = crate::cluster::NodeSummary {
+        updated: s.updated + jiff::SignedDuration::from_secs(60),
+        ..s.clone()
+    };
+    assert!(s.same_content(&later));
+    assert!(!later.is_stale(later.updated + jiff::SignedDuration::from_secs(60)));
+    assert!(later.is_stale(later.updated + jiff::SignedDuration::from_secs(26 * 60)));
+
+    a.metrics.observe_plan(&blocked);
+    assert!(
+        a.metrics.encode().contains("vmrecover_paused 1"),
+        "{}",
+        a.metrics.encode()
+    );
+    blocked.paused = None;
+    a.metrics.observe_plan(&blocked);
+    assert!(a.metrics.encode().contains("vmrecover_paused 0"));
+}
+
+#[test]
+fn a_plan_refused_for_a_pause_or_an_upgrade_is_decided_again_soon() {
+    for b in [Blocker::Paused, Blocker::UpgradeInProgress] {
+        let mut p = plan_of(vec![Action::Recover { steps: vec![] }]);
+        p.refused_by = Some(b);
+        assert_eq!(
+            next_wake(&p, jiff::Timestamp::MAX),
+            pass::REFUSED_RECHECK,
+            "{b}"
+        );
+    }
+}

@@ -15,6 +15,7 @@ use kube::{Api, Client};
 
 use super::errors::describe;
 use super::gather_disks::{self, DiskFacts};
+use super::harvester::{read_extras, HarvesterFacts};
 use super::lists::{get_named, list};
 use super::names::*;
 use super::objects::{VirtualMachine, VirtualMachineInstance};
@@ -36,6 +37,13 @@ pub struct AlsoRead {
     /// Disks (PV name, volume handle) an earlier run recorded: looked for even when their
     /// PVC is gone.
     pub disks: Vec<(String, String)>,
+    /// The agent's namespace, where the cluster-wide pause lives; with it, a pass that
+    /// decides something also reads Harvester's state (the pause ConfigMap, the policy
+    /// setting, the Upgrades).
+    pub namespace: Option<String>,
+    /// A fenced-node run: also list every launcher pod, to find one of a VM here Running
+    /// on another node.
+    pub fenced: bool,
 }
 
 /// A (namespace, name) pair.
@@ -60,6 +68,10 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         ),
         list(Api::<Pod>::all(client.clone()), &launchers, "pods"),
     );
+    let mut harvester = match &node_obj {
+        Ok(Some(n)) => HarvesterFacts::of_node(n),
+        _ => HarvesterFacts::default(),
+    };
     let node_identity = match node_obj {
         Ok(Some(n)) => Gathered::read(NodeIdentity::of(&n)),
         Ok(None) => Gathered::unreadable(
@@ -96,7 +108,20 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         })
         .cloned()
         .collect();
-    let (vms, claimed) = tokio::join!(read_vms(client, &owners), lookup_claimed(client, &wanted),);
+    let extras = async {
+        let deciding_any = !deciding.is_empty() || !also.vms.is_empty() || !wanted.is_empty();
+        if let Some(ns) = also.namespace.as_deref().filter(|_| deciding_any) {
+            read_extras(client, ns, &mut harvester).await;
+        }
+        if also.fenced && deciding_any {
+            harvester.launchers_elsewhere = Some(launchers_elsewhere(client, node).await);
+        }
+    };
+    let (vms, claimed, ()) = tokio::join!(
+        read_vms(client, &owners),
+        lookup_claimed(client, &wanted),
+        extras
+    );
     let claimed = match &vmis {
         Ok(_) => claimed,
         Err(e) => Gathered::unreadable("virtualmachineinstances", e.clone()),
@@ -118,6 +143,22 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         remote_pods: disks.remote_pods,
         node_identity,
         claimed,
+        harvester,
+    }
+}
+
+/// Launcher pods on any node but `node` (a fenced-node run's check that no VM of the dead
+/// node runs elsewhere).
+async fn launchers_elsewhere(client: &Client, node: &str) -> Gathered<Vec<PodView>> {
+    let lp = ListParams::default().labels(&format!("{LABEL_KUBEVIRT}={VIRT_LAUNCHER}"));
+    match list(Api::<Pod>::all(client.clone()), &lp, "pods").await {
+        Ok(pods) => Gathered::read(
+            pods.iter()
+                .map(PodView::from)
+                .filter(|p| p.node_name.as_deref() != Some(node))
+                .collect(),
+        ),
+        Err(e) => Gathered::unreadable("pods (every launcher)", e),
     }
 }
 

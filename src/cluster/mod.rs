@@ -8,12 +8,14 @@ mod errors;
 mod events;
 mod gather;
 mod gather_disks;
+mod harvester;
 mod lease;
 mod lists;
 mod names;
 mod objects;
 mod retry;
 mod snapshot;
+mod summary;
 mod wait;
 
 pub use client::{
@@ -22,6 +24,11 @@ pub use client::{
 pub use errors::{describe, status_code};
 pub use events::{EventRecorder, Regarding};
 pub use gather::{gather, is_deciding, AlsoRead, NsName};
+pub use harvester::{
+    ConditionView, ForceResetPolicy, HarvesterFacts, ANNOTATION_PAUSE, CONDITION_DRAINED,
+    HARVESTER_NAMESPACE, LABEL_UPGRADE_STATE, PAUSE_CONFIGMAP, SETTING_FORCE_RESET, TAINT_DRAIN,
+    TAINT_OUT_OF_SERVICE,
+};
 pub use lease::{acquire as acquire_lease, HeldLease, LeaseConfig, LeaseError, LeaseGuard};
 pub use names::*;
 pub use objects::{
@@ -33,5 +40,10 @@ pub use retry::{backoff, retryable, with_retries, ATTEMPTS, FIRST_BACKOFF, MAX_R
 pub use snapshot::{
     AttachmentView, ClaimedVmi, ClusterFacts, LonghornVolumeRef, NodeIdentity, ObjectKey, PodView,
     PvView, PvcView, VmView, VmiView,
+};
+pub use summary::{
+    list_all as list_summaries, one_line, publish as publish_summary, summary_name, BlockedVm,
+    LastRun, NodeSummary, HEARTBEAT, LABEL_SUMMARY, MAX_BLOCKED, MAX_REASON, STALE_AFTER,
+    SUMMARY_KEY, SUMMARY_PREFIX,
 };
 pub use wait::{until_gone, watch_timeout_secs};

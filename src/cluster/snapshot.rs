@@ -407,6 +407,9 @@ pub struct ClusterFacts {
     /// VMI whose label and status disagree, or an orphan).
     #[serde(default = "claimed_not_gathered")]
     pub claimed: Gathered<Vec<ClaimedVmi>>,
+    /// What Harvester's node-down controller did or will do here, and the pause switches.
+    #[serde(default)]
+    pub harvester: super::harvester::HarvesterFacts,
 }
 
 fn no_remote_pods() -> Gathered<Vec<PodView>> {
@@ -490,6 +493,12 @@ impl ClusterFacts {
             attachments: Gathered::unreadable(source, reason),
             node_identity: Gathered::unreadable(source, reason),
             claimed: Gathered::unreadable(source, reason),
+            harvester: super::harvester::HarvesterFacts {
+                cluster_paused: Some(Gathered::unreadable(source, reason)),
+                force_reset_policy: Some(Gathered::unreadable(source, reason)),
+                upgrades_in_progress: Some(Gathered::unreadable(source, reason)),
+                ..super::harvester::HarvesterFacts::default()
+            },
         }
     }
 }

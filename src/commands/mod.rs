@@ -1,6 +1,7 @@
 //! One file per subcommand; `dispatch` resolves the parsed command line once and hands
 //! each command its configuration.
 
+mod all_nodes;
 mod boot_record;
 mod run;
 mod status;
@@ -20,6 +21,7 @@ pub async fn dispatch(cli: Cli) -> Outcome {
     };
     match invocation {
         Invocation::Status(cfg) => status::run(&cfg).await,
+        Invocation::AllNodes(cfg) => all_nodes::run(&cfg).await,
         Invocation::BootRecord {
             action,
             state_dir,

@@ -14,6 +14,15 @@ pub async fn run(cfg: &Config, args: &RunConfig) -> Outcome {
     let node = &cfg.node;
     let started = jiff::Timestamp::now();
     let policy = &cfg.policy;
+    if policy.fenced {
+        // A fenced node's run keeps its own intents and report, apart from this machine's.
+        if let Err(e) = std::fs::create_dir_all(&cfg.state_dir) {
+            return fail(&format!(
+                "cannot create {}: {e}; nothing was changed",
+                cfg.state_dir.display()
+            ));
+        }
+    }
     let gathering = pipeline::gather(cfg, None).await;
     let client = match gathering.client {
         Ok(c) => c,

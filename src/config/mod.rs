@@ -125,6 +125,8 @@ pub struct AgentConfig {
 pub enum Invocation {
     /// `vmrecover status`.
     Status(Config),
+    /// `vmrecover status --all-nodes`.
+    AllNodes(Config),
     /// `vmrecover run` (and `vmrecover --dry-run`).
     Run(Config, RunConfig),
     /// `vmrecover agent`.
@@ -150,7 +152,10 @@ impl Invocation {
                 state_dir: g.state_dir.clone(),
                 host_root: g.host_root.clone(),
             },
-            Some(Command::Status) => Invocation::Status(Config::resolve(g, &[], false)?),
+            Some(Command::Status(args)) if args.all_nodes => {
+                Invocation::AllNodes(Config::resolve(g, &[], false)?)
+            }
+            Some(Command::Status(_)) => Invocation::Status(Config::resolve(g, &[], false)?),
             Some(Command::Run(args)) => run_invocation(g, &args)?,
             None => run_invocation(g, &RunArgs::dry_run_defaults())?,
             Some(Command::Agent(args)) => {
@@ -161,8 +166,19 @@ impl Invocation {
 }
 
 fn run_invocation(g: &GlobalArgs, args: &RunArgs) -> Result<Invocation, ConfigError> {
+    let mut cfg = Config::resolve(g, &args.only, args.kill_orphans)?;
+    cfg.policy.during_upgrade = args.during_upgrade;
+    cfg.policy.honour_pause = !args.ignore_pause;
+    if let Some(node) = args.fenced_node.as_deref().filter(|n| !n.is_empty()) {
+        // The dead node's own Lease, its own intents (never this machine's), no orphan
+        // kills (no process of that node can be seen from here).
+        cfg.policy.fenced = true;
+        cfg.policy.kill_orphans = false;
+        cfg.state_dir = cfg.state_dir.join(format!("fenced-{node}"));
+        cfg.node = node.to_string();
+    }
     Ok(Invocation::Run(
-        Config::resolve(g, &args.only, args.kill_orphans)?,
+        cfg,
         RunConfig {
             dry_run: args.dry_run,
             yes: args.yes,
@@ -232,6 +248,9 @@ impl Config {
                 also_finalizers: g.policy.also_finalizer.clone(),
                 only: only.to_vec(),
                 kill_orphans,
+                honour_pause: true,
+                during_upgrade: false,
+                fenced: false,
             },
             output: g.output,
         })

@@ -24,6 +24,18 @@ pub struct Policy {
     pub only: Vec<NamespacedName>,
     /// Whether orphan launcher/qemu processes are to be killed.
     pub kill_orphans: bool,
+    /// Whether the pause switches stop this plan (everywhere but `run --ignore-pause`, a
+    /// person's override; `Policy::default()` is off for the planner's tests).
+    #[serde(default)]
+    pub honour_pause: bool,
+    /// Whether a person confirmed acting while a Harvester Upgrade is in progress
+    /// (`run --during-upgrade`); the agent never does.
+    #[serde(default)]
+    pub during_upgrade: bool,
+    /// A fenced-node run (`run --fenced-node`): the node is declared powered off by a
+    /// person; its own evidence is not read and the fence is checked instead.
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 impl Default for Policy {
@@ -35,6 +47,9 @@ impl Default for Policy {
             also_finalizers: Vec::new(),
             only: Vec::new(),
             kill_orphans: false,
+            honour_pause: false,
+            during_upgrade: false,
+            fenced: false,
         }
     }
 }

@@ -324,6 +324,37 @@ pub fn gather(opts: &NodeOptions) -> NodeFacts {
     gather_with(opts, ScanLimits::default())
 }
 
+/// The facts of a node a person declared powered off (`run --fenced-node`): no process and
+/// no disk, read from nothing. The plan says the proof is that declaration.
+pub fn declared_off_facts(opts: &NodeOptions) -> NodeFacts {
+    let declared = "declared powered off by the person running --fenced-node (not read)";
+    NodeFacts {
+        host_root: opts.host_root.display().to_string(),
+        processes: Gathered::read(Vec::new()),
+        disks: volumes::DiskFacts {
+            devices: Gathered::read(Vec::new()),
+            kernel_holders: Gathered::read(Vec::new()),
+            open_files: Gathered::read(volumes::OpenFiles {
+                scanned: 0,
+                holders: Vec::new(),
+                unreadable: Vec::new(),
+            }),
+            mounts: Gathered::read(volumes::Mounts {
+                source: declared.into(),
+                entries: Vec::new(),
+            }),
+        },
+        identity: Gathered::unreadable("the fenced node's identity", declared),
+    }
+}
+
+impl NodeFacts {
+    /// See [`declared_off_facts`].
+    pub fn declared_off(opts: &NodeOptions) -> NodeFacts {
+        declared_off_facts(opts)
+    }
+}
+
 /// Gathers node facts, every host read bounded by `limits`; never fails: unreadable
 /// sources, and reads that do not finish in time, become `Unreadable` evidence naming
 /// what was being read.

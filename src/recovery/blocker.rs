@@ -37,11 +37,19 @@ pub enum Blocker {
     PlanRefused,
     /// `--only` names a VM that is not on this node.
     NotSelected,
+    /// An operator paused vmrecover (node annotation or cluster-wide ConfigMap).
+    Paused,
+    /// A Harvester Upgrade is in progress: Harvester's own node handling stands still, and
+    /// so does vmrecover.
+    UpgradeInProgress,
+    /// A fenced-node run whose node is not fenced (no out-of-service taint, Ready, or not
+    /// NotReady long enough).
+    NotFenced,
 }
 
 impl Blocker {
     /// Every kind, for tests and for metric families that list all labels.
-    pub const ALL: [Blocker; 13] = [
+    pub const ALL: [Blocker; 16] = [
         Blocker::LiveProcess,
         Blocker::DiskHeld,
         Blocker::DiskAttachedElsewhere,
@@ -55,6 +63,9 @@ impl Blocker {
         Blocker::BootNotReported,
         Blocker::PlanRefused,
         Blocker::NotSelected,
+        Blocker::Paused,
+        Blocker::UpgradeInProgress,
+        Blocker::NotFenced,
     ];
 
     /// The stable label used in metrics and JSON.
@@ -73,6 +84,9 @@ impl Blocker {
             Blocker::BootNotReported => "boot_not_reported",
             Blocker::PlanRefused => "plan_refused",
             Blocker::NotSelected => "not_selected",
+            Blocker::Paused => "paused",
+            Blocker::UpgradeInProgress => "upgrade_in_progress",
+            Blocker::NotFenced => "not_fenced",
         }
     }
 

@@ -3,7 +3,8 @@
 
 use crate::boot::Verdict;
 use crate::cluster::{
-    AttachmentView, ClusterFacts, NodeIdentity, ObjectKey, PvView, PvcView, VmView, VmiView,
+    AttachmentView, ClusterFacts, HarvesterFacts, NodeIdentity, ObjectKey, PvView, PvcView, VmView,
+    VmiView,
 };
 use crate::evidence::Gathered;
 use crate::node::volumes::{DiskFacts, Mounts, OpenFiles};
@@ -154,6 +155,7 @@ pub(crate) fn facts() -> Facts {
                 source: "volumeattachment/csi-1".into(),
                 attached: true,
             }]),
+            harvester: HarvesterFacts::default(),
         },
         intents: Gathered::read(vec![]),
         host: Gathered::read(HostIdentity {

@@ -7,7 +7,9 @@ mod apply;
 mod audit;
 mod blocker;
 mod disks;
+mod fence;
 mod finalizers;
+mod harvester;
 mod intents;
 mod model;
 mod plan;
@@ -18,6 +20,8 @@ mod session;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
+#[cfg(test)]
+mod harvester_tests;
 #[cfg(test)]
 mod plan_tests;
 

@@ -70,6 +70,13 @@ pub struct Plan {
     /// every change.
     #[serde(default)]
     pub host: Option<HostIdentity>,
+    /// What Harvester's node-down controller did or will do for this node, and the pause,
+    /// in lines a person reads.
+    #[serde(default)]
+    pub harvester: Vec<String>,
+    /// Why vmrecover is paused on this node (node annotation or cluster-wide), if it is.
+    #[serde(default)]
+    pub paused: Option<String>,
 }
 
 impl Plan {

@@ -62,6 +62,9 @@ pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
     let claimed = claimed_decisions(facts, &decisions);
     decisions.extend(claimed);
     apply_only_filter(&mut decisions, policy, &facts.node);
+    if policy.fenced {
+        super::fence::block_running_elsewhere(facts, &mut decisions);
+    }
     decisions.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
 
     let orphans = find_orphans(facts, policy);
@@ -70,7 +73,14 @@ pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
         .filter(|d| matches!(d.action, Action::Recover { .. }))
         .count();
     let kills = orphans.iter().filter(|o| o.kill).count();
-    let (refused_by, refused) = match identity_refusal(facts) {
+    let has_work = recovering + kills > 0;
+    let fence_or_identity = if policy.fenced {
+        super::fence::refusal(facts, policy)
+    } else {
+        identity_refusal(facts)
+    };
+    let refusal = fence_or_identity.or_else(|| super::harvester::refusal(facts, policy, has_work));
+    let (refused_by, refused) = match refusal {
         Some((kind, why)) => (Some(kind), Some(why)),
         None if recovering + kills > policy.max_vms => (
             Some(Blocker::PlanRefused),
@@ -99,6 +109,14 @@ pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
         refused,
         refused_by,
         host: facts.host.value().cloned(),
+        harvester: {
+            let mut notes = super::harvester::notes(facts, policy);
+            if policy.fenced {
+                notes.insert(0, super::fence::declaration(facts));
+            }
+            notes
+        },
+        paused: facts.cluster.harvester.paused(),
     }
 }
 

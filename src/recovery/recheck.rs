@@ -31,6 +31,9 @@ pub struct Recheck {
     node_options: NodeOptions,
     max_age: Duration,
     expected: Option<HostIdentity>,
+    /// A fenced-node run: the fence is re-checked instead of this host's identity and
+    /// evidence.
+    fenced: bool,
     cache: Mutex<Option<Snapshot>>,
 }
 
@@ -40,6 +43,8 @@ struct Snapshot {
     local: Arc<Result<NodeFacts, String>>,
     pods: Arc<Result<Vec<PodView>, String>>,
     node_identity: Arc<Result<NodeIdentity, String>>,
+    /// The Node's taints and Ready condition (a fenced-node run's re-check).
+    node_fence: Arc<Result<crate::cluster::HarvesterFacts, String>>,
     /// storage.k8s.io VolumeAttachments: the one list no per-name read can replace, read
     /// once per snapshot (shared by every VM re-checked from it).
     csi_attachments: Arc<Result<Vec<AttachmentView>, String>>,
@@ -54,6 +59,7 @@ impl Recheck {
             node_options,
             max_age,
             expected: None,
+            fenced: false,
             cache: Mutex::new(None),
         }
     }
@@ -65,9 +71,39 @@ impl Recheck {
         self
     }
 
-    /// Whether the Node still names this machine and this boot. `Err` says what moved.
+    /// A fenced-node run: before every change, the node must still carry the out-of-service
+    /// taint and not be Ready, and nothing of this machine is read as its evidence.
+    pub fn fenced(mut self, fenced: bool) -> Self {
+        self.fenced = fenced;
+        self
+    }
+
+    /// Whether the Node still names this machine and this boot (a fenced node: is still
+    /// tainted out-of-service and not Ready). `Err` says what moved.
     pub async fn identity_holds(&self) -> Result<(), String> {
         let s = self.snapshot().await;
+        if self.fenced {
+            let h = s
+                .node_fence
+                .as_ref()
+                .as_ref()
+                .map_err(|e| format!("the fenced Node could not be re-read: {e}"))?;
+            if !h.out_of_service_taint {
+                return Err(format!(
+                    "node {} lost its node.kubernetes.io/out-of-service taint: the fenced-node \
+                     run stops",
+                    self.node
+                ));
+            }
+            if h.ready.as_ref().is_none_or(|r| r.status == "True") {
+                return Err(format!(
+                    "node {} came back (Ready): the fenced-node run stops; its own agent \
+                     decides now",
+                    self.node
+                ));
+            }
+            return Ok(());
+        }
         let Some(host) = &self.expected else {
             return Err(
                 "this host's identity is not known: nothing proves --node is this machine".into(),
@@ -109,7 +145,14 @@ impl Recheck {
             return s.clone();
         }
         let opts = self.node_options.clone();
-        let local = tokio::task::spawn_blocking(move || node::gather(&opts));
+        let fenced = self.fenced;
+        let local = tokio::task::spawn_blocking(move || {
+            if fenced {
+                NodeFacts::declared_off(&opts)
+            } else {
+                node::gather(&opts)
+            }
+        });
         let lp = ListParams::default()
             .labels(&format!("{LABEL_KUBEVIRT}={VIRT_LAUNCHER}"))
             .fields(&format!("spec.nodeName={}", self.node));
@@ -133,6 +176,11 @@ impl Recheck {
         let pods = pods
             .map(|l| l.items.iter().map(PodView::from).collect())
             .map_err(|e| describe(&e, "list", "pods"));
+        let node_fence = match &node {
+            Ok(Some(n)) => Ok(crate::cluster::HarvesterFacts::of_node(n)),
+            Ok(None) => Err(format!("no Node named {}", self.node)),
+            Err(e) => Err(describe(e, "get", &format!("nodes/{}", self.node))),
+        };
         let node_identity = match node {
             Ok(Some(n)) => Ok(NodeIdentity::of(&n)),
             Ok(None) => Err(format!("no Node named {}", self.node)),
@@ -146,6 +194,7 @@ impl Recheck {
             local: Arc::new(local),
             pods: Arc::new(pods),
             node_identity: Arc::new(node_identity),
+            node_fence: Arc::new(node_fence),
             csi_attachments: Arc::new(csi_attachments),
         };
         *cache = Some(s.clone());
@@ -350,6 +399,14 @@ impl Recheck {
             None => (d.namespace.as_str(), d.name.as_str(), ""),
         };
         let local = s.local.as_ref().as_ref().map_err(|e| e.clone())?;
+        if self.fenced {
+            evidence.push(format!(
+                "node {} still tainted out-of-service and not Ready; its processes and disks \
+                 are not read (declared powered off by the person running --fenced-node)",
+                self.node
+            ));
+            return self.no_new_launcher(d, steps, &s);
+        }
         match local.processes_for(ns, name, uid) {
             Ok(p) if p.is_empty() => {}
             Ok(p) => {
@@ -381,6 +438,11 @@ impl Recheck {
                 disk.describe()
             ));
         }
+        self.no_new_launcher(d, steps, &s)
+    }
+
+    /// No launcher pod of the VMI on the node that the plan does not force-delete.
+    fn no_new_launcher(&self, d: &Decision, steps: &[Step], s: &Snapshot) -> Result<(), String> {
         let pods = s
             .pods
             .as_ref()

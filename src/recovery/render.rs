@@ -32,6 +32,12 @@ pub fn plan(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
     if let Some(why) = &p.refused {
         writeln!(out, "REFUSED: {why}")?;
     }
+    if !p.harvester.is_empty() {
+        writeln!(out, "Harvester:")?;
+        for note in &p.harvester {
+            writeln!(out, "  {note}")?;
+        }
+    }
     for d in &p.decisions {
         writeln!(out)?;
         decision(d, out)?;

@@ -116,7 +116,8 @@ impl Session {
                 self.node_evidence.clone(),
                 self.tuning.recheck_max_age,
             )
-            .with_identity(plan.host.clone()),
+            .with_identity(plan.host.clone())
+            .fenced(plan.policy.fenced),
             concurrency: self.tuning.apply_concurrency,
             kill_grace: self.tuning.kill_grace,
             watch_timeout_secs: watch_timeout_secs(self.tuning.request_timeout),

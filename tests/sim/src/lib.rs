@@ -86,6 +86,11 @@
 //!   `internal`.
 //! - Releases: [`SimConfig::release`] (`--release`) generates a scenario in one release's
 //!   shapes ([`scenarios`]).
+//! - Harvester's node-down controller (setting `nodeDownController`, off by default; its own
+//!   task, every `nodeDownIntervalMs`): ≤ 1.6 force-deletes the launcher pods of a NotReady
+//!   node after the `vm-force-reset-policy` period, ≥ 1.7 taints a node whose Ready is Unknown
+//!   (`kubevirt.io/drain`, then `node.kubernetes.io/out-of-service`) and sets `Drained`, and
+//!   stands still while an `Upgrade` runs. See [`controllers::node_down`].
 //! - Watch: `resourceVersion` (unset/"0": synthetic ADDED of the current state first), 410 Gone
 //!   ERROR event for a resourceVersion older than the kept history (`watchHistory` events, and
 //!   everything before start-up or `/_sim/compact`), `timeoutSeconds`, `allowWatchBookmarks`,
@@ -127,8 +132,8 @@
 //! (status, deletionTimestamp and finalizers included); missing uid/resourceVersion/
 //! creationTimestamp are filled in. An optional `apiVersion: sim.vmrecover.dev/v1`,
 //! `kind: SimulatorSettings` document sets `downNodes`, `virtController`, `kubeVersion`,
-//! `watchHistory`, `release`, `webhooks`, `harvesterController`, `controllerDelayMs`. Several
-//! files merge; `kind: List` documents are accepted.
+//! `watchHistory`, `release`, `webhooks`, `harvesterController`, `controllerDelayMs`,
+//! `nodeDownController`, `nodeDownIntervalMs`. Several files merge; `kind: List` documents are accepted.
 
 #![warn(missing_docs)]
 
@@ -349,6 +354,10 @@ impl Sim {
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr().context("listener has no address")?;
         let (shutdown, shutdown_rx) = tokio_watch::channel(false);
+        tokio::spawn(controllers::node_down::run(
+            store.clone(),
+            shutdown_rx.clone(),
+        ));
         let pki = if cfg.plain_http {
             None
         } else {

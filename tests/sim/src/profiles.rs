@@ -57,6 +57,8 @@ pub struct ReleaseProfile {
     pub harvester_vmi_finalizers: &'static [&'static str],
     /// Finalizers Harvester's controllers put on every VM, in the order they appear.
     pub harvester_vm_finalizers: &'static [&'static str],
+    /// What Harvester's node-down controller does (see [`crate::controllers::node_down`]).
+    pub node_down: crate::controllers::node_down::NodeDownStyle,
 }
 
 /// Harvester's PVC clean-up finalizer on VMs (`pkg/controller/master/virtualmachine`,
@@ -104,6 +106,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         launcher_image: "registry.suse.com/suse/sles/15.6/virt-launcher:1.3.1-150600.5.9.1",
         harvester_vmi_finalizers: VMI_LB_ONLY,
         harvester_vm_finalizers: VM_UP_TO_1_5,
+        node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
     },
     ReleaseProfile {
         harvester: "1.5",
@@ -118,6 +121,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         launcher_image: "registry.suse.com/suse/sles/15.6/virt-launcher:1.4.0-150600.5.15.1",
         harvester_vmi_finalizers: VMI_LB_ONLY,
         harvester_vm_finalizers: VM_UP_TO_1_5,
+        node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
     },
     ReleaseProfile {
         harvester: "1.6",
@@ -132,6 +136,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         launcher_image: "registry.suse.com/suse/sles/15.7/virt-launcher:1.5.2-150700.3.5.1",
         harvester_vmi_finalizers: VMI_LB_ONLY,
         harvester_vm_finalizers: VM_FROM_1_6,
+        node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
     },
     ReleaseProfile {
         harvester: "1.7",
@@ -146,6 +151,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         launcher_image: "registry.suse.com/suse/sles/15.7/virt-launcher:1.6.2-150700.3.11.1",
         harvester_vmi_finalizers: VMI_FROM_HARVESTER_1_7,
         harvester_vm_finalizers: VM_FROM_1_6,
+        node_down: crate::controllers::node_down::NodeDownStyle::Taints,
     },
     ReleaseProfile {
         harvester: "1.8",
@@ -162,6 +168,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         launcher_image: "registry.suse.com/suse/sles/15.7/virt-launcher:1.7.0-150700.3.17.1",
         harvester_vmi_finalizers: VMI_FROM_HARVESTER_1_7,
         harvester_vm_finalizers: VM_FROM_1_6,
+        node_down: crate::controllers::node_down::NodeDownStyle::Taints,
     },
 ];
 

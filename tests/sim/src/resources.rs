@@ -402,6 +402,43 @@ pub static RESOURCES: &[ResourceDef] = &[
         false,
         false,
     ),
+    // vmrecover's per-node summaries (`vmrecover-summary-<node>`) and a cluster-wide pause.
+    def(
+        "",
+        "v1",
+        "configmaps",
+        "configmap",
+        "ConfigMap",
+        true,
+        &["cm"],
+        false,
+        false,
+    ),
+    // Harvester's settings and upgrades (harvester pkg/apis/harvesterhci.io/v1beta1
+    // settings.go and upgrade.go, v1.7.0: Setting is cluster-scoped with top-level `value` and
+    // `default`, Upgrade is namespaced; neither declares a status subresource).
+    def(
+        "harvesterhci.io",
+        "v1beta1",
+        "settings",
+        "setting",
+        "Setting",
+        false,
+        &[],
+        false,
+        true,
+    ),
+    def(
+        "harvesterhci.io",
+        "v1beta1",
+        "upgrades",
+        "upgrade",
+        "Upgrade",
+        true,
+        &[],
+        false,
+        true,
+    ),
 ];
 
 /// Index of a resource in [`RESOURCES`].

@@ -38,6 +38,20 @@ pub struct Settings {
     /// many milliseconds, as real controllers do, after the request has been answered.
     #[serde(default)]
     pub controller_delay_ms: u64,
+    /// Whether Harvester's node-down controller runs ([`crate::controllers::node_down`]; off by
+    /// default so scenarios keep the taints and pods they were written with).
+    #[serde(default)]
+    pub node_down_controller: bool,
+    /// How often the node-down controller looks at the nodes, in milliseconds.
+    #[serde(default = "default_node_down_interval_ms")]
+    pub node_down_interval_ms: u64,
+}
+
+/// The node-down controller's default interval between two looks.
+pub const DEFAULT_NODE_DOWN_INTERVAL_MS: u64 = 200;
+
+fn default_node_down_interval_ms() -> u64 {
+    DEFAULT_NODE_DOWN_INTERVAL_MS
 }
 
 impl Default for Settings {
@@ -51,6 +65,8 @@ impl Default for Settings {
             webhooks: BTreeMap::new(),
             harvester_controller: false,
             controller_delay_ms: 0,
+            node_down_controller: false,
+            node_down_interval_ms: DEFAULT_NODE_DOWN_INTERVAL_MS,
         }
     }
 }
@@ -85,6 +101,12 @@ pub struct SettingsPatch {
     /// Make the controllers asynchronous with this period (0: synchronous).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controller_delay_ms: Option<u64>,
+    /// Switch Harvester's node-down controller on or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_down_controller: Option<bool>,
+    /// Change the node-down controller's interval (milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_down_interval_ms: Option<u64>,
 }
 
 impl SettingsPatch {
@@ -107,12 +129,20 @@ impl SettingsPatch {
             webhooks,
             harvester_controller,
             controller_delay_ms,
+            node_down_controller,
+            node_down_interval_ms,
         } = later;
         if harvester_controller.is_some() {
             self.harvester_controller = harvester_controller;
         }
         if controller_delay_ms.is_some() {
             self.controller_delay_ms = controller_delay_ms;
+        }
+        if node_down_controller.is_some() {
+            self.node_down_controller = node_down_controller;
+        }
+        if node_down_interval_ms.is_some() {
+            self.node_down_interval_ms = node_down_interval_ms;
         }
         if down_nodes.is_some() {
             self.down_nodes = down_nodes;
@@ -158,6 +188,12 @@ impl Settings {
         }
         if let Some(v) = p.controller_delay_ms {
             self.controller_delay_ms = v;
+        }
+        if let Some(v) = p.node_down_controller {
+            self.node_down_controller = v;
+        }
+        if let Some(v) = p.node_down_interval_ms {
+            self.node_down_interval_ms = v.max(1);
         }
         for (name, state) in p.webhooks.iter().flatten() {
             // Unknown names are refused where patches come in (`SettingsPatch::check`).

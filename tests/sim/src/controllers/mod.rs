@@ -9,10 +9,13 @@
 //! What differs between releases comes from [`crate::profiles`] through
 //! [`Cluster::settings`], never from version tests here. A new simulated controller (say
 //! Harvester's node-down controller) is a new file with a [`Controller`] added to [`ALL`].
+//! An asynchronous one ([`node_down`]) runs as its own task started with the server and writes
+//! through [`Cluster`] as well.
 
 pub mod garbage_collector;
 pub mod harvester_vm;
 pub mod kubelet;
+pub mod node_down;
 pub mod virt_controller;
 
 use serde_json::Value;

@@ -222,6 +222,18 @@ impl Store {
         }
     }
 
+    /// Runs `f` against the store as a controller sees it ([`crate::controllers::Cluster`]),
+    /// then lets the other controllers react: how an asynchronous controller writes.
+    pub(crate) fn with_cluster<R>(
+        &self,
+        f: impl FnOnce(&mut dyn crate::controllers::Cluster) -> R,
+    ) -> R {
+        let mut g = self.lock();
+        let out = f(&mut *g);
+        g.settle();
+        out
+    }
+
     /// Runs the simulated controllers over every object (used after loading a scenario).
     pub fn reconcile_all(&self) {
         let mut g = self.lock();

@@ -1,0 +1,169 @@
+//! Each agent's compact summary of its node, published as the ConfigMap
+//! `vmrecover-summary-<node>` in the agent's namespace (labelled `vmrecover.io/summary=true`,
+//! so one list reads the whole site), and read back by `vmrecover status --all-nodes`.
+//!
+//! Its own object, not the node Lease: a run renewing the Lease never conflicts with a
+//! summary write. It is written with server-side apply (one request, creating it when
+//! absent), only when its content changes or every [`HEARTBEAT`] so a reader can tell a
+//! silent agent ([`STALE_AFTER`]); the blocked list is capped at [`MAX_BLOCKED`] one-line
+//! reasons so the object stays a few kilobytes, far below the API's 1 MiB limit.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use serde::{Deserialize, Serialize};
+
+use super::errors::describe;
+use super::lists::list;
+use super::names::REPORTING_CONTROLLER;
+
+/// The ConfigMaps' name prefix (an admission policy relies on exactly this name).
+pub const SUMMARY_PREFIX: &str = "vmrecover-summary-";
+/// The label every summary carries (value `true`).
+pub const LABEL_SUMMARY: &str = "vmrecover.io/summary";
+/// The data key holding the JSON.
+pub const SUMMARY_KEY: &str = "summary.json";
+/// At most this many blocked VMs are listed (the count says how many there are).
+pub const MAX_BLOCKED: usize = 20;
+/// A reason is cut to this many characters.
+pub const MAX_REASON: usize = 200;
+/// An unchanged summary is written again this often.
+pub const HEARTBEAT: Duration = Duration::from_secs(600);
+/// A summary not written for this long is stale (its agent is down or cannot write).
+pub const STALE_AFTER: Duration = Duration::from_secs(25 * 60);
+
+/// The summary ConfigMap's name for `node`.
+pub fn summary_name(node: &str) -> String {
+    format!("{SUMMARY_PREFIX}{node}")
+}
+
+/// One blocked VM, in one line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedVm {
+    /// `namespace/name`.
+    pub vm: String,
+    /// The blocker's label (`live_process`, `disk_attached_elsewhere`, ...).
+    pub blocker: Option<String>,
+    /// The first reason, cut to [`MAX_REASON`] characters.
+    pub reason: String,
+}
+
+/// The last mutating run on the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastRun {
+    /// When it ended.
+    pub at: jiff::Timestamp,
+    /// One line: recovered, handed over, left alone, failed.
+    pub result: String,
+}
+
+/// What one agent says about its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSummary {
+    /// The node.
+    pub node: String,
+    /// The boot verdict (`unclean`, `clean`, `unknown`).
+    pub verdict: String,
+    /// The agent's phase.
+    pub phase: String,
+    /// Whether it acts (policy and verdict).
+    pub acting: bool,
+    /// Why it is paused, if it is.
+    #[serde(default)]
+    pub paused: Option<String>,
+    /// Why the whole plan is refused, as a blocker label, if it is.
+    #[serde(default)]
+    pub refused_by: Option<String>,
+    /// VMs by decision (`recover`, `blocked`, `waiting`, `healthy`, `not-mine`).
+    pub counts: BTreeMap<String, usize>,
+    /// The blocked VMs (at most [`MAX_BLOCKED`]).
+    pub blocked: Vec<BlockedVm>,
+    /// How many are blocked in all.
+    pub blocked_total: usize,
+    /// The last mutating run.
+    #[serde(default)]
+    pub last_run: Option<LastRun>,
+    /// When the summary was written (the heartbeat).
+    pub updated: jiff::Timestamp,
+}
+
+impl NodeSummary {
+    /// Whether two summaries say the same (the write time aside).
+    pub fn same_content(&self, other: &NodeSummary) -> bool {
+        let mut a = self.clone();
+        a.updated = other.updated;
+        a == *other
+    }
+
+    /// Whether it was last written longer than [`STALE_AFTER`] before `now`.
+    pub fn is_stale(&self, now: jiff::Timestamp) -> bool {
+        let age = now.duration_since(self.updated);
+        age > jiff::SignedDuration::try_from(STALE_AFTER).unwrap_or(jiff::SignedDuration::MAX)
+    }
+}
+
+/// Cuts `s` to `max` characters (an ellipsis marks the cut).
+pub fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        flat
+    } else {
+        let mut out: String = flat.chars().take(max.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// Writes the summary (server-side apply: one request, creating the ConfigMap if absent).
+pub async fn publish(client: &Client, namespace: &str, s: &NodeSummary) -> Result<(), String> {
+    let name = summary_name(&s.node);
+    let body = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {
+                LABEL_SUMMARY: "true",
+                "app.kubernetes.io/name": "vmrecover",
+            },
+        },
+        "data": { SUMMARY_KEY: serde_json::to_string(s).map_err(|e| e.to_string())? },
+    });
+    let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
+    let pp = PatchParams::apply(REPORTING_CONTROLLER).force();
+    api.patch(&name, &pp, &Patch::Apply(&body))
+        .await
+        .map(|_| ())
+        .map_err(|e| describe(&e, "patch", &format!("configmaps {namespace}/{name}")))
+}
+
+/// Every summary in `namespace` (one list by label); a ConfigMap whose JSON does not decode
+/// is returned as an error line for its node.
+pub async fn list_all(
+    client: &Client,
+    namespace: &str,
+) -> Result<Vec<Result<NodeSummary, (String, String)>>, String> {
+    let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
+    let lp = ListParams::default().labels(&format!("{LABEL_SUMMARY}=true"));
+    let items = list(api, &lp, "configmaps").await?;
+    Ok(items
+        .into_iter()
+        .map(|cm| {
+            let name = cm.metadata.name.clone().unwrap_or_default();
+            let node = name
+                .strip_prefix(SUMMARY_PREFIX)
+                .unwrap_or(&name)
+                .to_string();
+            cm.data
+                .as_ref()
+                .and_then(|d| d.get(SUMMARY_KEY))
+                .ok_or_else(|| "no summary.json".to_string())
+                .and_then(|t| serde_json::from_str::<NodeSummary>(t).map_err(|e| e.to_string()))
+                .map_err(|e| (node, e))
+        })
+        .collect())
+}
