@@ -12,6 +12,8 @@
 //! `BENCH_QUIET_SECS` (20)).
 
 // The shared bench modules serve both benches; each uses a part.
+#[path = "../tests/bench_support/agent.rs"]
+mod agent;
 #[path = "../tests/bench_support/footprint.rs"]
 #[allow(dead_code)]
 mod footprint;
@@ -89,41 +91,21 @@ async fn start_agent(sim: &Sim, n: usize, boot_window: &str) -> std::io::Result<
     )
     .map_err(std::io::Error::other)?;
     let log = std::fs::File::create(state.path().join("agent.log"))?;
-    let child = tokio::process::Command::new(BIN)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args([
-            "--node",
-            &node_name(n),
-            "--log-target",
-            "stderr",
-            "--state-dir",
-        ])
-        .arg(state.path())
-        .arg("--host-root")
-        .arg(host.path())
-        .arg("--journal-dir")
-        .arg(journal.path())
-        .args([
-            "agent",
-            "--act-on",
-            "always",
-            "--boot-window",
-            boot_window,
-            "--metrics-addr",
-            "off",
-            "--stuck-after",
-            "0s",
-            "--controller-grace",
-            "0s",
-            "--max-vms",
-            "1000",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()?;
+    let paths = agent::AgentPaths {
+        kubeconfig: &kubeconfig,
+        state: state.path(),
+        host: host.path(),
+        journal: journal.path(),
+    };
+    let child = agent::command(
+        BIN,
+        &node_name(n),
+        &paths,
+        boot_window,
+        "off",
+        Stdio::from(log),
+    )
+    .spawn()?;
     Ok(Agent {
         n,
         child,

@@ -16,6 +16,8 @@
 //! - `BENCH_IDLE_SECS` (60): the agent's idle CPU window; `BENCH_AGENT_TIMEOUT_SECS` (120):
 //!   how long the agent may take to recover the scale scenario.
 
+#[path = "../tests/bench_support/agent.rs"]
+mod agent;
 #[path = "../tests/bench_support/footprint.rs"]
 mod footprint;
 #[path = "../tests/bench_support/journal.rs"]
@@ -498,35 +500,21 @@ async fn agent_footprint(text: &str, shape: &scenario::Shape, figures: &mut Figu
         Ok(f) => Stdio::from(f),
         Err(_) => Stdio::null(),
     };
-    let child = tokio::process::Command::new(BIN)
-        .arg("--kubeconfig")
-        .arg(sim.kubeconfig_path())
-        .args(["--node", NODE, "--log-target", "stderr", "--state-dir"])
-        .arg(state.path())
-        .arg("--host-root")
-        .arg(host.path())
-        .arg("--journal-dir")
-        .arg(journal.path())
-        .args([
-            "agent",
-            "--act-on",
-            "always",
-            "--boot-window",
-            &boot_window,
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-            "--stuck-after",
-            "0s",
-            "--controller-grace",
-            "0s",
-            "--max-vms",
-            "1000",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr_file)
-        .kill_on_drop(true)
-        .spawn();
+    let paths = agent::AgentPaths {
+        kubeconfig: sim.kubeconfig_path(),
+        state: state.path(),
+        host: host.path(),
+        journal: journal.path(),
+    };
+    let child = agent::command(
+        BIN,
+        NODE,
+        &paths,
+        &boot_window,
+        &format!("127.0.0.1:{port}"),
+        stderr_file,
+    )
+    .spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {

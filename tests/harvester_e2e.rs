@@ -6,7 +6,7 @@ mod e2e_support;
 
 use std::time::Duration;
 
-use e2e_support::{outcomes, Env, NODE, RUN};
+use e2e_support::{outcomes, Env, ACTING_AGENT, NODE, RUN};
 use harvester_sim::SettingsPatch;
 use serde_json::{json, Value};
 
@@ -297,22 +297,7 @@ async fn the_agent_stands_still_during_an_upgrade_and_a_pause_and_says_why() {
             "metadata": {"name": "hvst-upgrade-9", "namespace": "harvester-system"}}),
         )
         .expect("an Upgrade without a state label yet");
-    let mut agent = env
-        .command(&[
-            "--stuck-after",
-            "0s",
-            "--controller-grace",
-            "0s",
-            "agent",
-            "--act-on",
-            "always",
-            "--boot-window",
-            "100000h",
-            "--metrics-addr",
-            "off",
-        ])
-        .spawn()
-        .expect("start the agent");
+    let mut agent = env.command(ACTING_AGENT).spawn().expect("start the agent");
     let summary = |env: &Env| -> Value {
         env.sim
             .get(

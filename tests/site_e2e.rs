@@ -8,7 +8,7 @@ mod e2e_support;
 
 use std::time::Duration;
 
-use e2e_support::{Env, NODE};
+use e2e_support::{Env, ACTING_AGENT, NODE};
 use harvester_sim::SettingsPatch;
 use serde_json::{json, Value};
 use vmrecover::cluster::{summary_name, BlockedVm, NodeSummary, LABEL_SUMMARY, SUMMARY_KEY};
@@ -103,22 +103,7 @@ async fn fifty_nodes_after_a_power_cut() {
     }
 
     // A real agent on harvester-node-1 publishes its own summary.
-    let mut agent = env
-        .command(&[
-            "--stuck-after",
-            "0s",
-            "--controller-grace",
-            "0s",
-            "agent",
-            "--act-on",
-            "always",
-            "--boot-window",
-            "100000h",
-            "--metrics-addr",
-            "off",
-        ])
-        .spawn()
-        .expect("start the agent");
+    let mut agent = env.command(ACTING_AGENT).spawn().expect("start the agent");
     let name = summary_name(NODE);
     let mut published = None;
     for _ in 0..1500 {

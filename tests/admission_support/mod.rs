@@ -123,7 +123,17 @@ impl Ran {
             .iter()
             .filter(|r| !r.internal && r.user.as_deref() == Some(SA_USER))
             .filter(|r| matches!(r.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE"))
-            .map(|r| (r.method.clone(), r.path.clone(), r.status))
+            .map(|r| {
+                // The node summary is written once or again depending on how long the agent
+                // ran (a change after the run, its heartbeat): compare that it was written,
+                // not whether the write created or updated it.
+                let status = if r.path.contains("/configmaps/vmrecover-summary-") {
+                    0
+                } else {
+                    r.status
+                };
+                (r.method.clone(), r.path.clone(), status)
+            })
             .collect()
     }
 

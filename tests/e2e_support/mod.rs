@@ -39,6 +39,21 @@ pub const DRY_RUN: &[&str] = &[
     "json",
 ];
 
+/// An agent that acts at once, inside a boot window that never closes, without metrics.
+pub const ACTING_AGENT: &[&str] = &[
+    "--stuck-after",
+    "0s",
+    "--controller-grace",
+    "0s",
+    "agent",
+    "--act-on",
+    "always",
+    "--boot-window",
+    "100000h",
+    "--metrics-addr",
+    "off",
+];
+
 /// The longest a single run may take before the test calls it hung.
 pub const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
