@@ -211,6 +211,33 @@ pub(crate) fn route(state: &State, r: &Req) -> Reply {
     }
 }
 
+/// The create attributes of a server-side apply that would create its object, which the
+/// apiserver authorizes as a create too, with the object's name (k8s.io/apiserver
+/// `pkg/endpoints/handlers/patch.go` v0.33.0, `createAuthorizerAttributes` +
+/// `withAuthorization`): `patch` alone cannot create. `None` for any other request.
+pub(crate) fn apply_create_attributes(state: &State, r: &Req) -> Option<crate::rbac::Attributes> {
+    if r.method != "PATCH"
+        || PatchKind::from_content_type(&r.content_type) != Some(PatchKind::Apply)
+    {
+        return None;
+    }
+    let Some(Target::Object {
+        res,
+        ns,
+        name,
+        status: false,
+    }) = parse_target(&r.path)
+    else {
+        return None;
+    };
+    if state.store.get(res, &ns, &name).is_ok() {
+        return None;
+    }
+    let mut a = crate::rbac::Attributes::from_request("PATCH", &r.path, &r.query);
+    a.verb = "create".into();
+    Some(a)
+}
+
 fn list_query(r: &Req) -> ListQuery {
     ListQuery {
         label_selector: r.q("labelSelector").map(str::to_string),

@@ -259,6 +259,19 @@ async fn handle(
         ) {
             Ok(who) => {
                 record.user = Some(who.user.clone());
+                if state.rbac {
+                    if let Some(a) = crate::api::apply_create_attributes(&state, &r) {
+                        if !crate::rbac::authorize(&state.store, &who, &a) {
+                            let e = crate::rbac::forbidden(&who, &a);
+                            let (resp, n) = json_response(e.code, &e.to_status(), &[]);
+                            record.status = e.code;
+                            record.bytes_out = n;
+                            record.actor = Some(format!("rbac: {} (as create)", e.reason));
+                            state.log.push(record);
+                            return Ok(resp);
+                        }
+                    }
+                }
                 r.who = who;
             }
             Err(e) => {

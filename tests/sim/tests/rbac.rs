@@ -24,6 +24,9 @@ rules:
 - apiGroups: [""]
   resources: ["*/status"]
   verbs: [patch]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [patch]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
@@ -410,4 +413,35 @@ async fn binary_enforces_the_deploy_manifests_for_the_service_account_kubeconfig
     .await;
     assert_eq!(s, 200, "the admin kubeconfig is not restricted");
     drop(child);
+}
+
+/// A server-side apply that would create the object is authorized as a create as well
+/// (k8s.io/apiserver `handlers/patch.go`): `patch` alone updates an existing object only.
+#[tokio::test]
+async fn an_apply_that_creates_needs_create_too() {
+    let sim = sim().await;
+    let h = agent(&sim);
+    let path = "/api/v1/namespaces/default/configmaps/summary?fieldManager=agent&force=true";
+    let body =
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"summary"},"data":{"k":"v"}}"#;
+    let r = h.patch(path, "application/apply-patch+yaml", body).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(
+        r.text.contains(r#"cannot create resource \"configmaps\""#),
+        "{}",
+        r.text
+    );
+    let admin = Http::new(&sim);
+    let r = admin
+        .patch(path, "application/apply-patch+yaml", body)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = h
+        .patch(
+            path,
+            "application/apply-patch+yaml",
+            &body.replace("\"v\"", "\"w\""),
+        )
+        .await;
+    assert_eq!(r.status, 200, "patch updates what exists: {}", r.text);
 }
