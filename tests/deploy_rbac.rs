@@ -16,8 +16,11 @@
 
 #[path = "deploy_support/mod.rs"]
 mod deploy_support;
+mod e2e_support;
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use e2e_support::names;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -152,6 +155,22 @@ impl Ran {
     }
 }
 
+/// The controller wait sat out its grace period on vm-db-01's VM (it never saw it finish).
+fn sat_out_the_vm_wait(r: &Ran) -> Result<(), String> {
+    match r.step("default/vm-db-01", "wait up to") {
+        Some(s) if s.contains("the VM is still stuck") => Ok(()),
+        other => Err(format!("wait step: {other:?}")),
+    }
+}
+
+/// The agent published no node summary and said why.
+fn no_summary_published(r: &Ran) -> Result<(), String> {
+    match &r.summary {
+        None if r.stderr.contains("cannot publish the node summary") => Ok(()),
+        other => Err(format!("summary: {other:?}")),
+    }
+}
+
 /// Decodes a raw query string (percent escapes and `+`).
 fn query_pairs(q: &str) -> Vec<(String, String)> {
     fn decode(s: &str) -> String {
@@ -210,19 +229,6 @@ fn host_root() -> tempfile::TempDir {
     )
     .expect("boot_id");
     dir
-}
-
-fn names(sim: &Sim, kind: &str) -> BTreeSet<String> {
-    sim.list("kubevirt.io/v1", kind)
-        .iter()
-        .map(|o| {
-            format!(
-                "{}/{}",
-                o["metadata"]["namespace"].as_str().unwrap_or(""),
-                o["metadata"]["name"].as_str().unwrap_or("")
-            )
-        })
-        .collect()
 }
 
 /// Starts the power-loss cluster (with `policy` enforced, or without RBAC), prepares `setup`,
@@ -545,10 +551,7 @@ fn rows() -> Vec<Row> {
             workload: Workload::Run,
             setup: Setup::VmLagsBehind,
             names_permission: false,
-            broken: |r| match r.step("default/vm-db-01", "wait up to") {
-                Some(s) if s.contains("the VM is still stuck") => Ok(()),
-                other => Err(format!("wait step: {other:?}")),
-            },
+            broken: sat_out_the_vm_wait,
         },
         Row {
             grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines watch",
@@ -556,10 +559,7 @@ fn rows() -> Vec<Row> {
             workload: Workload::Run,
             setup: Setup::VmLagsBehind,
             names_permission: false,
-            broken: |r| match r.step("default/vm-db-01", "wait up to") {
-                Some(s) if s.contains("the VM is still stuck") => Ok(()),
-                other => Err(format!("wait step: {other:?}")),
-            },
+            broken: sat_out_the_vm_wait,
         },
         Row {
             grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines patch",
@@ -677,10 +677,7 @@ fn rows() -> Vec<Row> {
             workload: Workload::Agent,
             setup: Setup::Standard,
             names_permission: true,
-            broken: |r| match &r.summary {
-                None if r.stderr.contains("cannot publish the node summary") => Ok(()),
-                other => Err(format!("summary: {other:?}")),
-            },
+            broken: no_summary_published,
         },
         Row {
             grant: "Role harvester-system/vmrecover /configmaps create",
@@ -688,10 +685,7 @@ fn rows() -> Vec<Row> {
             workload: Workload::Agent,
             setup: Setup::Standard,
             names_permission: true,
-            broken: |r| match &r.summary {
-                None if r.stderr.contains("cannot publish the node summary") => Ok(()),
-                other => Err(format!("summary: {other:?}")),
-            },
+            broken: no_summary_published,
         },
         Row {
             grant: "Role harvester-system/vmrecover /configmaps list",

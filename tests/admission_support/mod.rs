@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pub use crate::e2e_support::names;
 use crate::e2e_support::{self, host_root, NODE};
 use harvester_sim::{shipped_scenario, RequestRecord, SettingsPatch, Sim, SimConfig};
 use serde_json::{json, Value};
@@ -144,20 +145,6 @@ impl Ran {
             .map(|r| format!("{} {} {}", r.method, r.path, r.status))
             .collect()
     }
-}
-
-/// `namespace/name` of every KubeVirt object of `kind`.
-pub fn names(sim: &Sim, kind: &str) -> BTreeSet<String> {
-    sim.list("kubevirt.io/v1", kind)
-        .iter()
-        .map(|o| {
-            format!(
-                "{}/{}",
-                o["metadata"]["namespace"].as_str().unwrap_or(""),
-                o["metadata"]["name"].as_str().unwrap_or("")
-            )
-        })
-        .collect()
 }
 
 /// `vmrecover run --yes` (or the agent, stopped with SIGTERM once it saved its report and

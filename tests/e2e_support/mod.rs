@@ -219,6 +219,20 @@ impl Ran {
 }
 
 /// What the end state of a run is compared on: every VM, VMI and launcher pod, and
+/// `namespace/name` of every KubeVirt object of `kind`.
+pub fn names(sim: &Sim, kind: &str) -> BTreeSet<String> {
+    sim.list("kubevirt.io/v1", kind)
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["metadata"]["namespace"].as_str().unwrap_or(""),
+                o["metadata"]["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
 /// their finalizers.
 pub fn end_state(sim: &Sim) -> BTreeMap<String, Vec<String>> {
     let mut m = BTreeMap::new();
