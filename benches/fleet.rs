@@ -113,19 +113,6 @@ async fn start_agent(sim: &Sim, n: usize, boot_window: &str) -> std::io::Result<
     })
 }
 
-/// Stuck VMs whose VM and VMI are both gone.
-fn recovered(sim: &Sim, stuck: usize) -> usize {
-    let names: std::collections::HashSet<String> = sim
-        .list("kubevirt.io/v1", "VirtualMachineInstance")
-        .iter()
-        .chain(sim.list("kubevirt.io/v1", "VirtualMachine").iter())
-        .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
-        .collect();
-    (0..stuck)
-        .filter(|i| !names.contains(&format!("vm-{i:05}")))
-        .count()
-}
-
 /// Requests and bytes of one group of agents.
 #[derive(Default)]
 struct Sum {
@@ -270,11 +257,11 @@ async fn main() {
         t.elapsed().as_millis()
     );
     let limit = Duration::from_secs(env_usize("BENCH_FLEET_TIMEOUT_SECS", 300) as u64);
-    while recovered(&sim, shape.stuck) < shape.stuck && t.elapsed() < limit {
+    while scenario::recovered(&sim, shape.stuck) < shape.stuck && t.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let took = t.elapsed();
-    let done = recovered(&sim, shape.stuck);
+    let done = scenario::recovered(&sim, shape.stuck);
     let until_done = sim.requests();
     println!(
         "recovered {done}/{} stuck VMs in {:.1} s (before: {BEFORE})",

@@ -161,19 +161,6 @@ async fn start_sim(text: &str) -> Option<Sim> {
     }
 }
 
-/// Stuck VMs whose VM and VMI are both gone.
-fn recovered(sim: &Sim, shape: &scenario::Shape) -> usize {
-    let vmis: std::collections::HashSet<String> = sim
-        .list("kubevirt.io/v1", "VirtualMachineInstance")
-        .iter()
-        .chain(sim.list("kubevirt.io/v1", "VirtualMachine").iter())
-        .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
-        .collect();
-    (0..shape.stuck)
-        .filter(|i| !vmis.contains(&format!("vm-{i:05}")))
-        .count()
-}
-
 /// What the vmrecover run measured, for the ratio.
 #[derive(Clone, Copy)]
 struct Ours {
@@ -252,7 +239,7 @@ async fn recovery_vmrecover(
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let outcomes = report["outcomes"].as_array().cloned().unwrap_or_default();
     let by_result = |r: &str| outcomes.iter().filter(|o| o["result"] == r).count();
-    let done = recovered(&sim, shape);
+    let done = scenario::recovered(&sim, shape.stuck);
     println!(
         "vmrecover run: exit {:?} in {}; report: {} outcomes, {} recovered; cluster: {done}/{} stuck VMs gone",
         out.status.code(),
@@ -398,7 +385,7 @@ async fn recovery_baseline(
             return;
         }
     };
-    let done = recovered(&sim, shape);
+    let done = scenario::recovered(&sim, shape.stuck);
     println!(
         "baseline ({k}): exit {:?} in {}; {}; cluster: {done}/{} stuck VMs gone",
         out.status.code(),
@@ -555,11 +542,11 @@ async fn agent_footprint(text: &str, shape: &scenario::Shape, figures: &mut Figu
     // Recovering the scale scenario: until every stuck VM is gone (or 5 minutes).
     let t = Instant::now();
     let limit = Duration::from_secs(env_usize("BENCH_AGENT_TIMEOUT_SECS", 120) as u64);
-    while recovered(&sim, shape) < shape.stuck && t.elapsed() < limit {
+    while scenario::recovered(&sim, shape.stuck) < shape.stuck && t.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let recovery = t.elapsed();
-    let done = recovered(&sim, shape);
+    let done = scenario::recovered(&sim, shape.stuck);
     if done < shape.stuck {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(6).collect();

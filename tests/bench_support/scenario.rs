@@ -402,3 +402,16 @@ pub fn machine_id(n: usize) -> String {
 pub fn boot_id_of(n: usize) -> String {
     format!("{n:08x}-6071-8293-a4b5-c6d7e8f90a1b")
 }
+
+/// How many of the first `stuck` VMs (the stuck ones) have neither a VM nor a VMI left.
+pub fn recovered(sim: &harvester_sim::Sim, stuck: usize) -> usize {
+    let names: std::collections::HashSet<String> = sim
+        .list("kubevirt.io/v1", "VirtualMachineInstance")
+        .iter()
+        .chain(sim.list("kubevirt.io/v1", "VirtualMachine").iter())
+        .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    (0..stuck)
+        .filter(|i| !names.contains(&format!("vm-{i:05}")))
+        .count()
+}
