@@ -9,7 +9,7 @@
 # not a Harvester node, so no Longhorn disk is held or mounted "here".
 # Usage: bash tests/demo.sh [--release 1.4|1.5|1.6|1.7|1.8]   (default: the newest, 1.8)
 # --release generates that Harvester release's cluster from the same story (its KubeVirt's
-# finalizer names, Harvester's finalizers, its versions; see tests/sim/src/scenarios/).
+# finalizer names, Harvester's finalizers, its versions; see harvester-sim/src/scenarios/).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -42,7 +42,7 @@ cleanup() {
 trap cleanup EXIT
 
 ./target/debug/harvester-sim --listen 127.0.0.1:0 --kubeconfig-out "$work/kubeconfig" --release "$release" \
-  --scenario tests/sim/scenarios/power-loss.yaml --scenario tests/sim/scenarios/seed.yaml --log-requests "$work/requests.jsonl" >"$work/sim.out" 2>&1 &
+  --scenario harvester-sim/scenarios/power-loss.yaml --scenario harvester-sim/scenarios/seed.yaml --log-requests "$work/requests.jsonl" >"$work/sim.out" 2>&1 &
 sim_pid=$!
 for _ in $(seq 100); do grep -q listening "$work/sim.out" 2>/dev/null && break; sleep 0.1; done
 grep -q listening "$work/sim.out" || { cat "$work/sim.out" >&2; exit 1; }

@@ -4,7 +4,7 @@
 //! process or disk of theirs on the node), each with the objects a Harvester VM really
 //! has — VM, VMI, virt-launcher pod, PVC, PV, storage VolumeAttachment, Longhorn volume and
 //! Longhorn VolumeAttachment — and the labels, annotations and finalizers of
-//! `tests/sim/scenarios/power-loss.yaml`. Objects are written as JSON documents (valid YAML).
+//! `harvester-sim/scenarios/power-loss.yaml`. Objects are written as JSON documents (valid YAML).
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};

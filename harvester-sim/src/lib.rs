@@ -6,7 +6,7 @@
 //! # Running it
 //! ```text
 //! harvester-sim --listen 127.0.0.1:0 --kubeconfig-out /tmp/kc \
-//!     --scenario tests/sim/scenarios/power-loss.yaml [--log-requests FILE] [--kube-version 1.33.2]
+//!     --scenario harvester-sim/scenarios/power-loss.yaml [--log-requests FILE] [--kube-version 1.33.2]
 //! ```
 //! It writes the admin kubeconfig (server `https://ADDR`, shaped like RKE2's `rke2.yaml`: the
 //! simulator's CA and a client certificate `CN=kubernetes-admin, O=system:masters`; with
@@ -27,7 +27,7 @@
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use harvester_sim::{Sim, SimConfig, FaultRule};
-//! let sim = Sim::start(SimConfig::default().scenario_file("tests/sim/scenarios/power-loss.yaml")).await?;
+//! let sim = Sim::start(SimConfig::default().scenario_file("harvester-sim/scenarios/power-loss.yaml")).await?;
 //! let kubeconfig = sim.kubeconfig_path();          // written for you, removed on drop
 //! sim.add_fault(FaultRule::status(Some("PATCH"), "*/virtualmachineinstances/*", 503).times(1));
 //! sim.set_virt_controller(true);
@@ -279,7 +279,7 @@ impl SimConfig {
     }
 }
 
-/// The path of a scenario shipped with this crate (`tests/sim/scenarios/NAME`).
+/// The path of a scenario shipped with this crate (`harvester-sim/scenarios/NAME`).
 pub fn shipped_scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("scenarios")

@@ -336,7 +336,7 @@ async fn binary_enforces_the_deploy_manifests_for_the_service_account_kubeconfig
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (kc, sakc) = (dir.path().join("admin"), dir.path().join("sa"));
-    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
     /// Stops the simulator even when an assertion fails (it shares our stderr).
     struct KillOnDrop(std::process::Child);
     impl Drop for KillOnDrop {
