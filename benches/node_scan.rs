@@ -7,14 +7,12 @@
 
 #[path = "../tests/bench_support/node.rs"]
 mod bench_node;
-#[path = "../tests/fixtures/node/support.rs"]
-mod support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bench_node::{disk_tree, process_count, pv, sleepers};
-use support::*;
+use harvester_sim::node::*;
 use vmrecover::node::{self, processes, volumes, NodeFacts, NodeOptions};
 
 fn env_usize(name: &str, default: usize) -> usize {

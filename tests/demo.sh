@@ -48,16 +48,13 @@ for _ in $(seq 100); do grep -q listening "$work/sim.out" 2>/dev/null && break; 
 grep -q listening "$work/sim.out" || { cat "$work/sim.out" >&2; exit 1; }
 export KUBECONFIG="$work/kubeconfig"
 
-mkdir -p "$work/host/dev/longhorn" "$work/host/proc/1" "$work/host/sys/block" "$work/bin" "$work/state"
-printf '25 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n' >"$work/host/proc/1/mountinfo"
-# A procfs has `self`: this tree's resolves to the running vmrecover's own (the host's /proc in a pod).
-ln -s /proc/self "$work/host/proc/self"
-# This host is harvester-node-1: the machine-id and boot id its Node reports in the scenario.
-mkdir -p "$work/host/etc" "$work/host/proc/sys/kernel/random"
-echo 5f1e2b7c9a4d4e3f8b6a1c2d3e4f5a6b >"$work/host/etc/machine-id"
-echo 2c3d4e5f-6071-8293-a4b5-c6d7e8f90a1b >"$work/host/proc/sys/kernel/random/boot_id"
-cc -O2 -o "$work/bin/qemu-system-x86_64" tests/fixtures/node/fake_vm_process.c
-"$work/bin/qemu-system-x86_64" -name guest=default_vm-live-01,debug-threads=on \
+mkdir -p "$work/state"
+# This host is harvester-node-1 with nothing of a VM held or mounted: the machine-id and boot
+# id its Node reports in the scenario, /dev/longhorn, sysfs, a mount table, proc/self (the
+# host's /proc in a pod). The same builder the tests and benchmarks use.
+./target/debug/harvester-sim host-root "$work/host"
+fake_bin=$(./target/debug/harvester-sim fake-vm-bin)
+"$fake_bin/qemu-system-x86_64" -name guest=default_vm-live-01,debug-threads=on \
   -vnc vnc=unix:/var/run/kubevirt-private/22222222-0000-4000-8000-000000000006/virt-vnc >"$work/qemu.out" &
 qemu_pid=$!
 

@@ -79,7 +79,7 @@
 //!   Harvester releases is data in [`profiles`] (setting `release`, default `1.8`).
 //! - virt-controller (setting `virtController`), Harvester's VM controller
 //!   (`harvesterController`), the kubelets and the garbage collector: see
-//!   `docs/simulator.md` and each file of [`controllers`] for what they do and the upstream
+//!   the crate's README.md and each file of [`controllers`] for what they do and the upstream
 //!   source they follow. By default they react inside the request that changed something;
 //!   with `controllerDelayMs` each runs in its own task ([`Sim::set_controller_delay`],
 //!   [`Sim::wait_controllers_settled`], `GET /_sim/settled`). Their writes are logged as
@@ -146,6 +146,7 @@ pub mod faults;
 pub mod kubeconfig;
 pub mod managed_fields;
 pub mod meta;
+pub mod node;
 pub mod openapi;
 pub mod partial;
 pub mod patch;
@@ -295,6 +296,7 @@ pub struct Sim {
     remove_kubeconfig: bool,
     admin_kubeconfig: String,
     shutdown: tokio_watch::Sender<bool>,
+    node_down_looks: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Sim {
@@ -354,9 +356,11 @@ impl Sim {
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr().context("listener has no address")?;
         let (shutdown, shutdown_rx) = tokio_watch::channel(false);
+        let node_down_looks = Arc::new(std::sync::atomic::AtomicU64::new(0));
         tokio::spawn(controllers::node_down::run(
             store.clone(),
             shutdown_rx.clone(),
+            node_down_looks.clone(),
         ));
         let pki = if cfg.plain_http {
             None
@@ -398,7 +402,24 @@ impl Sim {
             kubeconfig,
             remove_kubeconfig,
             shutdown,
+            node_down_looks,
         })
+    }
+
+    /// Waits until the node-down controller has taken `n` more looks at the cluster (each a
+    /// full read and decision, switched on or not): after a change, two looks prove it saw
+    /// the change. Gives up after 30 s (a stuck runtime) and says so.
+    pub async fn wait_node_down_looks(&self, n: u64) {
+        use std::sync::atomic::Ordering;
+        let target = self.node_down_looks.load(Ordering::SeqCst) + n;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.node_down_looks.load(Ordering::SeqCst) < target {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the node-down controller took no look in 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// The address it listens on.

@@ -1,22 +1,33 @@
-//! `harvester-sim` command: run the simulated Harvester API server until killed.
+//! `harvester-sim` command: run the simulated Harvester API server until killed; or,
+//! with a subcommand, lay out a simulated node for vmrecover (its host root and fake VM
+//! process binaries) and exit.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use harvester_sim::node::{fake_bin_dir, HostRoot, BOOT_ID, MACHINE_ID};
 use harvester_sim::{Identity, SettingsPatch, Sim, SimConfig};
 
 /// Simulated Harvester (Kubernetes + KubeVirt + Longhorn) API server for vmrecover's tests.
 #[derive(Debug, Parser)]
-#[command(name = "harvester-sim", version)]
+#[command(
+    name = "harvester-sim",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Args {
+    /// Lay out a simulated node instead of serving.
+    #[command(subcommand)]
+    node: Option<NodeCommand>,
     /// Address to listen on (loopback; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// Write a kubeconfig for the simulator here.
-    #[arg(long)]
-    kubeconfig_out: PathBuf,
+    #[arg(long, required = true)]
+    kubeconfig_out: Option<PathBuf>,
     /// Scenario file(s) to load (multi-document YAML); repeatable, merged in order.
     #[arg(long)]
     scenario: Vec<PathBuf>,
@@ -49,9 +60,46 @@ struct Args {
     release: Option<String>,
 }
 
+/// A simulated node's parts, for the demo and for trying vmrecover by hand.
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Write the host root of a node with nothing of a VM on it (`--host-root` for
+    /// vmrecover): its machine-id and boot id, `/dev/longhorn`, sysfs, the mount table.
+    HostRoot {
+        /// The directory to write it in (created when missing).
+        dir: PathBuf,
+        /// The machine's id (default: harvester-node-1's in the shipped scenarios).
+        #[arg(long, default_value = MACHINE_ID)]
+        machine_id: String,
+        /// This boot's id (default: the one harvester-node-1's kubelet reported).
+        #[arg(long, default_value = BOOT_ID)]
+        boot_id: String,
+    },
+    /// Build the fake virt-launcher/qemu executables (needs `cc`) and print their directory.
+    FakeVmBin,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    match args.node {
+        Some(NodeCommand::HostRoot {
+            dir,
+            machine_id,
+            boot_id,
+        }) => {
+            HostRoot::empty_node(&dir, &machine_id, &boot_id);
+            return Ok(());
+        }
+        Some(NodeCommand::FakeVmBin) => {
+            println!("{}", fake_bin_dir().display());
+            return Ok(());
+        }
+        None => {}
+    }
+    let kubeconfig_out = args
+        .kubeconfig_out
+        .ok_or_else(|| anyhow::anyhow!("--kubeconfig-out is required"))?;
     let cfg = SimConfig {
         listen: args.listen,
         scenario_files: args.scenario,
@@ -61,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
             ..SettingsPatch::default()
         },
         log_file: args.log_requests,
-        kubeconfig_out: Some(args.kubeconfig_out),
+        kubeconfig_out: Some(kubeconfig_out),
         rbac_files: args.rbac,
         rbac_texts: Vec::new(),
         plain_http: args.plain_http,

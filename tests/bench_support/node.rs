@@ -66,16 +66,7 @@ fn mk(p: &Path) -> std::io::Result<()> {
 /// A host root where nothing of any VM runs or is held: the node proves every stuck VM.
 pub fn empty_host_root() -> std::io::Result<tempfile::TempDir> {
     let dir = tempfile::tempdir()?;
-    for d in ["dev/longhorn", "proc/1", "sys/block"] {
-        mk(&dir.path().join(d))?;
-    }
-    // A procfs has `self`; this tree's resolves to the running vmrecover's own.
-    symlink("/proc/self", dir.path().join("proc/self"))?;
-    std::fs::write(
-        dir.path().join("proc/1/mountinfo"),
-        "22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n\
-         25 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n",
-    )?;
+    harvester_sim::node::HostRoot::harvester_node_1(dir.path());
     Ok(dir)
 }
 
@@ -144,8 +135,6 @@ pub fn disk_tree(n: usize) -> std::io::Result<tempfile::TempDir> {
 /// Writes a host identity (`/etc/machine-id`, this boot's id) under `root`, so the Node
 /// that reports the same ids is proven to be this host.
 pub fn write_identity(root: &Path, machine_id: &str, boot_id: &str) -> std::io::Result<()> {
-    mk(&root.join("etc"))?;
-    mk(&root.join("proc/sys/kernel/random"))?;
-    std::fs::write(root.join("etc/machine-id"), machine_id)?;
-    std::fs::write(root.join("proc/sys/kernel/random/boot_id"), boot_id)
+    harvester_sim::node::HostRoot::at(root).identity(machine_id, boot_id);
+    Ok(())
 }

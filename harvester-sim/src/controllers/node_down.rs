@@ -464,8 +464,14 @@ pub fn look(store: &Store, now: i64) {
     }
 }
 
-/// The controller's task: a look every `nodeDownIntervalMs` until shutdown.
-pub async fn run(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
+/// The controller's task: a look every `nodeDownIntervalMs` until shutdown; `looks`
+/// counts the looks taken (switched off or not), so a test can wait for the controller to
+/// have seen a change instead of sleeping.
+pub async fn run(
+    store: Arc<Store>,
+    mut shutdown: watch::Receiver<bool>,
+    looks: Arc<std::sync::atomic::AtomicU64>,
+) {
     loop {
         let wait = Duration::from_millis(store.settings().node_down_interval_ms.max(1));
         tokio::select! {
@@ -476,6 +482,7 @@ pub async fn run(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
             return;
         }
         look(&store, jiff::Timestamp::now().as_second());
+        looks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -1,0 +1,871 @@
+//! Least privilege, proven against the simulated cluster with RBAC enforced (issue 6):
+//!
+//! (a) the full `vmrecover run --yes` on the power-loss scenario, as the ServiceAccount of
+//!     `deploy/`, under exactly the ClusterRole and Roles of `deploy/rbac.yaml`, gives the
+//!     same outcome as the same run as cluster admin without RBAC, and no request is denied;
+//! (b) for every (rule, resource, verb) the manifests grant, the run without just that one
+//!     grant breaks a NAMED part of the run (and, unless the code swallows the error on
+//!     purpose, says which permission is missing); each row's check is first shown to pass
+//!     on a control run with the full policy, so it cannot pass by accident. The table must
+//!     cover every grant in the manifests: a grant without a row fails the test — that is the
+//!     proof that no rule is superfluous.
+//!
+//! The workloads: `vmrecover run --yes`, and `vmrecover agent --act-on always` (which also
+//! list+watches this node's VMIs by label) for (a). The table of (b) uses `run`, and the
+//! agent (its node summary) or `status --all-nodes` for the grants only they need.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::e2e_support::names;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::deploy_support::{deploy_policy, grants, policy_yaml, without, Grant};
+use futures::StreamExt;
+use harvester_sim::{
+    shipped_scenario, FaultRule, Identity, RequestRecord, SettingsPatch, Sim, SimConfig,
+};
+use serde_json::{json, Value};
+
+const NODE: &str = "harvester-node-1";
+const SA_NS: &str = "harvester-system";
+const SA_NAME: &str = "vmrecover";
+const VMI_WEB: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances/vm-web-01";
+
+/// What runs against the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Workload {
+    /// `vmrecover run --yes` (all VMs, or `--only default/vm-db-01` in [`Setup::ControllerAfterWatch`]).
+    Run,
+    /// `vmrecover agent --act-on always`, stopped with SIGTERM once it has saved its first
+    /// run report and watches this node's VMIs; its "stdout" is that report (last-run.json).
+    Agent,
+    /// `vmrecover status --all-nodes --output json` (a person reading the whole site).
+    AllNodes,
+}
+
+/// The cluster a row needs so that the permission is exercised at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Setup {
+    /// power-loss as shipped, virt-controller dead.
+    Standard,
+    /// virt-controller comes back once vmrecover watches vm-db-01's VMI during its wait
+    /// (the test turns it on when the watch request arrives): it then removes the VMI and
+    /// vmrecover's watch sees it go. The run is `--only default/vm-db-01`.
+    ControllerAfterWatch,
+    /// As [`Setup::ControllerAfterWatch`], with the controllers (Harvester's too) in their
+    /// own tasks: the VM goes a moment after its VMI, which the wait sees through a watch of
+    /// the VM.
+    VmLagsBehind,
+    /// The first finalizer patch of VMI default/vm-web-01 answers 409: vmrecover re-reads it.
+    VmiConflict,
+    /// The node Lease exists already (released by an earlier run): taking it is an update.
+    LeaseExists,
+    /// vm-web-01's PVC was deleted by the operator: vmrecover follows what is left of it.
+    PvcGone,
+}
+
+/// One run's result.
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    requests: Vec<RequestRecord>,
+    events: usize,
+    vmis_left: BTreeSet<String>,
+    vms_left: BTreeSet<String>,
+    /// The node summary ConfigMap the agent published, if any.
+    summary: Option<Value>,
+}
+
+impl Ran {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or(Value::Null)
+    }
+
+    fn output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    fn outcome(&self, vm: &str) -> Option<Value> {
+        self.json()["outcomes"].as_array().and_then(|a| {
+            a.iter()
+                .find(|o| {
+                    format!(
+                        "{}/{}",
+                        o["namespace"].as_str().unwrap_or(""),
+                        o["name"].as_str().unwrap_or("")
+                    ) == vm
+                })
+                .cloned()
+        })
+    }
+
+    /// The result text of the first step of `vm` whose description starts with `step`.
+    fn step(&self, vm: &str, step: &str) -> Option<String> {
+        self.outcome(vm).and_then(|o| {
+            o["steps"].as_array().and_then(|s| {
+                s.iter()
+                    .find(|x| x["step"].as_str().is_some_and(|d| d.starts_with(step)))
+                    .and_then(|x| x["result"].as_str().map(str::to_string))
+            })
+        })
+    }
+
+    /// Client writes that changed a VM, VMI or pod.
+    fn object_writes(&self) -> Vec<String> {
+        self.requests
+            .iter()
+            .filter(|r| r.is_mutating() && matches!(r.method.as_str(), "PATCH" | "DELETE"))
+            .filter(|r| !r.path.contains("/leases/"))
+            .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
+            .filter(|s| !s.ends_with("403"))
+            .collect()
+    }
+
+    /// Requests the authorizer denied, as `verb group/resource`.
+    fn denied(&self) -> Vec<String> {
+        self.requests
+            .iter()
+            .filter(|r| {
+                r.status == 403
+                    && r.actor
+                        .as_deref()
+                        .is_some_and(|a| a.starts_with("rbac: Forbidden"))
+            })
+            .map(|r| {
+                let a = harvester_sim::rbac::Attributes::from_request(
+                    &r.method,
+                    &r.path,
+                    &query_pairs(&r.query),
+                );
+                // A server-side apply that would create is authorized as a create too.
+                let verb = if r.actor.as_deref() == Some("rbac: Forbidden (as create)") {
+                    "create"
+                } else {
+                    a.verb.as_str()
+                };
+                format!("{verb} {}/{}", a.api_group, a.combined_resource())
+            })
+            .collect()
+    }
+}
+
+/// The controller wait sat out its grace period on vm-db-01's VM (it never saw it finish).
+fn sat_out_the_vm_wait(r: &Ran) -> Result<(), String> {
+    match r.step("default/vm-db-01", "wait up to") {
+        Some(s) if s.contains("the VM is still stuck") => Ok(()),
+        other => Err(format!("wait step: {other:?}")),
+    }
+}
+
+/// The agent published no node summary and said why.
+fn no_summary_published(r: &Ran) -> Result<(), String> {
+    match &r.summary {
+        None if r.stderr.contains("cannot publish the node summary") => Ok(()),
+        other => Err(format!("summary: {other:?}")),
+    }
+}
+
+/// Decodes a raw query string (percent escapes and `+`).
+fn query_pairs(q: &str) -> Vec<(String, String)> {
+    fn decode(s: &str) -> String {
+        let mut out = Vec::with_capacity(s.len());
+        let mut i = 0;
+        while let Some(&c) = s.as_bytes().get(i) {
+            let escaped = (c == b'%')
+                .then(|| s.get(i + 1..i + 3))
+                .flatten()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match (c, escaped) {
+                (_, Some(v)) => {
+                    out.push(v);
+                    i += 3;
+                    continue;
+                }
+                (b'+', None) => out.push(b' '),
+                (c, None) => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn host_root() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // This host is harvester-node-1 of the scenario: the ids its Node reports.
+    harvester_sim::node::HostRoot::harvester_node_1(dir.path());
+    dir
+}
+
+/// Starts the power-loss cluster (with `policy` enforced, or without RBAC), prepares `setup`,
+/// runs the workload as the ServiceAccount (admin without RBAC) and collects the result.
+async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran {
+    let mut cfg = SimConfig::default()
+        .scenario_file(shipped_scenario("power-loss.yaml"))
+        .settings(SettingsPatch {
+            virt_controller: Some(false),
+            ..SettingsPatch::default()
+        });
+    if let Some(p) = policy {
+        cfg = cfg.rbac_text(policy_yaml(p));
+    }
+    let sim = Sim::start(cfg).await.expect("start harvester-sim");
+    let state = tempfile::tempdir().expect("state dir");
+    let root = host_root();
+    let kubeconfig = state.path().join("kubeconfig");
+    let who = if policy.is_some() {
+        Identity::service_account(SA_NS, SA_NAME)
+    } else {
+        Identity::admin()
+    };
+    sim.write_kubeconfig_as(&who, &kubeconfig)
+        .expect("write kubeconfig");
+    match setup {
+        Setup::VmiConflict => {
+            sim.add_fault(FaultRule::status(Some("PATCH"), VMI_WEB, 409).times(1))
+        }
+        Setup::LeaseExists => {
+            sim.put(json!({
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": format!("vmrecover-{NODE}"), "namespace": SA_NS},
+                "spec": {"leaseDurationSeconds": 15, "renewTime": "2025-01-01T00:00:00.000000Z"},
+            }))
+            .expect("put lease");
+        }
+        Setup::PvcGone => {
+            assert!(sim.remove(
+                "v1",
+                "PersistentVolumeClaim",
+                "default",
+                "vm-web-01-disk-0-abcde"
+            ));
+        }
+        Setup::VmLagsBehind => {
+            sim.set_harvester_controller(true);
+            sim.set_controller_delay(std::time::Duration::from_millis(200));
+        }
+        Setup::Standard | Setup::ControllerAfterWatch => {}
+    }
+    let mut args: Vec<String> = vec!["--kubeconfig".into()];
+    args.push(kubeconfig.display().to_string());
+    args.extend(["--node", NODE, "--log-target", "stderr", "--state-dir"].map(String::from));
+    args.push(state.path().display().to_string());
+    args.push("--host-root".into());
+    args.push(root.path().display().to_string());
+    args.extend(["--stuck-after", "0s"].map(String::from));
+    match workload {
+        Workload::Run => {
+            args.extend(["run", "--yes", "--output", "json"].map(String::from));
+            if matches!(setup, Setup::ControllerAfterWatch | Setup::VmLagsBehind) {
+                args.extend(
+                    ["--only", "default/vm-db-01", "--controller-grace", "3s"].map(String::from),
+                );
+            } else {
+                args.extend(["--controller-grace", "1s"].map(String::from));
+            }
+        }
+        Workload::AllNodes => {
+            args.extend(["status", "--all-nodes", "--output", "json"].map(String::from))
+        }
+        Workload::Agent => args.extend(
+            [
+                "--controller-grace",
+                "1s",
+                "agent",
+                "--act-on",
+                "always",
+                "--boot-window",
+                "100000h",
+                "--metrics-addr",
+                "off",
+            ]
+            .map(String::from),
+        ),
+    }
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vmrecover"))
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start vmrecover");
+    let pid = child.id().and_then(|p| i32::try_from(p).ok());
+    let report = state.path().join("last-run.json");
+    let exited = AtomicBool::new(false);
+    let (out, ()) = tokio::join!(
+        async {
+            let out = child.wait_with_output().await;
+            exited.store(true, Ordering::SeqCst);
+            out
+        },
+        async {
+            // Event-driven, not timed: react to what vmrecover has asked the API server.
+            let mut controller_back =
+                !matches!(setup, Setup::ControllerAfterWatch | Setup::VmLagsBehind);
+            while !exited.load(Ordering::SeqCst) {
+                let requests = sim.requests();
+                let watched = |path_end: &str, selector: &str| {
+                    requests.iter().any(|r| {
+                        r.path.ends_with(path_end)
+                            && r.query.contains("watch=true")
+                            && r.query.contains(selector)
+                    })
+                };
+                // virt-controller comes back once vmrecover watches vm-db-01's VMI
+                // (whatever the answer).
+                if !controller_back
+                    && watched("/namespaces/default/virtualmachineinstances", "vm-db-01")
+                {
+                    sim.set_virt_controller(true);
+                    controller_back = true;
+                }
+                // The agent is stopped once it saved its report and watches this node.
+                if workload == Workload::Agent
+                    && report.exists()
+                    && watched(
+                        "/virtualmachineinstances",
+                        "labelSelector=kubevirt.io%2FnodeName",
+                    )
+                {
+                    if let Some(pid) = pid {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGTERM,
+                        );
+                    }
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    );
+    let out = out.expect("run vmrecover");
+    let stdout = match workload {
+        Workload::Run | Workload::AllNodes => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Workload::Agent => std::fs::read_to_string(&report).unwrap_or_default(),
+    };
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        requests: sim.requests(),
+        events: sim.list("events.k8s.io/v1", "Event").len(),
+        vmis_left: names(&sim, "VirtualMachineInstance"),
+        vms_left: names(&sim, "VirtualMachine"),
+        summary: sim.get(
+            "v1",
+            "ConfigMap",
+            SA_NS,
+            &format!("vmrecover-summary-{NODE}"),
+        ),
+    }
+}
+
+/// The named part of the run that a missing permission breaks: `Ok` when it is broken.
+type Check = fn(&Ran) -> Result<(), String>;
+
+/// One row of the least-privilege table.
+struct Row {
+    /// `Kind namespace/name group/resource verb`, as [`Grant::key`] spells it.
+    grant: &'static str,
+    /// The part of the run that needs it.
+    part: &'static str,
+    workload: Workload,
+    setup: Setup,
+    /// Whether vmrecover reports the 403 (the permission is named in its output). False only
+    /// where the code treats any failure as "not seen" on purpose (the controller wait).
+    names_permission: bool,
+    broken: Check,
+}
+
+fn no_object_changed(r: &Ran) -> Result<(), String> {
+    let w = r.object_writes();
+    if w.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("VMs/pods were still changed: {w:?}"))
+    }
+}
+
+fn exit_error_nothing_changed(r: &Ran) -> Result<(), String> {
+    if r.code != 1 {
+        return Err(format!("exit code {} (wanted 1)", r.code));
+    }
+    no_object_changed(r)
+}
+
+fn step_failed(vm: &'static str, step: &'static str) -> impl Fn(&Ran) -> Result<(), String> {
+    move |r: &Ran| {
+        let result = r
+            .outcome(vm)
+            .map(|o| o["result"].as_str().unwrap_or("").to_string());
+        let step_result = r.step(vm, step);
+        match (result.as_deref(), step_result) {
+            (Some("failed"), Some(s)) if s.contains("forbidden") => Ok(()),
+            (res, s) => Err(format!("{vm}: result {res:?}, step {step:?} -> {s:?}")),
+        }
+    }
+}
+
+fn rows() -> Vec<Row> {
+    vec![
+        Row {
+            grant: "ClusterRole /vmrecover /nodes get",
+            part: "checking that --node names a Node, before anything else",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: exit_error_nothing_changed,
+        },
+        Row {
+            grant: "ClusterRole /vmrecover /pods list",
+            part: "launcher-pod evidence: unreadable, so every VM is blocked (fail closed)",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: no_object_changed,
+        },
+        Row {
+            grant: "ClusterRole /vmrecover /pods delete",
+            part: "ladder step 2: force-delete vm-db-01's leftover launcher pod",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: |r| step_failed("default/vm-db-01", "force-delete launcher pod")(r),
+        },
+        Row {
+            grant: "ClusterRole /vmrecover /persistentvolumeclaims get",
+            part: "the stuck VMIs' PVCs (by name): unreadable, so every VM with a disk is blocked",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: no_object_changed,
+        },
+        Row {
+            grant: "ClusterRole /vmrecover /persistentvolumes get",
+            part: "PV -> Longhorn volume handle: unreadable, so every VM with a disk is blocked",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: no_object_changed,
+        },
+        Row {
+            grant: "ClusterRole /vmrecover /persistentvolumes list",
+            part: "following vm-web-01's deleted PVC to what is left of its disk: unreadable, so blocked",
+            workload: Workload::Run,
+            setup: Setup::PvcGone,
+            names_permission: true,
+            broken: no_object_changed,
+        },
+        Row {
+            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachineinstances get",
+            part: "re-reading VMI vm-web-01 right before its first change (and after a conflict)",
+            workload: Workload::Run,
+            setup: Setup::VmiConflict,
+            names_permission: true,
+            broken: |r| match r.outcome("default/vm-web-01") {
+                Some(o)
+                    if o["result"] == "aborted"
+                        && o["reason"]
+                            .as_str()
+                            .is_some_and(|w| w.contains("forbidden")) =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("vm-web-01: {other:?}")),
+            },
+        },
+        Row {
+            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachineinstances list",
+            part: "finding this node's VMIs: nothing is decided, nothing changed",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: no_object_changed,
+        },
+        Row {
+            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachineinstances watch",
+            part: "ladder step 3: the wait does not see virt-controller remove vm-db-01's VMI",
+            workload: Workload::Run,
+            setup: Setup::ControllerAfterWatch,
+            names_permission: false,
+            broken: |r| match r.step("default/vm-db-01", "wait up to") {
+                Some(s) if s == "done: still stuck after the grace period" => Ok(()),
+                other => Err(format!("wait step: {other:?}")),
+            },
+        },
+        Row {
+            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachineinstances patch",
+            part: "ladder step 4: clearing VMI vm-web-01's finalizers",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: |r| step_failed("default/vm-web-01", "clear finalizers of vmi")(r),
+        },
+        Row {
+            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines get",
+            part: "the VMs of this node's stuck VMIs (by name): unreadable, so every VM is blocked",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: no_object_changed,
+        },
+        Row {
+            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines list",
+            part: "ladder step 3: the wait's watch of vm-db-01's VM starts with a list: it sits out the grace period",
+            workload: Workload::Run,
+            setup: Setup::VmLagsBehind,
+            names_permission: false,
+            broken: sat_out_the_vm_wait,
+        },
+        Row {
+            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines watch",
+            part: "ladder step 3: the wait does not see the controllers finish vm-db-01's VM after its VMI: it sits out the grace period",
+            workload: Workload::Run,
+            setup: Setup::VmLagsBehind,
+            names_permission: false,
+            broken: sat_out_the_vm_wait,
+        },
+        Row {
+            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines patch",
+            part: "ladder step 4: clearing VM vm-web-01's finalizers",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: |r| step_failed("default/vm-web-01", "clear finalizers of vm ")(r),
+        },
+        Row {
+            grant: "ClusterRole /vmrecover storage.k8s.io/volumeattachments list",
+            part: "CSI attachment evidence: unreadable, so every VM is blocked",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: no_object_changed,
+        },
+        Row {
+            grant: "ClusterRole /vmrecover events.k8s.io/events create",
+            part: "the Kubernetes Event recorded on every VM/VMI vmrecover changed",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: |r| {
+                if r.events == 0 && r.stderr.contains("could not record an Event") {
+                    Ok(())
+                } else {
+                    Err(format!("{} Events recorded", r.events))
+                }
+            },
+        },
+        Row {
+            grant: "Role harvester-system/vmrecover coordination.k8s.io/leases get",
+            part: "taking the node Lease: the run stops before any change",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: exit_error_nothing_changed,
+        },
+        Row {
+            grant: "Role harvester-system/vmrecover coordination.k8s.io/leases create",
+            part: "taking the node Lease (first run on this node): the run stops",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: exit_error_nothing_changed,
+        },
+        Row {
+            grant: "Role harvester-system/vmrecover coordination.k8s.io/leases update",
+            part: "taking the node Lease an earlier run released: the run stops",
+            workload: Workload::Run,
+            setup: Setup::LeaseExists,
+            names_permission: true,
+            broken: exit_error_nothing_changed,
+        },
+        Row {
+            grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/volumes list",
+            part: "the Longhorn volume that may still name vm-web-01's deleted PVC: unreadable, so blocked",
+            workload: Workload::Run,
+            setup: Setup::PvcGone,
+            names_permission: true,
+            broken: |r| {
+                let plan = &r.json()["plan"];
+                let web = plan["decisions"]
+                    .as_array()
+                    .and_then(|d| d.iter().find(|d| d["name"] == "vm-web-01"))
+                    .cloned();
+                match web {
+                    Some(d)
+                        if d["action"]["kind"] == "blocked"
+                            && d["reasons"]
+                                .to_string()
+                                .contains("Longhorn volumes could not be read") =>
+                    {
+                        Ok(())
+                    }
+                    other => Err(format!("vm-web-01: {other:?}")),
+                }
+            },
+        },
+        Row {
+            grant: "ClusterRole /vmrecover harvesterhci.io/settings get",
+            part: "Harvester's vm-force-reset-policy, shown in the plan as evidence",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: |r| {
+                let notes = r.json()["plan"]["harvester"].to_string();
+                if notes.contains("vm-force-reset-policy could not be read") {
+                    Ok(())
+                } else {
+                    Err(format!("plan notes: {notes}"))
+                }
+            },
+        },
+        Row {
+            grant: "Role harvester-system/vmrecover /configmaps get",
+            part: "the cluster-wide pause: unreadable, so nothing is changed (fail closed)",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: no_object_changed,
+        },
+        Row {
+            grant: "Role harvester-system/vmrecover-harvester harvesterhci.io/upgrades list",
+            part: "whether a Harvester Upgrade is in progress: unreadable, so nothing is changed",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: no_object_changed,
+        },
+        Row {
+            grant: "Role harvester-system/vmrecover /configmaps patch",
+            part: "the agent's node summary (ConfigMap vmrecover-summary-<node>, server-side apply)",
+            workload: Workload::Agent,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: no_summary_published,
+        },
+        Row {
+            grant: "Role harvester-system/vmrecover /configmaps create",
+            part: "the agent's first node summary: a server-side apply that creates is authorized as a create",
+            workload: Workload::Agent,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: no_summary_published,
+        },
+        Row {
+            grant: "Role harvester-system/vmrecover /configmaps list",
+            part: "status --all-nodes: every agent's summary in one list",
+            workload: Workload::AllNodes,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: |r| if r.code == 1 { Ok(()) } else { Err(format!("exit {}", r.code)) },
+        },
+        Row {
+            grant: "ClusterRole /vmrecover /nodes list",
+            part: "status --all-nodes: every Node of the site",
+            workload: Workload::AllNodes,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: |r| if r.code == 1 { Ok(()) } else { Err(format!("exit {}", r.code)) },
+        },
+        Row {
+            grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/volumes get",
+            part: "where each stuck VM's Longhorn volume is attached: unreadable, so blocked",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: no_object_changed,
+        },
+        Row {
+            grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/volumeattachments get",
+            part: "the attachment tickets of each stuck VM's Longhorn volume: unreadable, so blocked",
+            workload: Workload::Run,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: no_object_changed,
+        },
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_run_under_deploy_rbac_matches_the_admin_run() {
+    let policy = deploy_policy(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let (as_sa, as_admin) = tokio::join!(
+        run(Some(&policy), Setup::Standard, Workload::Run),
+        run(None, Setup::Standard, Workload::Run),
+    );
+    assert_eq!(as_sa.denied(), Vec::<String>::new(), "{}", as_sa.stderr);
+    assert_eq!(
+        as_sa.code,
+        as_admin.code,
+        "{}\n---\n{}",
+        as_sa.output(),
+        as_admin.output()
+    );
+    assert_eq!(
+        as_sa.code, 3,
+        "vm-custom-01 stays blocked: {}",
+        as_sa.stderr
+    );
+    let sa = as_sa.json();
+    let admin = as_admin.json();
+    assert_eq!(sa["outcomes"], admin["outcomes"]);
+    assert_eq!(sa["plan"]["decisions"], admin["plan"]["decisions"]);
+    assert_eq!(as_sa.vmis_left, as_admin.vmis_left);
+    assert_eq!(as_sa.vms_left, as_admin.vms_left);
+    assert_eq!(as_sa.events, as_admin.events);
+    let recovered = sa["outcomes"]
+        .as_array()
+        .map(|a| a.iter().filter(|o| o["result"] == "recovered").count())
+        .unwrap_or(0);
+    assert!(recovered >= 4, "the run recovered {recovered} VMs:\n{sa:#}");
+    assert!(!as_sa.vms_left.contains("default/vm-web-01"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_under_deploy_rbac_matches_the_admin_agent() {
+    let policy = deploy_policy(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let (as_sa, as_admin) = tokio::join!(
+        run(Some(&policy), Setup::Standard, Workload::Agent),
+        run(None, Setup::Standard, Workload::Agent),
+    );
+    assert_eq!(as_sa.denied(), Vec::<String>::new(), "{}", as_sa.stderr);
+    assert_eq!(
+        as_sa.code, 0,
+        "the agent stops cleanly on SIGTERM: {}",
+        as_sa.stderr
+    );
+    assert_eq!(as_admin.code, 0, "{}", as_admin.stderr);
+    let (sa, admin) = (as_sa.json(), as_admin.json());
+    assert!(
+        sa["outcomes"].is_array(),
+        "no report saved: {}",
+        as_sa.stderr
+    );
+    assert_eq!(sa["outcomes"], admin["outcomes"]);
+    assert_eq!(as_sa.vmis_left, as_admin.vmis_left);
+    assert_eq!(as_sa.vms_left, as_admin.vms_left);
+    assert!(!as_sa.vms_left.contains("default/vm-web-01"));
+    // The agent's own watch ran, allowed.
+    assert!(as_sa.requests.iter().any(|r| r.query.contains("watch=true")
+        && r.query.contains("labelSelector=kubevirt.io%2FnodeName")
+        && r.status == 200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_granted_verb_is_needed_by_a_named_part_of_the_run() {
+    let policy = deploy_policy(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let table = rows();
+
+    // The table covers exactly what the manifests grant: nothing granted without a reason,
+    // no row for a grant that is not there.
+    let granted: BTreeSet<String> = grants(&policy).iter().map(Grant::key).collect();
+    let covered: BTreeSet<String> = table.iter().map(|r| r.grant.to_string()).collect();
+    assert_eq!(
+        granted.difference(&covered).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "granted in deploy/rbac.yaml but no row proves it is needed"
+    );
+    assert_eq!(
+        covered.difference(&granted).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "rows for grants deploy/rbac.yaml does not make"
+    );
+    let by_key: BTreeMap<String, Grant> =
+        grants(&policy).into_iter().map(|g| (g.key(), g)).collect();
+
+    // Controls: each setup with the full policy; every check must find its part intact.
+    let setups: BTreeSet<(Setup, Workload)> = table.iter().map(|r| (r.setup, r.workload)).collect();
+    let controls: BTreeMap<(Setup, Workload), Ran> = futures::stream::iter(setups)
+        .map(|(s, w)| {
+            let p = policy.clone();
+            async move { ((s, w), run(Some(&p), s, w).await) }
+        })
+        .buffer_unordered(3)
+        .collect()
+        .await;
+    for (setup, ran) in &controls {
+        assert_eq!(
+            ran.denied(),
+            Vec::<String>::new(),
+            "control {setup:?}: {}",
+            ran.stderr
+        );
+    }
+
+    let results: Vec<(usize, Ran)> = futures::stream::iter(table.iter().enumerate())
+        .map(|(i, row)| {
+            let grant = &by_key[row.grant];
+            let reduced = without(&policy, grant);
+            async move { (i, run(Some(&reduced), row.setup, row.workload).await) }
+        })
+        .buffer_unordered(3)
+        .collect()
+        .await;
+
+    let mut failures = Vec::new();
+    for (i, ran) in results {
+        let row = &table[i];
+        let grant = &by_key[row.grant];
+        let control = &controls[&(row.setup, row.workload)];
+        let mut why = Vec::new();
+        if (row.broken)(control).is_ok() {
+            why.push("the check also passes with the full policy (not discriminating)".to_string());
+        }
+        if let Err(e) = (row.broken)(&ran) {
+            why.push(format!("part not broken: {e}"));
+        }
+        let wanted = format!("{} {}/{}", grant.verb, grant.group, grant.resource);
+        let denied = ran.denied();
+        if !denied.contains(&wanted) {
+            why.push(format!(
+                "no request was denied as {wanted:?}; denied: {denied:?}"
+            ));
+        }
+        if let Some(other) = denied.iter().find(|d| **d != wanted) {
+            why.push(format!("another permission was denied too: {other}"));
+        }
+        if row.names_permission {
+            let says = format!(
+                "cannot {} resource \"{}\" in API group \"{}\"",
+                grant.verb, grant.resource, grant.group
+            );
+            let output = ran.output();
+            if !output.contains(&says) && !output.contains(&says.replace('"', "\\\"")) {
+                why.push(format!("the output does not name the permission ({says})"));
+            }
+        }
+        eprintln!(
+            "without {:<75} breaks: {}{}",
+            row.grant,
+            row.part,
+            if why.is_empty() {
+                ""
+            } else {
+                "  <-- NOT PROVEN"
+            }
+        );
+        if !why.is_empty() {
+            failures.push(format!(
+                "{} ({}):\n  {}\n  exit {}; stdout:\n{}\n  stderr:\n{}",
+                row.grant,
+                row.part,
+                why.join("\n  "),
+                ran.code,
+                ran.stdout.chars().take(3000).collect::<String>(),
+                ran.stderr.chars().take(3000).collect::<String>()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -1,0 +1,374 @@
+//! Harvester's own node-failure handling around a recovery, an Upgrade in progress, and the
+//! pause switches, end to end: the built binary against the power-loss scenario with the
+//! simulated Harvester node-down controller running for the release under test.
+
+use std::time::Duration;
+
+use crate::e2e_support::{outcomes, Env, ACTING_AGENT, NODE, RUN};
+use harvester_sim::SettingsPatch;
+use serde_json::{json, Value};
+
+const LAUNCHER_DB: &str = "virt-launcher-vm-db-01-xxxxx";
+
+async fn with_node_down(release: &str, policy: &str) -> Env {
+    let env = Env::power_loss().await;
+    env.sim
+        .put(
+            json!({"apiVersion": "harvesterhci.io/v1beta1", "kind": "Setting",
+            "metadata": {"name": "vm-force-reset-policy"}, "value": policy}),
+        )
+        .expect("the policy setting");
+    env.sim.update_settings(&SettingsPatch {
+        release: Some(release.into()),
+        node_down_controller: Some(true),
+        node_down_interval_ms: Some(20),
+        ..SettingsPatch::default()
+    });
+    env
+}
+
+fn node(env: &Env) -> Value {
+    env.sim.get("v1", "Node", "", NODE).expect("the Node")
+}
+
+fn taint_keys(n: &Value) -> Vec<String> {
+    n["spec"]["taints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["key"].as_str().map(String::from))
+        .collect()
+}
+
+async fn until(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never: {what}");
+}
+
+fn notes(plan: &Value) -> String {
+    plan["harvester"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn client_deletes_of(env: &Env, name: &str) -> usize {
+    env.sim
+        .mutating_requests()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.path.ends_with(name))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_1_6_harvester_removed_the_launchers_and_vmrecover_finishes_the_rest() {
+    let env = with_node_down("1.6", r#"{"enable":true,"period":1}"#).await;
+    until(
+        "Harvester ≤ 1.6 force-deleted the node's launcher pod",
+        || env.sim.get("v1", "Pod", "default", LAUNCHER_DB).is_none(),
+    )
+    .await;
+    assert!(taint_keys(&node(&env))
+        .iter()
+        .all(|k| !k.contains("out-of-service")));
+
+    let run = env.run(RUN).await;
+    assert_eq!(run.code, 3, "vm-custom-01 stays blocked: {}", run.all());
+    let report = run.json();
+    let text = notes(&report["plan"]);
+    assert!(
+        text.contains("vm-force-reset-policy: enabled, period 1 s"),
+        "{text}"
+    );
+    assert!(text.contains("have no launcher pod left"), "{text}");
+    let out = outcomes(&report);
+    assert_eq!(out["default/vm-db-01"].0, "recovered", "{out:?}");
+    assert_eq!(
+        client_deletes_of(&env, LAUNCHER_DB),
+        0,
+        "Harvester removed that pod: vmrecover had nothing left over to force-delete"
+    );
+    assert!(env
+        .sim
+        .get("kubevirt.io/v1", "VirtualMachine", "default", "vm-db-01")
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_1_8_taints_are_expected_after_boot_and_go_when_the_node_is_ready() {
+    let env = with_node_down(
+        "1.8",
+        r#"{"enable":true,"period":1,"vmMigrationTimeout":0}"#,
+    )
+    .await;
+    until("both taints and Drained=True", || {
+        let n = node(&env);
+        let keys = taint_keys(&n);
+        keys.contains(&"kubevirt.io/drain".to_string())
+            && keys.contains(&"node.kubernetes.io/out-of-service".to_string())
+            && n["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Drained" && c["status"] == "True")
+            })
+    })
+    .await;
+
+    // Right after boot the kubelet has not posted Ready yet: the taints are still there.
+    let run = env.run(RUN).await;
+    assert_eq!(run.code, 3, "{}", run.all());
+    let report = run.json();
+    let text = notes(&report["plan"]);
+    assert!(
+        text.contains("kubevirt.io/drain and node.kubernetes.io/out-of-service")
+            && text.contains("expected right after a power cut"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Drained=True (HarvesterNodeIsDrained)"),
+        "{text}"
+    );
+    let out = outcomes(&report);
+    assert_eq!(out["default/vm-db-01"].0, "recovered", "{out:?}");
+    assert_eq!(
+        client_deletes_of(&env, LAUNCHER_DB),
+        1,
+        "≥ 1.7 deletes no pod itself: the leftover launcher was vmrecover's to force-delete"
+    );
+
+    // The kubelet posts Ready: Harvester removes its taints and the condition.
+    let mut n = node(&env);
+    for c in n["status"]["conditions"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        if c["type"] == "Ready" {
+            c["status"] = json!("True");
+        }
+    }
+    env.sim.put(n).expect("Ready");
+    until("taints and Drained removed", || {
+        let n = node(&env);
+        !taint_keys(&n)
+            .iter()
+            .any(|k| k == "kubevirt.io/drain" || k.contains("out-of-service"))
+            && !n["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Drained"))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_in_progress_stops_everything_until_a_person_confirms() {
+    let env = Env::power_loss().await;
+    env.sim
+        .put(
+            json!({"apiVersion": "harvesterhci.io/v1beta1", "kind": "Upgrade",
+            "metadata": {"name": "hvst-upgrade-77", "namespace": "harvester-system",
+                "labels": {"harvesterhci.io/upgradeState": "UpgradingNodes"}}}),
+        )
+        .expect("the Upgrade");
+
+    // What the agent would do: nothing, and it says why.
+    let status = env.run(&["status", "--output", "json"]).await;
+    let plan = &status.json()["plan"];
+    assert_eq!(
+        plan["refused_by"],
+        "upgrade_in_progress",
+        "{}",
+        status.all()
+    );
+    assert!(plan["refused"]
+        .as_str()
+        .is_some_and(|r| r.contains("hvst-upgrade-77")));
+
+    let run = env.run(RUN).await;
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert_eq!(run.json()["refused_by"], "upgrade_in_progress");
+    assert!(env.sim.mutating_requests().is_empty(), "nothing changed");
+
+    let mut confirmed: Vec<&str> = RUN.to_vec();
+    confirmed.push("--during-upgrade");
+    let run = env.run(&confirmed).await;
+    let report = run.json();
+    assert!(notes(&report["plan"]).contains("Harvester Upgrade in progress: hvst-upgrade-77"));
+    assert_eq!(
+        outcomes(&report)["default/vm-web-01"].0,
+        "recovered",
+        "{}",
+        run.all()
+    );
+
+    // Once the Upgrade succeeded, nothing stands in the way (nothing left to do here).
+    let mut up = env
+        .sim
+        .get(
+            "harvesterhci.io/v1beta1",
+            "Upgrade",
+            "harvester-system",
+            "hvst-upgrade-77",
+        )
+        .expect("upgrade");
+    up["metadata"]["labels"]["harvesterhci.io/upgradeState"] = json!("Succeeded");
+    env.sim.put(up).expect("succeeded");
+    let status = env.run(&["status", "--output", "json"]).await;
+    assert_eq!(
+        status.json()["plan"]["refused_by"],
+        Value::Null,
+        "{}",
+        status.all()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_on_the_node_then_cluster_wide_then_off() {
+    let env = Env::power_loss().await;
+    let mut n = node(&env);
+    n["metadata"]["annotations"]["vmrecover.io/paused"] = json!("swapping a disk shelf");
+    env.sim.put(n).expect("annotate");
+
+    let run = env.run(RUN).await;
+    assert_eq!(run.code, 3, "{}", run.all());
+    let plan = run.json();
+    assert_eq!(plan["refused_by"], "paused");
+    assert!(plan["paused"]
+        .as_str()
+        .is_some_and(|p| p.contains("swapping a disk shelf")));
+    assert!(env.sim.mutating_requests().is_empty());
+
+    // Off on the node, on for the whole site.
+    let mut n = node(&env);
+    n["metadata"]["annotations"]["vmrecover.io/paused"] = json!("false");
+    env.sim.put(n).expect("unpause the node");
+    env.sim
+        .put(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "vmrecover-pause", "namespace": "harvester-system"},
+            "data": {"reason": "site maintenance"}}))
+        .expect("cluster pause");
+    let status = env.run(&["status", "--output", "json"]).await;
+    let plan = &status.json()["plan"];
+    assert_eq!(plan["refused_by"], "paused", "{}", status.all());
+    assert!(plan["paused"]
+        .as_str()
+        .is_some_and(|p| p.contains("site maintenance")));
+    let table = env.run(&["status"]).await;
+    assert!(
+        table
+            .stdout
+            .contains("paused: ConfigMap vmrecover-pause exists"),
+        "{}",
+        table.all()
+    );
+
+    // Off everywhere: the recovery goes ahead.
+    assert!(env
+        .sim
+        .remove("v1", "ConfigMap", "harvester-system", "vmrecover-pause"));
+    let run = env.run(RUN).await;
+    let report = run.json();
+    assert_eq!(report["plan"]["paused"], Value::Null);
+    assert_eq!(
+        outcomes(&report)["default/vm-web-01"].0,
+        "recovered",
+        "{}",
+        run.all()
+    );
+}
+
+/// The agent itself during an Upgrade, then paused: it changes nothing and its published
+/// summary says why; once both are gone it recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_stands_still_during_an_upgrade_and_a_pause_and_says_why() {
+    let env = Env::power_loss().await;
+    env.sim
+        .put(
+            json!({"apiVersion": "harvesterhci.io/v1beta1", "kind": "Upgrade",
+            "metadata": {"name": "hvst-upgrade-9", "namespace": "harvester-system"}}),
+        )
+        .expect("an Upgrade without a state label yet");
+    let mut agent = env.command(ACTING_AGENT).spawn().expect("start the agent");
+    let summary = |env: &Env| -> Value {
+        env.sim
+            .get(
+                "v1",
+                "ConfigMap",
+                "harvester-system",
+                "vmrecover-summary-harvester-node-1",
+            )
+            .and_then(|cm| {
+                cm["data"]["summary.json"]
+                    .as_str()
+                    .and_then(|t| serde_json::from_str(t).ok())
+            })
+            .unwrap_or(Value::Null)
+    };
+    until("the agent's summary says upgrade_in_progress", || {
+        summary(&env)["refused_by"] == "upgrade_in_progress"
+    })
+    .await;
+    let others = |env: &Env| {
+        env.sim
+            .mutating_requests()
+            .into_iter()
+            .filter(|r| !r.path.contains("/configmaps/vmrecover-summary-"))
+            .count()
+    };
+    assert_eq!(others(&env), 0, "nothing but its summary was written");
+
+    // The Upgrade ends; the site is paused meanwhile: still nothing.
+    env.sim
+        .put(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "vmrecover-pause", "namespace": "harvester-system"},
+            "data": {"reason": "after-upgrade checks"}}))
+        .expect("pause");
+    let mut up = env
+        .sim
+        .get(
+            "harvesterhci.io/v1beta1",
+            "Upgrade",
+            "harvester-system",
+            "hvst-upgrade-9",
+        )
+        .expect("upgrade");
+    up["metadata"]["labels"] = json!({"harvesterhci.io/upgradeState": "Succeeded"});
+    env.sim.put(up).expect("succeeded");
+    until("the agent's summary says paused", || {
+        summary(&env)["refused_by"] == "paused"
+    })
+    .await;
+    assert_eq!(others(&env), 0, "nothing changed while paused");
+
+    // Unpaused: nothing in the VMIs announces it; the agent re-decides a refused plan
+    // within 15 s and recovers.
+    assert!(env
+        .sim
+        .remove("v1", "ConfigMap", "harvester-system", "vmrecover-pause"));
+    let mut recovered = false;
+    for _ in 0..1250 {
+        if env
+            .sim
+            .get("kubevirt.io/v1", "VirtualMachine", "default", "vm-web-01")
+            .is_none()
+        {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = agent.start_kill();
+    let out = agent.wait_with_output().await.expect("agent");
+    assert!(
+        recovered,
+        "the agent did not recover vm-web-01 once unpaused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
