@@ -164,3 +164,26 @@ pub(crate) fn facts() -> Facts {
         }),
     }
 }
+
+/// A node with `recover` provable stuck VMs and `blocked` ones whose qemu still runs here,
+/// planned by the real planner (names `vm-000`, `vm-001`, …; the blocked ones last).
+pub(crate) fn plan_with(recover: usize, blocked: usize) -> super::model::Plan {
+    let mut f = facts();
+    let names: Vec<String> = (0..recover + blocked).map(|i| format!("vm-{i:03}")).collect();
+    f.cluster.vmis = Gathered::read(names.iter().map(|n| vmi(n)).collect());
+    f.cluster.vms = Gathered::read(names.iter().map(|n| vm(n)).collect());
+    f.cluster.pvcs = Gathered::read(names.iter().map(|n| pvc(n)).collect());
+    f.cluster.pvs = Gathered::read(names.iter().map(|n| pv(n)).collect());
+    f.cluster.attachments = Gathered::read(vec![]);
+    f.local.processes = Gathered::read(
+        names[recover..]
+            .iter()
+            .map(|n| proc_for(n, ProcessKind::Qemu))
+            .collect(),
+    );
+    let policy = crate::config::Policy {
+        max_vms: recover + blocked,
+        ..crate::config::Policy::default()
+    };
+    super::plan::plan(&f, &policy)
+}

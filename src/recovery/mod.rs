@@ -15,6 +15,7 @@ mod model;
 mod plan;
 mod recheck;
 mod render;
+mod table;
 mod report;
 mod session;
 
@@ -34,6 +35,7 @@ pub use model::{Action, Decision, DiskKey, Facts, HostIdentity, OrphanDecision, 
 pub use plan::{blocker_category, identity_refusal, plan};
 pub use recheck::Recheck;
 pub use render::{plan as render_plan, report as render_report, step as render_step};
+pub use table::plan as render_plan_table;
 pub use report::{
     OrphanOutcome, ReportStore, RunReport, StepAction, StepOutcome, StepStatus, VmOutcome,
     VmResult, LAST_RUN_FILE,
