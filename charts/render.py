@@ -339,8 +339,19 @@ def addon_values(addon: Path) -> dict:
     return helm.values_from_yaml(content) if content.strip() else {}
 
 
+def refused(e: Exception) -> int:
+    """A values file the chart refuses (values.schema.json, as `helm template` checks it)."""
+    print(f"the chart refuses these values: {e}", file=sys.stderr)
+    return 1
+
+
 def cmd_template(args) -> int:
-    sys.stdout.write(stream(render(args.chart, merged_values(args), args.name, args.namespace)))
+    # The SDK's render validates the merged values against values.schema.json, as Helm's
+    # install, upgrade and template do (chartutil.ToRenderValues).
+    try:
+        sys.stdout.write(stream(render(args.chart, merged_values(args), args.name, args.namespace)))
+    except helm.HelmValuesError as e:
+        return refused(e)
     return 0
 
 
@@ -358,7 +369,10 @@ def cmd_pull_template(args) -> int:
         helm.pull(chart, repo_url=args.repo, version=version, destination=d)
         tgz = Path(d) / f"{chart}-{version}.tgz"
         print(f"# pulled {args.repo} {chart} {version} ({tgz.stat().st_size} bytes)", file=sys.stderr)
-        sys.stdout.write(stream(render(tgz, merged_values(args), args.name, args.namespace)))
+        try:
+            sys.stdout.write(stream(render(tgz, merged_values(args), args.name, args.namespace)))
+        except helm.HelmValuesError as e:
+            return refused(e)
     return 0
 
 

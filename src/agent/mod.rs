@@ -10,6 +10,7 @@
 mod http;
 mod metrics;
 mod pass;
+mod reload;
 mod status;
 mod summary;
 mod watch;
@@ -107,12 +108,15 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
             window_ends: Some(window_ends),
             last_pass: None,
             last_error: None,
+            config: None,
         },
         metrics.clone(),
         AgentStatusFile::new(&cfg.state_dir),
         cfg.policy.clone(),
     );
     agent.set_phase(Phase::WaitingForApi);
+    let mut layers = cfg.layers.clone();
+    agent.config_loaded(&layers);
 
     // Wait for the API server, with backoff; never crash-loop while it is down.
     let mut backoff = Duration::from_secs(1);
@@ -194,9 +198,17 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
                     s.phase = Phase::Idle.as_str().to_string();
                     publisher.publish(&s).await;
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(crate::cluster::HEARTBEAT) => {}
-                    _ = stop.wait_for(|s| *s) => return agent.stopped(),
+                let heartbeat = tokio::time::Instant::now() + crate::cluster::HEARTBEAT;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(heartbeat) => break,
+                        _ = tokio::time::sleep(reload::CONFIG_CHECK) => {
+                            if agent.reload_config(&mut layers) {
+                                break;
+                            }
+                        }
+                        _ = stop.wait_for(|s| *s) => return agent.stopped(),
+                    }
                 }
             }
         }
@@ -212,10 +224,22 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
         }
         release_freed_memory();
 
-        tokio::select! {
-            _ = wake.notified() => tokio::time::sleep(DEBOUNCE).await,
-            _ = tokio::time::sleep(pass.next) => {}
-            _ = stop.wait_for(|s| *s) => return agent.stopped(),
+        let due = tokio::time::Instant::now() + pass.next;
+        loop {
+            tokio::select! {
+                _ = wake.notified() => {
+                    tokio::time::sleep(DEBOUNCE).await;
+                    break;
+                }
+                _ = tokio::time::sleep_until(due) => break,
+                // A changed configuration is decided with at once.
+                _ = tokio::time::sleep(reload::CONFIG_CHECK) => {
+                    if agent.reload_config(&mut layers) {
+                        break;
+                    }
+                }
+                _ = stop.wait_for(|s| *s) => return agent.stopped(),
+            }
         }
     }
 }

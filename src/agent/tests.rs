@@ -138,6 +138,7 @@ fn agent(acting: bool, dir: &std::path::Path) -> Agent {
             window_ends: Some(jiff::Timestamp::MAX),
             last_pass: None,
             last_error: None,
+            config: None,
         },
         Metrics::new(),
         AgentStatusFile::new(dir),

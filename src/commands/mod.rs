@@ -29,5 +29,13 @@ pub async fn dispatch(cli: Cli) -> Outcome {
         } => boot_record::run(action, &state_dir, &host_root),
         Invocation::Run(cfg, run) => run::run(&cfg, &run).await,
         Invocation::Agent(cfg, agent) => crate::agent::run(&cfg, &agent).await,
+        Invocation::Idle => idle().await,
     }
+}
+
+/// `vmrecover idle`: waits for SIGTERM or Ctrl-C and exits 0 (host mode's pod container).
+async fn idle() -> Outcome {
+    let mut stop = crate::shutdown::stop_on_signal();
+    let _ = stop.wait_for(|s| *s).await;
+    Outcome::Done
 }

@@ -1,0 +1,67 @@
+//! Re-reading the configuration file while the agent runs: a changed valid file replaces the
+//! policy (flags given at start still win); a bad one is logged, shown in the status file
+//! and in `vmrecover_config_last_reload_successful`, and the configuration in force stays.
+
+use std::time::Duration;
+
+use super::status::ConfigStatus;
+use super::Agent;
+use crate::config::Layers;
+
+/// How often the agent looks at its configuration file (the kubelet itself takes up to
+/// about a minute to bring a changed ConfigMap into the pod).
+pub const CONFIG_CHECK: Duration = Duration::from_secs(15);
+
+impl Agent {
+    /// The configuration file in force at start.
+    pub fn config_loaded(&mut self, layers: &Layers) {
+        self.status.config = Some(ConfigStatus {
+            file: layers.file.as_ref().map(|(p, _)| p.clone()),
+            loaded: jiff::Timestamp::now(),
+            refused: None,
+        });
+        self.metrics.set_config_ok(true);
+        self.save_status();
+    }
+
+    /// Re-reads the file behind `layers`; true when the policy changed (a pass is due).
+    pub fn reload_config(&mut self, layers: &mut Layers) -> bool {
+        match layers.reload() {
+            Ok(None) => false,
+            Ok(Some((next, m))) => {
+                self.policy.stuck_after = m.stuck_after;
+                self.policy.controller_grace = m.controller_grace;
+                self.policy.max_vms = m.max_vms;
+                self.policy.also_finalizers = m.also_finalizers;
+                tracing::info!(
+                    file = ?next.file.as_ref().map(|(p, _)| p),
+                    "configuration re-read: stuckAfter {}, controllerGrace {}, maxVms {}, \
+                     alsoFinalizers {:?} (actOn, bootWindow and longhornNamespace take effect \
+                     at the next start)",
+                    humantime::format_duration(self.policy.stuck_after),
+                    humantime::format_duration(self.policy.controller_grace),
+                    self.policy.max_vms,
+                    self.policy.also_finalizers,
+                );
+                *layers = next;
+                self.config_loaded(layers);
+                true
+            }
+            Err(e) => {
+                let why = e.to_string();
+                let cs = self.status.config.get_or_insert(ConfigStatus {
+                    file: None,
+                    loaded: jiff::Timestamp::now(),
+                    refused: None,
+                });
+                if cs.refused.as_deref() != Some(why.as_str()) {
+                    tracing::warn!("{why}; the configuration in force stays");
+                    cs.refused = Some(why);
+                    self.metrics.set_config_ok(false);
+                    self.save_status();
+                }
+                false
+            }
+        }
+    }
+}
