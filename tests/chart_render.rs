@@ -77,12 +77,10 @@ fn templates_use_nothing_helm_3_renders_differently() {
         // The one exception: the Kubernetes version, read in one helper (kubeVersionOverride
         // first, so an offline rendering can name the cluster's), which gates only a field
         // and its older annotation, never an object.
-        let t = std::fs::read_to_string(&path)
-            .unwrap()
-            .replace(
-                ".Values.kubeVersionOverride | default .Capabilities.KubeVersion.Version",
-                "",
-            );
+        let t = std::fs::read_to_string(&path).unwrap().replace(
+            ".Values.kubeVersionOverride | default .Capabilities.KubeVersion.Version",
+            "",
+        );
         for banned in [".Capabilities", "lookup ", "mustToJson", "toToml"] {
             assert!(
                 !t.contains(banned),
@@ -155,9 +153,11 @@ fn optional_objects_appear_only_behind_their_values() {
             r#"{"metrics":{"enabled":false},"hostUnits":{"cloudInit":{"hostMode":false}}}"#,
         ],
     ));
-    assert!(objs.iter().all(|o| !["Service", "ServiceMonitor", "PrometheusRule"]
-        .contains(&o["kind"].as_str().unwrap_or(""))
-        && o["metadata"]["name"] != "vmrecover-dashboard"));
+    assert!(objs
+        .iter()
+        .all(|o| !["Service", "ServiceMonitor", "PrometheusRule"]
+            .contains(&o["kind"].as_str().unwrap_or(""))
+            && o["metadata"]["name"] != "vmrecover-dashboard"));
     let c = &find(&objs, "DaemonSet", "vmrecover")["spec"]["template"]["spec"]["containers"][0];
     assert!(c.get("ports").is_none() && c.get("livenessProbe").is_none());
     let args = strs(&c["args"]);
