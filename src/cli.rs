@@ -180,6 +180,11 @@ pub struct TuningArgs {
         default_value_t = 16
     )]
     pub apply_concurrency: usize,
+
+    /// How often the agent looks for a change of its configuration file.
+    #[arg(long, env = "VMRECOVER_CONFIG_CHECK", global = true, hide = true,
+          value_parser = parse_duration, default_value = "15s")]
+    pub config_check: Duration,
 }
 
 /// Log line format.

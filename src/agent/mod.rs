@@ -202,7 +202,7 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep_until(heartbeat) => break,
-                        _ = tokio::time::sleep(reload::CONFIG_CHECK) => {
+                        _ = tokio::time::sleep(cfg.cluster.tuning.config_check) => {
                             if agent.reload_config(&mut layers) {
                                 break;
                             }
@@ -233,7 +233,7 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
                 }
                 _ = tokio::time::sleep_until(due) => break,
                 // A changed configuration is decided with at once.
-                _ = tokio::time::sleep(reload::CONFIG_CHECK) => {
+                _ = tokio::time::sleep(cfg.cluster.tuning.config_check) => {
                     if agent.reload_config(&mut layers) {
                         break;
                     }

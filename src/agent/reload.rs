@@ -2,15 +2,9 @@
 //! policy (flags given at start still win); a bad one is logged, shown in the status file
 //! and in `vmrecover_config_last_reload_successful`, and the configuration in force stays.
 
-use std::time::Duration;
-
 use super::status::ConfigStatus;
 use super::Agent;
 use crate::config::Layers;
-
-/// How often the agent looks at its configuration file (the kubelet itself takes up to
-/// about a minute to bring a changed ConfigMap into the pod).
-pub const CONFIG_CHECK: Duration = Duration::from_secs(15);
 
 impl Agent {
     /// The configuration file in force at start.

@@ -64,6 +64,9 @@ pub struct Tuning {
     pub recheck_max_age: Duration,
     /// How long an orphan gets between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// How often the agent looks for a change of its configuration file (the kubelet
+    /// itself takes up to about a minute to bring a changed ConfigMap into the pod).
+    pub config_check: Duration,
 }
 
 impl Default for Tuning {
@@ -73,6 +76,7 @@ impl Default for Tuning {
             apply_concurrency: 16,
             recheck_max_age: Duration::from_secs(2),
             kill_grace: Duration::from_secs(10),
+            config_check: Duration::from_secs(15),
         }
     }
 }
@@ -365,6 +369,11 @@ impl Config {
                         defaults.apply_concurrency
                     } else {
                         g.tuning.apply_concurrency
+                    },
+                    config_check: if g.tuning.config_check.is_zero() {
+                        defaults.config_check
+                    } else {
+                        g.tuning.config_check
                     },
                     ..defaults
                 },
