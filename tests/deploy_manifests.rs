@@ -461,7 +461,9 @@ fn systemd_units_verify() {
     let agent = std::fs::read_to_string(repo().join("systemd/vmrecover.service"))
         .expect("read vmrecover.service");
     for line in [
-        "Environment=KUBECONFIG=/etc/rancher/rke2/rke2.yaml",
+        // The ServiceAccount's node-bound kubeconfig, not the node's admin one.
+        "Environment=KUBECONFIG=/usr/local/vmrecover/kubeconfig",
+        "ExecStart=/usr/local/vmrecover/bin/vmrecover agent --config /usr/local/vmrecover/config.yaml --metrics-addr 127.0.0.1:9477",
         "Environment=NODE_NAME=%H",
         "Restart=on-failure",
         "ProtectSystem=strict",

@@ -35,7 +35,15 @@ pub async fn dispatch(cli: Cli) -> Outcome {
 
 /// `vmrecover idle`: waits for SIGTERM or Ctrl-C and exits 0 (host mode's pod container).
 async fn idle() -> Outcome {
-    let mut stop = crate::shutdown::stop_on_signal();
-    let _ = stop.wait_for(|s| *s).await;
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        eprintln!("vmrecover idle: cannot handle SIGTERM");
+        return Outcome::Error;
+    };
+    eprintln!("vmrecover idle: the agent runs on the host (host mode); waiting for SIGTERM");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
     Outcome::Done
 }
