@@ -142,3 +142,34 @@ fn every_object_of_ours_is_closed_and_only_pass_through_maps_are_open() {
         }
     }
 }
+
+/// docs/install.md's way to find what a new chart refuses in the values of a release before
+/// upgrading: the values file through `render.py template --values` (as `helm template -f`).
+#[test]
+fn the_documented_pre_upgrade_check_names_the_bad_keys_of_a_values_file() {
+    let Some(py) = helm_python() else { return };
+    let doc = std::fs::read_to_string(repo().join("docs/install.md")).unwrap();
+    assert!(doc.contains(
+        "charts/render.py template --chart addons/repo/vmrecover-<new>.tgz --values current-values.yaml"
+    ));
+    assert!(doc.contains("--reset-then-reuse-values"));
+    assert!(
+        doc.lines()
+            .filter(|l| l.contains("--reuse-values"))
+            .all(|l| l.contains("Never")),
+        "install.md must not advise --reuse-values"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("current-values.yaml");
+    std::fs::write(
+        &file,
+        "stuckAfter: 10m\nmaxVMs: 20\nmetrics:\n  prometheusRule:\n    enabled: true\n    blockedFor: 15\n",
+    )
+    .unwrap();
+    let o = render_py(&py, &["template", "--values", file.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    for key in ["'maxVMs' not allowed", "/metrics/prometheusRule/blockedFor"] {
+        assert!(t.contains(key), "the check does not name {key}:\n{t}");
+    }
+}
