@@ -501,3 +501,62 @@ async fn a_changed_config_file_is_re_read_and_a_bad_one_keeps_the_old_policy() {
     );
     assert_eq!(agent.terminate(), 0);
 }
+
+/// An agent that starts with a bad configuration file (a ConfigMap edited by hand, then the
+/// power cut) neither crash-loops nor guesses a policy: it reports only, says why, and takes
+/// the file as soon as it is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_started_with_a_bad_config_file_reports_only_until_it_is_fixed() {
+    let sim = Sim::start(SimConfig::default().scenario_file(shipped_scenario("power-loss.yaml")))
+        .await
+        .unwrap();
+    let node = node_after_power_cut();
+    let config = node.state.parent().unwrap().join("config.yaml");
+    std::fs::write(&config, "maxVms: 50\nstuckAfer: 5m\n").unwrap();
+    let agent = Agent::start_with_env(
+        &node,
+        sim.kubeconfig_path(),
+        &["--act-on", "always", "--config", config.to_str().unwrap()],
+        &[("VMRECOVER_CONFIG_CHECK", "200ms")],
+    );
+    eventually("a decision pass", || {
+        agent_status(&node)["last_pass"].is_array()
+    })
+    .await;
+    let status = agent_status(&node);
+    assert_eq!(status["acting"], false, "{status:#}");
+    let refused = status["config"]["refused"].as_str().unwrap_or("");
+    assert!(
+        refused.contains("line 2") && refused.contains("unknown field `stuckAfer`"),
+        "{status:#}"
+    );
+    let (_, text) = agent.get("/metrics").await;
+    assert_eq!(
+        metric(&text, "vmrecover_config_last_reload_successful"),
+        0.0
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let writes: Vec<_> = sim
+        .mutating_requests()
+        .into_iter()
+        .filter(|r| !r.path.contains("/configmaps/vmrecover-summary-"))
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "it acted on a policy it could not read: {writes:#?}"
+    );
+
+    std::fs::write(&config, "maxVms: 50\nstuckAfter: 5m\n").unwrap();
+    eventually(
+        "the stuck VMs to be recovered once the file is fixed",
+        || !vm_exists(&sim, "default", "vm-web-01"),
+    )
+    .await;
+    assert_eq!(agent_status(&node)["acting"], true);
+    let (_, text) = agent.get("/metrics").await;
+    assert_eq!(
+        metric(&text, "vmrecover_config_last_reload_successful"),
+        1.0
+    );
+    assert_eq!(agent.terminate(), 0);
+}

@@ -22,9 +22,8 @@ use std::time::Duration;
 use kube::Client;
 use tokio::sync::Notify;
 
-use crate::boot::Verdict;
 use crate::cluster::LeaseError;
-use crate::config::{ActOn, AgentConfig, Config};
+use crate::config::{AgentConfig, Config};
 use crate::exit::Outcome;
 use crate::pipeline;
 use crate::recovery::{Facts, Mode, Plan, RunReport, Session};
@@ -76,11 +75,7 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
     let boot = pipeline::gather_boot(cfg).await;
     let verdict = boot.verdict.verdict;
     metrics.set_verdict(verdict);
-    let acting = match args.act_on {
-        ActOn::Always => true,
-        ActOn::Never => false,
-        ActOn::Unclean => verdict == Verdict::Unclean,
-    };
+    let acting = reload::acting(args.act_on, verdict);
     let window_ends = add(
         boot.boot_time
             .value()
@@ -212,7 +207,7 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
                 }
             }
         }
-        agent.set_phase(if acting {
+        agent.set_phase(if agent.status.acting {
             Phase::BootWindow
         } else {
             Phase::Watching

@@ -1,20 +1,35 @@
 //! Re-reading the configuration file while the agent runs: a changed valid file replaces the
-//! policy (flags given at start still win); a bad one is logged, shown in the status file
-//! and in `vmrecover_config_last_reload_successful`, and the configuration in force stays.
+//! policy and `actOn` (flags given at start still win); a bad one is logged, shown in the
+//! status file and in `vmrecover_config_last_reload_successful`, and the configuration in
+//! force stays. An agent that started with a bad file reports only until a valid one appears.
 
 use super::status::ConfigStatus;
 use super::Agent;
-use crate::config::Layers;
+use crate::boot::Verdict;
+use crate::config::{ActOn, Layers};
+
+/// Whether the agent acts by itself under `act_on` after a boot judged `verdict`.
+pub fn acting(act_on: ActOn, verdict: Verdict) -> bool {
+    match act_on {
+        ActOn::Always => true,
+        ActOn::Never => false,
+        ActOn::Unclean => verdict == Verdict::Unclean,
+    }
+}
 
 impl Agent {
-    /// The configuration file in force at start.
+    /// The configuration file in force at start (or why it was refused).
     pub fn config_loaded(&mut self, layers: &Layers) {
+        let refused = layers.refused.as_ref().map(|e| e.to_string());
+        if let Some(why) = &refused {
+            tracing::warn!("{why}; reporting only until the file is fixed");
+        }
+        self.metrics.set_config_ok(refused.is_none());
         self.status.config = Some(ConfigStatus {
             file: layers.file.as_ref().map(|(p, _)| p.clone()),
             loaded: jiff::Timestamp::now(),
-            refused: None,
+            refused,
         });
-        self.metrics.set_config_ok(true);
         self.save_status();
     }
 
@@ -27,11 +42,14 @@ impl Agent {
                 self.policy.controller_grace = m.controller_grace;
                 self.policy.max_vms = m.max_vms;
                 self.policy.also_finalizers = m.also_finalizers;
+                self.status.act_on = m.act_on;
+                self.status.acting = acting(m.act_on, self.status.verdict);
                 tracing::info!(
                     file = ?next.file.as_ref().map(|(p, _)| p),
-                    "configuration re-read: stuckAfter {}, controllerGrace {}, maxVms {}, \
-                     alsoFinalizers {:?} (actOn, bootWindow and longhornNamespace take effect \
-                     at the next start)",
+                    "configuration re-read: actOn {:?}, stuckAfter {}, controllerGrace {}, \
+                     maxVms {}, alsoFinalizers {:?} (bootWindow and longhornNamespace take \
+                     effect at the next start)",
+                    m.act_on,
                     humantime::format_duration(self.policy.stuck_after),
                     humantime::format_duration(self.policy.controller_grace),
                     self.policy.max_vms,

@@ -4,7 +4,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::*;
-use crate::config::Policy;
+use crate::boot::Verdict;
+use crate::config::{ActOn, Policy};
 use crate::recovery::fixtures::{facts, t};
 use crate::recovery::{Action, Blocker, Decision};
 

@@ -129,6 +129,9 @@ pub struct Layers {
     pub act_on: Option<ActOn>,
     /// `--boot-window`, when given.
     pub boot_window: Option<Duration>,
+    /// Why the file was refused when the agent started (it then reports only until a
+    /// valid file appears: fail closed, no crash loop).
+    pub refused: Option<FileError>,
 }
 
 /// Flags over the file over the defaults: the values every command decides with.
@@ -205,6 +208,7 @@ impl Layers {
         let cfg = loaded.map(|(_, _, c)| c).unwrap_or_default();
         let next = Layers {
             file: now,
+            refused: None,
             ..self.clone()
         };
         let merged = next.merge(&cfg);
@@ -320,7 +324,12 @@ fn agent_config(args: &AgentArgs, cfg: &Config) -> Result<AgentConfig, ConfigErr
     let file = cfg.layers.file_config();
     let merged = cfg.layers.merge(&file);
     Ok(AgentConfig {
-        act_on: merged.act_on,
+        // A refused file: report only until a valid one is read (agent/reload.rs).
+        act_on: if cfg.layers.refused.is_some() {
+            ActOn::Never
+        } else {
+            merged.act_on
+        },
         boot_window: merged.boot_window,
         metrics_addr,
     })
@@ -335,13 +344,20 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let defaults = Tuning::default();
         let path = ConfigPath::resolve(g.config.as_deref(), &g.state_dir);
-        let loaded = file::load(&path)?;
+        // A command refuses a bad file; the agent starts without it, reporting only, and
+        // takes the file once it is fixed (a crash loop would recover nothing at all).
+        let (loaded, refused) = match (file::load(&path), agent) {
+            (Ok(l), _) => (l, None),
+            (Err(e), Some(_)) => (None, Some(e)),
+            (Err(e), None) => return Err(e.into()),
+        };
         let layers = Layers {
             path: Some(path),
             file: loaded.as_ref().map(|(p, t, _)| (p.clone(), t.clone())),
             flags: g.policy.clone(),
             act_on: agent.and_then(|a| a.act_on),
             boot_window: agent.and_then(|a| a.boot_window),
+            refused,
         };
         let m = layers.merge(&loaded.map(|(_, _, c)| c).unwrap_or_default());
         Ok(Config {
