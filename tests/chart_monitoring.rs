@@ -204,9 +204,12 @@ fn the_dashboard_is_where_rancher_monitoring_looks() {
         .iter()
         .filter_map(|p| p["title"].as_str())
         .collect();
-    // Harvester 1.4's rancher-monitoring (103.1.1+up45.31.1) ships Grafana 9.1.5, whose
-    // newest dashboard schema is 37 (1.5's 105.1.2+up61.3.2 ships 11.1.0); a newer schema
-    // does not load there. Panel kinds and transformations Grafana 9.1 has.
+    // rancher-monitoring per Harvester release (harvester-installer scripts/version-monitoring
+    // v1.4.0/v1.5.0, harvester/addons version_info v1.6/v1.7/v1.8): 103.1.1+up45.31.1 (1.4,
+    // Grafana 9.1.5, newest dashboard schema 37), 105.1.2+up61.3.2 (1.5, 1.6; Grafana 11.1.0),
+    // 107.1.0+up69.8.2 (1.7), 108.0.2+up77.9.1 (1.8). Newer Grafanas migrate an older schema
+    // on load; an older one does not load a newer schema. Panel kinds and transformations
+    // Grafana 9.1 has.
     assert!(
         dash["schemaVersion"].as_u64().unwrap() <= 37,
         "{}",
