@@ -66,4 +66,8 @@ if [ -z "$root" ] && [ -x "$ctr" ]; then
     run "$ctr" --address /run/k3s/containerd/containerd.sock -n k8s.io images rm "$image"
   done
 fi
-echo "vmrecover removed from ${root:-/}"
+if [ "$dry" = 1 ]; then
+  echo "dry run: the commands above would remove vmrecover from ${root:-/}"
+else
+  echo "vmrecover removed from ${root:-/}"
+fi
