@@ -5,8 +5,8 @@ Helm v4 Go SDK behind ctypes; no helm binary, no network). Run it with the venv 
     python3 -m venv .venv && .venv/bin/pip install helm-python-sdk==0.2.2
 
     .venv/bin/python charts/render.py deploy [--check]   re-render deploy/, monitoring/vmrecover-rules.yaml,
-                                                          addons/vmrecover-cloudinit.yaml (and the
-                                                          chart's copies of systemd/*.service)
+                                                          addons/vmrecover-cloudinit.yaml, docs/rbac.md
+                                                          (and the chart's copies of systemd/*.service)
     .venv/bin/python charts/render.py package [--check]  addons/repo/vmrecover-<version>.tgz + index.yaml
     .venv/bin/python charts/render.py lint
     .venv/bin/python charts/render.py template [--chart DIR|TGZ] [--values FILE]... [--set-json JSON]
@@ -144,6 +144,71 @@ def rules_of(prometheusrule: str) -> str:
     return "\n".join(body).strip("\n") + "\n"
 
 
+def rule_comments(doc: str) -> list[str]:
+    """The comment right above each `- apiGroups:` rule of a Role/ClusterRole, in order."""
+    out, cur = [], []
+    for line in doc.splitlines():
+        t = line.strip()
+        if t.startswith("#"):
+            cur.append(t.lstrip("#").strip())
+        elif t.startswith("- apiGroups:"):
+            out.append(" ".join(cur))
+            cur = []
+        else:
+            cur = []
+    return out
+
+
+def rbac_doc(rbac: str) -> str:
+    """docs/rbac.md: every Role and ClusterRole of the rendered rbac.yaml, rule by rule, with the
+    chart's comment on the rule, and whom each is bound to."""
+    docs = split_docs(rbac)
+    objs = [(d, helm.values_from_yaml(d)) for d in docs]
+    bindings = {}
+    for _, o in objs:
+        if o.get("kind") in ("RoleBinding", "ClusterRoleBinding"):
+            subj = ", ".join(f"{x['kind']} `{x.get('namespace', '')}/{x['name']}`" for x in o.get("subjects", []))
+            bindings[(o["roleRef"]["kind"], o["roleRef"]["name"], o["metadata"].get("namespace", ""))] = subj
+    lines = [
+        "# vmrecover's permissions",
+        "",
+        "<!-- GENERATED from charts/vmrecover/templates/rbac.yaml (default values, release",
+        f"'{RELEASE}' in '{NAMESPACE}') by `{PYTHON} charts/render.py deploy`; tests/chart_render.rs",
+        "checks it is current. Do not edit: change the chart. -->",
+        "",
+        "Exactly the requests `vmrecover run`, `status` and `agent` make: `tests/deploy_rbac.rs` runs",
+        "the full recovery under these rules and proves, rule by rule and verb by verb, that removing",
+        "any one of them breaks a named part of it. Nothing else is granted: no `update`, no delete of",
+        "VMs or VMIs, no write to volumes or attachments (read as evidence only), no secrets, no",
+        "`nodes/status`. RBAC cannot say \"only finalizers\" or \"only my node\": the chart's admission",
+        "policy (docs/safety.md) bounds each node's agent further.",
+        "",
+    ]
+    for doc, o in objs:
+        kind = o.get("kind")
+        if kind not in ("Role", "ClusterRole"):
+            continue
+        ns = o["metadata"].get("namespace", "")
+        where = "cluster-wide" if kind == "ClusterRole" else f"in namespace `{ns}`"
+        bound = bindings.get((kind, o["metadata"]["name"], ns), "nothing")
+        lines += [
+            f"## {kind} `{o['metadata']['name']}` ({where})",
+            "",
+            f"Bound to {bound}.",
+            "",
+            "| API group | resources | only names | verbs | why |",
+            "|---|---|---|---|---|",
+        ]
+        for rule, why in zip(o.get("rules", []), rule_comments(doc)):
+            group = ", ".join(f"`{g}`" if g else "core" for g in rule.get("apiGroups", []))
+            res = ", ".join(f"`{r}`" for r in rule.get("resources", []))
+            names = ", ".join(f"`{n}`" for n in rule.get("resourceNames", [])) or "any"
+            verbs = ", ".join(rule.get("verbs", []))
+            lines.append(f"| {group} | {res} | {names} | {verbs} | {why.replace('|', '/')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def cmd_deploy(args) -> int:
     stale: list[str] = []
     # The chart carries the host units (its CloudInit writes them); systemd/ is their source.
@@ -168,6 +233,7 @@ def cmd_deploy(args) -> int:
             print(f"removed {old.relative_to(REPO)}")
     for path, text in expected.items():
         check_or_write(path, text, args.check, stale)
+    check_or_write(REPO / "docs" / "rbac.md", rbac_doc(defaults["rbac.yaml"]), args.check, stale)
     kust = REPO / "deploy" / "kustomization.yaml"
     kust_text = kust.read_text() if kust.exists() else ""
     for path in expected:
@@ -339,8 +405,19 @@ def addon_values(addon: Path) -> dict:
     return helm.values_from_yaml(content) if content.strip() else {}
 
 
+def refused(e: Exception) -> int:
+    """A values file the chart refuses (values.schema.json, as `helm template` checks it)."""
+    print(f"the chart refuses these values: {e}", file=sys.stderr)
+    return 1
+
+
 def cmd_template(args) -> int:
-    sys.stdout.write(stream(render(args.chart, merged_values(args), args.name, args.namespace)))
+    # The SDK's render validates the merged values against values.schema.json, as Helm's
+    # install, upgrade and template do (chartutil.ToRenderValues).
+    try:
+        sys.stdout.write(stream(render(args.chart, merged_values(args), args.name, args.namespace)))
+    except helm.HelmValuesError as e:
+        return refused(e)
     return 0
 
 
@@ -358,7 +435,10 @@ def cmd_pull_template(args) -> int:
         helm.pull(chart, repo_url=args.repo, version=version, destination=d)
         tgz = Path(d) / f"{chart}-{version}.tgz"
         print(f"# pulled {args.repo} {chart} {version} ({tgz.stat().st_size} bytes)", file=sys.stderr)
-        sys.stdout.write(stream(render(tgz, merged_values(args), args.name, args.namespace)))
+        try:
+            sys.stdout.write(stream(render(tgz, merged_values(args), args.name, args.namespace)))
+        except helm.HelmValuesError as e:
+            return refused(e)
     return 0
 
 

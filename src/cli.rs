@@ -79,6 +79,13 @@ refused, 1 the state could not be read.";
 /// Options every subcommand takes.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
+    /// Configuration file (YAML, keys as the chart's values: stuckAfter, controllerGrace,
+    /// maxVms, alsoFinalizers, actOn, bootWindow, longhornNamespace); flags override it.
+    /// Default: /etc/vmrecover/config.yaml (the pod's ConfigMap), else
+    /// <state-dir>/config.yaml (the host's), else none.
+    #[arg(long, env = "VMRECOVER_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Kubeconfig to use; without it, in-cluster config or the default kubeconfig.
     #[arg(long, env = "KUBECONFIG", global = true, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
@@ -173,6 +180,11 @@ pub struct TuningArgs {
         default_value_t = 16
     )]
     pub apply_concurrency: usize,
+
+    /// How often the agent looks for a change of its configuration file.
+    #[arg(long, env = "VMRECOVER_CONFIG_CHECK", global = true, hide = true,
+          value_parser = parse_duration, default_value = "15s")]
+    pub config_check: Duration,
 }
 
 /// Log line format.
@@ -221,6 +233,10 @@ pub enum Command {
     /// Record this boot as running (start) or cleanly stopped (stop); called by
     /// vmrecover-boot.service.
     BootRecord(BootRecordArgs),
+    /// Do nothing until SIGTERM: the DaemonSet's container in host mode, where the agent
+    /// runs on the host and the pod only installs its files.
+    #[command(hide = true)]
+    Idle,
 }
 
 /// `status` options.
@@ -286,13 +302,14 @@ impl RunArgs {
 /// `agent` options.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// When to act automatically.
-    #[arg(long, value_enum, default_value_t = ActOn::Unclean)]
-    pub act_on: ActOn,
+    /// When to act automatically [default: unclean; config file: actOn].
+    #[arg(long, value_enum)]
+    pub act_on: Option<ActOn>,
 
-    /// How long after boot the agent keeps recovering VMs that become stuck.
-    #[arg(long, value_parser = parse_duration, default_value = "30m", value_name = "DURATION")]
-    pub boot_window: Duration,
+    /// How long after boot the agent keeps recovering VMs that become stuck [default: 30m;
+    /// config file: bootWindow].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub boot_window: Option<Duration>,
 
     /// Address for /metrics, /healthz and /readyz; `off` disables them.
     #[arg(long, default_value = "0.0.0.0:9477", value_name = "ADDR|off")]
@@ -316,24 +333,27 @@ pub enum BootRecordAction {
     Stop,
 }
 
-/// Recovery policy options shared by `status`, `run` and `agent`.
-#[derive(Debug, Clone, Args)]
+/// Recovery policy options shared by `status`, `run` and `agent`. Each overrides the
+/// configuration file's key of the same name; without either, the default applies.
+#[derive(Debug, Clone, Default, Args)]
 pub struct PolicyArgs {
     /// A VMI counts as stuck once it has been deleting this long (counted from the later
-    /// of its deletionTimestamp and this boot).
-    #[arg(long, global = true, value_parser = parse_duration, default_value = "5m", value_name = "DURATION")]
-    pub stuck_after: Duration,
+    /// of its deletionTimestamp and this boot) [default: 5m; config file: stuckAfter].
+    #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]
+    pub stuck_after: Option<Duration>,
 
     /// How long to let virt-controller/Harvester clear their own finalizers before
-    /// vmrecover clears them.
-    #[arg(long, global = true, value_parser = parse_duration, default_value = "2m", value_name = "DURATION")]
-    pub controller_grace: Duration,
+    /// vmrecover clears them [default: 2m; config file: controllerGrace].
+    #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]
+    pub controller_grace: Option<Duration>,
 
-    /// At most this many VMs per run; a plan that would touch more is refused whole.
-    #[arg(long, global = true, default_value_t = 50, value_name = "N")]
-    pub max_vms: usize,
+    /// At most this many VMs per run; a plan that would touch more is refused whole
+    /// [default: 50; config file: maxVms].
+    #[arg(long, global = true, value_name = "N")]
+    pub max_vms: Option<usize>,
 
-    /// Also remove this finalizer (repeatable). Unknown finalizers are otherwise kept.
+    /// Also remove this finalizer (repeatable; given, it replaces the config file's
+    /// alsoFinalizers). Unknown finalizers are otherwise kept.
     #[arg(long, global = true, value_name = "NAME")]
     pub also_finalizer: Vec<String>,
 }

@@ -77,6 +77,7 @@ pub struct Metrics {
     api_errors: Counter,
     passes: Counter,
     paused: Gauge,
+    config_ok: Gauge,
 }
 
 impl Default for Metrics {
@@ -99,6 +100,8 @@ impl Metrics {
         let api_errors = Counter::default();
         let passes = Counter::default();
         let paused = Gauge::default();
+        let config_ok = Gauge::default();
+        config_ok.set(1);
         registry.register(
             "boot_verdict",
             "The unclean-shutdown verdict of this boot (1 for the current one)",
@@ -157,6 +160,12 @@ impl Metrics {
              vmrecover.io/paused or the cluster-wide ConfigMap vmrecover-pause), else 0",
             paused.clone(),
         );
+        registry.register(
+            "config_last_reload_successful",
+            "1 when the last read of the configuration file succeeded; 0 while a changed file \
+             is refused (the previous configuration stays in force)",
+            config_ok.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             verdict,
@@ -169,7 +178,13 @@ impl Metrics {
             api_errors,
             passes,
             paused,
+            config_ok,
         }
+    }
+
+    /// Records whether the last read of the configuration file succeeded.
+    pub fn set_config_ok(&self, ok: bool) {
+        self.config_ok.set(i64::from(ok));
     }
 
     /// Sets the boot verdict.

@@ -10,6 +10,7 @@
 mod http;
 mod metrics;
 mod pass;
+mod reload;
 mod status;
 mod summary;
 mod watch;
@@ -21,9 +22,8 @@ use std::time::Duration;
 use kube::Client;
 use tokio::sync::Notify;
 
-use crate::boot::Verdict;
 use crate::cluster::LeaseError;
-use crate::config::{ActOn, AgentConfig, Config};
+use crate::config::{AgentConfig, Config};
 use crate::exit::Outcome;
 use crate::pipeline;
 use crate::recovery::{Facts, Mode, Plan, RunReport, Session};
@@ -75,11 +75,7 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
     let boot = pipeline::gather_boot(cfg).await;
     let verdict = boot.verdict.verdict;
     metrics.set_verdict(verdict);
-    let acting = match args.act_on {
-        ActOn::Always => true,
-        ActOn::Never => false,
-        ActOn::Unclean => verdict == Verdict::Unclean,
-    };
+    let acting = reload::acting(args.act_on, verdict);
     let window_ends = add(
         boot.boot_time
             .value()
@@ -107,12 +103,15 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
             window_ends: Some(window_ends),
             last_pass: None,
             last_error: None,
+            config: None,
         },
         metrics.clone(),
         AgentStatusFile::new(&cfg.state_dir),
         cfg.policy.clone(),
     );
     agent.set_phase(Phase::WaitingForApi);
+    let mut layers = cfg.layers.clone();
+    agent.config_loaded(&layers);
 
     // Wait for the API server, with backoff; never crash-loop while it is down.
     let mut backoff = Duration::from_secs(1);
@@ -194,13 +193,21 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
                     s.phase = Phase::Idle.as_str().to_string();
                     publisher.publish(&s).await;
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(crate::cluster::HEARTBEAT) => {}
-                    _ = stop.wait_for(|s| *s) => return agent.stopped(),
+                let heartbeat = tokio::time::Instant::now() + crate::cluster::HEARTBEAT;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(heartbeat) => break,
+                        _ = tokio::time::sleep(cfg.cluster.tuning.config_check) => {
+                            if agent.reload_config(&mut layers) {
+                                break;
+                            }
+                        }
+                        _ = stop.wait_for(|s| *s) => return agent.stopped(),
+                    }
                 }
             }
         }
-        agent.set_phase(if acting {
+        agent.set_phase(if agent.status.acting {
             Phase::BootWindow
         } else {
             Phase::Watching
@@ -212,10 +219,22 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
         }
         release_freed_memory();
 
-        tokio::select! {
-            _ = wake.notified() => tokio::time::sleep(DEBOUNCE).await,
-            _ = tokio::time::sleep(pass.next) => {}
-            _ = stop.wait_for(|s| *s) => return agent.stopped(),
+        let due = tokio::time::Instant::now() + pass.next;
+        loop {
+            tokio::select! {
+                _ = wake.notified() => {
+                    tokio::time::sleep(DEBOUNCE).await;
+                    break;
+                }
+                _ = tokio::time::sleep_until(due) => break,
+                // A changed configuration is decided with at once.
+                _ = tokio::time::sleep(cfg.cluster.tuning.config_check) => {
+                    if agent.reload_config(&mut layers) {
+                        break;
+                    }
+                }
+                _ = stop.wait_for(|s| *s) => return agent.stopped(),
+            }
         }
     }
 }

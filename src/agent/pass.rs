@@ -54,7 +54,7 @@ pub struct Agent {
     /// The metrics served on /metrics.
     pub metrics: Metrics,
     file: AgentStatusFile,
-    policy: Policy,
+    pub(super) policy: Policy,
     /// The node summary of the last pass (published by the loop).
     pub node_summary: Option<NodeSummary>,
     last_run: Option<LastRun>,
@@ -85,6 +85,11 @@ impl Agent {
             self.status.phase = phase;
             self.status.since = jiff::Timestamp::now();
         }
+        self.file.save(&self.status);
+    }
+
+    /// Saves the status file.
+    pub(super) fn save_status(&self) {
         self.file.save(&self.status);
     }
 

@@ -74,6 +74,20 @@ pub struct AgentStatus {
     pub last_pass: Option<(jiff::Timestamp, String)>,
     /// The last error talking to the API server, if any.
     pub last_error: Option<String>,
+    /// The configuration file in force and how its last re-read went.
+    #[serde(default)]
+    pub config: Option<ConfigStatus>,
+}
+
+/// The configuration file as the agent last read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigStatus {
+    /// The file in force (`None`: no file, flags and defaults only).
+    pub file: Option<std::path::PathBuf>,
+    /// When the configuration in force was read.
+    pub loaded: jiff::Timestamp,
+    /// Why the last re-read was refused (the configuration in force stayed), if it was.
+    pub refused: Option<String>,
 }
 
 /// Reads and writes `agent-status.json`.

@@ -4,7 +4,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::*;
-use crate::config::Policy;
+use crate::boot::Verdict;
+use crate::config::{ActOn, Policy};
 use crate::recovery::fixtures::{facts, t};
 use crate::recovery::{Action, Blocker, Decision};
 
@@ -138,6 +139,7 @@ fn agent(acting: bool, dir: &std::path::Path) -> Agent {
             window_ends: Some(jiff::Timestamp::MAX),
             last_pass: None,
             last_error: None,
+            config: None,
         },
         Metrics::new(),
         AgentStatusFile::new(dir),

@@ -29,5 +29,21 @@ pub async fn dispatch(cli: Cli) -> Outcome {
         } => boot_record::run(action, &state_dir, &host_root),
         Invocation::Run(cfg, run) => run::run(&cfg, &run).await,
         Invocation::Agent(cfg, agent) => crate::agent::run(&cfg, &agent).await,
+        Invocation::Idle => idle().await,
     }
+}
+
+/// `vmrecover idle`: waits for SIGTERM or Ctrl-C and exits 0 (host mode's pod container).
+async fn idle() -> Outcome {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        eprintln!("vmrecover idle: cannot handle SIGTERM");
+        return Outcome::Error;
+    };
+    eprintln!("vmrecover idle: the agent runs on the host (host mode); waiting for SIGTERM");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Outcome::Done
 }

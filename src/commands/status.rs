@@ -129,6 +129,19 @@ fn table(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
             if let Some(e) = &a.last_error {
                 writeln!(out, "last API error: {e}")?;
             }
+            if let Some(c) = &a.config {
+                let file = c
+                    .file
+                    .as_ref()
+                    .map_or("no configuration file".into(), |f| f.display().to_string());
+                writeln!(out, "configuration: {file}, read {}", c.loaded)?;
+                if let Some(why) = &c.refused {
+                    writeln!(
+                        out,
+                        "configuration REFUSED (the one above stays in force): {why}"
+                    )?;
+                }
+            }
         }
         Gathered::Unreadable { source, reason } => {
             writeln!(out, "could not read {source}: {reason}")?

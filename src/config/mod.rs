@@ -1,7 +1,10 @@
-//! The resolved configuration: flags, environment and test hooks are read here, once,
-//! into plain values that `pipeline`, the agent and the commands are handed. Nothing
-//! below this module reads the command line or the environment.
+//! The resolved configuration: flags, environment, the configuration file and test hooks
+//! are read here, once, into plain values that `pipeline`, the agent and the commands are
+//! handed. Nothing below this module reads the command line, the environment or the file.
+//! [`Layers::merge`] is the one place where flags, file and defaults meet.
 
+mod file;
+mod layers;
 mod policy;
 
 use std::net::SocketAddr;
@@ -12,13 +15,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::boot::BootOptions;
 use crate::cli::{AgentArgs, BootRecordAction, Cli, Command, GlobalArgs, OutputFormat, RunArgs};
+use crate::cluster::LONGHORN_NAMESPACE;
 use crate::node::NodeOptions;
 
+pub use file::{load as load_file, ConfigPath, FileConfig, FileError, POD_CONFIG};
+pub use layers::{Layers, Merged};
 pub use policy::Policy;
 
-/// What a bad configuration is, in words that name the flag.
+/// What a bad configuration is, in words that name the flag or the file's key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The configuration file is missing (when named), unreadable or invalid.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The node name could not be found.
     #[error("{0}")]
     NodeName(String),
@@ -55,6 +64,9 @@ pub struct Tuning {
     pub recheck_max_age: Duration,
     /// How long an orphan gets between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// How often the agent looks for a change of its configuration file (the kubelet
+    /// itself takes up to about a minute to bring a changed ConfigMap into the pod).
+    pub config_check: Duration,
 }
 
 impl Default for Tuning {
@@ -64,6 +76,7 @@ impl Default for Tuning {
             apply_concurrency: 16,
             recheck_max_age: Duration::from_secs(2),
             kill_grace: Duration::from_secs(10),
+            config_check: Duration::from_secs(15),
         }
     }
 }
@@ -96,6 +109,10 @@ pub struct Config {
     pub policy: Policy,
     /// How `status` and `run` print.
     pub output: OutputFormat,
+    /// Longhorn's namespace (its volumes and volumeattachments).
+    pub longhorn_namespace: String,
+    /// Where the configuration came from, for the agent's re-reads.
+    pub layers: Layers,
 }
 
 /// `run`'s own options.
@@ -131,6 +148,8 @@ pub enum Invocation {
     Run(Config, RunConfig),
     /// `vmrecover agent`.
     Agent(Config, AgentConfig),
+    /// `vmrecover idle`: the host-mode DaemonSet's container.
+    Idle,
     /// `vmrecover boot-record`: needs no node and no cluster.
     BootRecord {
         /// Start or stop.
@@ -153,20 +172,23 @@ impl Invocation {
                 host_root: g.host_root.clone(),
             },
             Some(Command::Status(args)) if args.all_nodes => {
-                Invocation::AllNodes(Config::resolve(g, &[], false)?)
+                Invocation::AllNodes(Config::resolve(g, &[], false, None)?)
             }
-            Some(Command::Status(_)) => Invocation::Status(Config::resolve(g, &[], false)?),
+            Some(Command::Status(_)) => Invocation::Status(Config::resolve(g, &[], false, None)?),
             Some(Command::Run(args)) => run_invocation(g, &args)?,
             None => run_invocation(g, &RunArgs::dry_run_defaults())?,
             Some(Command::Agent(args)) => {
-                Invocation::Agent(Config::resolve(g, &[], false)?, agent_config(&args)?)
+                let cfg = Config::resolve(g, &[], false, Some(&args))?;
+                let agent = agent_config(&args, &cfg)?;
+                Invocation::Agent(cfg, agent)
             }
+            Some(Command::Idle) => Invocation::Idle,
         })
     }
 }
 
 fn run_invocation(g: &GlobalArgs, args: &RunArgs) -> Result<Invocation, ConfigError> {
-    let mut cfg = Config::resolve(g, &args.only, args.kill_orphans)?;
+    let mut cfg = Config::resolve(g, &args.only, args.kill_orphans, None)?;
     cfg.policy.during_upgrade = args.during_upgrade;
     cfg.policy.honour_pause = !args.ignore_pause;
     if let Some(node) = args.fenced_node.as_deref().filter(|n| !n.is_empty()) {
@@ -187,7 +209,7 @@ fn run_invocation(g: &GlobalArgs, args: &RunArgs) -> Result<Invocation, ConfigEr
     ))
 }
 
-fn agent_config(args: &AgentArgs) -> Result<AgentConfig, ConfigError> {
+fn agent_config(args: &AgentArgs, cfg: &Config) -> Result<AgentConfig, ConfigError> {
     let metrics_addr = match args.metrics_addr.as_str() {
         "off" => None,
         a => Some(
@@ -198,9 +220,16 @@ fn agent_config(args: &AgentArgs) -> Result<AgentConfig, ConfigError> {
                 })?,
         ),
     };
+    let file = cfg.layers.file_config();
+    let merged = cfg.layers.merge(&file);
     Ok(AgentConfig {
-        act_on: args.act_on,
-        boot_window: args.boot_window,
+        // A refused file: report only until a valid one is read (agent/reload.rs).
+        act_on: if cfg.layers.refused.is_some() {
+            ActOn::Never
+        } else {
+            merged.act_on
+        },
+        boot_window: merged.boot_window,
         metrics_addr,
     })
 }
@@ -210,8 +239,26 @@ impl Config {
         g: &GlobalArgs,
         only: &[crate::cluster::NamespacedName],
         kill_orphans: bool,
+        agent: Option<&AgentArgs>,
     ) -> Result<Self, ConfigError> {
         let defaults = Tuning::default();
+        let path = ConfigPath::resolve(g.config.as_deref(), &g.state_dir);
+        // A command refuses a bad file; the agent starts without it, reporting only, and
+        // takes the file once it is fixed (a crash loop would recover nothing at all).
+        let (loaded, refused) = match (file::load(&path), agent) {
+            (Ok(l), _) => (l, None),
+            (Err(e), Some(_)) => (None, Some(e)),
+            (Err(e), None) => return Err(e.into()),
+        };
+        let layers = Layers {
+            path: Some(path),
+            file: loaded.as_ref().map(|(p, t, _)| (p.clone(), t.clone())),
+            flags: g.policy.clone(),
+            act_on: agent.and_then(|a| a.act_on),
+            boot_window: agent.and_then(|a| a.boot_window),
+            refused,
+        };
+        let m = layers.merge(&loaded.map(|(_, _, c)| c).unwrap_or_default());
         Ok(Config {
             node: node_name(g.node.as_deref())?,
             state_dir: g.state_dir.clone(),
@@ -238,14 +285,19 @@ impl Config {
                     } else {
                         g.tuning.apply_concurrency
                     },
+                    config_check: if g.tuning.config_check.is_zero() {
+                        defaults.config_check
+                    } else {
+                        g.tuning.config_check
+                    },
                     ..defaults
                 },
             },
             policy: Policy {
-                stuck_after: g.policy.stuck_after,
-                controller_grace: g.policy.controller_grace,
-                max_vms: g.policy.max_vms,
-                also_finalizers: g.policy.also_finalizer.clone(),
+                stuck_after: m.stuck_after,
+                controller_grace: m.controller_grace,
+                max_vms: m.max_vms,
+                also_finalizers: m.also_finalizers,
                 only: only.to_vec(),
                 kill_orphans,
                 honour_pause: true,
@@ -253,6 +305,8 @@ impl Config {
                 fenced: false,
             },
             output: g.output,
+            longhorn_namespace: m.longhorn_namespace,
+            layers,
         })
     }
 
@@ -275,6 +329,8 @@ impl Config {
             },
             policy: Policy::default(),
             output: OutputFormat::Table,
+            longhorn_namespace: LONGHORN_NAMESPACE.to_string(),
+            layers: Layers::default(),
         }
     }
 }
@@ -288,4 +344,105 @@ fn node_name(given: Option<&str>) -> Result<String, ConfigError> {
         .map_err(|e| ConfigError::NodeName(format!("cannot read the hostname ({e}): pass --node")))?
         .into_string()
         .map_err(|_| ConfigError::NodeName("the hostname is not UTF-8: pass --node".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(args: &[&str]) -> Result<Invocation, ConfigError> {
+        Invocation::resolve(Cli::try_parse_checked(args).unwrap())
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(
+            &file,
+            "stuckAfter: 10m\nmaxVms: 7\nalsoFinalizers: [a/b]\nactOn: always\nlonghornNamespace: storage\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let Invocation::Agent(cfg, agent) = resolve(&[
+            "vmrecover",
+            "agent",
+            "--node",
+            "n",
+            "--config",
+            f,
+            "--max-vms",
+            "3",
+        ])
+        .unwrap() else {
+            panic!("agent")
+        };
+        assert_eq!(cfg.policy.stuck_after, Duration::from_secs(600), "file");
+        assert_eq!(cfg.policy.max_vms, 3, "flag over file");
+        assert_eq!(
+            cfg.policy.controller_grace,
+            Duration::from_secs(120),
+            "default"
+        );
+        assert_eq!(cfg.policy.also_finalizers, ["a/b"]);
+        assert_eq!(cfg.longhorn_namespace, "storage");
+        assert_eq!(agent.act_on, ActOn::Always);
+        assert_eq!(agent.boot_window, Duration::from_secs(1800));
+        // status and run read the same file.
+        let Invocation::Status(cfg) =
+            resolve(&["vmrecover", "status", "--node", "n", "--config", f]).unwrap()
+        else {
+            panic!("status")
+        };
+        assert_eq!(
+            (cfg.policy.max_vms, cfg.policy.also_finalizers.len()),
+            (7, 1)
+        );
+        // An explicit file that is missing or bad is an error naming it.
+        let missing = dir.path().join("none.yaml");
+        let e = resolve(&[
+            "vmrecover",
+            "status",
+            "--node",
+            "n",
+            "--config",
+            missing.to_str().unwrap(),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("none.yaml: cannot read it"), "{e}");
+        std::fs::write(&file, "maxVms: fifty\n").unwrap();
+        let e = resolve(&["vmrecover", "run", "--node", "n", "--config", f]).unwrap_err();
+        assert!(
+            e.to_string().contains("line 1") && e.to_string().contains("at least 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_reload_sees_only_changes_and_keeps_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, "maxVms: 7\n").unwrap();
+        let f = file.to_str().unwrap();
+        let Invocation::Agent(cfg, _) = resolve(&[
+            "vmrecover",
+            "agent",
+            "--node",
+            "n",
+            "--config",
+            f,
+            "--stuck-after",
+            "1m",
+        ])
+        .unwrap() else {
+            panic!("agent")
+        };
+        assert!(cfg.layers.reload().unwrap().is_none(), "unchanged");
+        std::fs::write(&file, "maxVms: 9\nstuckAfter: 20m\n").unwrap();
+        let (next, m) = cfg.layers.reload().unwrap().expect("changed");
+        assert_eq!((m.max_vms, m.stuck_after), (9, Duration::from_secs(60)));
+        assert!(next.reload().unwrap().is_none());
+        std::fs::write(&file, "maxVms: nine\n").unwrap();
+        assert!(next.reload().is_err());
+    }
 }

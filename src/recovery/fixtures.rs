@@ -169,7 +169,9 @@ pub(crate) fn facts() -> Facts {
 /// planned by the real planner (names `vm-000`, `vm-001`, …; the blocked ones last).
 pub(crate) fn plan_with(recover: usize, blocked: usize) -> super::model::Plan {
     let mut f = facts();
-    let names: Vec<String> = (0..recover + blocked).map(|i| format!("vm-{i:03}")).collect();
+    let names: Vec<String> = (0..recover + blocked)
+        .map(|i| format!("vm-{i:03}"))
+        .collect();
     f.cluster.vmis = Gathered::read(names.iter().map(|n| vmi(n)).collect());
     f.cluster.vms = Gathered::read(names.iter().map(|n| vm(n)).collect());
     f.cluster.pvcs = Gathered::read(names.iter().map(|n| pvc(n)).collect());

@@ -15,9 +15,9 @@ mod model;
 mod plan;
 mod recheck;
 mod render;
-mod table;
 mod report;
 mod session;
+mod table;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
@@ -35,9 +35,9 @@ pub use model::{Action, Decision, DiskKey, Facts, HostIdentity, OrphanDecision, 
 pub use plan::{blocker_category, identity_refusal, plan};
 pub use recheck::Recheck;
 pub use render::{plan as render_plan, report as render_report, step as render_step};
-pub use table::plan as render_plan_table;
 pub use report::{
     OrphanOutcome, ReportStore, RunReport, StepAction, StepOutcome, StepStatus, VmOutcome,
     VmResult, LAST_RUN_FILE,
 };
 pub use session::{Mode, Session};
+pub use table::plan as render_plan_table;

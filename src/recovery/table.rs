@@ -344,7 +344,11 @@ mod tests {
             "blocked rows come first:\n{t}"
         );
         // One note for a side effect that concerns many VMs, not one per VM.
-        assert_eq!(t.matches("skips Harvester's PVC clean-up").count(), 1, "{t}");
+        assert_eq!(
+            t.matches("skips Harvester's PVC clean-up").count(),
+            1,
+            "{t}"
+        );
     }
 
     #[test]

@@ -75,7 +75,17 @@ struct Agent {
 
 impl Agent {
     fn start(node: &Node, kubeconfig: &Path, extra: &[&str]) -> Agent {
+        Agent::start_with_env(node, kubeconfig, extra, &[])
+    }
+
+    fn start_with_env(
+        node: &Node,
+        kubeconfig: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vmrecover"))
+            .envs(env.iter().copied())
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["--node", NODE, "--log-target", "stderr", "--state-dir"])
@@ -392,5 +402,158 @@ async fn act_on_never_only_reports() {
         .collect();
     assert!(writes.is_empty(), "{writes:#?}");
     assert!(vm_exists(&sim, "default", "vm-web-01"));
+    assert_eq!(agent.terminate(), 0);
+}
+
+/// The chart's ConfigMap changes under a running agent (issue 25 item 1): a valid new file is
+/// decided with at once, a bad one is refused with its line and key, shown in the status file
+/// and in `vmrecover_config_last_reload_successful`, and the configuration in force stays: the
+/// agent neither crashes nor drops to defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_config_file_is_re_read_and_a_bad_one_keeps_the_old_policy() {
+    let sim = Sim::start(SimConfig::default().scenario_file(shipped_scenario("power-loss.yaml")))
+        .await
+        .unwrap();
+    let node = node_after_power_cut();
+    let config = node.state.parent().unwrap().join("config.yaml");
+    // More stuck VMs than maxVms: the plan is refused whole, nothing is touched.
+    std::fs::write(&config, "maxVms: 1\n").unwrap();
+    let config_arg = config.to_str().unwrap();
+    let agent = Agent::start_with_env(
+        &node,
+        sim.kubeconfig_path(),
+        &["--act-on", "always", "--config", config_arg],
+        &[("VMRECOVER_CONFIG_CHECK", "200ms")],
+    );
+    eventually("a decision pass", || {
+        agent_status(&node)["last_pass"].is_array()
+    })
+    .await;
+    assert_eq!(
+        agent_status(&node)["config"]["file"].as_str(),
+        Some(config_arg)
+    );
+    let (_, text) = agent.get("/metrics").await;
+    assert_eq!(
+        metric(&text, "vmrecover_config_last_reload_successful"),
+        1.0
+    );
+    assert!(
+        vm_exists(&sim, "default", "vm-web-01"),
+        "maxVms 1 refuses the plan"
+    );
+
+    // A typo: refused, named, and the old policy (maxVms 1) stays in force.
+    std::fs::write(&config, "maxVms: fifty\n").unwrap();
+    eventually("the bad file to be refused", || {
+        agent_status(&node)["config"]["refused"].is_string()
+    })
+    .await;
+    let refused = agent_status(&node)["config"]["refused"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        refused.contains(config_arg)
+            && refused.contains("line 1")
+            && refused.contains("at least 1"),
+        "{refused}"
+    );
+    let (_, text) = agent.get("/metrics").await;
+    assert_eq!(
+        metric(&text, "vmrecover_config_last_reload_successful"),
+        0.0
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_vmrecover"))
+        .args(["--node", NODE, "--state-dir"])
+        .arg(&node.state)
+        .arg("--host-root")
+        .arg(&node.root)
+        .args(["--kubeconfig"])
+        .arg(sim.kubeconfig_path())
+        .args(["--config", config_arg, "status"])
+        .output()
+        .unwrap();
+    // `status` with the same bad file refuses to decide with it, naming it.
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(vm_exists(&sim, "default", "vm-web-01"), "still maxVms 1");
+
+    // Fixed: decided with at once, and the stuck VMs are recovered.
+    std::fs::write(&config, "maxVms: 50\n").unwrap();
+    eventually("the stuck VMs to be recovered under the new file", || {
+        !vm_exists(&sim, "default", "vm-web-01")
+    })
+    .await;
+    assert!(agent_status(&node)["config"]["refused"].is_null());
+    let (_, text) = agent.get("/metrics").await;
+    assert_eq!(
+        metric(&text, "vmrecover_config_last_reload_successful"),
+        1.0
+    );
+    assert_eq!(agent.terminate(), 0);
+}
+
+/// An agent that starts with a bad configuration file (a ConfigMap edited by hand, then the
+/// power cut) neither crash-loops nor guesses a policy: it reports only, says why, and takes
+/// the file as soon as it is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_started_with_a_bad_config_file_reports_only_until_it_is_fixed() {
+    let sim = Sim::start(SimConfig::default().scenario_file(shipped_scenario("power-loss.yaml")))
+        .await
+        .unwrap();
+    let node = node_after_power_cut();
+    let config = node.state.parent().unwrap().join("config.yaml");
+    std::fs::write(&config, "maxVms: 50\nstuckAfer: 5m\n").unwrap();
+    let agent = Agent::start_with_env(
+        &node,
+        sim.kubeconfig_path(),
+        &["--act-on", "always", "--config", config.to_str().unwrap()],
+        &[("VMRECOVER_CONFIG_CHECK", "200ms")],
+    );
+    eventually("a decision pass", || {
+        agent_status(&node)["last_pass"].is_array()
+    })
+    .await;
+    let status = agent_status(&node);
+    assert_eq!(status["acting"], false, "{status:#}");
+    let refused = status["config"]["refused"].as_str().unwrap_or("");
+    assert!(
+        refused.contains("line 2") && refused.contains("unknown field `stuckAfer`"),
+        "{status:#}"
+    );
+    let (_, text) = agent.get("/metrics").await;
+    assert_eq!(
+        metric(&text, "vmrecover_config_last_reload_successful"),
+        0.0
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let writes: Vec<_> = sim
+        .mutating_requests()
+        .into_iter()
+        .filter(|r| !r.path.contains("/configmaps/vmrecover-summary-"))
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "it acted on a policy it could not read: {writes:#?}"
+    );
+
+    std::fs::write(&config, "maxVms: 50\nstuckAfter: 5m\n").unwrap();
+    eventually(
+        "the stuck VMs to be recovered once the file is fixed",
+        || !vm_exists(&sim, "default", "vm-web-01"),
+    )
+    .await;
+    assert_eq!(agent_status(&node)["acting"], true);
+    let (_, text) = agent.get("/metrics").await;
+    assert_eq!(
+        metric(&text, "vmrecover_config_last_reload_successful"),
+        1.0
+    );
     assert_eq!(agent.terminate(), 0);
 }

@@ -48,7 +48,7 @@ fn promtool_checks_the_rules_and_unit_tests_every_alert() {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("- alert: "))
         .collect();
-    assert_eq!(alerts.len(), 5, "{alerts:?}");
+    assert_eq!(alerts.len(), 6, "{alerts:?}");
     for a in alerts {
         assert!(
             tests.contains(&format!(
@@ -94,6 +94,50 @@ fn alert_durations_follow_the_values() {
 }
 
 #[test]
+fn every_alert_links_its_runbook_section() {
+    let Some(py) = helm_python() else { return };
+    let runbook = std::fs::read_to_string(repo().join("docs/runbook.md")).unwrap();
+    for (values, base) in [
+        (
+            r#"{"metrics":{"prometheusRule":{"enabled":true}}}"#,
+            "https://github.com/vmrecover/vmrecover/blob/main/docs/runbook.md",
+        ),
+        (
+            r#"{"metrics":{"prometheusRule":{"enabled":true,"runbookBaseUrl":"http://docs.site.internal/runbook.html"}}}"#,
+            "http://docs.site.internal/runbook.html",
+        ),
+    ] {
+        let objs = objects(&template(&py, "harvester-system", &[values]));
+        let rule = find(&objs, "PrometheusRule", "vmrecover");
+        for r in rule["spec"]["groups"][0]["rules"].as_array().unwrap() {
+            let alert = r["alert"].as_str().unwrap();
+            let url = r["annotations"]["runbook_url"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{alert} has no runbook_url"));
+            let anchor = url
+                .strip_prefix(&format!("{base}#"))
+                .unwrap_or_else(|| panic!("{alert}: {url} is not under {base}"));
+            assert_eq!(anchor, alert.to_lowercase());
+            assert!(
+                runbook.contains(&format!("<a id=\"{anchor}\"></a>\n### {alert} (")),
+                "docs/runbook.md has no section {alert} with anchor {anchor}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_agent_down_alert_leaves_a_node_that_is_down_to_kubernetes() {
+    let rules = std::fs::read_to_string(repo().join("monitoring/vmrecover-rules.yaml")).unwrap();
+    let at = rules.find("alert: VmrecoverAgentDown").unwrap();
+    let expr = &rules[at..];
+    assert!(
+        expr.contains(r#"kube_node_status_condition{condition="Ready",status="true"}"#),
+        "{expr}"
+    );
+}
+
+#[test]
 fn the_service_monitor_scrapes_every_agent_and_names_its_node() {
     let Some(py) = helm_python() else { return };
     let objs = objects(&template(&py, "harvester-system", &[ALL_ON]));
@@ -101,7 +145,14 @@ fn the_service_monitor_scrapes_every_agent_and_names_its_node() {
     let pod_labels = &ds["spec"]["template"]["metadata"]["labels"];
     let svc = find(&objs, "Service", "vmrecover-metrics");
     assert_eq!(svc["spec"]["clusterIP"], "None", "headless");
-    assert_eq!(&svc["spec"]["selector"], pod_labels);
+    // The Service selects exactly the DaemonSet's pods (its selector, a subset of their labels).
+    assert_eq!(
+        &svc["spec"]["selector"],
+        &ds["spec"]["selector"]["matchLabels"]
+    );
+    for (k, v) in svc["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&pod_labels[k], v, "{k}");
+    }
     assert_eq!(svc["spec"]["ports"][0]["name"], "metrics");
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], "metrics");
     let port = &ds["spec"]["template"]["spec"]["containers"][0]["ports"][0];
@@ -150,6 +201,31 @@ fn the_dashboard_is_where_rancher_monitoring_looks() {
         .iter()
         .filter_map(|p| p["title"].as_str())
         .collect();
+    // rancher-monitoring per Harvester release (harvester-installer scripts/version-monitoring
+    // v1.4.0/v1.5.0, harvester/addons version_info v1.6/v1.7/v1.8): 103.1.1+up45.31.1 (1.4,
+    // Grafana 9.1.5, newest dashboard schema 37), 105.1.2+up61.3.2 (1.5, 1.6; Grafana 11.1.0),
+    // 107.1.0+up69.8.2 (1.7), 108.0.2+up77.9.1 (1.8). Newer Grafanas migrate an older schema
+    // on load; an older one does not load a newer schema. Panel kinds and transformations
+    // Grafana 9.1 has.
+    assert!(
+        dash["schemaVersion"].as_u64().unwrap() <= 37,
+        "{}",
+        dash["schemaVersion"]
+    );
+    for p in dash["panels"].as_array().unwrap() {
+        assert!(
+            ["stat", "table", "timeseries"].contains(&p["type"].as_str().unwrap()),
+            "{}",
+            p["type"]
+        );
+        for t in p["transformations"].as_array().into_iter().flatten() {
+            assert!(
+                ["labelsToFields", "organize"].contains(&t["id"].as_str().unwrap()),
+                "{}",
+                t["id"]
+            );
+        }
+    }
     for want in [
         "Boot verdict per node (this boot)",
         "VMs by decision and reason",

@@ -18,6 +18,7 @@
 
 use crate::chart_support::*;
 use harvester_sim::{shipped_scenario, Sim, SimConfig};
+use serde_json::Value;
 
 #[test]
 fn deploy_and_the_generated_files_are_the_charts_rendering() {
@@ -70,7 +71,13 @@ fn the_chart_version_is_the_crate_version() {
 fn templates_use_nothing_helm_3_renders_differently() {
     for e in std::fs::read_dir(repo().join("charts/vmrecover/templates")).unwrap() {
         let path = e.unwrap().path();
-        let t = std::fs::read_to_string(&path).unwrap();
+        // The one exception: the Kubernetes version, read in one helper (kubeVersionOverride
+        // first, so an offline rendering can name the cluster's), which gates only a field
+        // and its older annotation, never an object.
+        let t = std::fs::read_to_string(&path).unwrap().replace(
+            ".Values.kubeVersionOverride | default .Capabilities.KubeVersion.Version",
+            "",
+        );
         for banned in [".Capabilities", "lookup ", "mustToJson", "toToml"] {
             assert!(
                 !t.contains(banned),
@@ -89,6 +96,7 @@ fn optional_objects_appear_only_behind_their_values() {
         "ClusterRole /vmrecover",
         "ClusterRoleBinding /vmrecover",
         "ConfigMap harvester-system/vmrecover-admission-params",
+        "ConfigMap harvester-system/vmrecover-config",
         "DaemonSet harvester-system/vmrecover",
         "Role harvester-system/vmrecover",
         "Role harvester-system/vmrecover-harvester",
@@ -132,15 +140,21 @@ fn optional_objects_appear_only_behind_their_values() {
         inventory(&objects(&template(&py, "harvester-system", &[ALL_ON]))),
         all
     );
-    // Metrics off: no Service or monitor even when asked for, no port, no probes.
+    // Metrics off: no Service, monitor, alert rules or dashboard even when asked for (alerts
+    // on series that never exist), no port, no probes.
     let objs = objects(&template(
         &py,
         "harvester-system",
-        &[ALL_ON, r#"{"metrics":{"enabled":false}}"#],
+        &[
+            ALL_ON,
+            r#"{"metrics":{"enabled":false},"hostUnits":{"cloudInit":{"hostMode":false}}}"#,
+        ],
     ));
     assert!(objs
         .iter()
-        .all(|o| o["kind"] != "Service" && o["kind"] != "ServiceMonitor"));
+        .all(|o| !["Service", "ServiceMonitor", "PrometheusRule"]
+            .contains(&o["kind"].as_str().unwrap_or(""))
+            && o["metadata"]["name"] != "vmrecover-dashboard"));
     let c = &find(&objs, "DaemonSet", "vmrecover")["spec"]["template"]["spec"]["containers"][0];
     assert!(c.get("ports").is_none() && c.get("livenessProbe").is_none());
     let args = strs(&c["args"]);
@@ -150,10 +164,8 @@ fn optional_objects_appear_only_behind_their_values() {
     );
     // Misconfigurations fail with a message, not a broken manifest.
     for (values, says) in [
-        (
-            r#"{"actOn":"sometimes"}"#,
-            "actOn must be unclean, always or never",
-        ),
+        // values.schema.json (tests/chart_schema.rs has every such case).
+        (r#"{"actOn":"sometimes"}"#, "at '/actOn'"),
         (
             r#"{"metrics":{"serviceMonitor":{"enabled":true}}}"#,
             "metrics.serviceMonitor.enabled needs metrics.service.enabled",
@@ -248,9 +260,8 @@ fn values_reach_the_manifests() {
     assert_eq!(c["imagePullPolicy"], "Always");
     assert_eq!(c["resources"]["limits"]["memory"], "300Mi");
     assert_eq!(
-        strs(&c["args"]),
+        strs(&c["args"])[3..],
         [
-            "agent",
             "--host-root",
             "/host",
             "--journal-dir",
@@ -259,24 +270,32 @@ fn values_reach_the_manifests() {
             "/var/lib/rancher/vmrecover",
             "--log-format",
             "json",
-            "--act-on",
-            "always",
-            "--boot-window",
-            "1h",
-            "--stuck-after",
-            "10m",
-            "--controller-grace",
-            "3m",
-            "--max-vms",
-            "7",
-            "--also-finalizer",
-            "example.com/cleanup",
-            "--also-finalizer",
-            "other/thing",
             "--metrics-addr",
             "0.0.0.0:9477",
         ]
     );
+    // The policy reaches every command in the pod through the mounted configuration file,
+    // whose keys are the values' names (src/config/file.rs reads it).
+    assert_eq!(
+        strs(&c["args"])[..3],
+        ["agent", "--config", "/etc/vmrecover/config.yaml"]
+    );
+    let config = find(&objs, "ConfigMap", "vmrecover-config");
+    let file = go_yaml(&py, config["data"]["config.yaml"].as_str().unwrap());
+    assert_eq!(
+        file,
+        serde_json::json!({"actOn": "always", "bootWindow": "1h", "stuckAfter": "10m",
+            "controllerGrace": "3m", "maxVms": 7,
+            "alsoFinalizers": ["example.com/cleanup", "other/thing"],
+            "longhornNamespace": "storage"})
+    );
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "config")
+        .expect("the config mount");
+    assert_eq!(mount["mountPath"], "/etc/vmrecover");
     let state = pod["volumes"]
         .as_array()
         .unwrap()
@@ -362,12 +381,24 @@ fn the_cloudinit_writes_the_repositorys_units() {
         if host_mode {
             want.push("vmrecover.service");
         }
-        assert_eq!(files.len(), want.len());
-        for (f, unit) in files.iter().zip(&want) {
+        // The units, and the configuration file where the host units read it.
+        let units: Vec<&Value> = files
+            .iter()
+            .filter(|f| f["path"] != "/usr/local/vmrecover/config.yaml")
+            .collect();
+        assert_eq!(units.len(), want.len());
+        assert_eq!(files.len(), want.len() + 1, "the config file too");
+        for (f, unit) in units.iter().zip(&want) {
             assert_eq!(f["path"], format!("/etc/systemd/system/{unit}"));
+            let source = std::fs::read_to_string(repo().join("systemd").join(unit)).unwrap();
             assert_eq!(
                 f["content"].as_str().unwrap(),
-                std::fs::read_to_string(repo().join("systemd").join(unit)).unwrap(),
+                // Host mode: the agent's metrics on the node's address (the DaemonSet's
+                // hostNetwork pod is their scrape target).
+                source.replace(
+                    "--metrics-addr 127.0.0.1:9477",
+                    "--metrics-addr 0.0.0.0:9477"
+                ),
                 "{unit} in the CloudInit is systemd/{unit}"
             );
         }

@@ -98,6 +98,7 @@ fn kustomize_renders_the_agent_and_its_rbac() {
             "ClusterRole /vmrecover",
             "ClusterRoleBinding /vmrecover",
             "ConfigMap harvester-system/vmrecover-admission-params",
+            "ConfigMap harvester-system/vmrecover-config",
             "DaemonSet harvester-system/vmrecover",
             "Role harvester-system/vmrecover",
             "Role harvester-system/vmrecover-harvester",
@@ -142,11 +143,11 @@ fn daemonset_is_shaped_for_a_node_agent() {
             && t.get("effect").is_none()),
         "must tolerate every taint: {tolerations:?}"
     );
-    assert_eq!(
-        ds["spec"]["template"]["metadata"]["annotations"]
-            ["container.apparmor.security.beta.kubernetes.io/vmrecover"],
-        "unconfined"
-    );
+    // deploy/ is rendered for Kubernetes >= 1.30: the AppArmor field, not the annotation
+    // (the chart renders the annotation for 1.29: tests/chart_conventions.rs).
+    assert!(ds["spec"]["template"]["metadata"]["annotations"]
+        ["container.apparmor.security.beta.kubernetes.io/vmrecover"]
+        .is_null());
 
     let containers = pod["containers"].as_array().cloned().unwrap_or_default();
     assert_eq!(containers.len(), 1);
@@ -155,6 +156,8 @@ fn daemonset_is_shaped_for_a_node_agent() {
         strs(&c["args"]),
         [
             "agent",
+            "--config",
+            "/etc/vmrecover/config.yaml",
             "--host-root",
             "/host",
             "--journal-dir",
@@ -163,19 +166,13 @@ fn daemonset_is_shaped_for_a_node_agent() {
             "/usr/local/vmrecover",
             "--log-format",
             "json",
-            "--act-on",
-            "unclean",
-            "--boot-window",
-            "30m",
-            "--stuck-after",
-            "5m",
-            "--controller-grace",
-            "2m",
-            "--max-vms",
-            "50",
             "--metrics-addr",
             "0.0.0.0:9477"
         ]
+    );
+    assert_eq!(
+        c["securityContext"]["appArmorProfile"]["type"], "Unconfined",
+        "the host's launchers' /proc/<pid>/fd need it"
     );
     // The init container puts the binary where the host units run it.
     let init = &pod["initContainers"][0];
@@ -464,7 +461,9 @@ fn systemd_units_verify() {
     let agent = std::fs::read_to_string(repo().join("systemd/vmrecover.service"))
         .expect("read vmrecover.service");
     for line in [
-        "Environment=KUBECONFIG=/etc/rancher/rke2/rke2.yaml",
+        // The ServiceAccount's node-bound kubeconfig, not the node's admin one.
+        "Environment=KUBECONFIG=/usr/local/vmrecover/kubeconfig",
+        "ExecStart=/usr/local/vmrecover/bin/vmrecover agent --config /usr/local/vmrecover/config.yaml --metrics-addr 127.0.0.1:9477",
         "Environment=NODE_NAME=%H",
         "Restart=on-failure",
         "ProtectSystem=strict",

@@ -79,8 +79,15 @@ fn kubectl(bin: &Path, kubeconfig: &Path, args: &[&str]) -> (bool, String) {
 }
 
 /// The agent's command line from the DaemonSet as created, for this test machine: the host
-/// root, journal and state directory are temp directories; the rest is the manifest's.
-fn agent_args(ds: &Value, root: &Path, state: &Path, metrics_port: u16) -> Vec<String> {
+/// root, journal and state directory are temp directories, the configuration file is the
+/// created ConfigMap's `config.yaml` written to `config`; the rest is the manifest's.
+fn agent_args(
+    ds: &Value,
+    root: &Path,
+    state: &Path,
+    config: &Path,
+    metrics_port: u16,
+) -> Vec<String> {
     let c = &ds["spec"]["template"]["spec"]["containers"][0];
     let mut args: Vec<String> = strs(&c["args"]).into_iter().map(String::from).collect();
     let set = |args: &mut Vec<String>, flag: &str, value: String| {
@@ -97,6 +104,7 @@ fn agent_args(ds: &Value, root: &Path, state: &Path, metrics_port: u16) -> Vec<S
         root.join("var/log/journal").display().to_string(),
     );
     set(&mut args, "--state-dir", state.display().to_string());
+    set(&mut args, "--config", config.display().to_string());
     set(
         &mut args,
         "--metrics-addr",
@@ -105,12 +113,16 @@ fn agent_args(ds: &Value, root: &Path, state: &Path, metrics_port: u16) -> Vec<S
     // This machine's boot is not the scenario's power cut (no boot records, no journal: the
     // verdict is Unknown, on which actOn: unclean reports only; and it booted long before
     // the window), and its VMs were deleted moments ago: act now, with a short controller
-    // grace. Everything else is the manifest's.
-    set(&mut args, "--act-on", "always".into());
-    set(&mut args, "--boot-window", "100000h".into());
-    set(&mut args, "--stuck-after", "0s".into());
-    set(&mut args, "--controller-grace", "1s".into());
-    args.extend(["--log-target".into(), "stderr".into()]);
+    // grace: flags, which override the file's keys. Everything else is the manifest's.
+    for (flag, value) in [
+        ("--act-on", "always"),
+        ("--boot-window", "100000h"),
+        ("--stuck-after", "0s"),
+        ("--controller-grace", "1s"),
+        ("--log-target", "stderr"),
+    ] {
+        args.extend([flag.to_string(), value.to_string()]);
+    }
     args
 }
 
@@ -320,7 +332,13 @@ async fn the_addon_installs_offline_and_the_agent_runs_under_what_it_created() {
         .local_addr()
         .unwrap()
         .port();
-    let args = agent_args(&ds, &root, &state, port);
+    // The configuration file the pod would mount, from the ConfigMap the install created.
+    let cm = sim
+        .get("v1", "ConfigMap", NS, "vmrecover-config")
+        .expect("the install created the ConfigMap vmrecover-config");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, cm["data"]["config.yaml"].as_str().unwrap()).unwrap();
+    let args = agent_args(&ds, &root, &state, &config, port);
     println!("vmrecover {}", args.join(" "));
     let mut agent = Command::new(env!("CARGO_BIN_EXE_vmrecover"))
         .arg("--kubeconfig")
