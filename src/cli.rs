@@ -210,8 +210,11 @@ pub enum LogTarget {
 /// Output format of `status` and `run`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
-    /// A table for people.
+    /// A table for people: one row per VM that needs attention, then notes and a total.
     Table,
+    /// Every VM's decision with its full proof, steps and skipped side effects (kubectl's
+    /// `-o wide`; `status NS/NAME` shows one VM so).
+    Wide,
     /// The full facts/plan/report as JSON, for tools and tests.
     Json,
 }
@@ -246,6 +249,11 @@ pub struct StatusArgs {
     /// (exit 3 when any node needs a person: no agent, stale, paused-and-refused, blocked VMs).
     #[arg(long)]
     pub all_nodes: bool,
+
+    /// One VM, everything: its decision, evidence, steps, skipped side effects, and what the
+    /// last run did to it (NAMESPACE/NAME).
+    #[arg(value_name = "NAMESPACE/NAME", conflicts_with = "all_nodes")]
+    pub vm: Option<String>,
 }
 
 /// `run` options.

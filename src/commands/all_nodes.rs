@@ -86,7 +86,7 @@ pub async fn run(cfg: &Config) -> Outcome {
         OutputFormat::Json => serde_json::to_writer_pretty(&mut out, &report)
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out)),
-        OutputFormat::Table => table(&report, &mut out),
+        OutputFormat::Table | OutputFormat::Wide => table(&report, &mut out),
     };
     if let Err(e) = written {
         eprintln!("vmrecover status --all-nodes: cannot write output: {e}");

@@ -20,7 +20,7 @@ pub async fn dispatch(cli: Cli) -> Outcome {
         }
     };
     match invocation {
-        Invocation::Status(cfg) => status::run(&cfg).await,
+        Invocation::Status(cfg, vm) => status::run(&cfg, vm.as_deref()).await,
         Invocation::AllNodes(cfg) => all_nodes::run(&cfg).await,
         Invocation::BootRecord {
             action,

@@ -6,7 +6,9 @@ use crate::cli::OutputFormat;
 use crate::config::{Config, RunConfig};
 use crate::exit::Outcome;
 use crate::pipeline;
-use crate::recovery::{plan, render_plan, render_report, Mode, Plan, RunReport, Session};
+use crate::recovery::{
+    plan, render_plan, render_plan_table, render_report, Mode, Plan, RunReport, Session,
+};
 use crate::shutdown::stop_on_signal;
 
 /// Runs `vmrecover run`.
@@ -41,7 +43,7 @@ pub async fn run(cfg: &Config, args: &RunConfig) -> Outcome {
         if let Err(e) = print_plan(&plan, cfg.output) {
             return fail(&e);
         }
-        if cfg.output == OutputFormat::Table {
+        if cfg.output != OutputFormat::Json {
             let blocked = plan
                 .decisions
                 .iter()
@@ -58,7 +60,7 @@ pub async fn run(cfg: &Config, args: &RunConfig) -> Outcome {
         }
         return plan_outcome(&plan);
     }
-    if cfg.output == OutputFormat::Table {
+    if cfg.output != OutputFormat::Json {
         if let Err(e) = print_plan(&plan, cfg.output) {
             return fail(&e);
         }
@@ -86,7 +88,7 @@ pub async fn run(cfg: &Config, args: &RunConfig) -> Outcome {
         OutputFormat::Json => serde_json::to_string_pretty(&report)
             .map(|s| println!("{s}"))
             .map_err(|e| e.to_string()),
-        OutputFormat::Table => {
+        OutputFormat::Table | OutputFormat::Wide => {
             let mut out = std::io::stdout().lock();
             writeln!(out)
                 .and_then(|()| render_report(&report, &mut out))
@@ -105,7 +107,8 @@ fn print_plan(plan: &Plan, output: OutputFormat) -> Result<(), String> {
         OutputFormat::Json => serde_json::to_writer_pretty(&mut out, plan)
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out)),
-        OutputFormat::Table => render_plan(plan, &mut out),
+        OutputFormat::Table => render_plan_table(plan, &mut out),
+        OutputFormat::Wide => render_plan(plan, &mut out),
     }
     .map_err(|e| format!("cannot write the plan: {e}"))
 }

@@ -14,7 +14,8 @@ use crate::exit::Outcome;
 use crate::node::{self, NodeFacts};
 use crate::pipeline;
 use crate::recovery::{
-    plan, render_plan, render_report, Action, Blocker, Plan, ReportStore, RunReport,
+    plan, render_decision, render_plan, render_plan_table, render_report, Action, Blocker, Plan,
+    ReportStore, RunReport,
 };
 
 /// The status document, as `--output json` prints it.
@@ -40,8 +41,8 @@ pub struct StatusReport {
     pub agent_alive: bool,
 }
 
-/// Gathers and prints the status.
-pub async fn run(cfg: &Config) -> Outcome {
+/// Gathers and prints the status: at a glance, `-o wide` in full, or one VM in full.
+pub async fn run(cfg: &Config, vm: Option<&str>) -> Outcome {
     let g = pipeline::gather(cfg, None).await;
     let report = StatusReport {
         now: g.facts.now,
@@ -70,7 +71,11 @@ pub async fn run(cfg: &Config) -> Outcome {
         OutputFormat::Json => serde_json::to_writer_pretty(&mut out, &report)
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out)),
-        OutputFormat::Table => table(&report, &mut out),
+        OutputFormat::Table | OutputFormat::Wide if vm.is_some() => {
+            one_vm(&report, vm.unwrap_or_default(), &mut out)
+        }
+        OutputFormat::Table => compact(&report, &mut out),
+        OutputFormat::Wide => table(&report, &mut out),
     };
     match written {
         Ok(()) => status_outcome(&report),
@@ -79,6 +84,128 @@ pub async fn run(cfg: &Config) -> Outcome {
             Outcome::Error
         }
     }
+}
+
+/// The status at a glance: four lines about the node, the plan's table, what the exit
+/// code says.
+fn compact(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
+    let b = &r.boot.verdict;
+    writeln!(
+        out,
+        "vmrecover status · node {} · {}",
+        r.node,
+        r.now.strftime("%Y-%m-%d %H:%M:%SZ")
+    )?;
+    writeln!(
+        out,
+        "boot:      {} — {}",
+        format!("{:?}", b.verdict).to_uppercase(),
+        shorten(&b.summary, 110)
+    )?;
+    let processes = match &r.local.processes {
+        Gathered::Read { value } => format!("{} VM process(es)", value.len()),
+        Gathered::Unreadable { source, .. } => format!("processes unreadable ({source})"),
+    };
+    let volumes = match &r.local.disks.devices {
+        Gathered::Read { value } => format!("{} Longhorn device(s)", value.len()),
+        Gathered::Unreadable { source, .. } => format!("devices unreadable ({source})"),
+    };
+    writeln!(out, "this node: {processes}, {volumes}")?;
+    let agent = match &r.agent {
+        Gathered::Read { value: None } => "none has run with this state directory".to_string(),
+        Gathered::Read { value: Some(a) } => format!(
+            "{} (pid {}), {} since {}{}",
+            if r.agent_alive {
+                "running"
+            } else {
+                "not running"
+            },
+            a.pid,
+            a.phase.as_str(),
+            a.since.strftime("%H:%M:%SZ"),
+            match &a.config {
+                Some(c) if c.refused.is_some() => "; its new configuration was REFUSED (-o wide)",
+                _ => "",
+            }
+        ),
+        Gathered::Unreadable { source, .. } => format!("unreadable ({source})"),
+    };
+    writeln!(out, "agent:     {agent}")?;
+    let last = match &r.last_run {
+        Gathered::Read { value: None } => "none on this node".to_string(),
+        Gathered::Read { value: Some(run) } => format!(
+            "{} {} at {}: {} recovered, {} handed over, {} left alone, {} failed",
+            run.mode,
+            if run.dry_run { "dry-run" } else { "run" },
+            run.started.strftime("%Y-%m-%d %H:%M:%SZ"),
+            run.recovered(),
+            run.handed_over(),
+            run.aborted(),
+            run.failed()
+        ),
+        Gathered::Unreadable { source, .. } => format!("unreadable ({source})"),
+    };
+    writeln!(out, "last run:  {last}")?;
+    if let Gathered::Unreadable { source, reason } = &r.cluster {
+        writeln!(
+            out,
+            "cluster not reachable ({source}: {reason}); no VM is touched without it"
+        )?;
+    }
+    render_plan_table(&r.plan, out)?;
+    let meaning = match status_outcome(r) {
+        Outcome::Done => "exit 0: nothing needs a person",
+        Outcome::Blocked => "exit 3: a VM or the plan needs a person (NEXT STEP above)",
+        _ => "exit 1: evidence or the cluster could not be read (-o wide says which)",
+    };
+    writeln!(out, "{meaning}")
+}
+
+/// One VM in full: the decision with its proof, and what the last run did to it.
+fn one_vm(r: &StatusReport, which: &str, out: &mut dyn Write) -> std::io::Result<()> {
+    let matches = |ns: &str, name: &str| format!("{ns}/{name}") == which || name == which;
+    let Some(d) = r
+        .plan
+        .decisions
+        .iter()
+        .find(|d| matches(&d.namespace, &d.name))
+    else {
+        return writeln!(
+            out,
+            "{which}: no VM of that name on node {} (as NAMESPACE/NAME; `status` lists them)",
+            r.node
+        );
+    };
+    render_decision(d, out)?;
+    if let Gathered::Read { value: Some(run) } = &r.last_run {
+        if let Some(o) = run.outcomes.iter().find(|o| matches(&o.namespace, &o.name)) {
+            writeln!(
+                out,
+                "  last run ({} at {}): {:?}{}",
+                run.mode,
+                run.started,
+                o.result,
+                o.reason
+                    .as_deref()
+                    .map(|w| format!(" — {w}"))
+                    .unwrap_or_default()
+            )?;
+            for s in &o.steps {
+                writeln!(out, "    - {}: {}", s.step, s.result)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `s` cut to `max` characters, with `…` where it was cut.
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+    t.push('…');
+    t
 }
 
 fn table(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {

@@ -140,8 +140,8 @@ pub struct AgentConfig {
 /// The command to run, with its configuration.
 #[derive(Debug, Clone)]
 pub enum Invocation {
-    /// `vmrecover status`.
-    Status(Config),
+    /// `vmrecover status [NAMESPACE/NAME]`.
+    Status(Config, Option<String>),
     /// `vmrecover status --all-nodes`.
     AllNodes(Config),
     /// `vmrecover run` (and `vmrecover --dry-run`).
@@ -174,7 +174,9 @@ impl Invocation {
             Some(Command::Status(args)) if args.all_nodes => {
                 Invocation::AllNodes(Config::resolve(g, &[], false, None)?)
             }
-            Some(Command::Status(_)) => Invocation::Status(Config::resolve(g, &[], false, None)?),
+            Some(Command::Status(args)) => {
+                Invocation::Status(Config::resolve(g, &[], false, None)?, args.vm)
+            }
             Some(Command::Run(args)) => run_invocation(g, &args)?,
             None => run_invocation(g, &RunArgs::dry_run_defaults())?,
             Some(Command::Agent(args)) => {
@@ -389,7 +391,7 @@ mod tests {
         assert_eq!(agent.act_on, ActOn::Always);
         assert_eq!(agent.boot_window, Duration::from_secs(1800));
         // status and run read the same file.
-        let Invocation::Status(cfg) =
+        let Invocation::Status(cfg, _) =
             resolve(&["vmrecover", "status", "--node", "n", "--config", f]).unwrap()
         else {
             panic!("status")

@@ -34,7 +34,9 @@ pub use intents::{IntentDisk, IntentStore, RecoveryIntent, INTENTS_FILE};
 pub use model::{Action, Decision, DiskKey, Facts, HostIdentity, OrphanDecision, Plan, Step};
 pub use plan::{blocker_category, identity_refusal, plan};
 pub use recheck::Recheck;
-pub use render::{plan as render_plan, report as render_report, step as render_step};
+pub use render::{
+    decision as render_decision, plan as render_plan, report as render_report, step as render_step,
+};
 pub use report::{
     OrphanOutcome, ReportStore, RunReport, StepAction, StepOutcome, StepStatus, VmOutcome,
     VmResult, LAST_RUN_FILE,

@@ -77,7 +77,8 @@ pub fn stuck_left_alone(p: &Plan) -> Option<String> {
     })
 }
 
-fn decision(d: &Decision, out: &mut dyn Write) -> io::Result<()> {
+/// Writes one decision in full: why, proof, steps, kept finalizers, skipped side effects.
+pub fn decision(d: &Decision, out: &mut dyn Write) -> io::Result<()> {
     let until = match &d.action {
         Action::Waiting { until: Some(t) } => format!(" until {t}"),
         _ => String::new(),

@@ -11,7 +11,7 @@ use super::model::{Action, Decision, Plan, Step};
 
 /// The longest cell of the WHY and NEXT STEP columns, and of a name.
 const WHY_WIDTH: usize = 34;
-const NEXT_WIDTH: usize = 46;
+const NEXT_WIDTH: usize = 52;
 const NAME_WIDTH: usize = 36;
 
 /// Writes the plan as a table, its notes and a total line.
@@ -137,25 +137,29 @@ fn why(d: &Decision) -> String {
 /// What happens next, or what the operator does.
 fn next_step(d: &Decision) -> String {
     match &d.action {
-        Action::Recover { steps } => steps
-            .iter()
-            .map(|s| match s {
-                Step::ForceDeletePod { .. } => "free pod".to_string(),
-                Step::WaitForControllers { grace } => {
-                    format!("wait {}", humantime::format_duration(*grace))
+        Action::Recover { steps } => {
+            let mut parts = Vec::new();
+            let mut clear = 0;
+            for s in steps {
+                match s {
+                    Step::ForceDeletePod { .. } => parts.push("free pod".to_string()),
+                    Step::WaitForControllers { grace } => {
+                        parts.push(format!("wait {}", humantime::format_duration(*grace)))
+                    }
+                    Step::ClearFinalizers { remove, .. } => clear += remove.len(),
                 }
-                Step::ClearFinalizers { kind, remove, .. } => {
-                    format!("clear {} on {kind}", remove.len())
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" → "),
+            }
+            if clear > 0 {
+                parts.push(format!("clear {clear} finalizers"));
+            }
+            parts.join(" → ")
+        }
         Action::Waiting { until: Some(t) } => format!("wait until {}", t.strftime("%H:%M:%S")),
         Action::Waiting { until: None } => "wait".into(),
         Action::Healthy => "-".into(),
         _ => match d.blockers.first() {
             Some(Blocker::UnknownFinalizer) => match d.kept_finalizers.first() {
-                Some(f) => format!("review {f}; --also-finalizer if safe"),
+                Some(f) => format!("review {f} (--also-finalizer)"),
                 None => "review the unknown finalizer".into(),
             },
             Some(b) => operator_step(*b, d).into(),

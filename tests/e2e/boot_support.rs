@@ -133,10 +133,12 @@ pub fn parse_status(out: &Output) -> serde_json::Value {
     doc["boot"].clone()
 }
 
-/// `vmrecover status` as a table.
+/// `vmrecover status -o wide`: the full boot evidence as a table.
 pub fn status_table(state: &Path, journal: &Path, root: &Path) -> String {
     let out = vmrecover(&[
         "status",
+        "--output",
+        "wide",
         "--state-dir",
         state.to_str().unwrap(),
         "--journal-dir",
