@@ -11,6 +11,9 @@ Helm v4 Go SDK behind ctypes; no helm binary, no network). Run it with the venv 
     .venv/bin/python charts/render.py lint
     .venv/bin/python charts/render.py template [--chart DIR|TGZ] [--values FILE]... [--set-json JSON]
                                      [--name vmrecover] [--namespace harvester-system]
+                                     [--kube-version X.Y.Z]  the cluster's Kubernetes version (the
+                                     offline SDK reports its own and no policy API): passed as
+                                     the chart's kubeVersion value
     .venv/bin/python charts/render.py pull-template --repo URL --version V [--addon FILE] ...
                                      the Harvester add-on path: pull the chart from an HTTP Helm
                                      repository (as the helm-install Job does) and render it with
@@ -170,8 +173,12 @@ def cmd_deploy(args) -> int:
         check_or_write(path, text, args.check, stale)
     kust = REPO / "deploy" / "kustomization.yaml"
     kust_text = kust.read_text() if kust.exists() else ""
+    # The admission policy stays out of the kustomization (it needs Kubernetes 1.30+).
     for path in expected:
-        if f"  - {path.name}\n" not in kust_text:
+        listed = f"  - {path.name}\n" in kust_text
+        if path.name == "admissionpolicy.yaml" and listed:
+            stale.append("deploy/kustomization.yaml must not list admissionpolicy.yaml (1.30+ only)")
+        elif path.name != "admissionpolicy.yaml" and not listed:
             stale.append(f"deploy/kustomization.yaml does not list {path.name}")
 
     # Optional parts, each rendered with its value on.
@@ -317,6 +324,8 @@ def merged_values(args) -> dict:
         sources.append(addon_values(Path(args.addon)))
     for j in args.set_json or []:
         sources.append(json.loads(j))
+    if getattr(args, "kube_version", None):
+        sources.append({"kubeVersion": args.kube_version})
     for s in sources:
         values = deep_merge(values, s)
     return values
@@ -378,6 +387,7 @@ def main() -> int:
         t.add_argument("--name", default=RELEASE)
         t.add_argument("--namespace", default=NAMESPACE)
         t.add_argument("--addon", help="an Addon manifest: its spec.valuesContent are the values")
+        t.add_argument("--kube-version", help="the cluster's Kubernetes version (value kubeVersion)")
         if name == "template":
             t.add_argument("--chart", default=str(CHART))
         else:

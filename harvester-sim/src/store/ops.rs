@@ -667,7 +667,7 @@ impl Inner {
         }
         // Registry Create (pkg/registry/generic/registry/store.go, v0.33.0): the strategy's
         // validation, then the validating webhooks, then storage, which finds a name taken.
-        validation::validate_create(res, &body)?;
+        validation::validate_create(res, &body, self.settings.kube_minor())?;
         self.policy_check(
             Operation::Create,
             r,
@@ -796,7 +796,7 @@ impl Inner {
             }
             m.remove("selfLink");
         }
-        validation::validate_update(res, &new, &old)?;
+        validation::validate_update(res, &new, &old, self.settings.kube_minor())?;
         self.policy_check(Operation::Update, r, sub, ns, name, Some(&new), Some(&old))?;
         self.admit(Phase::Validating, Operation::Update, r, sub, name)?;
         if r.tracks_generation() && meta::spec_part(&new) != meta::spec_part(&old) {
@@ -1031,7 +1031,7 @@ impl Inner {
         }
         // An object the apiserver could never have stored is refused here too (the state it is
         // in may be any the API can reach: deletionTimestamp, finalizers, status).
-        validation::validate_create(res, &obj)?;
+        validation::validate_create(res, &obj, self.settings.kube_minor())?;
         managed_fields::synthesize(r, &mut obj);
         let writer = self.writer.take();
         let stored = self.view_put(res, obj);
