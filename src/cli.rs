@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::cluster::NamespacedName;
+use crate::cluster::{NamespacedName, DEFAULT_LONGHORN_NAMESPACE};
 use crate::config::ActOn;
 
 /// Recover KubeVirt VMs left stuck `Stopping`/`Terminating` on this Harvester node
@@ -126,6 +126,17 @@ pub struct GlobalArgs {
         value_name = "NS"
     )]
     pub namespace: String,
+
+    /// Longhorn's namespace: every read of Longhorn's volumes and volume attachments goes
+    /// there (the chart's `longhornNamespace`, whose Role grants those reads).
+    #[arg(
+        long,
+        env = "VMRECOVER_LONGHORN_NAMESPACE",
+        global = true,
+        default_value = DEFAULT_LONGHORN_NAMESPACE,
+        value_name = "NS"
+    )]
+    pub longhorn_namespace: String,
 
     /// Output format of `status` and `run`: a table for people, or JSON (the full
     /// facts, plan and report) for tools.

@@ -6,6 +6,7 @@ use vmrecover::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_checked();
+    vmrecover::cluster::set_longhorn_namespace(&cli.global.longhorn_namespace);
     vmrecover::logging::init(
         &cli.global.log_level,
         cli.global.log_format,
