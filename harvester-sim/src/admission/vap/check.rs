@@ -295,8 +295,10 @@ impl Checker<'_> {
                 Ty::Map(k, v) if k.accepts(i) => (**v).clone(),
                 _ => self.no_overload(id, name, None, &args),
             },
-            (op::IN, [_, c]) => match c {
-                Ty::Dyn | Ty::List(_) | Ty::Map(_, _) => Ty::Bool,
+            // `@in` is (A, list(A)) and (A, map(A, B)): the element must join the item type.
+            (op::IN, [e, c]) => match c {
+                Ty::Dyn => Ty::Bool,
+                Ty::List(t) | Ty::Map(t, _) if e.join(t).is_some() => Ty::Bool,
                 _ => self.no_overload(id, name, None, &args),
             },
             _ => self.function(id, name, target.as_ref(), &args),
@@ -465,6 +467,10 @@ mod tests {
         assert!(run("'a' + 1 == 'b'", 35)
             .unwrap_err()
             .contains("found no matching overload for '_+_' applied to '(string, int)'"));
+        assert!(run("1 in ['a']", 35)
+            .unwrap_err()
+            .contains("found no matching overload for '@in' applied to '(int, list(string))'"));
+        assert_eq!(run("request.operation in ['CREATE']", 35), Ok(Ty::Bool));
         assert!(run("request.operation.x", 35)
             .unwrap_err()
             .contains("type 'string' does not support field selection"));
