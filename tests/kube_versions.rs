@@ -314,3 +314,51 @@ async fn a_policy_denial_is_reported_with_its_message_not_as_conflicts() {
     assert_eq!(patches, 1, "one request, no retry loop");
     assert_ne!(ran.code, 0, "{}", ran.stderr);
 }
+
+/// The paragraph `_admissionpolicy_notes.tpl` gives NOTES.txt: what is missing without the
+/// policy, and nothing where it is installed. Rendered through a copy of the chart whose
+/// NOTES.txt includes it (charts/render.py leaves NOTES.txt out of its streams).
+#[test]
+fn the_notes_partial_says_which_guarantee_is_missing() {
+    let Some(py) = chart_support::helm_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chart = dir.path().join("vmrecover");
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(chart_support::repo().join("charts/vmrecover"))
+        .arg(&chart)
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    std::fs::write(
+        chart.join("templates/NOTES.txt"),
+        "{{ include \"vmrecover.admissionPolicy.notes\" . }}\n",
+    )
+    .expect("NOTES.txt");
+    let notes = |values: &str| -> String {
+        let script = format!(
+            "import helm_python as h, json, sys\nc = h.Chart.load({chart:?})\nwith c:\n    out = c.render(json.loads({values:?}), name='vmrecover', namespace='harvester-system', is_install=True)\nsys.stdout.write(next(v for k, v in out.items() if k.endswith('NOTES.txt')))\n",
+            chart = chart.display().to_string(),
+        );
+        let o = std::process::Command::new(&py)
+            .args(["-c", &script])
+            .output()
+            .expect("python");
+        assert!(o.status.success(), "{}", chart_support::text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let old = notes(r#"{"kubeVersion": "1.29.9"}"#);
+    assert!(
+        old.contains("vmrecover-node-restriction is NOT installed")
+            && old.contains("Kubernetes before 1.30, e.g. Harvester 1.4.0")
+            && old.contains(
+                "The API server then does not restrict the agent's ServiceAccount to its own node"
+            ),
+        "{old}"
+    );
+    let off = notes(r#"{"admissionPolicy": {"enabled": false}}"#);
+    assert!(off.contains("(admissionPolicy.enabled=false)"), "{off}");
+    assert_eq!(notes(r#"{"kubeVersion": "1.30.7"}"#).trim(), "");
+}
