@@ -59,6 +59,10 @@ pub struct ReleaseProfile {
     pub harvester_vm_finalizers: &'static [&'static str],
     /// What Harvester's node-down controller does (see [`crate::controllers::node_down`]).
     pub node_down: crate::controllers::node_down::NodeDownStyle,
+    /// Whether Harvester's VM validator refuses a VM listing a PVC another VM of its
+    /// namespace lists ([`crate::admission::harvester_vm`]: v1.4.0 … v1.6.1; the RWX-aware
+    /// check of v1.7.0 on is not modelled).
+    pub validator_refuses_occupied_pvcs: bool,
 }
 
 /// Harvester's PVC clean-up finalizer on VMs (`pkg/controller/master/virtualmachine`,
@@ -107,6 +111,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         harvester_vmi_finalizers: VMI_LB_ONLY,
         harvester_vm_finalizers: VM_UP_TO_1_5,
         node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
+        validator_refuses_occupied_pvcs: true,
     },
     // Harvester 1.4.3: the same KubeVirt, on Kubernetes 1.31 (the 1.4 line moved RKE2 forward
     // in its patch releases: v1.4.1 1.30.7, v1.4.2 1.31.4, v1.4.3 1.31.7).
@@ -124,6 +129,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         harvester_vmi_finalizers: VMI_LB_ONLY,
         harvester_vm_finalizers: VM_UP_TO_1_5,
         node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
+        validator_refuses_occupied_pvcs: true,
     },
     ReleaseProfile {
         harvester: "1.5",
@@ -139,6 +145,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         harvester_vmi_finalizers: VMI_LB_ONLY,
         harvester_vm_finalizers: VM_UP_TO_1_5,
         node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
+        validator_refuses_occupied_pvcs: true,
     },
     ReleaseProfile {
         harvester: "1.6",
@@ -154,6 +161,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         harvester_vmi_finalizers: VMI_LB_ONLY,
         harvester_vm_finalizers: VM_FROM_1_6,
         node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
+        validator_refuses_occupied_pvcs: true,
     },
     ReleaseProfile {
         harvester: "1.7",
@@ -169,6 +177,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         harvester_vmi_finalizers: VMI_FROM_HARVESTER_1_7,
         harvester_vm_finalizers: VM_FROM_1_6,
         node_down: crate::controllers::node_down::NodeDownStyle::Taints,
+        validator_refuses_occupied_pvcs: false,
     },
     ReleaseProfile {
         harvester: "1.8",
@@ -187,6 +196,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         harvester_vmi_finalizers: VMI_FROM_HARVESTER_1_7,
         harvester_vm_finalizers: VM_FROM_1_6,
         node_down: crate::controllers::node_down::NodeDownStyle::Taints,
+        validator_refuses_occupied_pvcs: false,
     },
 ];
 

@@ -678,6 +678,7 @@ impl Inner {
             None,
         )?;
         self.admit(Phase::Validating, Operation::Create, r, "", &name)?;
+        self.webhook_content(Operation::Create, r, "", &body)?;
         if self.view_get(res, &key_for(r, ns, &name)).is_some() {
             return Err(ApiError::already_exists(r, &name));
         }
@@ -799,6 +800,7 @@ impl Inner {
         validation::validate_update(res, &new, &old, self.settings.kube_minor())?;
         self.policy_check(Operation::Update, r, sub, ns, name, Some(&new), Some(&old))?;
         self.admit(Phase::Validating, Operation::Update, r, sub, name)?;
+        self.webhook_content(Operation::Update, r, sub, &new)?;
         if r.tracks_generation() && meta::spec_part(&new) != meta::spec_part(&old) {
             let gen = old
                 .pointer("/metadata/generation")
