@@ -59,10 +59,18 @@ pub struct ReleaseProfile {
     pub harvester_vm_finalizers: &'static [&'static str],
     /// What Harvester's node-down controller does (see [`crate::controllers::node_down`]).
     pub node_down: crate::controllers::node_down::NodeDownStyle,
-    /// Whether Harvester's VM validator refuses a VM listing a PVC another VM of its
-    /// namespace lists ([`crate::admission::harvester_vm`]: v1.4.0 … v1.6.1; the RWX-aware
-    /// check of v1.7.0 on is not modelled).
-    pub validator_refuses_occupied_pvcs: bool,
+    /// Which occupied-PVC check Harvester's VM validator makes
+    /// ([`crate::admission::harvester_vm`]).
+    pub occupied_pvcs: OccupiedPvcs,
+}
+
+/// The occupied-PVC check of Harvester's VM validator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OccupiedPvcs {
+    /// v1.4.0 … v1.6.1: any other VM of the namespace listing the PVC refuses it.
+    AnyOtherVm,
+    /// v1.7.0 on: another VM's non-shareable disk, unless a non-Longhorn RWX PVC.
+    NonShareable,
 }
 
 /// Harvester's PVC clean-up finalizer on VMs (`pkg/controller/master/virtualmachine`,
@@ -111,7 +119,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         harvester_vmi_finalizers: VMI_LB_ONLY,
         harvester_vm_finalizers: VM_UP_TO_1_5,
         node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
-        validator_refuses_occupied_pvcs: true,
+        occupied_pvcs: OccupiedPvcs::AnyOtherVm,
     },
     // Harvester 1.4.3: the same KubeVirt, on Kubernetes 1.31 (the 1.4 line moved RKE2 forward
     // in its patch releases: v1.4.1 1.30.7, v1.4.2 1.31.4, v1.4.3 1.31.7).
@@ -129,7 +137,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         harvester_vmi_finalizers: VMI_LB_ONLY,
         harvester_vm_finalizers: VM_UP_TO_1_5,
         node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
-        validator_refuses_occupied_pvcs: true,
+        occupied_pvcs: OccupiedPvcs::AnyOtherVm,
     },
     ReleaseProfile {
         harvester: "1.5",
@@ -145,7 +153,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         harvester_vmi_finalizers: VMI_LB_ONLY,
         harvester_vm_finalizers: VM_UP_TO_1_5,
         node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
-        validator_refuses_occupied_pvcs: true,
+        occupied_pvcs: OccupiedPvcs::AnyOtherVm,
     },
     ReleaseProfile {
         harvester: "1.6",
@@ -161,7 +169,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         harvester_vmi_finalizers: VMI_LB_ONLY,
         harvester_vm_finalizers: VM_FROM_1_6,
         node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
-        validator_refuses_occupied_pvcs: true,
+        occupied_pvcs: OccupiedPvcs::AnyOtherVm,
     },
     ReleaseProfile {
         harvester: "1.7",
@@ -177,7 +185,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         harvester_vmi_finalizers: VMI_FROM_HARVESTER_1_7,
         harvester_vm_finalizers: VM_FROM_1_6,
         node_down: crate::controllers::node_down::NodeDownStyle::Taints,
-        validator_refuses_occupied_pvcs: false,
+        occupied_pvcs: OccupiedPvcs::NonShareable,
     },
     ReleaseProfile {
         harvester: "1.8",
@@ -196,7 +204,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         harvester_vmi_finalizers: VMI_FROM_HARVESTER_1_7,
         harvester_vm_finalizers: VM_FROM_1_6,
         node_down: crate::controllers::node_down::NodeDownStyle::Taints,
-        validator_refuses_occupied_pvcs: false,
+        occupied_pvcs: OccupiedPvcs::NonShareable,
     },
 ];
 

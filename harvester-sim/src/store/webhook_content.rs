@@ -5,14 +5,15 @@
 use serde_json::Value;
 
 use super::Inner;
-use crate::admission::harvester_vm::{check_occupied_pvcs, VALIDATOR};
+use crate::admission::harvester_vm::{check_non_shareable_pvcs, check_occupied_pvcs, VALIDATOR};
 use crate::admission::{Operation, WebhookState};
 use crate::errors::ApiError;
+use crate::profiles::OccupiedPvcs;
 use crate::resources::{find, ResourceDef};
 
 impl Inner {
     /// Harvester's VM validator on a VM CREATE or UPDATE (the object or its status): its
-    /// occupied-PVC check, in the releases that have it.
+    /// occupied-PVC check, as the release makes it.
     pub(super) fn webhook_content(
         &self,
         operation: Operation,
@@ -29,13 +30,23 @@ impl Inner {
             Some(WebhookState::Down | WebhookState::Deny { .. })
         );
         let registered = profile.webhooks.iter().any(|w| w.name == VALIDATOR);
-        if !(is_vm && validates && up && registered && profile.validator_refuses_occupied_pvcs) {
+        if !(is_vm && validates && up && registered) {
             return Ok(());
         }
         let vms: Vec<Value> = find("kubevirt.io", "v1", "virtualmachines")
             .and_then(|i| self.objects.get(i))
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
-        check_occupied_pvcs(object, &vms)
+        match profile.occupied_pvcs {
+            OccupiedPvcs::AnyOtherVm => check_occupied_pvcs(object, &vms),
+            OccupiedPvcs::NonShareable => {
+                let pvcs = find("", "v1", "persistentvolumeclaims");
+                let pvc = |ns: &str, name: &str| {
+                    pvcs.and_then(|i| self.get_obj(i, &(ns.to_string(), name.to_string())))
+                        .cloned()
+                };
+                check_non_shareable_pvcs(object, &vms, &pvc)
+            }
+        }
     }
 }
