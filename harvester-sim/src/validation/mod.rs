@@ -19,6 +19,7 @@
 //! (OpenAPI schema validation of CRDs), `managedFields`.
 
 pub mod admission_policies;
+mod admission_rules;
 pub mod events;
 pub mod field;
 pub mod leases;
