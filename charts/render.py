@@ -11,6 +11,9 @@ Helm v4 Go SDK behind ctypes; no helm binary, no network). Run it with the venv 
     .venv/bin/python charts/render.py lint
     .venv/bin/python charts/render.py template [--chart DIR|TGZ] [--values FILE]... [--set-json JSON]
                                      [--name vmrecover] [--namespace harvester-system]
+                                     [--kube-version X.Y.Z]  the cluster's Kubernetes version (the
+                                     offline SDK reports its own and no policy API): passed as
+                                     the chart's kubeVersion value
     .venv/bin/python charts/render.py pull-template --repo URL --version V [--addon FILE] ...
                                      the Harvester add-on path: pull the chart from an HTTP Helm
                                      repository (as the helm-install Job does) and render it with
@@ -209,17 +212,31 @@ def rbac_doc(rbac: str) -> str:
     return "\n".join(lines)
 
 
+# The oldest Kubernetes a Harvester release runs (1.4.0: harvester-installer scripts/version-rke2).
+OLDEST_KUBERNETES = "1.29.9"
+
+
 def cmd_deploy(args) -> int:
     stale: list[str] = []
     # The chart carries the host units (its CloudInit writes them); systemd/ is their source.
     for unit in ("vmrecover-boot.service", "vmrecover.service"):
         src = (REPO / "systemd" / unit).read_text()
         check_or_write(CHART / "files" / unit, src, args.check, stale)
-    defaults = render(CHART, {}, RELEASE, NAMESPACE)
+    # deploy/ applies on every Kubernetes Harvester runs: rendered for the oldest (Harvester
+    # 1.4.0's 1.29.9: the AppArmor annotation, not the 1.30 field); the admission policy, which
+    # needs 1.30, is rendered on its own into deploy/admissionpolicy.yaml (kept out of the
+    # kustomization).
+    oldest = {"kubeVersion": OLDEST_KUBERNETES}
+    defaults = render(CHART, oldest, RELEASE, NAMESPACE)
+    policy = render(CHART, {**oldest, "admissionPolicy": {"enabled": True}}, RELEASE, NAMESPACE)
+    defaults["admissionpolicy.yaml"] = policy["admissionpolicy.yaml"]
     expected = {}
     for rel, text in defaults.items():
+        extra = f"; kubeVersion={OLDEST_KUBERNETES}"
+        if rel == "admissionpolicy.yaml":
+            extra += "; admissionPolicy.enabled=true (Kubernetes 1.30+ only)"
         header = GENERATED.format(
-            source=f"templates/{rel}", release=RELEASE, namespace=NAMESPACE, extra="", python=PYTHON
+            source=f"templates/{rel}", release=RELEASE, namespace=NAMESPACE, extra=extra, python=PYTHON
         )
         expected[REPO / "deploy" / Path(rel).name] = header + text
     # Rendered files of an earlier chart that no template makes any more.
@@ -236,8 +253,12 @@ def cmd_deploy(args) -> int:
     check_or_write(REPO / "docs" / "rbac.md", rbac_doc(defaults["rbac.yaml"]), args.check, stale)
     kust = REPO / "deploy" / "kustomization.yaml"
     kust_text = kust.read_text() if kust.exists() else ""
+    # The admission policy stays out of the kustomization (it needs Kubernetes 1.30+).
     for path in expected:
-        if f"  - {path.name}\n" not in kust_text:
+        listed = f"  - {path.name}\n" in kust_text
+        if path.name == "admissionpolicy.yaml" and listed:
+            stale.append("deploy/kustomization.yaml must not list admissionpolicy.yaml (1.30+ only)")
+        elif path.name != "admissionpolicy.yaml" and not listed:
             stale.append(f"deploy/kustomization.yaml does not list {path.name}")
 
     # Optional parts, each rendered with its value on.
@@ -383,6 +404,8 @@ def merged_values(args) -> dict:
         sources.append(addon_values(Path(args.addon)))
     for j in args.set_json or []:
         sources.append(json.loads(j))
+    if getattr(args, "kube_version", None):
+        sources.append({"kubeVersion": args.kube_version})
     for s in sources:
         values = deep_merge(values, s)
     return values
@@ -458,6 +481,7 @@ def main() -> int:
         t.add_argument("--name", default=RELEASE)
         t.add_argument("--namespace", default=NAMESPACE)
         t.add_argument("--addon", help="an Addon manifest: its spec.valuesContent are the values")
+        t.add_argument("--kube-version", help="the cluster's Kubernetes version (value kubeVersion)")
         if name == "template":
             t.add_argument("--chart", default=str(CHART))
         else:

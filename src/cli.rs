@@ -134,6 +134,17 @@ pub struct GlobalArgs {
     )]
     pub namespace: String,
 
+    /// Longhorn's namespace: every read of Longhorn's volumes and volume attachments goes
+    /// there (the chart's `longhornNamespace`, whose Role grants those reads). Overrides the
+    /// configuration file's `longhornNamespace`; default longhorn-system.
+    #[arg(
+        long,
+        env = "VMRECOVER_LONGHORN_NAMESPACE",
+        global = true,
+        value_name = "NS"
+    )]
+    pub longhorn_namespace: Option<String>,
+
     /// Output format of `status` and `run`: a table for people, or JSON (the full
     /// facts, plan and report) for tools.
     #[arg(long, short, global = true, value_enum, default_value_t = OutputFormat::Table)]

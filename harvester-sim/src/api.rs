@@ -32,6 +32,17 @@ pub(crate) enum Target {
     },
 }
 
+impl Target {
+    /// The resource addressed.
+    pub(crate) fn res(&self) -> ResIdx {
+        match self {
+            Target::Collection { res, .. }
+            | Target::Action { res, .. }
+            | Target::Object { res, .. } => *res,
+        }
+    }
+}
+
 /// The create-only subresources served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Action {
@@ -143,6 +154,7 @@ fn json_body(r: &Req) -> Result<Value, ApiError> {
 pub(crate) fn route(state: &State, r: &Req) -> Reply {
     let path = r.path.trim_end_matches('/');
     let get = r.method == "GET";
+    let minor = state.store.settings().kube_minor();
     match path {
         "/version" if get => return Reply::Json(200, state.store.settings().version_info()),
         "/healthz" | "/readyz" | "/livez" if get => return Reply::Text(200, "ok".into()),
@@ -156,13 +168,13 @@ pub(crate) fn route(state: &State, r: &Req) -> Reply {
                 }),
             )
         }
-        "/apis" if get => return Reply::Json(200, resources::group_list()),
-        "/openapi/v3" if get => return Reply::Json(200, crate::openapi::index()),
+        "/apis" if get => return Reply::Json(200, resources::group_list(minor)),
+        "/openapi/v3" if get => return Reply::Json(200, crate::openapi::index(minor)),
         "/openapi/v2" if get => {
             return Reply::Bytes(
                 200,
                 "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
-                crate::openapi::v2_protobuf(),
+                crate::openapi::v2_protobuf(minor),
             )
         }
         _ => {}
@@ -170,8 +182,8 @@ pub(crate) fn route(state: &State, r: &Req) -> Reply {
     if get {
         if let Some(rest) = path.strip_prefix("/openapi/v3/") {
             let doc = match rest.split('/').collect::<Vec<_>>().as_slice() {
-                ["api", v] => crate::openapi::group_version("", v),
-                ["apis", g, v] => crate::openapi::group_version(g, v),
+                ["api", v] => crate::openapi::group_version("", v, minor),
+                ["apis", g, v] => crate::openapi::group_version(g, v, minor),
                 _ => None,
             };
             return match doc {
@@ -182,19 +194,19 @@ pub(crate) fn route(state: &State, r: &Req) -> Reply {
         let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match segs.as_slice() {
             ["api", v] => {
-                return resources::resource_list("", v).map_or_else(
+                return resources::resource_list("", v, minor).map_or_else(
                     || ApiError::path_not_found().into(),
                     |l| Reply::Json(200, l),
                 )
             }
             ["apis", g] => {
-                return resources::group(g).map_or_else(
+                return resources::group(g, minor).map_or_else(
                     || ApiError::path_not_found().into(),
                     |l| Reply::Json(200, l),
                 )
             }
             ["apis", g, v] => {
-                return resources::resource_list(g, v).map_or_else(
+                return resources::resource_list(g, v, minor).map_or_else(
                     || ApiError::path_not_found().into(),
                     |l| Reply::Json(200, l),
                 )
@@ -202,7 +214,9 @@ pub(crate) fn route(state: &State, r: &Req) -> Reply {
             _ => {}
         }
     }
-    match parse_target(path) {
+    // A resource this Kubernetes version does not serve is 404 on every path, as discovery
+    // does not list it ([`crate::kube_version`]).
+    match parse_target(path).filter(|t| crate::kube_version::served(&RESOURCES[t.res()], minor)) {
         Some(t) => match verb(state, r, t) {
             Ok(reply) => reply,
             Err(e) => e.into(),

@@ -143,6 +143,7 @@ pub mod controllers;
 pub mod convert;
 pub mod errors;
 pub mod faults;
+pub mod kube_version;
 pub mod kubeconfig;
 pub mod managed_fields;
 pub mod meta;
@@ -314,11 +315,7 @@ impl Sim {
             let p = profiles::profile(r).ok_or_else(|| {
                 anyhow!(
                     "unknown Harvester release {r:?} (known: {})",
-                    profiles::PROFILES
-                        .iter()
-                        .map(|p| p.harvester)
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    profiles::known_names()
                 )
             })?;
             scenarios::for_release(&mut sc, p);

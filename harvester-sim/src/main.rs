@@ -34,7 +34,8 @@ struct Args {
     /// Append every request as a JSON line to this file.
     #[arg(long)]
     log_requests: Option<PathBuf>,
-    /// Kubernetes version reported at /version (overrides the scenario's).
+    /// Kubernetes version (e.g. v1.29.9+rke2r1), overriding the release's and the scenario's:
+    /// reported at /version and deciding what is served (the policy API from 1.30, ...).
     #[arg(long)]
     kube_version: Option<String>,
     /// Enforce RBAC from these manifests (files or directories, e.g. deploy/): their
@@ -54,8 +55,9 @@ struct Args {
     /// Also write the CA of the serving certificate (PEM) here, e.g. for a pod's `ca.crt`.
     #[arg(long)]
     ca_out: Option<PathBuf>,
-    /// Generate the scenarios for this Harvester release (1.4 … 1.8): their objects are
-    /// rewritten into its finalizers, labels and versions, and its controllers run.
+    /// Generate the scenarios for this Harvester release (1.4 = v1.4.0 on Kubernetes 1.29,
+    /// 1.4.3, 1.5 … 1.8): their objects are rewritten into its finalizers, labels and
+    /// versions, its Kubernetes version is served, and its controllers run. Unknown: refused.
     #[arg(long)]
     release: Option<String>,
 }

@@ -6,7 +6,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::resources::RESOURCES;
+use crate::resources::served_resources;
 
 fn gv_path(group: &str, version: &str) -> String {
     if group.is_empty() {
@@ -16,10 +16,10 @@ fn gv_path(group: &str, version: &str) -> String {
     }
 }
 
-/// `GET /openapi/v3`: the index of group/version documents.
-pub fn index() -> Value {
+/// `GET /openapi/v3`: the index of group/version documents served at Kubernetes minor `minor`.
+pub fn index(minor: u32) -> Value {
     let mut paths = Map::new();
-    for r in RESOURCES {
+    for r in served_resources(minor) {
         let p = gv_path(r.group, r.version);
         paths.entry(p.clone()).or_insert_with(
             || json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=harvester-sim-1")}),
@@ -29,12 +29,9 @@ pub fn index() -> Value {
 }
 
 /// `GET /openapi/v3/api/v1` or `/openapi/v3/apis/GROUP/VERSION`; `None` when not served.
-pub fn group_version(group: &str, version: &str) -> Option<Value> {
+pub fn group_version(group: &str, version: &str, minor: u32) -> Option<Value> {
     let mut paths = Map::new();
-    for r in RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-    {
+    for r in served_resources(minor).filter(|r| r.group == group && r.version == version) {
         let base = format!("/{}", gv_path(r.group, r.version));
         let item = if r.namespaced {
             format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
@@ -114,10 +111,10 @@ mod pb {
 /// PATCH operation per kind that declares the `fieldValidation` query parameter and the
 /// `x-kubernetes-group-version-kind` extension, and no definitions. kubectl ≤1.29 reads it to
 /// decide on server-side field validation (else `create -f`/`apply -f` fail to "download openapi").
-pub fn v2_protobuf() -> Vec<u8> {
+pub fn v2_protobuf(minor: u32) -> Vec<u8> {
     use pb::{field, msg};
     let paths = msg(|paths| {
-        for r in RESOURCES {
+        for r in served_resources(minor) {
             let base = format!("/{}", gv_path(r.group, r.version));
             let item = if r.namespaced {
                 format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
@@ -181,9 +178,9 @@ mod tests {
 
     #[test]
     fn every_group_version_has_patch_with_field_validation() {
-        let idx = index();
+        let idx = index(33);
         assert!(idx["paths"]["apis/kubevirt.io/v1"]["serverRelativeURL"].is_string());
-        let doc = group_version("kubevirt.io", "v1").unwrap_or_default();
+        let doc = group_version("kubevirt.io", "v1", 33).unwrap_or_default();
         let p = &doc["paths"]
             ["/apis/kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances/{name}"]["patch"];
         assert_eq!(
@@ -193,8 +190,8 @@ mod tests {
         assert!(p["parameters"]
             .as_array()
             .is_some_and(|a| a.iter().any(|x| x["name"] == "fieldValidation")));
-        assert!(group_version("nope.io", "v1").is_none());
-        let pb = v2_protobuf();
+        assert!(group_version("nope.io", "v1", 33).is_none());
+        let pb = v2_protobuf(33);
         // Field 1 (swagger) comes first: tag 0x0a, length 3, "2.0".
         assert_eq!(pb.get(..5), Some(&b"\x0a\x032.0"[..]));
         let text = String::from_utf8_lossy(&pb);

@@ -59,6 +59,18 @@ pub struct ReleaseProfile {
     pub harvester_vm_finalizers: &'static [&'static str],
     /// What Harvester's node-down controller does (see [`crate::controllers::node_down`]).
     pub node_down: crate::controllers::node_down::NodeDownStyle,
+    /// Which occupied-PVC check Harvester's VM validator makes
+    /// ([`crate::admission::harvester_vm`]).
+    pub occupied_pvcs: OccupiedPvcs,
+}
+
+/// The occupied-PVC check of Harvester's VM validator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OccupiedPvcs {
+    /// v1.4.0 … v1.6.1: any other VM of the namespace listing the PVC refuses it.
+    AnyOtherVm,
+    /// v1.7.0 on: another VM's non-shareable disk, unless a non-Longhorn RWX PVC.
+    NonShareable,
 }
 
 /// Harvester's PVC clean-up finalizer on VMs (`pkg/controller/master/virtualmachine`,
@@ -100,13 +112,32 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_finalizers_removed: UP_TO_1_6,
         removes_migration_target_label: false,
         webhooks: crate::admission::webhooks::HARVESTER_1_4,
-        harvester_version: "v1.4.3",
-        kube_version: "1.30.11+rke2r1",
+        harvester_version: "v1.4.0",
+        kube_version: "1.29.9+rke2r1",
         longhorn: "v1.7.3",
         launcher_image: "registry.suse.com/suse/sles/15.6/virt-launcher:1.3.1-150600.5.9.1",
         harvester_vmi_finalizers: VMI_LB_ONLY,
         harvester_vm_finalizers: VM_UP_TO_1_5,
         node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
+        occupied_pvcs: OccupiedPvcs::AnyOtherVm,
+    },
+    // Harvester 1.4.3: the same KubeVirt, on Kubernetes 1.31 (the 1.4 line moved RKE2 forward
+    // in its patch releases: v1.4.1 1.30.7, v1.4.2 1.31.4, v1.4.3 1.31.7).
+    ReleaseProfile {
+        harvester: "1.4.3",
+        kubevirt: "1.3",
+        vmi_foreground_finalizer: LEGACY_VMI_FOREGROUND_FINALIZER,
+        vmi_finalizers_removed: UP_TO_1_6,
+        removes_migration_target_label: false,
+        webhooks: crate::admission::webhooks::HARVESTER_1_4,
+        harvester_version: "v1.4.3",
+        kube_version: "1.31.7+rke2r1",
+        longhorn: "v1.7.3",
+        launcher_image: "registry.suse.com/suse/sles/15.6/virt-launcher:1.3.1-150600.5.9.1",
+        harvester_vmi_finalizers: VMI_LB_ONLY,
+        harvester_vm_finalizers: VM_UP_TO_1_5,
+        node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
+        occupied_pvcs: OccupiedPvcs::AnyOtherVm,
     },
     ReleaseProfile {
         harvester: "1.5",
@@ -122,6 +153,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         harvester_vmi_finalizers: VMI_LB_ONLY,
         harvester_vm_finalizers: VM_UP_TO_1_5,
         node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
+        occupied_pvcs: OccupiedPvcs::AnyOtherVm,
     },
     ReleaseProfile {
         harvester: "1.6",
@@ -137,6 +169,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         harvester_vmi_finalizers: VMI_LB_ONLY,
         harvester_vm_finalizers: VM_FROM_1_6,
         node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
+        occupied_pvcs: OccupiedPvcs::AnyOtherVm,
     },
     ReleaseProfile {
         harvester: "1.7",
@@ -146,12 +179,13 @@ pub static PROFILES: &[ReleaseProfile] = &[
         removes_migration_target_label: true,
         webhooks: crate::admission::webhooks::HARVESTER_1_7,
         harvester_version: "v1.7.0",
-        kube_version: "1.33.5+rke2r1",
+        kube_version: "1.34.2+rke2r1",
         longhorn: "v1.9.2",
         launcher_image: "registry.suse.com/suse/sles/15.7/virt-launcher:1.6.2-150700.3.11.1",
         harvester_vmi_finalizers: VMI_FROM_HARVESTER_1_7,
         harvester_vm_finalizers: VM_FROM_1_6,
         node_down: crate::controllers::node_down::NodeDownStyle::Taints,
+        occupied_pvcs: OccupiedPvcs::NonShareable,
     },
     ReleaseProfile {
         harvester: "1.8",
@@ -162,21 +196,38 @@ pub static PROFILES: &[ReleaseProfile] = &[
         webhooks: crate::admission::webhooks::HARVESTER_1_8,
         harvester_version: "v1.8.0",
         // Harvester's go.mod on master (commit 0020ce03, the 1.8 line): kubevirt v1.7.0,
-        // k8s.io/kubernetes v1.33.7, longhorn-manager v1.10.0.
-        kube_version: "1.33.7+rke2r1",
+        // longhorn-manager v1.10.0; its k8s.io/kubernetes v1.33.7 is the library, not the
+        // cluster: harvester-installer v1.8.0 `scripts/version-rke2` ships RKE2 v1.35.2.
+        kube_version: "1.35.2+rke2r1",
         longhorn: "v1.10.0",
         launcher_image: "registry.suse.com/suse/sles/15.7/virt-launcher:1.7.0-150700.3.17.1",
         harvester_vmi_finalizers: VMI_FROM_HARVESTER_1_7,
         harvester_vm_finalizers: VM_FROM_1_6,
         node_down: crate::controllers::node_down::NodeDownStyle::Taints,
+        occupied_pvcs: OccupiedPvcs::NonShareable,
     },
 ];
 
-/// The profile of a Harvester release (`1.6`, `v1.6`, `1.6.1` all name the 1.6 row).
+/// The profile of a Harvester release: a row's name (`1.4`, `1.4.3`; a leading `v` is
+/// allowed) or the exact patch release a row simulates (`1.4.0`, `v1.6.1`). Another patch
+/// release is unknown: its Kubernetes version may differ from the row's (the 1.4 line ran
+/// 1.29, 1.30 and 1.31), so guessing would serve the wrong API.
 pub fn profile(harvester: &str) -> Option<&'static ReleaseProfile> {
     let v = harvester.trim().trim_start_matches('v');
-    let minor: String = v.split('.').take(2).collect::<Vec<_>>().join(".");
-    PROFILES.iter().find(|p| p.harvester == minor)
+    PROFILES.iter().find(|p| p.harvester == v).or_else(|| {
+        PROFILES
+            .iter()
+            .find(|p| p.harvester_version.trim_start_matches('v') == v)
+    })
+}
+
+/// The names [`profile`] knows, for an error message.
+pub fn known_names() -> String {
+    PROFILES
+        .iter()
+        .map(|p| format!("{} ({})", p.harvester, p.harvester_version))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The profile of a release, or the default one when the name is unknown.
@@ -197,6 +248,7 @@ mod tests {
             pairs,
             [
                 ("1.4", "1.3"),
+                ("1.4.3", "1.3"),
                 ("1.5", "1.4"),
                 ("1.6", "1.5"),
                 ("1.7", "1.6"),
@@ -237,7 +289,17 @@ mod tests {
 
     #[test]
     fn lookup_accepts_patch_versions() {
-        assert_eq!(profile("v1.6.2").map(|p| p.kubevirt), Some("1.5"));
+        assert_eq!(profile("v1.6.1").map(|p| p.kubevirt), Some("1.5"));
+        assert_eq!(
+            profile("1.4.0").map(|p| p.kube_version),
+            Some("1.29.9+rke2r1")
+        );
+        assert_eq!(
+            profile("1.4.3").map(|p| p.kube_version),
+            Some("1.31.7+rke2r1")
+        );
+        // A patch release without a row is unknown, not its minor's row.
+        assert_eq!(profile("1.4.1"), None);
         assert_eq!(profile("1.9"), None);
         assert_eq!(profile_or_default("1.9").harvester, DEFAULT_RELEASE);
     }

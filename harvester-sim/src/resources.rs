@@ -467,10 +467,11 @@ pub fn split_api_version(api_version: &str) -> (&str, &str) {
     }
 }
 
-/// The API groups (other than core) with their versions, in serving order.
-pub fn groups() -> Vec<(&'static str, &'static str)> {
+/// The API groups (other than core) with their versions, in serving order, at Kubernetes
+/// minor `minor` ([`crate::kube_version::served`]).
+pub fn groups(minor: u32) -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&'static str, &'static str)> = Vec::new();
-    for r in RESOURCES {
+    for r in served_resources(minor) {
         if !r.group.is_empty() && !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }
@@ -478,10 +479,16 @@ pub fn groups() -> Vec<(&'static str, &'static str)> {
     out
 }
 
-/// The `APIResourceList` for one group/version, or `None` when it is not served.
-pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let entries: Vec<Value> = RESOURCES
+/// The resources served at Kubernetes minor `minor`.
+pub fn served_resources(minor: u32) -> impl Iterator<Item = &'static ResourceDef> {
+    RESOURCES
         .iter()
+        .filter(move |r| crate::kube_version::served(r, minor))
+}
+
+/// The `APIResourceList` for one group/version, or `None` when it is not served.
+pub fn resource_list(group: &str, version: &str, minor: u32) -> Option<Value> {
+    let entries: Vec<Value> = served_resources(minor)
         .filter(|r| r.group == group && r.version == version)
         .flat_map(|r| r.discovery_entries())
         .collect();
@@ -502,8 +509,8 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
 }
 
 /// The legacy `APIGroupList` served at `/apis`.
-pub fn group_list() -> Value {
-    let groups: Vec<Value> = groups()
+pub fn group_list(minor: u32) -> Value {
+    let groups: Vec<Value> = groups(minor)
         .into_iter()
         .map(|(g, v)| {
             let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
@@ -514,8 +521,8 @@ pub fn group_list() -> Value {
 }
 
 /// The `APIGroup` served at `/apis/GROUP`, or `None` when the group is not served.
-pub fn group(group: &str) -> Option<Value> {
-    let (g, v) = groups().into_iter().find(|(g, _)| *g == group)?;
+pub fn group(group: &str, minor: u32) -> Option<Value> {
+    let (g, v) = groups(minor).into_iter().find(|(g, _)| *g == group)?;
     let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
     Some(json!({
         "kind": "APIGroup",
@@ -541,7 +548,7 @@ mod tests {
 
     #[test]
     fn discovery_lists_status_subresources_and_short_names() {
-        let list = resource_list("kubevirt.io", "v1").unwrap_or_default();
+        let list = resource_list("kubevirt.io", "v1", 33).unwrap_or_default();
         let names: Vec<&str> = list["resources"]
             .as_array()
             .map(|a| a.iter().filter_map(|r| r["name"].as_str()).collect())
@@ -550,7 +557,7 @@ mod tests {
         assert!(!names.contains(&"virtualmachineinstances/status"));
         assert!(names.contains(&"virtualmachines"));
         assert_eq!(list["resources"][0]["shortNames"][0], "vm");
-        let apis = group_list();
+        let apis = group_list(33);
         assert!(apis["groups"]
             .as_array()
             .is_some_and(|g| g.iter().any(|g| g["name"] == "longhorn.io")));

@@ -206,6 +206,11 @@ impl Settings {
         crate::profiles::profile_or_default(&self.release)
     }
 
+    /// The Kubernetes minor of `kube_version`: what [`crate::kube_version`] gates on.
+    pub fn kube_minor(&self) -> u32 {
+        crate::kube_version::minor(&self.kube_version)
+    }
+
     /// `/version` body.
     pub fn version_info(&self) -> serde_json::Value {
         let mut parts = self.kube_version.split('.');

@@ -14,8 +14,8 @@
 //! `system:serviceaccount:NS:NAME` in `system:serviceaccounts`,
 //! `system:serviceaccounts:NS`; a pod-bound token carries the extras
 //! `authentication.kubernetes.io/pod-name`, `pod-uid` and — the pod's `spec.nodeName`
-//! (ServiceAccountTokenPodNodeInfo, GA in 1.32) — `node-name` (and `node-uid` when that Node
-//! exists). A token stops authenticating when it expires, when its ServiceAccount is gone or
+//! (ServiceAccountTokenPodNodeInfo: off in 1.29, on from 1.30, GA in 1.32; the simulator's
+//! Kubernetes version decides) — `node-name` (and `node-uid` when that Node exists). A token stops authenticating when it expires, when its ServiceAccount is gone or
 //! replaced (uid), or when the object it is bound to is gone or replaced.
 //!
 //! The token text is JWT-shaped (header, claims, signature, base64url) so tools that peek at
@@ -196,8 +196,12 @@ impl Tokens {
                     .insert(POD_NAME_KEY.into(), vec![obj_name.into()]);
                 identity.extra.insert(POD_UID_KEY.into(), vec![uid.clone()]);
             }
+            // A pod's node goes into its token only with ServiceAccountTokenPodNodeInfo on
+            // (Kubernetes 1.30+, [`crate::kube_version::pod_tokens_carry_node`]).
+            let pod_node =
+                crate::kube_version::pod_tokens_carry_node(store.settings().kube_minor());
             let node = match plural {
-                "pods" => obj
+                "pods" if pod_node => obj
                     .pointer("/spec/nodeName")
                     .and_then(Value::as_str)
                     .unwrap_or(""),

@@ -270,7 +270,7 @@ async fn longhorn_refs(
     missing: &BTreeSet<NsName>,
     also: &AlsoRead,
 ) -> Result<Vec<LonghornVolumeRef>, String> {
-    let api = Api::<LonghornVolume>::namespaced(client.clone(), LONGHORN_NAMESPACE);
+    let api = Api::<LonghornVolume>::namespaced(client.clone(), longhorn_namespace());
     let all = list_optional(api, "volumes.longhorn.io").await?;
     Ok(all
         .iter()
@@ -306,10 +306,10 @@ async fn attachments_of(
     );
     let longhorn = keys.iter().map(|k| async move {
         let (vol, lva) = tokio::join!(
-            get_optional::<LonghornVolume>(client, LONGHORN_NAMESPACE, k, "volumes.longhorn.io"),
+            get_optional::<LonghornVolume>(client, longhorn_namespace(), k, "volumes.longhorn.io"),
             get_optional::<LonghornVolumeAttachment>(
                 client,
-                LONGHORN_NAMESPACE,
+                longhorn_namespace(),
                 k,
                 "volumeattachments.longhorn.io"
             ),

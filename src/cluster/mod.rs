@@ -4,6 +4,7 @@
 //! re-exported here, so the compiler keeps this surface.
 
 mod client;
+mod denial;
 mod errors;
 mod events;
 mod gather;
@@ -21,6 +22,7 @@ mod wait;
 pub use client::{
     check_node, connect, connect_for_watches, connect_to_node, ConnectError, LONG_WATCH_SECS,
 };
+pub use denial::{classify as classify_refusal, Refusal};
 pub use errors::{describe, status_code};
 pub use events::{EventRecorder, Regarding};
 pub use gather::{gather, is_deciding, AlsoRead, NsName};

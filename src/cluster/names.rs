@@ -16,8 +16,24 @@ pub const ANNOTATION_DOMAIN: &str = "kubevirt.io/domain";
 pub const ANNOTATION_REMOVED_PVCS: &str = "harvesterhci.io/removedPersistentVolumeClaims";
 /// The CSI driver (and VolumeAttachment attacher) of Longhorn.
 pub const LONGHORN_DRIVER: &str = "driver.longhorn.io";
-/// Longhorn's namespace.
-pub const LONGHORN_NAMESPACE: &str = "longhorn-system";
+/// Longhorn's namespace unless `--longhorn-namespace` names another.
+pub const DEFAULT_LONGHORN_NAMESPACE: &str = "longhorn-system";
+
+static LONGHORN_NAMESPACE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets Longhorn's namespace for this process, once, from `--longhorn-namespace` (before any
+/// request; a later call changes nothing).
+pub fn set_longhorn_namespace(ns: &str) {
+    let _ = LONGHORN_NAMESPACE.set(ns.to_string());
+}
+
+/// Longhorn's namespace: where every Longhorn read goes.
+pub fn longhorn_namespace() -> &'static str {
+    LONGHORN_NAMESPACE
+        .get()
+        .map(String::as_str)
+        .unwrap_or(DEFAULT_LONGHORN_NAMESPACE)
+}
 /// vmrecover's name as an Event reporting controller and field manager.
 pub const REPORTING_CONTROLLER: &str = "vmrecover";
 

@@ -19,6 +19,10 @@ pub async fn dispatch(cli: Cli) -> Outcome {
             return Outcome::Error;
         }
     };
+    // Every Longhorn read of this process goes to the configured namespace (flag, file, default).
+    if let Some(cfg) = invocation.config() {
+        crate::cluster::set_longhorn_namespace(&cfg.longhorn_namespace);
+    }
     match invocation {
         Invocation::Status(cfg, vm) => status::run(&cfg, vm.as_deref()).await,
         Invocation::AllNodes(cfg) => all_nodes::run(&cfg).await,

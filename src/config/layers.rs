@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::file::{self, ConfigPath, FileConfig, FileError};
 use super::{ActOn, Policy};
 use crate::cli::PolicyArgs;
-use crate::cluster::LONGHORN_NAMESPACE;
+use crate::cluster::DEFAULT_LONGHORN_NAMESPACE;
 
 /// The flags and the configuration file, kept so that a changed file can be merged again
 /// under the same flags.
@@ -23,6 +23,8 @@ pub struct Layers {
     pub act_on: Option<ActOn>,
     /// `--boot-window`, when given.
     pub boot_window: Option<Duration>,
+    /// `--longhorn-namespace`, when given.
+    pub longhorn_namespace: Option<String>,
     /// Why the file was refused when the agent started (it then reports only until a
     /// valid file appears: fail closed, no crash loop).
     pub refused: Option<FileError>,
@@ -72,10 +74,11 @@ impl Layers {
                 .boot_window
                 .or(file.boot_window.map(|x| x.0))
                 .unwrap_or(Duration::from_secs(30 * 60)),
-            longhorn_namespace: file
+            longhorn_namespace: self
                 .longhorn_namespace
                 .clone()
-                .unwrap_or_else(|| LONGHORN_NAMESPACE.to_string()),
+                .or_else(|| file.longhorn_namespace.clone())
+                .unwrap_or_else(|| DEFAULT_LONGHORN_NAMESPACE.to_string()),
         }
     }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::boot::BootOptions;
 use crate::cli::{AgentArgs, BootRecordAction, Cli, Command, GlobalArgs, OutputFormat, RunArgs};
-use crate::cluster::LONGHORN_NAMESPACE;
+use crate::cluster::DEFAULT_LONGHORN_NAMESPACE;
 use crate::node::NodeOptions;
 
 pub use file::{load as load_file, ConfigPath, FileConfig, FileError, POD_CONFIG};
@@ -162,6 +162,17 @@ pub enum Invocation {
 }
 
 impl Invocation {
+    /// The resolved configuration, for the commands that have one.
+    pub fn config(&self) -> Option<&Config> {
+        match self {
+            Invocation::Status(c, _)
+            | Invocation::AllNodes(c)
+            | Invocation::Run(c, _)
+            | Invocation::Agent(c, _) => Some(c),
+            Invocation::Idle | Invocation::BootRecord { .. } => None,
+        }
+    }
+
     /// Resolves the parsed command line (flags and their environment variables).
     pub fn resolve(cli: Cli) -> Result<Self, ConfigError> {
         let g = &cli.global;
@@ -258,6 +269,7 @@ impl Config {
             flags: g.policy.clone(),
             act_on: agent.and_then(|a| a.act_on),
             boot_window: agent.and_then(|a| a.boot_window),
+            longhorn_namespace: g.longhorn_namespace.clone(),
             refused,
         };
         let m = layers.merge(&loaded.map(|(_, _, c)| c).unwrap_or_default());
@@ -331,7 +343,7 @@ impl Config {
             },
             policy: Policy::default(),
             output: OutputFormat::Table,
-            longhorn_namespace: LONGHORN_NAMESPACE.to_string(),
+            longhorn_namespace: DEFAULT_LONGHORN_NAMESPACE.to_string(),
             layers: Layers::default(),
         }
     }

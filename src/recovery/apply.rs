@@ -23,7 +23,7 @@ use super::report::{OrphanOutcome, StepAction, StepOutcome, StepStatus, VmOutcom
 use crate::cluster::LeaseGuard;
 use crate::cluster::ObjectKey;
 use crate::cluster::{backoff, retryable, with_retries, ATTEMPTS};
-use crate::cluster::{describe, status_code};
+use crate::cluster::{classify_refusal, describe, status_code, Refusal};
 use crate::cluster::{EventRecorder, Regarding};
 use crate::cluster::{VirtualMachine, VirtualMachineInstance, VmiView};
 use crate::node::orphans;
@@ -651,14 +651,15 @@ where
         {
             Ok(_) => return (Ok(Cleared::Removed(to_remove)), requests),
             Err(e) if status_code(&e) == Some(404) => return (Ok(Cleared::AlreadyGone), requests),
-            // Before the 422 arm: a webhook's denial may be a 422 too, and is no failed `test`.
-            Err(e) if webhook_answer(&e).is_some() => {
-                let reason = webhook_answer(&e)
-                    .map(|w| w.reason(&what))
+            // A denial (policy, webhook, validation) is final, reported once with the
+            // server's message; only a conflict or a failed `test` re-reads (cluster::denial).
+            Err(e) if classify_refusal(&e).is_some_and(|r| r.is_final()) => {
+                let reason = classify_refusal(&e)
+                    .map(|r| r.reason(&what))
                     .unwrap_or_default();
                 return (Err(Stop::Fail(reason)), requests);
             }
-            Err(e) if matches!(status_code(&e), Some(409) | Some(422)) => {
+            Err(e) if classify_refusal(&e) == Some(Refusal::Moved) => {
                 requests += 1;
                 let current = match with_retries(&format!("get {what}"), || {
                     api.get_opt(&object.name)
@@ -719,73 +720,9 @@ where
     )
 }
 
-/// An admission webhook's answer to a write, told apart from every other error by the
-/// Status message the apiserver builds (k8s.io/apiserver v0.33.0): a webhook it could not
-/// call is `apierrors.NewInternalError(ErrCallingWebhook)` (500, `Internal error occurred:
-/// failed calling webhook "<name>": ...`, `pkg/admission/plugin/webhook/validating/
-/// dispatcher.go`, `pkg/util/webhook/error.go`); a denial is `ToStatusErr` (`admission
-/// webhook "<name>" denied the request: <message>`, with whatever code the webhook chose,
-/// 400 and 422 typically, `pkg/admission/plugin/webhook/errors/statuserror.go`). A failed
-/// JSON-patch `test` is neither: its 422 says "the server rejected our request ...".
-#[derive(Debug, PartialEq)]
-enum WebhookAnswer {
-    /// The webhook could not be called (its pods are down, e.g. right after a power cut).
-    Unavailable { webhook: String, detail: String },
-    /// The webhook refused the change.
-    Denied { webhook: String, message: String },
-}
-
-impl WebhookAnswer {
-    /// The VM's failure reason.
-    fn reason(&self, what: &str) -> String {
-        match self {
-            WebhookAnswer::Unavailable { webhook, detail } => format!(
-                "{what}: admission webhook {webhook} is unavailable ({detail}); nothing was \
-                 changed, a later pass or a rerun retries once it is back"
-            ),
-            WebhookAnswer::Denied { webhook, message } => format!(
-                "{what}: admission webhook {webhook} denied the change: {message}; nothing was \
-                 changed and it is not retried in this run"
-            ),
-        }
-    }
-}
-
-/// The webhook answer in an API error, if it is one (see [`WebhookAnswer`]).
-fn webhook_answer(err: &kube::Error) -> Option<WebhookAnswer> {
-    let kube::Error::Api(status) = err else {
-        return None;
-    };
-    let quoted = |rest: &str| -> Option<(String, String)> {
-        let (name, after) = rest.split_once('"')?;
-        Some((name.to_string(), after.to_string()))
-    };
-    if let Some(rest) = status
-        .message
-        .strip_prefix("Internal error occurred: failed calling webhook \"")
-    {
-        let (webhook, after) = quoted(rest)?;
-        let detail = after
-            .trim_start_matches(':')
-            .trim()
-            .trim_start_matches("failed to call webhook:")
-            .trim()
-            .to_string();
-        return Some(WebhookAnswer::Unavailable { webhook, detail });
-    }
-    let rest = status.message.strip_prefix("admission webhook \"")?;
-    let (webhook, after) = quoted(rest)?;
-    let message = after.strip_prefix(" denied the request")?;
-    let message = message.strip_prefix(": ").unwrap_or(message).trim();
-    Some(WebhookAnswer::Denied {
-        webhook,
-        message: message.to_string(),
-    })
-}
-
-/// [`with_retries`] for the finalizer patch, except that a webhook's answer is final for
-/// this run: a webhook that cannot be called after a power cut stays down for minutes (a
-/// later pass retries), and one that denied will deny again.
+/// [`with_retries`] for the finalizer patch, except that a refusal is final for this run
+/// ([`Refusal::is_final`]): a webhook that cannot be called after a power cut stays down for
+/// minutes (a later pass retries), and a policy or webhook that denied will deny again.
 async fn retried_unless_webhook<T, F, Fut>(what: &str, mut request: F) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
@@ -794,7 +731,11 @@ where
     let mut retry = 0;
     loop {
         match request().await {
-            Err(e) if retryable(&e) && webhook_answer(&e).is_none() && retry + 1 < ATTEMPTS => {
+            Err(e)
+                if retryable(&e)
+                    && !classify_refusal(&e).is_some_and(|r| r.is_final())
+                    && retry + 1 < ATTEMPTS =>
+            {
                 let wait = backoff(&e, retry);
                 tracing::info!(
                     "{what}: {e}; retrying in {}",
@@ -871,63 +812,4 @@ async fn still_orphan(o: &OrphanDecision, ctx: &ApplyContext) -> Result<(), Stri
         return Err(format!("launcher pod {pod} for it is on this node now"));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kube::core::Status;
-
-    fn api(code: u16, message: &str) -> kube::Error {
-        let mut s = Status::failure(message, "");
-        s.code = code;
-        kube::Error::Api(Box::new(s))
-    }
-
-    #[test]
-    fn webhook_answers_are_told_apart_by_the_status_message() {
-        let down = api(
-            500,
-            "Internal error occurred: failed calling webhook \"virtualmachines-mutator.kubevirt.io\": failed to call webhook: Post \"https://virt-api.harvester-system.svc:443/virtualmachines-mutate?timeout=10s\": dial tcp 10.53.121.37:443: connect: connection refused",
-        );
-        assert_eq!(
-            webhook_answer(&down),
-            Some(WebhookAnswer::Unavailable {
-                webhook: "virtualmachines-mutator.kubevirt.io".into(),
-                detail: "Post \"https://virt-api.harvester-system.svc:443/virtualmachines-mutate?timeout=10s\": dial tcp 10.53.121.37:443: connect: connection refused".into(),
-            })
-        );
-        let denied = api(
-            422,
-            "admission webhook \"validator.harvesterhci.io\" denied the request: VM has a backup in progress",
-        );
-        assert_eq!(
-            webhook_answer(&denied),
-            Some(WebhookAnswer::Denied {
-                webhook: "validator.harvesterhci.io".into(),
-                message: "VM has a backup in progress".into(),
-            })
-        );
-        let silent = api(
-            400,
-            "admission webhook \"x\" denied the request without explanation",
-        );
-        assert!(
-            matches!(webhook_answer(&silent), Some(WebhookAnswer::Denied { message, .. }) if message == "without explanation")
-        );
-        // A failed JSON-patch test, a conflict, a plain 500: not webhooks.
-        for e in [
-            api(422, "the server rejected our request due to an error in our request"),
-            api(409, "Operation cannot be fulfilled on virtualmachines.kubevirt.io \"x\": the object has been modified"),
-            api(500, "etcdserver: request timed out"),
-        ] {
-            assert_eq!(webhook_answer(&e), None, "{e}");
-        }
-        assert!(WebhookAnswer::Unavailable {
-            webhook: "w".into(),
-            detail: "d".into()
-        }
-        .reason("virtualmachines default/vm-1")
-        .contains("a later pass or a rerun retries"));
-    }
 }

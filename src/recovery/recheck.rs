@@ -17,11 +17,11 @@ use super::model::{Decision, DiskKey, HostIdentity, Step};
 use super::plan::still_mine;
 use crate::cluster::describe;
 use crate::cluster::with_retries;
+use crate::cluster::{longhorn_namespace, LABEL_KUBEVIRT, VIRT_LAUNCHER};
 use crate::cluster::{
     status_code, AttachmentView, LonghornVolume, LonghornVolumeAttachment, NodeIdentity, PodView,
-    VirtualMachineInstance, VmiView, LONGHORN_NAMESPACE,
+    VirtualMachineInstance, VmiView,
 };
-use crate::cluster::{LABEL_KUBEVIRT, VIRT_LAUNCHER};
 use crate::node::{self, NodeFacts, NodeOptions, VolumeKey};
 
 /// Fresh node and pod evidence, shared by the VMs of one run.
@@ -293,9 +293,9 @@ impl Recheck {
             .as_ref()
             .as_ref()
             .map_err(|e| format!("attachments could not be re-read: {e}"))?;
-        let vols = Api::<LonghornVolume>::namespaced(self.client.clone(), LONGHORN_NAMESPACE);
+        let vols = Api::<LonghornVolume>::namespaced(self.client.clone(), longhorn_namespace());
         let lvas =
-            Api::<LonghornVolumeAttachment>::namespaced(self.client.clone(), LONGHORN_NAMESPACE);
+            Api::<LonghornVolumeAttachment>::namespaced(self.client.clone(), longhorn_namespace());
         for disk in &d.disks {
             let mut found: Vec<AttachmentView> = csi
                 .iter()

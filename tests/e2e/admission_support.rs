@@ -149,6 +149,11 @@ impl Ran {
 /// `vmrecover run --yes` (or the agent, stopped with SIGTERM once it saved its report and
 /// watches this node) as the agent's pod-bound token, under deploy/'s RBAC.
 pub async fn run_as_agent(sim: &Sim, agent: bool) -> Ran {
+    run_as_agent_with(sim, agent, &[]).await
+}
+
+/// [`run_as_agent`] with more global flags (e.g. `--also-finalizer NAME`).
+pub async fn run_as_agent_with(sim: &Sim, agent: bool, extra: &[&str]) -> Ran {
     let state = tempfile::tempdir().expect("state dir");
     let root = host_root();
     let kubeconfig = state.path().join("kubeconfig");
@@ -160,6 +165,7 @@ pub async fn run_as_agent(sim: &Sim, agent: bool) -> Ran {
     args.push("--host-root".into());
     args.push(root.path().display().to_string());
     args.extend(["--stuck-after", "0s", "--controller-grace", "1s"].map(String::from));
+    args.extend(extra.iter().map(|a| a.to_string()));
     if agent {
         args.extend(
             [

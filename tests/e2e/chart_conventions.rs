@@ -130,7 +130,7 @@ fn pod_and_image_options_reach_the_daemonset() {
 fn apparmor_is_the_field_from_1_30_and_the_annotation_below() {
     let Some(py) = helm_python() else { return };
     for (version, field) in [("1.29.9", false), ("1.30.7", true), ("1.35.2", true)] {
-        let v = format!(r#"{{"kubeVersionOverride":"{version}"}}"#);
+        let v = format!(r#"{{"kubeVersion":"{version}"}}"#);
         let objs = objects(&template(&py, "harvester-system", &[&v]));
         let ds = find(&objs, "DaemonSet", "vmrecover");
         let annotation = &ds["spec"]["template"]["metadata"]["annotations"]

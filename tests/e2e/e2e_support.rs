@@ -146,6 +146,18 @@ impl Env {
         }
     }
 
+    /// An environment on a simulator a test started itself: a fresh state directory, the
+    /// empty host root of harvester-node-1 and a node of its own.
+    pub fn on(sim: Sim) -> Env {
+        Env {
+            sim,
+            state: tempfile::tempdir().expect("tempdir"),
+            host_root: host_root(),
+            vars: Vec::new(),
+            node: own_node(),
+        }
+    }
+
     /// The binary with the global flags pointing at this environment.
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
         let bin = env!("CARGO_BIN_EXE_vmrecover");

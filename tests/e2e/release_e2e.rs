@@ -1,4 +1,5 @@
-//! The recovery end to end on every Harvester release the simulator knows (1.4 … 1.8): the
+//! The recovery end to end on every Harvester release the simulator knows (1.4 … 1.8, each
+//! on its real Kubernetes version: 1.4.0 on 1.29.9 … 1.8.0 on 1.35.2): the
 //! power-loss story generated in each release's shapes (its KubeVirt's foreground finalizer
 //! name, Harvester's VMI/VM finalizers, the migration label old KubeVirt leaves behind), the
 //! built binary run as an operator would, virt-controller dead.
@@ -70,6 +71,15 @@ fn check_shapes(env: &Env, p: &ReleaseProfile) {
 async fn recover_one_release(p: &ReleaseProfile) {
     let env = Env::release(p.harvester).await;
     check_shapes(&env, p);
+    // At the release's real Kubernetes version (harvester-installer scripts/version-rke2):
+    // 1.4.0 runs 1.29, the oldest and hardest.
+    let version = env.sim.settings().version_info();
+    assert_eq!(
+        version["gitVersion"],
+        format!("v{}", p.kube_version),
+        "{}",
+        p.harvester
+    );
     let web3_before = vmi(&env, "default", "vm-web-03").expect("vm-web-03")["metadata"]
         ["resourceVersion"]
         .clone();

@@ -31,13 +31,7 @@ async fn a_healthy_node_is_zero() {
     let sim = Sim::start(SimConfig::default().scenario_file(shipped_scenario("healthy.yaml")))
         .await
         .expect("sim");
-    let env = Env {
-        sim,
-        state: tempfile::tempdir().unwrap(),
-        host_root: crate::e2e_support::host_root(),
-        vars: Vec::new(),
-        node: crate::e2e_support::own_node(),
-    };
+    let env = Env::on(sim);
     let ran = env.run(&["status"]).await;
     assert_eq!(ran.code, 0, "{}", ran.all());
 }

@@ -11,10 +11,10 @@
 {{- end -}}
 {{- end -}}
 
-{{/* The Kubernetes version rendered for: kubeVersionOverride, else what Helm reports (the
+{{/* The Kubernetes version rendered for: the kubeVersion value, else what Helm reports (the
 cluster's on install/upgrade; Helm's built-in default offline). The one place that reads it. */}}
 {{- define "vmrecover.kubeVersion" -}}
-{{- .Values.kubeVersionOverride | default .Capabilities.KubeVersion.Version -}}
+{{- .Values.kubeVersion | default .Capabilities.KubeVersion.Version -}}
 {{- end -}}
 
 {{/* Labels of every object: the standard ones Helm, Rancher and kubectl tools group by. */}}

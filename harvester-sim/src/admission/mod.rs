@@ -39,6 +39,7 @@
 //!
 //! [`crate::Sim::put`] and scenario loading store objects as written and skip admission.
 
+pub mod harvester_vm;
 pub mod vap;
 pub mod webhooks;
 
@@ -248,6 +249,15 @@ pub fn denied(webhook: &str, message: &str, code: u16) -> ApiError {
         message: message_out,
         details,
     }
+}
+
+/// A webhook's 422 denial naming the field (Harvester's `werror.NewInvalidError(message,
+/// field)`: one cause with the field).
+pub fn denied_with_field(webhook: &str, message: &str, field: &str) -> ApiError {
+    let mut e = denied(webhook, message, 422);
+    e.details = json!({"causes": [{"reason": "FieldValueInvalid", "message": message,
+        "field": field}]});
+    e
 }
 
 /// Applies a switch to the settings' webhook states: `name` is a webhook or a Service (all of

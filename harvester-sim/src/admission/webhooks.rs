@@ -25,6 +25,9 @@
 //!   `persistentvolumeclaims` (CREATE, from v1.5.0) and `virtualmachineinstances` (CREATE,
 //!   from v1.6.0).
 //!
+//! What a webhook that is up checks is modelled only where [`crate::admission::harvester_vm`]
+//! says (Harvester's occupied-PVC check, v1.4.0 … v1.6.1).
+//!
 //! A rule names a resource or `resource/subresource` and matches nothing else: a rule on
 //! `virtualmachines` sees every UPDATE of a VM — a metadata-only finalizer patch on a
 //! deleting VM included, since rules cannot see which fields changed — but not one of

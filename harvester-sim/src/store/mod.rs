@@ -6,6 +6,7 @@
 mod ops;
 mod policies;
 mod settle;
+mod webhook_content;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};

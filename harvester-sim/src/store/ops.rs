@@ -667,7 +667,7 @@ impl Inner {
         }
         // Registry Create (pkg/registry/generic/registry/store.go, v0.33.0): the strategy's
         // validation, then the validating webhooks, then storage, which finds a name taken.
-        validation::validate_create(res, &body)?;
+        validation::validate_create(res, &body, self.settings.kube_minor())?;
         self.policy_check(
             Operation::Create,
             r,
@@ -678,6 +678,7 @@ impl Inner {
             None,
         )?;
         self.admit(Phase::Validating, Operation::Create, r, "", &name)?;
+        self.webhook_content(Operation::Create, r, "", &body)?;
         if self.view_get(res, &key_for(r, ns, &name)).is_some() {
             return Err(ApiError::already_exists(r, &name));
         }
@@ -796,9 +797,10 @@ impl Inner {
             }
             m.remove("selfLink");
         }
-        validation::validate_update(res, &new, &old)?;
+        validation::validate_update(res, &new, &old, self.settings.kube_minor())?;
         self.policy_check(Operation::Update, r, sub, ns, name, Some(&new), Some(&old))?;
         self.admit(Phase::Validating, Operation::Update, r, sub, name)?;
+        self.webhook_content(Operation::Update, r, sub, &new)?;
         if r.tracks_generation() && meta::spec_part(&new) != meta::spec_part(&old) {
             let gen = old
                 .pointer("/metadata/generation")
@@ -1031,7 +1033,7 @@ impl Inner {
         }
         // An object the apiserver could never have stored is refused here too (the state it is
         // in may be any the API can reach: deletionTimestamp, finalizers, status).
-        validation::validate_create(res, &obj)?;
+        validation::validate_create(res, &obj, self.settings.kube_minor())?;
         managed_fields::synthesize(r, &mut obj);
         let writer = self.writer.take();
         let stored = self.view_put(res, obj);

@@ -11,8 +11,12 @@ use crate::rbac::Identity;
 use crate::resources::{find, find_kind, ResourceDef, RESOURCES};
 
 impl Inner {
+    /// Every stored object of a kind, none when this Kubernetes version does not serve it
+    /// (a policy loaded from a scenario into a 1.29 cluster enforces nothing, as on 1.29).
     fn all_of(&self, group: &str, plural: &str) -> Vec<Value> {
+        let minor = self.settings.kube_minor();
         find(group, "v1", plural)
+            .filter(|i| crate::kube_version::served(&RESOURCES[*i], minor))
             .and_then(|i| self.objects.get(i))
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()

@@ -19,6 +19,7 @@
 //! (OpenAPI schema validation of CRDs), `managedFields`.
 
 pub mod admission_policies;
+mod admission_rules;
 pub mod events;
 pub mod field;
 pub mod leases;
@@ -231,7 +232,7 @@ fn invalid_for(res: ResIdx, name: &str, errs: &[FieldError]) -> ApiError {
 
 /// Validation of a create through the served resource `res` (`obj` in its served form,
 /// name generated): the strategy's `Validate`, then `BeforeCreate`'s common pass.
-pub fn validate_create(res: ResIdx, obj: &Value) -> Result<(), ApiError> {
+pub fn validate_create(res: ResIdx, obj: &Value, kube_minor: u32) -> Result<(), ApiError> {
     let Some(def) = RESOURCES.get(res) else {
         return Ok(());
     };
@@ -243,7 +244,7 @@ pub fn validate_create(res: ResIdx, obj: &Value) -> Result<(), ApiError> {
         ("coordination.k8s.io", "leases") => leases::validate_create(obj),
         ("admissionregistration.k8s.io", "validatingadmissionpolicies") => {
             let mut e = validate_meta(obj, def.namespaced, name_rule(def));
-            e.extend(admission_policies::validate_policy(obj));
+            e.extend(admission_policies::validate_policy(obj, kube_minor));
             e
         }
         ("admissionregistration.k8s.io", "validatingadmissionpolicybindings") => {
@@ -265,7 +266,12 @@ pub fn validate_create(res: ResIdx, obj: &Value) -> Result<(), ApiError> {
 
 /// Validation of an update through `res` (both objects in the served form): `BeforeUpdate`'s
 /// common fields, then the strategy's `ValidateUpdate`.
-pub fn validate_update(res: ResIdx, new: &Value, old: &Value) -> Result<(), ApiError> {
+pub fn validate_update(
+    res: ResIdx,
+    new: &Value,
+    old: &Value,
+    kube_minor: u32,
+) -> Result<(), ApiError> {
     let Some(def) = RESOURCES.get(res) else {
         return Ok(());
     };
@@ -278,7 +284,7 @@ pub fn validate_update(res: ResIdx, new: &Value, old: &Value) -> Result<(), ApiE
         ("events.k8s.io", "events") => errs.extend(events::validate_update(&sn, &so, true)),
         ("coordination.k8s.io", "leases") => errs.extend(leases::validate_spec(new)),
         ("admissionregistration.k8s.io", "validatingadmissionpolicies") => {
-            errs.extend(admission_policies::validate_policy(new))
+            errs.extend(admission_policies::validate_policy(new, kube_minor))
         }
         ("admissionregistration.k8s.io", "validatingadmissionpolicybindings") => {
             errs.extend(admission_policies::validate_binding(new))

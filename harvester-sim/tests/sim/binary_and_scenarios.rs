@@ -259,21 +259,25 @@ async fn healthy_scenario_has_nothing_stuck_and_scenarios_merge() {
 fn binary_refuses_an_unknown_release() {
     let dir = std::env::temp_dir().join(format!("harvester-sim-rel-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
-    let out = Command::new(env!("CARGO_BIN_EXE_harvester-sim"))
-        .args(["--plain-http", "--release", "2.0", "--kubeconfig-out"])
-        .arg(dir.join("kubeconfig"))
-        .arg("--scenario")
-        .arg(shipped_scenario("power-loss.yaml"))
-        .output();
-    let Ok(out) = out else {
-        panic!("cannot start harvester-sim")
-    };
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("unknown Harvester release") && err.contains("1.4, 1.5, 1.6, 1.7, 1.8"),
-        "{err}"
-    );
+    // 1.4.1 ran another Kubernetes (1.30.7) than the 1.4 row (1.4.0, 1.29.9): not guessed.
+    for release in ["2.0", "1.4.1"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_harvester-sim"))
+            .args(["--plain-http", "--release", release, "--kubeconfig-out"])
+            .arg(dir.join("kubeconfig"))
+            .arg("--scenario")
+            .arg(shipped_scenario("power-loss.yaml"))
+            .output();
+        let Ok(out) = out else {
+            panic!("cannot start harvester-sim")
+        };
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("unknown Harvester release \"{release}\""))
+                && err.contains("1.4 (v1.4.0), 1.4.3 (v1.4.3), 1.5 (v1.5.1), 1.6 (v1.6.1), 1.7 (v1.7.0), 1.8 (v1.8.0)"),
+            "{err}"
+        );
+    }
 }
 
 #[tokio::test]

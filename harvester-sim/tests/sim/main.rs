@@ -12,6 +12,7 @@ mod fidelity_admission;
 mod fidelity_delete;
 mod fidelity_kubevirt;
 mod fidelity_validation;
+mod kube_versions;
 mod kubectl;
 mod node_down;
 mod rbac;

@@ -49,6 +49,11 @@ impl Expression {
             .map_err(|e| format!("compilation failed: ERROR: <input>: {e}"))
     }
 
+    /// The parsed program (for [`super::check`]).
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
     /// The expression as written.
     pub fn source(&self) -> &str {
         &self.source

@@ -36,7 +36,10 @@
 //! ValidatingAdmissionWebhook). Only `validationActions: [Deny]` has an effect here: `Warn`
 //! and `Audit` change no answer.
 
+pub mod check;
 pub mod expr;
+pub mod functions;
+pub mod types;
 
 use serde_json::{json, Value};
 
@@ -306,15 +309,13 @@ fn rule_matches(rule: &Value, req: &Request<'_>) -> bool {
     {
         return false;
     }
+    // k8s.io/apiserver `pkg/admission/plugin/webhook/predicates/rules/rules.go` (v0.33.0)
+    // `Matcher.resource`: `res/sub` matches when each part is `*` or equal, the request's
+    // subresource being "" for a main resource: so `*/*` and `pods/*` match main resources
+    // too, while `*` and `pods` match only main resources.
     let resource_ok = strings(&rule["resources"]).iter().any(|pattern| {
         let (pr, ps) = pattern.split_once('/').unwrap_or((pattern, ""));
-        let res_ok = pr == "*" || pr == r.plural;
-        let sub_ok = if req.subresource.is_empty() {
-            ps.is_empty()
-        } else {
-            ps == "*" || ps == req.subresource
-        };
-        res_ok && sub_ok
+        (pr == "*" || pr == r.plural) && (ps == "*" || ps == req.subresource)
     });
     let scope = str_at(rule, "/scope");
     let scope_ok = match scope {

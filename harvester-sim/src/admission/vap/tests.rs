@@ -214,7 +214,7 @@ fn wildcard_rules_and_request_fields() {
     let c = Cluster {
         policies: vec![policy(json!({
         "matchConstraints": {"resourceRules": [{"apiGroups": ["*"], "apiVersions": ["*"],
-            "operations": ["*"], "resources": ["*", "*/*"]}],
+            "operations": ["*"], "resources": ["*/*"]}],
             "namespaceSelector": {"matchLabels": {"team": "a"}}},
         "validations": [
             {"expression": "!has(request.subResource) || request.subResource != 'eviction'", "message": "no evictions"},
@@ -246,4 +246,52 @@ fn wildcard_rules_and_request_fields() {
     );
     req.user = &bound;
     assert!(admit(&c, &req).is_ok());
+}
+
+/// rules.go `Matcher.resource`: `*/*` and `pods/*` match a main resource as well as its
+/// subresources; `*` and `pods` match the main resource only; `*/status` only that
+/// subresource.
+#[test]
+fn resource_patterns_match_as_the_apiserver_does() {
+    let who = Identity::service_account("ns", "agent");
+    let obj = json!({});
+    let matches = |pattern: &str, sub: &'static str| {
+        let c = Cluster {
+            policies: vec![policy(json!({
+                "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                    "operations": ["*"], "resources": [pattern]}]},
+                "validations": [{"expression": "false", "message": "matched"}]}))],
+            bindings: vec![binding(json!({}))],
+            params: vec![],
+        };
+        let req = Request {
+            operation: Operation::Create,
+            resource: pods(),
+            subresource: sub,
+            namespace: "default",
+            name: "web",
+            object: Some(&obj),
+            old_object: None,
+            user: &who,
+        };
+        admit(&c, &req).is_err()
+    };
+    let table = [
+        ("*/*", "", true),
+        ("*/*", "eviction", true),
+        ("pods/*", "", true),
+        ("*", "", true),
+        ("*", "eviction", false),
+        ("pods", "eviction", false),
+        ("*/eviction", "eviction", true),
+        ("*/eviction", "", false),
+        ("pods/status", "eviction", false),
+    ];
+    for (pattern, sub, want) in table {
+        assert_eq!(
+            matches(pattern, sub),
+            want,
+            "{pattern} against subresource {sub:?}"
+        );
+    }
 }
