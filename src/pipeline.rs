@@ -1,13 +1,16 @@
 //! The imperative shell around the planner: gather every fact (boot, node, cluster,
 //! intents) for `status`, `run` and the agent alike.
 
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
 use kube::Client;
 
 use crate::boot::{self, BootFacts};
 use crate::cluster::{self, AlsoRead, ClusterFacts, ConnectError};
 use crate::config::Config;
 use crate::node;
-use crate::recovery::{Facts, IntentStore, RecoveryIntent};
+use crate::recovery::{Facts, IntentStore, Narrow, RecoveryIntent, Regather};
 
 /// Everything gathered for one decision round.
 pub struct Gathering {
@@ -123,5 +126,82 @@ fn also_read(intents: &[RecoveryIntent]) -> AlsoRead {
             .collect(),
         namespace: None,
         fenced: false,
+        narrow: None,
+    }
+}
+
+/// The re-check's reads (issue 23): this node's facts as [`gather`] reads them, the
+/// per-VM objects only for the VMs re-checked, without the boot journal (the boot's start
+/// is now − uptime, read again).
+pub struct Regatherer {
+    cfg: Config,
+    client: Client,
+}
+
+impl Regatherer {
+    /// Re-checks for `cfg`'s node through `client`.
+    pub fn new(cfg: &Config, client: Client) -> Arc<Self> {
+        Arc::new(Regatherer {
+            cfg: cfg.clone(),
+            client,
+        })
+    }
+}
+
+impl Regather for Regatherer {
+    fn facts<'a>(&'a self, narrow: &'a Narrow) -> BoxFuture<'a, Facts> {
+        Box::pin(regather(&self.cfg, &self.client, narrow))
+    }
+}
+
+async fn regather(cfg: &Config, client: &Client, narrow: &Narrow) -> Facts {
+    let node_opts = cfg.node_evidence.clone();
+    let fenced = cfg.policy.fenced;
+    let local = tokio::task::spawn_blocking(move || {
+        if fenced {
+            node::NodeFacts::declared_off(&node_opts)
+        } else {
+            node::gather(&node_opts)
+        }
+    });
+    let intents = IntentStore::new(&cfg.state_dir).load();
+    let local = match local.await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    let mut also = also_read(
+        intents
+            .value()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|i| narrow.vm_uids.contains(&i.vm_uid))
+            .cloned()
+            .collect::<Vec<_>>()
+            .as_slice(),
+    );
+    also.claimed_vmis = claimed_by(&local);
+    also.namespace = Some(cfg.cluster.namespace.clone());
+    also.fenced = fenced;
+    also.narrow = Some(narrow.vmis.clone());
+    let cluster = cluster::gather(client, &cfg.node, &also).await;
+    let now = jiff::Timestamp::now();
+    let boot_time = match boot::clock::since_boot().as_result() {
+        Ok(up) => match boot::clock::boot_time(now, *up) {
+            Some(t) => crate::evidence::Gathered::read(t),
+            None => crate::evidence::Gathered::unreadable("CLOCK_BOOTTIME", "out of range"),
+        },
+        Err(why) => crate::evidence::Gathered::unreadable("CLOCK_BOOTTIME", why),
+    };
+    Facts {
+        host: local.identity.clone(),
+        now,
+        node: cfg.node.clone(),
+        boot_time,
+        // The verdict decides nothing in `plan()`: the agent gates on it before planning.
+        verdict: boot::Verdict::Unknown,
+        local,
+        cluster,
+        intents,
     }
 }

@@ -155,6 +155,7 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
             Mode::Agent,
             Duration::ZERO,
             stop.clone(),
+            pipeline::Regatherer::new(cfg, client.clone()),
         ),
     };
     let wake = Arc::new(Notify::new());

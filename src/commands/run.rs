@@ -77,7 +77,15 @@ pub async fn run(cfg: &Config, args: &RunConfig) -> Outcome {
         }
     }
 
-    let session = Session::new(client, cfg, Mode::Manual, args.lease_wait, stop_on_signal());
+    let regather = pipeline::Regatherer::new(cfg, client.clone());
+    let session = Session::new(
+        client,
+        cfg,
+        Mode::Manual,
+        args.lease_wait,
+        stop_on_signal(),
+        regather,
+    );
     let report = match session.apply(plan, started).await {
         Ok(r) => r,
         Err(e) => return fail(&format!("{e}; nothing was changed")),

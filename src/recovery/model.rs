@@ -255,3 +255,43 @@ pub struct OrphanDecision {
     /// Why it is an orphan.
     pub reason: String,
 }
+
+/// The VMs a re-check decides again: the planner, narrowed to them, decides only the VMIs
+/// named here and the earlier runs' VMs with these UIDs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Narrow {
+    /// VMIs, as (namespace, name).
+    pub vmis: std::collections::BTreeSet<(String, String)>,
+    /// VMs, by UID.
+    pub vm_uids: std::collections::BTreeSet<String>,
+}
+
+impl Narrow {
+    /// The VMI and VM of one decision.
+    pub fn of(d: &Decision) -> Self {
+        let mut n = Narrow::default();
+        if let Some(k) = &d.vmi {
+            n.vmis.insert((k.namespace.clone(), k.name.clone()));
+        }
+        if let Some(k) = &d.vm {
+            n.vm_uids.insert(k.uid.clone());
+        }
+        n
+    }
+
+    /// Adds `other`'s VMs.
+    pub fn extend(&mut self, other: &Narrow) {
+        self.vmis.extend(other.vmis.iter().cloned());
+        self.vm_uids.extend(other.vm_uids.iter().cloned());
+    }
+
+    /// Whether every VM of `other` is here.
+    pub fn covers(&self, other: &Narrow) -> bool {
+        other.vmis.is_subset(&self.vmis) && other.vm_uids.is_subset(&self.vm_uids)
+    }
+
+    /// Whether the VMI `namespace/name` is here.
+    pub fn has_vmi(&self, namespace: &str, name: &str) -> bool {
+        self.vmis.iter().any(|(ns, n)| ns == namespace && n == name)
+    }
+}

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::blocker::Blocker;
 use super::finalizers::{classify, FinalizerClass, ObjectKind};
 use super::intents::RecoveryIntent;
-use super::model::{Action, Decision, DiskKey, Facts, OrphanDecision, Plan, Step};
+use super::model::{Action, Decision, DiskKey, Facts, Narrow, OrphanDecision, Plan, Step};
 use crate::cluster::{ClaimedVmi, ObjectKey, PodView, VmView, VmiView};
 use crate::config::Policy;
 use crate::node::orphans::{self, VmiRef};
@@ -16,6 +16,12 @@ const FINAL_PHASES: [&str; 2] = ["Failed", "Succeeded"];
 
 /// Decides, for every VM on this node, what recovery (if any) is safe, with reasons.
 pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
+    plan_narrowed(facts, policy, None)
+}
+
+/// [`plan`], deciding only the VMs `narrow` names when it is given (the re-check right
+/// before a change: the same rules, on fresh facts, for the VMs being changed).
+pub fn plan_narrowed(facts: &Facts, policy: &Policy, narrow: Option<&Narrow>) -> Plan {
     let mut decisions = Vec::new();
     match facts.cluster.vmis.as_result() {
         Err(why) => decisions.push(Decision::unknown_cluster(&facts.node, why)),
@@ -31,7 +37,9 @@ pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
                 })
                 .unwrap_or_default();
             let mut seen_vms = BTreeSet::new();
-            for vmi in vmis {
+            let wanted =
+                |vmi: &VmiView| narrow.is_none_or(|n| n.has_vmi(&vmi.key.namespace, &vmi.key.name));
+            for vmi in vmis.iter().filter(|v| wanted(v)) {
                 // The owning VM by name and UID: a VM recreated under the same name is not it.
                 let vm = vmi.owner_vm.as_ref().and_then(|(n, uid)| {
                     vms.get(&(vmi.key.namespace.as_str(), n.as_str()))
@@ -45,7 +53,9 @@ pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
             }
             if let Some(intents) = facts.intents.value() {
                 for intent in intents {
-                    if seen_vms.contains(&intent.vm_uid) {
+                    if seen_vms.contains(&intent.vm_uid)
+                        || narrow.is_some_and(|n| !n.vm_uids.contains(&intent.vm_uid))
+                    {
                         continue;
                     }
                     let vm = vms
@@ -546,11 +556,6 @@ fn decide_vm_without_vmi(
         }],
     };
     Some(d)
-}
-
-/// Why a VMI re-read before a change is no longer this node's to act on, if it is not.
-pub(crate) fn still_mine(vmi: &VmiView, me: &str) -> Option<String> {
-    not_mine(vmi, me).map(|(_, _, why)| why)
 }
 
 /// Why a VMI is not this node's to act on, if it is not: another node's, migrating now,
