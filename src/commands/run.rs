@@ -139,10 +139,15 @@ pub fn plan_outcome(plan: &Plan) -> Outcome {
     }
 }
 
-/// Exit code after applying: 1 when a VM failed with an error, 3 when any VM is left
-/// for a person, else 0.
+/// Exit code after applying: 1 when a VM failed with an error, the run stopped (Lease
+/// lost, asked to stop) or a re-check could not read its evidence; 3 when any VM is left
+/// for a person (a pause, an Upgrade, a process back: the re-check's typed reason), else 0.
 pub fn report_outcome(report: &RunReport) -> Outcome {
-    if report.failed() > 0 || report.stopped.is_some() {
+    let unreadable = report
+        .outcomes
+        .iter()
+        .any(|o| o.blocker.is_some_and(|b| b.is_unreadable()));
+    if report.failed() > 0 || report.stopped.is_some() || unreadable {
         Outcome::Error
     } else if report.aborted() > 0 || report.plan.has_blocked() {
         Outcome::Blocked
