@@ -187,13 +187,21 @@ async fn a_corrupt_or_non_utf8_intents_file_stops_every_change_with_a_message() 
             "the message names the file: {}",
             run.all()
         );
-        let patches: Vec<_> = env
+        // Every change: no finalizer patch, and no pod free of a Stopping VM either
+        // (issue 23: those used to pass); the plan is refused before the Lease is taken.
+        let writes: Vec<_> = env
             .sim
             .mutating_requests()
             .into_iter()
-            .filter(|r| r.method == "PATCH")
+            .map(|r| format!("{} {}", r.method, r.path))
             .collect();
-        assert!(patches.is_empty(), "{patches:?}");
+        assert!(writes.is_empty(), "{writes:?}");
+        assert_eq!(
+            run.json()["refused_by"],
+            "evidence_missing",
+            "{}",
+            run.all()
+        );
         // The file is never overwritten: a person decides.
         assert_eq!(
             std::fs::read(env.state_path("recovery-intents.json")).expect("read"),

@@ -130,9 +130,12 @@ fn confirm(plan: &Plan) -> std::io::Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
 }
 
-/// Exit code for a plan that is only shown.
+/// Exit code for a plan that is only shown: 1 when it is refused because evidence could
+/// not be read (e.g. a corrupt intents file), 3 when anything is blocked, else 0.
 pub fn plan_outcome(plan: &Plan) -> Outcome {
-    if plan.has_blocked() {
+    if plan.refused_by.is_some_and(|b| b.is_unreadable()) {
+        Outcome::Error
+    } else if plan.has_blocked() {
         Outcome::Blocked
     } else {
         Outcome::Done

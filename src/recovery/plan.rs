@@ -89,7 +89,9 @@ pub fn plan_narrowed(facts: &Facts, policy: &Policy, narrow: Option<&Narrow>) ->
     } else {
         identity_refusal(facts)
     };
-    let refusal = fence_or_identity.or_else(|| super::harvester::refusal(facts, policy, has_work));
+    let refusal = fence_or_identity
+        .or_else(|| intents_refusal(facts))
+        .or_else(|| super::harvester::refusal(facts, policy, has_work));
     let (refused_by, refused) = match refusal {
         Some((kind, why)) => (Some(kind), Some(why)),
         None if recovering + kills > policy.max_vms => (
@@ -128,6 +130,19 @@ pub fn plan_narrowed(facts: &Facts, policy: &Policy, narrow: Option<&Narrow>) ->
         },
         paused: facts.cluster.harvester.paused(),
     }
+}
+
+/// A corrupt intents file stops every change on the node: it says which VMs an earlier
+/// run had started on, and a run that cannot record or read that must not start another.
+fn intents_refusal(facts: &Facts) -> Option<(Blocker, String)> {
+    let why = facts.intents.as_result().err()?;
+    Some((
+        Blocker::EvidenceMissing,
+        format!(
+            "the recovery intents could not be read ({why}): every change on this node is \
+             refused until a person repairs or removes the file"
+        ),
+    ))
 }
 
 /// Whether `--node` is proven to be this machine, and the kubelet has reported this
@@ -564,18 +579,28 @@ fn decide_vm_without_vmi(
 fn not_mine(vmi: &VmiView, me: &str) -> Option<(Action, Blocker, String)> {
     let label = vmi.node_label.as_deref();
     let status = vmi.status_node.as_deref();
-    if let (Some(l), Some(s)) = (label, status) {
-        if l != s && (l == me || s == me) {
-            return Some((
-                Action::Blocked,
-                Blocker::NodeDisagreement,
-                format!(
-                    "its label kubevirt.io/nodeName says {l} but status.nodeName says {s}: \
-                     where it runs is in doubt, so vmrecover acts on it on neither node; \
-                     check both nodes for its virt-launcher and qemu"
-                ),
-            ));
-        }
+    // virt-controller sets both together once the launcher pod is ready: one without the
+    // other, or two different nodes, is a disagreement (never acted on). Agents list VMIs
+    // by the label, so only the node the label names reports it.
+    if (label == Some(me) || status == Some(me)) && label != status {
+        let side = |v: Option<&str>| v.map_or("nothing".to_string(), |n| n.to_string());
+        let (l, s) = (side(label), side(status));
+        let seen_by = match label {
+            Some(l) if l == me => {
+                "this node reports it (agents list VMIs by that label)".to_string()
+            }
+            Some(l) => format!("node {l}'s agent is the one that lists it by that label"),
+            None => "no agent lists it by label".to_string(),
+        };
+        return Some((
+            Action::Blocked,
+            Blocker::NodeDisagreement,
+            format!(
+                "its label kubevirt.io/nodeName says {l} but status.nodeName says {s}: where \
+                 it runs is in doubt, so vmrecover does not act on it; {seen_by}; check the \
+                 nodes for its virt-launcher and qemu"
+            ),
+        ));
     }
     // `status.migrationState` is the authority; the target label alone (KubeVirt <= 1.5
     // never removes it) counts only when there is no migration state at all.
