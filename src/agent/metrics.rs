@@ -338,6 +338,7 @@ mod tests {
             ],
             orphans: Vec::new(),
             stopped: None,
+            pruned_intents: Vec::new(),
         };
         let m = Metrics::new();
         m.observe_run(&report);

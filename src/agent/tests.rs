@@ -120,6 +120,7 @@ impl PassIo for Scripted {
             outcomes: vec![],
             orphans: vec![],
             stopped: None,
+            pruned_intents: vec![],
         })
     }
 }

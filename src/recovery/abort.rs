@@ -261,6 +261,7 @@ mod tests {
             host: None,
             harvester: Vec::new(),
             paused: None,
+            stale_intents: Vec::new(),
         }
     }
 

@@ -31,7 +31,7 @@ pub use apply::{apply, ApplyContext};
 pub use audit::{AuditRecord, AUDIT_TARGET};
 pub use blocker::Blocker;
 pub use finalizers::{classify, FinalizerClass, KnownFinalizer, ObjectKind, KNOWN_FINALIZERS};
-pub use intents::{IntentDisk, IntentStore, RecoveryIntent, INTENTS_FILE};
+pub use intents::{IntentDisk, IntentStore, RecoveryIntent, StaleIntent, INTENTS_FILE};
 pub use model::{
     Action, Decision, DiskKey, Facts, HostIdentity, Narrow, OrphanDecision, Plan, Step,
 };

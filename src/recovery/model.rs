@@ -77,6 +77,9 @@ pub struct Plan {
     /// Why vmrecover is paused on this node (node annotation or cluster-wide), if it is.
     #[serde(default)]
     pub paused: Option<String>,
+    /// Recovery intents whose VM is gone or recreated: an applying run forgets them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale_intents: Vec<super::intents::StaleIntent>,
 }
 
 impl Plan {

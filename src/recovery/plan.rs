@@ -129,6 +129,10 @@ pub fn plan_narrowed(facts: &Facts, policy: &Policy, narrow: Option<&Narrow>) ->
             notes
         },
         paused: facts.cluster.harvester.paused(),
+        stale_intents: super::intents::stale(
+            facts.intents.value().map(Vec::as_slice).unwrap_or_default(),
+            facts.cluster.vms.value().map(Vec::as_slice),
+        ),
     }
 }
 

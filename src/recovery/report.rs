@@ -141,6 +141,9 @@ pub struct RunReport {
     pub orphans: Vec<OrphanOutcome>,
     /// A reason the whole run stopped (lease lost, refused plan), if any.
     pub stopped: Option<String>,
+    /// Recovery intents this run forgot because their VM is gone or was recreated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned_intents: Vec<String>,
 }
 
 impl RunReport {

@@ -117,6 +117,7 @@ impl Session {
             cancel: self.cancel.clone(),
         };
         let (outcomes, orphans) = apply::apply(&plan, &ctx).await;
+        let pruned_intents = prune(&ctx.intents, &plan);
         let lost = !held.is_held();
         if let Err(e) = held.release().await {
             tracing::warn!("could not release the node Lease (it expires by itself): {e}");
@@ -137,10 +138,28 @@ impl Session {
             outcomes,
             orphans,
             stopped,
+            pruned_intents,
         };
         if let Err(e) = ReportStore::new(&self.state_dir).save(&report) {
             tracing::warn!("the run report could not be saved: {e:#}");
         }
         Ok(report)
     }
+}
+
+/// Forgets the plan's stale intents (VM gone or recreated); returns the report's lines.
+fn prune(intents: &Mutex<IntentStore>, plan: &Plan) -> Vec<String> {
+    let Ok(store) = intents.lock() else {
+        return Vec::new();
+    };
+    plan.stale_intents
+        .iter()
+        .filter_map(|s| match store.remove(&s.vm_uid) {
+            Ok(()) => Some(s.line.clone()),
+            Err(e) => {
+                tracing::warn!("could not forget a stale recovery intent: {e:#}");
+                None
+            }
+        })
+        .collect()
 }
