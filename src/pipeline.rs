@@ -9,6 +9,7 @@ use kube::Client;
 use crate::boot::{self, BootFacts};
 use crate::cluster::{self, AlsoRead, ClusterFacts, ConnectError};
 use crate::config::Config;
+use crate::evidence::Gathered;
 use crate::node;
 use crate::recovery::{Facts, IntentStore, Narrow, RecoveryIntent, Regather};
 
@@ -75,11 +76,12 @@ pub async fn gather(cfg: &Config, client: Option<Client>) -> Gathering {
         }
         Err(why) => ClusterFacts::unreachable(&cfg.node, "the Kubernetes API", &why.to_string()),
     };
+    let (now, boot_time) = server_clock(boot.boot_time.clone());
     let facts = Facts {
         host: local.identity.clone(),
-        now: jiff::Timestamp::now(),
+        now,
         node: cfg.node.clone(),
-        boot_time: boot.boot_time.clone(),
+        boot_time,
         verdict: boot.verdict.verdict,
         local,
         cluster,
@@ -89,6 +91,31 @@ pub async fn gather(cfg: &Config, client: Option<Client>) -> Gathering {
         facts,
         boot,
         client,
+    }
+}
+
+/// The planner's clock (issue 23, docs/safety.md "Clocks"): the API server's now (its
+/// responses' `Date`), and this boot's start in the server's time (server now − uptime on
+/// CLOCK_BOOTTIME), so "stuck for --stuck-after" never compares this node's wall clock
+/// with a time the API server wrote. Before any response carried a `Date` (no API: nothing
+/// is changed anyway) the local clock and `local_boot` stand in.
+fn server_clock(
+    local_boot: Gathered<jiff::Timestamp>,
+) -> (jiff::Timestamp, Gathered<jiff::Timestamp>) {
+    match cluster::server_now() {
+        Some(now) => (now, boot_time_at(now)),
+        None => (jiff::Timestamp::now(), local_boot),
+    }
+}
+
+/// This boot's start as `now − CLOCK_BOOTTIME`.
+fn boot_time_at(now: jiff::Timestamp) -> Gathered<jiff::Timestamp> {
+    match boot::clock::since_boot().as_result() {
+        Ok(up) => match boot::clock::boot_time(now, *up) {
+            Some(t) => Gathered::read(t),
+            None => Gathered::unreadable("CLOCK_BOOTTIME", "out of range"),
+        },
+        Err(why) => Gathered::unreadable("CLOCK_BOOTTIME", why),
     }
 }
 
@@ -185,14 +212,8 @@ async fn regather(cfg: &Config, client: &Client, narrow: &Narrow) -> Facts {
     also.fenced = fenced;
     also.narrow = Some(narrow.vmis.clone());
     let cluster = cluster::gather(client, &cfg.node, &also).await;
-    let now = jiff::Timestamp::now();
-    let boot_time = match boot::clock::since_boot().as_result() {
-        Ok(up) => match boot::clock::boot_time(now, *up) {
-            Some(t) => crate::evidence::Gathered::read(t),
-            None => crate::evidence::Gathered::unreadable("CLOCK_BOOTTIME", "out of range"),
-        },
-        Err(why) => crate::evidence::Gathered::unreadable("CLOCK_BOOTTIME", why),
-    };
+    let local_now = jiff::Timestamp::now();
+    let (now, boot_time) = server_clock(boot_time_at(local_now));
     Facts {
         host: local.identity.clone(),
         now,
