@@ -17,12 +17,13 @@ use crate::node::{NodeFacts, ProcessKind};
 /// Everything gathered at the edge, with the time it was gathered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Facts {
-    /// When the facts were gathered (the planner's only clock).
+    /// When the facts were gathered, on the API server's clock (its responses' `Date`;
+    /// the planner's only clock, docs/safety.md "Clocks").
     pub now: jiff::Timestamp,
     /// This node's name.
     pub node: String,
-    /// When this boot started (stuck time counts from the later of this and the
-    /// deletionTimestamp).
+    /// When this boot started, in the server's time (`now` − CLOCK_BOOTTIME; stuck time
+    /// counts from the later of this and the deletionTimestamp).
     pub boot_time: Gathered<jiff::Timestamp>,
     /// The unclean-shutdown verdict (the full boot evidence is in the status report).
     pub verdict: Verdict,
