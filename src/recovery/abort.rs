@@ -63,6 +63,17 @@ pub fn judge(planned: &Decision, remaining: &[Step], fresh: &Plan) -> Result<Vec
             format!("re-checked before the change: {why}"),
         ));
     }
+    // The VMIs could not be read at all: nothing is known about this VM now.
+    if let Some(u) = fresh
+        .decisions
+        .iter()
+        .find(|d| d.blockers.contains(&Blocker::ClusterUnreadable))
+    {
+        return Err(Abort::new(
+            Blocker::ClusterUnreadable,
+            format!("re-checked before the change: {}", u.reasons.join("; ")),
+        ));
+    }
     let Some(f) = fresh_decision(fresh, planned) else {
         // Neither its VMI (read by name, on any node) nor its VM is there any more.
         if changes
@@ -374,6 +385,21 @@ mod tests {
         assert_eq!(err.blocker, Blocker::PlanChanged);
         // Nothing left to change: nothing to judge (a pause after the last step is moot).
         assert!(judge(&planned, &steps[1..2], &paused).is_ok());
+    }
+
+    #[test]
+    fn unreadable_vmis_abort_even_when_only_clears_are_left() {
+        let steps = planned_steps();
+        let planned = decision(steps.clone());
+        let mut unknown = decision(Vec::new());
+        unknown.vmi = None;
+        unknown.vm = None;
+        unknown.action = Action::Blocked;
+        unknown.blockers = vec![Blocker::ClusterUnreadable];
+        unknown.reasons = vec!["cannot read the VMIs on node n1 (forbidden)".into()];
+        let err = judge(&planned, &steps[2..], &plan_of(vec![unknown])).unwrap_err();
+        assert_eq!(err.blocker, Blocker::ClusterUnreadable);
+        assert!(err.detail.contains("forbidden"));
     }
 
     #[test]

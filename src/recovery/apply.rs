@@ -259,7 +259,7 @@ async fn recover_steps(
                     continue;
                 }
                 let (result, requests) =
-                    clear_finalizers(ctx, d, step, *kind, object, expected, remove).await;
+                    clear_finalizers(ctx, d, &steps[i..], *kind, object, expected, remove).await;
                 out.requests += requests;
                 let (status, text, removed) = match &result {
                     Ok(Cleared::Removed(r)) => (
@@ -583,7 +583,7 @@ enum Stop {
 async fn clear_finalizers(
     ctx: &ApplyContext,
     d: &Decision,
-    step: &Step,
+    remaining: &[Step],
     kind: ObjectKind,
     object: &ObjectKey,
     planned: &[String],
@@ -591,16 +591,19 @@ async fn clear_finalizers(
 ) -> (Result<Cleared, Stop>, u32) {
     match kind {
         ObjectKind::Vmi => {
-            clear_on::<VirtualMachineInstance>(ctx, d, step, object, planned, remove).await
+            clear_on::<VirtualMachineInstance>(ctx, d, remaining, object, planned, remove).await
         }
-        ObjectKind::Vm => clear_on::<VirtualMachine>(ctx, d, step, object, planned, remove).await,
+        ObjectKind::Vm => {
+            clear_on::<VirtualMachine>(ctx, d, remaining, object, planned, remove).await
+        }
     }
 }
 
+/// `remaining`: the plan's steps from this one on (a conflict is judged against them).
 async fn clear_on<K>(
     ctx: &ApplyContext,
     d: &Decision,
-    step: &Step,
+    remaining: &[Step],
     object: &ObjectKey,
     planned: &[String],
     remove: &[String],
@@ -661,7 +664,7 @@ where
             Err(e) if matches!(status_code(&e), Some(409) | Some(422)) => {
                 // The planner decides again on what is there now (the same rules as the
                 // plan): only a decision still within the plan is retried.
-                match ctx.recheck.after_conflict(d, step).await {
+                match ctx.recheck.after_conflict(d, remaining).await {
                     Ok(Some(Step::ClearFinalizers {
                         object: fresh,
                         expected: now,

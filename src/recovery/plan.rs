@@ -816,6 +816,13 @@ fn apply_only_filter(decisions: &mut Vec<Decision>, policy: &Policy, node: &str)
     if policy.only.is_empty() {
         return;
     }
+    // VMIs that could not be read at all: the selection cannot be told, and saying "not on
+    // this node" would be untrue (and a re-check must see it).
+    let unreadable = |d: &Decision| d.blockers.contains(&Blocker::ClusterUnreadable);
+    if decisions.iter().any(unreadable) {
+        decisions.retain(unreadable);
+        return;
+    }
     decisions.retain(|d| {
         policy.only.iter().any(|o| {
             o.namespace == d.namespace

@@ -597,6 +597,21 @@ fn more_than_max_vms_refuses_the_whole_plan() {
     .is_none());
 }
 
+/// Issue 23: with `--only`, VMIs that cannot be read are said as such, never as "not on
+/// this node" (the re-check before a change relies on it).
+#[test]
+fn unreadable_vmis_stay_unreadable_under_only() {
+    let mut f = facts();
+    f.cluster.vmis = Gathered::unreadable("virtualmachineinstances", "forbidden");
+    let mut p = policy();
+    p.only = vec![NamespacedName {
+        namespace: "default".into(),
+        name: "a".into(),
+    }];
+    let d = only_decision(&f, &p);
+    assert_eq!(d.blockers, vec![Blocker::ClusterUnreadable], "{d:#?}");
+}
+
 #[test]
 fn unreadable_cluster_blocks_everything() {
     let mut f = facts();

@@ -125,16 +125,19 @@ impl Recheck {
     }
 
     /// After a conflict on a finalizer patch: the planner re-run for `d`, judged like any
-    /// change, and its current step for the object of `planned` (`None`: nothing is left
-    /// to remove there).
+    /// change against `remaining` (the conflicting step first), and its current step for
+    /// that step's object (`None`: nothing is left to remove there).
     pub async fn after_conflict(
         &self,
         d: &Decision,
-        planned: &Step,
+        remaining: &[Step],
     ) -> Result<Option<Step>, Abort> {
+        let Some(planned) = remaining.first() else {
+            return Ok(None);
+        };
         let fresh = self.fresh(&Narrow::of(d)).await;
         self.same_host(&fresh)?;
-        judge(d, std::slice::from_ref(planned), &fresh)?;
+        judge(d, remaining, &fresh)?;
         let steps = match fresh_decision(&fresh, d).map(|f| &f.action) {
             Some(Action::Recover { steps }) => steps.as_slice(),
             _ => &[],
