@@ -184,3 +184,81 @@ impl Recheck {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::config::Policy;
+    use crate::recovery::fixtures::facts;
+
+    /// A scripted re-read: the fixture's facts, counting rounds and what each narrowed to;
+    /// `paused` turns the Node's pause annotation on for every round after it is set.
+    #[derive(Default)]
+    struct Scripted {
+        rounds: AtomicUsize,
+        narrowed: Mutex<Vec<Narrow>>,
+        paused: std::sync::atomic::AtomicBool,
+    }
+
+    impl Regather for Scripted {
+        fn facts<'a>(&'a self, narrow: &'a Narrow) -> BoxFuture<'a, Facts> {
+            Box::pin(async move {
+                self.rounds.fetch_add(1, Ordering::SeqCst);
+                self.narrowed.lock().unwrap().push(narrow.clone());
+                // A read takes a moment: VMs that ask meanwhile wait for the next round.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let mut f = facts();
+                if self.paused.load(Ordering::SeqCst) {
+                    f.cluster.harvester.node_paused = Some("disk swap".into());
+                }
+                f
+            })
+        }
+    }
+
+    fn planned() -> (Plan, Decision, Vec<Step>) {
+        let policy = Policy {
+            honour_pause: true,
+            ..Policy::default()
+        };
+        let plan = crate::recovery::plan(&facts(), &policy);
+        let d = plan.decisions[0].clone();
+        let Action::Recover { steps } = &d.action else {
+            panic!("the fixture recovers: {d:?}")
+        };
+        let steps = steps.clone();
+        (plan, d, steps)
+    }
+
+    /// VMs that ask together share one round of reads; one that asks after a round began
+    /// is never served by it.
+    #[tokio::test]
+    async fn vms_asking_together_share_one_round_and_no_answer_is_older_than_its_question() {
+        let (plan, d, steps) = planned();
+        let script = Arc::new(Scripted::default());
+        let rc = Recheck::new(script.clone(), &plan);
+        let checks = (0..8).map(|_| rc.before_change(&d, &steps));
+        for r in futures::future::join_all(checks).await {
+            r.expect("still the plan");
+        }
+        assert_eq!(
+            script.rounds.load(Ordering::SeqCst),
+            1,
+            "one round for the batch"
+        );
+
+        // A pause set after the first round: the next question gets a new round and sees it.
+        script.paused.store(true, Ordering::SeqCst);
+        let abort = rc.before_change(&d, &steps).await.unwrap_err();
+        assert_eq!(abort.blocker, Blocker::Paused, "{abort:?}");
+        assert_eq!(script.rounds.load(Ordering::SeqCst), 2);
+        let narrowed = script.narrowed.lock().unwrap().clone();
+        assert!(
+            narrowed.iter().all(|n| *n == Narrow::of(&d)),
+            "{narrowed:?}"
+        );
+    }
+}
