@@ -379,6 +379,9 @@ async fn a_pause_set_during_the_apply_stops_the_next_change() {
         env.sim.put(n).expect("annotate");
     })
     .await;
+    // The safety property first: nothing but bookkeeping after the switch flipped.
+    nothing_but_bookkeeping(&after);
+    finalizers_kept(&env);
     let db = outcome(&report, "vm-db-01");
     assert_eq!(db["result"], "aborted", "{report:#}");
     assert_eq!(db["blocker"], "paused", "{report:#}");
@@ -388,8 +391,6 @@ async fn a_pause_set_during_the_apply_stops_the_next_change() {
             .is_some_and(|r| r.contains("vmrecover.io/paused")),
         "{db:#}"
     );
-    nothing_but_bookkeeping(&after);
-    finalizers_kept(&env);
 }
 
 /// Issue 23: a Harvester Upgrade that starts during the controller wait stops the VM too.
@@ -405,6 +406,8 @@ async fn an_upgrade_that_starts_during_the_apply_stops_the_next_change() {
             .expect("the Upgrade");
     })
     .await;
+    nothing_but_bookkeeping(&after);
+    finalizers_kept(&env);
     let db = outcome(&report, "vm-db-01");
     assert_eq!(db["result"], "aborted", "{report:#}");
     assert_eq!(db["blocker"], "upgrade_in_progress", "{report:#}");
@@ -414,8 +417,6 @@ async fn an_upgrade_that_starts_during_the_apply_stops_the_next_change() {
             .is_some_and(|r| r.contains("hvst-upgrade-88")),
         "{db:#}"
     );
-    nothing_but_bookkeeping(&after);
-    finalizers_kept(&env);
 }
 
 /// The agent itself during an Upgrade, then paused: it changes nothing and its published
