@@ -1,13 +1,17 @@
 //! The imperative shell around the planner: gather every fact (boot, node, cluster,
 //! intents) for `status`, `run` and the agent alike.
 
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
 use kube::Client;
 
 use crate::boot::{self, BootFacts};
 use crate::cluster::{self, AlsoRead, ClusterFacts, ConnectError};
 use crate::config::Config;
+use crate::evidence::Gathered;
 use crate::node;
-use crate::recovery::{Facts, IntentStore, RecoveryIntent};
+use crate::recovery::{Facts, IntentStore, Narrow, RecoveryIntent, Regather};
 
 /// Everything gathered for one decision round.
 pub struct Gathering {
@@ -72,11 +76,12 @@ pub async fn gather(cfg: &Config, client: Option<Client>) -> Gathering {
         }
         Err(why) => ClusterFacts::unreachable(&cfg.node, "the Kubernetes API", &why.to_string()),
     };
+    let (now, boot_time) = server_clock(boot.boot_time.clone());
     let facts = Facts {
         host: local.identity.clone(),
-        now: jiff::Timestamp::now(),
+        now,
         node: cfg.node.clone(),
-        boot_time: boot.boot_time.clone(),
+        boot_time,
         verdict: boot.verdict.verdict,
         local,
         cluster,
@@ -86,6 +91,31 @@ pub async fn gather(cfg: &Config, client: Option<Client>) -> Gathering {
         facts,
         boot,
         client,
+    }
+}
+
+/// The planner's clock (issue 23, docs/safety.md "Clocks"): the API server's now (its
+/// responses' `Date`), and this boot's start in the server's time (server now − uptime on
+/// CLOCK_BOOTTIME), so "stuck for --stuck-after" never compares this node's wall clock
+/// with a time the API server wrote. Before any response carried a `Date` (no API: nothing
+/// is changed anyway) the local clock and `local_boot` stand in.
+fn server_clock(
+    local_boot: Gathered<jiff::Timestamp>,
+) -> (jiff::Timestamp, Gathered<jiff::Timestamp>) {
+    match cluster::server_now() {
+        Some(now) => (now, boot_time_at(now)),
+        None => (jiff::Timestamp::now(), local_boot),
+    }
+}
+
+/// This boot's start as `now − CLOCK_BOOTTIME`.
+fn boot_time_at(now: jiff::Timestamp) -> Gathered<jiff::Timestamp> {
+    match boot::clock::since_boot().as_result() {
+        Ok(up) => match boot::clock::boot_time(now, *up) {
+            Some(t) => Gathered::read(t),
+            None => Gathered::unreadable("CLOCK_BOOTTIME", "out of range"),
+        },
+        Err(why) => Gathered::unreadable("CLOCK_BOOTTIME", why),
     }
 }
 
@@ -123,5 +153,76 @@ fn also_read(intents: &[RecoveryIntent]) -> AlsoRead {
             .collect(),
         namespace: None,
         fenced: false,
+        narrow: None,
+    }
+}
+
+/// The re-check's reads (issue 23): this node's facts as [`gather`] reads them, the
+/// per-VM objects only for the VMs re-checked, without the boot journal (the boot's start
+/// is now − uptime, read again).
+pub struct Regatherer {
+    cfg: Config,
+    client: Client,
+}
+
+impl Regatherer {
+    /// Re-checks for `cfg`'s node through `client`.
+    pub fn new(cfg: &Config, client: Client) -> Arc<Self> {
+        Arc::new(Regatherer {
+            cfg: cfg.clone(),
+            client,
+        })
+    }
+}
+
+impl Regather for Regatherer {
+    fn facts<'a>(&'a self, narrow: &'a Narrow) -> BoxFuture<'a, Facts> {
+        Box::pin(regather(&self.cfg, &self.client, narrow))
+    }
+}
+
+async fn regather(cfg: &Config, client: &Client, narrow: &Narrow) -> Facts {
+    let node_opts = cfg.node_evidence.clone();
+    let fenced = cfg.policy.fenced;
+    let local = tokio::task::spawn_blocking(move || {
+        if fenced {
+            node::NodeFacts::declared_off(&node_opts)
+        } else {
+            node::gather(&node_opts)
+        }
+    });
+    let intents = IntentStore::new(&cfg.state_dir).load();
+    let local = match local.await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    let mut also = also_read(
+        intents
+            .value()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|i| narrow.vm_uids.contains(&i.vm_uid))
+            .cloned()
+            .collect::<Vec<_>>()
+            .as_slice(),
+    );
+    also.claimed_vmis = claimed_by(&local);
+    also.namespace = Some(cfg.cluster.namespace.clone());
+    also.fenced = fenced;
+    also.narrow = Some(narrow.vmis.clone());
+    let cluster = cluster::gather(client, &cfg.node, &also).await;
+    let local_now = jiff::Timestamp::now();
+    let (now, boot_time) = server_clock(boot_time_at(local_now));
+    Facts {
+        host: local.identity.clone(),
+        now,
+        node: cfg.node.clone(),
+        boot_time,
+        // The verdict decides nothing in `plan()`: the agent gates on it before planning.
+        verdict: boot::Verdict::Unknown,
+        local,
+        cluster,
+        intents,
     }
 }

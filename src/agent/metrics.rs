@@ -43,6 +43,11 @@ struct OutcomeLabel {
     result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AbortLabel {
+    reason: String,
+}
+
 /// The `result` label of `vmrecover_vm_outcomes_total`.
 fn outcome_label(r: VmResult) -> &'static str {
     match r {
@@ -72,6 +77,7 @@ pub struct Metrics {
     vms: Family<DecisionLabel, Gauge>,
     actions: Family<ActionLabel, Counter>,
     outcomes: Family<OutcomeLabel, Counter>,
+    aborts: Family<AbortLabel, Counter>,
     run_duration: Histogram,
     last_run: Gauge<f64, AtomicU64>,
     api_errors: Counter,
@@ -95,6 +101,7 @@ impl Metrics {
         let vms = Family::<DecisionLabel, Gauge>::default();
         let actions = Family::<ActionLabel, Counter>::default();
         let outcomes = Family::<OutcomeLabel, Counter>::default();
+        let aborts = Family::<AbortLabel, Counter>::default();
         let run_duration = Histogram::new([0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 180.0, 600.0]);
         let last_run = Gauge::<f64, AtomicU64>::default();
         let api_errors = Counter::default();
@@ -135,6 +142,12 @@ impl Metrics {
             });
         }
         registry.register(
+            "vm_aborts",
+            "VM recoveries left alone mid-run, by why (the blocker label: paused, \
+             live_process, lease_lost, plan_changed, ...)",
+            aborts.clone(),
+        );
+        registry.register(
             "run_duration_seconds",
             "Duration of mutating runs",
             run_duration.clone(),
@@ -173,6 +186,7 @@ impl Metrics {
             vms,
             actions,
             outcomes,
+            aborts,
             run_duration,
             last_run,
             api_errors,
@@ -240,6 +254,14 @@ impl Metrics {
             if o.result == VmResult::Failed {
                 self.api_errors.inc();
             }
+            if o.result == VmResult::Aborted {
+                let reason = o.blocker.map_or("unknown", |b| b.label());
+                self.aborts
+                    .get_or_create(&AbortLabel {
+                        reason: reason.into(),
+                    })
+                    .inc();
+            }
             for s in &o.steps {
                 if s.action == StepAction::WaitForControllers {
                     continue;
@@ -302,6 +324,48 @@ mod tests {
             );
             assert!(text.contains(&line), "{line} missing from\n{text}");
         }
+    }
+
+    /// An aborted VM is counted by its typed reason (issue 23): a pause mid-run is not a
+    /// process that came back.
+    #[test]
+    fn aborts_are_counted_by_their_blocker() {
+        let plan = crate::recovery::plan(&facts(), &Policy::default());
+        let outcome = |b: Blocker| crate::recovery::VmOutcome {
+            namespace: "default".into(),
+            name: b.label().into(),
+            result: VmResult::Aborted,
+            reason: Some("left alone".into()),
+            blocker: Some(b),
+            steps: Vec::new(),
+            requests: 0,
+        };
+        let report = RunReport {
+            started: jiff::Timestamp::UNIX_EPOCH,
+            finished: jiff::Timestamp::UNIX_EPOCH,
+            dry_run: false,
+            mode: crate::recovery::Mode::Agent,
+            plan,
+            outcomes: vec![
+                outcome(Blocker::Paused),
+                outcome(Blocker::Paused),
+                outcome(Blocker::LiveProcess),
+            ],
+            orphans: Vec::new(),
+            stopped: None,
+            pruned_intents: Vec::new(),
+        };
+        let m = Metrics::new();
+        m.observe_run(&report);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"vmrecover_vm_aborts_total{reason="paused"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"vmrecover_vm_aborts_total{reason="live_process"} 1"#),
+            "{text}"
+        );
     }
 
     /// Every blocker kind reaches `vmrecover_vms{reason}` as its enum label, whatever the

@@ -76,6 +76,11 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
     let verdict = boot.verdict.verdict;
     metrics.set_verdict(verdict);
     let acting = reload::acting(args.act_on, verdict);
+    // The window runs on CLOCK_BOOTTIME (issue 23): a wall-clock step (NTP after a power
+    // cut) neither closes it early nor keeps it open; the wall-clock end is only shown.
+    let started_on_boot_clock = boot_clock();
+    let window_ends_on_boot_clock =
+        started_on_boot_clock.map(|_| add(BOOT_CLOCK_ZERO, args.boot_window));
     let window_ends = add(
         boot.boot_time
             .value()
@@ -143,7 +148,24 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
         jiff::Timestamp::now(),
         args.boot_window,
     );
-    agent.status.window_ends = Some(window_ends);
+    let window_ends_on_boot_clock = match (
+        started_on_boot_clock,
+        window_ends_on_boot_clock,
+        boot_clock(),
+    ) {
+        (Some(started), Some(ends), Some(ready)) => {
+            Some(extend_window(started, ends, ready, args.boot_window))
+        }
+        _ => None,
+    };
+    agent.status.window_ends = Some(match (window_ends_on_boot_clock, boot_clock()) {
+        (Some(ends), Some(now)) => jiff::Timestamp::now() + ends.duration_since(now),
+        _ => window_ends,
+    });
+    let window_over = move || match (window_ends_on_boot_clock, boot_clock()) {
+        (Some(ends), Some(now)) => now >= ends,
+        _ => jiff::Timestamp::now() >= window_ends,
+    };
 
     let io = LiveIo {
         cfg,
@@ -154,6 +176,7 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
             Mode::Agent,
             Duration::ZERO,
             stop.clone(),
+            pipeline::Regatherer::new(cfg, client.clone()),
         ),
     };
     let wake = Arc::new(Notify::new());
@@ -179,7 +202,7 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
     ));
 
     loop {
-        if jiff::Timestamp::now() >= window_ends {
+        if window_over() {
             if let Some(w) = watcher.take() {
                 w.abort();
             }
@@ -252,6 +275,17 @@ fn release_freed_memory() {
 fn add(t: jiff::Timestamp, d: Duration) -> jiff::Timestamp {
     t.checked_add(jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX))
         .unwrap_or(jiff::Timestamp::MAX)
+}
+
+/// The zero of the boot clock: a point on CLOCK_BOOTTIME written as a timestamp (the Unix
+/// epoch plus the time since boot), so the window's rule runs on it unchanged.
+const BOOT_CLOCK_ZERO: jiff::Timestamp = jiff::Timestamp::UNIX_EPOCH;
+
+/// Now on the boot clock (see [`BOOT_CLOCK_ZERO`]); `None` when CLOCK_BOOTTIME cannot be
+/// read (the wall clock stands in then).
+fn boot_clock() -> Option<jiff::Timestamp> {
+    let up = crate::boot::clock::since_boot().value().copied()?;
+    Some(add(BOOT_CLOCK_ZERO, up))
 }
 
 /// The boot window's end: `window_ends`, or `window` after the API first answered when

@@ -121,6 +121,7 @@ impl PassIo for Scripted {
             outcomes: vec![],
             orphans: vec![],
             stopped: None,
+            pruned_intents: vec![],
         })
     }
 }

@@ -69,7 +69,14 @@ async fn connect_with_read_timeout(
     config.default_retry = false;
     config.read_timeout = Some(read_timeout);
     config.write_timeout = Some(cfg.tuning.request_timeout);
-    Client::try_from(config).map_err(|e| ConnectError::Client(e.to_string()))
+    // Every response's Date header sets the server's clock (`server_clock`).
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| ConnectError::Client(e.to_string()))?;
+    Ok(builder
+        .with_layer(&tower::util::MapResponseLayer::new(
+            super::server_clock::observe_response,
+        ))
+        .build())
 }
 
 async fn from_file(path: &Path) -> Result<Config, ConnectError> {

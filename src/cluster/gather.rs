@@ -44,6 +44,10 @@ pub struct AlsoRead {
     /// A fenced-node run: also list every launcher pod, to find one of a VM here Running
     /// on another node.
     pub fenced: bool,
+    /// A re-check: only these VMIs (namespace, name) have their own objects read; each
+    /// one this node's list does not have is read by name and joins the list, so the
+    /// planner says where it is now (gone: not there at all).
+    pub narrow: Option<BTreeSet<NsName>>,
 }
 
 /// A (namespace, name) pair.
@@ -83,12 +87,26 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
             describe(&e, "get", &format!("nodes/{node}")),
         ),
     };
-    let vmis: Result<Vec<VmiView>, String> = vmis.map(|v| v.iter().map(VmiView::from).collect());
+    let mut vmis: Result<Vec<VmiView>, String> =
+        vmis.map(|v| v.iter().map(VmiView::from).collect());
+    if let (Ok(listed), Some(narrow)) = (&mut vmis, &also.narrow) {
+        if let Err(e) = add_by_name(client, listed, narrow).await {
+            vmis = Err(e);
+        }
+    }
     let pods: Result<Vec<PodView>, String> = pods.map(|v| v.iter().map(PodView::from).collect());
 
     // What a decision may rest on: VMIs deleting or final here, and earlier runs' VMs.
     let listed = vmis.as_deref().unwrap_or_default();
-    let deciding: Vec<&VmiView> = listed.iter().filter(|v| is_deciding(v)).collect();
+    let deciding: Vec<&VmiView> = listed
+        .iter()
+        .filter(|v| is_deciding(v))
+        .filter(|v| {
+            also.narrow
+                .as_ref()
+                .is_none_or(|n| n.contains(&(v.key.namespace.clone(), v.key.name.clone())))
+        })
+        .collect();
     let owners: BTreeSet<NsName> = deciding
         .iter()
         .filter_map(|v| {
@@ -145,6 +163,28 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         claimed,
         harvester,
     }
+}
+
+/// Reads each VMI of `narrow` that `listed` does not have by name and adds it (a 404 is
+/// an answer: gone).
+async fn add_by_name(
+    client: &Client,
+    listed: &mut Vec<VmiView>,
+    narrow: &BTreeSet<NsName>,
+) -> Result<(), String> {
+    for (ns, name) in narrow {
+        if listed
+            .iter()
+            .any(|v| v.key.namespace == *ns && v.key.name == *name)
+        {
+            continue;
+        }
+        let found =
+            get_named::<VirtualMachineInstance>(client, ns, name, "virtualmachineinstances")
+                .await?;
+        listed.extend(found.as_ref().map(VmiView::from));
+    }
+    Ok(())
 }
 
 /// Launcher pods on any node but `node` (a fenced-node run's check that no VM of the dead

@@ -26,8 +26,8 @@ pub const TAINT_DRAIN: &str = "kubevirt.io/drain";
 pub const TAINT_OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
 /// Harvester's node condition while and after it drains a down node.
 pub const CONDITION_DRAINED: &str = "Drained";
-/// Node annotation that pauses the agent on that node (any value but `false`; the value is
-/// shown as the reason).
+/// Node annotation that pauses the agent on that node (any value but `false`, the empty
+/// value included; the value is shown as the reason).
 pub const ANNOTATION_PAUSE: &str = "vmrecover.io/paused";
 /// ConfigMap in the agent's namespace whose existence pauses every agent (its `reason` key
 /// is shown).
@@ -146,8 +146,14 @@ impl HarvesterFacts {
             .annotations
             .as_ref()
             .and_then(|a| a.get(ANNOTATION_PAUSE))
-            .filter(|v| !v.trim().is_empty() && v.trim() != "false")
-            .cloned();
+            .filter(|v| v.trim() != "false")
+            .map(|v| {
+                if v.trim().is_empty() {
+                    "(no reason given)".to_string()
+                } else {
+                    v.clone()
+                }
+            });
         HarvesterFacts {
             ready: cond("Ready"),
             drained: cond(CONDITION_DRAINED),
@@ -255,5 +261,34 @@ async fn read_upgrades(client: &Client) -> Gathered<Vec<String>> {
                 .collect(),
         ),
         Err(e) => Gathered::unreadable(what.clone(), describe(&e, "list", &what)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotated(value: &str) -> Node {
+        let mut n = Node::default();
+        n.metadata.annotations = Some([(ANNOTATION_PAUSE.to_string(), value.to_string())].into());
+        n
+    }
+
+    /// `vmrecover.io/paused=` pauses: only `false` does not (issue 23).
+    #[test]
+    fn any_pause_value_but_false_pauses_the_empty_one_too() {
+        for (value, paused) in [
+            ("", true),
+            ("  ", true),
+            ("disk swap", true),
+            ("false", false),
+        ] {
+            let h = HarvesterFacts::of_node(&annotated(value));
+            assert_eq!(h.node_paused.is_some(), paused, "{value:?}");
+        }
+        assert!(HarvesterFacts::of_node(&annotated(""))
+            .paused()
+            .is_some_and(|p| p.contains("no reason given")));
+        assert_eq!(HarvesterFacts::of_node(&Node::default()).node_paused, None);
     }
 }

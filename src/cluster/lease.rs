@@ -164,8 +164,16 @@ pub async fn acquire(
     }
 }
 
+/// The time written into and judged against the Lease: the API server's clock (its
+/// responses' `Date`, `server_clock`), so neither the holder's nor the contender's wall
+/// clock decides when it expires (issue 23). Before any response (never the case here: a
+/// Lease is read first) the local clock stands in.
+fn lease_now() -> jiff::Timestamp {
+    super::server_clock::server_now().unwrap_or_else(jiff::Timestamp::now)
+}
+
 fn now_micro() -> MicroTime {
-    MicroTime(jiff::Timestamp::now())
+    MicroTime(lease_now())
 }
 
 fn expired(spec: &LeaseSpec, now: jiff::Timestamp) -> bool {
@@ -229,7 +237,7 @@ async fn try_acquire(
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
     let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
     let ours = holder.as_deref() == Some(config.identity.as_str());
-    if holder.is_some() && !ours && !expired(spec, jiff::Timestamp::now()) {
+    if holder.is_some() && !ours && !expired(spec, lease_now()) {
         return Err(LeaseError::HeldByOther {
             namespace: config.namespace.clone(),
             name: config.name.clone(),

@@ -15,6 +15,7 @@ mod lists;
 mod names;
 mod objects;
 mod retry;
+mod server_clock;
 mod snapshot;
 mod summary;
 mod wait;
@@ -39,6 +40,7 @@ pub use objects::{
     VmStatus, VmiSpec, VmiStatus, VmiVolume,
 };
 pub use retry::{backoff, retryable, with_retries, ATTEMPTS, FIRST_BACKOFF, MAX_RETRY_AFTER};
+pub use server_clock::server_now;
 pub use snapshot::{
     AttachmentView, ClaimedVmi, ClusterFacts, LonghornVolumeRef, NodeIdentity, ObjectKey, PodView,
     PvView, PvcView, VmView, VmiView,

@@ -79,7 +79,15 @@ pub async fn run(cfg: &Config, args: &RunConfig) -> Outcome {
         }
     }
 
-    let session = Session::new(client, cfg, Mode::Manual, args.lease_wait, stop_on_signal());
+    let regather = pipeline::Regatherer::new(cfg, client.clone());
+    let session = Session::new(
+        client,
+        cfg,
+        Mode::Manual,
+        args.lease_wait,
+        stop_on_signal(),
+        regather,
+    );
     let report = match session.apply(plan, started).await {
         Ok(r) => r,
         Err(e) => return fail(&format!("{e}; nothing was changed")),
@@ -125,19 +133,27 @@ fn confirm(plan: &Plan) -> std::io::Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
 }
 
-/// Exit code for a plan that is only shown.
+/// Exit code for a plan that is only shown: 1 when it is refused because evidence could
+/// not be read (e.g. a corrupt intents file), 3 when anything is blocked, else 0.
 pub fn plan_outcome(plan: &Plan) -> Outcome {
-    if plan.has_blocked() {
+    if plan.refused_by.is_some_and(|b| b.is_unreadable()) {
+        Outcome::Error
+    } else if plan.has_blocked() {
         Outcome::Blocked
     } else {
         Outcome::Done
     }
 }
 
-/// Exit code after applying: 1 when a VM failed with an error, 3 when any VM is left
-/// for a person, else 0.
+/// Exit code after applying: 1 when a VM failed with an error, the run stopped (Lease
+/// lost, asked to stop) or a re-check could not read its evidence; 3 when any VM is left
+/// for a person (a pause, an Upgrade, a process back: the re-check's typed reason), else 0.
 pub fn report_outcome(report: &RunReport) -> Outcome {
-    if report.failed() > 0 || report.stopped.is_some() {
+    let unreadable = report
+        .outcomes
+        .iter()
+        .any(|o| o.blocker.is_some_and(|b| b.is_unreadable()));
+    if report.failed() > 0 || report.stopped.is_some() || unreadable {
         Outcome::Error
     } else if report.aborted() > 0 || report.plan.has_blocked() {
         Outcome::Blocked

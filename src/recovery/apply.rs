@@ -13,11 +13,12 @@ use kube::Client;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::abort::Abort;
 use super::audit::{self, AuditRecord};
+use super::blocker::Blocker;
 use super::finalizers::ObjectKind;
 use super::intents::{IntentDisk, IntentStore, RecoveryIntent};
 use super::model::{Action, Decision, OrphanDecision, Plan, Step};
-use super::plan::still_mine;
 use super::recheck::Recheck;
 use super::report::{OrphanOutcome, StepAction, StepOutcome, StepStatus, VmOutcome, VmResult};
 use crate::cluster::LeaseGuard;
@@ -25,7 +26,7 @@ use crate::cluster::ObjectKey;
 use crate::cluster::{backoff, retryable, with_retries, ATTEMPTS};
 use crate::cluster::{classify_refusal, describe, status_code, Refusal};
 use crate::cluster::{EventRecorder, Regarding};
-use crate::cluster::{VirtualMachine, VirtualMachineInstance, VmiView};
+use crate::cluster::{VirtualMachine, VirtualMachineInstance};
 use crate::node::orphans;
 
 /// How many times a finalizer patch is re-read and retried after a conflict.
@@ -41,7 +42,7 @@ pub struct ApplyContext {
     pub intents: Arc<Mutex<IntentStore>>,
     /// Event recorder.
     pub events: EventRecorder,
-    /// Fresh evidence right before each VM is changed.
+    /// The planner re-run right before each VM is changed.
     pub recheck: Recheck,
     /// How many VMs are worked on at once.
     pub concurrency: usize,
@@ -127,13 +128,14 @@ async fn recover_steps(
         name: d.name.clone(),
         result: VmResult::Recovered,
         reason: None,
+        blocker: None,
         steps: Vec::new(),
         requests: 0,
     };
     // The evidence each change rests on, as last checked (not as planned).
-    let mut evidence = match ctx.recheck.still_safe(d, steps).await {
+    let mut evidence = match ctx.recheck.before_change(d, steps).await {
         Ok(fresh) => fresh.join("; "),
-        Err(why) => return out.end(VmResult::Aborted, why),
+        Err(abort) => return out.abort(abort),
     };
     if let Err(why) = record_intent(d, ctx) {
         return out.end(VmResult::Failed, why);
@@ -143,19 +145,19 @@ async fn recover_steps(
     let mut vmi_gone = false;
     for (i, step) in steps.iter().enumerate() {
         if *ctx.cancel.borrow() {
-            return out.end(
-                VmResult::Aborted,
+            return out.abort(Abort::new(
+                Blocker::Interrupted,
                 format!(
                     "vmrecover was asked to stop: {}; a rerun continues",
                     done_so_far(changes)
                 ),
-            );
+            ));
         }
         if !ctx.lease.is_held() {
-            return out.end(
-                VmResult::Aborted,
+            return out.abort(Abort::new(
+                Blocker::LeaseLost,
                 format!("the node Lease was lost: {}", done_so_far(changes)),
-            );
+            ));
         }
         match step {
             Step::ForceDeletePod { pod } => {
@@ -199,13 +201,13 @@ async fn recover_steps(
                 let waited = tokio::select! {
                     w = wait_for_controllers(d, *grace, ctx) => w,
                     _ = cancel.wait_for(|stop| *stop) => {
-                        return out.end(
-                            VmResult::Aborted,
+                        return out.abort(Abort::new(
+                            Blocker::Interrupted,
                             format!(
                                 "vmrecover was asked to stop during the controller wait: {}; a rerun continues",
                                 done_so_far(changes)
                             ),
-                        );
+                        ));
                     }
                 };
                 out.requests += 2;
@@ -231,11 +233,10 @@ async fn recover_steps(
                     step: desc,
                     result: result.into(),
                 });
-                // Time passed: the evidence must be fresh again before the next change.
-                ctx.recheck.invalidate().await;
-                match ctx.recheck.still_safe(d, &steps[i + 1..]).await {
+                // Time passed: the planner decides again before the next change.
+                match ctx.recheck.before_change(d, &steps[i + 1..]).await {
                     Ok(fresh) => evidence = fresh.join("; "),
-                    Err(why) => return out.end(VmResult::Aborted, why),
+                    Err(abort) => return out.abort(abort),
                 }
             }
             Step::ClearFinalizers {
@@ -257,15 +258,8 @@ async fn recover_steps(
                     });
                     continue;
                 }
-                let (result, requests) = clear_finalizers(
-                    &ctx.client,
-                    ctx.recheck.node(),
-                    *kind,
-                    object,
-                    expected,
-                    remove,
-                )
-                .await;
+                let (result, requests) =
+                    clear_finalizers(ctx, d, &steps[i..], *kind, object, expected, remove).await;
                 out.requests += requests;
                 let (status, text, removed) = match &result {
                     Ok(Cleared::Removed(r)) => (
@@ -283,9 +277,9 @@ async fn recover_steps(
                         "done (the controllers had removed them)".into(),
                         String::new(),
                     ),
-                    Err(Stop::Abort(why)) => (
+                    Err(Stop::Abort(abort)) => (
                         StepStatus::LeftAlone,
-                        format!("left alone: {why}"),
+                        format!("left alone: {abort}"),
                         String::new(),
                     ),
                     Err(Stop::Fail(why)) => {
@@ -310,7 +304,7 @@ async fn recover_steps(
                 match result {
                     Ok(Cleared::Removed(r)) => changes.push(Change::FinalizersRemoved(*kind, r)),
                     Ok(_) => {}
-                    Err(Stop::Abort(why)) => return out.end(VmResult::Aborted, why),
+                    Err(Stop::Abort(abort)) => return out.abort(abort),
                     Err(Stop::Fail(why)) => return out.end(VmResult::Failed, why),
                 }
             }
@@ -332,6 +326,12 @@ impl VmOutcome {
         self.result = result;
         self.reason = Some(reason);
         self
+    }
+
+    /// Left alone: a precondition moved, said as a type and in words.
+    fn abort(mut self, abort: Abort) -> Self {
+        self.blocker = Some(abort.blocker);
+        self.end(VmResult::Aborted, abort.detail)
     }
 
     fn end_ok(mut self, result: VmResult) -> Self {
@@ -570,18 +570,20 @@ enum Cleared {
 /// Why a finalizer patch stopped.
 enum Stop {
     /// A precondition moved: left alone, not an error.
-    Abort(String),
+    Abort(Abort),
     /// The API refused or failed.
     Fail(String),
 }
 
 /// Removes `remove` from the object's finalizers with a JSON Patch that tests its UID,
-/// resourceVersion and exact finalizer list. On a conflict it re-reads: finalizers only
-/// removed since the plan → retry on the new version; anything added, a new object, or
-/// one no longer deleting → left alone.
+/// resourceVersion and exact finalizer list. On a conflict the planner decides again
+/// ([`Recheck::after_conflict`]): the patch is retried on the fresh version only when the
+/// fresh decision is still within the plan (finalizers only removed since); anything
+/// else leaves the VM alone with the fresh decision's reason.
 async fn clear_finalizers(
-    client: &Client,
-    node: &str,
+    ctx: &ApplyContext,
+    d: &Decision,
+    remaining: &[Step],
     kind: ObjectKind,
     object: &ObjectKey,
     planned: &[String],
@@ -589,18 +591,19 @@ async fn clear_finalizers(
 ) -> (Result<Cleared, Stop>, u32) {
     match kind {
         ObjectKind::Vmi => {
-            clear_on::<VirtualMachineInstance>(client, Some(node), object, planned, remove).await
+            clear_on::<VirtualMachineInstance>(ctx, d, remaining, object, planned, remove).await
         }
-        ObjectKind::Vm => clear_on::<VirtualMachine>(client, None, object, planned, remove).await,
+        ObjectKind::Vm => {
+            clear_on::<VirtualMachine>(ctx, d, remaining, object, planned, remove).await
+        }
     }
 }
 
-/// `still_on`: for a VMI, this node's name: a VMI re-read after a conflict must still be
-/// this node's and not migrating, or it is left alone (the conflict may be exactly that
-/// move).
+/// `remaining`: the plan's steps from this one on (a conflict is judged against them).
 async fn clear_on<K>(
-    client: &Client,
-    still_on: Option<&str>,
+    ctx: &ApplyContext,
+    d: &Decision,
+    remaining: &[Step],
     object: &ObjectKey,
     planned: &[String],
     remove: &[String],
@@ -612,7 +615,7 @@ where
         + serde::Serialize
         + std::fmt::Debug,
 {
-    let api = Api::<K>::namespaced(client.clone(), &object.namespace);
+    let api = Api::<K>::namespaced(ctx.client.clone(), &object.namespace);
     let what = format!("{} {}/{}", K::plural(&()), object.namespace, object.name);
     let mut expected = planned.to_vec();
     let mut rv = object.resource_version.clone();
@@ -660,54 +663,20 @@ where
                 return (Err(Stop::Fail(reason)), requests);
             }
             Err(e) if classify_refusal(&e) == Some(Refusal::Moved) => {
-                requests += 1;
-                let current = match with_retries(&format!("get {what}"), || {
-                    api.get_opt(&object.name)
-                })
-                .await
-                {
-                    Ok(c) => c,
-                    Err(e) => return (Err(Stop::Fail(describe(&e, "get", &what))), requests),
-                };
-                let Some(current) = current else {
-                    return (Ok(Cleared::AlreadyGone), requests);
-                };
-                let meta = current.meta();
-                if meta.uid.as_deref() != Some(object.uid.as_str()) {
-                    return (
-                        Err(Stop::Abort(format!("{what} was replaced by a new object"))),
-                        requests,
-                    );
-                }
-                if meta.deletion_timestamp.is_none() {
-                    return (
-                        Err(Stop::Abort(format!("{what} is no longer being deleted"))),
-                        requests,
-                    );
-                }
-                if let Some(node) = still_on {
-                    let moved = serde_json::to_value(&current)
-                        .and_then(serde_json::from_value::<VirtualMachineInstance>)
-                        .map(|v| still_mine(&VmiView::from(&v), node))
-                        .unwrap_or_else(|e| Some(format!("it could not be read back ({e})")));
-                    if let Some(why) = moved {
-                        return (
-                            Err(Stop::Abort(format!("{what} moved since the plan: {why}"))),
-                            requests,
-                        );
+                // The planner decides again on what is there now (the same rules as the
+                // plan): only a decision still within the plan is retried.
+                match ctx.recheck.after_conflict(d, remaining).await {
+                    Ok(Some(Step::ClearFinalizers {
+                        object: fresh,
+                        expected: now,
+                        ..
+                    })) => {
+                        expected = now;
+                        rv = fresh.resource_version;
                     }
+                    Ok(_) => return (Ok(Cleared::NothingLeft), requests),
+                    Err(abort) => return (Err(Stop::Abort(abort)), requests),
                 }
-                let now = meta.finalizers.clone().unwrap_or_default();
-                if let Some(added) = now.iter().find(|f| !planned.contains(f)) {
-                    return (
-                        Err(Stop::Abort(format!(
-                            "finalizer {added} was added to {what} since the plan: left alone"
-                        ))),
-                        requests,
-                    );
-                }
-                expected = now;
-                rv = meta.resource_version.clone().unwrap_or_default();
             }
             Err(e) => return (Err(Stop::Fail(describe(&e, "patch", &what))), requests),
         }
@@ -750,9 +719,8 @@ where
 }
 
 async fn kill_orphan(o: &OrphanDecision, ctx: &ApplyContext) -> OrphanOutcome {
-    // Minutes can pass between plan and kill: prove it is still an orphan right before.
-    ctx.recheck.invalidate().await;
-    let still = still_orphan(o, ctx).await;
+    // Minutes can pass between plan and kill: the planner must still call it an orphan.
+    let still = ctx.recheck.orphan_still(o).await;
     let (status, result) = if !ctx.lease.is_held() {
         (
             StepStatus::Failed,
@@ -782,34 +750,4 @@ async fn kill_orphan(o: &OrphanDecision, ctx: &ApplyContext) -> OrphanOutcome {
         status,
         result,
     }
-}
-
-/// Whether the orphan is still one: this node is still this machine and boot, no VMI with
-/// its UID (or, without a UID, its name) exists, no launcher pod for it is on this node.
-async fn still_orphan(o: &OrphanDecision, ctx: &ApplyContext) -> Result<(), String> {
-    ctx.recheck.identity_holds().await?;
-    let (Some(ns), Some(name)) = (&o.namespace, &o.name) else {
-        return Err("its command line names no VMI to look up".into());
-    };
-    let api = Api::<VirtualMachineInstance>::namespaced(ctx.client.clone(), ns);
-    match with_retries("re-read the VMI an orphan claims", || api.get_opt(name)).await {
-        Ok(None) => {}
-        Ok(Some(v)) if o.uid.is_some() && v.metadata.uid != o.uid => {}
-        Ok(Some(_)) => return Err(format!("VMI {ns}/{name} exists now: it is not an orphan")),
-        Err(e) => {
-            return Err(describe(
-                &e,
-                "get",
-                &format!("virtualmachineinstances {ns}/{name}"),
-            ))
-        }
-    }
-    if let Some(pod) = ctx
-        .recheck
-        .launcher_pod_for(ns, name, o.uid.as_deref())
-        .await?
-    {
-        return Err(format!("launcher pod {pod} for it is on this node now"));
-    }
-    Ok(())
 }

@@ -45,11 +45,19 @@ pub enum Blocker {
     /// A fenced-node run whose node is not fenced (no out-of-service taint, Ready, or not
     /// NotReady long enough).
     NotFenced,
+    /// The re-check right before a change found a decision that is no longer the plan's:
+    /// a new step (a new launcher pod, a finalizer added), a changed object (replaced,
+    /// another disk), or no longer "recover".
+    PlanChanged,
+    /// The node Lease was lost during the run: no further change is made.
+    LeaseLost,
+    /// vmrecover was asked to stop (SIGTERM, Ctrl-C) during the run.
+    Interrupted,
 }
 
 impl Blocker {
     /// Every kind, for tests and for metric families that list all labels.
-    pub const ALL: [Blocker; 16] = [
+    pub const ALL: [Blocker; 19] = [
         Blocker::LiveProcess,
         Blocker::DiskHeld,
         Blocker::DiskAttachedElsewhere,
@@ -66,6 +74,9 @@ impl Blocker {
         Blocker::Paused,
         Blocker::UpgradeInProgress,
         Blocker::NotFenced,
+        Blocker::PlanChanged,
+        Blocker::LeaseLost,
+        Blocker::Interrupted,
     ];
 
     /// The stable label used in metrics and JSON.
@@ -87,6 +98,9 @@ impl Blocker {
             Blocker::Paused => "paused",
             Blocker::UpgradeInProgress => "upgrade_in_progress",
             Blocker::NotFenced => "not_fenced",
+            Blocker::PlanChanged => "plan_changed",
+            Blocker::LeaseLost => "lease_lost",
+            Blocker::Interrupted => "interrupted",
         }
     }
 

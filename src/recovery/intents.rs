@@ -46,6 +46,47 @@ pub struct IntentDisk {
     pub driver: Option<String>,
 }
 
+/// An intent whose VM is gone or was recreated under its name: nothing is left for it to
+/// remember, so an applying run forgets it (and says so in its report).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleIntent {
+    /// The VM UID the intent names.
+    pub vm_uid: String,
+    /// What the report says, e.g. `default/vm-1 (uid …): the VM is gone`.
+    pub line: String,
+}
+
+/// The intents whose VM is gone or recreated, judged from the VMs read by name (`vms`:
+/// every VM an intent names that exists; unreadable VMs: none is judged stale).
+pub fn stale(
+    intents: &[RecoveryIntent],
+    vms: Option<&[crate::cluster::VmView]>,
+) -> Vec<StaleIntent> {
+    let Some(vms) = vms else { return Vec::new() };
+    intents
+        .iter()
+        .filter_map(|i| {
+            let same_name = vms
+                .iter()
+                .find(|v| v.key.namespace == i.namespace && v.key.name == i.name);
+            let why = match same_name {
+                None => "the VM is gone".to_string(),
+                Some(v) if v.key.uid != i.vm_uid => {
+                    format!("the VM was recreated (uid {} now)", v.key.uid)
+                }
+                Some(_) => return None,
+            };
+            Some(StaleIntent {
+                vm_uid: i.vm_uid.clone(),
+                line: format!(
+                    "recovery intent of {}/{} (uid {}, started {}): {why}; forgotten",
+                    i.namespace, i.name, i.vm_uid, i.started
+                ),
+            })
+        })
+        .collect()
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct IntentsFile {
     version: u32,
@@ -137,6 +178,34 @@ mod tests {
             disks: vec![],
             started: jiff::Timestamp::UNIX_EPOCH,
         }
+    }
+
+    /// Issue 23: an intent is stale when its VM is gone or recreated, never when the VMs
+    /// could not be read.
+    #[test]
+    fn stale_intents_are_those_whose_vm_is_gone_or_recreated() {
+        let vm = |name: &str, uid: &str| crate::cluster::VmView {
+            key: crate::cluster::ObjectKey {
+                namespace: "default".into(),
+                name: name.into(),
+                uid: uid.into(),
+                resource_version: "1".into(),
+            },
+            ..crate::cluster::VmView::default()
+        };
+        let mut gone = intent("u1");
+        gone.name = "gone".into();
+        let mut recreated = intent("u2");
+        recreated.name = "again".into();
+        let mut live = intent("u3");
+        live.name = "live".into();
+        let intents = [gone, recreated, live];
+        let vms = [vm("again", "u2-new"), vm("live", "u3")];
+        let stale = stale(&intents, Some(&vms));
+        let uids: Vec<&str> = stale.iter().map(|s| s.vm_uid.as_str()).collect();
+        assert_eq!(uids, ["u1", "u2"]);
+        assert!(stale[1].line.contains("recreated (uid u2-new now)"));
+        assert!(super::stale(&intents, None).is_empty());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! The modules are private; the names the rest of vmrecover and its tests use are
 //! re-exported here, so the compiler keeps this surface.
 
+mod abort;
 mod apply;
 mod audit;
 mod blocker;
@@ -26,14 +27,17 @@ mod harvester_tests;
 #[cfg(test)]
 mod plan_tests;
 
+pub use abort::{judge, Abort};
 pub use apply::{apply, ApplyContext};
 pub use audit::{AuditRecord, AUDIT_TARGET};
 pub use blocker::Blocker;
 pub use finalizers::{classify, FinalizerClass, KnownFinalizer, ObjectKind, KNOWN_FINALIZERS};
-pub use intents::{IntentDisk, IntentStore, RecoveryIntent, INTENTS_FILE};
-pub use model::{Action, Decision, DiskKey, Facts, HostIdentity, OrphanDecision, Plan, Step};
-pub use plan::{blocker_category, identity_refusal, plan};
-pub use recheck::Recheck;
+pub use intents::{IntentDisk, IntentStore, RecoveryIntent, StaleIntent, INTENTS_FILE};
+pub use model::{
+    Action, Decision, DiskKey, Facts, HostIdentity, Narrow, OrphanDecision, Plan, Step,
+};
+pub use plan::{blocker_category, identity_refusal, plan, plan_narrowed};
+pub use recheck::{Recheck, Regather};
 pub use render::{
     decision as render_decision, plan as render_plan, report as render_report, step as render_step,
 };

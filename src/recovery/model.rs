@@ -17,12 +17,13 @@ use crate::node::{NodeFacts, ProcessKind};
 /// Everything gathered at the edge, with the time it was gathered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Facts {
-    /// When the facts were gathered (the planner's only clock).
+    /// When the facts were gathered, on the API server's clock (its responses' `Date`;
+    /// the planner's only clock, docs/safety.md "Clocks").
     pub now: jiff::Timestamp,
     /// This node's name.
     pub node: String,
-    /// When this boot started (stuck time counts from the later of this and the
-    /// deletionTimestamp).
+    /// When this boot started, in the server's time (`now` − CLOCK_BOOTTIME; stuck time
+    /// counts from the later of this and the deletionTimestamp).
     pub boot_time: Gathered<jiff::Timestamp>,
     /// The unclean-shutdown verdict (the full boot evidence is in the status report).
     pub verdict: Verdict,
@@ -77,6 +78,9 @@ pub struct Plan {
     /// Why vmrecover is paused on this node (node annotation or cluster-wide), if it is.
     #[serde(default)]
     pub paused: Option<String>,
+    /// Recovery intents whose VM is gone or recreated: an applying run forgets them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale_intents: Vec<super::intents::StaleIntent>,
 }
 
 impl Plan {
@@ -254,4 +258,44 @@ pub struct OrphanDecision {
     pub kill: bool,
     /// Why it is an orphan.
     pub reason: String,
+}
+
+/// The VMs a re-check decides again: the planner, narrowed to them, decides only the VMIs
+/// named here and the earlier runs' VMs with these UIDs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Narrow {
+    /// VMIs, as (namespace, name).
+    pub vmis: std::collections::BTreeSet<(String, String)>,
+    /// VMs, by UID.
+    pub vm_uids: std::collections::BTreeSet<String>,
+}
+
+impl Narrow {
+    /// The VMI and VM of one decision.
+    pub fn of(d: &Decision) -> Self {
+        let mut n = Narrow::default();
+        if let Some(k) = &d.vmi {
+            n.vmis.insert((k.namespace.clone(), k.name.clone()));
+        }
+        if let Some(k) = &d.vm {
+            n.vm_uids.insert(k.uid.clone());
+        }
+        n
+    }
+
+    /// Adds `other`'s VMs.
+    pub fn extend(&mut self, other: &Narrow) {
+        self.vmis.extend(other.vmis.iter().cloned());
+        self.vm_uids.extend(other.vm_uids.iter().cloned());
+    }
+
+    /// Whether every VM of `other` is here.
+    pub fn covers(&self, other: &Narrow) -> bool {
+        other.vmis.is_subset(&self.vmis) && other.vm_uids.is_subset(&self.vm_uids)
+    }
+
+    /// Whether the VMI `namespace/name` is here.
+    pub fn has_vmi(&self, namespace: &str, name: &str) -> bool {
+        self.vmis.iter().any(|(ns, n)| ns == namespace && n == name)
+    }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::blocker::Blocker;
 use super::finalizers::{classify, FinalizerClass, ObjectKind};
 use super::intents::RecoveryIntent;
-use super::model::{Action, Decision, DiskKey, Facts, OrphanDecision, Plan, Step};
+use super::model::{Action, Decision, DiskKey, Facts, Narrow, OrphanDecision, Plan, Step};
 use crate::cluster::{ClaimedVmi, ObjectKey, PodView, VmView, VmiView};
 use crate::config::Policy;
 use crate::node::orphans::{self, VmiRef};
@@ -16,6 +16,12 @@ const FINAL_PHASES: [&str; 2] = ["Failed", "Succeeded"];
 
 /// Decides, for every VM on this node, what recovery (if any) is safe, with reasons.
 pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
+    plan_narrowed(facts, policy, None)
+}
+
+/// [`plan`], deciding only the VMs `narrow` names when it is given (the re-check right
+/// before a change: the same rules, on fresh facts, for the VMs being changed).
+pub fn plan_narrowed(facts: &Facts, policy: &Policy, narrow: Option<&Narrow>) -> Plan {
     let mut decisions = Vec::new();
     match facts.cluster.vmis.as_result() {
         Err(why) => decisions.push(Decision::unknown_cluster(&facts.node, why)),
@@ -31,7 +37,9 @@ pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
                 })
                 .unwrap_or_default();
             let mut seen_vms = BTreeSet::new();
-            for vmi in vmis {
+            let wanted =
+                |vmi: &VmiView| narrow.is_none_or(|n| n.has_vmi(&vmi.key.namespace, &vmi.key.name));
+            for vmi in vmis.iter().filter(|v| wanted(v)) {
                 // The owning VM by name and UID: a VM recreated under the same name is not it.
                 let vm = vmi.owner_vm.as_ref().and_then(|(n, uid)| {
                     vms.get(&(vmi.key.namespace.as_str(), n.as_str()))
@@ -45,7 +53,9 @@ pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
             }
             if let Some(intents) = facts.intents.value() {
                 for intent in intents {
-                    if seen_vms.contains(&intent.vm_uid) {
+                    if seen_vms.contains(&intent.vm_uid)
+                        || narrow.is_some_and(|n| !n.vm_uids.contains(&intent.vm_uid))
+                    {
                         continue;
                     }
                     let vm = vms
@@ -79,7 +89,9 @@ pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
     } else {
         identity_refusal(facts)
     };
-    let refusal = fence_or_identity.or_else(|| super::harvester::refusal(facts, policy, has_work));
+    let refusal = fence_or_identity
+        .or_else(|| intents_refusal(facts))
+        .or_else(|| super::harvester::refusal(facts, policy, has_work));
     let (refused_by, refused) = match refusal {
         Some((kind, why)) => (Some(kind), Some(why)),
         None if recovering + kills > policy.max_vms => (
@@ -117,7 +129,24 @@ pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
             notes
         },
         paused: facts.cluster.harvester.paused(),
+        stale_intents: super::intents::stale(
+            facts.intents.value().map(Vec::as_slice).unwrap_or_default(),
+            facts.cluster.vms.value().map(Vec::as_slice),
+        ),
     }
+}
+
+/// A corrupt intents file stops every change on the node: it says which VMs an earlier
+/// run had started on, and a run that cannot record or read that must not start another.
+fn intents_refusal(facts: &Facts) -> Option<(Blocker, String)> {
+    let why = facts.intents.as_result().err()?;
+    Some((
+        Blocker::EvidenceMissing,
+        format!(
+            "the recovery intents could not be read ({why}): every change on this node is \
+             refused until a person repairs or removes the file"
+        ),
+    ))
 }
 
 /// Whether `--node` is proven to be this machine, and the kubelet has reported this
@@ -548,29 +577,34 @@ fn decide_vm_without_vmi(
     Some(d)
 }
 
-/// Why a VMI re-read before a change is no longer this node's to act on, if it is not.
-pub(crate) fn still_mine(vmi: &VmiView, me: &str) -> Option<String> {
-    not_mine(vmi, me).map(|(_, _, why)| why)
-}
-
 /// Why a VMI is not this node's to act on, if it is not: another node's, migrating now,
 /// or in doubt (its label and status name different nodes: never acted on, and reported
 /// as blocked on whichever of the two nodes sees it).
 fn not_mine(vmi: &VmiView, me: &str) -> Option<(Action, Blocker, String)> {
     let label = vmi.node_label.as_deref();
     let status = vmi.status_node.as_deref();
-    if let (Some(l), Some(s)) = (label, status) {
-        if l != s && (l == me || s == me) {
-            return Some((
-                Action::Blocked,
-                Blocker::NodeDisagreement,
-                format!(
-                    "its label kubevirt.io/nodeName says {l} but status.nodeName says {s}: \
-                     where it runs is in doubt, so vmrecover acts on it on neither node; \
-                     check both nodes for its virt-launcher and qemu"
-                ),
-            ));
-        }
+    // virt-controller sets both together once the launcher pod is ready: one without the
+    // other, or two different nodes, is a disagreement (never acted on). Agents list VMIs
+    // by the label, so only the node the label names reports it.
+    if (label == Some(me) || status == Some(me)) && label != status {
+        let side = |v: Option<&str>| v.map_or("nothing".to_string(), |n| n.to_string());
+        let (l, s) = (side(label), side(status));
+        let seen_by = match label {
+            Some(l) if l == me => {
+                "this node reports it (agents list VMIs by that label)".to_string()
+            }
+            Some(l) => format!("node {l}'s agent is the one that lists it by that label"),
+            None => "no agent lists it by label".to_string(),
+        };
+        return Some((
+            Action::Blocked,
+            Blocker::NodeDisagreement,
+            format!(
+                "its label kubevirt.io/nodeName says {l} but status.nodeName says {s}: where \
+                 it runs is in doubt, so vmrecover does not act on it; {seen_by}; check the \
+                 nodes for its virt-launcher and qemu"
+            ),
+        ));
     }
     // `status.migrationState` is the authority; the target label alone (KubeVirt <= 1.5
     // never removes it) counts only when there is no migration state at all.
@@ -780,6 +814,13 @@ fn split_finalizers(
 
 fn apply_only_filter(decisions: &mut Vec<Decision>, policy: &Policy, node: &str) {
     if policy.only.is_empty() {
+        return;
+    }
+    // VMIs that could not be read at all: the selection cannot be told, and saying "not on
+    // this node" would be untrue (and a re-check must see it).
+    let unreadable = |d: &Decision| d.blockers.contains(&Blocker::ClusterUnreadable);
+    if decisions.iter().any(unreadable) {
+        decisions.retain(unreadable);
         return;
     }
     decisions.retain(|d| {

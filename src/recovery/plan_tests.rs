@@ -260,6 +260,47 @@ fn label_and_status_that_disagree_block_on_both_nodes() {
     }
 }
 
+/// Issue 23 item 7: a VMI whose label names this node but whose `status.nodeName` is
+/// empty (or the other way round) is a disagreement too: blocked, never planned as this
+/// node's, and the reason says truthfully which node reports it.
+#[test]
+fn a_label_or_status_alone_naming_this_node_is_a_disagreement() {
+    for (label, status, says) in [
+        (Some("n1"), None, "this node reports it"),
+        (None, Some("n1"), "no agent lists it by label"),
+    ] {
+        let mut f = facts();
+        let mut v = vmi("a");
+        v.node_label = label.map(String::from);
+        v.status_node = status.map(String::from);
+        f.cluster.vmis = Gathered::read(vec![v]);
+        let d = only_decision(&f, &policy());
+        assert_eq!(d.action, Action::Blocked, "{d:#?}");
+        assert_eq!(d.blockers, vec![Blocker::NodeDisagreement]);
+        assert!(d.reasons[0].contains(says), "{:?}", d.reasons);
+    }
+}
+
+/// Issue 23 item 7: a corrupt intents file refuses every change on the node, a pod free
+/// of a `Stopping` VM and a VMI-only clear included.
+#[test]
+fn a_corrupt_intents_file_refuses_every_change() {
+    let mut f = facts();
+    let mut v = vmi("a");
+    v.deletion_timestamp = None;
+    v.phase = Some("Failed".into());
+    f.cluster.vmis = Gathered::read(vec![v]);
+    f.cluster.pods = Gathered::read(vec![launcher_pod("a", false)]);
+    f.intents = Gathered::unreadable("/state/recovery-intents.json", "expected value at line 1");
+    let p = plan(&f, &policy());
+    assert_eq!(p.refused_by, Some(Blocker::EvidenceMissing), "{p:#?}");
+    assert!(p
+        .refused
+        .as_deref()
+        .is_some_and(|r| r.contains("recovery-intents.json")));
+    assert!(!p.has_work());
+}
+
 /// Issue 12 item 8: `status.migrationState` decides "migrating now"; a target label left
 /// by KubeVirt <= 1.5 after a failed or finished migration does not block forever, and a
 /// migration in flight without the label names its target from the state.
@@ -554,6 +595,21 @@ fn more_than_max_vms_refuses_the_whole_plan() {
     )
     .refused
     .is_none());
+}
+
+/// Issue 23: with `--only`, VMIs that cannot be read are said as such, never as "not on
+/// this node" (the re-check before a change relies on it).
+#[test]
+fn unreadable_vmis_stay_unreadable_under_only() {
+    let mut f = facts();
+    f.cluster.vmis = Gathered::unreadable("virtualmachineinstances", "forbidden");
+    let mut p = policy();
+    p.only = vec![NamespacedName {
+        namespace: "default".into(),
+        name: "a".into(),
+    }];
+    let d = only_decision(&f, &p);
+    assert_eq!(d.blockers, vec![Blocker::ClusterUnreadable], "{d:#?}");
 }
 
 #[test]

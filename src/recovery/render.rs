@@ -167,6 +167,9 @@ pub fn report(r: &RunReport, out: &mut dyn Write) -> io::Result<()> {
     if let Some(why) = &r.stopped {
         writeln!(out, "stopped: {why}")?;
     }
+    for line in &r.pruned_intents {
+        writeln!(out, "pruned: {line}")?;
+    }
     let blocked = r
         .plan
         .decisions

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::blocker::Blocker;
 use super::model::Plan;
 use super::session::Mode;
 use crate::evidence::Gathered;
@@ -100,6 +101,10 @@ pub struct VmOutcome {
     pub result: VmResult,
     /// Why, when it did not simply succeed.
     pub reason: Option<String>,
+    /// Why it was left alone, as a type (an aborted VM: the re-check's [`Blocker`], a
+    /// lost Lease, a stop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocker: Option<Blocker>,
     /// The steps, in order.
     pub steps: Vec<StepOutcome>,
     /// API requests this VM's steps made.
@@ -136,6 +141,9 @@ pub struct RunReport {
     pub orphans: Vec<OrphanOutcome>,
     /// A reason the whole run stopped (lease lost, refused plan), if any.
     pub stopped: Option<String>,
+    /// Recovery intents this run forgot because their VM is gone or was recreated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned_intents: Vec<String>,
 }
 
 impl RunReport {

@@ -11,11 +11,10 @@ use serde::{Deserialize, Serialize};
 use super::apply::{self, ApplyContext};
 use super::intents::IntentStore;
 use super::model::Plan;
-use super::recheck::Recheck;
+use super::recheck::{Recheck, Regather};
 use super::report::{ReportStore, RunReport};
 use crate::cluster::{acquire_lease, watch_timeout_secs, EventRecorder, LeaseConfig, LeaseError};
 use crate::config::{Config, Tuning};
-use crate::node::NodeOptions;
 
 /// Who runs a session: part of the Lease holder's identity and of the run report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,8 +52,6 @@ pub struct Session {
     pub namespace: String,
     /// The state directory (intents, run report).
     pub state_dir: PathBuf,
-    /// Node evidence sources (re-checks before each change).
-    pub node_evidence: NodeOptions,
     /// Concurrency and timeouts.
     pub tuning: Tuning,
     /// Who runs it.
@@ -63,6 +60,8 @@ pub struct Session {
     pub lease_wait: Duration,
     /// Turns true when the process is asked to stop.
     pub cancel: tokio::sync::watch::Receiver<bool>,
+    /// Reads the facts again for the re-check before each change.
+    pub regather: Arc<dyn Regather>,
 }
 
 impl Session {
@@ -73,17 +72,18 @@ impl Session {
         mode: Mode,
         lease_wait: Duration,
         cancel: tokio::sync::watch::Receiver<bool>,
+        regather: Arc<dyn Regather>,
     ) -> Self {
         Session {
             client,
             node: cfg.node.clone(),
             namespace: cfg.cluster.namespace.clone(),
             state_dir: cfg.state_dir.clone(),
-            node_evidence: cfg.node_evidence.clone(),
             tuning: cfg.cluster.tuning.clone(),
             mode,
             lease_wait,
             cancel,
+            regather,
         }
     }
 
@@ -110,20 +110,14 @@ impl Session {
             lease: held.guard(),
             intents: Arc::new(Mutex::new(IntentStore::new(&self.state_dir))),
             events: EventRecorder::new(self.client.clone(), &self.node),
-            recheck: Recheck::new(
-                self.client.clone(),
-                &self.node,
-                self.node_evidence.clone(),
-                self.tuning.recheck_max_age,
-            )
-            .with_identity(plan.host.clone())
-            .fenced(plan.policy.fenced),
+            recheck: Recheck::new(self.regather.clone(), &plan),
             concurrency: self.tuning.apply_concurrency,
             kill_grace: self.tuning.kill_grace,
             watch_timeout_secs: watch_timeout_secs(self.tuning.request_timeout),
             cancel: self.cancel.clone(),
         };
         let (outcomes, orphans) = apply::apply(&plan, &ctx).await;
+        let pruned_intents = prune(&ctx.intents, &plan);
         let lost = !held.is_held();
         if let Err(e) = held.release().await {
             tracing::warn!("could not release the node Lease (it expires by itself): {e}");
@@ -144,10 +138,28 @@ impl Session {
             outcomes,
             orphans,
             stopped,
+            pruned_intents,
         };
         if let Err(e) = ReportStore::new(&self.state_dir).save(&report) {
             tracing::warn!("the run report could not be saved: {e:#}");
         }
         Ok(report)
     }
+}
+
+/// Forgets the plan's stale intents (VM gone or recreated); returns the report's lines.
+fn prune(intents: &Mutex<IntentStore>, plan: &Plan) -> Vec<String> {
+    let Ok(store) = intents.lock() else {
+        return Vec::new();
+    };
+    plan.stale_intents
+        .iter()
+        .filter_map(|s| match store.remove(&s.vm_uid) {
+            Ok(()) => Some(s.line.clone()),
+            Err(e) => {
+                tracing::warn!("could not forget a stale recovery intent: {e:#}");
+                None
+            }
+        })
+        .collect()
 }

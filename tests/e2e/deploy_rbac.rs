@@ -22,15 +22,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::deploy_support::{deploy_policy, grants, policy_yaml, without, Grant};
 use futures::StreamExt;
-use harvester_sim::{
-    shipped_scenario, FaultRule, Identity, RequestRecord, SettingsPatch, Sim, SimConfig,
-};
+use harvester_sim::{shipped_scenario, Identity, RequestRecord, SettingsPatch, Sim, SimConfig};
 use serde_json::{json, Value};
 
 const NODE: &str = "harvester-node-1";
 const SA_NS: &str = "harvester-system";
 const SA_NAME: &str = "vmrecover";
-const VMI_WEB: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances/vm-web-01";
 
 /// What runs against the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -57,8 +54,6 @@ enum Setup {
     /// own tasks: the VM goes a moment after its VMI, which the wait sees through a watch of
     /// the VM.
     VmLagsBehind,
-    /// The first finalizer patch of VMI default/vm-web-01 answers 409: vmrecover re-reads it.
-    VmiConflict,
     /// The node Lease exists already (released by an earlier run): taking it is an update.
     LeaseExists,
     /// vm-web-01's PVC was deleted by the operator: vmrecover follows what is left of it.
@@ -230,9 +225,6 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
     sim.write_kubeconfig_as(&who, &kubeconfig)
         .expect("write kubeconfig");
     match setup {
-        Setup::VmiConflict => {
-            sim.add_fault(FaultRule::status(Some("PATCH"), VMI_WEB, 409).times(1))
-        }
         Setup::LeaseExists => {
             sim.put(json!({
                 "apiVersion": "coordination.k8s.io/v1",
@@ -469,20 +461,21 @@ fn rows() -> Vec<Row> {
         },
         Row {
             grant: "ClusterRole /vmrecover kubevirt.io/virtualmachineinstances get",
-            part: "re-reading VMI vm-web-01 right before its first change (and after a conflict)",
+            part: "the re-check after the wait reads vm-db-01's VMI by name once this node's list no longer has it (gone, or moved)",
             workload: Workload::Run,
-            setup: Setup::VmiConflict,
+            setup: Setup::ControllerAfterWatch,
             names_permission: true,
-            broken: |r| match r.outcome("default/vm-web-01") {
+            broken: |r| match r.outcome("default/vm-db-01") {
                 Some(o)
                     if o["result"] == "aborted"
+                        && o["blocker"] == "cluster_unreadable"
                         && o["reason"]
                             .as_str()
                             .is_some_and(|w| w.contains("forbidden")) =>
                 {
                     Ok(())
                 }
-                other => Err(format!("vm-web-01: {other:?}")),
+                other => Err(format!("vm-db-01: {other:?}")),
             },
         },
         Row {

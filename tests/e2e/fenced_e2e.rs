@@ -203,7 +203,13 @@ async fn the_run_stops_when_the_node_comes_back() {
     let report: Value = serde_json::from_slice(&out.stdout).expect("report");
     let (result, reason) = outcomes(&report)["default/vm-db-01"].clone();
     assert_eq!(result, "aborted", "{report:#}");
-    assert!(reason.is_some_and(|r| r.contains("came back")));
+    // The planner's own fence rule, re-run before the change, stops it.
+    assert!(reason.is_some_and(|r| r.contains("is Ready")), "{report:#}");
+    let blocker = report["outcomes"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o["name"] == "vm-db-01"))
+        .map(|o| o["blocker"].clone());
+    assert_eq!(blocker, Some(serde_json::json!("not_fenced")), "{report:#}");
     let vmi = env
         .sim
         .get(

@@ -284,6 +284,139 @@ async fn pause_on_the_node_then_cluster_wide_then_off() {
     );
 }
 
+/// Runs `run --only default/vm-db-01` with a controller wait (virt-controller off, so the
+/// wait runs its whole grace) and calls `meanwhile` once its launcher pod was deleted:
+/// the switch flips *during* the apply. Returns the report and the mutating requests
+/// made after the pod delete.
+async fn flip_during_the_wait(env: &Env, meanwhile: impl FnOnce()) -> (Value, Vec<String>) {
+    let args = [
+        "run",
+        "--yes",
+        "--only",
+        "default/vm-db-01",
+        "--stuck-after",
+        "0s",
+        "--controller-grace",
+        "2s",
+        "--output",
+        "json",
+    ];
+    let child = env.command(&args).output();
+    let flip = async {
+        until("the launcher pod is deleted", || {
+            client_deletes_of(env, LAUNCHER_DB) > 0
+        })
+        .await;
+        meanwhile();
+    };
+    let (out, ()) = tokio::join!(child, flip);
+    let out = out.expect("run");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let log = env.sim.mutating_requests();
+    let at = log
+        .iter()
+        .position(|r| r.method == "DELETE" && r.path.ends_with(LAUNCHER_DB))
+        .expect("the pod delete is logged");
+    let after = log[at + 1..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    (report, after)
+}
+
+/// After the pod delete only the Lease's release and the VM's Event were written.
+fn nothing_but_bookkeeping(after: &[String]) {
+    for r in after {
+        assert!(
+            r.contains("/leases/") || r.contains("/events"),
+            "a change after the switch flipped: {r}\nall: {after:#?}"
+        );
+    }
+}
+
+fn finalizers_kept(env: &Env) {
+    let vmi = env
+        .sim
+        .get(
+            "kubevirt.io/v1",
+            "VirtualMachineInstance",
+            "default",
+            "vm-db-01",
+        )
+        .expect("the VMI keeps its finalizers");
+    assert!(
+        vmi["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty()),
+        "{vmi:#}"
+    );
+}
+
+fn outcome(report: &Value, name: &str) -> Value {
+    report["outcomes"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no outcome for {name}: {report:#}"))
+}
+
+/// Issue 23: a pause set while a VM's controller wait runs (an empty annotation value
+/// pauses too) stops that VM before its finalizers are cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_set_during_the_apply_stops_the_next_change() {
+    let env = Env::power_loss().await;
+    let (report, after) = flip_during_the_wait(&env, || {
+        let mut n = node(&env);
+        n["metadata"]["annotations"]["vmrecover.io/paused"] = json!("");
+        env.sim.put(n).expect("annotate");
+    })
+    .await;
+    // The safety property first: nothing but bookkeeping after the switch flipped.
+    nothing_but_bookkeeping(&after);
+    finalizers_kept(&env);
+    let db = outcome(&report, "vm-db-01");
+    assert_eq!(db["result"], "aborted", "{report:#}");
+    assert_eq!(db["blocker"], "paused", "{report:#}");
+    assert!(
+        db["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("vmrecover.io/paused")),
+        "{db:#}"
+    );
+}
+
+/// Issue 23: a Harvester Upgrade that starts during the controller wait stops the VM too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_that_starts_during_the_apply_stops_the_next_change() {
+    let env = Env::power_loss().await;
+    let (report, after) = flip_during_the_wait(&env, || {
+        env.sim
+            .put(
+                json!({"apiVersion": "harvesterhci.io/v1beta1", "kind": "Upgrade",
+                "metadata": {"name": "hvst-upgrade-88", "namespace": "harvester-system"}}),
+            )
+            .expect("the Upgrade");
+    })
+    .await;
+    nothing_but_bookkeeping(&after);
+    finalizers_kept(&env);
+    let db = outcome(&report, "vm-db-01");
+    assert_eq!(db["result"], "aborted", "{report:#}");
+    assert_eq!(db["blocker"], "upgrade_in_progress", "{report:#}");
+    assert!(
+        db["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("hvst-upgrade-88")),
+        "{db:#}"
+    );
+}
+
 /// The agent itself during an Upgrade, then paused: it changes nothing and its published
 /// summary says why; once both are gone it recovers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

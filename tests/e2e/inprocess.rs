@@ -118,7 +118,7 @@ mod recheck {
     use super::*;
 
     #[tokio::test]
-    async fn a_new_launcher_pod_since_the_plan_is_seen_after_invalidate() {
+    async fn a_new_launcher_pod_since_the_plan_is_a_new_step_of_the_re_run_planner() {
         let env = Env::power_loss().await;
         let cfg = config(&env);
         let g = pipeline::gather(&cfg, None).await;
@@ -132,14 +132,8 @@ mod recheck {
         let Action::Recover { steps } = &d.action else {
             panic!("vm-web-01 should be recovered: {d:?}")
         };
-        let rc = Recheck::new(
-            client,
-            NODE,
-            cfg.node_evidence.clone(),
-            Duration::from_secs(60),
-        )
-        .with_identity(plan.host.clone());
-        rc.still_safe(d, steps).await.expect("safe as planned");
+        let rc = Recheck::new(pipeline::Regatherer::new(&cfg, client), &plan);
+        rc.before_change(d, steps).await.expect("safe as planned");
 
         let vmi = d.vmi.as_ref().unwrap();
         env.sim
@@ -154,11 +148,16 @@ mod recheck {
                 "status": {"phase": "Running"}
             }))
             .expect("add a pod");
-        // Cached within max_age: the same answer until the evidence is invalidated.
-        rc.still_safe(d, steps).await.expect("cached");
-        rc.invalidate().await;
-        let why = rc.still_safe(d, steps).await.expect_err("a new pod moved");
-        assert!(why.contains("virt-launcher-vm-web-01-new"), "{why}");
+        // Every re-check reads anew: no answer older than the question.
+        let why = rc
+            .before_change(d, steps)
+            .await
+            .expect_err("a new pod moved");
+        assert_eq!(why.blocker, recovery::Blocker::PlanChanged, "{why:?}");
+        assert!(
+            why.detail.contains("virt-launcher-vm-web-01-new"),
+            "{why:?}"
+        );
     }
 }
 
@@ -176,7 +175,15 @@ mod apply {
         let recover = plan.actionable().count();
         assert!(recover >= 4, "{planned:#}");
         env.sim.clear_requests();
-        let session = Session::new(client, &cfg, Mode::Manual, Duration::ZERO, never_stop());
+        let regather = pipeline::Regatherer::new(&cfg, client.clone());
+        let session = Session::new(
+            client,
+            &cfg,
+            Mode::Manual,
+            Duration::ZERO,
+            never_stop(),
+            regather,
+        );
         let report = session
             .apply(plan, jiff::Timestamp::now())
             .await

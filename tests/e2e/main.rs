@@ -19,6 +19,7 @@ mod chart_conventions;
 mod chart_monitoring;
 mod chart_render;
 mod chart_schema;
+mod clock_skew;
 mod deploy_manifests;
 mod deploy_rbac;
 mod docs_generated;

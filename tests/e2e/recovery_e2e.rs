@@ -360,7 +360,16 @@ async fn a_finalizer_added_between_plan_and_apply_is_never_removed() {
         fins.contains("example.com/late") && fins.contains("foregroundDeleteVirtualMachine"),
         "{fins}"
     );
-    assert!(stdout.contains("was added"), "{stdout}");
+    // The conflict re-runs the planner: its own rule about unknown finalizers says why.
+    let report: Value = serde_json::from_str(&stdout).expect("report");
+    let web = &report["outcomes"][0];
+    assert_eq!(web["blocker"], "unknown_finalizer", "{stdout}");
+    assert!(
+        web["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("example.com/late")),
+        "{stdout}"
+    );
     assert!(
         vm(&env, "default", "vm-web-01").is_some(),
         "the VM must not be cleared after its VMI was left alone"

@@ -185,13 +185,21 @@ async fn a_corrupt_or_non_utf8_intents_file_stops_every_change_with_a_message() 
             "the message names the file: {}",
             run.all()
         );
-        let patches: Vec<_> = env
+        // Every change: no finalizer patch, and no pod free of a Stopping VM either
+        // (issue 23: those used to pass); the plan is refused before the Lease is taken.
+        let writes: Vec<_> = env
             .sim
             .mutating_requests()
             .into_iter()
-            .filter(|r| r.method == "PATCH")
+            .map(|r| format!("{} {}", r.method, r.path))
             .collect();
-        assert!(patches.is_empty(), "{patches:?}");
+        assert!(writes.is_empty(), "{writes:?}");
+        assert_eq!(
+            run.json()["refused_by"],
+            "evidence_missing",
+            "{}",
+            run.all()
+        );
         // The file is never overwritten: a person decides.
         assert_eq!(
             std::fs::read(env.state_path("recovery-intents.json")).expect("read"),
@@ -242,4 +250,44 @@ async fn unreadable_host_evidence_blocks_the_vms_that_need_it() {
         .sim
         .get("kubevirt.io/v1", "VirtualMachine", "default", "vm-web-01")
         .is_some());
+}
+
+/// Issue 23 item 7: intents whose VM is gone or was recreated under its name are pruned
+/// by the next applying run, each with a line in its report; the live ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_intents_are_pruned_with_a_line_in_the_report() {
+    let env = Env::power_loss().await;
+    let intent = |name: &str, uid: &str| {
+        serde_json::json!({
+            "namespace": "default", "name": name, "vm_uid": uid,
+            "vmi_uid": format!("{uid}-vmi"), "pvcs": [], "disks": [],
+            "started": "2026-01-01T00:00:00Z"
+        })
+    };
+    let file = serde_json::json!({"version": 1, "intents": [
+        intent("vm-long-gone", "uid-gone"),
+        intent("vm-web-01", "uid-of-an-older-vm-web-01"),
+    ]});
+    std::fs::write(env.state_path("recovery-intents.json"), file.to_string()).expect("write");
+    let run = env.run(RUN).await;
+    no_panic(&run);
+    let report = run.json();
+    let pruned: Vec<String> = report["pruned_intents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.as_str().map(String::from))
+        .collect();
+    assert_eq!(pruned.len(), 2, "{}", run.all());
+    assert!(pruned
+        .iter()
+        .any(|l| l.contains("vm-long-gone") && l.contains("the VM is gone")));
+    assert!(pruned
+        .iter()
+        .any(|l| l.contains("vm-web-01") && l.contains("recreated")));
+    let left = std::fs::read_to_string(env.state_path("recovery-intents.json")).unwrap_or_default();
+    assert!(
+        !left.contains("uid-gone") && !left.contains("uid-of-an-older"),
+        "{left}"
+    );
 }

@@ -137,6 +137,16 @@ async fn a_vm_process_started_between_plan_and_apply_leaves_the_vm_alone() {
         ));
     })
     .await;
-    web_left_alone(&env, &run, "a process for it appeared");
+    // The planner's own rule, re-run before the change: a live process blocks.
+    web_left_alone(&env, &run, "still running here");
+    let web = run.json()["outcomes"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o["name"] == "vm-web-01").cloned());
+    assert_eq!(
+        web.map(|o| o["blocker"].clone()),
+        Some(json!("live_process")),
+        "{}",
+        run.all()
+    );
     drop(qemu);
 }
