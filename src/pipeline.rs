@@ -68,6 +68,7 @@ pub async fn gather(cfg: &Config, client: Option<Client>) -> Gathering {
             also.claimed_vmis = claimed_by(&local);
             also.namespace = Some(cfg.cluster.namespace.clone());
             also.fenced = fenced;
+            also.fence_watch = cfg.policy.fence_watch;
             cluster::gather(c, &cfg.node, &also).await
         }
         Err(why) => ClusterFacts::unreachable(&cfg.node, "the Kubernetes API", &why.to_string()),
@@ -123,5 +124,6 @@ fn also_read(intents: &[RecoveryIntent]) -> AlsoRead {
             .collect(),
         namespace: None,
         fenced: false,
+        fence_watch: std::time::Duration::ZERO,
     }
 }

@@ -15,7 +15,9 @@ use kube::{Api, Client};
 
 use super::errors::describe;
 use super::gather_disks::{self, DiskFacts};
-use super::harvester::{read_extras, HarvesterFacts};
+use super::harvester::{
+    read_extras, HarvesterFacts, HARVESTER_NAMESPACE as HARVESTER_NAMESPACE_DEFAULT,
+};
 use super::lists::{get_named, list};
 use super::names::*;
 use super::objects::{VirtualMachine, VirtualMachineInstance};
@@ -44,6 +46,9 @@ pub struct AlsoRead {
     /// A fenced-node run: also list every launcher pod, to find one of a VM here Running
     /// on another node.
     pub fenced: bool,
+    /// A fenced-node run: how long to watch NODE's signs of life for a change when something
+    /// is being decided (they are read once in any case).
+    pub fence_watch: std::time::Duration,
 }
 
 /// A (namespace, name) pair.
@@ -113,8 +118,28 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         if let Some(ns) = also.namespace.as_deref().filter(|_| deciding_any) {
             read_extras(client, ns, &mut harvester).await;
         }
-        if also.fenced && deciding_any {
-            harvester.launchers_elsewhere = Some(launchers_elsewhere(client, node).await);
+        if also.fenced {
+            let ns = also
+                .namespace
+                .as_deref()
+                .unwrap_or(HARVESTER_NAMESPACE_DEFAULT);
+            let watch = if deciding_any {
+                also.fence_watch
+            } else {
+                std::time::Duration::ZERO
+            };
+            let (elsewhere, signs) = tokio::join!(
+                async {
+                    if deciding_any {
+                        Some(launchers_elsewhere(client, node).await)
+                    } else {
+                        None
+                    }
+                },
+                super::liveness::gather(client, node, ns, watch)
+            );
+            harvester.launchers_elsewhere = elsewhere;
+            harvester.life_signs = Some(signs);
         }
     };
     let (vms, claimed, ()) = tokio::join!(

@@ -11,6 +11,7 @@ mod gather_disks;
 mod harvester;
 mod lease;
 mod lists;
+mod liveness;
 mod names;
 mod objects;
 mod retry;
@@ -30,6 +31,7 @@ pub use harvester::{
     TAINT_OUT_OF_SERVICE,
 };
 pub use lease::{acquire as acquire_lease, HeldLease, LeaseConfig, LeaseError, LeaseGuard};
+pub use liveness::{parse_http_date, LifeSigns, Look, Reading, SignKind, ANNOTATION_HEARTBEAT};
 pub use names::*;
 pub use objects::{
     AttachmentTicket, ClaimRef, LonghornAttachmentSpec, LonghornVolume, LonghornVolumeAttachment,

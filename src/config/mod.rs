@@ -14,7 +14,7 @@ use crate::boot::BootOptions;
 use crate::cli::{AgentArgs, BootRecordAction, Cli, Command, GlobalArgs, OutputFormat, RunArgs};
 use crate::node::NodeOptions;
 
-pub use policy::Policy;
+pub use policy::{Policy, DEFAULT_FENCE_WATCH};
 
 /// What a bad configuration is, in words that name the flag.
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +173,7 @@ fn run_invocation(g: &GlobalArgs, args: &RunArgs) -> Result<Invocation, ConfigEr
         // The dead node's own Lease, its own intents (never this machine's), no orphan
         // kills (no process of that node can be seen from here).
         cfg.policy.fenced = true;
+        cfg.policy.fence_watch = args.fence_watch;
         cfg.policy.kill_orphans = false;
         cfg.state_dir = cfg.state_dir.join(format!("fenced-{node}"));
         cfg.node = node.to_string();
@@ -251,6 +252,7 @@ impl Config {
                 honour_pause: true,
                 during_upgrade: false,
                 fenced: false,
+                fence_watch: policy::DEFAULT_FENCE_WATCH,
             },
             output: g.output,
         })

@@ -45,11 +45,14 @@ pub enum Blocker {
     /// A fenced-node run whose node is not fenced (no out-of-service taint, Ready, or not
     /// NotReady long enough).
     NotFenced,
+    /// A fenced-node run whose node shows a sign of life (a recent or changing heartbeat,
+    /// Lease or summary, Longhorn's node Ready) or is the machine running it.
+    FencedNodeAlive,
 }
 
 impl Blocker {
     /// Every kind, for tests and for metric families that list all labels.
-    pub const ALL: [Blocker; 16] = [
+    pub const ALL: [Blocker; 17] = [
         Blocker::LiveProcess,
         Blocker::DiskHeld,
         Blocker::DiskAttachedElsewhere,
@@ -66,6 +69,7 @@ impl Blocker {
         Blocker::Paused,
         Blocker::UpgradeInProgress,
         Blocker::NotFenced,
+        Blocker::FencedNodeAlive,
     ];
 
     /// The stable label used in metrics and JSON.
@@ -87,6 +91,7 @@ impl Blocker {
             Blocker::Paused => "paused",
             Blocker::UpgradeInProgress => "upgrade_in_progress",
             Blocker::NotFenced => "not_fenced",
+            Blocker::FencedNodeAlive => "fenced_node_alive",
         }
     }
 

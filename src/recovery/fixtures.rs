@@ -3,8 +3,8 @@
 
 use crate::boot::Verdict;
 use crate::cluster::{
-    AttachmentView, ClusterFacts, HarvesterFacts, NodeIdentity, ObjectKey, PvView, PvcView, VmView,
-    VmiView,
+    AttachmentView, ClusterFacts, ConditionView, HarvesterFacts, LifeSigns, Look, NodeIdentity,
+    ObjectKey, PvView, PvcView, Reading, SignKind, VmView, VmiView,
 };
 use crate::evidence::Gathered;
 use crate::node::volumes::{DiskFacts, Mounts, OpenFiles};
@@ -163,4 +163,54 @@ pub(crate) fn facts() -> Facts {
             boot_id: BOOT_ID.into(),
         }),
     }
+}
+
+/// Another machine's machine-id (a fenced-node run runs on a machine that is not NODE).
+pub(crate) const OTHER_MACHINE_ID: &str = "0a1b2c3d4e5f40718293a4b5c6d7e8f9";
+
+/// One look at NODE's signs of life at `now`: a heartbeat and a Lease renewal stamped
+/// `stamp`, no summary, no Longhorn node.
+pub(crate) fn quiet_look(now: jiff::Timestamp, stamp: jiff::Timestamp) -> Look {
+    let dated = |value: String| {
+        Gathered::read(Some(Reading {
+            stamp: Some(stamp),
+            value,
+            says_alive: false,
+        }))
+    };
+    Look {
+        server_now: Some(now),
+        signs: vec![
+            (SignKind::Heartbeat, dated(format!("heartbeat={stamp}"))),
+            (SignKind::Lease, dated(format!("renewed {stamp}"))),
+            (SignKind::Summary, Gathered::read(None)),
+            (SignKind::LonghornNode, Gathered::read(None)),
+        ],
+    }
+}
+
+/// [`facts`] for a fenced-node run from another machine: node `n1` tainted out-of-service,
+/// NotReady for a day, no launcher elsewhere, its signs an hour old and unchanged over a
+/// 2 min 12 s watch.
+pub(crate) fn fenced_facts() -> Facts {
+    let mut f = facts();
+    f.host = Gathered::read(HostIdentity {
+        machine_id: OTHER_MACHINE_ID.into(),
+        boot_id: BOOT_ID.into(),
+    });
+    let h = &mut f.cluster.harvester;
+    h.out_of_service_taint = true;
+    h.ready = Some(ConditionView {
+        status: "Unknown".into(),
+        reason: None,
+        since: Some(f.now - jiff::SignedDuration::from_hours(24)),
+    });
+    h.launchers_elsewhere = Some(Gathered::read(vec![]));
+    let stamp = f.now - jiff::SignedDuration::from_hours(1);
+    h.life_signs = Some(LifeSigns {
+        first: quiet_look(f.now - jiff::SignedDuration::from_secs(132), stamp),
+        second: Some(quiet_look(f.now, stamp)),
+        watched: std::time::Duration::from_secs(132),
+    });
+    f
 }

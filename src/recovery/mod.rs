@@ -11,6 +11,7 @@ mod fence;
 mod finalizers;
 mod harvester;
 mod intents;
+mod liveness;
 mod model;
 mod plan;
 mod recheck;

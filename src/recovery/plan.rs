@@ -205,6 +205,7 @@ impl Decision {
             skipped_side_effects: Vec::new(),
             blockers: Vec::new(),
             disks: Vec::new(),
+            declared_off: None,
         }
     }
 
@@ -344,7 +345,7 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
             }
             Some(_) => {}
         }
-        if let Err(reasons) = prove_nothing_here(facts, vmi, &vmi.pvcs, &mut d) {
+        if let Err(reasons) = prove_nothing_here(facts, policy, vmi, &vmi.pvcs, &mut d) {
             return d.block_all(reasons);
         }
         d.reasons.push(format!(
@@ -413,14 +414,22 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
         );
     }
 
-    if let Err(reasons) = prove_nothing_here(facts, vmi, &vmi.pvcs, &mut d) {
+    if let Err(reasons) = prove_nothing_here(facts, policy, vmi, &vmi.pvcs, &mut d) {
         return d.block_all(reasons);
     }
 
     d.reasons.push(format!(
         "VMI deleting since {deleted_at} (stuck: longer than {} since the later of that and this boot) \
-         and nothing of it runs or holds a disk on this node",
-        humantime::format_duration(policy.stuck_after)
+         and {}",
+        humantime::format_duration(policy.stuck_after),
+        if policy.fenced {
+            format!(
+                "{node} is declared powered off by the operator ({node}'s own evidence not read)",
+                node = facts.node
+            )
+        } else {
+            "nothing of it runs or holds a disk on this node".to_string()
+        }
     ));
     let mut steps: Vec<Step> = pods
         .iter()
@@ -527,7 +536,7 @@ fn decide_vm_without_vmi(
     };
     // The re-check reads the VMI by name: it must still be gone (or not this node's one).
     d.vmi = Some(ghost.key.clone());
-    if let Err(reasons) = prove_nothing_here(facts, &ghost, &intent.pvcs, &mut d) {
+    if let Err(reasons) = prove_nothing_here(facts, policy, &ghost, &intent.pvcs, &mut d) {
         return Some(d.block_all(reasons));
     }
     d.reasons.push(format!(
@@ -611,6 +620,7 @@ fn pod_serves(pod: &PodView, vmi: &VmiView) -> bool {
 /// here, and that no other node holds its disks. Every reason it fails is returned.
 fn prove_nothing_here(
     facts: &Facts,
+    policy: &Policy,
     vmi: &VmiView,
     pvc_names: &[String],
     d: &mut Decision,
@@ -627,7 +637,17 @@ fn prove_nothing_here(
             ),
         ));
     }
+    let node = &facts.node;
+    if policy.fenced {
+        // Nothing of the node was read: say so, never that something was proved there.
+        d.declared_off = Some(node.clone());
+        evidence.push(format!(
+            "{node} declared powered off by the operator; {node}'s own evidence not read (its \
+             processes, devices and mounts)"
+        ));
+    }
     match facts.local.processes_for(ns, name, uid) {
+        Ok(_) if policy.fenced => {}
         Ok(procs) if procs.is_empty() => evidence.push(format!(
             "no virt-launcher/qemu process for {ns}/{name} (uid {uid}) on this node"
         )),
@@ -650,6 +670,7 @@ fn prove_nothing_here(
     for disk in &disks {
         let volume = disk.describe();
         match holders(facts, disk) {
+            Ok(_) if policy.fenced => {}
             Ok(h) if h.is_empty() => {
                 evidence.push(format!("volume {volume}: not open or mounted on this node"))
             }
