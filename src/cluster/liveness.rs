@@ -103,7 +103,7 @@ async fn look(client: &Client, node: &str, namespace: &str) -> Look {
     let (n, l, s, lh) = tokio::join!(
         get_dated(client, "/api/v1/nodes", node),
         get_dated(client, &lease_url, &lease_name),
-        get_dated(client, &summary_url, &summary_cm),
+        list_one_dated(client, &summary_url, &summary_cm),
         get_dated(client, &longhorn_url, node),
     );
     let mut dates = Vec::new();
@@ -157,17 +157,38 @@ async fn look(client: &Client, node: &str, namespace: &str) -> Look {
 
 /// GET `name` in the collection `url`: the object (`None` on 404) and the response's
 /// `Date`.
-async fn get_dated(
-    client: &Client,
-    url: &str,
-    name: &str,
-) -> Result<(Option<Value>, Option<jiff::Timestamp>), String> {
+async fn get_dated(client: &Client, url: &str, name: &str) -> Dated {
     let what = format!("{url}/{name}");
-    with_retries(&format!("get {what}"), || async {
-        let req = kube::core::Request::new(url)
-            .get(name, &kube::api::GetParams::default())
-            .map_err(kube::Error::BuildRequest)?;
-        let res = client.send(req.map(kube::client::Body::from)).await?;
+    let req = kube::core::Request::new(url).get(name, &kube::api::GetParams::default());
+    send_dated(client, &what, "get", req, Some).await
+}
+
+/// The object named `name` in the collection `url`, found with a list and a `metadata.name`
+/// field selector (what the summary's `list` grant allows), and the response's `Date`.
+async fn list_one_dated(client: &Client, url: &str, name: &str) -> Dated {
+    let what = format!("{url}?fieldSelector=metadata.name={name}");
+    let lp = kube::api::ListParams::default().fields(&format!("metadata.name={name}"));
+    let req = kube::core::Request::new(url).list(&lp);
+    send_dated(client, &what, "list", req, |mut v| {
+        v.get_mut("items")?.as_array_mut()?.pop()
+    })
+    .await
+}
+
+type Dated = Result<(Option<Value>, Option<jiff::Timestamp>), String>;
+
+async fn send_dated(
+    client: &Client,
+    what: &str,
+    verb: &str,
+    req: Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+    pick: fn(Value) -> Option<Value>,
+) -> Dated {
+    let req = req.map_err(|e| describe(&kube::Error::BuildRequest(e), verb, what))?;
+    with_retries(&format!("{verb} {what}"), || async {
+        let res = client
+            .send(req.clone().map(kube::client::Body::from))
+            .await?;
         let date = res
             .headers()
             .get("date")
@@ -185,10 +206,10 @@ async fn get_dated(
             return Err(kube::Error::Api(st.boxed()));
         }
         let obj: Value = serde_json::from_slice(&body).map_err(kube::Error::SerdeError)?;
-        Ok((Some(obj), date))
+        Ok((pick(obj), date))
     })
     .await
-    .map_err(|e| describe(&e, "get", &what))
+    .map_err(|e| describe(&e, verb, what))
 }
 
 /// An HTTP `Date` (IMF-fixdate, RFC 9110 §5.6.7), which RFC 2822 parsing covers.
