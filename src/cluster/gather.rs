@@ -136,7 +136,8 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
                         None
                     }
                 },
-                super::liveness::gather(client, node, ns, watch)
+                // At plan time the run holds no Lease yet: every holder is someone else.
+                super::liveness::gather(client, node, ns, watch, None)
             );
             harvester.launchers_elsewhere = elsewhere;
             harvester.life_signs = Some(signs);

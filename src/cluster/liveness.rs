@@ -79,14 +79,21 @@ pub struct LifeSigns {
     pub watched: Duration,
 }
 
-/// Reads NODE's signs, then, when `watch` is not zero, again after `watch`.
-pub async fn gather(client: &Client, node: &str, namespace: &str, watch: Duration) -> LifeSigns {
-    let first = look(client, node, namespace).await;
+/// Reads NODE's signs, then, when `watch` is not zero, again after `watch`. A Lease held by
+/// `own_holder` (the fenced run itself, once it took NODE's Lease: a re-check) is no sign.
+pub async fn gather(
+    client: &Client,
+    node: &str,
+    namespace: &str,
+    watch: Duration,
+    own_holder: Option<&str>,
+) -> LifeSigns {
+    let first = look(client, node, namespace, own_holder).await;
     let second = if watch.is_zero() {
         None
     } else {
         tokio::time::sleep(watch).await;
-        Some(look(client, node, namespace).await)
+        Some(look(client, node, namespace, own_holder).await)
     };
     LifeSigns {
         first,
@@ -95,7 +102,7 @@ pub async fn gather(client: &Client, node: &str, namespace: &str, watch: Duratio
     }
 }
 
-async fn look(client: &Client, node: &str, namespace: &str) -> Look {
+async fn look(client: &Client, node: &str, namespace: &str, own_holder: Option<&str>) -> Look {
     let lease_url = format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases");
     let summary_url = format!("/api/v1/namespaces/{namespace}/configmaps");
     let longhorn_url = format!("/apis/longhorn.io/v1beta2/namespaces/{LONGHORN_NAMESPACE}/nodes");
@@ -106,6 +113,13 @@ async fn look(client: &Client, node: &str, namespace: &str) -> Look {
         list_one_dated(client, &summary_url, &summary_cm),
         get_dated(client, &longhorn_url, node),
     );
+    let l = l.map(|(obj, date)| {
+        let ours = |o: &Value| {
+            own_holder.is_some()
+                && o.pointer("/spec/holderIdentity").and_then(Value::as_str) == own_holder
+        };
+        (obj.filter(|o| !ours(o)), date)
+    });
     let mut dates = Vec::new();
     let mut sign = |kind,
                     what: String,
