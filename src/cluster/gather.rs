@@ -166,6 +166,7 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         pvs: disks.pvs,
         attachments: disks.attachments,
         longhorn_volumes: disks.longhorn_volumes,
+        other_longhorn_volumes: disks.other_longhorn_volumes,
         remote_pods: disks.remote_pods,
         node_identity,
         claimed,

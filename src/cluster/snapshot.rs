@@ -399,6 +399,11 @@ pub struct ClusterFacts {
     /// `status.kubernetesStatus`), or that an earlier run recorded.
     #[serde(default = "no_longhorn_volumes")]
     pub longhorn_volumes: Gathered<Vec<LonghornVolumeRef>>,
+    /// Every other Longhorn volume that exists, read with the same list (only when a PVC
+    /// is gone): another VM's, a backend-storage or share-manager volume, a non-VM
+    /// workload's. Their devices and mounts on this node are not a gone disk's.
+    #[serde(default = "no_longhorn_volumes")]
+    pub other_longhorn_volumes: Gathered<Vec<LonghornVolumeRef>>,
     /// What the kubelet last reported about the Node's machine and boot.
     #[serde(default = "NodeIdentity::not_gathered")]
     pub node_identity: Gathered<NodeIdentity>,
@@ -489,6 +494,7 @@ impl ClusterFacts {
             pvcs: Gathered::unreadable(source, reason),
             pvs: Gathered::unreadable(source, reason),
             longhorn_volumes: Gathered::unreadable(source, reason),
+            other_longhorn_volumes: Gathered::unreadable(source, reason),
             remote_pods: Gathered::unreadable(source, reason),
             attachments: Gathered::unreadable(source, reason),
             node_identity: Gathered::unreadable(source, reason),

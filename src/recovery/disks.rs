@@ -199,7 +199,8 @@ fn gone(facts: &Facts, ns: &str, vmi_uid: &str, claim: &str, out: &mut Resolved)
     match unaccounted_on_node(facts) {
         Ok(()) => out.evidence.push(format!(
             "PVC {ns}/{claim} is gone and {looked}; this node has no Longhorn device or CSI \
-             mount that another VMI does not account for: nothing of that disk can be held here"
+             mount that another VMI or another existing Longhorn volume does not account for: \
+             nothing of that disk can be held here"
         )),
         Err(why) => out.reasons.push((
             Blocker::EvidenceMissing,
@@ -209,10 +210,22 @@ fn gone(facts: &Facts, ns: &str, vmi_uid: &str, claim: &str, out: &mut Resolved)
 }
 
 /// Whether every Longhorn device and Longhorn mount on this node belongs to a disk some
-/// VMI here still names (by its PVC's PV name or its PV's handle). Anything else could
-/// be the gone disk, so the absence proof fails, naming it.
+/// VMI here still names (by its PVC's PV name or its PV's handle) or to another Longhorn
+/// volume that exists and names its own PVC or PV (the gone disk's volume does not exist:
+/// otherwise it was followed). Anything else could be the gone disk, so the absence proof
+/// fails, naming it.
 fn unaccounted_on_node(facts: &Facts) -> Result<(), String> {
-    let known = known_volumes(facts);
+    let mut known = known_volumes(facts);
+    let others = facts
+        .cluster
+        .other_longhorn_volumes
+        .as_result()
+        .map_err(|e| format!("the other Longhorn volumes could not be read ({e})"))?;
+    // A volume that names no PVC or PV could have been anyone's: it accounts for nothing.
+    for v in others.iter().filter(|v| v.pvc.is_some() || v.pv.is_some()) {
+        known.insert(v.name.clone());
+        known.extend(v.pv.clone());
+    }
     let disks = &facts.local.disks;
     let devices = disks
         .devices
@@ -225,7 +238,8 @@ fn unaccounted_on_node(facts: &Facts) -> Result<(), String> {
         .collect();
     if !unknown.is_empty() {
         return Err(format!(
-            "Longhorn device(s) {} on this node belong to no VMI here and could be that disk",
+            "Longhorn device(s) {} on this node belong to no VMI here nor to another existing \
+             Longhorn volume and could be that disk",
             unknown.join(", ")
         ));
     }
@@ -238,11 +252,15 @@ fn unaccounted_on_node(facts: &Facts) -> Result<(), String> {
         .map(|v| crate::node::csi_paths::staging_hash(v))
         .collect();
     for m in &mounts.entries {
-        let by_volume = !m.volumes.is_empty() && m.volumes.iter().all(|v| known.contains(v));
+        // Tied by handle (device, source) or by PV name (a kubelet CSI publish path, where an
+        // RWX volume's NFS mount from its share-manager sits).
+        let names: Vec<&String> = m.volumes.iter().chain(&m.pv_names).collect();
+        let by_volume = !names.is_empty() && names.iter().all(|v| known.contains(*v));
         let by_hash = m.staging_hash.as_ref().is_some_and(|h| hashes.contains(h));
         if !(by_volume || by_hash) {
             return Err(format!(
-                "the mount at {} ({}) belongs to no VMI here and could be that disk",
+                "the mount at {} ({}) belongs to no VMI here nor to another existing Longhorn \
+                 volume and could be that disk",
                 m.mount_point, m.source
             ));
         }
@@ -276,3 +294,7 @@ fn known_volumes(facts: &Facts) -> BTreeSet<String> {
     }
     known
 }
+
+#[cfg(test)]
+#[path = "disks_tests.rs"]
+mod tests;

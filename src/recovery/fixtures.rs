@@ -144,6 +144,7 @@ pub(crate) fn facts() -> Facts {
             claimed: Gathered::read(vec![]),
             pvs: Gathered::read(vec![pv("a")]),
             longhorn_volumes: Gathered::read(vec![]),
+            other_longhorn_volumes: Gathered::read(vec![]),
             remote_pods: Gathered::read(vec![]),
             node_identity: Gathered::read(NodeIdentity {
                 machine_id: MACHINE_ID.into(),
