@@ -36,7 +36,7 @@ pub use names::*;
 pub use objects::{
     AttachmentTicket, ClaimRef, LonghornAttachmentSpec, LonghornVolume, LonghornVolumeAttachment,
     LonghornVolumeStatus, MigrationState, NameRef, VirtualMachine, VirtualMachineInstance, VmSpec,
-    VmStatus, VmiSpec, VmiStatus, VmiVolume,
+    VmStatus, VmiSpec, VmiStatus, VmiVolume, BACKEND_STORAGE_PREFIX,
 };
 pub use retry::{backoff, retryable, with_retries, ATTEMPTS, FIRST_BACKOFF, MAX_RETRY_AFTER};
 pub use snapshot::{

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::names::*;
 use super::objects::{
     LonghornVolume, LonghornVolumeAttachment, VirtualMachine, VirtualMachineInstance,
+    BACKEND_STORAGE_PREFIX,
 };
 use crate::boot::clock::normalize_id;
 use crate::evidence::Gathered;
@@ -138,6 +139,17 @@ fn volumes_of(vmi: &VirtualMachineInstance) -> (Vec<String>, Vec<String>) {
                 }
             }
         }
+    }
+    // The backend-storage PVC (persistent TPM/EFI), mounted by the launcher pod, not a VMI
+    // volume: KubeVirt ≥ 1.4 lists it in volumeStatus (taken above); 1.3 lists it nowhere
+    // and names it after the VMI.
+    let listed = |n: &str| n.starts_with(BACKEND_STORAGE_PREFIX);
+    if vmi.spec.needs_backend_storage()
+        && !pvcs.iter().any(|c| listed(c))
+        && !vmi.status.volume_status.iter().any(|s| listed(&s.name))
+    {
+        let name = vmi.metadata.name.as_deref().unwrap_or_default();
+        pvcs.push(format!("{BACKEND_STORAGE_PREFIX}{name}"));
     }
     (pvcs, unnamed)
 }
@@ -659,5 +671,40 @@ mod volume_tests {
             ["root-pvc", "dv-pvc", "dump-pvc", "eph-pvc", "hot-pvc"]
         );
         assert_eq!(v.unnamed_volumes, ["hp2"]);
+    }
+
+    /// Issue 23 item 3: the backend-storage PVC of a VMI with persistent EFI or TPM is a
+    /// disk of it: KubeVirt 1.3's `persistent-state-for-<vmi>`, or the one ≥ 1.4 lists.
+    #[test]
+    fn the_backend_storage_pvc_is_a_disk_of_the_vmi() {
+        let vmi = |domain: serde_json::Value, status: serde_json::Value| {
+            let v: VirtualMachineInstance = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "vm-a", "namespace": "d", "uid": "u"},
+                "spec": {"domain": domain, "volumes": [
+                    {"name": "root", "persistentVolumeClaim": {"claimName": "root-pvc"}}]},
+                "status": {"volumeStatus": status}
+            }))
+            .unwrap();
+            VmiView::from(&v).pvcs
+        };
+        let efi = serde_json::json!({"firmware": {"bootloader": {"efi": {"persistent": true}}}});
+        let tpm = serde_json::json!({"devices": {"tpm": {"persistent": true}}});
+        assert_eq!(
+            vmi(efi.clone(), serde_json::json!([])),
+            ["root-pvc", "persistent-state-for-vm-a"]
+        );
+        assert_eq!(
+            vmi(tpm, serde_json::json!([])),
+            ["root-pvc", "persistent-state-for-vm-a"]
+        );
+        // KubeVirt ≥ 1.4: a generated name, listed in volumeStatus; no second guess.
+        let listed = serde_json::json!([{"name": "persistent-state-for-vm-a",
+            "persistentVolumeClaimInfo": {"claimName": "persistent-state-for-vm-a-x7k2p"}}]);
+        assert_eq!(
+            vmi(efi, listed),
+            ["root-pvc", "persistent-state-for-vm-a-x7k2p"]
+        );
+        let plain = serde_json::json!({"firmware": {"bootloader": {"efi": {"persistent": false}}}});
+        assert_eq!(vmi(plain, serde_json::json!([])), ["root-pvc"]);
     }
 }
