@@ -7,7 +7,10 @@
 //!   device no existing volume explains still blocks;
 //! - the backend-storage PVC of a VM with persistent EFI/TPM (KubeVirt 1.3:
 //!   `persistent-state-for-<vm>`, an RWX volume the launcher mounts over NFS) is proved like
-//!   any other disk.
+//!   any other disk;
+//! - a PVC deleted and made again under the same name after the VMI (item 5) is a
+//!   replacement: the proof follows the old disk, never the new one, and nothing suggests
+//!   deleting the new PVC.
 
 mod e2e_support;
 
@@ -191,5 +194,58 @@ async fn the_backend_storage_pvc_is_proved_like_any_disk() {
         "{:#}",
         db["evidence"]
     );
+    assert!(env.sim.mutating_requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pvc_recreated_under_the_same_name_is_not_the_disk_proved() {
+    let env = Env::power_loss().await;
+    // The operator deleted vm-web-01's PVC (its Released PV stays) and made a new one of the
+    // same name for another use, bound to a new volume attached to harvester-node-2.
+    let s = &env.sim;
+    assert!(s.remove("v1", "PersistentVolumeClaim", "default", PVC_WEB));
+    s.put(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": PVC_WEB, "namespace": "default"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": "pvc-new-0001",
+                 "resources": {"requests": {"storage": "1Gi"}}, "storageClassName": "longhorn"},
+        "status": {"phase": "Bound"}}))
+        .expect("new pvc");
+    s.put(json!({"apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": "pvc-new-0001"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"},
+                 "csi": {"driver": "driver.longhorn.io", "volumeHandle": "pvc-new-0001"},
+                 "claimRef": {"kind": "PersistentVolumeClaim", "namespace": "default", "name": PVC_WEB}},
+        "status": {"phase": "Bound"}}))
+    .expect("new pv");
+    s.put(
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
+        "metadata": {"name": "csi-new-on-node-2"},
+        "spec": {"attacher": "driver.longhorn.io", "nodeName": "harvester-node-2",
+                 "source": {"persistentVolumeName": "pvc-new-0001"}},
+        "status": {"attached": true}}),
+    )
+    .expect("new attachment");
+
+    let p = plan(&env).await;
+    let d = web(&p);
+    assert_eq!(d["action"]["kind"], "recover", "{d:#}");
+    let words = format!(
+        "{} {} {}",
+        d["evidence"], d["reasons"], d["skipped_side_effects"]
+    );
+    assert!(words.contains("a replacement the VM never used"), "{words}");
+    assert!(
+        words.contains(&format!("its PV {PV_WEB} still exists")),
+        "the old disk is followed: {words}"
+    );
+    assert!(!words.contains("pvc-new-0001"), "{words}");
+    assert!(!words.contains("delete by hand"), "{words}");
+    let pvs: Vec<String> = d["disks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| k["pv"].as_str().map(String::from))
+        .collect();
+    assert_eq!(pvs, [PV_WEB]);
     assert!(env.sim.mutating_requests().is_empty());
 }

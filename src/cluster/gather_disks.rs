@@ -87,11 +87,21 @@ pub(crate) async fn gather(
         Ok(p) => p,
         Err(e) => return DiskFacts::unreadable("persistentvolumeclaims", &e),
     };
-    let missing: BTreeSet<NsName> = proof_claims
+    let mut missing: BTreeSet<NsName> = proof_claims
         .iter()
         .filter(|c| !pvcs.iter().any(|p| p.namespace == c.0 && p.name == c.1))
         .cloned()
         .collect();
+    // A PVC created after the VMI is a replacement: the disk the VMI used is looked for as
+    // if its PVC were gone.
+    for v in deciding {
+        missing.extend(
+            pvcs.iter()
+                .filter(|p| p.namespace == v.key.namespace && v.pvcs.contains(&p.name))
+                .filter(|p| p.created_after(v))
+                .map(|p| (p.namespace.clone(), p.name.clone())),
+        );
+    }
     // A gone claim is proven absent only when every Longhorn device here belongs to a
     // VMI here: read the claims of all of them to account for their devices.
     if !missing.is_empty() {

@@ -75,6 +75,14 @@ pub struct VmiView {
     /// their disks cannot be checked.
     #[serde(default)]
     pub unnamed_volumes: Vec<String>,
+    /// `metadata.creationTimestamp`: a PVC of one of its claim names created later is a
+    /// replacement it never used, unless the claim is one of `late_claims`.
+    #[serde(default)]
+    pub created: Option<jiff::Timestamp>,
+    /// Claims whose PVC is made after the VMI by design: hotplugged volumes, memory-dump
+    /// targets, the backend-storage PVC (virt-controller creates it for the launcher pod).
+    #[serde(default)]
+    pub late_claims: Vec<String>,
 }
 
 impl From<&VirtualMachineInstance> for VmiView {
@@ -88,6 +96,7 @@ impl From<&VirtualMachineInstance> for VmiView {
             m.completed != Some(true) && m.failed != Some(true) && m.end_timestamp.is_none()
         });
         let (pvcs, unnamed_volumes) = volumes_of(vmi);
+        let late_claims = late_claims_of(vmi, &pvcs);
         VmiView {
             key: ObjectKey::of(meta),
             node_label: label(LABEL_NODE_NAME),
@@ -103,8 +112,47 @@ impl From<&VirtualMachineInstance> for VmiView {
             owner_vm: controller_of(meta, "VirtualMachine"),
             pvcs,
             unnamed_volumes,
+            created: meta.creation_timestamp.as_ref().map(|t| t.0),
+            late_claims,
         }
     }
+}
+
+/// The claims of `pvcs` made after the VMI by design (see [`VmiView::late_claims`]).
+fn late_claims_of(vmi: &VirtualMachineInstance, pvcs: &[String]) -> Vec<String> {
+    let mut late: Vec<String> = vmi
+        .spec
+        .volumes
+        .iter()
+        .filter(|v| v.memory_dump.is_some())
+        .filter_map(|v| v.claim().map(str::to_string))
+        .collect();
+    for st in &vmi.status.volume_status {
+        if st.hotplug_volume.is_some() || st.memory_dump_volume.is_some() {
+            late.extend(
+                st.persistent_volume_claim_info
+                    .as_ref()
+                    .or(st.memory_dump_volume.as_ref())
+                    .and_then(|i| i.claim_name.clone()),
+            );
+            // A hotplugged volume's spec entry names its claim under the status name.
+            late.extend(
+                vmi.spec
+                    .volumes
+                    .iter()
+                    .filter(|v| v.name == st.name)
+                    .filter_map(|v| v.claim().map(str::to_string)),
+            );
+        }
+    }
+    late.extend(
+        pvcs.iter()
+            .filter(|c| c.starts_with(BACKEND_STORAGE_PREFIX))
+            .cloned(),
+    );
+    late.sort();
+    late.dedup();
+    late
 }
 
 /// The PVCs a VMI uses (spec volumes of every PVC-backed type, then volume statuses
@@ -270,6 +318,22 @@ pub struct PvcView {
     pub name: String,
     /// `spec.volumeName`: the PV, which for Longhorn is also the Longhorn volume name.
     pub volume_name: Option<String>,
+    /// `metadata.uid` (a PV's `claimRef.uid` names the PVC it was bound to).
+    #[serde(default)]
+    pub uid: Option<String>,
+    /// `metadata.creationTimestamp`.
+    #[serde(default)]
+    pub created: Option<jiff::Timestamp>,
+}
+
+impl PvcView {
+    /// Whether it was created after `vmi` although its claim is not one made late by
+    /// design: a PVC of that name the VMI never used (the one it used was deleted and this
+    /// one made in its place).
+    pub fn created_after(&self, vmi: &VmiView) -> bool {
+        !vmi.late_claims.contains(&self.name)
+            && matches!((self.created, vmi.created), (Some(p), Some(v)) if p > v)
+    }
 }
 
 impl From<&PersistentVolumeClaim> for PvcView {
@@ -278,6 +342,8 @@ impl From<&PersistentVolumeClaim> for PvcView {
             namespace: pvc.metadata.namespace.clone().unwrap_or_default(),
             name: pvc.metadata.name.clone().unwrap_or_default(),
             volume_name: pvc.spec.as_ref().and_then(|s| s.volume_name.clone()),
+            uid: pvc.metadata.uid.clone(),
+            created: pvc.metadata.creation_timestamp.as_ref().map(|t| t.0),
         }
     }
 }
@@ -295,6 +361,9 @@ pub struct PvView {
     /// `spec.claimRef` (namespace, name): a Released PV keeps it after its PVC is gone.
     #[serde(default)]
     pub claim_ref: Option<(String, String)>,
+    /// `spec.claimRef.uid`: which PVC of that name it was bound to.
+    #[serde(default)]
+    pub claim_uid: Option<String>,
 }
 
 impl From<&k8s_openapi::api::core::v1::PersistentVolume> for PvView {
@@ -311,6 +380,11 @@ impl From<&k8s_openapi::api::core::v1::PersistentVolume> for PvView {
                 .as_ref()
                 .and_then(|s| s.claim_ref.as_ref())
                 .and_then(|c| Some((c.namespace.clone()?, c.name.clone()?))),
+            claim_uid: pv
+                .spec
+                .as_ref()
+                .and_then(|s| s.claim_ref.as_ref())
+                .and_then(|c| c.uid.clone()),
         }
     }
 }
@@ -671,6 +745,8 @@ mod volume_tests {
             ["root-pvc", "dv-pvc", "dump-pvc", "eph-pvc", "hot-pvc"]
         );
         assert_eq!(v.unnamed_volumes, ["hp2"]);
+        // Made after the VMI by design: never taken for a replacement.
+        assert_eq!(v.late_claims, ["dump-pvc", "hot-pvc"]);
     }
 
     /// Issue 23 item 3: the backend-storage PVC of a VMI with persistent EFI or TPM is a
@@ -693,6 +769,12 @@ mod volume_tests {
             vmi(efi.clone(), serde_json::json!([])),
             ["root-pvc", "persistent-state-for-vm-a"]
         );
+        let v: VirtualMachineInstance = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "vm-a"},
+            "spec": {"domain": efi.clone(), "volumes": []}
+        }))
+        .unwrap();
+        assert_eq!(VmiView::from(&v).late_claims, ["persistent-state-for-vm-a"]);
         assert_eq!(
             vmi(tpm, serde_json::json!([])),
             ["root-pvc", "persistent-state-for-vm-a"]

@@ -137,3 +137,131 @@ fn an_unexplained_device_or_unread_volumes_still_block() {
         "{reasons:?}"
     );
 }
+
+/// vm `a`'s PVC `a-disk` was deleted and made again after the VMI started: the new one is
+/// bound to PV `pvc-new`, attached to node n2 for someone else. The old disk was `pvc-a`.
+fn replaced() -> Facts {
+    let mut f = facts();
+    let mut new = pvc("a");
+    new.volume_name = Some("pvc-new".into());
+    new.uid = Some("uid-pvc-new".into());
+    new.created = Some(t("2026-01-01T10:30:00Z"));
+    f.cluster.pvcs = Gathered::read(vec![new]);
+    let mut new_pv = pv("a");
+    new_pv.name = "pvc-new".into();
+    new_pv.handle = Some("pvc-new".into());
+    new_pv.claim_uid = Some("uid-pvc-new".into());
+    f.cluster.pvs = Gathered::read(vec![new_pv]);
+    f.cluster.attachments = Gathered::read(vec![crate::cluster::AttachmentView {
+        volume: "pvc-new".into(),
+        node: "n2".into(),
+        source: "volumeattachment/csi-new".into(),
+        attached: true,
+    }]);
+    f
+}
+
+#[test]
+fn a_replaced_pvc_is_never_the_disk_proved() {
+    // Nothing of the old disk is left: proven absent; the new PVC's attachment elsewhere is
+    // not this VM's, and no line suggests deleting the new PVC.
+    let f = replaced();
+    let p = plan(&f, &Policy::default());
+    let d = &p.decisions[0];
+    assert!(matches!(d.action, Action::Recover { .. }), "{d:#?}");
+    let all = format!(
+        "{:?} {:?} {:?}",
+        d.evidence, d.reasons, d.skipped_side_effects
+    );
+    assert!(all.contains("a replacement the VM never used"), "{all}");
+    assert!(
+        all.contains("the PVC default/a-disk the VMI used is gone"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("pvc-new"),
+        "the new disk is not checked: {all}"
+    );
+    assert!(!all.contains("delete by hand"), "{all}");
+    assert!(d.disks.iter().all(|k| k.pv != "pvc-new"), "{:?}", d.disks);
+
+    // The old PV still exists (Released, its claimRef the old PVC's uid) and is held here:
+    // blocked on it, never on the new one.
+    let mut g = replaced();
+    if let Gathered::Read { value } = &mut g.cluster.pvs {
+        value.push(pv("a"));
+    }
+    g.local.disks.devices = Gathered::read(vec![device("pvc-a")]);
+    g.local.disks.mounts = Gathered::read(Mounts {
+        source: "/proc/1/mountinfo".into(),
+        entries: vec![nfs_publish("pvc-a")],
+    });
+    let (a, reasons) = action(&g);
+    assert_eq!(a, Action::Blocked);
+    assert!(reasons.iter().any(|r| r.contains("pvc-a")), "{reasons:?}");
+
+    // The Longhorn volume of the old disk still names the claim: followed; the new PV's
+    // volume (which names the same claim) is not.
+    let mut g = replaced();
+    g.cluster.longhorn_volumes = Gathered::read(vec![
+        LonghornVolumeRef {
+            name: "pvc-new".into(),
+            pv: Some("pvc-new".into()),
+            pvc: Some(("default".into(), "a-disk".into())),
+        },
+        LonghornVolumeRef {
+            name: "pvc-a".into(),
+            pv: Some("pvc-a".into()),
+            pvc: Some(("default".into(), "a-disk".into())),
+        },
+    ]);
+    let p = plan(&g, &Policy::default());
+    let keys: Vec<&str> = p.decisions[0].disks.iter().map(|k| k.pv.as_str()).collect();
+    assert_eq!(keys, ["pvc-a"]);
+}
+
+#[test]
+fn a_pvc_bound_to_another_pv_than_recorded_is_a_replacement() {
+    let mut f = facts();
+    // Same creation order as the VMI's, but an earlier run recorded PV pvc-old for it.
+    f.intents = Gathered::read(vec![super::super::intents::RecoveryIntent {
+        namespace: "default".into(),
+        name: "a".into(),
+        vm_uid: "uid-vm-a".into(),
+        vmi_uid: "uid-vmi-a".into(),
+        pvcs: vec!["a-disk".into()],
+        disks: vec![super::super::intents::IntentDisk {
+            pvc: "default/a-disk".into(),
+            pv: "pvc-old".into(),
+            handle: "pvc-old".into(),
+            driver: Some("driver.longhorn.io".into()),
+        }],
+        started: t("2026-01-01T11:30:00Z"),
+    }]);
+    let p = plan(&f, &Policy::default());
+    let d = &p.decisions[0];
+    let all = format!("{:?}", d.evidence);
+    assert!(
+        all.contains("not to the PV pvc-old an earlier run recorded"),
+        "{all}"
+    );
+    assert!(d.disks.iter().all(|k| k.pv != "pvc-a"), "{:?}", d.disks);
+}
+
+#[test]
+fn a_pvc_made_after_the_vmi_by_design_is_proved_not_replaced() {
+    // A hotplugged disk (or the backend-storage PVC) is made after the VMI: it is the VM's
+    // disk, proved as usual (here: attached to n2, so blocked).
+    let mut f = replaced();
+    if let Gathered::Read { value } = &mut f.cluster.vmis {
+        value[0].late_claims = vec!["a-disk".into()];
+    }
+    let (a, reasons) = action(&f);
+    assert_eq!(a, Action::Blocked);
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("pvc-new") && r.contains("n2")),
+        "{reasons:?}"
+    );
+}

@@ -55,6 +55,8 @@ pub(crate) fn vmi(name: &str) -> VmiView {
         owner_vm: Some((name.into(), format!("uid-vm-{name}"))),
         pvcs: vec![format!("{name}-disk")],
         unnamed_volumes: vec![],
+        created: Some(t("2026-01-01T09:00:00Z")),
+        late_claims: vec![],
     }
 }
 
@@ -73,6 +75,8 @@ pub(crate) fn pvc(name: &str) -> PvcView {
         namespace: "default".into(),
         name: format!("{name}-disk"),
         volume_name: Some(format!("pvc-{name}")),
+        uid: Some(format!("uid-pvc-{name}")),
+        created: Some(t("2025-12-01T00:00:00Z")),
     }
 }
 
@@ -83,6 +87,7 @@ pub(crate) fn pv(name: &str) -> PvView {
         driver: Some("driver.longhorn.io".into()),
         handle: Some(format!("pvc-{name}")),
         claim_ref: Some(("default".into(), format!("{name}-disk"))),
+        claim_uid: Some(format!("uid-pvc-{name}")),
     }
 }
 

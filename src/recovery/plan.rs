@@ -661,7 +661,7 @@ fn prove_nothing_here(
         )),
     }
 
-    let resolved = super::disks::resolve(facts, ns, uid, pvc_names);
+    let resolved = super::disks::resolve(facts, vmi, pvc_names);
     evidence.extend(resolved.evidence);
     reasons.extend(resolved.reasons);
     let disks = resolved.disks;
@@ -746,12 +746,33 @@ fn describe_pvc_cleanup(facts: &Facts, vm: &VmView, d: &mut Decision) {
         return;
     }
     let ns = &vm.key.namespace;
-    let left: Vec<&str> = vm
-        .removed_pvcs
-        .iter()
-        .filter(|c| pvcs.iter().any(|p| &p.namespace == ns && &p.name == *c))
-        .map(String::as_str)
-        .collect();
+    // A PVC of that name made after the VMI is not the one the VM used: never suggested
+    // for deletion.
+    let vmi = d.vmi.as_ref().and_then(|k| {
+        facts
+            .cluster
+            .vmis
+            .value()?
+            .iter()
+            .find(|v| v.key.uid == k.uid)
+    });
+    let (mut left, mut replaced) = (Vec::new(), Vec::new());
+    for c in &vm.removed_pvcs {
+        let Some(p) = pvcs.iter().find(|p| &p.namespace == ns && &p.name == c) else {
+            continue;
+        };
+        match vmi.and_then(|v| super::disks::replacement(facts, v, p)) {
+            Some(_) => replaced.push(c.as_str()),
+            None => left.push(c.as_str()),
+        }
+    }
+    if !replaced.is_empty() {
+        d.evidence.push(format!(
+            "PVC {} of the same name is a replacement the VM never used: Harvester's PVC \
+             clean-up would delete it; it is not this VM's disk and is left as it is",
+            replaced.join(", ")
+        ));
+    }
     *line = if left.is_empty() {
         format!(
             "{CLEANUP} on the vm: skips no PVC clean-up: the PVCs it would delete ({}) are \

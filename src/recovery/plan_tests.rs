@@ -951,6 +951,7 @@ fn a_static_pv_is_checked_by_its_volume_handle() {
             driver: Some("driver.longhorn.io".into()),
             handle: Some("restored-disk-7".into()),
             claim_ref: Some(("default".into(), "a-disk".into())),
+            claim_uid: None,
         }]);
     };
     // Open by a process under the Longhorn volume's name: held.
