@@ -79,8 +79,9 @@ pub struct VmiView {
     /// replacement it never used, unless the claim is one of `late_claims`.
     #[serde(default)]
     pub created: Option<jiff::Timestamp>,
-    /// Claims whose PVC is made after the VMI by design: hotplugged volumes, memory-dump
-    /// targets, the backend-storage PVC (virt-controller creates it for the launcher pod).
+    /// Claims whose PVC may be made after the VMI by design: hotplugged volumes, memory-dump
+    /// targets, DataVolumes (CDI), the backend-storage PVC (virt-controller creates it for
+    /// the launcher pod). For these only a recorded PV tells a replacement.
     #[serde(default)]
     pub late_claims: Vec<String>,
 }
@@ -124,7 +125,9 @@ fn late_claims_of(vmi: &VirtualMachineInstance, pvcs: &[String]) -> Vec<String> 
         .spec
         .volumes
         .iter()
-        .filter(|v| v.memory_dump.is_some())
+        // A DataVolume's PVC is made by CDI, after the VMI when the storage class binds on
+        // first consumer (KubeVirt then starts the VMI as that consumer).
+        .filter(|v| v.memory_dump.is_some() || v.data_volume.is_some())
         .filter_map(|v| v.claim().map(str::to_string))
         .collect();
     for st in &vmi.status.volume_status {
@@ -746,7 +749,7 @@ mod volume_tests {
         );
         assert_eq!(v.unnamed_volumes, ["hp2"]);
         // Made after the VMI by design: never taken for a replacement.
-        assert_eq!(v.late_claims, ["dump-pvc", "hot-pvc"]);
+        assert_eq!(v.late_claims, ["dump-pvc", "dv-pvc", "hot-pvc"]);
     }
 
     /// Issue 23 item 3: the backend-storage PVC of a VMI with persistent EFI or TPM is a
