@@ -143,10 +143,12 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
             harvester.life_signs = Some(signs);
         }
     };
-    let (vms, claimed, ()) = tokio::join!(
+    let deciding_any = !deciding.is_empty() || !also.vms.is_empty() || !wanted.is_empty();
+    let (vms, claimed, (), hotplug_pods) = tokio::join!(
         read_vms(client, &owners),
         lookup_claimed(client, &wanted),
-        extras
+        extras,
+        hotplug_pods(client, node, deciding_any)
     );
     let claimed = match &vmis {
         Ok(_) => claimed,
@@ -162,6 +164,7 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         vmis: gathered("virtualmachineinstances", vmis),
         vms: gathered("virtualmachines", vms),
         pods: gathered("pods", pods),
+        hotplug_pods,
         pvcs: disks.pvcs,
         pvs: disks.pvs,
         attachments: disks.attachments,
@@ -171,6 +174,21 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         node_identity,
         claimed,
         harvester,
+    }
+}
+
+/// KubeVirt's hotplug attachment pods on `node`, when something is being decided (a freed
+/// launcher pod takes the ones it owns with it).
+async fn hotplug_pods(client: &Client, node: &str, deciding: bool) -> Gathered<Vec<PodView>> {
+    if !deciding {
+        return Gathered::read(Vec::new());
+    }
+    let lp = ListParams::default()
+        .labels(&format!("{LABEL_KUBEVIRT}={HOTPLUG_DISK}"))
+        .fields(&format!("spec.nodeName={node}"));
+    match list(Api::<Pod>::all(client.clone()), &lp, "pods").await {
+        Ok(pods) => Gathered::read(pods.iter().map(PodView::from).collect()),
+        Err(e) => Gathered::unreadable("pods (hotplug attachment pods on this node)", e),
     }
 }
 

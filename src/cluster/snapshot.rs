@@ -263,6 +263,9 @@ pub struct PodView {
     /// The PVCs its volumes mount.
     #[serde(default)]
     pub claims: Vec<String>,
+    /// UID of the pod that controls it (a hotplug attachment pod's launcher pod).
+    #[serde(default)]
+    pub owner_pod_uid: Option<String>,
 }
 
 impl PodView {
@@ -308,6 +311,7 @@ impl From<&Pod> for PodView {
                         .collect()
                 })
                 .unwrap_or_default(),
+            owner_pod_uid: controller_of(meta, "Pod").map(|(_, uid)| uid),
         }
     }
 }
@@ -472,6 +476,10 @@ pub struct ClusterFacts {
     pub vms: Gathered<Vec<VmView>>,
     /// virt-launcher pods on this node.
     pub pods: Gathered<Vec<PodView>>,
+    /// KubeVirt's hotplug attachment pods on this node (label `kubevirt.io=hotplug-disk`),
+    /// read only in a pass that decides something.
+    #[serde(default = "no_remote_pods")]
+    pub hotplug_pods: Gathered<Vec<PodView>>,
     /// PVCs of the VMs concerned.
     pub pvcs: Gathered<Vec<PvcView>>,
     /// The PVs those PVCs are bound to (read by name, for VMIs that are deleting or
@@ -580,6 +588,7 @@ impl ClusterFacts {
             vmis: Gathered::unreadable(source, reason),
             vms: Gathered::unreadable(source, reason),
             pods: Gathered::unreadable(source, reason),
+            hotplug_pods: Gathered::unreadable(source, reason),
             pvcs: Gathered::unreadable(source, reason),
             pvs: Gathered::unreadable(source, reason),
             longhorn_volumes: Gathered::unreadable(source, reason),

@@ -15,6 +15,9 @@ use crate::cluster::{PvcView, VmiView, LONGHORN_DRIVER};
 pub(crate) struct Resolved {
     /// Disks to check like any other (held here? attached elsewhere?).
     pub disks: Vec<DiskKey>,
+    /// A replacement PVC's disk: not the VM's, so its attachments elsewhere say nothing,
+    /// but one held on this node still blocks (in case the replacement was misjudged).
+    pub local_only: Vec<DiskKey>,
     /// Evidence for the proof.
     pub evidence: Vec<String>,
     /// Why the proof fails.
@@ -26,6 +29,7 @@ pub(crate) fn resolve(facts: &Facts, vmi: &VmiView, claims: &[String]) -> Resolv
     let (ns, vmi_uid) = (vmi.key.namespace.as_str(), vmi.key.uid.as_str());
     let mut out = Resolved {
         disks: Vec::new(),
+        local_only: Vec::new(),
         evidence: Vec::new(),
         reasons: Vec::new(),
     };
@@ -47,6 +51,16 @@ pub(crate) fn resolve(facts: &Facts, vmi: &VmiView, claims: &[String]) -> Resolv
                         "{why}; the proof follows the disk the VMI used, never this one"
                     ));
                     gone(facts, ns, vmi_uid, claim, Some(p), &mut out);
+                    let pv = p
+                        .volume_name
+                        .as_deref()
+                        .and_then(|pv| facts.cluster.pvs.value()?.iter().find(|q| q.name == pv));
+                    out.local_only.extend(pv.map(|q| DiskKey {
+                        pvc: Some(format!("{ns}/{claim}")),
+                        pv: q.name.clone(),
+                        handle: q.handle.clone().unwrap_or_else(|| q.name.clone()),
+                        driver: q.driver.clone(),
+                    }));
                 }
                 None => match &p.volume_name {
                     None => out

@@ -178,9 +178,11 @@ fn a_replaced_pvc_is_never_the_disk_proved() {
         all.contains("the PVC default/a-disk the VMI used is gone"),
         "{all}"
     );
+    // The new disk's attachment elsewhere says nothing; it is only checked not held here.
+    assert!(!all.contains("n2"), "{all}");
     assert!(
-        !all.contains("pvc-new"),
-        "the new disk is not checked: {all}"
+        all.contains("volume pvc-new: not open or mounted on this node"),
+        "{all}"
     );
     assert!(!all.contains("delete by hand"), "{all}");
     assert!(d.disks.iter().all(|k| k.pv != "pvc-new"), "{:?}", d.disks);
@@ -218,6 +220,20 @@ fn a_replaced_pvc_is_never_the_disk_proved() {
     let p = plan(&g, &Policy::default());
     let keys: Vec<&str> = p.decisions[0].disks.iter().map(|k| k.pv.as_str()).collect();
     assert_eq!(keys, ["pvc-a"]);
+
+    // Were the replacement misjudged, its disk held on this node still blocks.
+    let mut g = replaced();
+    g.local.disks.devices = Gathered::read(vec![device("pvc-new")]);
+    g.local.disks.mounts = Gathered::read(Mounts {
+        source: "/proc/1/mountinfo".into(),
+        entries: vec![nfs_publish("pvc-new")],
+    });
+    let (a, reasons) = action(&g);
+    assert_eq!(a, Action::Blocked);
+    assert!(
+        reasons.iter().any(|r| r.contains("pvc-new is held here")),
+        "{reasons:?}"
+    );
 }
 
 #[test]

@@ -145,6 +145,7 @@ pub(crate) fn facts() -> Facts {
             vmis: Gathered::read(vec![vmi("a")]),
             vms: Gathered::read(vec![vm("a")]),
             pods: Gathered::read(vec![]),
+            hotplug_pods: Gathered::read(vec![]),
             pvcs: Gathered::read(vec![pvc("a")]),
             claimed: Gathered::read(vec![]),
             pvs: Gathered::read(vec![pv("a")]),

@@ -10,6 +10,7 @@ mod disks;
 mod fence;
 mod finalizers;
 mod harvester;
+mod hotplug;
 mod intents;
 mod liveness;
 mod model;

@@ -354,10 +354,10 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
              not deleting are never cleared",
             names(&pods)
         ));
-        let mut steps: Vec<Step> = pods
-            .iter()
-            .map(|p| Step::ForceDeletePod { pod: p.key.clone() })
-            .collect();
+        let mut steps = match super::hotplug::free_steps(facts, &pods, &mut d) {
+            Ok(s) => s,
+            Err((blocker, why)) => return d.block(blocker, why),
+        };
         if !policy.controller_grace.is_zero() {
             steps.push(Step::WaitForControllers {
                 grace: policy.controller_grace,
@@ -431,10 +431,14 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
             "nothing of it runs or holds a disk on this node".to_string()
         }
     ));
-    let mut steps: Vec<Step> = pods
-        .iter()
-        .map(|p| Step::ForceDeletePod { pod: p.key.clone() })
-        .collect();
+    let mut steps = match super::hotplug::free_steps(facts, &pods, &mut d) {
+        Ok(s) => s,
+        Err((blocker, why)) => {
+            // What was said about recovering it no longer holds.
+            d.reasons.clear();
+            return d.block(blocker, why);
+        }
+    };
     if !pods.is_empty() {
         d.reasons.push(format!(
             "leftover launcher pod {} blocks virt-controller: force-delete it first",
@@ -667,7 +671,7 @@ fn prove_nothing_here(
     let disks = resolved.disks;
     let volumes: Vec<String> = disks.iter().map(|k| k.pv.clone()).collect();
 
-    for disk in &disks {
+    for disk in disks.iter().chain(&resolved.local_only) {
         let volume = disk.describe();
         match holders(facts, disk) {
             Ok(_) if policy.fenced => {}

@@ -453,6 +453,7 @@ fn launcher_pod(name: &str, deleting: bool) -> PodView {
         vmi_uid: Some(format!("uid-vmi-{name}")),
         vmi_name: Some(name.into()),
         claims: vec![format!("{name}-disk")],
+        owner_pod_uid: None,
     }
 }
 
