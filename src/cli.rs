@@ -305,6 +305,12 @@ pub struct RunArgs {
     /// node NotReady for at least --stuck-after; takes NODE's Lease; never done by an agent).
     #[arg(long, value_name = "NODE")]
     pub fenced_node: Option<String>,
+
+    /// With --fenced-node: how long NODE's signs of life (virt-handler heartbeat, its
+    /// vmrecover Lease and summary, Longhorn's node) are watched for a change before acting;
+    /// a sign this recent by the API server's clock also refuses the run.
+    #[arg(long, value_parser = parse_duration, default_value = "132s", value_name = "DURATION")]
+    pub fence_watch: Duration,
 }
 
 impl RunArgs {

@@ -72,6 +72,7 @@ pub async fn gather(cfg: &Config, client: Option<Client>) -> Gathering {
             also.claimed_vmis = claimed_by(&local);
             also.namespace = Some(cfg.cluster.namespace.clone());
             also.fenced = fenced;
+            also.fence_watch = cfg.policy.fence_watch;
             cluster::gather(c, &cfg.node, &also).await
         }
         Err(why) => ClusterFacts::unreachable(&cfg.node, "the Kubernetes API", &why.to_string()),
@@ -154,6 +155,8 @@ fn also_read(intents: &[RecoveryIntent]) -> AlsoRead {
         namespace: None,
         fenced: false,
         narrow: None,
+        fence_watch: std::time::Duration::ZERO,
+        own_holder: None,
     }
 }
 
@@ -210,6 +213,9 @@ async fn regather(cfg: &Config, client: &Client, narrow: &Narrow) -> Facts {
     also.claimed_vmis = claimed_by(&local);
     also.namespace = Some(cfg.cluster.namespace.clone());
     also.fenced = fenced;
+    // A fenced run is a person's `run`: its own renewals of NODE's Lease are no sign of life.
+    also.own_holder =
+        fenced.then(|| crate::recovery::lease_identity(crate::recovery::Mode::Manual, &cfg.node));
     also.narrow = Some(narrow.vmis.clone());
     let cluster = cluster::gather(client, &cfg.node, &also).await;
     let local_now = jiff::Timestamp::now();

@@ -273,6 +273,19 @@ pub static RESOURCES: &[ResourceDef] = &[
         true,
         true,
     ),
+    // longhorn-manager `k8s/pkg/apis/longhorn/v1beta2/node.go` (v1.10.0): namespaced, short
+    // name `lhn`, a status subresource; `status.conditions` is a list with `Ready`.
+    def(
+        "longhorn.io",
+        "v1beta2",
+        "nodes",
+        "node",
+        "Node",
+        true,
+        &["lhn"],
+        true,
+        true,
+    ),
     def(
         "coordination.k8s.io",
         "v1",

@@ -15,7 +15,9 @@ use kube::{Api, Client};
 
 use super::errors::describe;
 use super::gather_disks::{self, DiskFacts};
-use super::harvester::{read_extras, HarvesterFacts};
+use super::harvester::{
+    read_extras, HarvesterFacts, HARVESTER_NAMESPACE as HARVESTER_NAMESPACE_DEFAULT,
+};
 use super::lists::{get_named, list};
 use super::names::*;
 use super::objects::{VirtualMachine, VirtualMachineInstance};
@@ -48,6 +50,12 @@ pub struct AlsoRead {
     /// one this node's list does not have is read by name and joins the list, so the
     /// planner says where it is now (gone: not there at all).
     pub narrow: Option<BTreeSet<NsName>>,
+    /// A fenced-node run: how long to watch NODE's signs of life for a change when something
+    /// is being decided (they are read once in any case).
+    pub fence_watch: std::time::Duration,
+    /// A fenced run's re-check: the run's own identity on NODE's Lease, whose renewals are
+    /// no sign of NODE's life.
+    pub own_holder: Option<String>,
 }
 
 /// A (namespace, name) pair.
@@ -131,14 +139,38 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         if let Some(ns) = also.namespace.as_deref().filter(|_| deciding_any) {
             read_extras(client, ns, &mut harvester).await;
         }
-        if also.fenced && deciding_any {
-            harvester.launchers_elsewhere = Some(launchers_elsewhere(client, node).await);
+        if also.fenced {
+            let ns = also
+                .namespace
+                .as_deref()
+                .unwrap_or(HARVESTER_NAMESPACE_DEFAULT);
+            let watch = if deciding_any {
+                also.fence_watch
+            } else {
+                std::time::Duration::ZERO
+            };
+            let (elsewhere, signs) = tokio::join!(
+                async {
+                    if deciding_any {
+                        Some(launchers_elsewhere(client, node).await)
+                    } else {
+                        None
+                    }
+                },
+                // At plan time the run holds no Lease yet: every holder is someone else; a
+                // re-check names the run's own.
+                super::liveness::gather(client, node, ns, watch, also.own_holder.as_deref())
+            );
+            harvester.launchers_elsewhere = elsewhere;
+            harvester.life_signs = Some(signs);
         }
     };
-    let (vms, claimed, ()) = tokio::join!(
+    let deciding_any = !deciding.is_empty() || !also.vms.is_empty() || !wanted.is_empty();
+    let (vms, claimed, (), hotplug_pods) = tokio::join!(
         read_vms(client, &owners),
         lookup_claimed(client, &wanted),
-        extras
+        extras,
+        hotplug_pods(client, node, deciding_any)
     );
     let claimed = match &vmis {
         Ok(_) => claimed,
@@ -154,10 +186,12 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         vmis: gathered("virtualmachineinstances", vmis),
         vms: gathered("virtualmachines", vms),
         pods: gathered("pods", pods),
+        hotplug_pods,
         pvcs: disks.pvcs,
         pvs: disks.pvs,
         attachments: disks.attachments,
         longhorn_volumes: disks.longhorn_volumes,
+        other_longhorn_volumes: disks.other_longhorn_volumes,
         remote_pods: disks.remote_pods,
         node_identity,
         claimed,
@@ -185,6 +219,21 @@ async fn add_by_name(
         listed.extend(found.as_ref().map(VmiView::from));
     }
     Ok(())
+}
+
+/// KubeVirt's hotplug attachment pods on `node`, when something is being decided (a freed
+/// launcher pod takes the ones it owns with it).
+async fn hotplug_pods(client: &Client, node: &str, deciding: bool) -> Gathered<Vec<PodView>> {
+    if !deciding {
+        return Gathered::read(Vec::new());
+    }
+    let lp = ListParams::default()
+        .labels(&format!("{LABEL_KUBEVIRT}={HOTPLUG_DISK}"))
+        .fields(&format!("spec.nodeName={node}"));
+    match list(Api::<Pod>::all(client.clone()), &lp, "pods").await {
+        Ok(pods) => Gathered::read(pods.iter().map(PodView::from).collect()),
+        Err(e) => Gathered::unreadable("pods (hotplug attachment pods on this node)", e),
+    }
 }
 
 /// Launcher pods on any node but `node` (a fenced-node run's check that no VM of the dead

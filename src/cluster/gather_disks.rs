@@ -27,6 +27,7 @@ pub(crate) struct DiskFacts {
     pub pvs: Gathered<Vec<PvView>>,
     pub attachments: Gathered<Vec<AttachmentView>>,
     pub longhorn_volumes: Gathered<Vec<LonghornVolumeRef>>,
+    pub other_longhorn_volumes: Gathered<Vec<LonghornVolumeRef>>,
     pub remote_pods: Gathered<Vec<PodView>>,
 }
 
@@ -38,6 +39,7 @@ impl DiskFacts {
             pvs: Gathered::read(Vec::new()),
             attachments: Gathered::read(Vec::new()),
             longhorn_volumes: Gathered::read(Vec::new()),
+            other_longhorn_volumes: Gathered::read(Vec::new()),
             remote_pods: Gathered::read(Vec::new()),
         }
     }
@@ -49,6 +51,7 @@ impl DiskFacts {
             pvs: Gathered::unreadable(source, why),
             attachments: Gathered::unreadable(source, why),
             longhorn_volumes: Gathered::unreadable(source, why),
+            other_longhorn_volumes: Gathered::unreadable(source, why),
             remote_pods: Gathered::unreadable(source, why),
         }
     }
@@ -84,11 +87,21 @@ pub(crate) async fn gather(
         Ok(p) => p,
         Err(e) => return DiskFacts::unreadable("persistentvolumeclaims", &e),
     };
-    let missing: BTreeSet<NsName> = proof_claims
+    let mut missing: BTreeSet<NsName> = proof_claims
         .iter()
         .filter(|c| !pvcs.iter().any(|p| p.namespace == c.0 && p.name == c.1))
         .cloned()
         .collect();
+    // A PVC created after the VMI is a replacement: the disk the VMI used is looked for as
+    // if its PVC were gone.
+    for v in deciding {
+        missing.extend(
+            pvcs.iter()
+                .filter(|p| p.namespace == v.key.namespace && v.pvcs.contains(&p.name))
+                .filter(|p| p.created_after(v))
+                .map(|p| (p.namespace.clone(), p.name.clone())),
+        );
+    }
     // A gone claim is proven absent only when every Longhorn device here belongs to a
     // VMI here: read the claims of all of them to account for their devices.
     if !missing.is_empty() {
@@ -114,6 +127,7 @@ pub(crate) async fn gather(
     // What may be left of gone claims: Released PVs and Longhorn volumes still naming
     // them, or what an earlier run recorded.
     let mut longhorn_volumes = Gathered::read(Vec::new());
+    let mut other_longhorn_volumes = Gathered::read(Vec::new());
     if !missing.is_empty() || !also.disks.is_empty() {
         let (released, lh) = tokio::join!(
             released_pvs(client, &missing, also),
@@ -133,9 +147,12 @@ pub(crate) async fn gather(
                 return f;
             }
         }
-        longhorn_volumes = match lh {
-            Ok(l) => Gathered::read(l),
-            Err(e) => Gathered::unreadable("volumes.longhorn.io", e),
+        (longhorn_volumes, other_longhorn_volumes) = match lh {
+            Ok((named, others)) => (Gathered::read(named), Gathered::read(others)),
+            Err(e) => (
+                Gathered::unreadable("volumes.longhorn.io", e.clone()),
+                Gathered::unreadable("volumes.longhorn.io", e),
+            ),
         };
     }
 
@@ -202,6 +219,7 @@ pub(crate) async fn gather(
         pvs: Gathered::read(pvs),
         attachments,
         longhorn_volumes,
+        other_longhorn_volumes,
         remote_pods,
     }
 }
@@ -264,12 +282,13 @@ async fn released_pvs(
 }
 
 /// Longhorn volumes that still name a gone claim (`status.kubernetesStatus`) or that an
-/// earlier run recorded: one list of Longhorn volumes, only when needed.
+/// earlier run recorded, and every other one: one list of Longhorn volumes, only when
+/// needed.
 async fn longhorn_refs(
     client: &Client,
     missing: &BTreeSet<NsName>,
     also: &AlsoRead,
-) -> Result<Vec<LonghornVolumeRef>, String> {
+) -> Result<(Vec<LonghornVolumeRef>, Vec<LonghornVolumeRef>), String> {
     let api = Api::<LonghornVolume>::namespaced(client.clone(), longhorn_namespace());
     let all = list_optional(api, "volumes.longhorn.io").await?;
     Ok(all
@@ -285,11 +304,10 @@ async fn longhorn_refs(
                 },
             }
         })
-        .filter(|r| {
+        .partition(|r| {
             r.pvc.as_ref().is_some_and(|c| missing.contains(c))
                 || also.disks.iter().any(|(_, h)| *h == r.name)
-        })
-        .collect())
+        }))
 }
 
 /// Where the volumes `keys` (PV names and volume handles) are attached: the storage

@@ -100,6 +100,9 @@ pub struct HarvesterFacts {
     /// A fenced-node run only: launcher pods on other nodes.
     #[serde(default)]
     pub launchers_elsewhere: Option<Gathered<Vec<super::snapshot::PodView>>>,
+    /// A fenced-node run only: what NODE's own software last wrote (its signs of life).
+    #[serde(default)]
+    pub life_signs: Option<super::liveness::LifeSigns>,
 }
 
 impl Default for HarvesterFacts {
@@ -114,6 +117,7 @@ impl Default for HarvesterFacts {
             force_reset_policy: Some(Gathered::read(None)),
             upgrades_in_progress: Some(Gathered::read(Vec::new())),
             launchers_elsewhere: None,
+            life_signs: None,
         }
     }
 }
@@ -164,6 +168,7 @@ impl HarvesterFacts {
             force_reset_policy: None,
             upgrades_in_progress: None,
             launchers_elsewhere: None,
+            life_signs: None,
         }
     }
 

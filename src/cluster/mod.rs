@@ -12,6 +12,7 @@ mod gather_disks;
 mod harvester;
 mod lease;
 mod lists;
+mod liveness;
 mod names;
 mod objects;
 mod retry;
@@ -33,11 +34,12 @@ pub use harvester::{
     TAINT_OUT_OF_SERVICE,
 };
 pub use lease::{acquire as acquire_lease, HeldLease, LeaseConfig, LeaseError, LeaseGuard};
+pub use liveness::{parse_http_date, LifeSigns, Look, Reading, SignKind, ANNOTATION_HEARTBEAT};
 pub use names::*;
 pub use objects::{
     AttachmentTicket, ClaimRef, LonghornAttachmentSpec, LonghornVolume, LonghornVolumeAttachment,
     LonghornVolumeStatus, MigrationState, NameRef, VirtualMachine, VirtualMachineInstance, VmSpec,
-    VmStatus, VmiSpec, VmiStatus, VmiVolume,
+    VmStatus, VmiSpec, VmiStatus, VmiVolume, BACKEND_STORAGE_PREFIX,
 };
 pub use retry::{backoff, retryable, with_retries, ATTEMPTS, FIRST_BACKOFF, MAX_RETRY_AFTER};
 pub use server_clock::server_now;

@@ -8,6 +8,10 @@ pub const LABEL_MIGRATION_TARGET: &str = "kubevirt.io/migrationTargetNodeName";
 pub const LABEL_KUBEVIRT: &str = "kubevirt.io";
 /// The value of [`LABEL_KUBEVIRT`] on launcher pods.
 pub const VIRT_LAUNCHER: &str = "virt-launcher";
+/// The value of [`LABEL_KUBEVIRT`] on hotplug attachment pods (`hp-volume-*`, controlled by
+/// the launcher pod; kubevirt `pkg/virt-controller/services/template.go`,
+/// `RenderHotplugAttachmentPodTemplate`).
+pub const HOTPLUG_DISK: &str = "hotplug-disk";
 /// Label on a launcher pod carrying the VMI's UID.
 pub const LABEL_CREATED_BY: &str = "kubevirt.io/created-by";
 /// Annotation on a launcher pod naming its VMI.

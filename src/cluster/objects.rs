@@ -58,12 +58,38 @@ typed_resource!(
     plural = "virtualmachineinstances"
 );
 
-/// `VirtualMachineInstance.spec`, the volume list only.
+/// `VirtualMachineInstance.spec`: the volume list, and the domain for its persistent
+/// TPM/EFI switches.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct VmiSpec {
     /// The VMI's volumes.
     #[serde(default)]
     pub volumes: Vec<VmiVolume>,
+    /// `domain`, read only for `devices.tpm.persistent` and
+    /// `firmware.bootloader.efi.persistent`.
+    #[serde(default)]
+    pub domain: Option<serde_json::Value>,
+}
+
+/// Prefix of KubeVirt's backend-storage PVC (persistent TPM/EFI state): the whole name is
+/// `persistent-state-for-<vmi>` in KubeVirt 1.3; from 1.4 a generated name with label
+/// `persistent-state-for=<vmi>`, listed in the VMI's `status.volumeStatus` (kubevirt
+/// `pkg/storage/backend-storage/backend-storage.go`, `PVCPrefix`, `PVCForVMI`).
+pub const BACKEND_STORAGE_PREFIX: &str = "persistent-state-for-";
+
+impl VmiSpec {
+    /// Whether KubeVirt keeps a backend-storage PVC for the VMI: persistent TPM or
+    /// persistent EFI (`IsBackendStorageNeededForVMI`, same file).
+    pub fn needs_backend_storage(&self) -> bool {
+        let on = |p: &str| {
+            self.domain
+                .as_ref()
+                .and_then(|d| d.pointer(p))
+                .and_then(serde_json::Value::as_bool)
+                == Some(true)
+        };
+        on("/devices/tpm/persistent") || on("/firmware/bootloader/efi/persistent")
+    }
 }
 
 /// One VMI volume; only PVC-backed sources matter for disk evidence.

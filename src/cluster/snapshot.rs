@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::names::*;
 use super::objects::{
     LonghornVolume, LonghornVolumeAttachment, VirtualMachine, VirtualMachineInstance,
+    BACKEND_STORAGE_PREFIX,
 };
 use crate::boot::clock::normalize_id;
 use crate::evidence::Gathered;
@@ -74,6 +75,15 @@ pub struct VmiView {
     /// their disks cannot be checked.
     #[serde(default)]
     pub unnamed_volumes: Vec<String>,
+    /// `metadata.creationTimestamp`: a PVC of one of its claim names created later is a
+    /// replacement it never used, unless the claim is one of `late_claims`.
+    #[serde(default)]
+    pub created: Option<jiff::Timestamp>,
+    /// Claims whose PVC may be made after the VMI by design: hotplugged volumes, memory-dump
+    /// targets, DataVolumes (CDI), the backend-storage PVC (virt-controller creates it for
+    /// the launcher pod). For these only a recorded PV tells a replacement.
+    #[serde(default)]
+    pub late_claims: Vec<String>,
 }
 
 impl From<&VirtualMachineInstance> for VmiView {
@@ -87,6 +97,7 @@ impl From<&VirtualMachineInstance> for VmiView {
             m.completed != Some(true) && m.failed != Some(true) && m.end_timestamp.is_none()
         });
         let (pvcs, unnamed_volumes) = volumes_of(vmi);
+        let late_claims = late_claims_of(vmi, &pvcs);
         VmiView {
             key: ObjectKey::of(meta),
             node_label: label(LABEL_NODE_NAME),
@@ -102,8 +113,49 @@ impl From<&VirtualMachineInstance> for VmiView {
             owner_vm: controller_of(meta, "VirtualMachine"),
             pvcs,
             unnamed_volumes,
+            created: meta.creation_timestamp.as_ref().map(|t| t.0),
+            late_claims,
         }
     }
+}
+
+/// The claims of `pvcs` made after the VMI by design (see [`VmiView::late_claims`]).
+fn late_claims_of(vmi: &VirtualMachineInstance, pvcs: &[String]) -> Vec<String> {
+    let mut late: Vec<String> = vmi
+        .spec
+        .volumes
+        .iter()
+        // A DataVolume's PVC is made by CDI, after the VMI when the storage class binds on
+        // first consumer (KubeVirt then starts the VMI as that consumer).
+        .filter(|v| v.memory_dump.is_some() || v.data_volume.is_some())
+        .filter_map(|v| v.claim().map(str::to_string))
+        .collect();
+    for st in &vmi.status.volume_status {
+        if st.hotplug_volume.is_some() || st.memory_dump_volume.is_some() {
+            late.extend(
+                st.persistent_volume_claim_info
+                    .as_ref()
+                    .or(st.memory_dump_volume.as_ref())
+                    .and_then(|i| i.claim_name.clone()),
+            );
+            // A hotplugged volume's spec entry names its claim under the status name.
+            late.extend(
+                vmi.spec
+                    .volumes
+                    .iter()
+                    .filter(|v| v.name == st.name)
+                    .filter_map(|v| v.claim().map(str::to_string)),
+            );
+        }
+    }
+    late.extend(
+        pvcs.iter()
+            .filter(|c| c.starts_with(BACKEND_STORAGE_PREFIX))
+            .cloned(),
+    );
+    late.sort();
+    late.dedup();
+    late
 }
 
 /// The PVCs a VMI uses (spec volumes of every PVC-backed type, then volume statuses
@@ -138,6 +190,17 @@ fn volumes_of(vmi: &VirtualMachineInstance) -> (Vec<String>, Vec<String>) {
                 }
             }
         }
+    }
+    // The backend-storage PVC (persistent TPM/EFI), mounted by the launcher pod, not a VMI
+    // volume: KubeVirt ≥ 1.4 lists it in volumeStatus (taken above); 1.3 lists it nowhere
+    // and names it after the VMI.
+    let listed = |n: &str| n.starts_with(BACKEND_STORAGE_PREFIX);
+    if vmi.spec.needs_backend_storage()
+        && !pvcs.iter().any(|c| listed(c))
+        && !vmi.status.volume_status.iter().any(|s| listed(&s.name))
+    {
+        let name = vmi.metadata.name.as_deref().unwrap_or_default();
+        pvcs.push(format!("{BACKEND_STORAGE_PREFIX}{name}"));
     }
     (pvcs, unnamed)
 }
@@ -200,6 +263,9 @@ pub struct PodView {
     /// The PVCs its volumes mount.
     #[serde(default)]
     pub claims: Vec<String>,
+    /// UID of the pod that controls it (a hotplug attachment pod's launcher pod).
+    #[serde(default)]
+    pub owner_pod_uid: Option<String>,
 }
 
 impl PodView {
@@ -245,6 +311,7 @@ impl From<&Pod> for PodView {
                         .collect()
                 })
                 .unwrap_or_default(),
+            owner_pod_uid: controller_of(meta, "Pod").map(|(_, uid)| uid),
         }
     }
 }
@@ -258,6 +325,22 @@ pub struct PvcView {
     pub name: String,
     /// `spec.volumeName`: the PV, which for Longhorn is also the Longhorn volume name.
     pub volume_name: Option<String>,
+    /// `metadata.uid` (a PV's `claimRef.uid` names the PVC it was bound to).
+    #[serde(default)]
+    pub uid: Option<String>,
+    /// `metadata.creationTimestamp`.
+    #[serde(default)]
+    pub created: Option<jiff::Timestamp>,
+}
+
+impl PvcView {
+    /// Whether it was created after `vmi` although its claim is not one made late by
+    /// design: a PVC of that name the VMI never used (the one it used was deleted and this
+    /// one made in its place).
+    pub fn created_after(&self, vmi: &VmiView) -> bool {
+        !vmi.late_claims.contains(&self.name)
+            && matches!((self.created, vmi.created), (Some(p), Some(v)) if p > v)
+    }
 }
 
 impl From<&PersistentVolumeClaim> for PvcView {
@@ -266,6 +349,8 @@ impl From<&PersistentVolumeClaim> for PvcView {
             namespace: pvc.metadata.namespace.clone().unwrap_or_default(),
             name: pvc.metadata.name.clone().unwrap_or_default(),
             volume_name: pvc.spec.as_ref().and_then(|s| s.volume_name.clone()),
+            uid: pvc.metadata.uid.clone(),
+            created: pvc.metadata.creation_timestamp.as_ref().map(|t| t.0),
         }
     }
 }
@@ -283,6 +368,9 @@ pub struct PvView {
     /// `spec.claimRef` (namespace, name): a Released PV keeps it after its PVC is gone.
     #[serde(default)]
     pub claim_ref: Option<(String, String)>,
+    /// `spec.claimRef.uid`: which PVC of that name it was bound to.
+    #[serde(default)]
+    pub claim_uid: Option<String>,
 }
 
 impl From<&k8s_openapi::api::core::v1::PersistentVolume> for PvView {
@@ -299,6 +387,11 @@ impl From<&k8s_openapi::api::core::v1::PersistentVolume> for PvView {
                 .as_ref()
                 .and_then(|s| s.claim_ref.as_ref())
                 .and_then(|c| Some((c.namespace.clone()?, c.name.clone()?))),
+            claim_uid: pv
+                .spec
+                .as_ref()
+                .and_then(|s| s.claim_ref.as_ref())
+                .and_then(|c| c.uid.clone()),
         }
     }
 }
@@ -383,6 +476,10 @@ pub struct ClusterFacts {
     pub vms: Gathered<Vec<VmView>>,
     /// virt-launcher pods on this node.
     pub pods: Gathered<Vec<PodView>>,
+    /// KubeVirt's hotplug attachment pods on this node (label `kubevirt.io=hotplug-disk`),
+    /// read only in a pass that decides something.
+    #[serde(default = "no_remote_pods")]
+    pub hotplug_pods: Gathered<Vec<PodView>>,
     /// PVCs of the VMs concerned.
     pub pvcs: Gathered<Vec<PvcView>>,
     /// The PVs those PVCs are bound to (read by name, for VMIs that are deleting or
@@ -399,6 +496,11 @@ pub struct ClusterFacts {
     /// `status.kubernetesStatus`), or that an earlier run recorded.
     #[serde(default = "no_longhorn_volumes")]
     pub longhorn_volumes: Gathered<Vec<LonghornVolumeRef>>,
+    /// Every other Longhorn volume that exists, read with the same list (only when a PVC
+    /// is gone): another VM's, a backend-storage or share-manager volume, a non-VM
+    /// workload's. Their devices and mounts on this node are not a gone disk's.
+    #[serde(default = "no_longhorn_volumes")]
+    pub other_longhorn_volumes: Gathered<Vec<LonghornVolumeRef>>,
     /// What the kubelet last reported about the Node's machine and boot.
     #[serde(default = "NodeIdentity::not_gathered")]
     pub node_identity: Gathered<NodeIdentity>,
@@ -486,9 +588,11 @@ impl ClusterFacts {
             vmis: Gathered::unreadable(source, reason),
             vms: Gathered::unreadable(source, reason),
             pods: Gathered::unreadable(source, reason),
+            hotplug_pods: Gathered::unreadable(source, reason),
             pvcs: Gathered::unreadable(source, reason),
             pvs: Gathered::unreadable(source, reason),
             longhorn_volumes: Gathered::unreadable(source, reason),
+            other_longhorn_volumes: Gathered::unreadable(source, reason),
             remote_pods: Gathered::unreadable(source, reason),
             attachments: Gathered::unreadable(source, reason),
             node_identity: Gathered::unreadable(source, reason),
@@ -653,5 +757,48 @@ mod volume_tests {
             ["root-pvc", "dv-pvc", "dump-pvc", "eph-pvc", "hot-pvc"]
         );
         assert_eq!(v.unnamed_volumes, ["hp2"]);
+        // Made after the VMI by design: never taken for a replacement.
+        assert_eq!(v.late_claims, ["dump-pvc", "dv-pvc", "hot-pvc"]);
+    }
+
+    /// Issue 23 item 3: the backend-storage PVC of a VMI with persistent EFI or TPM is a
+    /// disk of it: KubeVirt 1.3's `persistent-state-for-<vmi>`, or the one ≥ 1.4 lists.
+    #[test]
+    fn the_backend_storage_pvc_is_a_disk_of_the_vmi() {
+        let vmi = |domain: serde_json::Value, status: serde_json::Value| {
+            let v: VirtualMachineInstance = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "vm-a", "namespace": "d", "uid": "u"},
+                "spec": {"domain": domain, "volumes": [
+                    {"name": "root", "persistentVolumeClaim": {"claimName": "root-pvc"}}]},
+                "status": {"volumeStatus": status}
+            }))
+            .unwrap();
+            VmiView::from(&v).pvcs
+        };
+        let efi = serde_json::json!({"firmware": {"bootloader": {"efi": {"persistent": true}}}});
+        let tpm = serde_json::json!({"devices": {"tpm": {"persistent": true}}});
+        assert_eq!(
+            vmi(efi.clone(), serde_json::json!([])),
+            ["root-pvc", "persistent-state-for-vm-a"]
+        );
+        let v: VirtualMachineInstance = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "vm-a"},
+            "spec": {"domain": efi.clone(), "volumes": []}
+        }))
+        .unwrap();
+        assert_eq!(VmiView::from(&v).late_claims, ["persistent-state-for-vm-a"]);
+        assert_eq!(
+            vmi(tpm, serde_json::json!([])),
+            ["root-pvc", "persistent-state-for-vm-a"]
+        );
+        // KubeVirt ≥ 1.4: a generated name, listed in volumeStatus; no second guess.
+        let listed = serde_json::json!([{"name": "persistent-state-for-vm-a",
+            "persistentVolumeClaimInfo": {"claimName": "persistent-state-for-vm-a-x7k2p"}}]);
+        assert_eq!(
+            vmi(efi, listed),
+            ["root-pvc", "persistent-state-for-vm-a-x7k2p"]
+        );
+        let plain = serde_json::json!({"firmware": {"bootloader": {"efi": {"persistent": false}}}});
+        assert_eq!(vmi(plain, serde_json::json!([])), ["root-pvc"]);
     }
 }

@@ -20,7 +20,7 @@ use crate::node::NodeOptions;
 
 pub use file::{load as load_file, ConfigPath, FileConfig, FileError, POD_CONFIG};
 pub use layers::{Layers, Merged};
-pub use policy::Policy;
+pub use policy::{Policy, DEFAULT_FENCE_WATCH};
 
 /// What a bad configuration is, in words that name the flag or the file's key.
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +208,7 @@ fn run_invocation(g: &GlobalArgs, args: &RunArgs) -> Result<Invocation, ConfigEr
         // The dead node's own Lease, its own intents (never this machine's), no orphan
         // kills (no process of that node can be seen from here).
         cfg.policy.fenced = true;
+        cfg.policy.fence_watch = args.fence_watch;
         cfg.policy.kill_orphans = false;
         cfg.state_dir = cfg.state_dir.join(format!("fenced-{node}"));
         cfg.node = node.to_string();
@@ -317,6 +318,7 @@ impl Config {
                 honour_pause: true,
                 during_upgrade: false,
                 fenced: false,
+                fence_watch: policy::DEFAULT_FENCE_WATCH,
             },
             output: g.output,
             longhorn_namespace: m.longhorn_namespace,

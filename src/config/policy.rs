@@ -36,6 +36,20 @@ pub struct Policy {
     /// person; its own evidence is not read and the fence is checked instead.
     #[serde(default)]
     pub fenced: bool,
+    /// A fenced-node run: how long the node's signs of life are watched for a change, and
+    /// how recent (by the API server's clock) a sign must be to count as one: one maximum
+    /// virt-handler heartbeat interval by default.
+    #[serde(default = "default_fence_watch", with = "crate::serde_duration")]
+    pub fence_watch: Duration,
+}
+
+/// virt-handler stamps `kubevirt.io/heartbeat` with `wait.JitterUntil(interval 1 min, jitter
+/// 1.2, sliding)`: 1 min to 2 min 12 s apart, plus the stamp's own run time (kubevirt
+/// `pkg/virt-handler/heartbeat/heartbeat.go`, read at commit 030d740).
+pub const DEFAULT_FENCE_WATCH: Duration = Duration::from_secs(132);
+
+fn default_fence_watch() -> Duration {
+    DEFAULT_FENCE_WATCH
 }
 
 impl Default for Policy {
@@ -50,6 +64,7 @@ impl Default for Policy {
             honour_pause: false,
             during_upgrade: false,
             fenced: false,
+            fence_watch: DEFAULT_FENCE_WATCH,
         }
     }
 }

@@ -325,7 +325,8 @@ pub fn gather(opts: &NodeOptions) -> NodeFacts {
 }
 
 /// The facts of a node a person declared powered off (`run --fenced-node`): no process and
-/// no disk, read from nothing. The plan says the proof is that declaration.
+/// no disk, read from nothing; only this machine's identity is read (a fenced run on NODE
+/// itself is refused). The plan says the proof is that declaration.
 pub fn declared_off_facts(opts: &NodeOptions) -> NodeFacts {
     let declared = "declared powered off by the person running --fenced-node (not read)";
     NodeFacts {
@@ -344,7 +345,8 @@ pub fn declared_off_facts(opts: &NodeOptions) -> NodeFacts {
                 entries: Vec::new(),
             }),
         },
-        identity: Gathered::unreadable("the fenced node's identity", declared),
+        // This machine's own identity is read: the run refuses when it is the fenced node.
+        identity: identity::read_with(&opts.host_root, ScanLimits::default().read),
     }
 }
 

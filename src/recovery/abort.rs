@@ -256,6 +256,7 @@ mod tests {
             skipped_side_effects: Vec::new(),
             blockers: Vec::new(),
             disks: Vec::new(),
+            declared_off: None,
         }
     }
 

@@ -416,10 +416,13 @@ async fn vm_event(ctx: &ApplyContext, d: &Decision, changes: &[Change], out: &Vm
             ),
         })
         .collect();
-    let mut note = format!(
-        "vmrecover {} after proving nothing of the VM runs or holds a disk on this node",
-        done.join("; ")
-    );
+    let basis = match &d.declared_off {
+        Some(node) => format!(
+            "with {node} declared powered off by the operator ({node}'s own evidence not read)"
+        ),
+        None => "after proving nothing of the VM runs or holds a disk on this node".to_string(),
+    };
+    let mut note = format!("vmrecover {} {basis}", done.join("; "));
     let warning = cleared && !d.skipped_side_effects.is_empty();
     if warning {
         note.push_str("; skipped: ");

@@ -53,11 +53,14 @@ pub enum Blocker {
     LeaseLost,
     /// vmrecover was asked to stop (SIGTERM, Ctrl-C) during the run.
     Interrupted,
+    /// A fenced-node run whose node shows a sign of life (a recent or changing heartbeat,
+    /// Lease or summary, Longhorn's node Ready) or is the machine running it.
+    FencedNodeAlive,
 }
 
 impl Blocker {
     /// Every kind, for tests and for metric families that list all labels.
-    pub const ALL: [Blocker; 19] = [
+    pub const ALL: [Blocker; 20] = [
         Blocker::LiveProcess,
         Blocker::DiskHeld,
         Blocker::DiskAttachedElsewhere,
@@ -77,6 +80,7 @@ impl Blocker {
         Blocker::PlanChanged,
         Blocker::LeaseLost,
         Blocker::Interrupted,
+        Blocker::FencedNodeAlive,
     ];
 
     /// The stable label used in metrics and JSON.
@@ -101,6 +105,7 @@ impl Blocker {
             Blocker::PlanChanged => "plan_changed",
             Blocker::LeaseLost => "lease_lost",
             Blocker::Interrupted => "interrupted",
+            Blocker::FencedNodeAlive => "fenced_node_alive",
         }
     }
 

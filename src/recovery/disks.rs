@@ -8,23 +8,28 @@ use std::collections::BTreeSet;
 
 use super::blocker::Blocker;
 use super::model::{DiskKey, Facts};
-use crate::cluster::LONGHORN_DRIVER;
+use crate::cluster::{PvcView, VmiView, LONGHORN_DRIVER};
 
 /// The disks found for `claims` of a VMI in `ns` (whose UID is `vmi_uid`), with evidence
 /// lines; problems are blockers with reasons.
 pub(crate) struct Resolved {
     /// Disks to check like any other (held here? attached elsewhere?).
     pub disks: Vec<DiskKey>,
+    /// A replacement PVC's disk: not the VM's, so its attachments elsewhere say nothing,
+    /// but one held on this node still blocks (in case the replacement was misjudged).
+    pub local_only: Vec<DiskKey>,
     /// Evidence for the proof.
     pub evidence: Vec<String>,
     /// Why the proof fails.
     pub reasons: Vec<(Blocker, String)>,
 }
 
-/// Resolves every claim to the disks to check.
-pub(crate) fn resolve(facts: &Facts, ns: &str, vmi_uid: &str, claims: &[String]) -> Resolved {
+/// Resolves every claim of `vmi` to the disks to check.
+pub(crate) fn resolve(facts: &Facts, vmi: &VmiView, claims: &[String]) -> Resolved {
+    let (ns, vmi_uid) = (vmi.key.namespace.as_str(), vmi.key.uid.as_str());
     let mut out = Resolved {
         disks: Vec::new(),
+        local_only: Vec::new(),
         evidence: Vec::new(),
         reasons: Vec::new(),
     };
@@ -40,13 +45,31 @@ pub(crate) fn resolve(facts: &Facts, ns: &str, vmi_uid: &str, claims: &[String])
     };
     for claim in claims {
         match pvcs.iter().find(|p| p.namespace == ns && &p.name == claim) {
-            Some(p) => match &p.volume_name {
-                None => out
-                    .evidence
-                    .push(format!("PVC {ns}/{claim} is not bound to a volume")),
-                Some(pv) => bound(facts, ns, claim, pv, &mut out),
+            Some(p) => match replacement(facts, vmi, p) {
+                Some(why) => {
+                    out.evidence.push(format!(
+                        "{why}; the proof follows the disk the VMI used, never this one"
+                    ));
+                    gone(facts, ns, vmi_uid, claim, Some(p), &mut out);
+                    let pv = p
+                        .volume_name
+                        .as_deref()
+                        .and_then(|pv| facts.cluster.pvs.value()?.iter().find(|q| q.name == pv));
+                    out.local_only.extend(pv.map(|q| DiskKey {
+                        pvc: Some(format!("{ns}/{claim}")),
+                        pv: q.name.clone(),
+                        handle: q.handle.clone().unwrap_or_else(|| q.name.clone()),
+                        driver: q.driver.clone(),
+                    }));
+                }
+                None => match &p.volume_name {
+                    None => out
+                        .evidence
+                        .push(format!("PVC {ns}/{claim} is not bound to a volume")),
+                    Some(pv) => bound(facts, ns, claim, pv, &mut out),
+                },
             },
-            None => gone(facts, ns, vmi_uid, claim, &mut out),
+            None => gone(facts, ns, vmi_uid, claim, None, &mut out),
         }
     }
     out
@@ -82,10 +105,50 @@ fn bound(facts: &Facts, ns: &str, claim: &str, pv: &str, out: &mut Resolved) {
     }
 }
 
-/// A PVC that no longer exists: follow what may be left of its disk, else prove by
-/// absence that nothing of it is on this node (Longhorn only).
-fn gone(facts: &Facts, ns: &str, vmi_uid: &str, claim: &str, out: &mut Resolved) {
+/// Why the PVC now named like one of `vmi`'s claims is not the one it used, if it is not:
+/// created after the VMI, or bound to another PV than an earlier run recorded for it.
+pub(crate) fn replacement(facts: &Facts, vmi: &VmiView, p: &PvcView) -> Option<String> {
+    let full = format!("{}/{}", p.namespace, p.name);
+    if p.created_after(vmi) {
+        return Some(format!(
+            "PVC {full} was created {}, after the VMI ({}): a replacement the VM never used",
+            p.created.map(|t| t.to_string()).unwrap_or_default(),
+            vmi.created.map(|t| t.to_string()).unwrap_or_default()
+        ));
+    }
+    let recorded = facts
+        .intents
+        .value()?
+        .iter()
+        .filter(|i| i.vmi_uid == vmi.key.uid)
+        .flat_map(|i| i.disks.iter())
+        .find(|d| d.pvc == full || d.pvc == p.name)?;
+    (p.volume_name.as_deref() != Some(recorded.pv.as_str())).then(|| {
+        format!(
+            "PVC {full} is bound to {}, not to the PV {} an earlier run recorded for it: a \
+             replacement the VM never used",
+            p.volume_name.as_deref().unwrap_or("no volume"),
+            recorded.pv
+        )
+    })
+}
+
+/// A PVC that no longer exists, or was `replaced` by another of its name: follow what may
+/// be left of its disk (never the replacement's), else prove by absence that nothing of
+/// it is on this node (Longhorn only).
+fn gone(
+    facts: &Facts,
+    ns: &str,
+    vmi_uid: &str,
+    claim: &str,
+    replaced: Option<&PvcView>,
+    out: &mut Resolved,
+) {
     let key = (ns.to_string(), claim.to_string());
+    let subject = match replaced {
+        Some(_) => format!("the PVC {ns}/{claim} the VMI used"),
+        None => format!("PVC {ns}/{claim}"),
+    };
     // What an earlier run recorded about this disk: keys for fresh reads, never a proof.
     let intents = match facts.intents.as_result() {
         Ok(i) => i,
@@ -93,7 +156,7 @@ fn gone(facts: &Facts, ns: &str, vmi_uid: &str, claim: &str, out: &mut Resolved)
             out.reasons.push((
                 Blocker::EvidenceMissing,
                 format!(
-                    "PVC {ns}/{claim} is gone and what earlier runs recorded about its disk \
+                    "{subject} is gone and what earlier runs recorded about its disk \
                      could not be read ({why})"
                 ),
             ));
@@ -112,7 +175,7 @@ fn gone(facts: &Facts, ns: &str, vmi_uid: &str, claim: &str, out: &mut Resolved)
         Err(why) => {
             out.reasons.push((
                 Blocker::EvidenceMissing,
-                format!("PVC {ns}/{claim} is gone and the PVs could not be read ({why})"),
+                format!("{subject} is gone and the PVs could not be read ({why})"),
             ));
             return;
         }
@@ -122,18 +185,31 @@ fn gone(facts: &Facts, ns: &str, vmi_uid: &str, claim: &str, out: &mut Resolved)
         Err(why) => {
             out.reasons.push((
                 Blocker::EvidenceMissing,
-                format!(
-                    "PVC {ns}/{claim} is gone and the Longhorn volumes could not be read ({why})"
-                ),
+                format!("{subject} is gone and the Longhorn volumes could not be read ({why})"),
             ));
             return;
         }
     };
+    // The replacement's own PV and Longhorn volume are not the disk the VMI used.
+    let new_pv = replaced.and_then(|r| r.volume_name.clone());
+    let new_handle = new_pv.as_ref().and_then(|n| {
+        pvs.iter()
+            .find(|p| &p.name == n)
+            .map(|p| p.handle.clone().unwrap_or_else(|| p.name.clone()))
+    });
+    let is_new_pv = |p: &crate::cluster::PvView| {
+        new_pv.as_deref() == Some(p.name.as_str())
+            || replaced.is_some_and(|r| r.uid.is_some() && p.claim_uid == r.uid)
+    };
+    let is_new_volume = |v: &crate::cluster::LonghornVolumeRef| {
+        new_handle.as_deref() == Some(v.name.as_str())
+            || (new_pv.is_some() && v.pv.as_deref() == new_pv.as_deref())
+    };
     let mut found = Vec::new();
-    for p in pvs
-        .iter()
-        .filter(|p| p.claim_ref.as_ref() == Some(&key) || recorded.iter().any(|r| r.pv == p.name))
-    {
+    for p in pvs.iter().filter(|p| {
+        !is_new_pv(p)
+            && (p.claim_ref.as_ref() == Some(&key) || recorded.iter().any(|r| r.pv == p.name))
+    }) {
         found.push(DiskKey {
             pvc: Some(format!("{ns}/{claim}")),
             pv: p.name.clone(),
@@ -141,14 +217,14 @@ fn gone(facts: &Facts, ns: &str, vmi_uid: &str, claim: &str, out: &mut Resolved)
             driver: p.driver.clone(),
         });
         out.evidence.push(format!(
-            "PVC {ns}/{claim} is gone, its PV {} still exists: checked like any other disk",
+            "{subject} is gone, its PV {} still exists: checked like any other disk",
             p.name
         ));
     }
-    for v in longhorn
-        .iter()
-        .filter(|v| v.pvc.as_ref() == Some(&key) || recorded.iter().any(|r| r.handle == v.name))
-    {
+    for v in longhorn.iter().filter(|v| {
+        !is_new_volume(v)
+            && (v.pvc.as_ref() == Some(&key) || recorded.iter().any(|r| r.handle == v.name))
+    }) {
         if found.iter().any(|d| d.handle == v.name) {
             continue;
         }
@@ -159,7 +235,7 @@ fn gone(facts: &Facts, ns: &str, vmi_uid: &str, claim: &str, out: &mut Resolved)
             driver: Some(LONGHORN_DRIVER.to_string()),
         });
         out.evidence.push(format!(
-            "PVC {ns}/{claim} is gone, its Longhorn volume {} still exists: checked like any other disk",
+            "{subject} is gone, its Longhorn volume {} still exists: checked like any other disk",
             v.name
         ));
     }
@@ -198,21 +274,34 @@ fn gone(facts: &Facts, ns: &str, vmi_uid: &str, claim: &str, out: &mut Resolved)
     };
     match unaccounted_on_node(facts) {
         Ok(()) => out.evidence.push(format!(
-            "PVC {ns}/{claim} is gone and {looked}; this node has no Longhorn device or CSI \
-             mount that another VMI does not account for: nothing of that disk can be held here"
+            "{subject} is gone and {looked}; this node has no Longhorn device or CSI \
+             mount that another VMI or another existing Longhorn volume does not account for: \
+             nothing of that disk can be held here"
         )),
         Err(why) => out.reasons.push((
             Blocker::EvidenceMissing,
-            format!("PVC {ns}/{claim} is gone and {looked}, but {why}"),
+            format!("{subject} is gone and {looked}, but {why}"),
         )),
     }
 }
 
 /// Whether every Longhorn device and Longhorn mount on this node belongs to a disk some
-/// VMI here still names (by its PVC's PV name or its PV's handle). Anything else could
-/// be the gone disk, so the absence proof fails, naming it.
+/// VMI here still names (by its PVC's PV name or its PV's handle) or to another Longhorn
+/// volume that exists and names its own PVC or PV (the gone disk's volume does not exist:
+/// otherwise it was followed). Anything else could be the gone disk, so the absence proof
+/// fails, naming it.
 fn unaccounted_on_node(facts: &Facts) -> Result<(), String> {
-    let known = known_volumes(facts);
+    let mut known = known_volumes(facts);
+    let others = facts
+        .cluster
+        .other_longhorn_volumes
+        .as_result()
+        .map_err(|e| format!("the other Longhorn volumes could not be read ({e})"))?;
+    // A volume that names no PVC or PV could have been anyone's: it accounts for nothing.
+    for v in others.iter().filter(|v| v.pvc.is_some() || v.pv.is_some()) {
+        known.insert(v.name.clone());
+        known.extend(v.pv.clone());
+    }
     let disks = &facts.local.disks;
     let devices = disks
         .devices
@@ -225,7 +314,8 @@ fn unaccounted_on_node(facts: &Facts) -> Result<(), String> {
         .collect();
     if !unknown.is_empty() {
         return Err(format!(
-            "Longhorn device(s) {} on this node belong to no VMI here and could be that disk",
+            "Longhorn device(s) {} on this node belong to no VMI here nor to another existing \
+             Longhorn volume and could be that disk",
             unknown.join(", ")
         ));
     }
@@ -238,11 +328,15 @@ fn unaccounted_on_node(facts: &Facts) -> Result<(), String> {
         .map(|v| crate::node::csi_paths::staging_hash(v))
         .collect();
     for m in &mounts.entries {
-        let by_volume = !m.volumes.is_empty() && m.volumes.iter().all(|v| known.contains(v));
+        // Tied by handle (device, source) or by PV name (a kubelet CSI publish path, where an
+        // RWX volume's NFS mount from its share-manager sits).
+        let names: Vec<&String> = m.volumes.iter().chain(&m.pv_names).collect();
+        let by_volume = !names.is_empty() && names.iter().all(|v| known.contains(*v));
         let by_hash = m.staging_hash.as_ref().is_some_and(|h| hashes.contains(h));
         if !(by_volume || by_hash) {
             return Err(format!(
-                "the mount at {} ({}) belongs to no VMI here and could be that disk",
+                "the mount at {} ({}) belongs to no VMI here nor to another existing Longhorn \
+                 volume and could be that disk",
                 m.mount_point, m.source
             ));
         }
@@ -276,3 +370,7 @@ fn known_volumes(facts: &Facts) -> BTreeSet<String> {
     }
     known
 }
+
+#[cfg(test)]
+#[path = "disks_tests.rs"]
+mod tests;

@@ -4,7 +4,7 @@
 //! the node NotReady for at least `--stuck-after` as consistency checks (neither proves
 //! power-off: Harvester ≥ 1.7 adds the taint itself to a node that is only cut off), and no
 //! launcher pod of a VM here Running on another node; a disk attached to another node
-//! blocks as in every plan.
+//! blocks as in every plan. NODE must also show no sign of life ([`super::liveness`]).
 
 use super::blocker::Blocker;
 use super::model::{Action, Decision, Facts};
@@ -57,18 +57,18 @@ pub fn refusal(facts: &Facts, policy: &Policy) -> Option<(Blocker, String)> {
             ),
         ));
     }
-    None
+    super::liveness::refusal(facts, policy)
 }
 
 /// The plan's statement of where the proof comes from.
 pub fn declaration(facts: &Facts) -> String {
     format!(
-        "FENCED RUN: the proof that nothing of these VMs runs or holds a disk on {} is the \
-         declaration of the person running this command that the machine is powered off, not \
-         the node's own evidence (none was read); the cluster was checked for the \
-         out-of-service taint, NotReady, disks attached elsewhere and launcher pods running \
-         elsewhere",
-        facts.node
+        "FENCED RUN: {node} declared powered off by the operator; {node}'s own evidence not \
+         read. Nothing was proved on {node}: the declaration of the person running this \
+         command stands in for it. The cluster was checked for the out-of-service taint, \
+         NotReady, signs of life of {node} (heartbeat, Lease, summary, Longhorn node, this \
+         machine's identity), disks attached elsewhere and launcher pods running elsewhere",
+        node = facts.node
     )
 }
 
@@ -124,27 +124,13 @@ mod tests {
     use super::super::fixtures::*;
     use super::super::plan::plan;
     use super::*;
-    use crate::cluster::{ConditionView, PodView};
+    use crate::cluster::PodView;
 
     fn fenced_policy() -> Policy {
         Policy {
             fenced: true,
             ..Policy::default()
         }
-    }
-
-    /// The fixture's node, fenced: tainted, NotReady for a day, no launcher elsewhere.
-    fn fenced_facts() -> Facts {
-        let mut f = facts();
-        let h = &mut f.cluster.harvester;
-        h.out_of_service_taint = true;
-        h.ready = Some(ConditionView {
-            status: "Unknown".into(),
-            reason: None,
-            since: Some(f.now - jiff::SignedDuration::from_hours(24)),
-        });
-        h.launchers_elsewhere = Some(Gathered::read(vec![]));
-        f
     }
 
     #[test]

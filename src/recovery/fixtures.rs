@@ -3,8 +3,8 @@
 
 use crate::boot::Verdict;
 use crate::cluster::{
-    AttachmentView, ClusterFacts, HarvesterFacts, NodeIdentity, ObjectKey, PvView, PvcView, VmView,
-    VmiView,
+    AttachmentView, ClusterFacts, ConditionView, HarvesterFacts, LifeSigns, Look, NodeIdentity,
+    ObjectKey, PvView, PvcView, Reading, SignKind, VmView, VmiView,
 };
 use crate::evidence::Gathered;
 use crate::node::volumes::{DiskFacts, Mounts, OpenFiles};
@@ -55,6 +55,8 @@ pub(crate) fn vmi(name: &str) -> VmiView {
         owner_vm: Some((name.into(), format!("uid-vm-{name}"))),
         pvcs: vec![format!("{name}-disk")],
         unnamed_volumes: vec![],
+        created: Some(t("2026-01-01T09:00:00Z")),
+        late_claims: vec![],
     }
 }
 
@@ -73,6 +75,8 @@ pub(crate) fn pvc(name: &str) -> PvcView {
         namespace: "default".into(),
         name: format!("{name}-disk"),
         volume_name: Some(format!("pvc-{name}")),
+        uid: Some(format!("uid-pvc-{name}")),
+        created: Some(t("2025-12-01T00:00:00Z")),
     }
 }
 
@@ -83,6 +87,7 @@ pub(crate) fn pv(name: &str) -> PvView {
         driver: Some("driver.longhorn.io".into()),
         handle: Some(format!("pvc-{name}")),
         claim_ref: Some(("default".into(), format!("{name}-disk"))),
+        claim_uid: Some(format!("uid-pvc-{name}")),
     }
 }
 
@@ -140,10 +145,12 @@ pub(crate) fn facts() -> Facts {
             vmis: Gathered::read(vec![vmi("a")]),
             vms: Gathered::read(vec![vm("a")]),
             pods: Gathered::read(vec![]),
+            hotplug_pods: Gathered::read(vec![]),
             pvcs: Gathered::read(vec![pvc("a")]),
             claimed: Gathered::read(vec![]),
             pvs: Gathered::read(vec![pv("a")]),
             longhorn_volumes: Gathered::read(vec![]),
+            other_longhorn_volumes: Gathered::read(vec![]),
             remote_pods: Gathered::read(vec![]),
             node_identity: Gathered::read(NodeIdentity {
                 machine_id: MACHINE_ID.into(),
@@ -188,4 +195,54 @@ pub(crate) fn plan_with(recover: usize, blocked: usize) -> super::model::Plan {
         ..crate::config::Policy::default()
     };
     super::plan::plan(&f, &policy)
+}
+
+/// Another machine's machine-id (a fenced-node run runs on a machine that is not NODE).
+pub(crate) const OTHER_MACHINE_ID: &str = "0a1b2c3d4e5f40718293a4b5c6d7e8f9";
+
+/// One look at NODE's signs of life at `now`: a heartbeat and a Lease renewal stamped
+/// `stamp`, no summary, no Longhorn node.
+pub(crate) fn quiet_look(now: jiff::Timestamp, stamp: jiff::Timestamp) -> Look {
+    let dated = |value: String| {
+        Gathered::read(Some(Reading {
+            stamp: Some(stamp),
+            value,
+            says_alive: false,
+        }))
+    };
+    Look {
+        server_now: Some(now),
+        signs: vec![
+            (SignKind::Heartbeat, dated(format!("heartbeat={stamp}"))),
+            (SignKind::Lease, dated(format!("renewed {stamp}"))),
+            (SignKind::Summary, Gathered::read(None)),
+            (SignKind::LonghornNode, Gathered::read(None)),
+        ],
+    }
+}
+
+/// [`facts`] for a fenced-node run from another machine: node `n1` tainted out-of-service,
+/// NotReady for a day, no launcher elsewhere, its signs an hour old and unchanged over a
+/// 2 min 12 s watch.
+pub(crate) fn fenced_facts() -> Facts {
+    let mut f = facts();
+    f.host = Gathered::read(HostIdentity {
+        machine_id: OTHER_MACHINE_ID.into(),
+        boot_id: BOOT_ID.into(),
+    });
+    let h = &mut f.cluster.harvester;
+    h.out_of_service_taint = true;
+    h.ready = Some(ConditionView {
+        status: "Unknown".into(),
+        reason: None,
+        since: Some(f.now - jiff::SignedDuration::from_hours(24)),
+    });
+    h.launchers_elsewhere = Some(Gathered::read(vec![]));
+    let stamp = f.now - jiff::SignedDuration::from_hours(1);
+    h.life_signs = Some(LifeSigns {
+        first: quiet_look(f.now - jiff::SignedDuration::from_secs(132), stamp),
+        second: Some(quiet_look(f.now, stamp)),
+        watched: std::time::Duration::from_secs(132),
+    });
+    f
 }

@@ -11,7 +11,9 @@ mod disks;
 mod fence;
 mod finalizers;
 mod harvester;
+mod hotplug;
 mod intents;
+mod liveness;
 mod model;
 mod plan;
 mod recheck;
@@ -45,5 +47,5 @@ pub use report::{
     OrphanOutcome, ReportStore, RunReport, StepAction, StepOutcome, StepStatus, VmOutcome,
     VmResult, LAST_RUN_FILE,
 };
-pub use session::{Mode, Session};
+pub use session::{lease_identity, Mode, Session};
 pub use table::plan as render_plan_table;

@@ -142,6 +142,10 @@ pub struct Decision {
     /// applying).
     #[serde(default)]
     pub disks: Vec<DiskKey>,
+    /// A fenced-node run: the node the operator declared powered off. The proof rests on
+    /// that declaration; nothing of the node was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_off: Option<String>,
 }
 
 /// A disk's keys: the PV name (the kubelet's block paths, storage VolumeAttachments) and

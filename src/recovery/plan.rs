@@ -234,6 +234,7 @@ impl Decision {
             skipped_side_effects: Vec::new(),
             blockers: Vec::new(),
             disks: Vec::new(),
+            declared_off: None,
         }
     }
 
@@ -373,7 +374,7 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
             }
             Some(_) => {}
         }
-        if let Err(reasons) = prove_nothing_here(facts, vmi, &vmi.pvcs, &mut d) {
+        if let Err(reasons) = prove_nothing_here(facts, policy, vmi, &vmi.pvcs, &mut d) {
             return d.block_all(reasons);
         }
         d.reasons.push(format!(
@@ -382,10 +383,10 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
              not deleting are never cleared",
             names(&pods)
         ));
-        let mut steps: Vec<Step> = pods
-            .iter()
-            .map(|p| Step::ForceDeletePod { pod: p.key.clone() })
-            .collect();
+        let mut steps = match super::hotplug::free_steps(facts, &pods, &mut d) {
+            Ok(s) => s,
+            Err((blocker, why)) => return d.block(blocker, why),
+        };
         if !policy.controller_grace.is_zero() {
             steps.push(Step::WaitForControllers {
                 grace: policy.controller_grace,
@@ -442,19 +443,31 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
         );
     }
 
-    if let Err(reasons) = prove_nothing_here(facts, vmi, &vmi.pvcs, &mut d) {
+    if let Err(reasons) = prove_nothing_here(facts, policy, vmi, &vmi.pvcs, &mut d) {
         return d.block_all(reasons);
     }
 
     d.reasons.push(format!(
         "VMI deleting since {deleted_at} (stuck: longer than {} since the later of that and this boot) \
-         and nothing of it runs or holds a disk on this node",
-        humantime::format_duration(policy.stuck_after)
+         and {}",
+        humantime::format_duration(policy.stuck_after),
+        if policy.fenced {
+            format!(
+                "{node} is declared powered off by the operator ({node}'s own evidence not read)",
+                node = facts.node
+            )
+        } else {
+            "nothing of it runs or holds a disk on this node".to_string()
+        }
     ));
-    let mut steps: Vec<Step> = pods
-        .iter()
-        .map(|p| Step::ForceDeletePod { pod: p.key.clone() })
-        .collect();
+    let mut steps = match super::hotplug::free_steps(facts, &pods, &mut d) {
+        Ok(s) => s,
+        Err((blocker, why)) => {
+            // What was said about recovering it no longer holds.
+            d.reasons.clear();
+            return d.block(blocker, why);
+        }
+    };
     if !pods.is_empty() {
         d.reasons.push(format!(
             "leftover launcher pod {} blocks virt-controller: force-delete it first",
@@ -556,7 +569,7 @@ fn decide_vm_without_vmi(
     };
     // The re-check reads the VMI by name: it must still be gone (or not this node's one).
     d.vmi = Some(ghost.key.clone());
-    if let Err(reasons) = prove_nothing_here(facts, &ghost, &intent.pvcs, &mut d) {
+    if let Err(reasons) = prove_nothing_here(facts, policy, &ghost, &intent.pvcs, &mut d) {
         return Some(d.block_all(reasons));
     }
     d.reasons.push(format!(
@@ -645,6 +658,7 @@ fn pod_serves(pod: &PodView, vmi: &VmiView) -> bool {
 /// here, and that no other node holds its disks. Every reason it fails is returned.
 fn prove_nothing_here(
     facts: &Facts,
+    policy: &Policy,
     vmi: &VmiView,
     pvc_names: &[String],
     d: &mut Decision,
@@ -661,7 +675,17 @@ fn prove_nothing_here(
             ),
         ));
     }
+    let node = &facts.node;
+    if policy.fenced {
+        // Nothing of the node was read: say so, never that something was proved there.
+        d.declared_off = Some(node.clone());
+        evidence.push(format!(
+            "{node} declared powered off by the operator; {node}'s own evidence not read (its \
+             processes, devices and mounts)"
+        ));
+    }
     match facts.local.processes_for(ns, name, uid) {
+        Ok(_) if policy.fenced => {}
         Ok(procs) if procs.is_empty() => evidence.push(format!(
             "no virt-launcher/qemu process for {ns}/{name} (uid {uid}) on this node"
         )),
@@ -675,15 +699,16 @@ fn prove_nothing_here(
         )),
     }
 
-    let resolved = super::disks::resolve(facts, ns, uid, pvc_names);
+    let resolved = super::disks::resolve(facts, vmi, pvc_names);
     evidence.extend(resolved.evidence);
     reasons.extend(resolved.reasons);
     let disks = resolved.disks;
     let volumes: Vec<String> = disks.iter().map(|k| k.pv.clone()).collect();
 
-    for disk in &disks {
+    for disk in disks.iter().chain(&resolved.local_only) {
         let volume = disk.describe();
         match holders(facts, disk) {
+            Ok(_) if policy.fenced => {}
             Ok(h) if h.is_empty() => {
                 evidence.push(format!("volume {volume}: not open or mounted on this node"))
             }
@@ -759,12 +784,33 @@ fn describe_pvc_cleanup(facts: &Facts, vm: &VmView, d: &mut Decision) {
         return;
     }
     let ns = &vm.key.namespace;
-    let left: Vec<&str> = vm
-        .removed_pvcs
-        .iter()
-        .filter(|c| pvcs.iter().any(|p| &p.namespace == ns && &p.name == *c))
-        .map(String::as_str)
-        .collect();
+    // A PVC of that name made after the VMI is not the one the VM used: never suggested
+    // for deletion.
+    let vmi = d.vmi.as_ref().and_then(|k| {
+        facts
+            .cluster
+            .vmis
+            .value()?
+            .iter()
+            .find(|v| v.key.uid == k.uid)
+    });
+    let (mut left, mut replaced) = (Vec::new(), Vec::new());
+    for c in &vm.removed_pvcs {
+        let Some(p) = pvcs.iter().find(|p| &p.namespace == ns && &p.name == c) else {
+            continue;
+        };
+        match vmi.and_then(|v| super::disks::replacement(facts, v, p)) {
+            Some(_) => replaced.push(c.as_str()),
+            None => left.push(c.as_str()),
+        }
+    }
+    if !replaced.is_empty() {
+        d.evidence.push(format!(
+            "PVC {} of the same name is a replacement the VM never used: Harvester's PVC \
+             clean-up would delete it; it is not this VM's disk and is left as it is",
+            replaced.join(", ")
+        ));
+    }
     *line = if left.is_empty() {
         format!(
             "{CLEANUP} on the vm: skips no PVC clean-up: the PVCs it would delete ({}) are \

@@ -494,6 +494,7 @@ fn launcher_pod(name: &str, deleting: bool) -> PodView {
         vmi_uid: Some(format!("uid-vmi-{name}")),
         vmi_name: Some(name.into()),
         claims: vec![format!("{name}-disk")],
+        owner_pod_uid: None,
     }
 }
 
@@ -1007,6 +1008,7 @@ fn a_static_pv_is_checked_by_its_volume_handle() {
             driver: Some("driver.longhorn.io".into()),
             handle: Some("restored-disk-7".into()),
             claim_ref: Some(("default".into(), "a-disk".into())),
+            claim_uid: None,
         }]);
     };
     // Open by a process under the Longhorn volume's name: held.

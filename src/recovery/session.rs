@@ -64,6 +64,12 @@ pub struct Session {
     pub regather: Arc<dyn Regather>,
 }
 
+/// The identity this process holds a node's Lease as (`<mode>@<node>/<pid>`): a fenced
+/// run's re-check tells its own renewals of NODE's Lease from a sign of NODE's life by it.
+pub fn lease_identity(mode: Mode, node: &str) -> String {
+    format!("{mode}@{node}/{}", std::process::id())
+}
+
 impl Session {
     /// A session for `cfg`'s node.
     pub fn new(
@@ -98,7 +104,7 @@ impl Session {
         plan: Plan,
         started: jiff::Timestamp,
     ) -> Result<RunReport, LeaseError> {
-        let identity = format!("{}@{}/{}", self.mode, self.node, std::process::id());
+        let identity = lease_identity(self.mode, &self.node);
         let held = acquire_lease(
             &self.client,
             LeaseConfig::for_node(&self.namespace, &self.node, identity),

@@ -187,8 +187,10 @@ fn blocker_words(b: Blocker) -> &'static str {
         Blocker::Paused => "paused",
         Blocker::UpgradeInProgress => "Harvester Upgrade running",
         Blocker::NotFenced => "node not fenced",
-        #[allow(unreachable_patterns)]
-        other => other.label(),
+        Blocker::FencedNodeAlive => "fenced node shows life",
+        Blocker::PlanChanged => "changed since the plan",
+        Blocker::LeaseLost => "node Lease lost",
+        Blocker::Interrupted => "run interrupted",
     }
 }
 
@@ -209,7 +211,9 @@ fn operator_step(b: Blocker, d: &Decision) -> &'static str {
         Blocker::Paused => "remove the pause when safe",
         Blocker::UpgradeInProgress => "wait for the Upgrade to end",
         Blocker::NotFenced => "see the runbook: fenced node",
-        _ => "see -o wide",
+        Blocker::FencedNodeAlive => "make sure the node is powered off",
+        Blocker::UnknownFinalizer => "review the unknown finalizer",
+        Blocker::PlanChanged | Blocker::LeaseLost | Blocker::Interrupted => "run again",
     }
 }
 

@@ -136,6 +136,14 @@ fn pod(name: &str, node: &str, launcher: bool) -> Value {
         "status": {"phase": "Failed"}})
 }
 
+/// A hotplug attachment pod (kubevirt `RenderHotplugAttachmentPodTemplate`: label
+/// kubevirt.io=hotplug-disk).
+fn hotplug_pod(name: &str, node: &str) -> Value {
+    let mut p = pod(name, node, false);
+    p["metadata"]["labels"] = json!({"kubevirt.io": "hotplug-disk"});
+    p
+}
+
 const FOREGROUND: &str = "kubevirt.io/foregroundDeleteVirtualMachine";
 const CONTROLLER: &str = "kubevirt.io/virtualMachineControllerFinalize";
 
@@ -172,6 +180,8 @@ async fn forbidden_writes_are_refused_with_the_policys_message() {
         pod("virt-launcher-own-abcde", NODE, true),
         pod("virt-launcher-other-abcde", OTHER_NODE, true),
         pod("web-own", NODE, false),
+        hotplug_pod("hp-volume-own", NODE),
+        hotplug_pod("hp-volume-other", OTHER_NODE),
     ] {
         sim.put(obj).expect("put");
     }
@@ -283,7 +293,14 @@ async fn forbidden_writes_are_refused_with_the_policys_message() {
             method: "DELETE",
             path: "/api/v1/namespaces/default/pods/web-own".into(),
             body: None,
-            message: "may only delete virt-launcher pods".into(),
+            message: "may only delete virt-launcher pods and the hotplug attachment pods".into(),
+        },
+        Row {
+            what: "another node's hotplug attachment pod",
+            method: "DELETE",
+            path: "/api/v1/namespaces/default/pods/hp-volume-other".into(),
+            body: None,
+            message: format!("{own_node} delete pods of its own node"),
         },
         Row {
             what: "an eviction",
@@ -392,6 +409,11 @@ async fn forbidden_writes_are_refused_with_the_policys_message() {
         (
             "DELETE",
             "/api/v1/namespaces/default/pods/virt-launcher-own-abcde".into(),
+            None,
+        ),
+        (
+            "DELETE",
+            "/api/v1/namespaces/default/pods/hp-volume-own".into(),
             None,
         ),
         // A VM names no node: its known finalizers go whichever node asks (cluster-wide, as

@@ -39,6 +39,9 @@ enum Workload {
     Agent,
     /// `vmrecover status --all-nodes --output json` (a person reading the whole site).
     AllNodes,
+    /// `vmrecover run --fenced-node harvester-node-1 --yes` from another machine, the node
+    /// tainted out-of-service (a person declaring it powered off).
+    Fenced,
 }
 
 /// The cluster a row needs so that the permission is exercised at all.
@@ -248,6 +251,19 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
         }
         Setup::Standard | Setup::ControllerAfterWatch => {}
     }
+    if workload == Workload::Fenced {
+        // Run from another machine, on a node a person declared powered off.
+        std::fs::write(
+            root.path().join("etc/machine-id"),
+            "0a1b2c3d4e5f40718293a4b5c6d7e8f9\n",
+        )
+        .expect("another machine-id");
+        let mut n = sim.get("v1", "Node", "", NODE).expect("node");
+        n["spec"]["taints"].as_array_mut().expect("taints").push(
+            json!({"key": "node.kubernetes.io/out-of-service", "value": "nodeshutdown", "effect": "NoExecute"}),
+        );
+        sim.put(n).expect("taint");
+    }
     let mut args: Vec<String> = vec!["--kubeconfig".into()];
     args.push(kubeconfig.display().to_string());
     args.extend(["--node", NODE, "--log-target", "stderr", "--state-dir"].map(String::from));
@@ -269,6 +285,21 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
         Workload::AllNodes => {
             args.extend(["status", "--all-nodes", "--output", "json"].map(String::from))
         }
+        Workload::Fenced => args.extend(
+            [
+                "run",
+                "--fenced-node",
+                NODE,
+                "--fence-watch",
+                "1s",
+                "--yes",
+                "--output",
+                "json",
+                "--controller-grace",
+                "1s",
+            ]
+            .map(String::from),
+        ),
         Workload::Agent => args.extend(
             [
                 "--controller-grace",
@@ -343,7 +374,9 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
     );
     let out = out.expect("run vmrecover");
     let stdout = match workload {
-        Workload::Run | Workload::AllNodes => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Workload::Run | Workload::AllNodes | Workload::Fenced => {
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
         Workload::Agent => std::fs::read_to_string(&report).unwrap_or_default(),
     };
     Ran {
@@ -678,6 +711,25 @@ fn rows() -> Vec<Row> {
             setup: Setup::Standard,
             names_permission: true,
             broken: no_object_changed,
+        },
+        Row {
+            grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/nodes get",
+            part: "a fenced-node run: whether Longhorn says the fenced node is Ready (a sign of life): unreadable, so refused",
+            workload: Workload::Fenced,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: |r| {
+                let j = r.json();
+                // A refused run prints its plan; a run that acted, its report.
+                let plan = if j.get("plan").is_some() { &j["plan"] } else { &j };
+                if plan["refused_by"] == "evidence_missing"
+                    && plan["refused"].to_string().contains("nodes.longhorn.io")
+                {
+                    no_object_changed(r)
+                } else {
+                    Err(format!("plan refused by {} ({})", plan["refused_by"], plan["refused"]))
+                }
+            },
         },
         Row {
             grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/volumeattachments get",

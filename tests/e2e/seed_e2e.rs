@@ -108,11 +108,12 @@ status: {{attached: true}}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_disk_used_by_a_live_vm_elsewhere_does_not_block() {
-    // vm-seed's disk still exists, is RWX, and vm-share runs on node-2 with it mounted.
+    // vm-seed's disk still exists (made before its VMI, as a VM's disk is), is RWX, and
+    // vm-share runs on node-2 with it mounted.
     let shared = format!(
         r#"apiVersion: v1
 kind: PersistentVolumeClaim
-metadata: {{name: {SEED_PVC}, namespace: default}}
+metadata: {{name: {SEED_PVC}, namespace: default, creationTimestamp: "2025-05-21T10:00:00Z"}}
 spec:
   accessModes: [ReadWriteMany]
   resources: {{requests: {{storage: 10Gi}}}}

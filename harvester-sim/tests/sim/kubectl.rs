@@ -171,6 +171,10 @@ async fn kubectl_reads_the_stuck_cluster() {
             "{out}"
         );
 
+        // `nodes` names core Nodes although Longhorn serves nodes.longhorn.io too (kubectl
+        // prefers the core group, as on a real Harvester cluster).
+        let out = k.ok(&["get", "nodes", "-o", "name"]).await;
+        assert!(out.contains("node/harvester-node-1"), "{out}");
         let out = k
             .ok(&["get", "vmi", "vm-web-01", "-n", "default", "-o", "yaml"])
             .await;
@@ -194,6 +198,7 @@ async fn kubectl_reads_the_stuck_cluster() {
             "kubevirt.io/v1",
             "volumeattachments",
             "longhorn.io/v1beta2",
+            "lhn",
             "pvc",
         ] {
             assert!(
