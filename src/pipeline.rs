@@ -157,6 +157,7 @@ fn also_read(intents: &[RecoveryIntent]) -> AlsoRead {
         narrow: None,
         fence_watch: std::time::Duration::ZERO,
         own_holder: None,
+        va_cache: None,
     }
 }
 
@@ -166,6 +167,7 @@ fn also_read(intents: &[RecoveryIntent]) -> AlsoRead {
 pub struct Regatherer {
     cfg: Config,
     client: Client,
+    vas: cluster::VaCache,
 }
 
 impl Regatherer {
@@ -174,17 +176,18 @@ impl Regatherer {
         Arc::new(Regatherer {
             cfg: cfg.clone(),
             client,
+            vas: cluster::VaCache::new(cfg.cluster.tuning.recheck_max_age),
         })
     }
 }
 
 impl Regather for Regatherer {
     fn facts<'a>(&'a self, narrow: &'a Narrow) -> BoxFuture<'a, Facts> {
-        Box::pin(regather(&self.cfg, &self.client, narrow))
+        Box::pin(regather(&self.cfg, &self.client, &self.vas, narrow))
     }
 }
 
-async fn regather(cfg: &Config, client: &Client, narrow: &Narrow) -> Facts {
+async fn regather(cfg: &Config, client: &Client, vas: &cluster::VaCache, narrow: &Narrow) -> Facts {
     let node_opts = cfg.node_evidence.clone();
     let fenced = cfg.policy.fenced;
     let local = tokio::task::spawn_blocking(move || {
@@ -217,6 +220,7 @@ async fn regather(cfg: &Config, client: &Client, narrow: &Narrow) -> Facts {
     also.own_holder =
         fenced.then(|| crate::recovery::lease_identity(crate::recovery::Mode::Manual, &cfg.node));
     also.narrow = Some(narrow.vmis.clone());
+    also.va_cache = Some(vas.clone());
     let cluster = cluster::gather(client, &cfg.node, &also).await;
     let local_now = jiff::Timestamp::now();
     let (now, boot_time) = server_clock(boot_time_at(local_now));

@@ -56,6 +56,9 @@ pub struct AlsoRead {
     /// A fenced run's re-check: the run's own identity on NODE's Lease, whose renewals are
     /// no sign of NODE's life.
     pub own_holder: Option<String>,
+    /// The re-check rounds of one run share the storage VolumeAttachment list for a short
+    /// while ([`super::VaCache`]); `None` reads it every time.
+    pub va_cache: Option<super::VaCache>,
 }
 
 /// A (namespace, name) pair.

@@ -190,7 +190,7 @@ pub(crate) async fn gather(
     let attachments = if keys.is_empty() {
         Gathered::read(Vec::new())
     } else {
-        match attachments_of(client, &keys).await {
+        match attachments_of(client, &keys, also.va_cache.as_ref()).await {
             Ok(a) => Gathered::read(a),
             Err(e) => Gathered::unreadable("attachments", e),
         }
@@ -311,17 +311,25 @@ async fn longhorn_refs(
 }
 
 /// Where the volumes `keys` (PV names and volume handles) are attached: the storage
-/// VolumeAttachment list (once), and each Longhorn volume and volumeattachment by name.
+/// VolumeAttachment list (once, or shared by a run's re-check rounds through `shared`), and
+/// each Longhorn volume and volumeattachment by name (always fresh).
 async fn attachments_of(
     client: &Client,
     keys: &BTreeSet<String>,
+    shared: Option<&super::VaCache>,
 ) -> Result<Vec<AttachmentView>, String> {
-    let all_vas = ListParams::default();
-    let vas = list(
-        Api::<VolumeAttachment>::all(client.clone()),
-        &all_vas,
-        "volumeattachments.storage.k8s.io",
-    );
+    let vas = async {
+        match shared {
+            Some(cache) => cache.list(client).await,
+            None => list(
+                Api::<VolumeAttachment>::all(client.clone()),
+                &ListParams::default(),
+                "volumeattachments.storage.k8s.io",
+            )
+            .await
+            .map(std::sync::Arc::new),
+        }
+    };
     let longhorn = keys.iter().map(|k| async move {
         let (vol, lva) = tokio::join!(
             get_optional::<LonghornVolume>(client, longhorn_namespace(), k, "volumes.longhorn.io"),

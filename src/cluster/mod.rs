@@ -19,6 +19,7 @@ mod retry;
 mod server_clock;
 mod snapshot;
 mod summary;
+mod va_cache;
 mod wait;
 
 pub use client::{
@@ -52,4 +53,5 @@ pub use summary::{
     LastRun, NodeSummary, HEARTBEAT, LABEL_SUMMARY, MAX_BLOCKED, MAX_REASON, STALE_AFTER,
     SUMMARY_KEY, SUMMARY_PREFIX,
 };
+pub use va_cache::VaCache;
 pub use wait::{until_gone, watch_timeout_secs};

@@ -110,7 +110,11 @@ fn compact(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
         Gathered::Read { value } => format!("{} Longhorn device(s)", value.len()),
         Gathered::Unreadable { source, .. } => format!("devices unreadable ({source})"),
     };
-    writeln!(out, "this node: {processes}, {volumes}")?;
+    let identity = match &r.local.identity {
+        Gathered::Read { value } => format!("machine-id {}", shorten(&value.machine_id, 12)),
+        Gathered::Unreadable { source, .. } => format!("identity could not be read ({source})"),
+    };
+    writeln!(out, "this node: {identity}; {processes}, {volumes}")?;
     let agent = match &r.agent {
         Gathered::Read { value: None } => "none has run with this state directory".to_string(),
         Gathered::Read { value: Some(a) } => format!(

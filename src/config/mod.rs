@@ -60,7 +60,8 @@ pub struct Tuning {
     pub request_timeout: Duration,
     /// VMs worked on at once.
     pub apply_concurrency: usize,
-    /// How long node and pod evidence re-read for one VM is reused for the next.
+    /// How long the re-check rounds of one run share the storage VolumeAttachment list
+    /// (cluster::VaCache); everything else a round reads is fresh.
     pub recheck_max_age: Duration,
     /// How long an orphan gets between SIGTERM and SIGKILL.
     pub kill_grace: Duration,

@@ -330,10 +330,10 @@ async fn recovers_after_an_unclean_boot_serves_matching_metrics_and_stops_cleanl
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("== Agent") && text.contains("phase stopped"),
+        text.contains("\nagent:     not running") && text.contains("stopped since"),
         "{text}"
     );
-    assert!(text.contains("agent (applied)"), "{text}");
+    assert!(text.contains("last run:  agent run at "), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

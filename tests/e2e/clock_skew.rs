@@ -13,11 +13,10 @@ const LAUNCHER_DB: &str = "virt-launcher-vm-db-01-xxxxx";
 
 /// The binary under `faketime -f OFFSET`, with the environment's global flags.
 fn skewed(env: &Env, offset: &str, args: &[&str]) -> tokio::process::Command {
-    // In the test's own node (pid namespace), as Env::command runs the binary.
-    let mut c = tokio::process::Command::from(match &env.node {
-        Some(ns) => ns.command("faketime"),
-        None => std::process::Command::new("faketime"),
-    });
+    // On the machine's pid namespace, not the node's: the faketime wrapper names its
+    // semaphore after its pid, which collides between namespaces (this test starts no fake
+    // VM process, so it needs no namespace of its own).
+    let mut c = tokio::process::Command::new("faketime");
     c.args(["-f", offset, env!("CARGO_BIN_EXE_vmrecover")])
         .arg("--kubeconfig")
         .arg(env.sim.kubeconfig_path())

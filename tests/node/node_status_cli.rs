@@ -163,7 +163,7 @@ fn status_json_lists_vm_processes_mapped_to_their_vmis() {
 fn status_table_shows_processes_and_volumes() {
     let running = start();
     let root = host_root();
-    let out = status(root.path(), "table");
+    let out = status(root.path(), "wide");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("VM processes on this node:"), "{text}");
     for p in &running.procs {
@@ -192,7 +192,7 @@ fn status_table_shows_processes_and_volumes() {
 fn status_table_says_when_the_identity_cannot_be_read() {
     let root = host_root();
     std::fs::remove_file(root.path().join("etc/machine-id")).expect("rm");
-    let out = status(root.path(), "table");
+    let out = status(root.path(), "wide");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("This machine: identity could not be read (")

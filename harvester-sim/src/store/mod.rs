@@ -147,6 +147,9 @@ impl Store {
         let mut g = self.lock();
         g.settings.apply(p);
         g.mark_all_dirty();
+        // Asynchronous controllers have not looked at the new settings yet (a webhook back
+        // up, a node back): nothing is settled until each has passed again.
+        g.quiet_rv.iter_mut().for_each(|q| *q = 0);
         g.settle();
         g.settings.clone()
     }
