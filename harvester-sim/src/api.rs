@@ -202,6 +202,17 @@ pub(crate) fn route(state: &State, r: &Req) -> Reply {
             _ => {}
         }
     }
+    if let Some((_, _, kind)) = crate::reviews::review_of(path) {
+        if r.method != "POST" {
+            return ApiError::method_not_allowed().into();
+        }
+        return match json_body(r)
+            .and_then(|body| crate::reviews::create(&state.store, &r.who, kind, body))
+        {
+            Ok(v) => Reply::Json(201, v),
+            Err(e) => e.into(),
+        };
+    }
     match parse_target(path) {
         Some(t) => match verb(state, r, t) {
             Ok(reply) => reply,
