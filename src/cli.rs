@@ -64,7 +64,7 @@ impl Cli {
             )),
             (None, false) => Err(Cli::command().error(
                 clap::error::ErrorKind::MissingSubcommand,
-                "a subcommand is required (status, run, agent, boot-record), or --dry-run",
+                "a subcommand is required (status, run, agent, boot-record, check), or --dry-run",
             )),
             _ => Ok(cli),
         }
@@ -221,6 +221,33 @@ pub enum Command {
     /// Record this boot as running (start) or cleanly stopped (stop); called by
     /// vmrecover-boot.service.
     BootRecord(BootRecordArgs),
+    /// Prove, changing nothing, that a recovery would work on this node and cluster: one
+    /// line per check, ok/warn/fail with the evidence and the fix (docs/runbook.md).
+    ///
+    /// Exit 0 all ok, 3 something needs a person (a fail, or a warn unless --fail-on fail),
+    /// 1 the checks could not run (no kubeconfig, API unreachable).
+    Check(CheckArgs),
+}
+
+/// `check` options.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Which verdict makes the exit code 3: any warn (default) or only a fail.
+    #[arg(long, value_enum, default_value_t = FailOnArg::Warn)]
+    pub fail_on: FailOnArg,
+
+    /// Also look at every VM of the site for unknown finalizers (a person's command).
+    #[arg(long)]
+    pub site: bool,
+}
+
+/// `--fail-on` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOnArg {
+    /// A warn or a fail exits 3.
+    Warn,
+    /// Only a fail exits 3.
+    Fail,
 }
 
 /// `status` options.

@@ -89,7 +89,9 @@ fn invalid(kind: &str, group: &str, field: &str, value: &str, detail: &str) -> A
     ApiError {
         code: 422,
         reason: "Invalid",
-        message: format!("{kind}.{group} \"\" is invalid: {field}: Invalid value: {value}: {detail}"),
+        message: format!(
+            "{kind}.{group} \"\" is invalid: {field}: Invalid value: {value}: {detail}"
+        ),
         details: json!({"group": group, "kind": kind, "causes": [
             {"reason": "FieldValueInvalid", "message": format!("Invalid value: {value}: {detail}"), "field": field}]}),
     }

@@ -110,7 +110,10 @@ async fn self_subject_review_names_the_caller_and_a_pod_bound_tokens_node() {
         )
         .await;
     assert_eq!(tr.status, 201, "{}", tr.text);
-    let token = tr.body["status"]["token"].as_str().unwrap_or("").to_string();
+    let token = tr.body["status"]["token"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let r = Http::with_token(&sim, &token).post(path, &body).await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(
@@ -144,12 +147,18 @@ async fn access_reviews_answer_as_the_authorizer_decides() {
     let here = ssar(&h, json!({"verb": "update", "group": "coordination.k8s.io", "resource": "leases", "namespace": "default"})).await;
     let there = ssar(&h, json!({"verb": "update", "group": "coordination.k8s.io", "resource": "leases", "namespace": "other"})).await;
     assert_eq!(
-        (here["status"]["allowed"].clone(), there["status"]["allowed"].clone()),
+        (
+            here["status"]["allowed"].clone(),
+            there["status"]["allowed"].clone()
+        ),
         (json!(true), json!(false))
     );
     // The review's answer and the real request agree.
     let real = h
-        .delete("/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances/x", None)
+        .delete(
+            "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances/x",
+            None,
+        )
         .await;
     assert_eq!(real.status, 403);
     // Exactly one of resourceAttributes / nonResourceAttributes.
@@ -174,17 +183,21 @@ async fn access_reviews_answer_as_the_authorizer_decides() {
 async fn rules_review_lists_what_applies_in_a_namespace() {
     let sim = sim().await;
     let h = Http::with_token(&sim, &sa_token());
-    let ask = |ns: &str| {
-        json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": {"namespace": ns}})
-    };
+    let ask = |ns: &str| json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": {"namespace": ns}});
     let path = "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews";
     let r = h.post(path, &ask("default")).await;
     assert_eq!(r.status, 201, "{}", r.text);
     let rules = r.body["status"]["resourceRules"].to_string();
-    assert!(rules.contains("leases") && rules.contains("virtualmachineinstances"), "{rules}");
+    assert!(
+        rules.contains("leases") && rules.contains("virtualmachineinstances"),
+        "{rules}"
+    );
     let r = h.post(path, &ask("other")).await;
     let rules = r.body["status"]["resourceRules"].to_string();
-    assert!(!rules.contains("leases") && rules.contains("virtualmachineinstances"), "{rules}");
+    assert!(
+        !rules.contains("leases") && rules.contains("virtualmachineinstances"),
+        "{rules}"
+    );
     assert_eq!(h.post(path, &ask("")).await.status, 400);
 }
 
@@ -199,7 +212,10 @@ async fn the_review_groups_are_discoverable() {
         .as_array()
         .map(|a| a.iter().filter_map(|r| r["name"].as_str()).collect())
         .unwrap_or_default();
-    assert_eq!(names, ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]);
+    assert_eq!(
+        names,
+        ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]
+    );
     assert_eq!(h.get("/apis/authentication.k8s.io").await.status, 200);
 }
 
@@ -234,9 +250,23 @@ async fn kubectl_auth_whoami_and_can_i() {
         };
         let o = run(&["auth", "whoami", "-o", "json"]);
         let out = String::from_utf8_lossy(&o.stdout);
-        assert!(o.status.success(), "{bin}: {}", String::from_utf8_lossy(&o.stderr));
-        assert!(out.contains("system:serviceaccount:default:agent"), "{bin}: {out}");
-        let o = run(&["auth", "can-i", "patch", "virtualmachineinstances.kubevirt.io", "-n", "default"]);
+        assert!(
+            o.status.success(),
+            "{bin}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            out.contains("system:serviceaccount:default:agent"),
+            "{bin}: {out}"
+        );
+        let o = run(&[
+            "auth",
+            "can-i",
+            "patch",
+            "virtualmachineinstances.kubevirt.io",
+            "-n",
+            "default",
+        ]);
         assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "yes", "{bin}");
         let o = run(&["auth", "can-i", "delete", "pods", "-n", "default"]);
         assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "no", "{bin}");

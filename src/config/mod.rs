@@ -131,6 +131,8 @@ pub enum Invocation {
     Run(Config, RunConfig),
     /// `vmrecover agent`.
     Agent(Config, AgentConfig),
+    /// `vmrecover check`.
+    Check(Config, crate::check::CheckOptions),
     /// `vmrecover boot-record`: needs no node and no cluster.
     BootRecord {
         /// Start or stop.
@@ -157,6 +159,16 @@ impl Invocation {
             }
             Some(Command::Status(_)) => Invocation::Status(Config::resolve(g, &[], false)?),
             Some(Command::Run(args)) => run_invocation(g, &args)?,
+            Some(Command::Check(args)) => Invocation::Check(
+                Config::resolve(g, &[], false)?,
+                crate::check::CheckOptions {
+                    fail_on: match args.fail_on {
+                        crate::cli::FailOnArg::Warn => crate::check::FailOn::Warn,
+                        crate::cli::FailOnArg::Fail => crate::check::FailOn::Fail,
+                    },
+                    site: args.site,
+                },
+            ),
             None => run_invocation(g, &RunArgs::dry_run_defaults())?,
             Some(Command::Agent(args)) => {
                 Invocation::Agent(Config::resolve(g, &[], false)?, agent_config(&args)?)

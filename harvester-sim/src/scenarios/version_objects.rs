@@ -34,7 +34,12 @@ pub fn objects(p: &ReleaseProfile) -> Vec<Value> {
 }
 
 fn key(v: &Value) -> (String, String, String, String) {
-    let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+    let s = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     (
         s("/apiVersion"),
         s("/kind"),
@@ -66,8 +71,10 @@ mod tests {
         );
         assert_eq!(objs[1]["default"], "v1.4.3");
         assert_eq!(objs[2]["value"], "v1.7.3");
-        let mut mine = vec![json!({"apiVersion": "longhorn.io/v1beta2", "kind": "Setting",
-            "metadata": {"name": "current-longhorn-version", "namespace": "longhorn-system"}, "value": "v0.1"})];
+        let mut mine = vec![
+            json!({"apiVersion": "longhorn.io/v1beta2", "kind": "Setting",
+            "metadata": {"name": "current-longhorn-version", "namespace": "longhorn-system"}, "value": "v0.1"}),
+        ];
         add_missing(&mut mine, p);
         assert_eq!(mine.len(), 3);
         assert_eq!(mine[0]["value"], "v0.1");
