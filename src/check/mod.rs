@@ -152,7 +152,10 @@ mod tests {
         let ok = Check::ok("a", "fine");
         let warn = Check::warn("b", "hm", "look");
         let fail = Check::fail("c", "no", "fix");
-        assert_eq!(outcome(&[ok.clone()], FailOn::Warn), Outcome::Done);
+        assert_eq!(
+            outcome(std::slice::from_ref(&ok), FailOn::Warn),
+            Outcome::Done
+        );
         assert_eq!(
             outcome(&[ok.clone(), warn.clone()], FailOn::Warn),
             Outcome::Blocked

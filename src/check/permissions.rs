@@ -29,7 +29,7 @@ pub const LONGHORN_NAMESPACE: &str = "longhorn-system";
 
 impl Scope {
     /// The namespace to ask about ("" for cluster scope).
-    pub fn namespace<'a>(self, own: &'a str) -> &'a str {
+    pub fn namespace(self, own: &str) -> &str {
         match self {
             Scope::Cluster => "",
             Scope::Own => own,
