@@ -324,6 +324,11 @@ pub struct AgentArgs {
     /// Address for /metrics, /healthz and /readyz; `off` disables them.
     #[arg(long, default_value = "0.0.0.0:9477", value_name = "ADDR|off")]
     pub metrics_addr: String,
+
+    /// How often the readiness checks (`vmrecover check`) run once the boot window closed and
+    /// nothing is pending, with a per-node offset; `0s` never.
+    #[arg(long, value_parser = parse_duration, default_value = "6h", value_name = "DURATION")]
+    pub check_every: Duration,
 }
 
 /// `boot-record` options.

@@ -503,3 +503,98 @@ async fn checks_that_cannot_run_say_why() {
     assert!(r.stderr.contains("cannot run the checks"), "{}", r.stderr);
     assert!(r.checks.is_empty());
 }
+
+/// GET /metrics from the agent.
+async fn metrics(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out).await;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_checks_once_settled_and_exports_the_result() {
+    let e = env("1.8", Setup::default()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let addr = format!("127.0.0.1:{port}");
+    let mut agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_vmrecover"))
+        .arg("--kubeconfig")
+        .arg(&e.kubeconfig)
+        .args(["--node", NODE, "--log-target", "stderr", "--state-dir"])
+        .arg(e.state.path())
+        .arg("--host-root")
+        .arg(e.root.path())
+        .arg("--journal-dir")
+        .arg(e.journal.path())
+        // The window closes at once; a 20 s interval puts this node's offset under 2 s.
+        .args([
+            "agent",
+            "--boot-window",
+            "0s",
+            "--check-every",
+            "20s",
+            "--metrics-addr",
+            &addr,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the agent");
+    let name = format!("vmrecover-summary-{NODE}");
+    let mut readiness = Value::Null;
+    for _ in 0..600 {
+        let summary = e
+            .sim
+            .get("v1", "ConfigMap", SA_NS, &name)
+            .and_then(|cm| cm["data"]["summary.json"].as_str().map(str::to_string))
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+        if let Some(r) = summary
+            .map(|s| s["readiness"].clone())
+            .filter(|r| !r.is_null())
+        {
+            readiness = r;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let m = metrics(&addr).await;
+    let _ = agent.start_kill();
+    let out = agent.wait_with_output().await.expect("agent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !readiness.is_null(),
+        "no readiness in the summary {:?}: {stderr}",
+        e.sim.get("v1", "ConfigMap", SA_NS, &name)
+    );
+    assert_eq!(readiness["failing"], json!([]), "{readiness}\n{stderr}");
+    assert!(
+        m.contains("vmrecover_check{check=\"identity.token\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("vmrecover_check{check=\"rehearse.finalizer-patch\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("vmrecover_check_last_run_timestamp_seconds "),
+        "{m}"
+    );
+    // Its checks wrote nothing but dry runs either.
+    let reviews_and_dry_runs_only = writes_without_dry_run(&e.sim)
+        .into_iter()
+        .filter(|w| !w.contains("/configmaps/vmrecover-summary-") && !w.contains("/leases/"))
+        .collect::<Vec<_>>();
+    assert_eq!(reviews_and_dry_runs_only, Vec::<String>::new());
+}

@@ -22,6 +22,11 @@ struct VerdictLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabel {
+    check: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabel {
     phase: String,
 }
@@ -77,6 +82,8 @@ pub struct Metrics {
     api_errors: Counter,
     passes: Counter,
     paused: Gauge,
+    checks: Family<CheckLabel, Gauge>,
+    checks_last_run: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -99,6 +106,18 @@ impl Metrics {
         let api_errors = Counter::default();
         let passes = Counter::default();
         let paused = Gauge::default();
+        let checks = Family::<CheckLabel, Gauge>::default();
+        let checks_last_run = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "check",
+            "The agent's readiness checks (`vmrecover check`): 1 ok, 0 warn or fail",
+            checks.clone(),
+        );
+        registry.register(
+            "check_last_run_timestamp_seconds",
+            "When the readiness checks last ran (Unix time)",
+            checks_last_run.clone(),
+        );
         registry.register(
             "boot_verdict",
             "The unclean-shutdown verdict of this boot (1 for the current one)",
@@ -169,7 +188,22 @@ impl Metrics {
             api_errors,
             passes,
             paused,
+            checks,
+            checks_last_run,
         }
+    }
+
+    /// Exports one readiness run: each check 1 when ok, else 0 (checks no longer reported go).
+    pub fn observe_checks(&self, checks: &[crate::check::Check], at: jiff::Timestamp) {
+        self.checks.clear();
+        for c in checks {
+            self.checks
+                .get_or_create(&CheckLabel {
+                    check: c.name.clone(),
+                })
+                .set(i64::from(c.status == crate::check::Status::Ok));
+        }
+        self.checks_last_run.set(at.as_second() as f64);
     }
 
     /// Sets the boot verdict.

@@ -118,6 +118,8 @@ pub struct AgentConfig {
     pub boot_window: Duration,
     /// Where /metrics and the health endpoints listen, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// How often the readiness checks run once idle (zero: never).
+    pub check_every: Duration,
 }
 
 /// The command to run, with its configuration.
@@ -214,6 +216,7 @@ fn agent_config(args: &AgentArgs) -> Result<AgentConfig, ConfigError> {
         act_on: args.act_on,
         boot_window: args.boot_window,
         metrics_addr,
+        check_every: args.check_every,
     })
 }
 
