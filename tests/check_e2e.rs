@@ -580,11 +580,11 @@ async fn the_agent_checks_once_settled_and_exports_the_result() {
     );
     assert_eq!(readiness["failing"], json!([]), "{readiness}\n{stderr}");
     assert!(
-        m.contains("vmrecover_check{check=\"identity.token\"} 1"),
+        m.contains("vmrecover_check{check=\"identity.token\",status=\"ok\"} 1"),
         "{m}"
     );
     assert!(
-        m.contains("vmrecover_check{check=\"rehearse.finalizer-patch\"} 1"),
+        m.contains("vmrecover_check{check=\"rehearse.finalizer-patch\",status=\"ok\"} 1"),
         "{m}"
     );
     assert!(

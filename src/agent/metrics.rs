@@ -24,6 +24,8 @@ struct VerdictLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CheckLabel {
     check: String,
+    /// `ok`, `warn` or `fail`: an alert pages on `fail` only.
+    status: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -110,7 +112,7 @@ impl Metrics {
         let checks_last_run = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "check",
-            "The agent's readiness checks (`vmrecover check`): 1 ok, 0 warn or fail",
+            "The agent's readiness checks (`vmrecover check`): 1 ok, 0 warn or fail (label status)",
             checks.clone(),
         );
         registry.register(
@@ -200,6 +202,7 @@ impl Metrics {
             self.checks
                 .get_or_create(&CheckLabel {
                     check: c.name.clone(),
+                    status: c.status.as_str().to_string(),
                 })
                 .set(i64::from(c.status == crate::check::Status::Ok));
         }

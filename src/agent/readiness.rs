@@ -186,6 +186,20 @@ mod tests {
             Check::warn("b", "hm", "look"),
             Check::fail("c", "no", "fix"),
         ];
+        let m = crate::agent::Metrics::new();
+        m.observe_checks(&checks, t(0));
+        let text = m.encode();
+        for line in [
+            "vmrecover_check{check=\"a\",status=\"ok\"} 1",
+            "vmrecover_check{check=\"b\",status=\"warn\"} 0",
+            "vmrecover_check{check=\"c\",status=\"fail\"} 0",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
+        assert!(
+            text.contains("vmrecover_check_last_run_timestamp_seconds 1800000000"),
+            "{text}"
+        );
         let r = Readiness::of(&checks, t(0));
         assert_eq!(
             (r.failing, r.warning),
