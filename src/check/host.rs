@@ -194,6 +194,16 @@ fn state_dir(dir: &Path) -> Check {
     let probe = dir.join(format!(".vmrecover-check-{}", std::process::id()));
     let written = std::fs::write(&probe, b"probe\n").and_then(|()| std::fs::remove_file(&probe));
     match written {
+        Ok(()) if !persistent_on_harvester(dir) => Check::warn(
+            NAME,
+            format!(
+                "{} writable, but on Harvester /var, /etc and /run are tmpfs (only /var/lib/rancher, \
+                 /var/lib/kubelet, /var/log, /etc/rancher and /etc/systemd persist): the boot \
+                 records would not survive a reboot",
+                dir.display()
+            ),
+            fix,
+        ),
         Ok(()) => Check::ok(
             NAME,
             format!(
@@ -206,6 +216,21 @@ fn state_dir(dir: &Path) -> Check {
             Check::fail(NAME, format!("cannot write in {}: {e}", dir.display()), fix)
         }
     }
+}
+
+/// Whether `dir` is on one of the Harvester host's persistent paths, as far as its name tells
+/// (docs/architecture.md §4: `/var` and `/etc` are otherwise tmpfs there).
+fn persistent_on_harvester(dir: &Path) -> bool {
+    let tmpfs = ["/var/", "/etc/", "/run/"];
+    let kept = [
+        "/var/lib/rancher/",
+        "/var/lib/kubelet/",
+        "/var/log/",
+        "/etc/rancher/",
+        "/etc/systemd/",
+    ];
+    let d = format!("{}/", dir.display());
+    kept.iter().any(|k| d.starts_with(k)) || !tmpfs.iter().any(|t| d.starts_with(t))
 }
 
 /// The Node named by `--node` is this machine, in this boot.
@@ -270,5 +295,24 @@ pub async fn node_identity(cfg: &Config, client: &Client) -> NodeChecks {
     NodeChecks {
         node: Some(node),
         checks: vec![check],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_dir_must_be_on_a_path_harvester_keeps() {
+        for kept in [
+            "/usr/local/vmrecover",
+            "/var/lib/rancher/vmrecover",
+            "/oem/vmrecover",
+        ] {
+            assert!(persistent_on_harvester(Path::new(kept)), "{kept}");
+        }
+        for lost in ["/var/lib/vmrecover", "/etc/vmrecover", "/run/vmrecover"] {
+            assert!(!persistent_on_harvester(Path::new(lost)), "{lost}");
+        }
     }
 }

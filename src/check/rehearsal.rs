@@ -322,3 +322,27 @@ fn judge_policy(name: &str, what: &str, served: bool, r: Result<(), kube::Error>
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::Status;
+
+    #[test]
+    fn an_admitted_patch_warns_and_says_whether_the_policy_api_exists() {
+        let no_api = judge_policy("x", "vmi d/a", false, Ok(()));
+        assert_eq!(no_api.status, Status::Warn);
+        assert!(
+            no_api.detail.contains("no ValidatingAdmissionPolicy API"),
+            "{no_api:?}"
+        );
+        assert!(no_api.fix.contains(">= 1.30"), "{no_api:?}");
+        let absent = judge_policy("x", "vmi d/a", true, Ok(()));
+        assert_eq!(absent.status, Status::Warn);
+        assert!(
+            absent.detail.contains("nothing stops a node's agent"),
+            "{absent:?}"
+        );
+        assert!(absent.fix.contains(POLICY), "{absent:?}");
+    }
+}
