@@ -162,7 +162,12 @@ async fn check_with(e: &Env, kubeconfig: &Path, node: &str, extra: &[&str]) -> C
         .arg(e.root.path())
         .arg("--journal-dir")
         .arg(e.journal.path())
-        .args(["check", "--output", "json"])
+        .arg("check")
+        .args(if extra.contains(&"--output") {
+            &[][..]
+        } else {
+            &["--output", "json"][..]
+        })
         .args(extra)
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -174,7 +179,15 @@ async fn check_with(e: &Env, kubeconfig: &Path, node: &str, extra: &[&str]) -> C
     Checked {
         code: out.status.code().unwrap_or(-1),
         checks: serde_json::from_slice(&out.stdout).unwrap_or_default(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stderr: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            if extra.contains(&"--output") {
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            } else {
+                String::new()
+            }
+        ),
     }
 }
 
@@ -426,6 +439,24 @@ async fn a_missing_policy_an_unbound_token_and_no_boot_record_are_named() {
     let r = check(&e, &[]).await;
     caught(&r, "rehearse.finalizer-patch", "warn", "admission policy");
     assert_eq!(r.not_ok().len(), 1, "{:#?}", r.not_ok());
+    // The table a person reads: the line, its fix under it, the count.
+    let table = check(&e, &["--output", "table"]).await;
+    assert_eq!(table.code, 3);
+    let lines: Vec<&str> = table.stderr.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("warn") && l.contains("rehearse.finalizer-patch"))
+        .unwrap_or_else(|| panic!("{}", table.stderr));
+    assert!(
+        lines[at + 1].contains("fix: install the chart's admission policy"),
+        "{}",
+        table.stderr
+    );
+    assert!(
+        table.stderr.contains(" ok, 1 warn, 0 fail"),
+        "{}",
+        table.stderr
+    );
 
     let e = env(
         "1.8",
