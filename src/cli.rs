@@ -64,7 +64,7 @@ impl Cli {
             )),
             (None, false) => Err(Cli::command().error(
                 clap::error::ErrorKind::MissingSubcommand,
-                "a subcommand is required (status, run, agent, boot-record), or --dry-run",
+                "a subcommand is required (status, run, agent, boot-record, check), or --dry-run",
             )),
             _ => Ok(cli),
         }
@@ -251,6 +251,33 @@ pub enum Command {
     /// runs on the host and the pod only installs its files.
     #[command(hide = true)]
     Idle,
+    /// Prove, changing nothing, that a recovery would work on this node and cluster: one
+    /// line per check, ok/warn/fail with the evidence and the fix (docs/runbook.md).
+    ///
+    /// Exit 0 all ok, 3 something needs a person (a fail, or a warn unless --fail-on fail),
+    /// 1 the checks could not run (no kubeconfig, API unreachable).
+    Check(CheckArgs),
+}
+
+/// `check` options.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Which verdict makes the exit code 3: any warn (default) or only a fail.
+    #[arg(long, value_enum, default_value_t = FailOnArg::Warn)]
+    pub fail_on: FailOnArg,
+
+    /// Also look at every VM of the site for unknown finalizers (a person's command).
+    #[arg(long)]
+    pub site: bool,
+}
+
+/// `--fail-on` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOnArg {
+    /// A warn or a fail exits 3.
+    Warn,
+    /// Only a fail exits 3.
+    Fail,
 }
 
 /// `status` options.
@@ -339,6 +366,11 @@ pub struct AgentArgs {
     /// Address for /metrics, /healthz and /readyz; `off` disables them.
     #[arg(long, default_value = "0.0.0.0:9477", value_name = "ADDR|off")]
     pub metrics_addr: String,
+
+    /// How often the readiness checks (`vmrecover check`) run once the boot window closed and
+    /// nothing is pending, with a per-node offset; `0s` never.
+    #[arg(long, value_parser = parse_duration, default_value = "6h", value_name = "DURATION")]
+    pub check_every: Duration,
 }
 
 /// `boot-record` options.

@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod boot;
+pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod commands;

@@ -214,6 +214,17 @@ pub(crate) fn route(state: &State, r: &Req) -> Reply {
             _ => {}
         }
     }
+    if let Some((_, _, kind)) = crate::reviews::review_of(path) {
+        if r.method != "POST" {
+            return ApiError::method_not_allowed().into();
+        }
+        return match json_body(r)
+            .and_then(|body| crate::reviews::create(&state.store, &r.who, kind, body))
+        {
+            Ok(v) => Reply::Json(201, v),
+            Err(e) => e.into(),
+        };
+    }
     // A resource this Kubernetes version does not serve is 404 on every path, as discovery
     // does not list it ([`crate::kube_version`]).
     match parse_target(path).filter(|t| crate::kube_version::served(&RESOURCES[t.res()], minor)) {
@@ -293,13 +304,28 @@ fn as_table(r: &Req, res: ResIdx, v: Value) -> Value {
 }
 
 /// `dryRun` of a mutating request: `Ok(true)` for `All`, an error like the apiserver's
-/// options validation for anything else.
+/// options validation for anything else. A DELETE's options come from its body too
+/// (k8s.io/apiserver `pkg/endpoints/handlers/delete.go` v0.33.0 decodes the body's
+/// DeleteOptions, then the query's parameters over them): client libraries such as kube-rs
+/// send `dryRun` only there.
 fn dry_run(r: &Req) -> Result<bool, ApiError> {
+    let body_values: Vec<String> = if r.method == "DELETE" {
+        json_body(r)
+            .ok()
+            .and_then(|b| b.get("dryRun").and_then(Value::as_array).cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let values: Vec<&str> = r
         .query
         .iter()
         .filter(|(k, _)| k == "dryRun")
         .map(|(_, v)| v.as_str())
+        .chain(body_values.iter().map(String::as_str))
         .collect();
     if values.is_empty() {
         return Ok(false);

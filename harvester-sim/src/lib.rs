@@ -156,6 +156,7 @@ pub mod protobuf;
 pub mod rbac;
 pub mod requestlog;
 pub mod resources;
+pub mod reviews;
 pub mod scenario;
 pub mod scenarios;
 pub mod selectors;

@@ -12,11 +12,13 @@
 //! object has, field names and omitted empty fields as in the Go types' JSON tags. Kinds
 //! decoded: core/v1 Namespace and ServiceAccount; rbac/v1 Role, ClusterRole, RoleBinding,
 //! ClusterRoleBinding; policy/v1 and v1beta1 Eviction; authentication.k8s.io/v1
-//! TokenRequest; meta/v1 DeleteOptions. Any other kind is a 415 that says so (a gap of the
+//! TokenRequest and SelfSubjectReview; authorization.k8s.io/v1 SelfSubjectAccessReview and
+//! SelfSubjectRulesReview; meta/v1 DeleteOptions. Any other kind is a 415 that says so (a gap of the
 //! simulator, not an answer a real apiserver gives). Responses stay JSON, which kubectl's
 //! `Accept` header allows.
 
 use k8s_pb::api::authentication::v1 as authn;
+use k8s_pb::api::authorization::v1 as authz;
 use k8s_pb::api::core::v1 as core;
 use k8s_pb::api::policy::{v1 as policy, v1beta1 as policy_beta};
 use k8s_pb::api::rbac::v1 as rbac;
@@ -91,6 +93,19 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
         ("authentication.k8s.io/v1", "TokenRequest") => {
             token_request(&authn::TokenRequest::decode(raw.as_slice()).map_err(bad)?)
         }
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => {
+            let r = authn::SelfSubjectReview::decode(raw.as_slice()).map_err(bad)?;
+            json!({"metadata": object_meta(r.metadata.as_ref())})
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
+            self_subject_access_review(&authz::SelfSubjectAccessReview::decode(raw.as_slice()).map_err(bad)?)
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => {
+            let r = authz::SelfSubjectRulesReview::decode(raw.as_slice()).map_err(bad)?;
+            let ns = r.spec.and_then(|s| s.namespace);
+            json!({"metadata": object_meta(r.metadata.as_ref()),
+                   "spec": Obj::default().s("namespace", &ns).done()})
+        }
         ("v1" | "meta.k8s.io/v1", "DeleteOptions") => {
             delete_options(&meta::DeleteOptions::decode(raw.as_slice()).map_err(bad)?)
         }
@@ -99,7 +114,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
                 415,
                 "UnsupportedMediaType",
                 format!(
-                    "harvester-sim cannot decode {CONTENT_TYPE} bodies of {api_version:?} {kind:?} (it decodes Namespace, ServiceAccount, the RBAC kinds, Eviction, TokenRequest and DeleteOptions); send JSON"
+                    "harvester-sim cannot decode {CONTENT_TYPE} bodies of {api_version:?} {kind:?} (it decodes Namespace, ServiceAccount, the RBAC kinds, Eviction, TokenRequest, the self-reviews and DeleteOptions); send JSON"
                 ),
             ))
         }
@@ -383,6 +398,26 @@ fn token_request(t: &authn::TokenRequest) -> Value {
         })
         .unwrap_or_else(|| json!({}));
     json!({"metadata": object_meta(t.metadata.as_ref()), "spec": spec})
+}
+
+fn self_subject_access_review(r: &authz::SelfSubjectAccessReview) -> Value {
+    let spec = r.spec.as_ref();
+    let ra = spec.and_then(|s| s.resource_attributes.as_ref()).map(|a| {
+        Obj::default()
+            .s("namespace", &a.namespace)
+            .s("verb", &a.verb)
+            .s("group", &a.group)
+            .s("version", &a.version)
+            .s("resource", &a.resource)
+            .s("subresource", &a.subresource)
+            .s("name", &a.name)
+            .done()
+    });
+    let nra = spec
+        .and_then(|s| s.non_resource_attributes.as_ref())
+        .map(|a| Obj::default().s("path", &a.path).s("verb", &a.verb).done());
+    json!({"metadata": object_meta(r.metadata.as_ref()),
+           "spec": Obj::default().obj("resourceAttributes", ra).obj("nonResourceAttributes", nra).done()})
 }
 
 /// Encodes an object's message the way client-go does (for tests).

@@ -452,6 +452,33 @@ pub static RESOURCES: &[ResourceDef] = &[
         false,
         true,
     ),
+    // The KubeVirt install CR (`kubevirt` in harvester-system; kubevirt
+    // `pkg/virt-operator/resource/generate/components/crds.go` `NewKubeVirtCrd`, v1.4.0:
+    // namespaced, short names kv/kvs, status subresource) and Longhorn's settings
+    // (longhorn-manager `k8s/pkg/apis/longhorn/v1beta2/setting.go`, v1.9.0: short name lhs,
+    // status subresource), read by `vmrecover check` for the versions.
+    def(
+        "kubevirt.io",
+        "v1",
+        "kubevirts",
+        "kubevirt",
+        "KubeVirt",
+        true,
+        &["kv", "kvs"],
+        true,
+        true,
+    ),
+    def(
+        "longhorn.io",
+        "v1beta2",
+        "settings",
+        "setting",
+        "Setting",
+        true,
+        &["lhs"],
+        true,
+        true,
+    ),
 ];
 
 /// Index of a resource in [`RESOURCES`].
@@ -484,9 +511,11 @@ pub fn split_api_version(api_version: &str) -> (&str, &str) {
 /// minor `minor` ([`crate::kube_version::served`]).
 pub fn groups(minor: u32) -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&'static str, &'static str)> = Vec::new();
-    for r in served_resources(minor) {
-        if !r.group.is_empty() && !out.contains(&(r.group, r.version)) {
-            out.push((r.group, r.version));
+    let served = served_resources(minor).map(|r| (r.group, r.version));
+    let reviews = crate::reviews::REVIEWS.iter().map(|(g, v, ..)| (*g, *v));
+    for gv in served.chain(reviews) {
+        if !gv.0.is_empty() && !out.contains(&gv) {
+            out.push(gv);
         }
     }
     out
@@ -501,6 +530,9 @@ pub fn served_resources(minor: u32) -> impl Iterator<Item = &'static ResourceDef
 
 /// The `APIResourceList` for one group/version, or `None` when it is not served.
 pub fn resource_list(group: &str, version: &str, minor: u32) -> Option<Value> {
+    if crate::reviews::is_review_group(group) {
+        return crate::reviews::resource_list(group, version);
+    }
     let entries: Vec<Value> = served_resources(minor)
         .filter(|r| r.group == group && r.version == version)
         .flat_map(|r| r.discovery_entries())

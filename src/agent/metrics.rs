@@ -22,6 +22,13 @@ struct VerdictLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabel {
+    check: String,
+    /// `ok`, `warn` or `fail`: an alert pages on `fail` only.
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabel {
     phase: String,
 }
@@ -84,6 +91,8 @@ pub struct Metrics {
     passes: Counter,
     paused: Gauge,
     config_ok: Gauge,
+    checks: Family<CheckLabel, Gauge>,
+    checks_last_run: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -109,6 +118,18 @@ impl Metrics {
         let paused = Gauge::default();
         let config_ok = Gauge::default();
         config_ok.set(1);
+        let checks = Family::<CheckLabel, Gauge>::default();
+        let checks_last_run = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "check",
+            "The agent's readiness checks (`vmrecover check`): 1 ok, 0 warn or fail (label status)",
+            checks.clone(),
+        );
+        registry.register(
+            "check_last_run_timestamp_seconds",
+            "When the readiness checks last ran (Unix time)",
+            checks_last_run.clone(),
+        );
         registry.register(
             "boot_verdict",
             "The unclean-shutdown verdict of this boot (1 for the current one)",
@@ -193,12 +214,28 @@ impl Metrics {
             passes,
             paused,
             config_ok,
+            checks,
+            checks_last_run,
         }
     }
 
     /// Records whether the last read of the configuration file succeeded.
     pub fn set_config_ok(&self, ok: bool) {
         self.config_ok.set(i64::from(ok));
+    }
+
+    /// Exports one readiness run: each check 1 when ok, else 0 (checks no longer reported go).
+    pub fn observe_checks(&self, checks: &[crate::check::Check], at: jiff::Timestamp) {
+        self.checks.clear();
+        for c in checks {
+            self.checks
+                .get_or_create(&CheckLabel {
+                    check: c.name.clone(),
+                    status: c.status.as_str().to_string(),
+                })
+                .set(i64::from(c.status == crate::check::Status::Ok));
+        }
+        self.checks_last_run.set(at.as_second() as f64);
     }
 
     /// Sets the boot verdict.

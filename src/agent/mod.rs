@@ -10,6 +10,7 @@
 mod http;
 mod metrics;
 mod pass;
+mod readiness;
 mod reload;
 mod status;
 mod summary;
@@ -31,6 +32,7 @@ use crate::shutdown::stop_on_signal;
 
 pub use metrics::Metrics;
 pub use pass::{next_wake, summarize, Agent, PassIo, PassResult, BLOCKED_RECHECK, DEBOUNCE};
+pub use readiness::{Readiness, Schedule};
 pub use status::{is_alive, AgentStatus, AgentStatusFile, Phase, AGENT_STATUS_FILE};
 
 /// The live I/O of a pass: the cluster through `client`, the node through `cfg`.
@@ -208,18 +210,37 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
             }
             agent.set_phase(Phase::Idle);
             tracing::info!("boot window over: idle until stopped");
+            let schedule = Schedule::for_node(&cfg.node, args.check_every);
+            let idle_since = jiff::Timestamp::now();
+            let mut readiness: Option<Readiness> = None;
             // The summary keeps its heartbeat while idle, so readers do not call it stale: a
             // pass that decides but never applies (as when a stop was asked), every heartbeat.
             loop {
                 agent.pass(&io, true).await;
+                let now = jiff::Timestamp::now();
+                let settled = readiness::settled(agent.node_summary.as_ref());
+                if schedule.due(now, idle_since, readiness.as_ref().map(|r| r.at), settled) {
+                    readiness = Some(run_checks(cfg, &client, &agent.metrics).await);
+                }
                 if let Some(mut s) = agent.node_summary.clone() {
                     s.phase = Phase::Idle.as_str().to_string();
+                    s.readiness = readiness.clone();
                     publisher.publish(&s).await;
                 }
-                let heartbeat = tokio::time::Instant::now() + crate::cluster::HEARTBEAT;
+                let nap = if settled {
+                    schedule.sleep(
+                        jiff::Timestamp::now(),
+                        idle_since,
+                        readiness.as_ref().map(|r| r.at),
+                        crate::cluster::HEARTBEAT,
+                    )
+                } else {
+                    crate::cluster::HEARTBEAT
+                };
+                let until = tokio::time::Instant::now() + nap;
                 loop {
                     tokio::select! {
-                        _ = tokio::time::sleep_until(heartbeat) => break,
+                        _ = tokio::time::sleep_until(until) => break,
                         _ = tokio::time::sleep(cfg.cluster.tuning.config_check) => {
                             if agent.reload_config(&mut layers) {
                                 break;
@@ -260,6 +281,24 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
             }
         }
     }
+}
+
+/// Runs the readiness checks (those of `vmrecover check`, without `--site`) and exports them.
+async fn run_checks(cfg: &Config, client: &Client, metrics: &Metrics) -> Readiness {
+    let opts = crate::check::CheckOptions {
+        fail_on: crate::check::FailOn::Warn,
+        site: false,
+    };
+    let checks = crate::check::run_all(cfg, &opts, client).await;
+    let now = jiff::Timestamp::now();
+    metrics.observe_checks(&checks, now);
+    let r = Readiness::of(&checks, now);
+    if r.failing.is_empty() {
+        tracing::info!(warning = ?r.warning, "readiness checks done");
+    } else {
+        tracing::warn!(failing = ?r.failing, warning = ?r.warning, "readiness checks failing: run `vmrecover check`");
+    }
+    r
 }
 
 /// Hands memory freed after a pass (the parsed lists of a large cluster) back to the

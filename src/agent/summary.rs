@@ -47,6 +47,7 @@ pub fn build(plan: &Plan, status: &AgentStatus, last_run: Option<LastRun>) -> No
         blocked,
         blocked_total: blocked_all.len(),
         last_run,
+        readiness: None,
         updated: jiff::Timestamp::now(),
     }
 }

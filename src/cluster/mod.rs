@@ -30,9 +30,9 @@ pub use errors::{describe, status_code};
 pub use events::{EventRecorder, Regarding};
 pub use gather::{gather, is_deciding, AlsoRead, NsName};
 pub use harvester::{
-    ConditionView, ForceResetPolicy, HarvesterFacts, ANNOTATION_PAUSE, CONDITION_DRAINED,
-    HARVESTER_NAMESPACE, LABEL_UPGRADE_STATE, PAUSE_CONFIGMAP, SETTING_FORCE_RESET, TAINT_DRAIN,
-    TAINT_OUT_OF_SERVICE,
+    read_extras as read_harvester_extras, ConditionView, ForceResetPolicy, HarvesterFacts,
+    ANNOTATION_PAUSE, CONDITION_DRAINED, HARVESTER_NAMESPACE, LABEL_UPGRADE_STATE, PAUSE_CONFIGMAP,
+    SETTING_FORCE_RESET, TAINT_DRAIN, TAINT_OUT_OF_SERVICE,
 };
 pub use lease::{acquire as acquire_lease, HeldLease, LeaseConfig, LeaseError, LeaseGuard};
 pub use liveness::{parse_http_date, LifeSigns, Look, Reading, SignKind, ANNOTATION_HEARTBEAT};

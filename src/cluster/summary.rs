@@ -86,6 +86,9 @@ pub struct NodeSummary {
     /// The last mutating run.
     #[serde(default)]
     pub last_run: Option<LastRun>,
+    /// The agent's last readiness checks (`vmrecover check`), once they ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<crate::agent::Readiness>,
     /// When the summary was written (the heartbeat).
     pub updated: jiff::Timestamp,
 }

@@ -97,7 +97,7 @@ pub async fn run(cfg: &Config) -> Outcome {
             || n.summary.is_none()
             || n.summary
                 .as_ref()
-                .is_some_and(|s| s.blocked_total > 0 || s.refused_by.is_some())
+                .is_some_and(|s| s.blocked_total > 0 || s.refused_by.is_some() || not_ready(s))
     });
     if attention {
         Outcome::Blocked
@@ -228,8 +228,21 @@ fn next_step(r: &NodeRow) -> String {
         {
             "recovering: nothing to do".to_string()
         }
+        Some(s) if not_ready(s) => format!(
+            "not ready for the next outage: check(s) {} fail (vmrecover check on {})",
+            s.readiness
+                .as_ref()
+                .map(|r| r.failing.join(", "))
+                .unwrap_or_default(),
+            s.node
+        ),
         Some(_) => "nothing to do".to_string(),
     }
+}
+
+/// Whether the agent's last readiness checks had a check in `fail`.
+fn not_ready(s: &NodeSummary) -> bool {
+    s.readiness.as_ref().is_some_and(|r| !r.failing.is_empty())
 }
 
 fn count(s: &NodeSummary, label: &str) -> usize {

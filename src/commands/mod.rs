@@ -3,6 +3,7 @@
 
 mod all_nodes;
 mod boot_record;
+mod check;
 mod run;
 mod status;
 
@@ -32,6 +33,7 @@ pub async fn dispatch(cli: Cli) -> Outcome {
             host_root,
         } => boot_record::run(action, &state_dir, &host_root),
         Invocation::Run(cfg, run) => run::run(&cfg, &run).await,
+        Invocation::Check(cfg, opts) => check::run(&cfg, &opts).await,
         Invocation::Agent(cfg, agent) => crate::agent::run(&cfg, &agent).await,
         Invocation::Idle => idle().await,
     }

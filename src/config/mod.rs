@@ -136,6 +136,8 @@ pub struct AgentConfig {
     pub boot_window: Duration,
     /// Where /metrics and the health endpoints listen, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// How often the readiness checks run once idle (zero: never).
+    pub check_every: Duration,
 }
 
 /// The command to run, with its configuration.
@@ -151,6 +153,8 @@ pub enum Invocation {
     Agent(Config, AgentConfig),
     /// `vmrecover idle`: the host-mode DaemonSet's container.
     Idle,
+    /// `vmrecover check`.
+    Check(Config, crate::check::CheckOptions),
     /// `vmrecover boot-record`: needs no node and no cluster.
     BootRecord {
         /// Start or stop.
@@ -169,7 +173,8 @@ impl Invocation {
             Invocation::Status(c, _)
             | Invocation::AllNodes(c)
             | Invocation::Run(c, _)
-            | Invocation::Agent(c, _) => Some(c),
+            | Invocation::Agent(c, _)
+            | Invocation::Check(c, _) => Some(c),
             Invocation::Idle | Invocation::BootRecord { .. } => None,
         }
     }
@@ -190,6 +195,16 @@ impl Invocation {
                 Invocation::Status(Config::resolve(g, &[], false, None)?, args.vm)
             }
             Some(Command::Run(args)) => run_invocation(g, &args)?,
+            Some(Command::Check(args)) => Invocation::Check(
+                Config::resolve(g, &[], false, None)?,
+                crate::check::CheckOptions {
+                    fail_on: match args.fail_on {
+                        crate::cli::FailOnArg::Warn => crate::check::FailOn::Warn,
+                        crate::cli::FailOnArg::Fail => crate::check::FailOn::Fail,
+                    },
+                    site: args.site,
+                },
+            ),
             None => run_invocation(g, &RunArgs::dry_run_defaults())?,
             Some(Command::Agent(args)) => {
                 let cfg = Config::resolve(g, &[], false, Some(&args))?;
@@ -246,6 +261,7 @@ fn agent_config(args: &AgentArgs, cfg: &Config) -> Result<AgentConfig, ConfigErr
         },
         boot_window: merged.boot_window,
         metrics_addr,
+        check_every: args.check_every,
     })
 }
 

@@ -136,6 +136,7 @@ fn optional_objects_appear_only_behind_their_values() {
             "CloudInit /vmrecover-host-units",
             "ConfigMap cattle-dashboards/vmrecover-dashboard",
             "PrometheusRule harvester-system/vmrecover",
+            "PrometheusRule harvester-system/vmrecover-readiness",
             "Service harvester-system/vmrecover-metrics",
             "ServiceMonitor harvester-system/vmrecover",
         ]
@@ -436,6 +437,7 @@ async fn a_non_default_rendering_passes_server_dry_run_with_rbac_enforced() {
         [
             "CloudInit",
             "ConfigMap",
+            "PrometheusRule",
             "PrometheusRule",
             "Service",
             "ServiceMonitor"

@@ -42,6 +42,9 @@ enum Workload {
     /// `vmrecover run --fenced-node harvester-node-1 --yes` from another machine, the node
     /// tainted out-of-service (a person declaring it powered off).
     Fenced,
+    /// `vmrecover check --output json` (the install's readiness check), with the release's
+    /// version objects (KubeVirt CR, Harvester and Longhorn version settings) in the cluster.
+    Check,
 }
 
 /// The cluster a row needs so that the permission is exercised at all.
@@ -217,6 +220,12 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
         cfg = cfg.rbac_text(policy_yaml(p));
     }
     let sim = Sim::start(cfg).await.expect("start harvester-sim");
+    if workload == Workload::Check {
+        let p = harvester_sim::profiles::profile("1.8").expect("release 1.8");
+        for o in harvester_sim::scenarios::version_objects::objects(p) {
+            sim.put(o).expect("version object");
+        }
+    }
     let state = tempfile::tempdir().expect("state dir");
     let root = host_root();
     let kubeconfig = state.path().join("kubeconfig");
@@ -300,6 +309,7 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
             ]
             .map(String::from),
         ),
+        Workload::Check => args.extend(["check", "--output", "json"].map(String::from)),
         Workload::Agent => args.extend(
             [
                 "--controller-grace",
@@ -374,7 +384,7 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
     );
     let out = out.expect("run vmrecover");
     let stdout = match workload {
-        Workload::Run | Workload::AllNodes | Workload::Fenced => {
+        Workload::Run | Workload::AllNodes | Workload::Fenced | Workload::Check => {
             String::from_utf8_lossy(&out.stdout).into_owned()
         }
         Workload::Agent => std::fs::read_to_string(&report).unwrap_or_default(),
@@ -438,6 +448,20 @@ fn step_failed(vm: &'static str, step: &'static str) -> impl Fn(&Ran) -> Result<
         match (result.as_deref(), step_result) {
             (Some("failed"), Some(s)) if s.contains("forbidden") => Ok(()),
             (res, s) => Err(format!("{vm}: result {res:?}, step {step:?} -> {s:?}")),
+        }
+    }
+}
+
+/// `check`'s line `name` is a fail.
+fn check_failed(name: &'static str) -> impl Fn(&Ran) -> Result<(), String> {
+    move |r: &Ran| {
+        let line = r
+            .json()
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["name"] == name).cloned());
+        match line {
+            Some(l) if l["status"] == "fail" => Ok(()),
+            other => Err(format!("{name}: {other:?}")),
         }
     }
 }
@@ -732,6 +756,22 @@ fn rows() -> Vec<Row> {
             },
         },
         Row {
+            grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/settings get",
+            part: "check: the Longhorn version (setting current-longhorn-version)",
+            workload: Workload::Check,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: |r| check_failed("version.longhorn")(r),
+        },
+        Row {
+            grant: "Role harvester-system/vmrecover-harvester kubevirt.io/kubevirts get",
+            part: "check: the KubeVirt version (the KubeVirt CR)",
+            workload: Workload::Check,
+            setup: Setup::Standard,
+            names_permission: true,
+            broken: |r| check_failed("version.kubevirt")(r),
+        },
+        Row {
             grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/volumeattachments get",
             part: "the attachment tickets of each stuck VM's Longhorn volume: unreadable, so blocked",
             workload: Workload::Run,
@@ -913,4 +953,78 @@ async fn every_granted_verb_is_needed_by_a_named_part_of_the_run() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// `check` asks one SelfSubjectAccessReview per entry of `vmrecover::check::permissions`; that
+/// list and the roles of deploy/ name exactly the same (namespace, group, resource, verb,
+/// resourceName) rows, so the review and the proof above cannot drift apart.
+#[test]
+fn the_permissions_check_asks_exactly_what_the_roles_grant() {
+    use vmrecover::check::permissions::PERMISSIONS;
+    let policy = deploy_policy(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut granted = BTreeSet::new();
+    for doc in &policy {
+        if doc["kind"] != "ClusterRole" && doc["kind"] != "Role" {
+            continue;
+        }
+        let ns = doc["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        for rule in doc["rules"].as_array().into_iter().flatten() {
+            let names = strings(&rule["resourceNames"]);
+            let names: Vec<Option<String>> = if names.is_empty() {
+                vec![None]
+            } else {
+                names.into_iter().map(Some).collect()
+            };
+            for g in strings(&rule["apiGroups"]) {
+                for r in strings(&rule["resources"]) {
+                    for v in strings(&rule["verbs"]) {
+                        for n in &names {
+                            granted.insert((
+                                ns.clone(),
+                                g.clone(),
+                                r.clone(),
+                                v.clone(),
+                                n.clone(),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let asked: BTreeSet<_> = PERMISSIONS
+        .iter()
+        .map(|p| {
+            (
+                p.scope.namespace(SA_NS).to_string(),
+                p.group.to_string(),
+                p.resource.to_string(),
+                p.verb.to_string(),
+                p.name.map(str::to_string),
+            )
+        })
+        .collect();
+    assert_eq!(
+        granted.difference(&asked).collect::<Vec<_>>(),
+        Vec::<&(String, String, String, String, Option<String>)>::new(),
+        "granted in deploy/ but not reviewed by `check`"
+    );
+    assert_eq!(
+        asked.difference(&granted).collect::<Vec<_>>(),
+        Vec::<&(String, String, String, String, Option<String>)>::new(),
+        "reviewed by `check` but not granted in deploy/"
+    );
 }

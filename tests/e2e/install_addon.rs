@@ -188,6 +188,7 @@ async fn the_addon_installs_offline_and_the_agent_runs_under_what_it_created() {
             "CloudInit",
             "ConfigMap",
             "PrometheusRule",
+            "PrometheusRule",
             "Service",
             "ServiceMonitor"
         ],

@@ -34,6 +34,7 @@ fn summary(node: &str, age: Duration, f: impl FnOnce(&mut NodeSummary)) -> Value
         blocked: vec![],
         blocked_total: 0,
         last_run: None,
+        readiness: None,
         updated: jiff::Timestamp::now() - jiff::SignedDuration::try_from(age).unwrap_or_default(),
     };
     f(&mut s);
@@ -78,6 +79,13 @@ async fn fifty_nodes_after_a_power_cut() {
         env.sim.put(node(&name, ready)).expect("node");
         let fresh = Duration::from_secs(30);
         let cm = match i {
+            44 => Some(summary(&name, fresh, |s| {
+                s.readiness = Some(vmrecover::agent::Readiness {
+                    at: jiff::Timestamp::now(),
+                    failing: vec!["identity.token".into()],
+                    warning: vec!["host.boot-records".into()],
+                })
+            })),
             45 => Some(summary(&name, Duration::from_secs(3600), |_| {})),
             46 => Some(summary(&name, fresh, |s| {
                 s.paused = Some("node annotation vmrecover.io/paused=disk shelf swap".into())
@@ -156,6 +164,14 @@ async fn fifty_nodes_after_a_power_cut() {
         .is_some_and(|b| b.iter().any(|v| v["vm"] == "default/vm-custom-01")));
     assert!(n1["next"].as_str().is_some_and(|n| n.contains("blocked")));
 
+    // The agent's readiness checks: a check in fail makes the node need a person.
+    let not_ready = row(&report, "harvester-node-44")["next"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        not_ready.contains("not ready") && not_ready.contains("identity.token"),
+        "{not_ready}"
+    );
     let stale = row(&report, "harvester-node-45");
     assert_eq!(stale["stale"], true);
     assert!(stale["next"].as_str().is_some_and(|n| n.contains("stale")));

@@ -23,7 +23,7 @@ pub use identity::{
     Identity, ADMIN_USER, KUBEVIRT_NAMESPACE, KUBEVIRT_SERVICE_ACCOUNTS, SA_TOKEN_PREFIX,
 };
 pub use load::{load, parse, RBAC_KINDS};
-pub use policy::{authorize, forbidden_message, rule_allows};
+pub use policy::{authorize, forbidden_message, rule_allows, rules_for};
 
 use serde_json::json;
 

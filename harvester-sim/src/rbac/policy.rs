@@ -29,6 +29,18 @@ const DISCOVERY_URLS: [&str; 10] = [
 
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
+/// The resource rules of the bootstrap ClusterRole `system:basic-user`, bound to
+/// `system:authenticated`: every user may ask who it is and what it may do (k8s.io/kubernetes
+/// `plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go`, v1.33.0).
+fn basic_user_rules() -> [Value; 2] {
+    [
+        serde_json::json!({"verbs": ["create"], "apiGroups": ["authorization.k8s.io"],
+            "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]}),
+        serde_json::json!({"verbs": ["create"], "apiGroups": ["authentication.k8s.io"],
+            "resources": ["selfsubjectreviews"]}),
+    ]
+}
+
 fn strings(v: &Value, key: &str) -> Vec<String> {
     v.get(key)
         .and_then(Value::as_array)
@@ -133,6 +145,9 @@ pub fn authorize(store: &Store, who: &Identity, a: &Attributes) -> bool {
     {
         return true;
     }
+    if basic_user_rules().iter().any(|r| rule_allows(r, a)) {
+        return true;
+    }
     let allowed_by = |rules: Vec<Value>| rules.iter().any(|r| rule_allows(r, a));
     if let Some(crbs) = find(RBAC_GROUP, "v1", "clusterrolebindings") {
         for b in store.all(crbs) {
@@ -154,6 +169,38 @@ pub fn authorize(store: &Store, who: &Identity, a: &Attributes) -> bool {
         }
     }
     false
+}
+
+/// The rules that apply to `who` in namespace `ns`, as a SelfSubjectRulesReview lists them
+/// (`RulesFor` of the RBAC authorizer): (resourceRules, nonResourceRules).
+pub fn rules_for(store: &Store, who: &Identity, ns: &str) -> (Vec<Value>, Vec<Value>) {
+    let mut rules: Vec<Value> = if who.is_superuser() {
+        vec![
+            serde_json::json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}),
+            serde_json::json!({"verbs": ["*"], "nonResourceURLs": ["*"]}),
+        ]
+    } else {
+        basic_user_rules().to_vec()
+    };
+    rules.push(serde_json::json!({"verbs": ["get"], "nonResourceURLs": DISCOVERY_URLS}));
+    if let Some(crbs) = find(RBAC_GROUP, "v1", "clusterrolebindings") {
+        for b in store.all(crbs) {
+            if applies_to(&b, who, "") {
+                rules.extend(role_rules(store, &b, ""));
+            }
+        }
+    }
+    if let Some(rbs) = find(RBAC_GROUP, "v1", "rolebindings") {
+        for b in store.all(rbs) {
+            let bns = crate::meta::namespace(&b);
+            if bns == ns && applies_to(&b, who, bns) {
+                rules.extend(role_rules(store, &b, bns));
+            }
+        }
+    }
+    rules
+        .into_iter()
+        .partition(|r| r.get("nonResourceURLs").is_none())
 }
 
 /// The real "forbidden" message (`responsewriters.forbiddenMessage` inside `NewForbidden`).

@@ -9,13 +9,16 @@
 //! - KubeVirt's status and labels ([`kubevirt`]): the launcher image, the migration-target
 //!   label KubeVirt ≤ 1.5 leaves behind after a finished migration;
 //! - versions ([`versions`]): the nodes' `osImage`, kubelet version, `/version`, Longhorn's
-//!   engine image.
+//!   engine image;
+//! - the objects that name the versions ([`version_objects`]): the KubeVirt CR, Harvester's
+//!   `server-version` and Longhorn's `current-longhorn-version` settings.
 //!
 //! `harvester-sim --release 1.5 --scenario power-loss.yaml` and
 //! [`crate::SimConfig::release`] load a scenario through it.
 
 pub mod finalizers;
 pub mod kubevirt;
+pub mod version_objects;
 pub mod versions;
 
 use serde_json::Value;
@@ -30,6 +33,7 @@ pub fn for_release(sc: &mut Scenario, p: &ReleaseProfile) {
     for obj in &mut sc.objects {
         rewrite(obj, p);
     }
+    version_objects::add_missing(&mut sc.objects, p);
 }
 
 /// Rewrites one object into the shapes of release `p`.
