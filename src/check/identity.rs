@@ -17,7 +17,8 @@ const NAME: &str = "identity.token";
 pub const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
 
 /// Asks who the token is and whether it carries `node`.
-pub async fn check(client: &Client, node: &str) -> Check {
+/// `policy_api`: whether the cluster serves the admission policy API (`None`: unknown).
+pub async fn check(client: &Client, node: &str, policy_api: Option<bool>) -> Check {
     let api = Api::<SelfSubjectReview>::all(client.clone());
     let review = match api
         .create(&PostParams::default(), &SelfSubjectReview::default())
@@ -41,12 +42,20 @@ pub async fn check(client: &Client, node: &str) -> Check {
         .and_then(|x| x.get(NODE_NAME_EXTRA))
         .cloned()
         .unwrap_or_default();
-    decide(&name, &nodes, node)
+    decide(&name, &nodes, node, policy_api)
 }
 
-/// The verdict for user `user` whose token names `nodes`, running for `node`.
-fn decide(user: &str, nodes: &[String], node: &str) -> Check {
+/// The verdict for user `user` whose token names `nodes`, running for `node`, on a cluster
+/// that serves the admission policy API or not (`policy_api`).
+fn decide(user: &str, nodes: &[String], node: &str, policy_api: Option<bool>) -> Check {
     match nodes {
+        // Kubernetes < 1.30 (Harvester 1.4.0): pod-bound tokens carry no node and there is no
+        // policy to refuse the writes; what is missing is the node restriction itself.
+        [] if policy_api == Some(false) => Check::warn(
+            NAME,
+            format!("{user}: the token names no node and this cluster serves no ValidatingAdmissionPolicy (Kubernetes < 1.30): nothing but RBAC bounds this agent to its node"),
+            "upgrade to Harvester 1.4.1 or later (Kubernetes 1.30+) for vmrecover's node restriction (docs/safety.md)",
+        ),
         [n] if n == node => Check::ok(
             NAME,
             format!("{user}, token bound to a pod on {node}"),
@@ -74,11 +83,15 @@ mod tests {
     #[test]
     fn a_token_must_name_exactly_this_node() {
         let sa = "system:serviceaccount:harvester-system:vmrecover";
-        assert_eq!(decide(sa, &["n1".into()], "n1").status, Status::Ok);
-        let none = decide(sa, &[], "n1");
+        assert_eq!(
+            decide(sa, &["n1".into()], "n1", Some(true)).status,
+            Status::Ok
+        );
+        let none = decide(sa, &[], "n1", Some(true));
+        assert_eq!(decide(sa, &[], "n1", Some(false)).status, Status::Warn);
         assert_eq!(none.status, Status::Fail);
         assert!(none.detail.contains("names no node"), "{none:?}");
-        let other = decide(sa, &["n2".into()], "n1");
+        let other = decide(sa, &["n2".into()], "n1", Some(true));
         assert_eq!(other.status, Status::Fail);
         assert!(other.detail.contains("n2") && other.detail.contains("n1"));
     }

@@ -133,7 +133,8 @@ pub async fn run_all(cfg: &Config, opts: &CheckOptions, client: &Client) -> Vec<
     let mut out = host::checks(cfg);
     let node = host::node_identity(cfg, client).await;
     out.extend(node.checks);
-    let whoami = identity::check(client, &cfg.node).await;
+    let policy_api = rehearsal::policy_api_served(client).await.ok();
+    let whoami = identity::check(client, &cfg.node, policy_api).await;
     out.push(whoami);
     out.extend(permissions::check(client, &cfg.cluster.namespace).await);
     out.extend(rehearsal::checks(cfg, client).await);

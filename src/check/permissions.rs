@@ -18,14 +18,11 @@ pub enum Scope {
     Cluster,
     /// vmrecover's own namespace (`--namespace`, the release namespace).
     Own,
-    /// Longhorn's namespace (`longhorn-system`).
+    /// Longhorn's namespace (`--longhorn-namespace`, default `longhorn-system`).
     Longhorn,
     /// Harvester's namespace (`harvester-system`).
     Harvester,
 }
-
-/// Longhorn's namespace on Harvester.
-pub const LONGHORN_NAMESPACE: &str = "longhorn-system";
 
 impl Scope {
     /// The namespace to ask about ("" for cluster scope).
@@ -33,7 +30,7 @@ impl Scope {
         match self {
             Scope::Cluster => "",
             Scope::Own => own,
-            Scope::Longhorn => LONGHORN_NAMESPACE,
+            Scope::Longhorn => crate::cluster::longhorn_namespace(),
             Scope::Harvester => crate::cluster::HARVESTER_NAMESPACE,
         }
     }
@@ -274,6 +271,14 @@ pub const PERMISSIONS: &[Permission] = &[
         Longhorn,
         None,
         "attachment tickets",
+    ),
+    p(
+        "longhorn.io",
+        "nodes",
+        "get",
+        Longhorn,
+        None,
+        "a fenced-node run: whether Longhorn says the node is Ready",
     ),
     p(
         "longhorn.io",

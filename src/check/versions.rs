@@ -8,7 +8,6 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, Client};
 use serde_json::Value;
 
-use super::permissions::LONGHORN_NAMESPACE;
 use super::Check;
 use crate::cluster::{describe, HARVESTER_NAMESPACE};
 
@@ -160,7 +159,7 @@ pub async fn checks(client: &Client) -> Vec<Check> {
         match get_field(
             client,
             ("longhorn.io", "v1beta2", "Setting", "settings"),
-            Some(LONGHORN_NAMESPACE),
+            Some(crate::cluster::longhorn_namespace()),
             "current-longhorn-version",
             &["/value"],
         )

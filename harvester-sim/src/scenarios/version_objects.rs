@@ -69,7 +69,7 @@ mod tests {
             objs[0]["status"]["observedKubeVirtVersion"],
             "1.3.1-150600.5.9.1"
         );
-        assert_eq!(objs[1]["default"], "v1.4.3");
+        assert_eq!(objs[1]["default"], "v1.4.0");
         assert_eq!(objs[2]["value"], "v1.7.3");
         let mut mine = vec![
             json!({"apiVersion": "longhorn.io/v1beta2", "kind": "Setting",
