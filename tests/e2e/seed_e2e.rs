@@ -201,7 +201,21 @@ async fn an_interrupted_run_tells_the_truth_and_the_next_finishes_after_harveste
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(deleted, "run #1 never deleted the pod");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The stop must land during the controller wait: wait until the run watches the VMI
+    // (the wait's own request), not for a fixed time.
+    let mut waiting = false;
+    for _ in 0..3000 {
+        waiting = env.sim.requests().iter().any(|r| {
+            !r.internal
+                && r.path.contains("/virtualmachineinstances")
+                && r.query.contains("watch=true")
+        });
+        if waiting {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(waiting, "run #1 never started its controller wait");
     env.signal(pid, nix::sys::signal::Signal::SIGTERM);
     let out = child.wait_with_output().await.expect("wait");
     let report: Value = serde_json::from_slice(&out.stdout)
