@@ -669,6 +669,18 @@ impl Drop for Sim {
         self.shutdown();
         if self.remove_kubeconfig {
             let _ = std::fs::remove_file(&self.kubeconfig);
+            let _ = std::fs::remove_dir_all(kubectl_cache_dir(&self.kubeconfig));
         }
     }
+}
+
+/// Where kubectl should keep its discovery cache when it talks to the simulator through
+/// `kubeconfig` (`kubectl --cache-dir`). kubectl keys its cache by the server's host and
+/// port only, and simulators listen on ports the system hands out again: without a cache of
+/// its own a kubectl can believe what an earlier simulator on the same port served (a kind
+/// this one's Kubernetes version does not serve, say).
+pub fn kubectl_cache_dir(kubeconfig: &Path) -> PathBuf {
+    let mut dir = kubeconfig.as_os_str().to_owned();
+    dir.push(".kubectl-cache");
+    PathBuf::from(dir)
 }

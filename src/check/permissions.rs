@@ -1,5 +1,5 @@
 //! Every permission vmrecover uses, as one list: `check` asks one `SelfSubjectAccessReview`
-//! per entry, and the RBAC proof test (`tests/deploy_rbac.rs`) compares the list with the
+//! per entry, and the RBAC proof test (`tests/e2e/deploy_rbac.rs`) compares the list with the
 //! grants of the chart's roles, so the two cannot drift.
 
 use k8s_openapi::api::authorization::v1::{

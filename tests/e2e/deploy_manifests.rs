@@ -40,7 +40,12 @@ fn kubectls() -> Vec<PathBuf> {
 }
 
 fn kubectl(bin: &Path, args: &[&str]) -> std::process::Output {
+    // A discovery cache of its own: kubectl keys it by host:port only, which earlier
+    // simulators may have used (harvester_sim::kubectl_cache_dir).
+    let cache = tempfile::tempdir().expect("kubectl cache dir");
     std::process::Command::new(bin)
+        .arg("--cache-dir")
+        .arg(cache.path())
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()))

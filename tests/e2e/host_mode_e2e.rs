@@ -19,6 +19,8 @@ const NS: &str = "harvester-system";
 
 fn kubectl(kc: &Path, args: &[&str]) -> (bool, String) {
     let o = Command::new("kubectl")
+        .arg("--cache-dir")
+        .arg(harvester_sim::kubectl_cache_dir(kc))
         .arg("--kubeconfig")
         .arg(kc)
         .args(args)

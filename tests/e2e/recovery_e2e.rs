@@ -595,6 +595,8 @@ async fn every_recovered_vm_has_one_event_that_kubectl_finds() {
         run.stderr
     );
     let out = std::process::Command::new("kubectl")
+        .arg("--cache-dir")
+        .arg(harvester_sim::kubectl_cache_dir(env.sim.kubeconfig_path()))
         .arg("--kubeconfig")
         .arg(env.sim.kubeconfig_path())
         .args([

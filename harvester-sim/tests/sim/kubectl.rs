@@ -47,7 +47,9 @@ struct Kubectl<'a> {
 impl Kubectl<'_> {
     async fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut cmd = tokio::process::Command::new(self.bin);
-        cmd.args(args)
+        cmd.arg("--cache-dir")
+            .arg(harvester_sim::kubectl_cache_dir(self.kubeconfig))
+            .args(args)
             .env("KUBECONFIG", self.kubeconfig)
             .env("HOME", std::env::temp_dir())
             .env_remove("KUBECTL_EXTERNAL_DIFF")
@@ -415,6 +417,8 @@ async fn kubectl_watch_prints_changes() {
     let Some(bin) = bins.last() else { return };
     let sim = power_loss().await;
     let mut child = match tokio::process::Command::new(bin)
+        .arg("--cache-dir")
+        .arg(harvester_sim::kubectl_cache_dir(sim.kubeconfig_path()))
         .args(["get", "vmi", "-n", "default", "-w", "--request-timeout=20s"])
         .env("KUBECONFIG", sim.kubeconfig_path())
         .env("HOME", std::env::temp_dir())
