@@ -23,7 +23,7 @@ use std::time::Duration;
 use kube::Client;
 use tokio::sync::Notify;
 
-use crate::cluster::LeaseError;
+use crate::cluster::{LeaseError, Readiness};
 use crate::config::{AgentConfig, Config};
 use crate::exit::Outcome;
 use crate::pipeline;
@@ -32,7 +32,7 @@ use crate::shutdown::stop_on_signal;
 
 pub use metrics::Metrics;
 pub use pass::{next_wake, summarize, Agent, PassIo, PassResult, BLOCKED_RECHECK, DEBOUNCE};
-pub use readiness::{Readiness, Schedule};
+pub use readiness::{readiness_of, Schedule};
 pub use status::{is_alive, AgentStatus, AgentStatusFile, Phase, AGENT_STATUS_FILE};
 
 /// The live I/O of a pass: the cluster through `client`, the node through `cfg`.
@@ -292,7 +292,7 @@ async fn run_checks(cfg: &Config, client: &Client, metrics: &Metrics) -> Readine
     let checks = crate::check::run_all(cfg, &opts, client).await;
     let now = jiff::Timestamp::now();
     metrics.observe_checks(&checks, now);
-    let r = Readiness::of(&checks, now);
+    let r = readiness_of(&checks, now);
     if r.failing.is_empty() {
         tracing::info!(warning = ?r.warning, "readiness checks done");
     } else {

@@ -5,10 +5,8 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::check::{Check, Status};
-use crate::cluster::NodeSummary;
+use crate::cluster::{NodeSummary, Readiness};
 
 /// When the checks run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,34 +86,19 @@ pub fn settled(summary: Option<&NodeSummary>) -> bool {
     summary.is_some_and(|s| s.counts.get("recover").copied().unwrap_or(0) == 0)
 }
 
-/// The checks' result as the node summary carries it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Readiness {
-    /// When the checks ran.
-    pub at: jiff::Timestamp,
-    /// The checks in `fail`.
-    #[serde(default)]
-    pub failing: Vec<String>,
-    /// The checks in `warn`.
-    #[serde(default)]
-    pub warning: Vec<String>,
-}
-
-impl Readiness {
-    /// Sums up `checks` run at `at`.
-    pub fn of(checks: &[Check], at: jiff::Timestamp) -> Self {
-        let names = |s: Status| {
-            checks
-                .iter()
-                .filter(|c| c.status == s)
-                .map(|c| c.name.clone())
-                .collect()
-        };
-        Readiness {
-            at,
-            failing: names(Status::Fail),
-            warning: names(Status::Warn),
-        }
+/// Sums up `checks` run at `at` as the node summary carries them.
+pub fn readiness_of(checks: &[Check], at: jiff::Timestamp) -> Readiness {
+    let names = |s: Status| {
+        checks
+            .iter()
+            .filter(|c| c.status == s)
+            .map(|c| c.name.clone())
+            .collect()
+    };
+    Readiness {
+        at,
+        failing: names(Status::Fail),
+        warning: names(Status::Warn),
     }
 }
 
@@ -200,7 +183,7 @@ mod tests {
             text.contains("vmrecover_check_last_run_timestamp_seconds 1800000000"),
             "{text}"
         );
-        let r = Readiness::of(&checks, t(0));
+        let r = readiness_of(&checks, t(0));
         assert_eq!(
             (r.failing, r.warning),
             (vec!["c".to_string()], vec!["b".to_string()])

@@ -101,23 +101,7 @@ impl Check {
     }
 }
 
-/// Which verdict makes `check` exit 3.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailOn {
-    /// Any warn or fail (the default).
-    Warn,
-    /// Only a fail (the Helm test: warnings do not fail an install).
-    Fail,
-}
-
-/// `check`'s own options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckOptions {
-    /// Which verdict exits 3.
-    pub fail_on: FailOn,
-    /// Also every VM of the site (a person's command): unknown finalizers anywhere.
-    pub site: bool,
-}
+pub use crate::config::{CheckOptions, FailOn};
 
 /// The exit code for a list of checks.
 pub fn outcome(checks: &[Check], fail_on: FailOn) -> Outcome {

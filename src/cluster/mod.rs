@@ -50,8 +50,8 @@ pub use snapshot::{
 };
 pub use summary::{
     list_all as list_summaries, one_line, publish as publish_summary, summary_name, BlockedVm,
-    LastRun, NodeSummary, HEARTBEAT, LABEL_SUMMARY, MAX_BLOCKED, MAX_REASON, STALE_AFTER,
-    SUMMARY_KEY, SUMMARY_PREFIX,
+    LastRun, NodeSummary, Readiness, HEARTBEAT, LABEL_SUMMARY, MAX_BLOCKED, MAX_REASON,
+    STALE_AFTER, SUMMARY_KEY, SUMMARY_PREFIX,
 };
 pub use va_cache::VaCache;
 pub use wait::{until_gone, watch_timeout_secs};

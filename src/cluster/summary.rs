@@ -88,7 +88,7 @@ pub struct NodeSummary {
     pub last_run: Option<LastRun>,
     /// The agent's last readiness checks (`vmrecover check`), once they ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub readiness: Option<crate::agent::Readiness>,
+    pub readiness: Option<Readiness>,
     /// When the summary was written (the heartbeat).
     pub updated: jiff::Timestamp,
 }
@@ -169,4 +169,17 @@ pub async fn list_all(
                 .map_err(|e| (node, e))
         })
         .collect())
+}
+
+/// The checks' result as the node summary carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    /// When the checks ran.
+    pub at: jiff::Timestamp,
+    /// The checks in `fail`.
+    #[serde(default)]
+    pub failing: Vec<String>,
+    /// The checks in `warn`.
+    #[serde(default)]
+    pub warning: Vec<String>,
 }

@@ -140,6 +140,24 @@ pub struct AgentConfig {
     pub check_every: Duration,
 }
 
+/// Which verdict makes `check` exit 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOn {
+    /// Any warn or fail (the default).
+    Warn,
+    /// Only a fail (the Helm test: warnings do not fail an install).
+    Fail,
+}
+
+/// `check`'s own options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// Which verdict exits 3.
+    pub fail_on: FailOn,
+    /// Also every VM of the site (a person's command): unknown finalizers anywhere.
+    pub site: bool,
+}
+
 /// The command to run, with its configuration.
 #[derive(Debug, Clone)]
 pub enum Invocation {
@@ -154,7 +172,7 @@ pub enum Invocation {
     /// `vmrecover idle`: the host-mode DaemonSet's container.
     Idle,
     /// `vmrecover check`.
-    Check(Config, crate::check::CheckOptions),
+    Check(Config, CheckOptions),
     /// `vmrecover boot-record`: needs no node and no cluster.
     BootRecord {
         /// Start or stop.
@@ -197,10 +215,10 @@ impl Invocation {
             Some(Command::Run(args)) => run_invocation(g, &args)?,
             Some(Command::Check(args)) => Invocation::Check(
                 Config::resolve(g, &[], false, None)?,
-                crate::check::CheckOptions {
+                CheckOptions {
                     fail_on: match args.fail_on {
-                        crate::cli::FailOnArg::Warn => crate::check::FailOn::Warn,
-                        crate::cli::FailOnArg::Fail => crate::check::FailOn::Fail,
+                        crate::cli::FailOnArg::Warn => FailOn::Warn,
+                        crate::cli::FailOnArg::Fail => FailOn::Fail,
                     },
                     site: args.site,
                 },

@@ -80,7 +80,7 @@ async fn fifty_nodes_after_a_power_cut() {
         let fresh = Duration::from_secs(30);
         let cm = match i {
             44 => Some(summary(&name, fresh, |s| {
-                s.readiness = Some(vmrecover::agent::Readiness {
+                s.readiness = Some(vmrecover::cluster::Readiness {
                     at: jiff::Timestamp::now(),
                     failing: vec!["identity.token".into()],
                     warning: vec!["host.boot-records".into()],
