@@ -14,8 +14,8 @@ use crate::exit::Outcome;
 use crate::node::{self, NodeFacts};
 use crate::pipeline;
 use crate::recovery::{
-    plan, render_decision, render_plan, render_plan_table, render_report, Action, Blocker, Plan,
-    ReportStore, RunReport,
+    plan, render_decision, render_plan, render_plan_table, render_report, shorten, Action, Blocker,
+    Plan, ReportStore, RunReport,
 };
 
 /// The status document, as `--output json` prints it.
@@ -200,16 +200,6 @@ fn one_vm(r: &StatusReport, which: &str, out: &mut dyn Write) -> std::io::Result
         }
     }
     Ok(())
-}
-
-/// `s` cut to `max` characters, with `…` where it was cut.
-fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
-    t.push('…');
-    t
 }
 
 fn table(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {

@@ -48,4 +48,4 @@ pub use report::{
     VmResult, LAST_RUN_FILE,
 };
 pub use session::{lease_identity, Mode, Session};
-pub use table::plan as render_plan_table;
+pub use table::{plan as render_plan_table, shorten};

@@ -162,7 +162,7 @@ fn next_step(d: &Decision) -> String {
                 Some(f) => format!("review {f} (--also-finalizer)"),
                 None => "review the unknown finalizer".into(),
             },
-            Some(b) => operator_step(*b, d).into(),
+            Some(b) => operator_step(*b).into(),
             None => format!("status {}/{}", d.namespace, d.name),
         },
     }
@@ -195,8 +195,7 @@ fn blocker_words(b: Blocker) -> &'static str {
 }
 
 /// What a person does about a blocker.
-fn operator_step(b: Blocker, d: &Decision) -> &'static str {
-    let _ = d;
+fn operator_step(b: Blocker) -> &'static str {
     match b {
         Blocker::LiveProcess => "check the VM's process here (-o wide)",
         Blocker::DiskHeld => "find the holder (-o wide), free it",
@@ -319,7 +318,7 @@ fn first_clause(s: &str) -> String {
 }
 
 /// `s` cut to `max` characters, with `…` where it was cut.
-fn shorten(s: &str, max: usize) -> String {
+pub fn shorten(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();
     }

@@ -79,7 +79,7 @@ impl PidNamespace {
     /// `nsenter` forks to enter a pid namespace and forwards no signal; `setpriv
     /// --pdeathsig KILL` makes the program die with it, so killing the returned command's
     /// child (`kill_on_drop`, `start_kill`) ends the program too. Other signals go to the
-    /// program through [`PidNamespace::signal_started_by`].
+    /// program by its pid from [`PidNamespace::started_by`].
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut c = Command::new("nsenter");
         c.arg("--target")
@@ -113,12 +113,6 @@ impl PidNamespace {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-    }
-
-    /// Sends `signal` to the process `nsenter` (pid `outer`) started in the namespace.
-    pub fn signal_started_by(outer: u32, signal: Signal) -> nix::Result<()> {
-        let pid = Self::started_by(outer).ok_or(nix::errno::Errno::ESRCH)?;
-        kill(Pid::from_raw(pid as i32), signal)
     }
 }
 
