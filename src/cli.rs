@@ -6,7 +6,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::cluster::NamespacedName;
-use crate::config::ActOn;
 
 /// Recover KubeVirt VMs left stuck `Stopping`/`Terminating` on this Harvester node
 /// after a power cut.
@@ -271,6 +270,17 @@ pub struct CheckArgs {
     pub site: bool,
 }
 
+/// `--act-on` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ActOnArg {
+    /// Only after an unclean-shutdown verdict.
+    Unclean,
+    /// On any verdict.
+    Always,
+    /// Never: report only.
+    Never,
+}
+
 /// `--fail-on` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FailOnArg {
@@ -356,7 +366,7 @@ impl RunArgs {
 pub struct AgentArgs {
     /// When to act automatically [default: unclean; config file: actOn].
     #[arg(long, value_enum)]
-    pub act_on: Option<ActOn>,
+    pub act_on: Option<ActOnArg>,
 
     /// How long after boot the agent keeps recovering VMs that become stuck [default: 30m;
     /// config file: bootWindow].

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
+use super::also_read::{AlsoRead, NsName};
 use super::errors::describe;
 use super::gather_disks::{self, DiskFacts};
 use super::harvester::{
@@ -24,45 +25,6 @@ use super::objects::{VirtualMachine, VirtualMachineInstance};
 use super::retry::with_retries;
 use super::snapshot::{ClaimedVmi, ClusterFacts, NodeIdentity, PodView, VmView, VmiView};
 use crate::evidence::Gathered;
-
-/// Objects to read besides those the VMIs on the node refer to: the VMs (and their
-/// PVCs) an earlier run had started recovering, whose VMI may be gone.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AlsoRead {
-    /// VMs, as (namespace, name).
-    pub vms: Vec<NsName>,
-    /// PVCs, as (namespace, claim).
-    pub pvcs: Vec<NsName>,
-    /// VMIs that VM processes on this node claim, as (namespace, name): each is read by
-    /// name unless a VMI listed for the node already accounts for it.
-    pub claimed_vmis: Vec<NsName>,
-    /// Disks (PV name, volume handle) an earlier run recorded: looked for even when their
-    /// PVC is gone.
-    pub disks: Vec<(String, String)>,
-    /// The agent's namespace, where the cluster-wide pause lives; with it, a pass that
-    /// decides something also reads Harvester's state (the pause ConfigMap, the policy
-    /// setting, the Upgrades).
-    pub namespace: Option<String>,
-    /// A fenced-node run: also list every launcher pod, to find one of a VM here Running
-    /// on another node.
-    pub fenced: bool,
-    /// A re-check: only these VMIs (namespace, name) have their own objects read; each
-    /// one this node's list does not have is read by name and joins the list, so the
-    /// planner says where it is now (gone: not there at all).
-    pub narrow: Option<BTreeSet<NsName>>,
-    /// A fenced-node run: how long to watch NODE's signs of life for a change when something
-    /// is being decided (they are read once in any case).
-    pub fence_watch: std::time::Duration,
-    /// A fenced run's re-check: the run's own identity on NODE's Lease, whose renewals are
-    /// no sign of NODE's life.
-    pub own_holder: Option<String>,
-    /// The re-check rounds of one run share the storage VolumeAttachment list for a short
-    /// while ([`super::VaCache`]); `None` reads it every time.
-    pub va_cache: Option<super::VaCache>,
-}
-
-/// A (namespace, name) pair.
-pub type NsName = (String, String);
 
 /// Reads everything the planner needs about `node`. Never fails: a read that fails
 /// becomes `Unreadable` evidence, so the planner fails closed on it.

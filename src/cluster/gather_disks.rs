@@ -10,7 +10,7 @@ use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::api::ListParams;
 use kube::{Api, Client};
 
-use super::gather::{AlsoRead, NsName};
+use super::also_read::{AlsoRead, NsName};
 use super::lists::{get_named, get_optional, list, list_optional};
 use super::names::*;
 use super::objects::{LonghornVolume, LonghornVolumeAttachment};

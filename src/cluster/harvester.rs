@@ -99,7 +99,7 @@ pub struct HarvesterFacts {
     pub upgrades_in_progress: Option<Gathered<Vec<String>>>,
     /// A fenced-node run only: launcher pods on other nodes.
     #[serde(default)]
-    pub launchers_elsewhere: Option<Gathered<Vec<super::snapshot::PodView>>>,
+    pub launchers_elsewhere: Option<Gathered<Vec<super::pod_view::PodView>>>,
     /// A fenced-node run only: what NODE's own software last wrote (its signs of life).
     #[serde(default)]
     pub life_signs: Option<super::liveness::LifeSigns>,

@@ -3,6 +3,7 @@
 //! The modules are private; the names other parts of vmrecover and its tests use are
 //! re-exported here, so the compiler keeps this surface.
 
+mod also_read;
 mod client;
 mod denial;
 mod errors;
@@ -14,7 +15,9 @@ mod lease;
 mod lists;
 mod liveness;
 mod names;
+mod object_key;
 mod objects;
+mod pod_view;
 mod retry;
 mod server_clock;
 mod snapshot;
@@ -22,13 +25,14 @@ mod summary;
 mod va_cache;
 mod wait;
 
+pub use also_read::{AlsoRead, NsName};
 pub use client::{
     check_node, connect, connect_for_watches, connect_to_node, ConnectError, LONG_WATCH_SECS,
 };
 pub use denial::{classify as classify_refusal, Refusal};
 pub use errors::{describe, status_code};
 pub use events::{EventRecorder, Regarding};
-pub use gather::{gather, is_deciding, AlsoRead, NsName};
+pub use gather::{gather, is_deciding};
 pub use harvester::{
     read_extras as read_harvester_extras, ConditionView, ForceResetPolicy, HarvesterFacts,
     ANNOTATION_PAUSE, CONDITION_DRAINED, HARVESTER_NAMESPACE, LABEL_UPGRADE_STATE, PAUSE_CONFIGMAP,

@@ -1,42 +1,20 @@
 //! The cluster facts the planner reads: small serde views of the objects on this node,
 //! built from the typed objects and easy to write by hand in tests.
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::VolumeAttachment;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
 use super::names::*;
+use super::object_key::controller_of;
+pub use super::object_key::ObjectKey;
 use super::objects::{
     LonghornVolume, LonghornVolumeAttachment, VirtualMachine, VirtualMachineInstance,
     BACKEND_STORAGE_PREFIX,
 };
+pub use super::pod_view::PodView;
 use crate::boot::clock::normalize_id;
 use crate::evidence::Gathered;
-
-/// The identity of an object and the version it was read at.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjectKey {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-    /// UID.
-    pub uid: String,
-    /// resourceVersion when read.
-    pub resource_version: String,
-}
-
-impl ObjectKey {
-    fn of(meta: &ObjectMeta) -> Self {
-        ObjectKey {
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            name: meta.name.clone().unwrap_or_default(),
-            uid: meta.uid.clone().unwrap_or_default(),
-            resource_version: meta.resource_version.clone().unwrap_or_default(),
-        }
-    }
-}
 
 /// A VMI as the planner sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,77 +219,6 @@ impl From<&VirtualMachine> for VmView {
                         .collect()
                 })
                 .unwrap_or_default(),
-        }
-    }
-}
-
-/// A virt-launcher pod as the planner sees it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PodView {
-    /// Identity and version.
-    pub key: ObjectKey,
-    /// `spec.nodeName`.
-    pub node_name: Option<String>,
-    /// `status.phase`.
-    pub phase: Option<String>,
-    /// `metadata.deletionTimestamp`.
-    pub deletion_timestamp: Option<jiff::Timestamp>,
-    /// UID of the VMI it serves (controller ownerRef, else `kubevirt.io/created-by`).
-    pub vmi_uid: Option<String>,
-    /// Name of the VMI it serves (ownerRef, else `kubevirt.io/domain`).
-    pub vmi_name: Option<String>,
-    /// The PVCs its volumes mount.
-    #[serde(default)]
-    pub claims: Vec<String>,
-    /// UID of the pod that controls it (a hotplug attachment pod's launcher pod).
-    #[serde(default)]
-    pub owner_pod_uid: Option<String>,
-}
-
-impl PodView {
-    /// Whether this is a running, not deleting launcher pod of a VMI other than
-    /// `vmi_uid` that mounts one of `claims`: another live VM using a shared disk.
-    pub fn uses_shared_disk(&self, vmi_uid: &str, claims: &[&str]) -> bool {
-        self.phase.as_deref() == Some("Running")
-            && self.deletion_timestamp.is_none()
-            && self.vmi_uid.as_deref().is_some_and(|u| u != vmi_uid)
-            && self.claims.iter().any(|c| claims.contains(&c.as_str()))
-    }
-}
-
-impl From<&Pod> for PodView {
-    fn from(pod: &Pod) -> Self {
-        let meta = &pod.metadata;
-        let owner = controller_of(meta, "VirtualMachineInstance");
-        let label = meta
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_CREATED_BY))
-            .cloned();
-        let domain = meta
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ANNOTATION_DOMAIN))
-            .cloned();
-        PodView {
-            key: ObjectKey::of(meta),
-            node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-            phase: pod.status.as_ref().and_then(|s| s.phase.clone()),
-            deletion_timestamp: meta.deletion_timestamp.as_ref().map(|t| t.0),
-            vmi_uid: owner.as_ref().map(|(_, uid)| uid.clone()).or(label),
-            vmi_name: owner.map(|(name, _)| name).or(domain),
-            claims: pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.volumes.as_ref())
-                .map(|vs| {
-                    vs.iter()
-                        .filter_map(|v| v.persistent_volume_claim.as_ref())
-                        .map(|c| c.claim_name.clone())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            owner_pod_uid: controller_of(meta, "Pod").map(|(_, uid)| uid),
         }
     }
 }
@@ -607,21 +514,6 @@ impl ClusterFacts {
     }
 }
 
-/// The controlling owner of `kind`: (name, uid).
-fn controller_of(meta: &ObjectMeta, kind: &str) -> Option<(String, String)> {
-    meta.owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.kind == kind && o.controller == Some(true))
-        .or_else(|| {
-            meta.owner_references
-                .as_ref()?
-                .iter()
-                .find(|o| o.kind == kind)
-        })
-        .map(|o| (o.name.clone(), o.uid.clone()))
-}
-
 /// Property tests: the views are built from whatever JSON the API server sends.
 #[cfg(test)]
 mod fuzz {
@@ -687,7 +579,7 @@ mod fuzz {
                 let view = VmView::from(&o);
                 prop_assert!(view.removed_pvcs.iter().all(|p| !p.is_empty()));
             }
-            if let Ok(o) = serde_json::from_value::<Pod>(v.clone()) {
+            if let Ok(o) = serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(v.clone()) {
                 let _ = PodView::from(&o);
             }
             if let Ok(o) = serde_json::from_value::<PersistentVolumeClaim>(v.clone()) {

@@ -42,7 +42,7 @@ pub enum ConfigError {
 }
 
 /// When the agent acts on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActOn {
     /// Only after an unclean-shutdown verdict.
@@ -51,6 +51,16 @@ pub enum ActOn {
     Always,
     /// Never: report only.
     Never,
+}
+
+impl From<crate::cli::ActOnArg> for ActOn {
+    fn from(arg: crate::cli::ActOnArg) -> Self {
+        match arg {
+            crate::cli::ActOnArg::Unclean => ActOn::Unclean,
+            crate::cli::ActOnArg::Always => ActOn::Always,
+            crate::cli::ActOnArg::Never => ActOn::Never,
+        }
+    }
 }
 
 /// Limits and timeouts of the I/O shell (not policy: they change how, not what).
@@ -303,7 +313,7 @@ impl Config {
             path: Some(path),
             file: loaded.as_ref().map(|(p, t, _)| (p.clone(), t.clone())),
             flags: g.policy.clone(),
-            act_on: agent.and_then(|a| a.act_on),
+            act_on: agent.and_then(|a| a.act_on).map(ActOn::from),
             boot_window: agent.and_then(|a| a.boot_window),
             longhorn_namespace: g.longhorn_namespace.clone(),
             refused,

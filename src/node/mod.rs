@@ -23,6 +23,7 @@
 pub mod bounded;
 pub mod cmdline;
 pub mod csi_paths;
+mod disk_facts;
 pub mod identity;
 pub mod mountinfo;
 pub mod orphans;

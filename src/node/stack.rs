@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use super::bounded::Progress;
 use super::csi_paths::{self, PathVolume};
-use super::volumes::{DevNum, KernelHolder, LonghornDevice, NamedBy, Relation};
+use super::disk_facts::{DevNum, KernelHolder, LonghornDevice, NamedBy, Relation};
 
 /// The deepest stack followed (a Longhorn disk → partition → dm-crypt → LVM → loop is 4).
 pub const MAX_DEPTH: usize = 12;
