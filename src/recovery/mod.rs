@@ -14,6 +14,7 @@ mod harvester;
 mod hotplug;
 mod intents;
 mod liveness;
+mod mode;
 mod model;
 mod plan;
 mod recheck;
@@ -35,6 +36,7 @@ pub use audit::{AuditRecord, AUDIT_TARGET};
 pub use blocker::Blocker;
 pub use finalizers::{classify, FinalizerClass, KnownFinalizer, ObjectKind, KNOWN_FINALIZERS};
 pub use intents::{IntentDisk, IntentStore, RecoveryIntent, StaleIntent, INTENTS_FILE};
+pub use mode::Mode;
 pub use model::{
     Action, Decision, DiskKey, Facts, HostIdentity, Narrow, OrphanDecision, Plan, Step,
 };
@@ -47,5 +49,5 @@ pub use report::{
     OrphanOutcome, ReportStore, RunReport, StepAction, StepOutcome, StepStatus, VmOutcome,
     VmResult, LAST_RUN_FILE,
 };
-pub use session::{lease_identity, Mode, Session};
+pub use session::{lease_identity, Session};
 pub use table::{plan as render_plan_table, shorten};

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::blocker::Blocker;
+use super::mode::Mode;
 use super::model::Plan;
-use super::session::Mode;
 use crate::evidence::Gathered;
 use crate::state_file::{save_json, SaveError};
 

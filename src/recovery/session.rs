@@ -6,41 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Client;
-use serde::{Deserialize, Serialize};
 
 use super::apply::{self, ApplyContext};
 use super::intents::IntentStore;
+use super::mode::Mode;
 use super::model::Plan;
 use super::recheck::{Recheck, Regather};
 use super::report::{ReportStore, RunReport};
 use crate::cluster::{acquire_lease, watch_timeout_secs, EventRecorder, LeaseConfig, LeaseError};
 use crate::config::{Config, Tuning};
-
-/// Who runs a session: part of the Lease holder's identity and of the run report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// A person's `vmrecover run`.
-    Manual,
-    /// The agent.
-    Agent,
-}
-
-impl Mode {
-    /// The word used in the Lease identity and in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Manual => "manual",
-            Mode::Agent => "agent",
-        }
-    }
-}
-
-impl std::fmt::Display for Mode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Where and as whom a session runs.
 pub struct Session {
