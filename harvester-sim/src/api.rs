@@ -3,12 +3,11 @@
 use serde_json::{json, Value};
 
 use crate::errors::ApiError;
+use crate::exchange::{Reply, Req, State, WatchParams};
 use crate::patch::PatchKind;
 use crate::resources::{self, ResIdx, RESOURCES};
-use crate::server::{Reply, Req, State};
 use crate::store::{DeleteOptions, ListQuery, PatchParams};
 use crate::table::{self, IncludeObject};
-use crate::watch::WatchParams;
 
 /// What a resource path addresses.
 #[derive(Debug, Clone, PartialEq)]

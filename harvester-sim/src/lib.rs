@@ -142,6 +142,7 @@ pub mod api;
 pub mod controllers;
 pub mod convert;
 pub mod errors;
+mod exchange;
 pub mod faults;
 pub mod kube_version;
 pub mod kubeconfig;
@@ -291,7 +292,7 @@ pub fn shipped_scenario(name: &str) -> PathBuf {
 
 /// A running simulator; it stops when dropped.
 pub struct Sim {
-    state: Arc<server::State>,
+    state: Arc<exchange::State>,
     addr: SocketAddr,
     pki: Option<Arc<tls::Pki>>,
     kubeconfig: PathBuf,
@@ -366,7 +367,7 @@ impl Sim {
             Some(Arc::new(tls::Pki::generate()?))
         };
         let tls = pki.as_ref().map(|p| p.server_config()).transpose()?;
-        let state = Arc::new(server::State {
+        let state = Arc::new(exchange::State {
             store,
             log,
             faults: Arc::new(Faults::default()),

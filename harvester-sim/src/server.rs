@@ -2,12 +2,10 @@
 //! Kubernetes API (`api.rs`), the watch streams (`watch.rs`) and the control API (`simapi.rs`),
 //! and logs every request.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -16,79 +14,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch as tokio_watch;
 
 use crate::errors::ApiError;
-use crate::faults::{FaultAction, Faults};
-use crate::requestlog::{body_value, RequestLog, RequestRecord};
-use crate::store::Store;
-
-/// Response body type.
-pub(crate) type Body = BoxBody<Bytes, Infallible>;
+use crate::exchange::{Body, Reply, Req, State};
+use crate::faults::FaultAction;
+use crate::requestlog::{body_value, RequestRecord};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024 * 1024;
-
-/// Everything a request handler needs.
-pub(crate) struct State {
-    pub store: Arc<Store>,
-    pub log: Arc<RequestLog>,
-    pub faults: Arc<Faults>,
-    pub addr: SocketAddr,
-    pub shutdown: tokio_watch::Receiver<bool>,
-    /// Whether requests are authenticated and authorized (RBAC manifests were given).
-    pub rbac: bool,
-    /// Tokens issued through TokenRequest.
-    pub tokens: Arc<crate::tokens::Tokens>,
-    /// HTTPS (`None`: plain HTTP).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-}
-
-/// A parsed request.
-pub(crate) struct Req {
-    pub method: String,
-    pub path: String,
-    pub raw_query: String,
-    pub query: Vec<(String, String)>,
-    pub content_type: String,
-    pub accept: String,
-    pub authorization: String,
-    /// `Impersonate-User` and the `Impersonate-Group` values (kubectl `--as`, `--as-group`).
-    pub impersonate: Option<(String, Vec<String>)>,
-    /// Who sent it (set once authenticated; the admin until then).
-    pub who: crate::rbac::Identity,
-    pub body: Bytes,
-}
-
-impl Req {
-    /// A query parameter.
-    pub fn q(&self, k: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// A boolean query parameter (`true`/`1`).
-    pub fn flag(&self, k: &str) -> bool {
-        matches!(self.q(k), Some("true") | Some("1"))
-    }
-}
-
-/// What a handler answers.
-pub(crate) enum Reply {
-    /// A JSON body.
-    Json(u16, Value),
-    /// Plain text.
-    Text(u16, String),
-    /// Raw bytes with a content type.
-    Bytes(u16, &'static str, Vec<u8>),
-    /// A watch stream, started once the request is logged.
-    Watch(crate::watch::WatchParams),
-}
-
-impl From<ApiError> for Reply {
-    fn from(e: ApiError) -> Self {
-        Reply::Json(e.code, e.to_status())
-    }
-}
 
 fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()

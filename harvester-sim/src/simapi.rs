@@ -19,8 +19,8 @@
 use serde_json::{json, Value};
 
 use crate::errors::ApiError;
+use crate::exchange::{Reply, Req, State};
 use crate::faults::FaultRule;
-use crate::server::{Reply, Req, State};
 use crate::settings::SettingsPatch;
 
 fn bad(msg: impl Into<String>) -> Reply {

@@ -13,30 +13,13 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::errors::ApiError;
-use crate::resources::{ResIdx, RESOURCES};
-use crate::selectors::{FieldSelector, LabelSelector};
-use crate::server::{Body, State};
+use crate::exchange::{Body, State, WatchParams};
+use crate::resources::RESOURCES;
 use crate::store::{EventType, StoreEvent};
-use crate::table::{self, IncludeObject};
+use crate::table;
 
 /// How often a watch that allows bookmarks gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
-
-/// Parameters of a watch request.
-#[derive(Debug, Clone)]
-pub(crate) struct WatchParams {
-    pub res: ResIdx,
-    pub ns: Option<String>,
-    pub label: LabelSelector,
-    pub field: FieldSelector,
-    pub resource_version: Option<String>,
-    pub timeout_seconds: Option<u64>,
-    pub allow_bookmarks: bool,
-    pub send_initial_events: bool,
-    pub table: Option<IncludeObject>,
-    /// `as=PartialObjectMetadata`: each event's object is its metadata only (`crate::partial`).
-    pub metadata_only: bool,
-}
 
 struct Filter {
     params: WatchParams,
