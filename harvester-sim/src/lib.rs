@@ -685,3 +685,15 @@ pub fn kubectl_cache_dir(kubeconfig: &Path) -> PathBuf {
     dir.push(".kubectl-cache");
     PathBuf::from(dir)
 }
+
+/// A kubectl (`bin`: `"kubectl"` or a versioned binary) that talks to the simulator behind
+/// `kubeconfig` with a discovery cache of that simulator's own ([`kubectl_cache_dir`]); the
+/// caller adds the arguments (`tokio::process::Command::from` makes it async).
+pub fn kubectl(bin: impl AsRef<std::ffi::OsStr>, kubeconfig: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg("--cache-dir")
+        .arg(kubectl_cache_dir(kubeconfig))
+        .arg("--kubeconfig")
+        .arg(kubeconfig);
+    cmd
+}

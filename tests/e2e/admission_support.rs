@@ -28,11 +28,7 @@ pub fn policy_file() -> String {
 
 /// The real kubectl with the simulator's admin kubeconfig.
 pub fn kubectl(sim: &Sim, args: &[&str]) -> std::process::Output {
-    std::process::Command::new("kubectl")
-        .arg("--cache-dir")
-        .arg(harvester_sim::kubectl_cache_dir(sim.kubeconfig_path()))
-        .arg("--kubeconfig")
-        .arg(sim.kubeconfig_path())
+    harvester_sim::kubectl("kubectl", sim.kubeconfig_path())
         .args(args)
         .output()
         .expect("run kubectl")

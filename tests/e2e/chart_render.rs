@@ -456,10 +456,8 @@ async fn a_non_default_rendering_passes_server_dry_run_with_rbac_enforced() {
     let kc = sim.kubeconfig_path().display().to_string();
     let f = file.display().to_string();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(kubectl)
-            .arg("--cache-dir")
-            .arg(harvester_sim::kubectl_cache_dir(std::path::Path::new(&kc)))
-            .args(["--kubeconfig", &kc, "apply", "--dry-run=server", "-f", &f])
+        harvester_sim::kubectl(kubectl, std::path::Path::new(&kc))
+            .args(["apply", "--dry-run=server", "-f", &f])
             .output()
             .unwrap()
     })

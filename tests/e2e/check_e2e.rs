@@ -36,11 +36,7 @@ struct Env {
 }
 
 fn kubectl(sim: &Sim, args: &[&str]) -> std::process::Output {
-    std::process::Command::new("kubectl")
-        .arg("--cache-dir")
-        .arg(harvester_sim::kubectl_cache_dir(sim.kubeconfig_path()))
-        .arg("--kubeconfig")
-        .arg(sim.kubeconfig_path())
+    harvester_sim::kubectl("kubectl", sim.kubeconfig_path())
         .args(args)
         .stdin(Stdio::null())
         .output()

@@ -18,11 +18,7 @@ const NODE: &str = "harvester-node-1";
 const NS: &str = "harvester-system";
 
 fn kubectl(kc: &Path, args: &[&str]) -> (bool, String) {
-    let o = Command::new("kubectl")
-        .arg("--cache-dir")
-        .arg(harvester_sim::kubectl_cache_dir(kc))
-        .arg("--kubeconfig")
-        .arg(kc)
+    let o = harvester_sim::kubectl("kubectl", kc)
         .args(args)
         .output()
         .expect("run kubectl");

@@ -69,11 +69,7 @@ fn serve(py: &Path, dir: &Path) -> (KillOnDrop, String) {
 }
 
 fn kubectl(bin: &Path, kubeconfig: &Path, args: &[&str]) -> (bool, String) {
-    let o = Command::new(bin)
-        .arg("--cache-dir")
-        .arg(harvester_sim::kubectl_cache_dir(kubeconfig))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
+    let o = harvester_sim::kubectl(bin, kubeconfig)
         .args(args)
         .output()
         .expect("run kubectl");

@@ -594,11 +594,7 @@ async fn every_recovered_vm_has_one_event_that_kubectl_finds() {
         "an Event was refused: {}",
         run.stderr
     );
-    let out = std::process::Command::new("kubectl")
-        .arg("--cache-dir")
-        .arg(harvester_sim::kubectl_cache_dir(env.sim.kubeconfig_path()))
-        .arg("--kubeconfig")
-        .arg(env.sim.kubeconfig_path())
+    let out = harvester_sim::kubectl("kubectl", env.sim.kubeconfig_path())
         .args([
             "get",
             "events",

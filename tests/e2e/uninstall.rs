@@ -72,11 +72,7 @@ fn leftovers(sim: &harvester_sim::Sim) -> Vec<String> {
 }
 
 fn kubectl(kc: &Path, args: &[&str]) -> (bool, String) {
-    let o = Command::new("kubectl")
-        .arg("--cache-dir")
-        .arg(harvester_sim::kubectl_cache_dir(kc))
-        .arg("--kubeconfig")
-        .arg(kc)
+    let o = harvester_sim::kubectl("kubectl", kc)
         .args(args)
         .output()
         .expect("run kubectl");

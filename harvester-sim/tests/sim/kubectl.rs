@@ -46,11 +46,9 @@ struct Kubectl<'a> {
 
 impl Kubectl<'_> {
     async fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = tokio::process::Command::new(self.bin);
-        cmd.arg("--cache-dir")
-            .arg(harvester_sim::kubectl_cache_dir(self.kubeconfig))
-            .args(args)
-            .env("KUBECONFIG", self.kubeconfig)
+        let mut cmd =
+            tokio::process::Command::from(harvester_sim::kubectl(self.bin, self.kubeconfig));
+        cmd.args(args)
             .env("HOME", std::env::temp_dir())
             .env_remove("KUBECTL_EXTERNAL_DIFF")
             .stdin(if stdin.is_some() {
@@ -416,20 +414,18 @@ async fn kubectl_watch_prints_changes() {
     let bins = kubectls();
     let Some(bin) = bins.last() else { return };
     let sim = power_loss().await;
-    let mut child = match tokio::process::Command::new(bin)
-        .arg("--cache-dir")
-        .arg(harvester_sim::kubectl_cache_dir(sim.kubeconfig_path()))
-        .args(["get", "vmi", "-n", "default", "-w", "--request-timeout=20s"])
-        .env("KUBECONFIG", sim.kubeconfig_path())
-        .env("HOME", std::env::temp_dir())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => panic!("{e}"),
-    };
+    let mut child =
+        match tokio::process::Command::from(harvester_sim::kubectl(bin, sim.kubeconfig_path()))
+            .args(["get", "vmi", "-n", "default", "-w", "--request-timeout=20s"])
+            .env("HOME", std::env::temp_dir())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
     let Some(stdout) = child.stdout.take() else {
         panic!("no stdout")
     };

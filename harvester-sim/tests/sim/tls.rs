@@ -162,11 +162,8 @@ async fn kubectl_over_https_with_a_minted_token() {
     };
     let sim = sim().await;
     let run = |kc: &Path, args: &[&str]| {
-        std::process::Command::new(kubectl)
-            .arg("--cache-dir")
-            .arg(harvester_sim::kubectl_cache_dir(kc))
+        harvester_sim::kubectl(kubectl, kc)
             .args(args)
-            .env("KUBECONFIG", kc)
             .env("HOME", std::env::temp_dir())
             .output()
             .unwrap_or_else(|e| panic!("{e}"))
