@@ -2,11 +2,21 @@
 # Builds vmrecover's container image offline and exports it as a docker archive that RKE2
 # imports from /var/lib/rancher/rke2/agent/images/ (docs/install.md):
 #
-#   image/build.sh            -> target/image/vmrecover-<version>.tar  (image localhost/vmrecover:<version>)
+#   image/build.sh                -> target/image/vmrecover-<version>.tar        (amd64)
+#   image/build.sh --arch arm64   -> target/image/vmrecover-<version>-arm64.tar  (arm64)
 #
-# Needs: rustup target x86_64-unknown-linux-musl, musl-tools (musl-gcc, for ring), podman
-# (or buildah), and journalctl (Debian package systemd) whose binary and libraries go into the
-# image. Nothing is pulled from a registry: the image starts FROM scratch.
+# Both archives name the image localhost/vmrecover:<version>, so the chart is the same on an
+# amd64 and an arm64 node; image/multiarch.sh joins them in one OCI index. The image carries
+# the OCI labels version, revision (git commit), source (Chart.yaml's first `sources` entry,
+# or VMRECOVER_IMAGE_SOURCE) and created.
+#
+# Needs, amd64: rustup target x86_64-unknown-linux-musl, musl-tools (musl-gcc, for ring),
+# podman (or buildah), and journalctl (Debian package systemd) whose binary and libraries go
+# into the image. arm64 (cross-built on an amd64 Debian machine): rustup target
+# aarch64-unknown-linux-musl, cargo-zigbuild (crates.io) with zig (the `ziglang` PyPI package
+# or a zig on PATH), and Debian's arm64 packages of journalctl and its libraries (fetched with
+# apt-get download: needs `dpkg --add-architecture arm64 && apt-get update`, done here when
+# run as root). Nothing is pulled from a registry: the image starts FROM scratch.
 # Environment: VMRECOVER_IMAGE_TARGET_DIR (cargo target dir, default target/image-build: a
 # build of its own, so it never waits for another cargo's lock), VMRECOVER_IMAGE_OUT (default
 # target/image), PODMAN (default podman; extra options may follow, e.g. "podman --root DIR").
@@ -18,18 +28,57 @@ image="localhost/vmrecover:${version}"
 target_dir=${VMRECOVER_IMAGE_TARGET_DIR:-target/image-build}
 out_dir=${VMRECOVER_IMAGE_OUT:-target/image}
 podman=${PODMAN:-podman}
-triple=x86_64-unknown-linux-musl
 
-echo "image: building the static binary ($triple, release) in $target_dir" >&2
-CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc} \
-  CARGO_TARGET_DIR="$target_dir" \
-  cargo build --release --locked --target "$triple" -p vmrecover --bin vmrecover
-bin="$target_dir/$triple/release/vmrecover"
-if ldd "$bin" 2>/dev/null | grep -q '=>'; then
-  echo "image: $bin is not static:" >&2; ldd "$bin" >&2; exit 1
+arch=amd64
+while [ $# -gt 0 ]; do
+  case $1 in
+    --arch) arch=${2:-}; shift 2 ;;
+    --arch=*) arch=${1#--arch=}; shift ;;
+    *) echo "image: unknown argument $1 (usage: image/build.sh [--arch amd64|arm64])" >&2; exit 2 ;;
+  esac
+done
+case $arch in
+  amd64) triple=x86_64-unknown-linux-musl; suffix=""; loader=/lib64/ld-linux-x86-64.so.2 ;;
+  arm64) triple=aarch64-unknown-linux-musl; suffix="-arm64"; loader=/lib/ld-linux-aarch64.so.1 ;;
+  *) echo "image: --arch $arch: only amd64 and arm64 are built" >&2; exit 2 ;;
+esac
+if [ "$arch" = arm64 ] && [ "$(uname -m)" != x86_64 ]; then
+  echo "image: the arm64 image is cross-built on an x86_64 machine (this is $(uname -m))" >&2; exit 2
 fi
 
-stage="$out_dir/stage"
+# One build at a time per output directory (two tests, or multiarch.sh and a test, may start
+# it together): they share the podman tag and the cargo target directory.
+# (image/multiarch.sh holds the lock for both builds and the index: VMRECOVER_IMAGE_LOCKED=1.)
+mkdir -p "$out_dir"
+if [ -z "${VMRECOVER_IMAGE_LOCKED:-}" ]; then
+  exec 9>"$out_dir/.build.lock"
+  flock 9
+fi
+
+source_url=${VMRECOVER_IMAGE_SOURCE:-$(awk '/^sources:/{f=1; next} f && /^ *- /{print $2; exit}' charts/vmrecover/Chart.yaml)}
+revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then revision="$revision-dirty"; fi
+created=$(date -u -d "@${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}" +%Y-%m-%dT%H:%M:%SZ)
+
+echo "image: building the static binary ($triple, release) in $target_dir" >&2
+if [ "$arch" = amd64 ]; then
+  CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc} \
+    CARGO_TARGET_DIR="$target_dir" \
+    cargo build --release --locked --target "$triple" -p vmrecover --bin vmrecover
+else
+  command -v cargo-zigbuild >/dev/null || { echo "image: no cargo-zigbuild (cargo install --locked cargo-zigbuild)" >&2; exit 1; }
+  # cargo-zigbuild finds zig on PATH or as `python3 -m ziglang` (the repository's .venv has it).
+  [ -x .venv/bin/python3 ] && export PATH="$PWD/.venv/bin:$PATH"
+  command -v zig >/dev/null || python3 -m ziglang version >/dev/null 2>&1 ||
+    { echo "image: no zig (pip install ziglang, or a zig on PATH)" >&2; exit 1; }
+  CARGO_TARGET_DIR="$target_dir" cargo zigbuild --release --locked --target "$triple" -p vmrecover --bin vmrecover
+fi
+bin="$target_dir/$triple/release/vmrecover"
+if readelf -l "$bin" | grep -q 'INTERP'; then
+  echo "image: $bin is not static (it names a program interpreter)" >&2; exit 1
+fi
+
+stage="$out_dir/stage-$arch"
 rm -rf "$stage" && mkdir -p "$stage/rootfs/usr/local/bin" "$stage/rootfs/usr/bin" "$stage/rootfs/tmp" "$stage/rootfs/etc"
 chmod 1777 "$stage/rootfs/tmp"
 install -m 0755 "$bin" "$stage/rootfs/usr/local/bin/vmrecover"
@@ -42,20 +91,31 @@ copy_with_libs() {
     install -D -m 0644 "$(readlink -f "$lib")" "$stage/rootfs$lib"
   done
 }
-journalctl=$(command -v journalctl)
-copy_with_libs "$(readlink -f "$journalctl")"
-[ "$(readlink -f "$journalctl")" = /usr/bin/journalctl ] || { echo "image: journalctl is not /usr/bin/journalctl" >&2; exit 1; }
-copy_with_libs /usr/bin/install
-[ -e "$stage/rootfs/lib64/ld-linux-x86-64.so.2" ] || { echo "image: the dynamic loader was not staged" >&2; exit 1; }
-chmod 0755 "$stage/rootfs/lib64/ld-linux-x86-64.so.2"
+if [ "$arch" = amd64 ]; then
+  journalctl=$(command -v journalctl)
+  copy_with_libs "$(readlink -f "$journalctl")"
+  [ "$(readlink -f "$journalctl")" = /usr/bin/journalctl ] || { echo "image: journalctl is not /usr/bin/journalctl" >&2; exit 1; }
+  copy_with_libs /usr/bin/install
+else
+  # Debian's arm64 journalctl and install with the libraries they need (ELF NEEDED, resolved
+  # in a sysroot of the packages' files), checked under qemu-user-static when it is there.
+  bash image/stage-debian-arm64.sh "$target_dir/debian-arm64" "$stage/rootfs" /usr/bin/journalctl /usr/bin/install
+fi
+[ -e "$stage/rootfs$loader" ] || { echo "image: the dynamic loader $loader was not staged" >&2; exit 1; }
+chmod 0755 "$(readlink -f "$stage/rootfs$loader")"
 # The loader's cache, so the libraries are found wherever the distribution keeps them.
-ldconfig -r "$stage/rootfs" 2>/dev/null || true
+[ "$arch" = amd64 ] && { ldconfig -r "$stage/rootfs" 2>/dev/null || true; }
 cp image/Containerfile "$stage/Containerfile"
 
-echo "image: building $image FROM scratch" >&2
-$podman build --pull=never --network=none --no-cache -t "$image" -f "$stage/Containerfile" "$stage" >&2
+echo "image: building $image ($arch) FROM scratch" >&2
+$podman build --pull=never --network=none --no-cache --platform "linux/$arch" \
+  --label "org.opencontainers.image.version=$version" \
+  --label "org.opencontainers.image.revision=$revision" \
+  --label "org.opencontainers.image.source=$source_url" \
+  --label "org.opencontainers.image.created=$created" \
+  -t "$image" -f "$stage/Containerfile" "$stage" >&2
 mkdir -p "$out_dir"
-archive="$out_dir/vmrecover-${version}.tar"
+archive="$out_dir/vmrecover-${version}${suffix}.tar"
 rm -f "$archive"
 $podman save --format docker-archive -o "$archive" "$image" >&2
 echo "image: $image saved as $archive ($(du -h "$archive" | cut -f1))" >&2

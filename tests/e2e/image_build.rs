@@ -58,7 +58,7 @@ impl Podman {
     }
 }
 
-fn prerequisites() -> Option<PathBuf> {
+pub fn prerequisites() -> Option<PathBuf> {
     let podman = tool("podman", &["/usr/bin/podman"])
         .or_else(|| skip("no podman (apt-get install podman runc)"))?;
     tool("runc", &["/usr/bin/runc", "/usr/sbin/runc"]).or_else(|| skip("no runc"))?;
@@ -83,25 +83,14 @@ fn prerequisites() -> Option<PathBuf> {
     Some(podman)
 }
 
-/// The parts of a `status` boot document the verdict rests on.
-fn verdict_of(boot: &Value) -> Value {
-    serde_json::json!({
-        "verdict": boot["verdict"]["verdict"],
-        "decided_by": boot["verdict"]["decided_by"],
-        "journal": boot["journal"]["finding"]["state"],
-        "previous_boot": boot["journal"]["finding"]["boot_id"],
-        "markers": boot["journal"]["finding"]["analysis"]["progress"],
-    })
-}
-
-#[test]
-fn the_offline_image_runs_status_with_the_same_verdicts_as_the_host() {
-    let Some(podman_bin) = prerequisites() else {
-        return;
-    };
-    let version = env!("CARGO_PKG_VERSION");
-    let image = format!("localhost/vmrecover:{version}");
-
+/// The amd64 archive `image/build.sh` exports, built once per test run (the tests of this
+/// binary that need it share it); panics with the script's output when the build fails.
+pub fn built_archive() -> PathBuf {
+    static BUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(archive) = built.as_ref() {
+        return archive.clone();
+    }
     // Build and export (the default image store), as docs/install.md says.
     let build = Command::new("bash")
         .arg(repo().join("image/build.sh"))
@@ -125,6 +114,47 @@ fn the_offline_image_runs_status_with_the_same_verdicts_as_the_host() {
         archive.display(),
         std::fs::metadata(&archive).unwrap().len() >> 20
     );
+    *built = Some(archive.clone());
+    archive
+}
+
+/// The commit the image must name: `git rev-parse HEAD`, with `-dirty` for a changed tree.
+fn revision() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(repo())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let head = git(&["rev-parse", "HEAD"]);
+    if git(&["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+        head
+    } else {
+        format!("{head}-dirty")
+    }
+}
+
+/// The parts of a `status` boot document the verdict rests on.
+fn verdict_of(boot: &Value) -> Value {
+    serde_json::json!({
+        "verdict": boot["verdict"]["verdict"],
+        "decided_by": boot["verdict"]["decided_by"],
+        "journal": boot["journal"]["finding"]["state"],
+        "previous_boot": boot["journal"]["finding"]["boot_id"],
+        "markers": boot["journal"]["finding"]["analysis"]["progress"],
+    })
+}
+
+#[test]
+fn the_offline_image_runs_status_with_the_same_verdicts_as_the_host() {
+    let Some(podman_bin) = prerequisites() else {
+        return;
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    let image = format!("localhost/vmrecover:{version}");
+    let archive = built_archive();
 
     // An empty store that gets the image only from the archive.
     let store = tempfile::tempdir().unwrap();
@@ -152,6 +182,22 @@ fn the_offline_image_runs_status_with_the_same_verdicts_as_the_host() {
         serde_json::json!(["/usr/local/bin/vmrecover"])
     );
     assert_eq!(meta[0]["Config"]["Cmd"], serde_json::json!(["agent"]));
+    // The OCI labels a registry, `crictl inspecti` and a security scanner read.
+    let labels = &meta[0]["Config"]["Labels"];
+    let label = |k: &str| labels[format!("org.opencontainers.image.{k}")].as_str();
+    assert_eq!(label("version"), Some(version), "{labels:#}");
+    assert_eq!(label("revision"), Some(revision().as_str()), "{labels:#}");
+    let chart = std::fs::read_to_string(repo().join("charts/vmrecover/Chart.yaml")).unwrap();
+    let source = label("source").unwrap_or_default();
+    assert!(
+        !source.is_empty() && chart.contains(&format!("- {source}")),
+        "source {source:?} is Chart.yaml's sources entry: {labels:#}"
+    );
+    assert!(
+        label("created").is_some_and(|c| c.len() == 20 && c.ends_with('Z')),
+        "{labels:#}"
+    );
+    assert_eq!(meta[0]["Architecture"], "amd64");
     assert_eq!(
         meta[0]["RootFS"]["Layers"].as_array().map(Vec::len),
         Some(1),
