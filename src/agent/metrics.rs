@@ -411,8 +411,7 @@ mod tests {
     fn vm_reason_labels_come_from_the_blocker_type() {
         let mut plan = crate::recovery::plan(&facts(), &Policy::default());
         let template = plan.decisions[0].clone();
-        plan.decisions = Blocker::ALL
-            .iter()
+        plan.decisions = Blocker::all()
             .enumerate()
             .map(|(i, b)| {
                 let mut d = template.clone();
@@ -423,14 +422,14 @@ mod tests {
                     Action::Blocked
                 };
                 d.reasons = vec!["still running here: is held here: unknown finalizer".into()];
-                d.blockers = vec![*b];
+                d.blockers = vec![b];
                 d
             })
             .collect();
         let m = Metrics::new();
         m.observe_plan(&plan);
         let text = m.encode();
-        for (d, b) in plan.decisions.iter().zip(Blocker::ALL) {
+        for (d, b) in plan.decisions.iter().zip(Blocker::all()) {
             let line = format!(
                 r#"vmrecover_vms{{decision="{}",reason="{}"}} 1"#,
                 d.action.label(),

@@ -8,8 +8,22 @@ use serde::{Deserialize, Serialize};
 /// Every reason the planner writes for a `blocked` or `not_mine` decision carries one of
 /// these. The metric label of `vmrecover_vms{reason}` is [`Blocker::label`]: renaming a
 /// variant's label is a change of the metrics' contract, rewording a message is not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::EnumIter,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Blocker {
     /// A virt-launcher or qemu process of the VM still runs on this node.
     LiveProcess,
@@ -59,54 +73,16 @@ pub enum Blocker {
 }
 
 impl Blocker {
-    /// Every kind, for tests and for metric families that list all labels.
-    pub const ALL: [Blocker; 20] = [
-        Blocker::LiveProcess,
-        Blocker::DiskHeld,
-        Blocker::DiskAttachedElsewhere,
-        Blocker::UnknownFinalizer,
-        Blocker::EvidenceMissing,
-        Blocker::ClusterUnreadable,
-        Blocker::NotThisNode,
-        Blocker::Migrating,
-        Blocker::NodeDisagreement,
-        Blocker::IdentityMismatch,
-        Blocker::BootNotReported,
-        Blocker::PlanRefused,
-        Blocker::NotSelected,
-        Blocker::Paused,
-        Blocker::UpgradeInProgress,
-        Blocker::NotFenced,
-        Blocker::PlanChanged,
-        Blocker::LeaseLost,
-        Blocker::Interrupted,
-        Blocker::FencedNodeAlive,
-    ];
+    /// Every kind, in declaration order (derived: a new variant is in it by construction),
+    /// for tests and for metric families that list all labels.
+    pub fn all() -> impl Iterator<Item = Blocker> {
+        <Blocker as strum::IntoEnumIterator>::iter()
+    }
 
-    /// The stable label used in metrics and JSON.
+    /// The stable label used in metrics and JSON (the variant's name in snake case, as serde
+    /// writes it; a test keeps the two equal).
     pub fn label(self) -> &'static str {
-        match self {
-            Blocker::LiveProcess => "live_process",
-            Blocker::DiskHeld => "disk_held",
-            Blocker::DiskAttachedElsewhere => "disk_attached_elsewhere",
-            Blocker::UnknownFinalizer => "unknown_finalizer",
-            Blocker::EvidenceMissing => "evidence_missing",
-            Blocker::ClusterUnreadable => "cluster_unreadable",
-            Blocker::NotThisNode => "not_this_node",
-            Blocker::Migrating => "migrating",
-            Blocker::NodeDisagreement => "node_disagreement",
-            Blocker::IdentityMismatch => "identity_mismatch",
-            Blocker::BootNotReported => "boot_not_reported",
-            Blocker::PlanRefused => "plan_refused",
-            Blocker::NotSelected => "not_selected",
-            Blocker::Paused => "paused",
-            Blocker::UpgradeInProgress => "upgrade_in_progress",
-            Blocker::NotFenced => "not_fenced",
-            Blocker::PlanChanged => "plan_changed",
-            Blocker::LeaseLost => "lease_lost",
-            Blocker::Interrupted => "interrupted",
-            Blocker::FencedNodeAlive => "fenced_node_alive",
-        }
+        self.into()
     }
 
     /// Whether the blocker means a state that could not be read (exit code 1 for
@@ -130,7 +106,7 @@ mod tests {
     #[test]
     fn labels_are_unique_and_match_serde() {
         let mut seen = std::collections::BTreeSet::new();
-        for b in Blocker::ALL {
+        for b in Blocker::all() {
             assert!(seen.insert(b.label()), "duplicate label {}", b.label());
             assert_eq!(
                 serde_json::to_value(b).unwrap(),
