@@ -2,7 +2,7 @@
 //! the boot check's cost, the node scan's cost and the agent's footprint, measured in one
 //! run against `harvester-sim` on this machine. Prints its figures; never asserts a time.
 //!
-//! Run: `cargo bench --bench recovery_scale`.
+//! Run: `cargo bench --bench bench -- recovery_scale`.
 //!
 //! Environment (all optional):
 //! - `BENCH_VMS` (5000), `BENCH_NODES` (50), `BENCH_STUCK` (300), `BENCH_NAMESPACES` (10):
@@ -16,18 +16,7 @@
 //! - `BENCH_IDLE_SECS` (60): the agent's idle CPU window; `BENCH_AGENT_TIMEOUT_SECS` (120):
 //!   how long the agent may take to recover the scale scenario.
 
-#[path = "../tests/bench_support/agent.rs"]
-mod agent;
-#[path = "../tests/bench_support/footprint.rs"]
-mod footprint;
-#[path = "../tests/bench_support/journal.rs"]
-mod journal;
-#[path = "../tests/bench_support/node.rs"]
-mod node;
-#[path = "../tests/bench_support/requests.rs"]
-mod requests;
-#[path = "../tests/bench_support/scenario.rs"]
-mod scenario;
+use crate::{agent, footprint, journal, node, requests, scenario};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -102,8 +91,12 @@ fn min(d: &[Duration]) -> Duration {
     d.iter().min().copied().unwrap_or_default()
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+/// Runs the benchmark and prints its figures.
+pub fn run() {
+    crate::runtime().block_on(bench());
+}
+
+async fn bench() {
     let mut figures = Figures::default();
     let shape = scenario::Shape {
         total: env_usize("BENCH_VMS", 5000),
@@ -354,14 +347,11 @@ async fn recovery_baseline(
     ours: Option<Ours>,
     figures: &mut Figures,
 ) {
-    println!(
-        "\n== 1b. kubectl baseline (tests/bench_support/kubectl_baseline.sh) on the same scenario"
-    );
+    println!("\n== 1b. kubectl baseline (benches/bench/kubectl_baseline.sh) on the same scenario");
     let Some(sim) = start_sim(text).await else {
         return;
     };
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bench_support/kubectl_baseline.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/bench/kubectl_baseline.sh");
     let home = tempfile::tempdir().ok();
     let k = kubectl();
     sim.clear_requests();
@@ -758,7 +748,7 @@ fn time_n<T>(n: usize, mut f: impl FnMut() -> T) -> Vec<Duration> {
 
 fn node_scan(figures: &mut Figures) {
     use vmrecover::node::{processes, volumes};
-    println!("\n== 3. node scan (the same code as `cargo bench --bench node_scan`)");
+    println!("\n== 3. node scan (the same code as `cargo bench --bench bench -- node_scan`)");
     let extra = env_usize("BENCH_PROCESSES", 2000);
     let iterations = env_usize("BENCH_SCAN_ITERATIONS", 20).max(1);
     let volumes_n = env_usize("BENCH_VOLUMES", 500);

@@ -7,24 +7,11 @@
 //! split between the agents of nodes with something stuck and the healthy ones — the time until
 //! then, the per-agent peak RSS, and the same over a quiet window after. Never asserts a time.
 //!
-//! Run: `cargo bench --bench fleet` (environment: `BENCH_VMS`, `BENCH_NODES`, `BENCH_STUCK`,
+//! Run: `cargo bench --bench bench -- fleet` (environment: `BENCH_VMS`, `BENCH_NODES`, `BENCH_STUCK`,
 //! `BENCH_STUCK_NODES`, `BENCH_NAMESPACES`, `BENCH_FLEET_TIMEOUT_SECS` (300),
 //! `BENCH_QUIET_SECS` (20)).
 
-// The shared bench modules serve both benches; each uses a part.
-#[path = "../tests/bench_support/agent.rs"]
-mod agent;
-#[path = "../tests/bench_support/footprint.rs"]
-#[allow(dead_code)]
-mod footprint;
-#[path = "../tests/bench_support/node.rs"]
-mod node;
-#[path = "../tests/bench_support/requests.rs"]
-#[allow(dead_code)]
-mod requests;
-#[path = "../tests/bench_support/scenario.rs"]
-#[allow(dead_code)]
-mod scenario;
+use crate::{agent, footprint, node, requests, scenario};
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -206,8 +193,12 @@ fn report(title: &str, log: &[RequestRecord], stuck_nodes: usize, nodes: usize) 
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+/// Runs the benchmark and prints its figures.
+pub fn run() {
+    crate::runtime().block_on(bench());
+}
+
+async fn bench() {
     let shape = scenario::Shape {
         total: env_usize("BENCH_VMS", 5000),
         nodes: env_usize("BENCH_NODES", 50),

@@ -1,12 +1,11 @@
 //! Benchmark of node evidence gathering: the process scan over a process table of more
 //! than 2,000 real processes, and disk evidence over a host root with 500 Longhorn
-//! volumes. Prints its figures; run with `cargo bench --bench node_scan`.
+//! volumes. Prints its figures; run with `cargo bench --bench bench -- node_scan`.
 //!
 //! Environment: `NODE_SCAN_PROCESSES` (default 2000) extra `sleep` processes,
 //! `NODE_SCAN_ITERATIONS` (default 30), `NODE_SCAN_VOLUMES` (default 500).
 
-#[path = "../tests/bench_support/node.rs"]
-mod bench_node;
+use crate::node as bench_node;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -53,8 +52,8 @@ fn time<T>(iterations: usize, mut f: impl FnMut() -> T) -> Vec<Duration> {
         .collect()
 }
 
-fn main() {
-    // `cargo bench` passes `--bench`; any other argument is a filter we do not use.
+/// Runs the benchmark and prints its figures.
+pub fn run() {
     let extra = env_usize("NODE_SCAN_PROCESSES", 2000);
     let iterations = env_usize("NODE_SCAN_ITERATIONS", 30);
     let volumes_n = env_usize("NODE_SCAN_VOLUMES", 500);
