@@ -452,6 +452,7 @@ impl Store {
             object: Some(eviction),
             old_object: None,
             user: who,
+            dry_run: g.dry_run,
         });
         g.requester = None;
         policies?;
