@@ -14,12 +14,18 @@ Helm v4 Go SDK behind ctypes; no helm binary, no network). Run it with the venv 
                                      [--kube-version X.Y.Z]  the cluster's Kubernetes version (the
                                      offline SDK reports its own and no policy API): passed as
                                      the chart's kubeVersion value
+                                     [--hooks]  also the `helm.sh/hook` objects (the Helm test
+                                     Pod); left out by default, as `helm install` applies none
     .venv/bin/python charts/render.py pull-template --repo URL --version V [--addon FILE] ...
                                      the Harvester add-on path: pull the chart from an HTTP Helm
                                      repository (as the helm-install Job does) and render it with
                                      the Addon's valuesContent
 
 `--check` changes nothing and exits 1 naming every file that is not current.
+
+Objects annotated `helm.sh/hook` (templates/tests/: `helm test`'s Pod) are never part of what
+is applied: Helm creates a test hook only for `helm test`, so deploy/, `template` and
+`pull-template` leave them out unless `--hooks` asks for them.
 """
 
 from __future__ import annotations
@@ -90,8 +96,16 @@ def doc_kind(doc: str) -> str:
     return ""
 
 
-def render(chart: str | Path, values: dict | None, name: str, namespace: str) -> dict[str, str]:
-    """Template path (relative to templates/) -> rendered text, empty renders dropped."""
+def is_hook(doc: str) -> bool:
+    """Whether a document is a Helm hook (`metadata.annotations["helm.sh/hook"]`)."""
+    return any(line.strip().startswith("helm.sh/hook:") for line in doc.splitlines())
+
+
+def render(
+    chart: str | Path, values: dict | None, name: str, namespace: str, hooks: bool = False
+) -> dict[str, str]:
+    """Template path (relative to templates/) -> rendered text, empty renders dropped; hook
+    documents (the Helm test Pod) only with `hooks`."""
     if str(chart).endswith(".tgz"):
         c = helm.Chart.load_archive(Path(chart).read_bytes())
     else:
@@ -101,9 +115,12 @@ def render(chart: str | Path, values: dict | None, name: str, namespace: str) ->
     rendered = {}
     for path, text in out.items():
         rel = path.split("/templates/", 1)[-1]
-        if rel.endswith("NOTES.txt") or not split_docs(text):
+        if rel.endswith("NOTES.txt"):
             continue
-        rendered[rel] = text.strip("\n") + "\n"
+        docs = [d for d in split_docs(text) if hooks or not is_hook(d)]
+        if not docs:
+            continue
+        rendered[rel] = text.strip("\n") + "\n" if len(docs) == len(split_docs(text)) else "---\n".join(docs)
     return rendered
 
 
@@ -438,7 +455,8 @@ def cmd_template(args) -> int:
     # The SDK's render validates the merged values against values.schema.json, as Helm's
     # install, upgrade and template do (chartutil.ToRenderValues).
     try:
-        sys.stdout.write(stream(render(args.chart, merged_values(args), args.name, args.namespace)))
+        rendered = render(args.chart, merged_values(args), args.name, args.namespace, args.hooks)
+        sys.stdout.write(stream(rendered))
     except helm.HelmValuesError as e:
         return refused(e)
     return 0
@@ -459,7 +477,8 @@ def cmd_pull_template(args) -> int:
         tgz = Path(d) / f"{chart}-{version}.tgz"
         print(f"# pulled {args.repo} {chart} {version} ({tgz.stat().st_size} bytes)", file=sys.stderr)
         try:
-            sys.stdout.write(stream(render(tgz, merged_values(args), args.name, args.namespace)))
+            rendered = render(tgz, merged_values(args), args.name, args.namespace, args.hooks)
+            sys.stdout.write(stream(rendered))
         except helm.HelmValuesError as e:
             return refused(e)
     return 0
@@ -482,6 +501,7 @@ def main() -> int:
         t.add_argument("--namespace", default=NAMESPACE)
         t.add_argument("--addon", help="an Addon manifest: its spec.valuesContent are the values")
         t.add_argument("--kube-version", help="the cluster's Kubernetes version (value kubeVersion)")
+        t.add_argument("--hooks", action="store_true", help="also the helm.sh/hook objects (helm test's Pod)")
         if name == "template":
             t.add_argument("--chart", default=str(CHART))
         else:

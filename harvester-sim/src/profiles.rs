@@ -62,6 +62,10 @@ pub struct ReleaseProfile {
     /// Which occupied-PVC check Harvester's VM validator makes
     /// ([`crate::admission::harvester_vm`]).
     pub occupied_pvcs: OccupiedPvcs,
+    /// Whether Harvester's VM mutator acts on an UPDATE of a VM being deleted
+    /// ([`crate::admission::harvester_vm_mutator`]): v1.4.0–v1.4.2 and v1.5.0; from v1.4.3
+    /// and v1.5.1 (commit 8f106a4f6) it returns early.
+    pub vm_mutator_on_deleting: bool,
 }
 
 /// The occupied-PVC check of Harvester's VM validator.
@@ -120,6 +124,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         harvester_vm_finalizers: VM_UP_TO_1_5,
         node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
         occupied_pvcs: OccupiedPvcs::AnyOtherVm,
+        vm_mutator_on_deleting: true,
     },
     // Harvester 1.4.3: the same KubeVirt, on Kubernetes 1.31 (the 1.4 line moved RKE2 forward
     // in its patch releases: v1.4.1 1.30.7, v1.4.2 1.31.4, v1.4.3 1.31.7).
@@ -138,6 +143,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         harvester_vm_finalizers: VM_UP_TO_1_5,
         node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
         occupied_pvcs: OccupiedPvcs::AnyOtherVm,
+        vm_mutator_on_deleting: false,
     },
     ReleaseProfile {
         harvester: "1.5",
@@ -154,6 +160,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         harvester_vm_finalizers: VM_UP_TO_1_5,
         node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
         occupied_pvcs: OccupiedPvcs::AnyOtherVm,
+        vm_mutator_on_deleting: false,
     },
     ReleaseProfile {
         harvester: "1.6",
@@ -170,6 +177,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         harvester_vm_finalizers: VM_FROM_1_6,
         node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
         occupied_pvcs: OccupiedPvcs::AnyOtherVm,
+        vm_mutator_on_deleting: false,
     },
     ReleaseProfile {
         harvester: "1.7",
@@ -186,6 +194,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         harvester_vm_finalizers: VM_FROM_1_6,
         node_down: crate::controllers::node_down::NodeDownStyle::Taints,
         occupied_pvcs: OccupiedPvcs::NonShareable,
+        vm_mutator_on_deleting: false,
     },
     ReleaseProfile {
         harvester: "1.8",
@@ -205,6 +214,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         harvester_vm_finalizers: VM_FROM_1_6,
         node_down: crate::controllers::node_down::NodeDownStyle::Taints,
         occupied_pvcs: OccupiedPvcs::NonShareable,
+        vm_mutator_on_deleting: false,
     },
 ];
 

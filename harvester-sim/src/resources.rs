@@ -452,6 +452,21 @@ pub static RESOURCES: &[ResourceDef] = &[
         false,
         true,
     ),
+    // Multus's NetworkAttachmentDefinition (k8snetworkplumbingwg
+    // network-attachment-definition-client `artifacts/networks-crd.yaml` at 6fd0897: namespaced,
+    // short name net-attach-def, no status subresource),
+    // which Harvester's VM mutator looks up for a VM's Multus networks.
+    def(
+        "k8s.cni.cncf.io",
+        "v1",
+        "network-attachment-definitions",
+        "network-attachment-definition",
+        "NetworkAttachmentDefinition",
+        true,
+        &["net-attach-def"],
+        false,
+        true,
+    ),
     // The KubeVirt install CR (`kubevirt` in harvester-system; kubevirt
     // `pkg/virt-operator/resource/generate/components/crds.go` `NewKubeVirtCrd`, v1.4.0:
     // namespaced, short names kv/kvs, status subresource) and Longhorn's settings

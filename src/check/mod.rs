@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::exit::Outcome;
 
+pub use rehearsal::policy_api_served;
 pub use render::table;
 
 /// A check's verdict.

@@ -218,7 +218,7 @@ async fn launcher_delete(cfg: &Config, client: &Client) -> Check {
 
 /// Whether the cluster serves admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy
 /// (Kubernetes >= 1.30): where it does not, vmrecover's node restriction cannot exist.
-pub(super) async fn policy_api_served(client: &Client) -> Result<bool, kube::Error> {
+pub async fn policy_api_served(client: &Client) -> Result<bool, kube::Error> {
     let list = client
         .list_api_group_resources("admissionregistration.k8s.io/v1")
         .await;

@@ -50,6 +50,20 @@ pub enum Refusal {
     },
 }
 
+/// Harvester's VM mutator.
+const HARVESTER_MUTATOR: &str = "mutator.harvesterhci.io";
+
+/// What Harvester's VM mutator does to a deleting VM where it still acts on one (harvester
+/// `pkg/webhook/resources/virtualmachine/mutator.go`; the early return came with commit
+/// 8f106a4f6).
+const MUTATOR_ON_DELETING: &str = "Harvester v1.4.0-v1.4.2 and v1.5.0 run their VM mutator \
+     on every change of a VM being deleted: it looks up the NetworkAttachmentDefinition of each \
+     VM network and adds a missing terminationGracePeriodSeconds; v1.4.3 and v1.5.1 no longer do";
+
+/// The policy's message when a VM or VMI change touches more than the finalizers (the chart's
+/// `admissionpolicy.yaml`).
+const MORE_THAN_FINALIZERS: &str = "may only change metadata.finalizers";
+
 /// The generic message of `NewGenericServerResponse(422, ...)` (k8s.io/apimachinery
 /// `pkg/api/errors/errors.go`).
 const GENERIC_422: &str = "the server rejected our request due to an error in our request";
@@ -123,6 +137,15 @@ impl Refusal {
     pub fn reason(&self, what: &str) -> String {
         match self {
             Refusal::Moved => format!("{what} changed since it was read"),
+            Refusal::Policy { policy, message } if message.contains(MORE_THAN_FINALIZERS) => {
+                format!(
+                    "{what}: the API server's admission policy {policy} refused the change: \
+                     {message}; nothing was changed and it is not retried in this run. vmrecover \
+                     sends only the finalizers: a mutating admission webhook added the rest \
+                     ({MUTATOR_ON_DELETING}); upgrade Harvester, or check the VM and clear its \
+                     finalizer by hand (docs/runbook.md)"
+                )
+            }
             Refusal::Policy { policy, message } => format!(
                 "{what}: the API server's admission policy {policy} refused the change: \
                  {message}; nothing was changed and it is not retried in this run (a finalizer \
@@ -133,6 +156,15 @@ impl Refusal {
                 "{what}: admission webhook {webhook} is unavailable ({detail}); nothing was \
                  changed, a later pass or a rerun retries once it is back"
             ),
+            Refusal::WebhookDenied { webhook, message } if webhook == HARVESTER_MUTATOR => {
+                format!(
+                    "{what}: admission webhook {webhook} denied the change: {message}; nothing \
+                     was changed and it is not retried in this run ({MUTATOR_ON_DELETING}: \
+                     recreate what it names, e.g. the VM network's NetworkAttachmentDefinition, \
+                     or upgrade Harvester, or check the VM and clear its finalizer by hand: \
+                     docs/runbook.md)"
+                )
+            }
             Refusal::WebhookDenied { webhook, message } => format!(
                 "{what}: admission webhook {webhook} denied the change: {message}; nothing was \
                  changed and it is not retried in this run (fix what the webhook names, or \
@@ -232,6 +264,27 @@ mod tests {
             reason.contains("refused the change: vmrecover may only remove")
                 && reason.contains("not retried"),
             "{reason}"
+        );
+    }
+
+    #[test]
+    fn harvesters_vm_mutator_gets_its_own_next_step() {
+        let nad = api(500, "InternalError", "admission webhook \"mutator.harvesterhci.io\" denied the request: network-attachment-definitions.k8s.cni.cncf.io \"vlan10\" not found");
+        let r = classify(&nad).map(|r| r.reason("virtualmachines default/vm-1"));
+        assert!(
+            r.as_ref().is_some_and(|r| r.contains(
+                "denied the change: network-attachment-definitions.k8s.cni.cncf.io \"vlan10\" not found; nothing was changed"
+            ) && r.contains("NetworkAttachmentDefinition") && r.contains("v1.4.3")),
+            "{r:?}"
+        );
+        let spec = api(422, "Invalid", "virtualmachines.kubevirt.io \"vm-1\" is forbidden: ValidatingAdmissionPolicy 'vmrecover-node-restriction' with binding 'vmrecover-node-restriction' denied request: vmrecover may only change metadata.finalizers of a VirtualMachine or VirtualMachineInstance (its spec, status, labels, annotations and owner references stay)");
+        let r = classify(&spec).map(|r| r.reason("virtualmachines default/vm-1"));
+        assert!(
+            r.as_ref().is_some_and(
+                |r| r.contains("a mutating admission webhook added the rest")
+                    && !r.contains("alsoFinalizers")
+            ),
+            "{r:?}"
         );
     }
 }

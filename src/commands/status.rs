@@ -39,7 +39,16 @@ pub struct StatusReport {
     pub agent: Gathered<Option<AgentStatus>>,
     /// Whether that agent process is alive (false: the file is from a stopped agent).
     pub agent_alive: bool,
+    /// Whether the cluster serves admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy
+    /// (Kubernetes 1.30+), which vmrecover's node restriction needs (docs/safety.md): `false`
+    /// on Harvester 1.4.0 (Kubernetes 1.29), where nothing but RBAC bounds an agent to its node.
+    pub node_restriction_api: Gathered<bool>,
 }
+
+/// The compact status's line when the cluster cannot hold vmrecover's node restriction.
+const NO_NODE_RESTRICTION: &str = "node restriction: MISSING — this cluster serves no \
+     ValidatingAdmissionPolicy (Kubernetes < 1.30): nothing but RBAC bounds an agent to its own \
+     node's VMs; upgrade to Harvester 1.4.1+ (docs/safety.md)";
 
 /// Gathers and prints the status: at a glance, `-o wide` in full, or one VM in full.
 pub async fn run(cfg: &Config, vm: Option<&str>) -> Outcome {
@@ -57,6 +66,16 @@ pub async fn run(cfg: &Config, vm: Option<&str>) -> Outcome {
         last_run: ReportStore::new(&cfg.state_dir).load(),
         agent_alive: false,
         agent: AgentStatusFile::new(&cfg.state_dir).load(),
+        node_restriction_api: match &g.client {
+            Ok(c) => match crate::check::policy_api_served(c).await {
+                Ok(served) => Gathered::read(served),
+                Err(e) => Gathered::unreadable(
+                    "the API group admissionregistration.k8s.io/v1",
+                    e.to_string(),
+                ),
+            },
+            Err(e) => Gathered::unreadable("the Kubernetes API", e.to_string()),
+        },
     };
     let report = StatusReport {
         agent_alive: report
@@ -156,6 +175,9 @@ fn compact(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
             "cluster not reachable ({source}: {reason}); no VM is touched without it"
         )?;
     }
+    if matches!(r.node_restriction_api, Gathered::Read { value: false }) {
+        writeln!(out, "{NO_NODE_RESTRICTION}")?;
+    }
     render_plan_table(&r.plan, out)?;
     let meaning = match status_outcome(r) {
         Outcome::Done => "exit 0: nothing needs a person",
@@ -214,6 +236,9 @@ fn table(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
             out,
             "cluster not reachable ({source}: {reason}); no VM is touched without it"
         )?;
+    }
+    if matches!(r.node_restriction_api, Gathered::Read { value: false }) {
+        writeln!(out, "{NO_NODE_RESTRICTION}")?;
     }
     render_plan(&r.plan, out)?;
     writeln!(out, "\n== Agent")?;

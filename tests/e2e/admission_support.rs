@@ -37,12 +37,27 @@ pub fn kubectl(sim: &Sim, args: &[&str]) -> std::process::Output {
 /// The power-loss cluster (virt-controller dead), the agent's pod on [`NODE`], and the
 /// policy applied with `kubectl apply` when `with_policy`.
 pub async fn cluster(rbac: bool, with_policy: bool) -> Sim {
+    cluster_at(None, None, rbac, with_policy).await
+}
+
+/// [`cluster`] as Harvester `release` generates it (`None`: the shipped scenario as written),
+/// on Kubernetes `kube_version` when given (`harvester-sim --kube-version`).
+pub async fn cluster_at(
+    release: Option<&str>,
+    kube_version: Option<&str>,
+    rbac: bool,
+    with_policy: bool,
+) -> Sim {
     let mut cfg = SimConfig::default()
         .scenario_file(shipped_scenario("power-loss.yaml"))
         .settings(SettingsPatch {
             virt_controller: Some(false),
+            kube_version: kube_version.map(str::to_string),
             ..SettingsPatch::default()
         });
+    if let Some(r) = release {
+        cfg = cfg.release(r);
+    }
     if rbac {
         cfg = cfg.rbac_file(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy"));
     }

@@ -69,8 +69,15 @@ fn the_chart_version_is_the_crate_version() {
 
 #[test]
 fn templates_use_nothing_helm_3_renders_differently() {
-    for e in std::fs::read_dir(repo().join("charts/vmrecover/templates")).unwrap() {
+    let dir = repo().join("charts/vmrecover/templates");
+    let files = std::fs::read_dir(&dir)
+        .unwrap()
+        .chain(std::fs::read_dir(dir.join("tests")).unwrap());
+    for e in files {
         let path = e.unwrap().path();
+        if path.is_dir() {
+            continue;
+        }
         // The one exception: the Kubernetes version, read in one helper (the kubeVersion value
         // first, so an offline rendering can name the cluster's), which gates only a field
         // and its older annotation, never an object.

@@ -667,3 +667,143 @@ async fn the_agent_checks_once_settled_and_exports_the_result() {
         .collect::<Vec<_>>();
     assert_eq!(reviews_and_dry_runs_only, Vec::<String>::new());
 }
+
+/// The chart's Helm test (`templates/tests/check-pod.yaml`, `helm.sh/hook: test`): its Pod
+/// runs `vmrecover check --fail-on fail` with the DaemonSet's own ServiceAccount, host PID
+/// namespace, environment, securityContext, mounts, volumes and scheduling. The simulator
+/// runs no pods, so its exact command is run here with the equivalents of what the Pod would
+/// have: the host root, journal and state directory for its hostPath mounts, the rendered
+/// ConfigMap's file for /etc/vmrecover, a token bound to an agent pod on the node for its
+/// ServiceAccount token, its `env` (the pod's node for `spec.nodeName`). An agent installed
+/// by the chart passes: at 1.33 with every check ok, at 1.29 with warnings only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_helm_test_pod_runs_the_agents_check_and_passes() {
+    let Some(py) = crate::chart_support::helm_python() else {
+        return;
+    };
+    // helmTest.nodeName pins it; host mode (the agent on the host) has no such Pod.
+    let pinned = crate::chart_support::render_py(
+        &py,
+        &[
+            "template",
+            "--hooks",
+            "--set-json",
+            r#"{"helmTest": {"nodeName": "harvester-node-2"}}"#,
+        ],
+    );
+    let objs = crate::chart_support::objects(&String::from_utf8_lossy(&pinned.stdout));
+    let pod = crate::chart_support::find(&objs, "Pod", "vmrecover-check");
+    assert_eq!(pod["spec"]["nodeName"], NODE);
+    let host = crate::chart_support::render_py(
+        &py,
+        &[
+            "template",
+            "--hooks",
+            "--set-json",
+            r#"{"hostUnits": {"cloudInit": {"enabled": true, "hostMode": true}}}"#,
+        ],
+    );
+    assert!(
+        host.status.success(),
+        "{}",
+        crate::chart_support::text(&host)
+    );
+    assert!(!String::from_utf8_lossy(&host.stdout).contains("vmrecover-check"));
+
+    for (release, kube) in [("1.6", "1.33.5"), ("1.4", "1.29.9")] {
+        let o =
+            crate::chart_support::render_py(&py, &["template", "--hooks", "--kube-version", kube]);
+        assert!(o.status.success(), "{}", crate::chart_support::text(&o));
+        let objs = crate::chart_support::objects(&String::from_utf8_lossy(&o.stdout));
+        let pod = crate::chart_support::find(&objs, "Pod", "vmrecover-check");
+        let ds = crate::chart_support::find(&objs, "DaemonSet", "vmrecover");
+        assert_eq!(pod["metadata"]["annotations"]["helm.sh/hook"], "test");
+        let (p, d) = (&pod["spec"], &ds["spec"]["template"]["spec"]);
+        for field in [
+            "serviceAccountName",
+            "hostPID",
+            "volumes",
+            "tolerations",
+            "priorityClassName",
+        ] {
+            assert_eq!(p[field], d[field], "{kube}: spec.{field}");
+        }
+        assert_eq!(p["restartPolicy"], "Never");
+        let (pc, dc) = (&p["containers"][0], &d["containers"][0]);
+        for field in ["name", "image", "env", "securityContext", "volumeMounts"] {
+            assert_eq!(pc[field], dc[field], "{kube}: container {field}");
+        }
+        // Kubernetes < 1.30: the same AppArmor annotation as the agent's pods.
+        let apparmor = "container.apparmor.security.beta.kubernetes.io/vmrecover";
+        assert_eq!(
+            pod["metadata"]["annotations"][apparmor],
+            ds["spec"]["template"]["metadata"]["annotations"][apparmor],
+            "{kube}"
+        );
+        let args: Vec<&str> = crate::chart_support::strs(&pc["args"]);
+        assert_eq!(args, ["check", "--fail-on", "fail"]);
+        // Left out of what is applied, as Helm leaves test hooks out of an install.
+        let o = crate::chart_support::render_py(&py, &["template", "--kube-version", kube]);
+        assert!(!String::from_utf8_lossy(&o.stdout).contains("helm.sh/hook"));
+
+        // The Pod's command with the equivalents of its mounts, token and environment.
+        let e = env(
+            release,
+            Setup {
+                no_policy: kube.starts_with("1.29"),
+                ..Setup::default()
+            },
+        )
+        .await;
+        let config = crate::chart_support::find(&objs, "ConfigMap", "vmrecover-config");
+        let config_file = e.state.path().join("config.yaml");
+        std::fs::write(
+            &config_file,
+            config["data"]["config.yaml"].as_str().unwrap_or(""),
+        )
+        .expect("config.yaml");
+        let mounted = |path: &str| -> String {
+            let host = |p: &str| e.root.path().join(p.trim_start_matches('/'));
+            match path {
+                "/host/var/log/journal" => e.journal.path().display().to_string(),
+                "/host" => e.root.path().display().to_string(),
+                "/usr/local/vmrecover" => e.state.path().display().to_string(),
+                p if p.starts_with("/host/") => host(&p["/host".len()..]).display().to_string(),
+                p => p.to_string(),
+            }
+        };
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vmrecover"));
+        cmd.args(&args);
+        for var in pc["env"].as_array().into_iter().flatten() {
+            let name = var["name"].as_str().unwrap_or("");
+            let value = match var
+                .pointer("/valueFrom/fieldRef/fieldPath")
+                .and_then(Value::as_str)
+            {
+                Some("spec.nodeName") => NODE.to_string(),
+                Some("metadata.namespace") => SA_NS.to_string(),
+                Some(other) => panic!("{kube}: no equivalent for fieldRef {other}"),
+                None => mounted(var["value"].as_str().unwrap_or("")),
+            };
+            cmd.env(name, value);
+        }
+        cmd.env("VMRECOVER_CONFIG", &config_file)
+            .env("KUBECONFIG", &e.kubeconfig)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(crate::e2e_support::RUN_LIMIT, cmd.output())
+            .await
+            .expect("check finished in time")
+            .expect("run vmrecover");
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{kube}: {said}");
+        assert!(!said.lines().any(|l| l.starts_with("fail ")), "{said}");
+        assert_eq!(
+            said.lines().any(|l| l.starts_with("warn ")),
+            kube.starts_with("1.29"),
+            "{kube}: warnings exactly where Kubernetes 1.29 implies them: {said}"
+        );
+        assert_eq!(writes_without_dry_run(&e.sim), Vec::<String>::new());
+    }
+}

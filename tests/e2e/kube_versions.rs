@@ -365,3 +365,25 @@ fn the_notes_partial_says_which_guarantee_is_missing() {
     assert!(off.contains("(admissionPolicy.enabled=false)"), "{off}");
     assert_eq!(notes(r#"{"kubeVersion": "1.30.7"}"#).trim(), "");
 }
+
+/// `vmrecover status` says, in its compact header and in its JSON, when the cluster cannot
+/// hold vmrecover's node restriction (no ValidatingAdmissionPolicy API: Kubernetes 1.29,
+/// Harvester 1.4.0), as NOTES, docs and `check` do; from 1.30 it says nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_says_the_node_restriction_is_missing_below_1_30() {
+    for v in ["1.29.9+rke2r1", "1.30.7+rke2r1"] {
+        let env = crate::e2e_support::Env::on(sim_at(v).await);
+        let compact = env.run(&["status"]).await;
+        let said = compact.stdout.contains(
+            "node restriction: MISSING — this cluster serves no ValidatingAdmissionPolicy (Kubernetes < 1.30)",
+        );
+        assert_eq!(said, minor(v) < 30, "{v}: {}", compact.all());
+        let json = env.run(&["status", "--output", "json"]).await;
+        assert_eq!(
+            json.json()["node_restriction_api"],
+            json!({"state": "read", "value": minor(v) >= 30}),
+            "{v}: {}",
+            json.all()
+        );
+    }
+}

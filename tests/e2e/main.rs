@@ -28,6 +28,7 @@ mod disk_proof_e2e;
 mod docs_generated;
 mod fenced_e2e;
 mod harvester_e2e;
+mod harvester_mutator_e2e;
 mod harvester_webhooks;
 mod host_mode_e2e;
 mod hotplug_e2e;

@@ -40,6 +40,7 @@
 //! [`crate::Sim::put`] and scenario loading store objects as written and skip admission.
 
 pub mod harvester_vm;
+pub mod harvester_vm_mutator;
 pub mod vap;
 pub mod webhooks;
 

@@ -99,6 +99,9 @@ pub(crate) struct Inner {
     /// Who sends the client request being served (None while the simulated controllers
     /// write): what the admission policies see as `request.userInfo`.
     requester: Option<crate::rbac::Identity>,
+    /// A scratch copy serving a dry run (`dryRun=All`): what admission sees as
+    /// `request.dryRun`.
+    dry_run: bool,
 }
 
 /// Capacity of the live watch channel; a watcher that falls further behind is closed with 410.
@@ -124,6 +127,7 @@ impl Store {
                 log,
                 writer: None,
                 requester: None,
+                dry_run: false,
             }),
         })
     }
@@ -176,6 +180,7 @@ impl Store {
                 log: Arc::new(RequestLog::default()),
                 writer: None,
                 requester: None,
+                dry_run: true,
             }),
         })
     }

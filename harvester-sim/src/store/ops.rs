@@ -452,6 +452,7 @@ impl Store {
             object: Some(eviction),
             old_object: None,
             user: who,
+            dry_run: g.dry_run,
         });
         g.requester = None;
         policies?;
@@ -731,6 +732,7 @@ impl Inner {
         // validation and the validating webhooks; a no-op is found by storage after all that.
         let sub = if status { "status" } else { "" };
         self.admit(Phase::Mutating, Operation::Update, r, sub, name)?;
+        self.mutator_content(Operation::Update, r, sub, &mut body)?;
         let body_rv = meta::resource_version(&body);
         if !body_rv.is_empty() && body_rv != meta::resource_version(&old) {
             return Err(ApiError::stale(r, name));

@@ -52,6 +52,7 @@ impl Inner {
             object,
             old_object,
             user,
+            dry_run: self.dry_run,
         })
     }
 

@@ -387,6 +387,9 @@ impl Checker<'_> {
                 return self.no_overload(id, name, Some(t), args);
             }
         }
+        if !functions::arguments_accepted(name, target, args) {
+            return self.no_overload(id, name, target, args);
+        }
         match (name, ret) {
             // `indexOf`, `min`, ... on a list: the element type where known.
             ("min" | "max" | "sum", Ret::Dyn) => match target {
@@ -471,6 +474,18 @@ mod tests {
             .unwrap_err()
             .contains("found no matching overload for '@in' applied to '(int, list(string))'"));
         assert_eq!(run("request.operation in ['CREATE']", 35), Ok(Ty::Bool));
+        // Arguments of the standard functions with one kind of argument.
+        assert!(run("size(1) == 1", 35)
+            .unwrap_err()
+            .contains("found no matching overload for 'size' applied to '(int)'"));
+        assert!(run("'a'.startsWith(1)", 35)
+            .unwrap_err()
+            .contains("found no matching overload for 'startsWith' applied to 'string.(int)'"));
+        assert_eq!(
+            run("size(object.x) == 1 && 'ab'.contains('a')", 35),
+            Ok(Ty::Bool)
+        );
+        assert_eq!(run("object.x.startsWith(object.y)", 35), Ok(Ty::Bool));
         assert!(run("request.operation.x", 35)
             .unwrap_err()
             .contains("type 'string' does not support field selection"));

@@ -235,3 +235,25 @@ pub fn receiver(name: &str) -> Option<fn(&Ty) -> bool> {
         _ => None,
     }
 }
+
+/// Argument types checked for the standard functions whose overloads take one kind of
+/// argument (cel-go `common/stdlib` declarations, v0.17 … v0.23): `size` of a string, bytes,
+/// list or map; `startsWith`, `endsWith`, `contains` and `matches` with a string. `true` for
+/// every other call (not checked).
+pub fn arguments_accepted(name: &str, target: Option<&Ty>, args: &[Ty]) -> bool {
+    fn sized(t: &Ty) -> bool {
+        matches!(
+            t,
+            Ty::String | Ty::Bytes | Ty::List(_) | Ty::Map(..) | Ty::Dyn
+        )
+    }
+    fn string(t: &Ty) -> bool {
+        matches!(t, Ty::String | Ty::Dyn)
+    }
+    match (name, target, args) {
+        ("size", None, [a]) | ("size", Some(a), []) => sized(a),
+        ("startsWith" | "endsWith" | "contains" | "matches", Some(_), [a]) => string(a),
+        ("matches", None, [a, b]) => string(a) && string(b),
+        _ => true,
+    }
+}

@@ -68,6 +68,8 @@ pub struct Request<'a> {
     pub old_object: Option<&'a Value>,
     /// Who sends it.
     pub user: &'a Identity,
+    /// Whether it is a dry run (`dryRun=All`).
+    pub dry_run: bool,
 }
 
 /// What the dispatcher needs from the cluster besides the request.
@@ -267,6 +269,10 @@ fn request_json(req: &Request<'_>) -> Value {
         "uid": uuid::Uuid::new_v4().to_string(),
         "kind": kind, "resource": resource, "requestKind": kind, "requestResource": resource,
         "operation": op, "userInfo": {"username": req.user.user},
+        // Always present, `false` included: k8s.io/apiserver `pkg/admission/plugin/cel/
+        // filter.go` `CreateAdmissionRequest` (v0.29.0 … v0.33.0) sets `DryRun: &dryRun` from
+        // `attr.IsDryRun()`.
+        "dryRun": req.dry_run,
     });
     for (k, v) in [
         ("subResource", req.subresource),

@@ -75,6 +75,7 @@ fn check(c: &Cluster, object: &Value, user: &Identity) -> Result<(), ApiError> {
             object: Some(object),
             old_object: None,
             user,
+            dry_run: false,
         },
     )
 }
@@ -201,6 +202,7 @@ fn params_variables_and_resource_rules() {
         object: Some(&obj),
         old_object: None,
         user: &who,
+        dry_run: false,
     };
     assert!(admit(&c, &req).is_ok());
     req.subresource = "";
@@ -234,6 +236,7 @@ fn wildcard_rules_and_request_fields() {
         object: Some(&obj),
         old_object: None,
         user: &who,
+        dry_run: false,
     };
     assert!(denial(admit(&c, &req)).message.ends_with("no evictions"));
     req.subresource = "";
@@ -273,6 +276,7 @@ fn resource_patterns_match_as_the_apiserver_does() {
             object: Some(&obj),
             old_object: None,
             user: &who,
+            dry_run: false,
         };
         admit(&c, &req).is_err()
     };
