@@ -179,6 +179,8 @@ async fn the_chart_renders_the_policy_exactly_where_the_api_exists() {
                 policy,
                 [
                     "ValidatingAdmissionPolicy",
+                    "ValidatingAdmissionPolicyBinding",
+                    "ValidatingAdmissionPolicy",
                     "ValidatingAdmissionPolicyBinding"
                 ],
                 "{v}"
@@ -205,7 +207,7 @@ async fn the_chart_renders_the_policy_exactly_where_the_api_exists() {
             r#"{"admissionPolicy":{"enabled":true}}"#,
         ],
     );
-    assert_eq!(kinds(&String::from_utf8_lossy(&forced.stdout)).len(), 2);
+    assert_eq!(kinds(&String::from_utf8_lossy(&forced.stdout)).len(), 4);
     let off =
         crate::chart_support::template(&py, SA_NS, &[r#"{"admissionPolicy":{"enabled":false}}"#]);
     assert!(kinds(&off).is_empty());

@@ -26,6 +26,7 @@ mod deploy_manifests;
 mod deploy_rbac;
 mod disk_proof_e2e;
 mod docs_generated;
+mod fence_procedure;
 mod fenced_e2e;
 mod harvester_e2e;
 mod harvester_webhooks;
