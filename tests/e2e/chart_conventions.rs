@@ -235,7 +235,11 @@ fn chart_yaml_has_what_rancher_apps_reads() {
     );
     // No placeholder URL: the repository is not public, so no home or sources is true yet.
     assert!(chart.get("home").is_none(), "home: {}", chart["home"]);
-    assert!(chart.get("sources").is_none(), "sources: {}", chart["sources"]);
+    assert!(
+        chart.get("sources").is_none(),
+        "sources: {}",
+        chart["sources"]
+    );
     assert!(
         chart["icon"]
             .as_str()

@@ -224,7 +224,7 @@ fn env_value(sim: &Sim, e: &Value) -> Option<String> {
 
 /// Runs the rendered Job's container as its pod would: `None` when the pod could not start
 /// (an env var from a missing ConfigMap: the kubelet's CreateContainerConfigError).
-async fn run_job(sim: &Sim, token: &str, fenced: Option<&str>) -> Option<Ran> {
+async fn run_job(sim: &Sim, token: &str, fenced: Option<&str>, extra: &[&str]) -> Option<Ran> {
     let job = rendered("fence-job.yaml", "CronJob");
     let pod = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
@@ -312,6 +312,7 @@ async fn run_job(sim: &Sim, token: &str, fenced: Option<&str>) -> Option<Ran> {
                 "--fence-watch",
                 "1s",
             ])
+            .args(extra)
             .env_clear()
             .envs(&env)
             .stdin(std::process::Stdio::null())
@@ -338,7 +339,7 @@ async fn the_procedure_recovers_the_fenced_nodes_vms_from_another_node() {
     let before = names(&sim, "VirtualMachineInstance");
     set_params(&sim, NODE);
     let t = pod_token(&sim, "vmrecover-fence", JOB_POD);
-    let run = run_job(&sim, &t, None).await.expect("the Job starts");
+    let run = run_job(&sim, &t, None, &[]).await.expect("the Job starts");
     // vm-custom-01 carries an unknown finalizer: left for a person (exit 3).
     assert_eq!(run.code, 3, "{}", run.output);
     let left = names(&sim, "VirtualMachineInstance");
@@ -397,7 +398,7 @@ async fn without_the_params_the_fence_identity_writes_nothing() {
     // The Job as shipped, no procedure running: an empty --fenced-node is refused before
     // anything is read or written.
     let before = names(&sim, "VirtualMachineInstance");
-    let run = run_job(&sim, &t, None).await.expect("the Job starts");
+    let run = run_job(&sim, &t, None, &[]).await.expect("the Job starts");
     assert_eq!(run.code, 1, "{}", run.output);
     assert!(
         run.output.contains("--fenced-node needs the name"),
@@ -406,7 +407,7 @@ async fn without_the_params_the_fence_identity_writes_nothing() {
     );
     assert!(run.writes().is_empty(), "{:?}", run.writes());
     // The same command with the node given by hand: every write is refused by the policy.
-    let run = run_job(&sim, &t, Some(NODE)).await.expect("runs");
+    let run = run_job(&sim, &t, Some(NODE), &[]).await.expect("runs");
     assert_ne!(run.code, 0, "{}", run.output);
     assert_eq!(names(&sim, "VirtualMachineInstance"), before);
     let writes = run.writes();
@@ -538,13 +539,27 @@ async fn the_old_way_from_another_nodes_agent_pod_is_refused() {
     sim.put(pod).expect("agent pod on node 2");
     let t = pod_token(&sim, "vmrecover", AGENT_POD);
     let before = names(&sim, "VirtualMachineInstance");
-    let run = run_job(&sim, &t, Some(NODE)).await.expect("runs");
+    let run = run_job(&sim, &t, Some(NODE), &[]).await.expect("runs");
     assert_ne!(run.code, 0, "{}", run.output);
     assert_eq!(names(&sim, "VirtualMachineInstance"), before);
     let msg = format!(
         "vmrecover on node {RUNNER_NODE} may only write its own Lease {SA_NS}/vmrecover-{RUNNER_NODE}"
     );
     assert!(run.output.contains(&msg), "{}", run.output);
+    // The runbook's rehearsal from an agent pod (`--dry-run`) makes no write, so the agents'
+    // policy has nothing to refuse: it shows the plan.
+    let seen = sim.requests().len();
+    let dry = run_job(&sim, &t, Some(NODE), &["--dry-run"])
+        .await
+        .expect("runs");
+    assert!(matches!(dry.code, 0 | 3), "{}", dry.output);
+    assert!(dry.output.contains("FENCED RUN"), "{}", dry.output);
+    let writes: Vec<String> = dry.requests[seen..]
+        .iter()
+        .filter(|r| !r.internal && r.is_mutating())
+        .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+        .collect();
+    assert!(writes.is_empty(), "the dry run wrote: {writes:?}");
 }
 
 #[test]
