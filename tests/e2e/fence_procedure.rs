@@ -567,6 +567,11 @@ fn the_runbook_gives_the_procedure_not_the_agent_pod() {
     let section = runbook_section();
     let job = rendered("fence-job.yaml", "CronJob");
     assert_eq!(job["spec"]["suspend"], true, "never on a schedule");
+    let pod = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert!(
+        pod["tolerations"].is_null(),
+        "the Job tolerates nothing: NODE's taints keep it off NODE"
+    );
     let create = runbook_commands("create job", "harvester-node-1");
     assert_eq!(
         create,
