@@ -9,6 +9,7 @@ mod boot_support;
 mod chart_support;
 mod deploy_support;
 mod e2e_support;
+mod fence_support;
 
 mod admission_e2e;
 mod admission_policy_e2e;
