@@ -323,3 +323,39 @@ fn the_fence_policy_knows_the_same_finalizers_as_the_agents_policy() {
         );
     }
 }
+
+/// The runbook's warning and its way back: with the params deleted the permanent binding
+/// refuses everyone's writes (the apiserver collects params before matchConditions); deleting
+/// the binding is still allowed (policy objects are exempt from policies), and re-applying
+/// deploy/admissionpolicy.yaml brings params and binding back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_params_lock_everyone_out_until_the_runbooks_way_back() {
+    let sim = fenced_cluster().await;
+    person(
+        &sim,
+        &["-n", SA_NS, "delete", "configmap", "vmrecover-fence-params"],
+    );
+    let out = crate::admission_support::kubectl(&sim, &["label", "node", NODE, "x=y"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no params found"),
+        "a person's write is refused too: {err}"
+    );
+    person(
+        &sim,
+        &[
+            "delete",
+            "validatingadmissionpolicybinding",
+            "vmrecover-fence-restriction",
+        ],
+    );
+    person(
+        &sim,
+        &["apply", "-f", &crate::admission_support::policy_file()],
+    );
+    person(&sim, &["label", "node", NODE, "x=y"]);
+    let params = sim
+        .get("v1", "ConfigMap", SA_NS, "vmrecover-fence-params")
+        .expect("params back");
+    assert_eq!(params["data"]["node"], "");
+}

@@ -410,3 +410,47 @@ fn param_ref_selector_namespace_and_not_found() {
         e.message
     );
 }
+
+/// A binding whose params are missing refuses every write it matches, anyone's — except the
+/// writes of policies and bindings themselves, which no policy sees (so it can be removed).
+#[test]
+fn missing_params_refuse_all_but_the_policy_objects() {
+    let c = Cluster {
+        policies: vec![policy(json!({
+            "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["*"], "apiVersions": ["*"],
+                "operations": ["*"], "resources": ["*/*"]}]},
+            "matchConditions": [{"name": "nobody", "expression": "false"}],
+            "validations": [{"expression": "true"}]}))],
+        bindings: vec![binding(
+            json!({"paramRef": {"name": "gone", "namespace": "sys",
+            "parameterNotFoundAction": "Deny"}}),
+        )],
+        params: vec![],
+    };
+    let who = Identity::admin();
+    // Params are collected before matchConditions: even a policy for nobody refuses.
+    assert!(
+        denial(check(&c, &json!({"metadata": {"name": "web"}}), &who))
+            .message
+            .ends_with("no params found for policy binding with `Deny` parameterNotFoundAction")
+    );
+    let binding = json!({"metadata": {"name": "b"}});
+    let res = &RESOURCES[find(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicybindings",
+    )
+    .expect("bindings served")];
+    let req = Request {
+        operation: Operation::Delete,
+        resource: res,
+        subresource: "",
+        namespace: "",
+        name: "b",
+        object: None,
+        old_object: Some(&binding),
+        user: &who,
+    };
+    assert!(admit(&c, &req).is_ok());
+}
