@@ -456,7 +456,6 @@ async fn a_non_default_rendering_passes_server_dry_run_with_rbac_enforced() {
         [
             "CloudInit",
             "ConfigMap",
-            "CronJob",
             "PrometheusRule",
             "PrometheusRule",
             "Service",

@@ -323,14 +323,7 @@ async fn apply_dry_run(sim: &Sim, bin: &Path, file: &Path) -> String {
 async fn kubectl_applies_the_rendering_with_server_dry_run() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("vmrecover.yaml");
-    // harvester-sim serves no batch/v1: the fence CronJob is checked by shape in
-    // fence_procedure.rs, whose tests run its Job's exact command.
-    let served: Vec<Value> = objects(&rendered())
-        .into_iter()
-        .filter(|o| o["kind"] != "CronJob")
-        .collect();
-    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": served});
-    std::fs::write(&file, list.to_string()).expect("write rendering");
+    std::fs::write(&file, rendered()).expect("write rendering");
     for bin in kubectls() {
         // A fresh cluster: everything would be created, nothing is.
         let sim =
@@ -345,6 +338,7 @@ async fn kubectl_applies_the_rendering_with_server_dry_run() {
             "role.rbac.authorization.k8s.io/vmrecover created (server dry run)",
             "rolebinding.rbac.authorization.k8s.io/vmrecover-longhorn created (server dry run)",
             "daemonset.apps/vmrecover created (server dry run)",
+            "cronjob.batch/vmrecover-fence created (server dry run)",
         ] {
             assert!(
                 out.contains(line),

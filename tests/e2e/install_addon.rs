@@ -189,7 +189,6 @@ async fn the_addon_installs_offline_and_the_agent_runs_under_what_it_created() {
         [
             "CloudInit",
             "ConfigMap",
-            "CronJob",
             "PrometheusRule",
             "PrometheusRule",
             "Service",

@@ -94,7 +94,11 @@ async fn deploy_applies_at_every_release_kubernetes_version() {
                 "{v}: apply -f admissionpolicy.yaml: {}",
                 out(&p)
             );
-            assert_eq!(policies.len(), 1, "{v}");
+            assert_eq!(
+                policies.len(),
+                2,
+                "{v}: the agents' and the fence identity's"
+            );
         }
 
         // Pod-bound tokens name their node from 1.30 (ServiceAccountTokenPodNodeInfo).
