@@ -58,6 +58,7 @@ KIND_ORDER = [
     "RoleBinding",
     "Service",
     "DaemonSet",
+    "CronJob",
 ]
 
 GENERATED = (
@@ -180,8 +181,8 @@ def rule_comments(doc: str) -> list[str]:
 
 
 def rbac_doc(rbac: str) -> str:
-    """docs/rbac.md: every Role and ClusterRole of the rendered rbac.yaml, rule by rule, with the
-    chart's comment on the rule, and whom each is bound to."""
+    """docs/rbac.md: every Role and ClusterRole of the rendered rbac.yaml and fence.yaml, rule by
+    rule, with the chart's comment on the rule, and whom each is bound to."""
     docs = split_docs(rbac)
     objs = [(d, helm.values_from_yaml(d)) for d in docs]
     bindings = {}
@@ -192,7 +193,7 @@ def rbac_doc(rbac: str) -> str:
     lines = [
         "# vmrecover's permissions",
         "",
-        "<!-- GENERATED from charts/vmrecover/templates/rbac.yaml (default values, release",
+        "<!-- GENERATED from charts/vmrecover/templates/rbac.yaml and fence.yaml (default values, release",
         f"'{RELEASE}' in '{NAMESPACE}') by `{PYTHON} charts/render.py deploy`; tests/e2e/chart_render.rs",
         "checks it is current. Do not edit: change the chart. -->",
         "",
@@ -202,6 +203,12 @@ def rbac_doc(rbac: str) -> str:
         "VMs or VMIs, no write to volumes or attachments (read as evidence only), no secrets, no",
         "`nodes/status`. RBAC cannot say \"only finalizers\" or \"only my node\": the chart's admission",
         "policy (docs/safety.md) bounds each node's agent further.",
+        "",
+        "The `vmrecover-fence` roles are the fence identity's: a person's fenced-node run (docs/runbook.md,",
+        "\"A node that never comes back\"), proven verb by verb by `tests/e2e/deploy_rbac.rs`. On",
+        "Kubernetes 1.30+ the policy `vmrecover-fence-restriction` refuses every write of it unless the",
+        "params ConfigMap `vmrecover-fence-params` names a node (`data.node`, set only while a person's",
+        "procedure runs), and then allows only that node's fenced recovery.",
         "",
     ]
     for doc, o in objs:
@@ -267,7 +274,7 @@ def cmd_deploy(args) -> int:
             print(f"removed {old.relative_to(REPO)}")
     for path, text in expected.items():
         check_or_write(path, text, args.check, stale)
-    check_or_write(REPO / "docs" / "rbac.md", rbac_doc(defaults["rbac.yaml"]), args.check, stale)
+    check_or_write(REPO / "docs" / "rbac.md", rbac_doc(defaults["rbac.yaml"] + "---\n" + defaults["fence.yaml"]), args.check, stale)
     kust = REPO / "deploy" / "kustomization.yaml"
     kust_text = kust.read_text() if kust.exists() else ""
     # The admission policy stays out of the kustomization (it needs Kubernetes 1.30+).

@@ -10,7 +10,7 @@
 //! kind and whose `raw` is the object's message from the kind's `generated.proto`. The
 //! messages are `k8s-pb`'s (generated from those files); each is turned into the JSON the same
 //! object has, field names and omitted empty fields as in the Go types' JSON tags. Kinds
-//! decoded: core/v1 Namespace and ServiceAccount; rbac/v1 Role, ClusterRole, RoleBinding,
+//! decoded: core/v1 Namespace, ServiceAccount and ConfigMap (`create configmap`); rbac/v1 Role, ClusterRole, RoleBinding,
 //! ClusterRoleBinding; policy/v1 and v1beta1 Eviction; authentication.k8s.io/v1
 //! TokenRequest and SelfSubjectReview; authorization.k8s.io/v1 SelfSubjectAccessReview and
 //! SelfSubjectRulesReview; meta/v1 DeleteOptions. Any other kind is a 415 that says so (a gap of the
@@ -66,6 +66,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
         ("v1", "ServiceAccount") => {
             service_account(&core::ServiceAccount::decode(raw.as_slice()).map_err(bad)?)
         }
+        ("v1", "ConfigMap") => config_map(&core::ConfigMap::decode(raw.as_slice()).map_err(bad)?),
         ("rbac.authorization.k8s.io/v1", "Role") => {
             let r = rbac::Role::decode(raw.as_slice()).map_err(bad)?;
             role(r.metadata.as_ref(), &r.rules, None)
@@ -114,7 +115,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
                 415,
                 "UnsupportedMediaType",
                 format!(
-                    "harvester-sim cannot decode {CONTENT_TYPE} bodies of {api_version:?} {kind:?} (it decodes Namespace, ServiceAccount, the RBAC kinds, Eviction, TokenRequest, the self-reviews and DeleteOptions); send JSON"
+                    "harvester-sim cannot decode {CONTENT_TYPE} bodies of {api_version:?} {kind:?} (it decodes Namespace, ServiceAccount, ConfigMap, the RBAC kinds, Eviction, TokenRequest, the self-reviews and DeleteOptions); send JSON"
                 ),
             ))
         }
@@ -228,6 +229,27 @@ fn namespace(n: &core::Namespace) -> Value {
         .map(|s| Obj::default().strings("finalizers", &s.finalizers).done())
         .unwrap_or_else(|| json!({}));
     json!({"metadata": object_meta(n.metadata.as_ref()), "spec": spec})
+}
+
+/// A ConfigMap (`kubectl create configmap`): `data` as is, `binaryData` base64 as in JSON.
+fn config_map(cm: &core::ConfigMap) -> Value {
+    use base64::Engine as _;
+    let binary: std::collections::BTreeMap<String, String> = cm
+        .binary_data
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                base64::engine::general_purpose::STANDARD.encode(v),
+            )
+        })
+        .collect();
+    Obj::default()
+        .obj("metadata", Some(object_meta(cm.metadata.as_ref())))
+        .map("data", &cm.data)
+        .map("binaryData", &binary)
+        .b("immutable", cm.immutable)
+        .done()
 }
 
 fn service_account(sa: &core::ServiceAccount) -> Value {
@@ -477,6 +499,27 @@ mod tests {
                 "subjects": [{"kind": "ServiceAccount", "name": "sa", "namespace": "ns1"}],
                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
             })
+        );
+    }
+
+    #[test]
+    fn a_config_map_decodes_into_json() {
+        let cm = core::ConfigMap {
+            metadata: Some(meta::ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("ns1".into()),
+                ..Default::default()
+            }),
+            data: [("node".to_string(), "n1".to_string())].into(),
+            binary_data: [("b".to_string(), b"hi".to_vec())].into(),
+            immutable: None,
+        };
+        let v = decode(&encode("v1", "ConfigMap", cm.encode_to_vec())).unwrap_or_default();
+        assert_eq!(
+            v,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "p", "namespace": "ns1"},
+                "data": {"node": "n1"}, "binaryData": {"b": "aGk="}})
         );
     }
 

@@ -371,6 +371,22 @@ pub static RESOURCES: &[ResourceDef] = &[
             false,
         )
     },
+    // batch/v1 CronJob: stored and validated by name and schedule only (the chart's suspended
+    // vmrecover-fence); no controller runs it, and no Job kind is served.
+    ResourceDef {
+        categories: &["all"],
+        ..def(
+            "batch",
+            "v1",
+            "cronjobs",
+            "cronjob",
+            "CronJob",
+            true,
+            &["cj"],
+            true,
+            false,
+        )
+    },
     def(
         "rbac.authorization.k8s.io",
         "v1",

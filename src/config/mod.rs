@@ -31,6 +31,10 @@ pub enum ConfigError {
     /// The node name could not be found.
     #[error("{0}")]
     NodeName(String),
+    /// `--fenced-node` names no node (e.g. the fence Job's params ConfigMap with an empty
+    /// `node`): refused rather than run as this machine's own `run`.
+    #[error("--fenced-node needs the name of the node declared powered off, got an empty value (the fence Job reads it from ConfigMap vmrecover-fence-params, data.node: docs/runbook.md, \"A node that never comes back\")")]
+    FencedNodeEmpty,
     /// `--metrics-addr` is neither `ADDR:PORT` nor `off`.
     #[error("--metrics-addr {given:?} is not ADDR:PORT or off: {why}")]
     MetricsAddr {
@@ -248,7 +252,14 @@ fn run_invocation(g: &GlobalArgs, args: &RunArgs) -> Result<Invocation, ConfigEr
     let mut cfg = Config::resolve(g, &args.only, args.kill_orphans, None)?;
     cfg.policy.during_upgrade = args.during_upgrade;
     cfg.policy.honour_pause = !args.ignore_pause;
-    if let Some(node) = args.fenced_node.as_deref().filter(|n| !n.is_empty()) {
+    if args
+        .fenced_node
+        .as_deref()
+        .is_some_and(|n| n.trim().is_empty())
+    {
+        return Err(ConfigError::FencedNodeEmpty);
+    }
+    if let Some(node) = args.fenced_node.as_deref() {
         // The dead node's own Lease, its own intents (never this machine's), no orphan
         // kills (no process of that node can be seen from here).
         cfg.policy.fenced = true;
@@ -413,6 +424,18 @@ mod tests {
 
     fn resolve(args: &[&str]) -> Result<Invocation, ConfigError> {
         Invocation::resolve(Cli::try_parse_checked(args).unwrap())
+    }
+
+    #[test]
+    fn an_empty_fenced_node_is_refused_not_run_as_this_machines_run() {
+        let e = resolve(&["vmrecover", "run", "--node", "n", "--fenced-node", ""]).err();
+        assert!(matches!(e, Some(ConfigError::FencedNodeEmpty)), "{e:?}");
+        let Ok(Invocation::Run(cfg, _)) =
+            resolve(&["vmrecover", "run", "--node", "n", "--fenced-node", "dead"])
+        else {
+            panic!("run")
+        };
+        assert_eq!((cfg.node.as_str(), cfg.policy.fenced), ("dead", true));
     }
 
     #[test]

@@ -233,8 +233,13 @@ fn chart_yaml_has_what_rancher_apps_reads() {
         &py,
         &std::fs::read_to_string(repo().join("charts/vmrecover/Chart.yaml")).unwrap(),
     );
-    assert!(chart["home"].as_str().unwrap().starts_with("https://"));
-    assert!(chart["sources"][0].is_string());
+    // No placeholder URL: the repository is not public, so no home or sources is true yet.
+    assert!(chart.get("home").is_none(), "home: {}", chart["home"]);
+    assert!(
+        chart.get("sources").is_none(),
+        "sources: {}",
+        chart["sources"]
+    );
     assert!(
         chart["icon"]
             .as_str()

@@ -100,7 +100,7 @@ fn every_alert_links_its_runbook_section() {
     for (values, base) in [
         (
             r#"{"metrics":{"prometheusRule":{"enabled":true}}}"#,
-            "https://github.com/vmrecover/vmrecover/blob/main/docs/runbook.md",
+            "docs/runbook.md",
         ),
         (
             r#"{"metrics":{"prometheusRule":{"enabled":true,"runbookBaseUrl":"http://docs.site.internal/runbook.html"}}}"#,

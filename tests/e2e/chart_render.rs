@@ -107,18 +107,31 @@ fn optional_objects_appear_only_behind_their_values() {
     let Some(py) = helm_python() else { return };
     let base = [
         "ClusterRole /vmrecover",
+        "ClusterRole /vmrecover-fence",
         "ClusterRoleBinding /vmrecover",
+        "ClusterRoleBinding /vmrecover-fence",
         "ConfigMap harvester-system/vmrecover-admission-params",
         "ConfigMap harvester-system/vmrecover-config",
+        "ConfigMap harvester-system/vmrecover-fence-params",
+        "CronJob harvester-system/vmrecover-fence",
         "DaemonSet harvester-system/vmrecover",
         "Role harvester-system/vmrecover",
+        "Role harvester-system/vmrecover-fence",
+        "Role harvester-system/vmrecover-fence-harvester",
         "Role harvester-system/vmrecover-harvester",
+        "Role longhorn-system/vmrecover-fence-longhorn",
         "Role longhorn-system/vmrecover-longhorn",
         "RoleBinding harvester-system/vmrecover",
+        "RoleBinding harvester-system/vmrecover-fence",
+        "RoleBinding harvester-system/vmrecover-fence-harvester",
         "RoleBinding harvester-system/vmrecover-harvester",
+        "RoleBinding longhorn-system/vmrecover-fence-longhorn",
         "RoleBinding longhorn-system/vmrecover-longhorn",
         "ServiceAccount harvester-system/vmrecover",
+        "ServiceAccount harvester-system/vmrecover-fence",
+        "ValidatingAdmissionPolicy /vmrecover-fence-restriction",
         "ValidatingAdmissionPolicy /vmrecover-node-restriction",
+        "ValidatingAdmissionPolicyBinding /vmrecover-fence-restriction",
         "ValidatingAdmissionPolicyBinding /vmrecover-node-restriction",
     ];
     assert_eq!(
@@ -134,7 +147,11 @@ fn optional_objects_appear_only_behind_their_values() {
     let without: Vec<&str> = base
         .iter()
         .copied()
-        .filter(|o| !o.contains("vmrecover-node-restriction") && !o.contains("admission-params"))
+        .filter(|o| {
+            !o.contains("vmrecover-node-restriction")
+                && !o.contains("vmrecover-fence-restriction")
+                && !o.contains("admission-params")
+        })
         .collect();
     assert_eq!(off, without);
     let mut all: Vec<String> = base.iter().map(|s| s.to_string()).collect();
@@ -222,9 +239,11 @@ fn values_reach_the_manifests() {
             | "CloudInit"
             | "ValidatingAdmissionPolicy"
             | "ValidatingAdmissionPolicyBinding" => assert_eq!(ns, ""),
-            _ if name == "vmrecover-longhorn" => assert_eq!(ns, "storage", "{kind} {name}"),
+            _ if name == "vmrecover-longhorn" || name == "vmrecover-fence-longhorn" => {
+                assert_eq!(ns, "storage", "{kind} {name}")
+            }
             // Harvester's Upgrades live in harvester-system whatever the release namespace.
-            _ if name == "vmrecover-harvester" => {
+            _ if name == "vmrecover-harvester" || name == "vmrecover-fence-harvester" => {
                 assert_eq!(ns, "harvester-system", "{kind} {name}")
             }
             _ => assert_eq!(

@@ -120,13 +120,14 @@ pub fn strs(v: &Value) -> Vec<&str> {
 }
 
 /// The kinds the simulated Harvester serves (others cannot be applied to it).
-pub const SIM_KINDS: [&str; 8] = [
+pub const SIM_KINDS: [&str; 9] = [
     "ServiceAccount",
     "ClusterRole",
     "ClusterRoleBinding",
     "Role",
     "RoleBinding",
     "DaemonSet",
+    "CronJob",
     "ValidatingAdmissionPolicy",
     "ValidatingAdmissionPolicyBinding",
 ];

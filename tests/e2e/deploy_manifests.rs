@@ -101,16 +101,27 @@ fn kustomize_renders_the_agent_and_its_rbac() {
         kinds,
         [
             "ClusterRole /vmrecover",
+            "ClusterRole /vmrecover-fence",
             "ClusterRoleBinding /vmrecover",
+            "ClusterRoleBinding /vmrecover-fence",
             "ConfigMap harvester-system/vmrecover-config",
+            "ConfigMap harvester-system/vmrecover-fence-params",
+            "CronJob harvester-system/vmrecover-fence",
             "DaemonSet harvester-system/vmrecover",
             "Role harvester-system/vmrecover",
+            "Role harvester-system/vmrecover-fence",
+            "Role harvester-system/vmrecover-fence-harvester",
             "Role harvester-system/vmrecover-harvester",
+            "Role longhorn-system/vmrecover-fence-longhorn",
             "Role longhorn-system/vmrecover-longhorn",
             "RoleBinding harvester-system/vmrecover",
+            "RoleBinding harvester-system/vmrecover-fence",
+            "RoleBinding harvester-system/vmrecover-fence-harvester",
             "RoleBinding harvester-system/vmrecover-harvester",
+            "RoleBinding longhorn-system/vmrecover-fence-longhorn",
             "RoleBinding longhorn-system/vmrecover-longhorn",
             "ServiceAccount harvester-system/vmrecover",
+            "ServiceAccount harvester-system/vmrecover-fence",
         ]
     );
     // The admission policy (and its params) needs Kubernetes 1.30: `apply -k` must work on
@@ -119,16 +130,31 @@ fn kustomize_renders_the_agent_and_its_rbac() {
         .as_str()
         .unwrap_or("")
         .starts_with("ValidatingAdmissionPolicy")));
-    // Every RBAC binding names the ServiceAccount the DaemonSet runs as.
+    // Every RBAC binding names the ServiceAccount the DaemonSet runs as, or for the fence
+    // roles (vmrecover-fence*) the one the fence CronJob's Job runs as.
     for o in objs.iter().filter(|o| {
         o["kind"].as_str().is_some_and(|k| k.ends_with("Binding"))
             && o["kind"] != "ValidatingAdmissionPolicyBinding"
     }) {
+        let fence = o["roleRef"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("vmrecover-fence"));
         assert_eq!(o["subjects"].as_array().map(Vec::len), Some(1), "{o:#}");
         assert_eq!(o["subjects"][0]["kind"], "ServiceAccount");
-        assert_eq!(o["subjects"][0]["name"], "vmrecover");
+        let sa = if fence {
+            "vmrecover-fence"
+        } else {
+            "vmrecover"
+        };
+        assert_eq!(o["subjects"][0]["name"], sa);
         assert_eq!(o["subjects"][0]["namespace"], "harvester-system");
     }
+    let job = find(&objs, "CronJob", "vmrecover-fence");
+    assert_eq!(job["spec"]["suspend"], true);
+    assert_eq!(
+        job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"],
+        "vmrecover-fence"
+    );
     // No Namespace object: harvester-system is Harvester's.
     assert!(objs.iter().all(|o| o["kind"] != "Namespace"));
 }
@@ -312,6 +338,7 @@ async fn kubectl_applies_the_rendering_with_server_dry_run() {
             "role.rbac.authorization.k8s.io/vmrecover created (server dry run)",
             "rolebinding.rbac.authorization.k8s.io/vmrecover-longhorn created (server dry run)",
             "daemonset.apps/vmrecover created (server dry run)",
+            "cronjob.batch/vmrecover-fence created (server dry run)",
         ] {
             assert!(
                 out.contains(line),

@@ -13,6 +13,10 @@
 //! The workloads: `vmrecover run --yes`, and `vmrecover agent --act-on always` (which also
 //! list+watches this node's VMIs by label) for (a). The table of (b) uses `run`, and the
 //! agent (its node summary) or `status --all-nodes` for the grants only they need.
+//!
+//! (c) the same for the fence identity's roles (`vmrecover-fence*`): each verb is needed by the
+//! fenced-node run its CronJob's Job makes (the agents' rows that a fenced run shares, run as
+//! that identity, and the fenced run's own).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -45,6 +49,10 @@ enum Workload {
     /// `vmrecover check --output json` (the install's readiness check), with the release's
     /// version objects (KubeVirt CR, Harvester and Longhorn version settings) in the cluster.
     Check,
+    /// [`Workload::Fenced`] as the fence identity (ServiceAccount vmrecover-fence), as the
+    /// `vmrecover-fence` CronJob's Job runs it (fence_procedure.rs runs that Job's exact
+    /// command under the policies too).
+    FenceJob,
 }
 
 /// The cluster a row needs so that the permission is exercised at all.
@@ -229,7 +237,9 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
     let state = tempfile::tempdir().expect("state dir");
     let root = host_root();
     let kubeconfig = state.path().join("kubeconfig");
-    let who = if policy.is_some() {
+    let who = if policy.is_some() && workload == Workload::FenceJob {
+        Identity::service_account(SA_NS, "vmrecover-fence")
+    } else if policy.is_some() {
         Identity::service_account(SA_NS, SA_NAME)
     } else {
         Identity::admin()
@@ -260,7 +270,7 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
         }
         Setup::Standard | Setup::ControllerAfterWatch => {}
     }
-    if workload == Workload::Fenced {
+    if matches!(workload, Workload::Fenced | Workload::FenceJob) {
         // Run from another machine, on a node a person declared powered off.
         std::fs::write(
             root.path().join("etc/machine-id"),
@@ -294,21 +304,28 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
         Workload::AllNodes => {
             args.extend(["status", "--all-nodes", "--output", "json"].map(String::from))
         }
-        Workload::Fenced => args.extend(
-            [
-                "run",
-                "--fenced-node",
-                NODE,
-                "--fence-watch",
-                "1s",
-                "--yes",
-                "--output",
-                "json",
-                "--controller-grace",
-                "1s",
-            ]
-            .map(String::from),
-        ),
+        Workload::Fenced | Workload::FenceJob => {
+            args.extend(
+                [
+                    "run",
+                    "--fenced-node",
+                    NODE,
+                    "--fence-watch",
+                    "1s",
+                    "--yes",
+                    "--output",
+                    "json",
+                ]
+                .map(String::from),
+            );
+            if matches!(setup, Setup::ControllerAfterWatch | Setup::VmLagsBehind) {
+                args.extend(
+                    ["--only", "default/vm-db-01", "--controller-grace", "3s"].map(String::from),
+                );
+            } else {
+                args.extend(["--controller-grace", "1s"].map(String::from));
+            }
+        }
         Workload::Check => args.extend(["check", "--output", "json"].map(String::from)),
         Workload::Agent => args.extend(
             [
@@ -384,9 +401,11 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
     );
     let out = out.expect("run vmrecover");
     let stdout = match workload {
-        Workload::Run | Workload::AllNodes | Workload::Fenced | Workload::Check => {
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        }
+        Workload::Run
+        | Workload::AllNodes
+        | Workload::Fenced
+        | Workload::FenceJob
+        | Workload::Check => String::from_utf8_lossy(&out.stdout).into_owned(),
         Workload::Agent => std::fs::read_to_string(&report).unwrap_or_default(),
     };
     Ran {
@@ -412,7 +431,7 @@ type Check = fn(&Ran) -> Result<(), String>;
 /// One row of the least-privilege table.
 struct Row {
     /// `Kind namespace/name group/resource verb`, as [`Grant::key`] spells it.
-    grant: &'static str,
+    grant: String,
     /// The part of the run that needs it.
     part: &'static str,
     workload: Workload,
@@ -469,7 +488,7 @@ fn check_failed(name: &'static str) -> impl Fn(&Ran) -> Result<(), String> {
 fn rows() -> Vec<Row> {
     vec![
         Row {
-            grant: "ClusterRole /vmrecover /nodes get",
+            grant: "ClusterRole /vmrecover /nodes get".into(),
             part: "checking that --node names a Node, before anything else",
             workload: Workload::Run,
             setup: Setup::Standard,
@@ -477,7 +496,7 @@ fn rows() -> Vec<Row> {
             broken: exit_error_nothing_changed,
         },
         Row {
-            grant: "ClusterRole /vmrecover /pods list",
+            grant: "ClusterRole /vmrecover /pods list".into(),
             part: "launcher-pod evidence: unreadable, so every VM is blocked (fail closed)",
             workload: Workload::Run,
             setup: Setup::Standard,
@@ -485,7 +504,7 @@ fn rows() -> Vec<Row> {
             broken: no_object_changed,
         },
         Row {
-            grant: "ClusterRole /vmrecover /pods delete",
+            grant: "ClusterRole /vmrecover /pods delete".into(),
             part: "ladder step 2: force-delete vm-db-01's leftover launcher pod",
             workload: Workload::Run,
             setup: Setup::Standard,
@@ -493,7 +512,7 @@ fn rows() -> Vec<Row> {
             broken: |r| step_failed("default/vm-db-01", "force-delete launcher pod")(r),
         },
         Row {
-            grant: "ClusterRole /vmrecover /persistentvolumeclaims get",
+            grant: "ClusterRole /vmrecover /persistentvolumeclaims get".into(),
             part: "the stuck VMIs' PVCs (by name): unreadable, so every VM with a disk is blocked",
             workload: Workload::Run,
             setup: Setup::Standard,
@@ -501,7 +520,7 @@ fn rows() -> Vec<Row> {
             broken: no_object_changed,
         },
         Row {
-            grant: "ClusterRole /vmrecover /persistentvolumes get",
+            grant: "ClusterRole /vmrecover /persistentvolumes get".into(),
             part: "PV -> Longhorn volume handle: unreadable, so every VM with a disk is blocked",
             workload: Workload::Run,
             setup: Setup::Standard,
@@ -509,7 +528,7 @@ fn rows() -> Vec<Row> {
             broken: no_object_changed,
         },
         Row {
-            grant: "ClusterRole /vmrecover /persistentvolumes list",
+            grant: "ClusterRole /vmrecover /persistentvolumes list".into(),
             part: "following vm-web-01's deleted PVC to what is left of its disk: unreadable, so blocked",
             workload: Workload::Run,
             setup: Setup::PvcGone,
@@ -517,7 +536,7 @@ fn rows() -> Vec<Row> {
             broken: no_object_changed,
         },
         Row {
-            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachineinstances get",
+            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachineinstances get".into(),
             part: "the re-check after the wait reads vm-db-01's VMI by name once this node's list no longer has it (gone, or moved)",
             workload: Workload::Run,
             setup: Setup::ControllerAfterWatch,
@@ -536,7 +555,7 @@ fn rows() -> Vec<Row> {
             },
         },
         Row {
-            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachineinstances list",
+            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachineinstances list".into(),
             part: "finding this node's VMIs: nothing is decided, nothing changed",
             workload: Workload::Run,
             setup: Setup::Standard,
@@ -544,7 +563,7 @@ fn rows() -> Vec<Row> {
             broken: no_object_changed,
         },
         Row {
-            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachineinstances watch",
+            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachineinstances watch".into(),
             part: "ladder step 3: the wait does not see virt-controller remove vm-db-01's VMI",
             workload: Workload::Run,
             setup: Setup::ControllerAfterWatch,
@@ -555,7 +574,7 @@ fn rows() -> Vec<Row> {
             },
         },
         Row {
-            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachineinstances patch",
+            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachineinstances patch".into(),
             part: "ladder step 4: clearing VMI vm-web-01's finalizers",
             workload: Workload::Run,
             setup: Setup::Standard,
@@ -563,7 +582,7 @@ fn rows() -> Vec<Row> {
             broken: |r| step_failed("default/vm-web-01", "clear finalizers of vmi")(r),
         },
         Row {
-            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines get",
+            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines get".into(),
             part: "the VMs of this node's stuck VMIs (by name): unreadable, so every VM is blocked",
             workload: Workload::Run,
             setup: Setup::Standard,
@@ -571,7 +590,7 @@ fn rows() -> Vec<Row> {
             broken: no_object_changed,
         },
         Row {
-            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines list",
+            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines list".into(),
             part: "ladder step 3: the wait's watch of vm-db-01's VM starts with a list: it sits out the grace period",
             workload: Workload::Run,
             setup: Setup::VmLagsBehind,
@@ -579,7 +598,7 @@ fn rows() -> Vec<Row> {
             broken: sat_out_the_vm_wait,
         },
         Row {
-            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines watch",
+            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines watch".into(),
             part: "ladder step 3: the wait does not see the controllers finish vm-db-01's VM after its VMI: it sits out the grace period",
             workload: Workload::Run,
             setup: Setup::VmLagsBehind,
@@ -587,7 +606,7 @@ fn rows() -> Vec<Row> {
             broken: sat_out_the_vm_wait,
         },
         Row {
-            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines patch",
+            grant: "ClusterRole /vmrecover kubevirt.io/virtualmachines patch".into(),
             part: "ladder step 4: clearing VM vm-web-01's finalizers",
             workload: Workload::Run,
             setup: Setup::Standard,
@@ -595,7 +614,7 @@ fn rows() -> Vec<Row> {
             broken: |r| step_failed("default/vm-web-01", "clear finalizers of vm ")(r),
         },
         Row {
-            grant: "ClusterRole /vmrecover storage.k8s.io/volumeattachments list",
+            grant: "ClusterRole /vmrecover storage.k8s.io/volumeattachments list".into(),
             part: "CSI attachment evidence: unreadable, so every VM is blocked",
             workload: Workload::Run,
             setup: Setup::Standard,
@@ -603,7 +622,7 @@ fn rows() -> Vec<Row> {
             broken: no_object_changed,
         },
         Row {
-            grant: "ClusterRole /vmrecover events.k8s.io/events create",
+            grant: "ClusterRole /vmrecover events.k8s.io/events create".into(),
             part: "the Kubernetes Event recorded on every VM/VMI vmrecover changed",
             workload: Workload::Run,
             setup: Setup::Standard,
@@ -617,7 +636,7 @@ fn rows() -> Vec<Row> {
             },
         },
         Row {
-            grant: "Role harvester-system/vmrecover coordination.k8s.io/leases get",
+            grant: "Role harvester-system/vmrecover coordination.k8s.io/leases get".into(),
             part: "taking the node Lease: the run stops before any change",
             workload: Workload::Run,
             setup: Setup::Standard,
@@ -625,7 +644,7 @@ fn rows() -> Vec<Row> {
             broken: exit_error_nothing_changed,
         },
         Row {
-            grant: "Role harvester-system/vmrecover coordination.k8s.io/leases create",
+            grant: "Role harvester-system/vmrecover coordination.k8s.io/leases create".into(),
             part: "taking the node Lease (first run on this node): the run stops",
             workload: Workload::Run,
             setup: Setup::Standard,
@@ -633,7 +652,7 @@ fn rows() -> Vec<Row> {
             broken: exit_error_nothing_changed,
         },
         Row {
-            grant: "Role harvester-system/vmrecover coordination.k8s.io/leases update",
+            grant: "Role harvester-system/vmrecover coordination.k8s.io/leases update".into(),
             part: "taking the node Lease an earlier run released: the run stops",
             workload: Workload::Run,
             setup: Setup::LeaseExists,
@@ -641,7 +660,7 @@ fn rows() -> Vec<Row> {
             broken: exit_error_nothing_changed,
         },
         Row {
-            grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/volumes list",
+            grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/volumes list".into(),
             part: "the Longhorn volume that may still name vm-web-01's deleted PVC: unreadable, so blocked",
             workload: Workload::Run,
             setup: Setup::PvcGone,
@@ -666,7 +685,7 @@ fn rows() -> Vec<Row> {
             },
         },
         Row {
-            grant: "ClusterRole /vmrecover harvesterhci.io/settings get",
+            grant: "ClusterRole /vmrecover harvesterhci.io/settings get".into(),
             part: "Harvester's vm-force-reset-policy, shown in the plan as evidence",
             workload: Workload::Run,
             setup: Setup::Standard,
@@ -681,7 +700,7 @@ fn rows() -> Vec<Row> {
             },
         },
         Row {
-            grant: "Role harvester-system/vmrecover /configmaps get",
+            grant: "Role harvester-system/vmrecover /configmaps get".into(),
             part: "the cluster-wide pause: unreadable, so nothing is changed (fail closed)",
             workload: Workload::Run,
             setup: Setup::Standard,
@@ -689,7 +708,7 @@ fn rows() -> Vec<Row> {
             broken: no_object_changed,
         },
         Row {
-            grant: "Role harvester-system/vmrecover-harvester harvesterhci.io/upgrades list",
+            grant: "Role harvester-system/vmrecover-harvester harvesterhci.io/upgrades list".into(),
             part: "whether a Harvester Upgrade is in progress: unreadable, so nothing is changed",
             workload: Workload::Run,
             setup: Setup::Standard,
@@ -697,7 +716,7 @@ fn rows() -> Vec<Row> {
             broken: no_object_changed,
         },
         Row {
-            grant: "Role harvester-system/vmrecover /configmaps patch",
+            grant: "Role harvester-system/vmrecover /configmaps patch".into(),
             part: "the agent's node summary (ConfigMap vmrecover-summary-<node>, server-side apply)",
             workload: Workload::Agent,
             setup: Setup::Standard,
@@ -705,7 +724,7 @@ fn rows() -> Vec<Row> {
             broken: no_summary_published,
         },
         Row {
-            grant: "Role harvester-system/vmrecover /configmaps create",
+            grant: "Role harvester-system/vmrecover /configmaps create".into(),
             part: "the agent's first node summary: a server-side apply that creates is authorized as a create",
             workload: Workload::Agent,
             setup: Setup::Standard,
@@ -713,7 +732,7 @@ fn rows() -> Vec<Row> {
             broken: no_summary_published,
         },
         Row {
-            grant: "Role harvester-system/vmrecover /configmaps list",
+            grant: "Role harvester-system/vmrecover /configmaps list".into(),
             part: "status --all-nodes: every agent's summary in one list",
             workload: Workload::AllNodes,
             setup: Setup::Standard,
@@ -721,7 +740,7 @@ fn rows() -> Vec<Row> {
             broken: |r| if r.code == 1 { Ok(()) } else { Err(format!("exit {}", r.code)) },
         },
         Row {
-            grant: "ClusterRole /vmrecover /nodes list",
+            grant: "ClusterRole /vmrecover /nodes list".into(),
             part: "status --all-nodes: every Node of the site",
             workload: Workload::AllNodes,
             setup: Setup::Standard,
@@ -729,7 +748,7 @@ fn rows() -> Vec<Row> {
             broken: |r| if r.code == 1 { Ok(()) } else { Err(format!("exit {}", r.code)) },
         },
         Row {
-            grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/volumes get",
+            grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/volumes get".into(),
             part: "where each stuck VM's Longhorn volume is attached: unreadable, so blocked",
             workload: Workload::Run,
             setup: Setup::Standard,
@@ -737,7 +756,7 @@ fn rows() -> Vec<Row> {
             broken: no_object_changed,
         },
         Row {
-            grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/nodes get",
+            grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/nodes get".into(),
             part: "a fenced-node run: whether Longhorn says the fenced node is Ready (a sign of life): unreadable, so refused",
             workload: Workload::Fenced,
             setup: Setup::Standard,
@@ -756,7 +775,7 @@ fn rows() -> Vec<Row> {
             },
         },
         Row {
-            grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/settings get",
+            grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/settings get".into(),
             part: "check: the Longhorn version (setting current-longhorn-version)",
             workload: Workload::Check,
             setup: Setup::Standard,
@@ -764,7 +783,7 @@ fn rows() -> Vec<Row> {
             broken: |r| check_failed("version.longhorn")(r),
         },
         Row {
-            grant: "Role harvester-system/vmrecover-harvester kubevirt.io/kubevirts get",
+            grant: "Role harvester-system/vmrecover-harvester kubevirt.io/kubevirts get".into(),
             part: "check: the KubeVirt version (the KubeVirt CR)",
             workload: Workload::Check,
             setup: Setup::Standard,
@@ -772,7 +791,7 @@ fn rows() -> Vec<Row> {
             broken: |r| check_failed("version.kubevirt")(r),
         },
         Row {
-            grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/volumeattachments get",
+            grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/volumeattachments get".into(),
             part: "the attachment tickets of each stuck VM's Longhorn volume: unreadable, so blocked",
             workload: Workload::Run,
             setup: Setup::Standard,
@@ -849,22 +868,88 @@ async fn agent_under_deploy_rbac_matches_the_admin_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_granted_verb_is_needed_by_a_named_part_of_the_run() {
+    prove_every_grant(false, rows()).await;
+}
+
+/// The fence identity's roles (`vmrecover-fence*`, fence.yaml): each verb is needed by the
+/// fenced-node run it makes (the `vmrecover-fence` CronJob's Job).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_verb_granted_to_the_fence_identity_is_needed_by_the_fenced_run() {
+    prove_every_grant(true, fence_rows()).await;
+}
+
+/// Whether a grant is the fence identity's (its roles are named `vmrecover-fence*`).
+fn is_fence(g: &Grant) -> bool {
+    g.name.starts_with("vmrecover-fence")
+}
+
+/// The agents' rows of [`rows`] that a fenced run also needs, for the fence identity's roles,
+/// and the fenced run's own.
+fn fence_rows() -> Vec<Row> {
+    let role = |key: &str| -> Option<String> {
+        let (head, rest) = key.split_once(' ')?;
+        let (scope, rest) = rest.split_once(' ')?;
+        let renamed = match scope {
+            "/vmrecover" => "/vmrecover-fence",
+            "harvester-system/vmrecover" => "harvester-system/vmrecover-fence",
+            "harvester-system/vmrecover-harvester" => "harvester-system/vmrecover-fence-harvester",
+            "longhorn-system/vmrecover-longhorn" => "longhorn-system/vmrecover-fence-longhorn",
+            _ => return None,
+        };
+        Some(format!("{head} {renamed} {rest}"))
+    };
     let policy = deploy_policy(Path::new(env!("CARGO_MANIFEST_DIR")));
-    let table = rows();
+    let fence: BTreeSet<String> = grants(&policy)
+        .iter()
+        .filter(|g| is_fence(g))
+        .map(Grant::key)
+        .collect();
+    let mut out: Vec<Row> = rows()
+        .into_iter()
+        .filter(|r| matches!(r.workload, Workload::Run | Workload::Fenced))
+        .filter_map(|r| {
+            let grant = role(&r.grant).filter(|k| fence.contains(k))?;
+            Some(Row {
+                grant,
+                workload: Workload::FenceJob,
+                ..r
+            })
+        })
+        .collect();
+    out.push(Row {
+        grant: "Role harvester-system/vmrecover-fence /configmaps list".into(),
+        part: "a fenced-node run: NODE's summary (a sign of life): unreadable, so refused",
+        workload: Workload::FenceJob,
+        setup: Setup::Standard,
+        names_permission: true,
+        broken: no_object_changed,
+    });
+    out
+}
+
+/// For every grant of the agents' roles (`fence` false) or of the fence identity's (`fence`
+/// true), the run of `table`'s row without just that grant breaks the row's named part.
+async fn prove_every_grant(fence: bool, table: Vec<Row>) {
+    let policy = deploy_policy(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let mine = |g: &Grant| is_fence(g) == fence;
 
     // The table covers exactly what the manifests grant: nothing granted without a reason,
     // no row for a grant that is not there.
-    let granted: BTreeSet<String> = grants(&policy).iter().map(Grant::key).collect();
+    let granted: BTreeSet<String> = grants(&policy)
+        .iter()
+        .filter(|g| mine(g))
+        .map(Grant::key)
+        .collect();
     let covered: BTreeSet<String> = table.iter().map(|r| r.grant.to_string()).collect();
     assert_eq!(
         granted.difference(&covered).collect::<Vec<_>>(),
         Vec::<&String>::new(),
-        "granted in deploy/rbac.yaml but no row proves it is needed"
+        "granted in deploy/ but no row proves it is needed"
     );
     assert_eq!(
         covered.difference(&granted).collect::<Vec<_>>(),
         Vec::<&String>::new(),
-        "rows for grants deploy/rbac.yaml does not make"
+        "rows for grants deploy/ does not make"
     );
     let by_key: BTreeMap<String, Grant> =
         grants(&policy).into_iter().map(|g| (g.key(), g)).collect();
@@ -890,7 +975,7 @@ async fn every_granted_verb_is_needed_by_a_named_part_of_the_run() {
 
     let results: Vec<(usize, Ran)> = futures::stream::iter(table.iter().enumerate())
         .map(|(i, row)| {
-            let grant = &by_key[row.grant];
+            let grant = &by_key[&row.grant];
             let reduced = without(&policy, grant);
             async move { (i, run(Some(&reduced), row.setup, row.workload).await) }
         })
@@ -901,7 +986,7 @@ async fn every_granted_verb_is_needed_by_a_named_part_of_the_run() {
     let mut failures = Vec::new();
     for (i, ran) in results {
         let row = &table[i];
-        let grant = &by_key[row.grant];
+        let grant = &by_key[&row.grant];
         let control = &controls[&(row.setup, row.workload)];
         let mut why = Vec::new();
         if (row.broken)(control).is_ok() {
@@ -975,6 +1060,13 @@ fn the_permissions_check_asks_exactly_what_the_roles_grant() {
     let mut granted = BTreeSet::new();
     for doc in &policy {
         if doc["kind"] != "ClusterRole" && doc["kind"] != "Role" {
+            continue;
+        }
+        // The fence identity's roles are not the agents' (`check` reviews the agent's).
+        if doc["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("vmrecover-fence"))
+        {
             continue;
         }
         let ns = doc["metadata"]["namespace"]

@@ -94,7 +94,11 @@ async fn deploy_applies_at_every_release_kubernetes_version() {
                 "{v}: apply -f admissionpolicy.yaml: {}",
                 out(&p)
             );
-            assert_eq!(policies.len(), 1, "{v}");
+            assert_eq!(
+                policies.len(),
+                2,
+                "{v}: the agents' and the fence identity's"
+            );
         }
 
         // Pod-bound tokens name their node from 1.30 (ServiceAccountTokenPodNodeInfo).
@@ -179,6 +183,8 @@ async fn the_chart_renders_the_policy_exactly_where_the_api_exists() {
                 policy,
                 [
                     "ValidatingAdmissionPolicy",
+                    "ValidatingAdmissionPolicyBinding",
+                    "ValidatingAdmissionPolicy",
                     "ValidatingAdmissionPolicyBinding"
                 ],
                 "{v}"
@@ -205,7 +211,7 @@ async fn the_chart_renders_the_policy_exactly_where_the_api_exists() {
             r#"{"admissionPolicy":{"enabled":true}}"#,
         ],
     );
-    assert_eq!(kinds(&String::from_utf8_lossy(&forced.stdout)).len(), 2);
+    assert_eq!(kinds(&String::from_utf8_lossy(&forced.stdout)).len(), 4);
     let off =
         crate::chart_support::template(&py, SA_NS, &[r#"{"admissionPolicy":{"enabled":false}}"#]);
     assert!(kinds(&off).is_empty());

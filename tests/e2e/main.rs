@@ -9,6 +9,7 @@ mod boot_support;
 mod chart_support;
 mod deploy_support;
 mod e2e_support;
+mod fence_support;
 
 mod admission_e2e;
 mod admission_policy_e2e;
@@ -26,6 +27,7 @@ mod deploy_manifests;
 mod deploy_rbac;
 mod disk_proof_e2e;
 mod docs_generated;
+mod fence_procedure;
 mod fenced_e2e;
 mod harvester_e2e;
 mod harvester_mutator_e2e;

@@ -152,6 +152,7 @@ async fn after_install_and_uninstall_the_cluster_holds_nothing_of_vmrecover() {
             "delete",
             "validatingadmissionpolicybinding",
             "vmrecover-node-restriction",
+            "vmrecover-fence-restriction",
             "--ignore-not-found",
         ],
     );

@@ -20,3 +20,18 @@ true
 {{- fail (printf "admissionPolicy.enabled must be auto, true or false, not %q" $e) -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The finalizers vmrecover may remove, comma-separated, per kind: the ones it knows
+(src/recovery/finalizers.rs KNOWN_FINALIZERS; tests/e2e/admission_policy_e2e.rs checks the
+lists are the same) plus alsoFinalizers (the same value that becomes --also-finalizer). Both
+policies (the agents' and the fence identity's) use them.
+*/}}
+{{- define "vmrecover.vmiFinalizers" -}}
+{{- $vmi := list "kubevirt.io/foregroundDeleteVirtualMachine" "foregroundDeleteVirtualMachine" "kubevirt.io/virtualMachineControllerFinalize" "wrangler.cattle.io/VMController.BackfillObservedNetworkMacAddress" "wrangler.cattle.io/harvester-lb-vmi-controller" "wrangler.cattle.io/virtual-machine-deletion" "harvesterhci.io/VMController.UnsetOwnerOfPVCs" "wrangler.cattle.io/VMController.UnsetOwnerOfPVCs" "wrangler.cattle.io/VMIController.UnsetOwnerOfPVCs" -}}
+{{- join "," (concat $vmi .Values.alsoFinalizers) -}}
+{{- end -}}
+{{- define "vmrecover.vmFinalizers" -}}
+{{- $vm := list "kubevirt.io/virtualMachineControllerFinalize" "wrangler.cattle.io/VMController.CleanupPVCAndSnapshot" "wrangler.cattle.io/VMController.ReconcileBackendStorageClone" "harvesterhci.io/VMController.UnsetOwnerOfPVCs" "wrangler.cattle.io/VMController.UnsetOwnerOfPVCs" "wrangler.cattle.io/VMIController.UnsetOwnerOfPVCs" "wrangler.cattle.io/harvester-lb-vm-controller" -}}
+{{- join "," (concat $vm .Values.alsoFinalizers) -}}
+{{- end -}}

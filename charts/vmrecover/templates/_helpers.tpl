@@ -38,10 +38,11 @@ app.kubernetes.io/name: vmrecover
 app.kubernetes.io/component: agent
 {{- end -}}
 
-{{/* An alert's runbook_url: docs/runbook.md#<anchor> under metrics.prometheusRule.runbookBaseUrl
-(default: the chart's home). */}}
+{{/* An alert's runbook_url: <metrics.prometheusRule.runbookBaseUrl>#<anchor>; by default
+docs/runbook.md#<anchor>, the runbook's path in vmrecover's source tree (the project has no
+public home a URL could name: Chart.yaml). */}}
 {{- define "vmrecover.runbookUrl" -}}
-{{- $base := .root.Values.metrics.prometheusRule.runbookBaseUrl | default (printf "%s/blob/main/docs/runbook.md" .root.Chart.Home) -}}
+{{- $base := .root.Values.metrics.prometheusRule.runbookBaseUrl | default "docs/runbook.md" -}}
 {{- printf "%s#%s" $base .anchor -}}
 {{- end -}}
 

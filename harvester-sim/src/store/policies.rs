@@ -6,6 +6,7 @@ use serde_json::Value;
 use super::{Inner, Key};
 use crate::admission::vap::{self, Lookup};
 use crate::admission::Operation;
+use crate::convert::{storage_of, to_view};
 use crate::errors::ApiError;
 use crate::rbac::Identity;
 use crate::resources::{find, find_kind, ResourceDef, RESOURCES};
@@ -89,6 +90,25 @@ impl Lookup for Inner {
         })?;
         let key: Key = (namespace.to_string(), name.to_string());
         Ok(self.view_get(res, &key))
+    }
+
+    fn params_selected(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        selector: &Value,
+    ) -> Result<Vec<Value>, String> {
+        let res = find_kind(api_version, kind).ok_or_else(|| {
+            format!("failed to find resource referenced by paramKind: '{api_version}, Kind={kind}'")
+        })?;
+        let mut out = Vec::new();
+        for ((ns, _), obj) in self.objects.get(storage_of(res)).into_iter().flatten() {
+            if ns == namespace && vap::labels_match(selector, &obj["metadata"]["labels"])? {
+                out.push(to_view(res, obj));
+            }
+        }
+        Ok(out)
     }
 
     fn namespaced(&self, api_version: &str, kind: &str) -> Option<bool> {

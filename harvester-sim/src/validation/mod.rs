@@ -252,6 +252,11 @@ pub fn validate_create(res: ResIdx, obj: &Value, kube_minor: u32) -> Result<(), 
             e.extend(admission_policies::validate_binding(obj));
             e
         }
+        ("batch", "cronjobs") => {
+            let mut e = validate_meta(obj, def.namespaced, name_rule(def));
+            e.extend(cronjob(obj));
+            e
+        }
         _ => validate_meta(obj, def.namespaced, name_rule(def)),
     };
     if !errs.is_empty() {
@@ -412,6 +417,38 @@ pub fn check_micro_times(r: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// What k8s.io/kubernetes `pkg/apis/batch/validation/validation.go` (v1.33.0) `ValidateCronJobCreate`
+/// refuses that the simulator checks: a name longer than 52 characters (the controller appends
+/// an 11-character suffix to each Job's name), and a missing schedule or job template.
+fn cronjob(obj: &Value) -> Vec<FieldError> {
+    let mut e = Vec::new();
+    let name = crate::meta::name(obj);
+    if name.len() > 52 {
+        e.push(FieldError::invalid(
+            "metadata.name",
+            name,
+            "must be no more than 52 characters",
+        ));
+    }
+    if obj
+        .pointer("/spec/schedule")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        e.push(FieldError::required("spec.schedule", ""));
+    }
+    if obj
+        .pointer("/spec/jobTemplate/spec/template/spec/containers")
+        .is_none()
+    {
+        e.push(FieldError::required(
+            "spec.jobTemplate.spec.template.spec.containers",
+            "",
+        ));
+    }
+    e
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,5 +465,23 @@ mod tests {
         assert!(micro_time_error("2025-01-02T03:04:05.1234567Z").is_some());
         assert!(micro_time_error("yesterday").is_some());
         assert!(micro_time_error("2025-13-02T03:04:05.123456Z").is_some());
+    }
+
+    #[test]
+    fn a_cronjob_name_leaves_room_for_the_jobs_suffix() {
+        let job = |name: &str| {
+            serde_json::json!({"metadata": {"name": name, "namespace": "ns"},
+                "spec": {"schedule": "0 0 1 1 *", "jobTemplate": {"spec": {"template": {"spec": {
+                    "containers": [{"name": "c", "image": "i"}]}}}}}})
+        };
+        assert!(cronjob(&job("vmrecover-fence")).is_empty());
+        assert!(cronjob(&job(&"a".repeat(52))).is_empty());
+        let e = cronjob(&job(&"a".repeat(53)));
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].field, "metadata.name");
+        assert_eq!(
+            cronjob(&serde_json::json!({"metadata": {"name": "x"}})).len(),
+            2
+        );
     }
 }

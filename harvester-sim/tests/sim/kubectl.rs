@@ -822,3 +822,106 @@ async fn kubectl_sees_managed_fields() {
         );
     }
 }
+
+/// Params found by `paramRef.selector` in the request's namespace (no `paramRef.namespace`), as
+/// k8s.io/apiserver `policy/generic/policy_dispatcher.go` `CollectParams` finds them (v1.30.0,
+/// v1.33.0): none yet (`parameterNotFoundAction: Deny`) refuses the write; each selected
+/// ConfigMap is evaluated and any one's denial refuses; another namespace's do not count.
+#[tokio::test]
+async fn kubectl_params_by_selector_in_the_requests_namespace() {
+    const POLICY: &str = r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: freeze}
+spec:
+  failurePolicy: Fail
+  paramKind: {apiVersion: v1, kind: ConfigMap}
+  matchConstraints:
+    resourceRules:
+      - {apiGroups: [kubevirt.io], apiVersions: ["*"], operations: [UPDATE], resources: [virtualmachineinstances]}
+  validations:
+    - expression: "object.metadata.name != params.data.frozen"
+      messageExpression: "'frozen by ' + params.metadata.name"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: freeze-binding}
+spec:
+  policyName: freeze
+  validationActions: [Deny]
+  paramRef:
+    selector: {matchLabels: {freeze: "yes"}}
+    parameterNotFoundAction: Deny
+"#;
+    let Some(bin) = kubectls().into_iter().last() else {
+        return;
+    };
+    let sim = power_loss().await;
+    let k = Kubectl {
+        bin: &bin,
+        kubeconfig: sim.kubeconfig_path(),
+    };
+    let patch = |name: &'static str| {
+        [
+            "patch",
+            "vmi",
+            name,
+            "-n",
+            "default",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"labels":{"checked":"yes"}}}"#,
+        ]
+    };
+    // Params and their labels first: the binding refuses every VMI update until one exists.
+    k.ok(&[
+        "create",
+        "configmap",
+        "f1",
+        "-n",
+        "prod",
+        "--from-literal=frozen=vm-db-01",
+    ])
+    .await;
+    k.ok(&["label", "configmap", "f1", "-n", "prod", "freeze=yes"])
+        .await;
+    k.ok_in(&["apply", "-f", "-"], Some(POLICY)).await;
+    let none = k.run(&patch("vm-web-01"), None).await;
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        err.contains("failed to configure binding: no params found for policy binding with `Deny` parameterNotFoundAction"),
+        "prod's params do not count for default: {err}"
+    );
+    k.ok(&[
+        "create",
+        "configmap",
+        "f2",
+        "-n",
+        "default",
+        "--from-literal=frozen=vm-web-01",
+    ])
+    .await;
+    k.ok(&["label", "configmap", "f2", "-n", "default", "freeze=yes"])
+        .await;
+    let denied = k.run(&patch("vm-web-01"), None).await;
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(err.contains("denied request: frozen by f2"), "{err}");
+    k.ok(&patch("vm-db-01")).await;
+    // A second selected ConfigMap: each is evaluated, either one refuses.
+    k.ok(&[
+        "create",
+        "configmap",
+        "f3",
+        "-n",
+        "default",
+        "--from-literal=frozen=vm-db-01",
+    ])
+    .await;
+    k.ok(&["label", "configmap", "f3", "-n", "default", "freeze=yes"])
+        .await;
+    let denied = k.run(&patch("vm-web-01"), None).await;
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("frozen by f2"));
+    let denied = k.run(&patch("vm-db-01"), None).await;
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(err.contains("denied request: frozen by f3"), "{err}");
+}

@@ -87,6 +87,16 @@ pub trait Lookup {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Value>, String>;
+    /// Every object of `apiVersion`/`kind` in `namespace` ("" for a cluster-scoped kind) whose
+    /// labels match `selector` (a `LabelSelector`): `Err` when the kind is not served or the
+    /// selector cannot be read.
+    fn params_selected(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        selector: &Value,
+    ) -> Result<Vec<Value>, String>;
     /// Whether `apiVersion`/`kind` is namespaced (None: not served).
     fn namespaced(&self, api_version: &str, kind: &str) -> Option<bool>;
     /// The Namespace object of a namespaced request.
@@ -112,8 +122,29 @@ fn str_at<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or("")
 }
 
+/// Whether `req` writes an admission configuration object, which no API-created policy ever
+/// sees (so that a policy can always be fixed or removed): k8s.io/apiserver
+/// `pkg/admission/plugin/policy/generic/plugin.go` skips them (v1.30.0 `ShouldIgnore` through
+/// `webhook/predicates/rules/rules.go` `IsExemptAdmissionConfigurationResource`; v1.33.0 the
+/// same set of resources).
+fn exempt(req: &Request<'_>) -> bool {
+    req.resource.group == "admissionregistration.k8s.io"
+        && matches!(
+            req.resource.plural,
+            "validatingadmissionpolicies"
+                | "validatingadmissionpolicybindings"
+                | "mutatingadmissionpolicies"
+                | "mutatingadmissionpolicybindings"
+                | "validatingwebhookconfigurations"
+                | "mutatingwebhookconfigurations"
+        )
+}
+
 /// Runs every policy over `req`: `Ok` when none denies it, else the apiserver's error.
 pub fn admit(cluster: &dyn Lookup, req: &Request<'_>) -> Result<(), ApiError> {
+    if exempt(req) {
+        return Ok(());
+    }
     let mut policies = cluster.policies();
     if policies.is_empty() {
         return Ok(());
@@ -391,10 +422,20 @@ fn matches_resources(
     Ok(true)
 }
 
-/// The params a binding evaluates with: `[None]` without `paramKind`, one object per param
-/// found, nothing when none is found and `parameterNotFoundAction` is `Allow`
-/// (k8s.io/apiserver `pkg/admission/plugin/policy/generic/policy_dispatcher.go`
-/// `CollectParams`, v0.33.0).
+/// The params a binding evaluates with (k8s.io/apiserver
+/// `pkg/admission/plugin/policy/generic/policy_dispatcher.go` `CollectParams`, the same cases
+/// at v1.30.0 and v1.33.0, read on the kubernetes/kubernetes tree):
+/// - no `paramKind`: `[None]` (a `paramRef` is ignored); `paramKind` without `paramRef`:
+///   `[None]` too (the expressions see `params` null, and `params.x` fails to evaluate);
+/// - a namespaced kind is read in `paramRef.namespace`, else in the request's namespace; a
+///   cluster-scoped request with neither is a configuration error ("cannot use namespaced
+///   paramRef in policy binding that matches cluster-scoped resources"), and so is
+///   `paramRef.namespace` on a cluster-scoped kind;
+/// - `paramRef.name`: that one object; `paramRef.selector`: every object whose labels match
+///   (each one evaluated, any denial denies); neither or both: a configuration error;
+/// - none found: with `parameterNotFoundAction: Deny` a configuration error ("no params found
+///   for policy binding with `Deny` parameterNotFoundAction"), which denies under
+///   failurePolicy Fail; with `Allow` the binding is not evaluated at all.
 fn collect_params(
     policy: &Value,
     binding: &Value,
@@ -411,28 +452,47 @@ fn collect_params(
     })?;
     let pref = &binding["paramRef"];
     if pref.is_null() {
-        return Err("paramKind non-nil but paramRef is nil".into());
+        return Ok(vec![None]);
     }
-    if !pref["selector"].is_null() {
-        return Err("the simulator does not implement paramRef.selector".into());
-    }
-    let mut ns = str_at(pref, "/namespace");
-    if namespaced && ns.is_empty() {
-        ns = req.namespace;
-    }
-    let found = cluster.param(
-        api_version,
-        k,
-        if namespaced { ns } else { "" },
-        str_at(pref, "/name"),
-    )?;
-    match found {
-        Some(p) => Ok(vec![Some(p)]),
-        None if str_at(pref, "/parameterNotFoundAction") == "Allow" => Ok(vec![]),
-        None => {
-            Err("no params found for policy binding with `Deny` parameterNotFoundAction".into())
+    let ref_ns = str_at(pref, "/namespace");
+    let ns = if !namespaced {
+        if !ref_ns.is_empty() {
+            return Err(
+                "paramRef.namespace must not be provided for a cluster-scoped `paramKind`".into(),
+            );
         }
+        ""
+    } else if !ref_ns.is_empty() {
+        ref_ns
+    } else if !req.namespace.is_empty() {
+        req.namespace
+    } else {
+        return Err("cannot use namespaced paramRef in policy binding that matches cluster-scoped resources".into());
+    };
+    let name = str_at(pref, "/name");
+    let selector = &pref["selector"];
+    let found: Vec<Value> = match (name.is_empty(), selector.is_null()) {
+        (false, false) => {
+            return Err("paramRef.name and paramRef.selector are mutually exclusive".into())
+        }
+        (false, true) => cluster
+            .param(api_version, k, ns, name)?
+            .into_iter()
+            .collect(),
+        (true, false) => cluster.params_selected(api_version, k, ns, selector)?,
+        (true, true) => return Err("one of name or selector must be provided".into()),
+    };
+    if found.is_empty() && str_at(pref, "/parameterNotFoundAction") == "Deny" {
+        return Err(
+            "no params found for policy binding with `Deny` parameterNotFoundAction".into(),
+        );
     }
+    Ok(found.into_iter().map(Some).collect())
+}
+
+/// Whether `labels` match a `LabelSelector` (for `paramRef.selector`).
+pub fn labels_match(selector: &Value, labels: &Value) -> Result<bool, String> {
+    selector_matches(selector, labels)
 }
 
 /// One validation: the expression, its messages and reason.

@@ -31,6 +31,28 @@ impl Lookup for Cluster {
             .find(|p| name_of(p) == name && str_at(p, "/metadata/namespace") == ns)
             .cloned())
     }
+    fn params_selected(
+        &self,
+        _: &str,
+        kind: &str,
+        ns: &str,
+        selector: &Value,
+    ) -> Result<Vec<Value>, String> {
+        if kind != "ConfigMap" {
+            return Err(format!(
+                "failed to find resource referenced by paramKind: '{kind}'"
+            ));
+        }
+        let mut out = Vec::new();
+        for p in &self.params {
+            if str_at(p, "/metadata/namespace") == ns
+                && labels_match(selector, &p["metadata"]["labels"])?
+            {
+                out.push(p.clone());
+            }
+        }
+        Ok(out)
+    }
     fn namespaced(&self, _: &str, kind: &str) -> Option<bool> {
         (kind == "ConfigMap").then_some(true)
     }
@@ -298,4 +320,143 @@ fn resource_patterns_match_as_the_apiserver_does() {
             "{pattern} against subresource {sub:?}"
         );
     }
+}
+
+/// The param cases of `CollectParams` (policy_dispatcher.go, v1.30.0 and v1.33.0): a selector
+/// evaluates every matching object (any denial denies), nothing matching follows
+/// `parameterNotFoundAction`, a namespaced kind without `paramRef.namespace` is read in the
+/// request's namespace, no `paramRef` leaves `params` null, and the misconfigurations deny.
+#[test]
+fn param_ref_selector_namespace_and_not_found() {
+    let who = Identity::admin();
+    let cm = |ns: &str, name: &str, node: &str, fence: bool| {
+        let labels = if fence {
+            json!({"fence": "yes"})
+        } else {
+            json!({})
+        };
+        json!({"metadata": {"name": name, "namespace": ns, "labels": labels},
+            "data": {"node": node}})
+    };
+    let mut c = Cluster {
+        policies: vec![policy(json!({
+            "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+            "validations": [{"expression": "object.spec.nodeName == params.data.node",
+                "messageExpression": "'only on ' + params.data.node"}]}))],
+        bindings: vec![binding(json!({"paramRef": {
+            "selector": {"matchLabels": {"fence": "yes"}}, "namespace": "sys",
+            "parameterNotFoundAction": "Deny"}}))],
+        params: vec![cm("sys", "a", "n1", true), cm("sys", "b", "n2", false)],
+    };
+    let on = |n: &str| json!({"metadata": {"name": "web"}, "spec": {"nodeName": n}});
+    // One object selected (b has no label): n1 only.
+    assert!(check(&c, &on("n1"), &who).is_ok());
+    assert!(denial(check(&c, &on("n2"), &who))
+        .message
+        .ends_with("denied request: only on n1"));
+    // Two selected: each is evaluated, and either one's denial denies.
+    c.params.push(cm("sys", "c", "n2", true));
+    assert!(check(&c, &on("n1"), &who).is_err());
+    assert!(check(&c, &on("n2"), &who).is_err());
+    // Another namespace's objects are not selected; none left: Deny denies, Allow skips.
+    c.params = vec![cm("other", "a", "n1", true)];
+    let e = denial(check(&c, &on("n1"), &who));
+    assert!(
+        e.message
+            .ends_with("failed to configure binding: no params found for policy binding with `Deny` parameterNotFoundAction"),
+        "{}",
+        e.message
+    );
+    c.bindings[0]["spec"]["paramRef"]["parameterNotFoundAction"] = json!("Allow");
+    assert!(check(&c, &on("n9"), &who).is_ok());
+    // By name without a namespace: the request's namespace ("default").
+    c.bindings[0]["spec"]["paramRef"] = json!({"name": "a", "parameterNotFoundAction": "Deny"});
+    assert!(check(&c, &on("n1"), &who).is_err(), "no default/a: denied");
+    c.params.push(cm("default", "a", "n1", false));
+    assert!(check(&c, &on("n1"), &who).is_ok());
+    assert!(check(&c, &on("n2"), &who).is_err());
+    // Both name and selector, or neither: a configuration error, which denies under Fail.
+    c.bindings[0]["spec"]["paramRef"]["selector"] = json!({});
+    assert!(denial(check(&c, &on("n1"), &who))
+        .message
+        .ends_with("paramRef.name and paramRef.selector are mutually exclusive"));
+    c.bindings[0]["spec"]["paramRef"] = json!({"parameterNotFoundAction": "Deny"});
+    assert!(denial(check(&c, &on("n1"), &who))
+        .message
+        .ends_with("one of name or selector must be provided"));
+    // No paramRef at all: `params` is null, and an expression reading it fails (Fail: denied).
+    c.bindings[0]["spec"]
+        .as_object_mut()
+        .map(|b| b.remove("paramRef"));
+    let e = denial(check(&c, &on("n1"), &who));
+    assert!(e.message.contains("resulted in error"), "{}", e.message);
+    // A namespaced param kind for a cluster-scoped request needs paramRef.namespace.
+    c.bindings[0]["spec"]["paramRef"] = json!({"name": "a", "parameterNotFoundAction": "Deny"});
+    let nodes = &RESOURCES[find("", "v1", "nodes").expect("nodes served")];
+    c.policies[0]["spec"]["matchConstraints"]["resourceRules"][0]["resources"] = json!(["nodes"]);
+    let obj = on("n1");
+    let req = Request {
+        operation: Operation::Create,
+        resource: nodes,
+        subresource: "",
+        namespace: "",
+        name: "n1",
+        object: Some(&obj),
+        old_object: None,
+        user: &who,
+        dry_run: false,
+    };
+    let e = denial(admit(&c, &req));
+    assert!(
+        e.message.ends_with(
+            "cannot use namespaced paramRef in policy binding that matches cluster-scoped resources"
+        ),
+        "{}",
+        e.message
+    );
+}
+
+/// A binding whose params are missing refuses every write it matches, anyone's — except the
+/// writes of policies and bindings themselves, which no policy sees (so it can be removed).
+#[test]
+fn missing_params_refuse_all_but_the_policy_objects() {
+    let c = Cluster {
+        policies: vec![policy(json!({
+            "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["*"], "apiVersions": ["*"],
+                "operations": ["*"], "resources": ["*/*"]}]},
+            "matchConditions": [{"name": "nobody", "expression": "false"}],
+            "validations": [{"expression": "true"}]}))],
+        bindings: vec![binding(
+            json!({"paramRef": {"name": "gone", "namespace": "sys",
+            "parameterNotFoundAction": "Deny"}}),
+        )],
+        params: vec![],
+    };
+    let who = Identity::admin();
+    // Params are collected before matchConditions: even a policy for nobody refuses.
+    assert!(
+        denial(check(&c, &json!({"metadata": {"name": "web"}}), &who))
+            .message
+            .ends_with("no params found for policy binding with `Deny` parameterNotFoundAction")
+    );
+    let binding = json!({"metadata": {"name": "b"}});
+    let res = &RESOURCES[find(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicybindings",
+    )
+    .expect("bindings served")];
+    let req = Request {
+        operation: Operation::Delete,
+        resource: res,
+        subresource: "",
+        namespace: "",
+        name: "b",
+        object: None,
+        old_object: Some(&binding),
+        user: &who,
+        dry_run: false,
+    };
+    assert!(admit(&c, &req).is_ok());
 }
