@@ -7,8 +7,8 @@
 #
 # Both archives name the image localhost/vmrecover:<version>, so the chart is the same on an
 # amd64 and an arm64 node; image/multiarch.sh joins them in one OCI index. The image carries
-# the OCI labels version, revision (git commit), source (Chart.yaml's first `sources` entry,
-# or VMRECOVER_IMAGE_SOURCE) and created.
+# the OCI labels version, revision (git commit), created and, once the code is published,
+# source (VMRECOVER_IMAGE_SOURCE, else Chart.yaml's first `sources` entry).
 #
 # Needs, amd64: rustup target x86_64-unknown-linux-musl, musl-tools (musl-gcc, for ring),
 # podman (or buildah), and journalctl (Debian package systemd) whose binary and libraries go
@@ -46,16 +46,25 @@ if [ "$arch" = arm64 ] && [ "$(uname -m)" != x86_64 ]; then
   echo "image: the arm64 image is cross-built on an x86_64 machine (this is $(uname -m))" >&2; exit 2
 fi
 
-# One build at a time per output directory (two tests, or multiarch.sh and a test, may start
-# it together): they share the podman tag and the cargo target directory.
-# (image/multiarch.sh holds the lock for both builds and the index: VMRECOVER_IMAGE_LOCKED=1.)
-mkdir -p "$out_dir"
+# One build at a time (two tests, or multiarch.sh and a test, may start it together): every
+# build tags the same podman name and saves it right after, so two at once could swap images.
+# The lock lives in the cargo target directory they share; image/multiarch.sh holds it for
+# both builds and the index (VMRECOVER_IMAGE_LOCKED=1).
+mkdir -p "$out_dir" "$target_dir"
 if [ -z "${VMRECOVER_IMAGE_LOCKED:-}" ]; then
-  exec 9>"$out_dir/.build.lock"
+  exec 9>"$target_dir/.image-build.lock"
   flock 9
 fi
 
+# The source label names where the code is published: VMRECOVER_IMAGE_SOURCE, else Chart.yaml's
+# first `sources` entry; with neither (the repository is not public yet) there is no label.
 source_url=${VMRECOVER_IMAGE_SOURCE:-$(awk '/^sources:/{f=1; next} f && /^ *- /{print $2; exit}' charts/vmrecover/Chart.yaml)}
+source_label=()
+if [ -n "$source_url" ]; then
+  source_label=(--label "org.opencontainers.image.source=$source_url")
+else
+  echo "image: no source URL (set VMRECOVER_IMAGE_SOURCE or Chart.yaml sources): no source label" >&2
+fi
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then revision="$revision-dirty"; fi
 created=$(date -u -d "@${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}" +%Y-%m-%dT%H:%M:%SZ)
@@ -111,7 +120,7 @@ echo "image: building $image ($arch) FROM scratch" >&2
 $podman build --pull=never --network=none --no-cache --platform "linux/$arch" \
   --label "org.opencontainers.image.version=$version" \
   --label "org.opencontainers.image.revision=$revision" \
-  --label "org.opencontainers.image.source=$source_url" \
+  "${source_label[@]}" \
   --label "org.opencontainers.image.created=$created" \
   -t "$image" -f "$stage/Containerfile" "$stage" >&2
 mkdir -p "$out_dir"

@@ -16,8 +16,9 @@ out_dir=${VMRECOVER_IMAGE_OUT:-target/image}
 podman=${PODMAN:-podman}
 
 # The builds and the index under build.sh's lock, so no other build rewrites an archive meanwhile.
-mkdir -p "$out_dir"
-exec 9>"$out_dir/.build.lock"
+target_dir=${VMRECOVER_IMAGE_TARGET_DIR:-target/image-build}
+mkdir -p "$out_dir" "$target_dir"
+exec 9>"$target_dir/.image-build.lock"
 flock 9
 export VMRECOVER_IMAGE_LOCKED=1
 amd64=$(bash image/build.sh --arch amd64 | tail -1)
