@@ -165,6 +165,7 @@ pub(crate) fn facts() -> Facts {
             harvester: HarvesterFacts::default(),
         },
         intents: Gathered::read(vec![]),
+        seen: Gathered::read(vec![]),
         host: Gathered::read(HostIdentity {
             machine_id: MACHINE_ID.into(),
             boot_id: BOOT_ID.into(),

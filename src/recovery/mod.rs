@@ -19,6 +19,7 @@ mod plan;
 mod recheck;
 mod render;
 mod report;
+mod seen;
 mod session;
 mod table;
 
@@ -34,7 +35,10 @@ pub use apply::{apply, ApplyContext};
 pub use audit::{AuditRecord, AUDIT_TARGET};
 pub use blocker::Blocker;
 pub use finalizers::{classify, FinalizerClass, KnownFinalizer, ObjectKind, KNOWN_FINALIZERS};
-pub use intents::{IntentDisk, IntentStore, RecoveryIntent, StaleIntent, INTENTS_FILE};
+pub use intents::{
+    IntentDisk, IntentStore, IntentsState, RecoveryIntent, SeenVmi, StaleIntent, INTENTS_FILE,
+    INTENTS_FORMAT,
+};
 pub use model::{
     Action, Decision, DiskKey, Facts, HostIdentity, Narrow, OrphanDecision, Plan, Step,
 };
@@ -47,5 +51,6 @@ pub use report::{
     OrphanOutcome, ReportStore, RunReport, StepAction, StepOutcome, StepStatus, VmOutcome,
     VmResult, LAST_RUN_FILE,
 };
+pub use seen::next_seen;
 pub use session::{lease_identity, Mode, Session};
 pub use table::{plan as render_plan_table, shorten};
