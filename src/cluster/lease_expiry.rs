@@ -2,7 +2,8 @@
 //! judgement"): as Kubernetes leader election does, only once it has itself seen the Lease
 //! unchanged (holder, renewal, duration, resourceVersion) for the Lease's whole
 //! `leaseDurationSeconds` on its own monotonic clock — kubernetes/client-go
-//! `tools/leaderelection/leaderelection.go` (v0.30.0 … v0.33): `tryAcquireOrRenew` re-stamps
+//! `tools/leaderelection/leaderelection.go` (read in the stored client-go source; the rule
+//! is older than v0.30 and unchanged since): `tryAcquireOrRenew` re-stamps
 //! `observedTime` with the local clock whenever the record read differs from the one last
 //! observed (`setObservedRecord`), and `isLeaseValid` holds while `observedTime +
 //! LeaseDurationSeconds` is after now. A holder whose clock is off writes renewal times that
