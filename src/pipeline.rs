@@ -11,7 +11,7 @@ use crate::cluster::{self, AlsoRead, ClusterFacts, ConnectError};
 use crate::config::Config;
 use crate::evidence::Gathered;
 use crate::node;
-use crate::recovery::{Facts, IntentStore, Narrow, RecoveryIntent, Regather};
+use crate::recovery::{Facts, IntentStore, IntentsState, Narrow, Regather, SeenVmi};
 
 /// Everything gathered for one decision round.
 pub struct Gathering {
@@ -56,7 +56,7 @@ pub async fn gather(cfg: &Config, client: Option<Client>) -> Gathering {
         };
         (boot, local)
     });
-    let intents = IntentStore::new(&cfg.state_dir).load();
+    let state = IntentStore::new(&cfg.state_dir).load_state();
     let client = match client {
         Some(c) => Ok(c),
         None => connect(cfg).await,
@@ -68,7 +68,7 @@ pub async fn gather(cfg: &Config, client: Option<Client>) -> Gathering {
     };
     let cluster = match &client {
         Ok(c) => {
-            let mut also = also_read(intents.value().map(Vec::as_slice).unwrap_or_default());
+            let mut also = also_read(&state.value().cloned().unwrap_or_default());
             also.claimed_vmis = claimed_by(&local);
             also.namespace = Some(cfg.cluster.namespace.clone());
             also.fenced = fenced;
@@ -86,7 +86,8 @@ pub async fn gather(cfg: &Config, client: Option<Client>) -> Gathering {
         verdict: boot.verdict.verdict,
         local,
         cluster,
-        intents,
+        intents: state.clone().map(|s| s.intents),
+        seen: state.map(|s| s.seen),
     };
     Gathering {
         facts,
@@ -136,8 +137,10 @@ fn claimed_by(local: &node::NodeFacts) -> Vec<(String, String)> {
     out
 }
 
-/// The VMs and PVCs that earlier runs' recovery intents name.
-fn also_read(intents: &[RecoveryIntent]) -> AlsoRead {
+/// The VMs and PVCs that earlier runs' recovery intents name, and the disks recorded for
+/// them and for the VMIs seen deciding.
+fn also_read(state: &IntentsState) -> AlsoRead {
+    let intents = &state.intents;
     AlsoRead {
         vms: intents
             .iter()
@@ -150,7 +153,9 @@ fn also_read(intents: &[RecoveryIntent]) -> AlsoRead {
         claimed_vmis: Vec::new(),
         disks: intents
             .iter()
-            .flat_map(|i| i.disks.iter().map(|d| (d.pv.clone(), d.handle.clone())))
+            .flat_map(|i| i.disks.iter())
+            .chain(state.seen.iter().flat_map(|s| s.disks.iter()))
+            .map(|d| (d.pv.clone(), d.handle.clone()))
             .collect(),
         namespace: None,
         fenced: false,
@@ -197,22 +202,29 @@ async fn regather(cfg: &Config, client: &Client, vas: &cluster::VaCache, narrow:
             node::gather(&node_opts)
         }
     });
-    let intents = IntentStore::new(&cfg.state_dir).load();
+    let state = IntentStore::new(&cfg.state_dir).load_state();
     let local = match local.await {
         Ok(v) => v,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     };
-    let mut also = also_read(
-        intents
-            .value()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .filter(|i| narrow.vm_uids.contains(&i.vm_uid))
-            .cloned()
-            .collect::<Vec<_>>()
-            .as_slice(),
-    );
+    let narrowed = state
+        .value()
+        .map(|s| IntentsState {
+            intents: s
+                .intents
+                .iter()
+                .filter(|i| narrow.vm_uids.contains(&i.vm_uid))
+                .cloned()
+                .collect(),
+            seen: s
+                .seen
+                .iter()
+                .filter(|v| narrow.vmis.contains(&(v.namespace.clone(), v.name.clone())))
+                .cloned()
+                .collect(),
+        })
+        .unwrap_or_default();
+    let mut also = also_read(&narrowed);
     also.claimed_vmis = claimed_by(&local);
     also.namespace = Some(cfg.cluster.namespace.clone());
     also.fenced = fenced;
@@ -233,6 +245,27 @@ async fn regather(cfg: &Config, client: &Client, vas: &cluster::VaCache, narrow:
         verdict: boot::Verdict::Unknown,
         local,
         cluster,
-        intents,
+        intents: state.clone().map(|s| s.intents),
+        seen: state.map(|s| s.seen),
+    }
+}
+
+/// Records the disks of this node's deciding VMIs not seen before (issue 23: a PVC
+/// replaced later is then told by its UID). Called by the agent's passes and by `run`
+/// (not by a dry run or `status`, which write nothing); a failure is logged and changes no
+/// decision: the proof then has only what the cluster still says.
+pub fn record_seen(cfg: &Config, facts: &Facts) {
+    // Nothing new (or the file unreadable, which refuses every change anyway): no write.
+    let Some(current) = facts.seen.value() else {
+        return;
+    };
+    if crate::recovery::next_seen(facts, current).is_none() {
+        return;
+    }
+    let store = IntentStore::new(&cfg.state_dir);
+    match store.update_seen(|current: &[SeenVmi]| crate::recovery::next_seen(facts, current)) {
+        Ok(true) => tracing::debug!("recorded the disks of newly seen deciding VMIs"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("cannot record the disks of the deciding VMIs seen: {e:#}"),
     }
 }

@@ -44,9 +44,11 @@ struct LiveIo<'a> {
 
 impl PassIo for LiveIo<'_> {
     async fn gather(&self) -> Facts {
-        pipeline::gather(self.cfg, Some(self.client.clone()))
+        let facts = pipeline::gather(self.cfg, Some(self.client.clone()))
             .await
-            .facts
+            .facts;
+        pipeline::record_seen(self.cfg, &facts);
+        facts
     }
 
     async fn apply(&self, plan: Plan, started: jiff::Timestamp) -> Result<RunReport, LeaseError> {

@@ -8,7 +8,11 @@ use serde::{Deserialize, Serialize};
 use crate::boot::Verdict;
 use crate::config::ActOn;
 use crate::evidence::Gathered;
-use crate::state_file::save_json;
+use crate::state_file::{load_versioned, save_versioned};
+
+/// The agent status file's format version (1: as written before versions, without a
+/// `version` key).
+pub const STATUS_FORMAT: u32 = 1;
 
 /// The file name under the state directory.
 pub const AGENT_STATUS_FILE: &str = "agent-status.json";
@@ -106,7 +110,7 @@ impl AgentStatusFile {
 
     /// Saves `status`; a failure is logged, never fatal (status is for people).
     pub fn save(&self, status: &AgentStatus) {
-        if let Err(e) = save_json(&self.path, "the agent status", status) {
+        if let Err(e) = save_versioned(&self.path, "the agent status", STATUS_FORMAT, status) {
             tracing::warn!(
                 "cannot save the agent status to {}: {e:#}",
                 self.path.display()
@@ -116,17 +120,7 @@ impl AgentStatusFile {
 
     /// The saved status; `None` when no agent ever ran with this state directory.
     pub fn load(&self) -> Gathered<Option<AgentStatus>> {
-        let source = self.path.display().to_string();
-        match std::fs::read(&self.path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Gathered::read(None),
-            Err(e) => Gathered::unreadable(source, e.to_string()),
-            Ok(b) => match serde_json::from_slice(&b) {
-                Ok(s) => Gathered::read(Some(s)),
-                Err(e) => {
-                    Gathered::unreadable(source, format!("not a vmrecover agent status: {e}"))
-                }
-            },
-        }
+        load_versioned(&self.path, "agent status", (1, STATUS_FORMAT))
     }
 }
 

@@ -110,6 +110,7 @@ impl PassIo for Scripted {
                 since: "2026-01-01T10:00:00Z".into(),
                 renewed: "2026-01-01T10:00:00Z".into(),
                 duration_s: 30,
+                unchanged_s: 0,
             });
         }
         Ok(RunReport {

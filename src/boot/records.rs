@@ -118,6 +118,9 @@ pub enum Loaded {
     Read(RecordsFile),
     /// The file exists but is not a valid records file.
     Corrupt(String),
+    /// The file has a format version this build does not read (a newer vmrecover wrote
+    /// it): unreadable, and never moved aside or rewritten.
+    Unsupported(String),
 }
 
 /// The records file's path in `state_dir`.
@@ -140,6 +143,12 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
         return Ok(Loaded::Corrupt(format!(
             "larger than {MAX_FILE_BYTES} bytes: not a file vmrecover wrote"
         )));
+    }
+    let found = crate::state_file::peek_version(&bytes);
+    if let Some(why) =
+        crate::state_file::unsupported_version(path, found, (FORMAT_VERSION, FORMAT_VERSION))
+    {
+        return Ok(Loaded::Unsupported(why));
     }
     Ok(match parse(&bytes) {
         Ok(f) => Loaded::Read(f),
@@ -292,6 +301,7 @@ fn load_for_update(dir: &Path, now: jiff::Timestamp) -> anyhow::Result<(RecordsF
     match load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))? {
         Loaded::Missing => Ok((RecordsFile::default(), Vec::new())),
         Loaded::Read(f) => Ok((f, Vec::new())),
+        Loaded::Unsupported(why) => Err(anyhow::anyhow!("{why}; this boot is not recorded")),
         Loaded::Corrupt(reason) => {
             let aside = dir.join(format!("{RECORDS_FILE}.corrupt-{}", now.as_second()));
             fs::rename(&path, &aside).with_context(|| {
@@ -449,7 +459,7 @@ pub fn gather(
     };
     match load(&path) {
         Err(reason) => unreadable(reason),
-        Ok(Loaded::Corrupt(reason)) => unreadable(reason),
+        Ok(Loaded::Corrupt(reason) | Loaded::Unsupported(reason)) => unreadable(reason),
         Ok(Loaded::Missing) => (
             RecordsReport {
                 path: shown.clone(),
@@ -651,6 +661,32 @@ mod tests {
         assert!(parse(v2.as_bytes()).unwrap_err().contains("version 2"));
         let badid = String::from_utf8(bytes).unwrap().replace(&id(1), "XYZ");
         assert!(parse(badid.as_bytes()).unwrap_err().contains("boot_id"));
+    }
+
+    /// Issue 25: a records file of a newer format is unreadable evidence naming its
+    /// version, and an update neither moves it aside nor rewrites it.
+    #[test]
+    fn a_newer_format_is_refused_and_kept_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_in(dir.path());
+        let newer =
+            br#"{"format": "vmrecover-boot-records", "version": 2, "boots": {"by_id": {}}}"#;
+        fs::write(&path, newer).unwrap();
+        let Ok(Loaded::Unsupported(why)) = load(&path) else {
+            panic!("not refused as unsupported")
+        };
+        assert!(
+            why.contains("format version 2") && why.contains("version 1"),
+            "{why}"
+        );
+        let err = load_for_update(dir.path(), at(0)).unwrap_err();
+        assert!(format!("{err:#}").contains("not recorded"), "{err:#}");
+        assert_eq!(fs::read(&path).unwrap(), newer);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "nothing moved aside"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use super::errors::{describe, status_code};
+use super::lease_expiry;
 use super::retry::with_retries;
 
 /// How many times taking the Lease starts over after a concurrent taker's 409.
@@ -49,7 +50,7 @@ impl LeaseConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     /// Someone else holds it and it has not expired.
-    #[error("lease {namespace}/{name} is held by {holder} since {since} (last renewed {renewed}, valid for {duration_s}s after that); try again later, or wait with --lease-wait")]
+    #[error("lease {namespace}/{name} is held by {holder} since {since} (last renewed {renewed}, valid for {duration_s}s after that; seen unchanged by this run for {unchanged_s}s): a Lease is taken over only once this run has seen it unchanged for its whole {duration_s}s, as Kubernetes leader election does; try again later, or wait with --lease-wait (more than {duration_s}s)")]
     HeldByOther {
         /// Lease namespace.
         namespace: String,
@@ -63,6 +64,8 @@ pub enum LeaseError {
         renewed: String,
         /// Its duration.
         duration_s: i32,
+        /// How long this process has seen it unchanged.
+        unchanged_s: u64,
     },
     /// The API server refused or could not be reached.
     #[error("{0}")]
@@ -157,7 +160,11 @@ pub async fn acquire(
             Err(e @ LeaseError::HeldByOther { .. }) if tokio::time::Instant::now() < deadline => {
                 tracing::info!("{e}; waiting");
                 let left = deadline - tokio::time::Instant::now();
-                tokio::time::sleep(left.min(Duration::from_secs(2))).await;
+                // Look often enough to see the Lease expire soon after it does (client-go's
+                // retry period is 2 s), never more than 4 times a second.
+                let step =
+                    (config.duration / 4).clamp(Duration::from_millis(250), Duration::from_secs(2));
+                tokio::time::sleep(left.min(step)).await;
             }
             Err(e) => return Err(e),
         }
@@ -174,14 +181,6 @@ fn lease_now() -> jiff::Timestamp {
 
 fn now_micro() -> MicroTime {
     MicroTime(lease_now())
-}
-
-fn expired(spec: &LeaseSpec, now: jiff::Timestamp) -> bool {
-    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
-        return true;
-    };
-    let secs = i64::from(spec.lease_duration_seconds.unwrap_or(0).max(0));
-    renewed.0 + jiff::SignedDuration::from_secs(secs) < now
 }
 
 /// One attempt to take the Lease; a 409 from a concurrent taker starts over, at most
@@ -234,10 +233,11 @@ async fn try_acquire(
             Err(e) => Err(LeaseError::Api(describe(&e, "create", &what))),
         };
     };
+    let unchanged_for = lease_expiry::observe(&lease, std::time::Instant::now());
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
     let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
     let ours = holder.as_deref() == Some(config.identity.as_str());
-    if holder.is_some() && !ours && !expired(spec, lease_now()) {
+    if holder.is_some() && !ours && lease_expiry::still_held(spec, unchanged_for, lease_now()) {
         return Err(LeaseError::HeldByOther {
             namespace: config.namespace.clone(),
             name: config.name.clone(),
@@ -251,6 +251,7 @@ async fn try_acquire(
                 .as_ref()
                 .map_or("never".into(), |t| t.0.to_string()),
             duration_s: spec.lease_duration_seconds.unwrap_or(0),
+            unchanged_s: unchanged_for.as_secs(),
         });
     }
     if !ours {

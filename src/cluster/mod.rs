@@ -12,6 +12,7 @@ mod gather;
 mod gather_disks;
 mod harvester;
 mod lease;
+mod lease_expiry;
 mod lists;
 mod liveness;
 mod names;

@@ -204,6 +204,11 @@ pub struct VmiStatus {
     /// Volumes as attached (hotplug, memory dump).
     #[serde(default)]
     pub volume_status: Vec<VolumeStatus>,
+    /// Its launcher pods, by UID, with their node (virt-controller keeps it): a hotplug
+    /// attachment pod controlled by one of them is this VMI's even once that launcher pod is
+    /// gone.
+    #[serde(default)]
+    pub active_pods: std::collections::BTreeMap<String, String>,
 }
 
 /// `status.migrationState`, enough to tell whether a migration is in flight.

@@ -62,6 +62,11 @@ pub struct VmiView {
     /// the launcher pod). For these only a recorded PV tells a replacement.
     #[serde(default)]
     pub late_claims: Vec<String>,
+    /// Its pods of record: the launcher pods in `status.activePods` and the hotplug
+    /// attachment pods its `status.volumeStatus` names (`hotplugVolume.attachPodUID`), by
+    /// UID (issue 23: a hotplug pod whose launcher pod is gone is still provably its).
+    #[serde(default)]
+    pub pods_of_record: Vec<String>,
 }
 
 impl From<&VirtualMachineInstance> for VmiView {
@@ -93,8 +98,25 @@ impl From<&VirtualMachineInstance> for VmiView {
             unnamed_volumes,
             created: meta.creation_timestamp.as_ref().map(|t| t.0),
             late_claims,
+            pods_of_record: pods_of_record(vmi),
         }
     }
+}
+
+/// The UIDs of the launcher pods `status.activePods` names and of the hotplug attachment
+/// pods `status.volumeStatus` names (kubevirt `pkg/virt-controller/watch/vmi` keeps both).
+fn pods_of_record(vmi: &VirtualMachineInstance) -> Vec<String> {
+    let mut uids: Vec<String> = vmi.status.active_pods.keys().cloned().collect();
+    uids.extend(vmi.status.volume_status.iter().filter_map(|st| {
+        st.hotplug_volume
+            .as_ref()?
+            .get("attachPodUID")?
+            .as_str()
+            .map(String::from)
+    }));
+    uids.sort();
+    uids.dedup();
+    uids
 }
 
 /// The claims of `pvcs` made after the VMI by design (see [`VmiView::late_claims`]).

@@ -39,6 +39,7 @@ pub async fn run(cfg: &Config, args: &RunConfig) -> Outcome {
     if args.dry_run {
         return print_plan(&plan, cfg.output).map_or_else(|e| fail(&e), |()| plan_outcome(&plan));
     }
+    pipeline::record_seen(cfg, &gathering.facts);
     if !plan.has_work() {
         if let Err(e) = print_plan(&plan, cfg.output) {
             return fail(&e);

@@ -359,6 +359,7 @@ fn record_intent(d: &Decision, ctx: &ApplyContext) -> Result<(), String> {
             .iter()
             .map(|k| IntentDisk {
                 pvc: k.pvc.clone().unwrap_or_default(),
+                pvc_uid: None,
                 pv: k.pv.clone(),
                 handle: k.handle.clone(),
                 driver: k.driver.clone(),

@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 
 use super::blocker::Blocker;
+use super::intents::IntentDisk;
 use super::model::{DiskKey, Facts};
 use crate::cluster::{PvcView, VmiView, LONGHORN_DRIVER};
 
@@ -106,7 +107,8 @@ fn bound(facts: &Facts, ns: &str, claim: &str, pv: &str, out: &mut Resolved) {
 }
 
 /// Why the PVC now named like one of `vmi`'s claims is not the one it used, if it is not:
-/// created after the VMI, or bound to another PV than an earlier run recorded for it.
+/// created after the VMI, or another PVC (UID) or bound to another PV than recorded for it
+/// when vmrecover first saw the VMI deciding, or by an earlier run.
 pub(crate) fn replacement(facts: &Facts, vmi: &VmiView, p: &PvcView) -> Option<String> {
     let full = format!("{}/{}", p.namespace, p.name);
     if p.created_after(vmi) {
@@ -116,21 +118,41 @@ pub(crate) fn replacement(facts: &Facts, vmi: &VmiView, p: &PvcView) -> Option<S
             vmi.created.map(|t| t.to_string()).unwrap_or_default()
         ));
     }
-    let recorded = facts
-        .intents
-        .value()?
-        .iter()
-        .filter(|i| i.vmi_uid == vmi.key.uid)
-        .flat_map(|i| i.disks.iter())
-        .find(|d| d.pvc == full || d.pvc == p.name)?;
-    (p.volume_name.as_deref() != Some(recorded.pv.as_str())).then(|| {
-        format!(
-            "PVC {full} is bound to {}, not to the PV {} an earlier run recorded for it: a \
-             replacement the VM never used",
-            p.volume_name.as_deref().unwrap_or("no volume"),
-            recorded.pv
+    recorded_for(facts, &vmi.key.uid)
+        .filter(|d| d.pvc == full || d.pvc == p.name)
+        .find_map(|recorded| {
+            if let (Some(then), Some(now)) = (&recorded.pvc_uid, &p.uid) {
+                if then != now {
+                    return Some(format!(
+                        "PVC {full} has UID {now}, not the UID {then} recorded when vmrecover \
+                         first saw the VMI: a replacement the VM never used"
+                    ));
+                }
+            }
+            (p.volume_name.as_deref() != Some(recorded.pv.as_str())).then(|| {
+                format!(
+                    "PVC {full} is bound to {}, not to the PV {} recorded for it: a \
+                     replacement the VM never used",
+                    p.volume_name.as_deref().unwrap_or("no volume"),
+                    recorded.pv
+                )
+            })
+        })
+}
+
+/// The disk keys recorded for the VMI `vmi_uid`: when vmrecover first saw it deciding,
+/// and by an earlier run at apply. Unreadable records give none (the proofs that need them
+/// say so, see [`gone`]).
+fn recorded_for<'a>(facts: &'a Facts, vmi_uid: &'a str) -> impl Iterator<Item = &'a IntentDisk> {
+    let seen = facts.seen.value().into_iter().flatten();
+    let intents = facts.intents.value().into_iter().flatten();
+    seen.filter(move |s| s.vmi_uid == vmi_uid)
+        .flat_map(|s| s.disks.iter())
+        .chain(
+            intents
+                .filter(move |i| i.vmi_uid == vmi_uid)
+                .flat_map(|i| i.disks.iter()),
         )
-    })
 }
 
 /// A PVC that no longer exists, or was `replaced` by another of its name: follow what may
@@ -150,9 +172,9 @@ fn gone(
         None => format!("PVC {ns}/{claim}"),
     };
     // What an earlier run recorded about this disk: keys for fresh reads, never a proof.
-    let intents = match facts.intents.as_result() {
-        Ok(i) => i,
-        Err(why) => {
+    let (intents, seen) = match (facts.intents.as_result(), facts.seen.as_result()) {
+        (Ok(i), Ok(s)) => (i, s),
+        (Err(why), _) | (_, Err(why)) => {
             out.reasons.push((
                 Blocker::EvidenceMissing,
                 format!(
@@ -167,7 +189,13 @@ fn gone(
     let recorded: Vec<_> = intents
         .iter()
         .filter(|i| i.vmi_uid == vmi_uid || i.namespace == ns)
-        .flat_map(|i| i.disks.iter().filter(|d| d.pvc == full || d.pvc == claim))
+        .flat_map(|i| i.disks.iter())
+        .chain(
+            seen.iter()
+                .filter(|s| s.vmi_uid == vmi_uid)
+                .flat_map(|s| s.disks.iter()),
+        )
+        .filter(|d| d.pvc == full || d.pvc == claim)
         .cloned()
         .collect();
     let pvs = match facts.cluster.pvs.as_result() {
@@ -267,7 +295,7 @@ fn gone(
             .flat_map(|r| [r.pv.clone(), r.handle.clone()])
             .collect();
         format!(
-            "no PV claims it, no Longhorn volume names it, and the PV/volume an earlier run \
+            "no PV claims it, no Longhorn volume names it, and the PV/volume vmrecover \
              recorded ({}) no longer exist",
             names.into_iter().collect::<Vec<_>>().join(", ")
         )

@@ -248,6 +248,7 @@ fn a_pvc_bound_to_another_pv_than_recorded_is_a_replacement() {
         pvcs: vec!["a-disk".into()],
         disks: vec![super::super::intents::IntentDisk {
             pvc: "default/a-disk".into(),
+            pvc_uid: None,
             pv: "pvc-old".into(),
             handle: "pvc-old".into(),
             driver: Some("driver.longhorn.io".into()),
@@ -257,10 +258,7 @@ fn a_pvc_bound_to_another_pv_than_recorded_is_a_replacement() {
     let p = plan(&f, &Policy::default());
     let d = &p.decisions[0];
     let all = format!("{:?}", d.evidence);
-    assert!(
-        all.contains("not to the PV pvc-old an earlier run recorded"),
-        "{all}"
-    );
+    assert!(all.contains("not to the PV pvc-old recorded"), "{all}");
     assert!(d.disks.iter().all(|k| k.pv != "pvc-a"), "{:?}", d.disks);
 }
 
@@ -280,4 +278,42 @@ fn a_pvc_made_after_the_vmi_by_design_is_proved_not_replaced() {
             .any(|r| r.contains("pvc-new") && r.contains("n2")),
         "{reasons:?}"
     );
+}
+
+/// Issue 23: a claim made late by design (hotplug, DataVolume, backend storage) deleted and
+/// made again after vmrecover first saw the VMI deciding is told by the PVC UID recorded
+/// then: the proof follows the old disk (its Released PV), never the new one.
+#[test]
+fn a_late_claim_replaced_after_it_was_first_seen_is_told_by_its_uid() {
+    let mut f = replaced();
+    if let Gathered::Read { value } = &mut f.cluster.vmis {
+        value[0].late_claims = vec!["a-disk".into()];
+    }
+    // The old PV, Released, still names the claim.
+    if let Gathered::Read { value } = &mut f.cluster.pvs {
+        value.push(pv("a"));
+    }
+    f.seen = Gathered::read(vec![super::super::intents::SeenVmi {
+        namespace: "default".into(),
+        name: "a".into(),
+        vmi_uid: "uid-vmi-a".into(),
+        first_seen: t("2026-01-01T11:05:00Z"),
+        disks: vec![super::super::intents::IntentDisk {
+            pvc: "default/a-disk".into(),
+            pvc_uid: Some("uid-pvc-a".into()),
+            pv: "pvc-a".into(),
+            handle: "pvc-a".into(),
+            driver: Some("driver.longhorn.io".into()),
+        }],
+    }]);
+    let p = plan(&f, &Policy::default());
+    let d = &p.decisions[0];
+    let all = format!("{:?} {:?}", d.evidence, d.reasons);
+    assert!(
+        all.contains("has UID uid-pvc-new, not the UID uid-pvc-a recorded"),
+        "{all}"
+    );
+    let pvs: Vec<&str> = d.disks.iter().map(|k| k.pv.as_str()).collect();
+    assert_eq!(pvs, ["pvc-a"], "{d:#?}");
+    assert!(!all.contains("n2"), "{all}");
 }

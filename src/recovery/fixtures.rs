@@ -57,6 +57,7 @@ pub(crate) fn vmi(name: &str) -> VmiView {
         unnamed_volumes: vec![],
         created: Some(t("2026-01-01T09:00:00Z")),
         late_claims: vec![],
+        pods_of_record: vec![],
     }
 }
 
@@ -165,6 +166,7 @@ pub(crate) fn facts() -> Facts {
             harvester: HarvesterFacts::default(),
         },
         intents: Gathered::read(vec![]),
+        seen: Gathered::read(vec![]),
         host: Gathered::read(HostIdentity {
             machine_id: MACHINE_ID.into(),
             boot_id: BOOT_ID.into(),

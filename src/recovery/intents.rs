@@ -1,6 +1,15 @@
 //! Recovery intents: before vmrecover first changes a VM it records the VM here, and it
 //! forgets it once the VM is recovered. After a crash (or kill -9) between clearing the
 //! VMI and clearing the VM, the next run still knows the VM was on this node.
+//!
+//! The same file keeps the disks of every deciding VMI of this node as vmrecover first saw
+//! them ([`SeenVmi`], issue 23): a PVC deleted and made again under the same name later is
+//! then known for a replacement by its UID, and the proof follows the old disk, even when
+//! no run changed anything yet.
+//!
+//! Format versions ([`INTENTS_FORMAT`]): 1 — intents only; 2 — the seen VMIs and each
+//! disk's PVC UID. This build reads both and writes 2; a newer file is refused, never
+//! rewritten (`state_file::unsupported_version`).
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +20,12 @@ use crate::state_file::{save_json, SaveError};
 
 /// The file name under the state directory.
 pub const INTENTS_FILE: &str = "recovery-intents.json";
+/// The format version this build writes.
+pub const INTENTS_FORMAT: u32 = 2;
+/// The oldest format version this build reads.
+pub const INTENTS_OLDEST: u32 = 1;
+/// The lock file that serialises updates of the intents file by the agent and a manual run.
+const LOCK_FILE: &str = ".recovery-intents.lock";
 
 /// One VM a run has started recovering.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,12 +53,32 @@ pub struct RecoveryIntent {
 pub struct IntentDisk {
     /// The PVC's name.
     pub pvc: String,
+    /// The PVC's UID when it was recorded (format 2): a PVC of that name with another UID
+    /// is a replacement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc_uid: Option<String>,
     /// The PV's name.
     pub pv: String,
     /// The CSI volume handle (the Longhorn volume).
     pub handle: String,
     /// The CSI driver, when known.
     pub driver: Option<String>,
+}
+
+/// A deciding VMI of this node as vmrecover first saw it: the keys of its disks then.
+/// Keys for fresh reads, never a proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenVmi {
+    /// The VMI's namespace.
+    pub namespace: String,
+    /// The VMI's name.
+    pub name: String,
+    /// The VMI's UID.
+    pub vmi_uid: String,
+    /// When it was first seen (the API server's clock).
+    pub first_seen: jiff::Timestamp,
+    /// Its disks, each recorded when its claim was first seen bound.
+    pub disks: Vec<IntentDisk>,
 }
 
 /// An intent whose VM is gone or was recreated under its name: nothing is left for it to
@@ -91,6 +126,18 @@ pub fn stale(
 struct IntentsFile {
     version: u32,
     intents: Vec<RecoveryIntent>,
+    /// Format 2; a format-1 file has none.
+    #[serde(default)]
+    seen: Vec<SeenVmi>,
+}
+
+/// What the intents file holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntentsState {
+    /// VMs a run started recovering.
+    pub intents: Vec<RecoveryIntent>,
+    /// Deciding VMIs as first seen.
+    pub seen: Vec<SeenVmi>,
 }
 
 /// The intents file of a state directory.
@@ -107,61 +154,133 @@ impl IntentStore {
         }
     }
 
-    /// Reads the intents; a missing file is none; a corrupt one is unreadable evidence.
+    /// Reads the intents; a missing file is none; a corrupt one, or one of a newer format,
+    /// is unreadable evidence.
     pub fn load(&self) -> Gathered<Vec<RecoveryIntent>> {
+        self.load_state().map(|s| s.intents)
+    }
+
+    /// Reads the whole file (intents and seen VMIs), as [`IntentStore::load`].
+    pub fn load_state(&self) -> Gathered<IntentsState> {
         let source = self.path.display().to_string();
         match std::fs::read(&self.path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Gathered::read(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Gathered::read(IntentsState::default())
+            }
             Err(e) => Gathered::unreadable(source, e.to_string()),
-            Ok(bytes) => match serde_json::from_slice::<IntentsFile>(&bytes) {
-                Ok(f) => Gathered::read(f.intents),
-                Err(e) => Gathered::unreadable(
-                    source,
-                    format!("not a vmrecover intents file ({e}); move it aside to continue"),
-                ),
-            },
+            Ok(bytes) => parse(&self.path, &bytes).map_or_else(
+                |why| Gathered::unreadable(source, why),
+                |f| {
+                    Gathered::read(IntentsState {
+                        intents: f.intents,
+                        seen: f.seen,
+                    })
+                },
+            ),
         }
     }
 
     /// Records `intent` (replacing one for the same VM UID).
     pub fn add(&self, intent: RecoveryIntent) -> Result<(), SaveError> {
-        let mut all = self.load_for_update()?;
-        all.retain(|i| i.vm_uid != intent.vm_uid);
-        all.push(intent);
-        self.save(all)
+        self.update(|state| {
+            state.intents.retain(|i| i.vm_uid != intent.vm_uid);
+            state.intents.push(intent);
+            true
+        })
     }
 
     /// Forgets the VM with `vm_uid`.
     pub fn remove(&self, vm_uid: &str) -> Result<(), SaveError> {
-        let mut all = self.load_for_update()?;
-        let before = all.len();
-        all.retain(|i| i.vm_uid != vm_uid);
-        if all.len() == before {
+        self.update(|state| {
+            let before = state.intents.len();
+            state.intents.retain(|i| i.vm_uid != vm_uid);
+            state.intents.len() != before
+        })
+    }
+
+    /// Replaces the seen VMIs with what `next` makes of the current ones (`None`: nothing
+    /// to change, the file is not written). Returns whether it wrote.
+    pub fn update_seen(
+        &self,
+        next: impl FnOnce(&[SeenVmi]) -> Option<Vec<SeenVmi>>,
+    ) -> Result<bool, SaveError> {
+        let mut wrote = false;
+        self.update(|state| {
+            if let Some(seen) = next(&state.seen) {
+                state.seen = seen;
+                wrote = true;
+            }
+            wrote
+        })?;
+        Ok(wrote)
+    }
+
+    /// Reads, changes and writes the file under an exclusive lock (the agent and a manual
+    /// run on the same node both write it). `change` says whether anything changed. A file
+    /// that cannot be read (corrupt, or of a newer format) is never written.
+    fn update(&self, change: impl FnOnce(&mut IntentsState) -> bool) -> Result<(), SaveError> {
+        let _lock = self.lock()?;
+        let mut state = match self.load_state() {
+            Gathered::Read { value } => value,
+            Gathered::Unreadable { source, reason } => {
+                return Err(SaveError::Unreadable {
+                    source_name: source,
+                    reason,
+                })
+            }
+        };
+        if !change(&mut state) {
             return Ok(());
         }
-        self.save(all)
-    }
-
-    fn load_for_update(&self) -> Result<Vec<RecoveryIntent>, SaveError> {
-        match self.load() {
-            Gathered::Read { value } => Ok(value),
-            Gathered::Unreadable { source, reason } => Err(SaveError::Unreadable {
-                source_name: source,
-                reason,
-            }),
-        }
-    }
-
-    fn save(&self, intents: Vec<RecoveryIntent>) -> Result<(), SaveError> {
         save_json(
             &self.path,
             "the recovery intents",
             &IntentsFile {
-                version: 1,
-                intents,
+                version: INTENTS_FORMAT,
+                intents: state.intents,
+                seen: state.seen,
             },
         )
     }
+
+    /// An exclusive advisory lock on the state directory's intents lock file, held until
+    /// the returned file is dropped.
+    fn lock(&self) -> Result<std::fs::File, SaveError> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let lock_path = dir.join(LOCK_FILE);
+        let io = |step, source| crate::state_file::StateFileError {
+            step,
+            path: lock_path.clone(),
+            source,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| io("create state directory for", e))?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| io("open", e))?;
+        file.lock().map_err(|e| io("lock", e))?;
+        Ok(file)
+    }
+}
+
+/// Parses an intents file of any format this build reads.
+fn parse(path: &Path, bytes: &[u8]) -> Result<IntentsFile, String> {
+    let found = crate::state_file::peek_version(bytes);
+    if let Some(why) =
+        crate::state_file::unsupported_version(path, found, (INTENTS_OLDEST, INTENTS_FORMAT))
+    {
+        return Err(why);
+    }
+    serde_json::from_slice::<IntentsFile>(bytes)
+        .map_err(|e| format!("not a vmrecover intents file ({e}); move it aside to continue"))
 }
 
 #[cfg(test)]

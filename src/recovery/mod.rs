@@ -20,6 +20,7 @@ mod plan;
 mod recheck;
 mod render;
 mod report;
+mod seen;
 mod session;
 mod table;
 
@@ -35,7 +36,10 @@ pub use apply::{apply, ApplyContext};
 pub use audit::{AuditRecord, AUDIT_TARGET};
 pub use blocker::Blocker;
 pub use finalizers::{classify, FinalizerClass, KnownFinalizer, ObjectKind, KNOWN_FINALIZERS};
-pub use intents::{IntentDisk, IntentStore, RecoveryIntent, StaleIntent, INTENTS_FILE};
+pub use intents::{
+    IntentDisk, IntentStore, IntentsState, RecoveryIntent, SeenVmi, StaleIntent, INTENTS_FILE,
+    INTENTS_FORMAT,
+};
 pub use mode::Mode;
 pub use model::{
     Action, Decision, DiskKey, Facts, HostIdentity, Narrow, OrphanDecision, Plan, Step,
@@ -49,5 +53,6 @@ pub use report::{
     OrphanOutcome, ReportStore, RunReport, StepAction, StepOutcome, StepStatus, VmOutcome,
     VmResult, LAST_RUN_FILE,
 };
+pub use seen::next_seen;
 pub use session::{lease_identity, Session};
 pub use table::{plan as render_plan_table, shorten};

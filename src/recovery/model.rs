@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::blocker::Blocker;
 use super::finalizers::ObjectKind;
-use super::intents::RecoveryIntent;
+use super::intents::{RecoveryIntent, SeenVmi};
 use crate::boot::Verdict;
 use crate::cluster::{ClusterFacts, ObjectKey};
 use crate::config::Policy;
@@ -33,6 +33,10 @@ pub struct Facts {
     pub cluster: ClusterFacts,
     /// VMs an earlier run had started recovering (their VMI may be gone already).
     pub intents: Gathered<Vec<RecoveryIntent>>,
+    /// This node's deciding VMIs as first seen, with their disks' keys then (the intents
+    /// file; unreadable with it).
+    #[serde(default = "none_seen")]
+    pub seen: Gathered<Vec<SeenVmi>>,
     /// This machine as the host says it is (`/etc/machine-id`, this boot's id).
     #[serde(default = "host_not_gathered")]
     pub host: Gathered<HostIdentity>,
@@ -41,6 +45,10 @@ pub struct Facts {
 /// This host's machine id and boot id (normalised), to prove `--node` names it: the node
 /// evidence's own reading (bounded in time, under `--host-root`).
 pub use crate::node::HostIdentity;
+
+fn none_seen() -> Gathered<Vec<SeenVmi>> {
+    Gathered::read(Vec::new())
+}
 
 fn host_not_gathered() -> Gathered<HostIdentity> {
     Gathered::unreadable("this host's identity", "not gathered")

@@ -346,8 +346,14 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
     };
 
     if !deleting {
-        // Final but not deleting: the `Stopping` neighbour. Ladder steps 1-2 only.
-        if pods.is_empty() {
+        // Final but not deleting: the `Stopping` neighbour. Ladder steps 1-2 only. What
+        // lingers: its launcher pods, and hotplug pods of it whose launcher pod is gone.
+        let orphaned = match super::hotplug::orphans(facts, vmi) {
+            Ok(o) => o,
+            Err((blocker, why)) => return d.block(blocker, why),
+        };
+        let lingering: Vec<&PodView> = pods.iter().copied().chain(orphaned).collect();
+        if lingering.is_empty() {
             return d.with(
                 Action::Healthy,
                 format!("VMI is {phase} and no launcher pod is left: virt-controller finishes it"),
@@ -366,8 +372,8 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
                 return d.with(
                     Action::Waiting { until: Some(until) },
                     format!(
-                        "VMI is {phase} and launcher pod {} lingers; the kubelet gets until {until} ({} after this boot) to clean it up",
-                        names(&pods),
+                        "VMI is {phase} and pod {} lingers; the kubelet gets until {until} ({} after this boot) to clean it up",
+                        names(&lingering),
                         humantime::format_duration(policy.stuck_after)
                     ),
                 );
@@ -378,12 +384,12 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
             return d.block_all(reasons);
         }
         d.reasons.push(format!(
-            "VMI is {phase} but launcher pod {} lingers on this node (VM shows Stopping); \
+            "VMI is {phase} but pod {} lingers on this node (VM shows Stopping); \
              force-deleting it lets virt-controller finish; finalizers of an object that is \
              not deleting are never cleared",
-            names(&pods)
+            names(&lingering)
         ));
-        let mut steps = match super::hotplug::free_steps(facts, &pods, &mut d) {
+        let mut steps = match super::hotplug::free_steps(facts, vmi, &pods, &mut d) {
             Ok(s) => s,
             Err((blocker, why)) => return d.block(blocker, why),
         };
@@ -460,7 +466,7 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
             "nothing of it runs or holds a disk on this node".to_string()
         }
     ));
-    let mut steps = match super::hotplug::free_steps(facts, &pods, &mut d) {
+    let mut steps = match super::hotplug::free_steps(facts, vmi, &pods, &mut d) {
         Ok(s) => s,
         Err((blocker, why)) => {
             // What was said about recovering it no longer holds.

@@ -1190,6 +1190,7 @@ fn review_findings_fail_closed() {
         pvcs: vec!["a-disk".into()],
         disks: vec![IntentDisk {
             pvc: "default/a-disk".into(),
+            pvc_uid: None,
             pv: "pvc-a".into(),
             handle: "pvc-a".into(),
             driver: Some("driver.longhorn.io".into()),

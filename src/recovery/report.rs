@@ -9,7 +9,11 @@ use super::blocker::Blocker;
 use super::mode::Mode;
 use super::model::Plan;
 use crate::evidence::Gathered;
-use crate::state_file::{save_json, SaveError};
+use crate::state_file::{load_versioned, save_versioned, SaveError};
+
+/// The run report's format version (1: as written before versions, which had no
+/// `version` key).
+pub const REPORT_FORMAT: u32 = 1;
 
 /// The file name of the last run's report under the state directory.
 pub const LAST_RUN_FILE: &str = "last-run.json";
@@ -201,19 +205,11 @@ impl ReportStore {
 
     /// Saves `report` as the last run.
     pub fn save(&self, report: &RunReport) -> Result<(), SaveError> {
-        save_json(&self.path, "the run report", report)
+        save_versioned(&self.path, "the run report", REPORT_FORMAT, report)
     }
 
     /// The last run's report: `None` when there was none.
     pub fn load(&self) -> Gathered<Option<RunReport>> {
-        let source = self.path.display().to_string();
-        match std::fs::read(&self.path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Gathered::read(None),
-            Err(e) => Gathered::unreadable(source, e.to_string()),
-            Ok(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(r) => Gathered::read(Some(r)),
-                Err(e) => Gathered::unreadable(source, format!("not a vmrecover run report: {e}")),
-            },
-        }
+        load_versioned(&self.path, "run report", (1, REPORT_FORMAT))
     }
 }

@@ -137,10 +137,12 @@ fn pod(name: &str, node: &str, launcher: bool) -> Value {
 }
 
 /// A hotplug attachment pod (kubevirt `RenderHotplugAttachmentPodTemplate`: label
-/// kubevirt.io=hotplug-disk).
+/// kubevirt.io=hotplug-disk, controlled by its launcher pod).
 fn hotplug_pod(name: &str, node: &str) -> Value {
     let mut p = pod(name, node, false);
     p["metadata"]["labels"] = json!({"kubevirt.io": "hotplug-disk"});
+    p["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "Pod",
+        "name": "virt-launcher-own-abcde", "uid": "uid-launcher-own", "controller": true}]);
     p
 }
 
@@ -182,6 +184,13 @@ async fn forbidden_writes_are_refused_with_the_policys_message() {
         pod("web-own", NODE, false),
         hotplug_pod("hp-volume-own", NODE),
         hotplug_pod("hp-volume-other", OTHER_NODE),
+        {
+            // Labelled as a hotplug pod, but controlled by no launcher pod.
+            let mut p = hotplug_pod("hp-volume-unowned", NODE);
+            p["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1",
+                "kind": "ReplicaSet", "name": "web-1", "uid": "uid-rs", "controller": true}]);
+            p
+        },
     ] {
         sim.put(obj).expect("put");
     }
@@ -294,6 +303,14 @@ async fn forbidden_writes_are_refused_with_the_policys_message() {
             path: "/api/v1/namespaces/default/pods/web-own".into(),
             body: None,
             message: "may only delete virt-launcher pods and the hotplug attachment pods".into(),
+        },
+        Row {
+            what: "a hotplug-labelled pod no launcher pod controls",
+            method: "DELETE",
+            path: "/api/v1/namespaces/default/pods/hp-volume-unowned".into(),
+            body: None,
+            message: "may only delete hotplug attachment pods controlled by a virt-launcher pod"
+                .into(),
         },
         Row {
             what: "another node's hotplug attachment pod",
@@ -515,4 +532,48 @@ fn the_params_list_exactly_the_known_finalizers() {
     };
     assert_eq!(listed("vmiFinalizers"), known(ObjectKind::Vmi));
     assert_eq!(listed("vmFinalizers"), known(ObjectKind::Vm));
+}
+
+/// Issue 23: under RBAC and the policy, a hotplug attachment pod whose launcher pod is
+/// already gone is freed by the run (the policy sees a hotplug-disk pod on the node
+/// controlled by a virt-launcher pod; that it is vm-db-01's is the planner's proof from the
+/// VMI's `status.activePods`), and nothing the run sends is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hotplug_pod_whose_launcher_is_gone_is_freed_under_the_policy() {
+    const LAUNCHER_DB: &str = "virt-launcher-vm-db-01-xxxxx";
+    let sim = cluster(true, true).await;
+    let launcher_uid = sim
+        .get("v1", "Pod", "default", LAUNCHER_DB)
+        .and_then(|p| p["metadata"]["uid"].as_str().map(String::from))
+        .expect("vm-db-01's launcher pod");
+    assert!(sim.remove("v1", "Pod", "default", LAUNCHER_DB));
+    let mut hp = hotplug_pod("hp-volume-db01", NODE);
+    hp["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "Pod",
+        "name": LAUNCHER_DB, "uid": launcher_uid, "controller": true,
+        "blockOwnerDeletion": true}]);
+    sim.put(hp).expect("hotplug pod");
+
+    let ran = run_as_agent(&sim, false).await;
+    assert!(
+        ran.refused().is_empty(),
+        "{:?}\n{}",
+        ran.refused(),
+        ran.stderr
+    );
+    assert!(
+        ran.writes().contains(&(
+            "DELETE".to_string(),
+            "/api/v1/namespaces/default/pods/hp-volume-db01".to_string(),
+            200
+        )),
+        "{:#?}\n{}",
+        ran.writes(),
+        ran.stderr
+    );
+    assert!(sim.get("v1", "Pod", "default", "hp-volume-db01").is_none());
+    assert!(
+        !ran.vmis_left.contains("default/vm-db-01"),
+        "{:?}",
+        ran.vmis_left
+    );
 }

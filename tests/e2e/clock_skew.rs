@@ -182,3 +182,73 @@ async fn a_lease_is_not_taken_early_under_skew() {
         );
     }
 }
+
+/// Renews this node's Lease as `holder` every 300 ms until dropped, writing renewal times
+/// ten minutes old — a holder whose clock is behind and which writes its own clock (an
+/// older vmrecover, or another writer), with a 2 s duration.
+async fn renew_with_a_slow_clock(env: &Env, holder: &str) {
+    loop {
+        let old = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(600)).to_string();
+        env.sim
+            .put(json!({
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": format!("vmrecover-{NODE}"), "namespace": "harvester-system"},
+                "spec": {"holderIdentity": holder, "leaseDurationSeconds": 2,
+                         "acquireTime": old, "renewTime": old}
+            }))
+            .expect("renew");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Issue 23: a contender takes a Lease over only once it has itself seen the Lease unchanged
+/// for its whole duration (client-go leader election's rule): a holder that keeps renewing
+/// is never taken over, however old its renewal times look by the API server's clock; once
+/// it stops, the Lease is taken after the duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_still_renewing_is_never_taken_over_however_old_its_renewals_look() {
+    let env = Env::power_loss().await;
+    let holder = "agent@harvester-node-1/4242";
+    let contender = [
+        "run",
+        "--yes",
+        "--stuck-after",
+        "0s",
+        "--controller-grace",
+        "0s",
+        "--lease-wait",
+        "5s",
+        "--output",
+        "json",
+    ];
+    let refused = tokio::select! {
+        ran = env.run(&contender) => ran,
+        () = renew_with_a_slow_clock(&env, holder) => unreachable!("renews until dropped"),
+    };
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(
+        refused.stderr.contains(&format!("held by {holder}")),
+        "{}",
+        refused.all()
+    );
+    let writes: Vec<String> = env
+        .sim
+        .mutating_requests()
+        .iter()
+        .filter(|r| !r.internal)
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(writes.is_empty(), "the contender wrote: {writes:?}");
+
+    // The holder stopped renewing: after seeing the Lease unchanged for its 2 s, a run
+    // takes it over and recovers.
+    let taken = env.run(&contender).await;
+    assert_eq!(taken.code, 3, "{}", taken.all());
+    assert_ne!(lease_holder(&env.sim).as_deref(), Some(holder));
+    assert!(env
+        .sim
+        .mutating_requests()
+        .iter()
+        .any(|r| !r.internal && r.method == "PATCH"));
+}

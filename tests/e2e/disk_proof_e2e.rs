@@ -10,7 +10,9 @@
 //!   any other disk;
 //! - a PVC deleted and made again under the same name after the VMI (item 5) is a
 //!   replacement: the proof follows the old disk, never the new one, and nothing suggests
-//!   deleting the new PVC.
+//!   deleting the new PVC; for a claim made after the VMI by design (a DataVolume, a
+//!   hotplugged disk) the creation times cannot tell, so the PVC's UID recorded when
+//!   vmrecover first saw the VMI deciding does.
 
 use crate::e2e_support::{decisions, Env};
 use serde_json::json;
@@ -195,11 +197,9 @@ async fn the_backend_storage_pvc_is_proved_like_any_disk() {
     assert!(env.sim.mutating_requests().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pvc_recreated_under_the_same_name_is_not_the_disk_proved() {
-    let env = Env::power_loss().await;
-    // The operator deleted vm-web-01's PVC (its Released PV stays) and made a new one of the
-    // same name for another use, bound to a new volume attached to harvester-node-2.
+/// The operator deleted vm-web-01's PVC (its Released PV stays) and made a new one of the
+/// same name for another use, bound to a new volume attached to harvester-node-2.
+fn replace_web_pvc(env: &Env) {
     let s = &env.sim;
     assert!(s.remove("v1", "PersistentVolumeClaim", "default", PVC_WEB));
     s.put(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
@@ -223,6 +223,12 @@ async fn a_pvc_recreated_under_the_same_name_is_not_the_disk_proved() {
         "status": {"attached": true}}),
     )
     .expect("new attachment");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pvc_recreated_under_the_same_name_is_not_the_disk_proved() {
+    let env = Env::power_loss().await;
+    replace_web_pvc(&env);
 
     let p = plan(&env).await;
     let d = web(&p);
@@ -247,4 +253,61 @@ async fn a_pvc_recreated_under_the_same_name_is_not_the_disk_proved() {
         .collect();
     assert_eq!(pvs, [PV_WEB]);
     assert!(env.sim.mutating_requests().is_empty());
+}
+
+/// Issue 23: vm-web-01's disk is a DataVolume (made after the VMI by design, so creation
+/// times tell nothing). A run sees the VMI deleting but not stuck yet and records its
+/// disk's keys; then the PVC is deleted and made again; once stuck, the proof follows the
+/// old disk by the recorded UID and PV, never the new one, and nothing suggests deleting
+/// the new PVC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_claim_replaced_after_the_vmi_was_first_seen_is_told_by_its_recorded_uid() {
+    let env = Env::power_loss().await;
+    let mut vmi = env
+        .sim
+        .get(
+            "kubevirt.io/v1",
+            "VirtualMachineInstance",
+            "default",
+            "vm-web-01",
+        )
+        .expect("vmi");
+    vmi["spec"]["volumes"] = json!([{"name": "disk-0", "dataVolume": {"name": PVC_WEB}}]);
+    env.sim.put(vmi).expect("a DataVolume disk");
+
+    // Seen deciding, not stuck yet: nothing to do, but its disk's keys are recorded.
+    let seen = env
+        .run(&["run", "--yes", "--stuck-after", "3650d", "--output", "json"])
+        .await;
+    assert_eq!(seen.code, 0, "{}", seen.all());
+    let file = std::fs::read_to_string(env.state_path("recovery-intents.json"))
+        .unwrap_or_else(|e| panic!("nothing recorded ({e}): {}", seen.all()));
+    assert!(file.contains(PV_WEB), "{file}");
+    assert!(env.sim.mutating_requests().is_empty());
+
+    replace_web_pvc(&env);
+    let p = plan(&env).await;
+    let d = web(&p);
+    let words = format!(
+        "{} {} {}",
+        d["evidence"], d["reasons"], d["skipped_side_effects"]
+    );
+    assert!(
+        words.contains("recorded when vmrecover first saw the VMI"),
+        "{words}"
+    );
+    assert!(
+        words.contains(&format!("its PV {PV_WEB} still exists")),
+        "the old disk is followed: {words}"
+    );
+    assert!(!words.contains("harvester-node-2"), "{words}");
+    assert!(!words.contains("delete by hand"), "{words}");
+    let pvs: Vec<String> = d["disks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| k["pv"].as_str().map(String::from))
+        .collect();
+    assert_eq!(pvs, [PV_WEB]);
+    assert_eq!(d["action"]["kind"], "recover", "{d:#}");
 }

@@ -448,13 +448,16 @@ pub fn removed_by_patch(body: &Value) -> Option<Vec<String>> {
     Some(tested.into_iter().filter(|f| !kept.contains(f)).collect())
 }
 
-/// Moves this node's Lease renewal into the past, as if its holder died long ago.
+/// Moves this node's Lease renewal into the past, as if its holder died long ago, and
+/// shortens its duration to 2 s: a contender takes it over only once it has itself seen
+/// it unchanged that long (`--lease-wait` of more than 2 s).
 pub fn age_lease(sim: &Sim) {
     let name = format!("vmrecover-{NODE}");
     if let Some(mut lease) = sim.get("coordination.k8s.io/v1", "Lease", "harvester-system", &name) {
         let old = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(120)).to_string();
         lease["spec"]["renewTime"] = json!(old);
         lease["spec"]["acquireTime"] = json!(old);
+        lease["spec"]["leaseDurationSeconds"] = json!(2);
         sim.put(lease).expect("age the lease");
     }
 }

@@ -53,5 +53,6 @@ mod reliability_races;
 mod safety_e2e;
 mod seed_e2e;
 mod site_e2e;
+mod state_versions_e2e;
 mod status_exit_codes;
 mod uninstall;

@@ -108,7 +108,7 @@ async fn crash_case(
         }
         age_lease(&env.sim);
     }
-    let again = env.run(RUN).await;
+    let again = env.run(&[RUN, &["--lease-wait", "10s"]].concat()).await;
     if again.code != 3 {
         return Err(format!("crash after {n}: the rerun: {}", again.all()));
     }
