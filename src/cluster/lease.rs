@@ -66,6 +66,9 @@ pub enum LeaseError {
         duration_s: i32,
         /// How long this process has seen it unchanged.
         unchanged_s: u64,
+        /// Whether its renewal is already past its duration by the API server's clock: the
+        /// holder looks gone, and only this run's own observation is still running.
+        stale: bool,
     },
     /// The API server refused or could not be reached.
     #[error("{0}")]
@@ -137,7 +140,7 @@ pub async fn acquire(
     wait: Duration,
 ) -> Result<HeldLease, LeaseError> {
     let api = Api::<Lease>::namespaced(client.clone(), &config.namespace);
-    let deadline = tokio::time::Instant::now() + wait;
+    let mut deadline = tokio::time::Instant::now() + wait;
     loop {
         match try_acquire(&api, &config, TAKE_CONFLICTS).await {
             Ok(lease) => {
@@ -157,17 +160,51 @@ pub async fn acquire(
                     renewer,
                 });
             }
-            Err(e @ LeaseError::HeldByOther { .. }) if tokio::time::Instant::now() < deadline => {
+            Err(e @ LeaseError::HeldByOther { .. }) => {
+                // A Lease already expired by the server's clock (a crashed run, a powered-off
+                // node's agent) is taken once this run has watched it stay unchanged for its
+                // duration, whatever --lease-wait says: client-go's leader election retries
+                // the same way. A live holder still needs --lease-wait.
+                let now = tokio::time::Instant::now();
+                if let Some(more) = e.stale_watch() {
+                    deadline = deadline.max(now + more);
+                }
+                if now >= deadline {
+                    return Err(e);
+                }
                 tracing::info!("{e}; waiting");
-                let left = deadline - tokio::time::Instant::now();
                 // Look often enough to see the Lease expire soon after it does (client-go's
                 // retry period is 2 s), never more than 4 times a second.
                 let step =
                     (config.duration / 4).clamp(Duration::from_millis(250), Duration::from_secs(2));
-                tokio::time::sleep(left.min(step)).await;
+                tokio::time::sleep((deadline - now).min(step)).await;
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// The longest a run watches a Lease that looks expired before taking it on its own.
+const STALE_WATCH_MAX: Duration = Duration::from_secs(120);
+
+impl LeaseError {
+    /// For a Lease whose holder looks gone (expired by the server's clock): how much longer
+    /// this run must watch it unchanged before it may take it (plus a margin); `None` for a
+    /// live holder, another error, or a duration beyond [`STALE_WATCH_MAX`].
+    fn stale_watch(&self) -> Option<Duration> {
+        let LeaseError::HeldByOther {
+            stale: true,
+            duration_s,
+            unchanged_s,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let duration = Duration::from_secs(u64::try_from(*duration_s).ok()?);
+        (duration <= STALE_WATCH_MAX).then(|| {
+            duration.saturating_sub(Duration::from_secs(*unchanged_s)) + Duration::from_secs(2)
+        })
     }
 }
 
@@ -252,6 +289,7 @@ async fn try_acquire(
                 .map_or("never".into(), |t| t.0.to_string()),
             duration_s: spec.lease_duration_seconds.unwrap_or(0),
             unchanged_s: unchanged_for.as_secs(),
+            stale: lease_expiry::expired_by_server(spec, lease_now()),
         });
     }
     if !ours {

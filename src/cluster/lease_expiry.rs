@@ -73,7 +73,7 @@ pub fn still_held(spec: &LeaseSpec, unchanged_for: Duration, server_now: jiff::T
 }
 
 /// Whether the renewal (else acquisition) plus the duration is before `now`.
-fn expired_by_server(spec: &LeaseSpec, now: jiff::Timestamp) -> bool {
+pub fn expired_by_server(spec: &LeaseSpec, now: jiff::Timestamp) -> bool {
     let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
         return true;
     };

@@ -112,6 +112,40 @@ mod lease {
             );
         }
     }
+
+    /// A Lease whose holder looks gone by the API server's clock (a crashed run, a powered-off
+    /// node's agent) is taken without --lease-wait, but only after this run has watched it
+    /// unchanged for its whole duration (client-go's rule): never at the first look.
+    #[tokio::test]
+    async fn a_stale_lease_is_taken_after_watching_it_for_its_duration_without_lease_wait() {
+        let env = Env::power_loss().await;
+        let client = cluster::connect(&cluster_config(&env)).await.unwrap();
+        let cfg = |who: &str| LeaseConfig::for_node("harvester-system", NODE, who.into());
+        let dead = cluster::acquire_lease(&client, cfg("agent@n1/1"), Duration::ZERO)
+            .await
+            .expect("first taker gets it");
+        // The holder dies without releasing; its renewal lies in the past (2 s duration).
+        drop(dead);
+        crate::e2e_support::age_lease(&env.sim);
+        env.sim.clear_requests();
+        let started = std::time::Instant::now();
+        let taken = cluster::acquire_lease(&client, cfg("manual@n1/2"), Duration::ZERO)
+            .await
+            .expect("a stale Lease is taken once watched for its duration");
+        assert!(
+            started.elapsed() >= Duration::from_secs(2),
+            "taken after {:?}: before it was seen unchanged for its 2 s",
+            started.elapsed()
+        );
+        let reads = env
+            .sim
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains("/leases/"))
+            .count();
+        assert!(reads >= 2, "it was read more than once: {reads}");
+        taken.release().await.unwrap();
+    }
 }
 
 mod recheck {
