@@ -376,6 +376,7 @@ mod tests {
             blocker: Some(b),
             steps: Vec::new(),
             requests: 0,
+            follow: None,
         };
         let report = RunReport {
             started: jiff::Timestamp::UNIX_EPOCH,

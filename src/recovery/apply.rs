@@ -131,6 +131,7 @@ async fn recover_steps(
         blocker: None,
         steps: Vec::new(),
         requests: 0,
+        follow: None,
     };
     // The evidence each change rests on, as last checked (not as planned).
     let mut evidence = match ctx.recheck.before_change(d, steps).await {

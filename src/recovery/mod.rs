@@ -10,6 +10,8 @@ mod blocker;
 mod disks;
 mod fence;
 mod finalizers;
+mod follow;
+mod following;
 mod harvester;
 mod hotplug;
 mod intents;
@@ -34,6 +36,11 @@ pub use apply::{apply, ApplyContext};
 pub use audit::{AuditRecord, AUDIT_TARGET};
 pub use blocker::Blocker;
 pub use finalizers::{classify, FinalizerClass, KnownFinalizer, ObjectKind, KNOWN_FINALIZERS};
+pub use follow::{
+    expectation, judge as judge_outcome, why_not_back, Condition, Expectation, FollowOutcome,
+    FollowedPod, FollowedVm, FollowedVmi, FollowedVolume, Observation,
+};
+pub use following::follow_report;
 pub use intents::{IntentDisk, IntentStore, RecoveryIntent, StaleIntent, INTENTS_FILE};
 pub use model::{
     Action, Decision, DiskKey, Facts, HostIdentity, Narrow, OrphanDecision, Plan, Step,

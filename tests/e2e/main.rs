@@ -27,6 +27,7 @@ mod deploy_rbac;
 mod disk_proof_e2e;
 mod docs_generated;
 mod fenced_e2e;
+mod follow_e2e;
 mod harvester_e2e;
 mod harvester_webhooks;
 mod host_mode_e2e;
