@@ -34,6 +34,10 @@ pub trait PassIo {
         plan: Plan,
         started: jiff::Timestamp,
     ) -> impl Future<Output = Result<RunReport, LeaseError>>;
+    /// The last run once its recovered VMs were followed (taken: each is given once).
+    fn followed(&self) -> Option<LastRun> {
+        None
+    }
 }
 
 /// What a pass did, for the loop and for tests.
@@ -122,6 +126,9 @@ impl Agent {
     /// a big cluster) are dropped before it returns.
     pub async fn pass(&mut self, io: &impl PassIo, stop_asked: bool) -> PassResult {
         let started = jiff::Timestamp::now();
+        if let Some(followed) = io.followed() {
+            self.last_run = Some(followed);
+        }
         let facts = io.gather().await;
         let planned = plan(&facts, &self.policy);
         drop(facts);
@@ -143,7 +150,7 @@ impl Agent {
                 Ok(report) => {
                     applied = true;
                     self.metrics.observe_run(&report);
-                    self.last_run = Some(summary::last_run(&report));
+                    self.last_run = Some(summary::last_run(&report, None));
                     node_summary.last_run = self.last_run.clone();
                     summary = format!(
                         "{summary}; run: {} recovered, {} handed to the VM controller, {} left alone, {} failed",

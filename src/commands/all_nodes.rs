@@ -249,6 +249,36 @@ fn count(s: &NodeSummary, label: &str) -> usize {
     s.counts.get(label).copied().unwrap_or(0)
 }
 
+/// What became of the node's last recovery: stuck → recovered → running again → not back
+/// (why), and the time from boot until its last VM ran again.
+fn after_lines(a: &cluster::AfterRun, out: &mut dyn Write) -> std::io::Result<()> {
+    let back = a
+        .back_after_boot_secs
+        .map(|s| {
+            format!(
+                "; last VM running again {} after boot",
+                humantime::format_duration(std::time::Duration::from_secs(s))
+            )
+        })
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "    after the last run: {} stuck → {} recovered → {} running again, {} not back, {} stopped as asked, {} gone{back}",
+        a.stuck, a.recovered, a.running_again, a.not_back_total, a.stopped_as_asked, a.gone
+    )?;
+    for nb in &a.not_back {
+        writeln!(out, "      not back: {nb}")?;
+    }
+    if a.not_back_total > a.not_back.len() {
+        writeln!(
+            out,
+            "      ... and {} more not back",
+            a.not_back_total - a.not_back.len()
+        )?;
+    }
+    Ok(())
+}
+
 /// The table: one line per node, the blocked VMs under their node, then the next step.
 fn table(r: &SiteReport, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(
@@ -300,6 +330,9 @@ fn table(r: &SiteReport, out: &mut dyn Write) -> std::io::Result<()> {
                     s.blocked_total - s.blocked.len(),
                     s.node
                 )?;
+            }
+            if let Some(a) = s.last_run.as_ref().and_then(|l| l.after.as_ref()) {
+                after_lines(a, out)?;
             }
         }
     }

@@ -120,6 +120,13 @@ async fn a_deleted_vm_is_followed_until_gone_and_a_halted_one_stays_stopped_as_a
     )
     .expect("json");
     assert_eq!(follow_of(&saved, "default", "vm-db-01")["outcome"], "gone");
+    let status = env.run(&["status", "default/vm-db-01"]).await;
+    assert!(
+        status.stdout.contains("no longer on node harvester-node-1")
+            && status.stdout.contains("afterwards: gone"),
+        "{}",
+        status.all()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,6 +151,14 @@ async fn an_always_vm_comes_back_running_on_another_node() {
     assert_eq!(ev.len(), 1, "one Event on the VM: {ev:?}");
     assert_eq!(ev[0]["type"], "Normal");
     assert_eq!(ev[0]["regarding"]["kind"], "VirtualMachine");
+    let status = env.run(&["status", "prod/vm-app-02"]).await;
+    assert!(
+        status
+            .stdout
+            .contains("afterwards: running again on harvester-node-2"),
+        "{}",
+        status.all()
+    );
 }
 
 /// The Longhorn volume behind a PVC.
@@ -202,4 +217,48 @@ async fn not_back_because_no_node_can_take_its_launcher_pod() {
         "{why}"
     );
     assert!(why.contains("node(s) were unschedulable"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_follows_and_the_site_view_shows_what_came_back() {
+    use crate::e2e_support::ACTING_AGENT;
+    use vmrecover::cluster::{summary_name, NodeSummary, SUMMARY_KEY};
+    let env = always_env().await;
+    let mut args: Vec<&str> = vec!["--follow-for", "60s"];
+    args.extend_from_slice(ACTING_AGENT);
+    let mut agent = env.command(&args).spawn().expect("start the agent");
+    let name = summary_name(NODE);
+    let mut after = None;
+    for _ in 0..3000 {
+        after = env
+            .sim
+            .get("v1", "ConfigMap", "harvester-system", &name)
+            .and_then(|cm| {
+                let s: NodeSummary =
+                    serde_json::from_str(cm["data"][SUMMARY_KEY].as_str()?).ok()?;
+                s.last_run?.after
+            });
+        if after.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = agent.start_kill();
+    let out = agent.wait_with_output().await.expect("agent output");
+    let after = after.unwrap_or_else(|| {
+        panic!(
+            "the agent never published what became of its VMs:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(after.running_again, 1, "{after:?}");
+    assert!(after.gone >= 1, "{after:?}");
+    assert!(after.back_after_boot_secs.is_some(), "{after:?}");
+    let site = env.run(&["status", "--all-nodes"]).await;
+    assert!(
+        site.stdout.contains("→ 1 running again, 0 not back"),
+        "{}",
+        site.all()
+    );
+    assert!(site.stdout.contains("after boot"), "{}", site.all());
 }
