@@ -177,6 +177,7 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
         AgentStatusFile::new(&cfg.state_dir),
         cfg.policy.clone(),
     );
+    agent.boot_history = boot.history.value().cloned().unwrap_or_default();
     agent.set_phase(Phase::WaitingForApi);
     let mut layers = cfg.layers.clone();
     agent.config_loaded(&layers);

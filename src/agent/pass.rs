@@ -62,6 +62,8 @@ pub struct Agent {
     /// The node summary of the last pass (published by the loop).
     pub node_summary: Option<NodeSummary>,
     last_run: Option<LastRun>,
+    /// This machine's boots from its boot records, newest first (power-cut history).
+    pub boot_history: Vec<crate::boot::BootHistoryEntry>,
 }
 
 impl Agent {
@@ -79,6 +81,7 @@ impl Agent {
             policy,
             node_summary: None,
             last_run: None,
+            boot_history: Vec::new(),
         }
     }
 
@@ -140,7 +143,14 @@ impl Agent {
         {
             self.metrics.api_error();
         }
-        let mut node_summary = summary::build(&planned, &self.status, self.last_run.clone());
+        let cuts = crate::boot::power_cuts(&self.boot_history, jiff::Timestamp::now());
+        self.metrics.set_power_cuts(&cuts);
+        let mut node_summary = summary::build(
+            &planned,
+            &self.status,
+            self.last_run.clone(),
+            Some(cuts).filter(|c| c.total > 0),
+        );
         let mut next = next_wake(&planned, self.window_ends());
         let mut summary = summarize(&planned);
         let mut applied = false;

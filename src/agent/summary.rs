@@ -7,13 +7,19 @@ use std::time::Instant;
 use kube::Client;
 
 use super::status::AgentStatus;
+use crate::boot::PowerCuts;
 use crate::cluster::{
     self, AfterRun, BlockedVm, LastRun, NodeSummary, HEARTBEAT, MAX_BLOCKED, MAX_REASON,
 };
 use crate::recovery::{Action, FollowOutcome, Plan, RunReport};
 
 /// Builds the summary of a pass.
-pub fn build(plan: &Plan, status: &AgentStatus, last_run: Option<LastRun>) -> NodeSummary {
+pub fn build(
+    plan: &Plan,
+    status: &AgentStatus,
+    last_run: Option<LastRun>,
+    power_cuts: Option<PowerCuts>,
+) -> NodeSummary {
     let mut counts = BTreeMap::new();
     for d in &plan.decisions {
         *counts.entry(d.action.label().to_string()).or_insert(0) += 1;
@@ -50,6 +56,7 @@ pub fn build(plan: &Plan, status: &AgentStatus, last_run: Option<LastRun>) -> No
         blocked_total: blocked_all.len(),
         last_run,
         readiness: None,
+        power_cuts,
         updated: jiff::Timestamp::now(),
     }
 }

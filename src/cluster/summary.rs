@@ -116,6 +116,10 @@ pub struct NodeSummary {
     /// The agent's last readiness checks (`vmrecover check`), once they ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<Readiness>,
+    /// Power cuts from the boot records: unclean boots in all, in the last 30 days, the
+    /// last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_cuts: Option<crate::boot::PowerCuts>,
     /// When the summary was written (the heartbeat).
     pub updated: jiff::Timestamp,
 }

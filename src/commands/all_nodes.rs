@@ -331,6 +331,9 @@ fn table(r: &SiteReport, out: &mut dyn Write) -> std::io::Result<()> {
                     s.node
                 )?;
             }
+            if let Some(line) = s.power_cuts.as_ref().and_then(|p| p.line()) {
+                writeln!(out, "    power: {line}")?;
+            }
             if let Some(a) = s.last_run.as_ref().and_then(|l| l.after.as_ref()) {
                 after_lines(a, out)?;
             }
@@ -344,13 +347,20 @@ fn table(r: &SiteReport, out: &mut dyn Write) -> std::io::Result<()> {
         .filter_map(|n| n.summary.as_ref())
         .map(|s| s.blocked_total)
         .sum();
+    let lost_power = r
+        .nodes
+        .iter()
+        .filter_map(|n| n.summary.as_ref()?.power_cuts.as_ref())
+        .filter(|p| p.last_30_days > 0)
+        .count();
     writeln!(
         out,
-        "\n{} node(s): {} with an agent reporting, {} down, {} VM(s) blocked in all.",
+        "\n{} node(s): {} with an agent reporting, {} down, {} VM(s) blocked in all, {} lost power in the last 30 days.",
         r.nodes.len(),
         with_agent,
         down,
-        blocked
+        blocked,
+        lost_power
     )?;
     for o in &r.orphan_summaries {
         writeln!(

@@ -102,6 +102,14 @@ fn compact(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
         format!("{:?}", b.verdict).to_uppercase(),
         shorten(&b.summary, 110)
     )?;
+    if let Some(line) = r
+        .boot
+        .history
+        .value()
+        .and_then(|h| crate::boot::power_cuts(h, r.now).line())
+    {
+        writeln!(out, "power:     {line} (check its power supply and UPS)")?;
+    }
     let processes = match &r.local.processes {
         Gathered::Read { value } => format!("{} VM process(es)", value.len()),
         Gathered::Unreadable { source, .. } => format!("processes unreadable ({source})"),
