@@ -105,12 +105,7 @@ pub fn after_run(report: &RunReport, boot_time: Option<jiff::Timestamp>) -> Opti
                 after.not_back_total += 1;
                 if after.not_back.len() < MAX_BLOCKED {
                     after.not_back.push(cluster::one_line(
-                        &format!(
-                            "{}/{}: {}",
-                            o.namespace,
-                            o.name,
-                            why.first().map(String::as_str).unwrap_or("no reason known")
-                        ),
+                        &format!("{}/{}: {}", o.namespace, o.name, main_reason(why)),
                         MAX_REASON,
                     ));
                 }
@@ -125,6 +120,15 @@ pub fn after_run(report: &RunReport, boot_time: Option<jiff::Timestamp>) -> Opti
         _ => None,
     };
     Some(after)
+}
+
+/// The reason a person acts on first: Longhorn's, then the scheduler's, else the last said.
+fn main_reason(why: &[String]) -> &str {
+    why.iter()
+        .find(|w| w.starts_with("Longhorn volume"))
+        .or_else(|| why.iter().find(|w| w.contains("is not scheduled")))
+        .or_else(|| why.last())
+        .map_or("no reason known", String::as_str)
 }
 
 /// Writes the summary when it changed or the heartbeat is due.

@@ -307,6 +307,9 @@ fn vm(c: &mut dyn Cluster, k: &Kinds, res: ResIdx, vm: &Value) {
             "Manual" => stop_request,
             _ => false,
         };
+        if phase == "Running" && !meta::is_deleting(v) {
+            set_printable(c, res, vm, "Running");
+        }
         if stop && !meta::is_deleting(v) {
             c.delete(NAME, k.vmis, &key, &DeleteOptions::default());
             if strategy == "RerunOnFailure" && phase == "Failed" {
@@ -345,6 +348,25 @@ fn vm(c: &mut dyn Cluster, k: &Kinds, res: ResIdx, vm: &Value) {
         }
         c.update(NAME, res, new, true);
     }
+}
+
+/// The VM's `status.printableStatus` (and `ready`) as the VM controller's `updateStatus`
+/// writes them for a VMI that runs (`getPrintableStatus`, the same file); writes only a change.
+fn set_printable(c: &mut dyn Cluster, res: ResIdx, vm: &Value, status: &str) {
+    if vm
+        .pointer("/status/printableStatus")
+        .and_then(Value::as_str)
+        == Some(status)
+    {
+        return;
+    }
+    let mut new = vm.clone();
+    if !new.get("status").is_some_and(Value::is_object) {
+        new["status"] = json!({});
+    }
+    new["status"]["printableStatus"] = json!(status);
+    new["status"]["ready"] = json!(status == "Running");
+    c.update(NAME, res, new, true);
 }
 
 /// Drops `kubevirt.io/virtualMachineControllerFinalize` from a deleting VM whose VMI is gone.
