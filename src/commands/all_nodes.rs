@@ -81,7 +81,7 @@ pub async fn run(cfg: &Config) -> Outcome {
         }
     };
     let report = site(jiff::Timestamp::now(), &nodes, summaries);
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::style::stdout().lock();
     let written = match cfg.output {
         OutputFormat::Json => serde_json::to_writer_pretty(&mut out, &report)
             .map_err(std::io::Error::from)

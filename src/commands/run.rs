@@ -84,7 +84,7 @@ pub async fn run(cfg: &Config, args: &RunConfig) -> Outcome {
     let follow_client = client.clone();
     let cancel = stop_on_signal();
     let regather = pipeline::Regatherer::new(cfg, client.clone());
-    let session = Session::new(
+    let mut session = Session::new(
         client,
         cfg,
         Mode::Manual,
@@ -92,6 +92,13 @@ pub async fn run(cfg: &Config, args: &RunConfig) -> Outcome {
         cancel.clone(),
         regather,
     );
+    if cfg.output != OutputFormat::Json {
+        // One line per VM as it starts and as it ends; styled on a terminal only.
+        anstream::println!("\napplying:");
+        session = session.with_progress(std::sync::Arc::new(|line: &str| {
+            anstream::println!("  {line}");
+        }));
+    }
     let mut report = match session.apply(plan, started).await {
         Ok(r) => r,
         Err(e) => return fail(&format!("{e}; nothing was changed")),
@@ -107,7 +114,7 @@ pub async fn run(cfg: &Config, args: &RunConfig) -> Outcome {
             .map(|s| println!("{s}"))
             .map_err(|e| e.to_string()),
         OutputFormat::Table | OutputFormat::Wide => {
-            let mut out = std::io::stdout().lock();
+            let mut out = crate::style::stdout().lock();
             writeln!(out)
                 .and_then(|()| render_report(&report, &mut out))
                 .map_err(|e| e.to_string())
@@ -147,7 +154,8 @@ async fn follow_outcomes(
         cfg.follow_for,
         |vm, outcome| {
             if !json {
-                eprintln!("  {vm}: {}", outcome.line());
+                let style = crate::style::outcome(outcome.label());
+                anstream::eprintln!("  {vm}: {}", crate::style::paint(style, &outcome.line()));
             }
         },
         cancel,
@@ -159,7 +167,7 @@ async fn follow_outcomes(
 }
 
 fn print_plan(plan: &Plan, output: OutputFormat) -> Result<(), String> {
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::style::stdout().lock();
     match output {
         OutputFormat::Json => serde_json::to_writer_pretty(&mut out, plan)
             .map_err(std::io::Error::from)

@@ -66,7 +66,7 @@ pub async fn run(cfg: &Config, vm: Option<&str>) -> Outcome {
             .is_some_and(|a| a.phase != Phase::Stopped && is_alive(a.pid)),
         ..report
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::style::stdout().lock();
     let written = match cfg.output {
         OutputFormat::Json => serde_json::to_writer_pretty(&mut out, &report)
             .map_err(std::io::Error::from)
@@ -99,7 +99,10 @@ fn compact(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(
         out,
         "boot:      {} — {}",
-        format!("{:?}", b.verdict).to_uppercase(),
+        {
+            let word = format!("{:?}", b.verdict).to_uppercase();
+            crate::style::paint(crate::style::verdict(&word), &word)
+        },
         shorten(&b.summary, 110)
     )?;
     if let Some(line) = r

@@ -32,7 +32,7 @@ mod harvester_tests;
 mod plan_tests;
 
 pub use abort::{judge, Abort};
-pub use apply::{apply, ApplyContext};
+pub use apply::{apply, ApplyContext, Progress};
 pub use audit::{AuditRecord, AUDIT_TARGET};
 pub use blocker::Blocker;
 pub use finalizers::{classify, FinalizerClass, KnownFinalizer, ObjectKind, KNOWN_FINALIZERS};

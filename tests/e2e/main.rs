@@ -38,6 +38,7 @@ mod inprocess;
 mod install_addon;
 mod kube_versions;
 mod longhorn_namespace;
+mod output_colors;
 mod power_cuts;
 mod recovery_causes_e2e;
 mod recovery_e2e;
