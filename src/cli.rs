@@ -327,6 +327,15 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "DURATION")]
     pub lease_wait: Duration,
 
+    /// After the finalizers, follow each recovered VM until it is back or --follow-for
+    /// ends (the default on a terminal).
+    #[arg(long, conflicts_with = "no_follow")]
+    pub follow: bool,
+
+    /// Do not follow the recovered VMs (the default when stdout is not a terminal).
+    #[arg(long)]
+    pub no_follow: bool,
+
     /// Act even though a Harvester Upgrade is in progress (a person's confirmation; the
     /// agent never acts then).
     #[arg(long)]
@@ -423,6 +432,11 @@ pub struct PolicyArgs {
     /// alsoFinalizers). Unknown finalizers are otherwise kept.
     #[arg(long, global = true, value_name = "NAME")]
     pub also_finalizer: Vec<String>,
+
+    /// How long a recovered VM is followed until it is running again, gone, or reported
+    /// not back with why [default: 5m; config file: followFor].
+    #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]
+    pub follow_for: Option<Duration>,
 }
 
 fn parse_ns_name(s: &str) -> Result<NamespacedName, String> {

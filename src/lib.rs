@@ -23,3 +23,4 @@ pub mod recovery;
 mod serde_duration;
 pub mod shutdown;
 pub mod state_file;
+pub mod style;

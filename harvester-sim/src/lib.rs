@@ -566,6 +566,15 @@ impl Sim {
         });
     }
 
+    /// Switches the start of new VMIs (launcher pod, scheduling, kubelet, virt-handler) on
+    /// or off.
+    pub fn set_vm_starts(&self, on: bool) {
+        self.update_settings(&SettingsPatch {
+            vm_starts: Some(on),
+            ..SettingsPatch::default()
+        });
+    }
+
     /// Switches Harvester's VM controller (its PVC clean-up) on or off.
     pub fn set_harvester_controller(&self, on: bool) {
         self.update_settings(&SettingsPatch {

@@ -45,6 +45,12 @@ pub struct Settings {
     /// How often the node-down controller looks at the nodes, in milliseconds.
     #[serde(default = "default_node_down_interval_ms")]
     pub node_down_interval_ms: u64,
+    /// Whether new VMIs start: virt-controller creates their launcher pod, kube-scheduler
+    /// binds it (or marks it unschedulable), the kubelet starts it and virt-handler reports
+    /// the VMI Running ([`crate::controllers::scheduler`], [`crate::controllers::virt_handler`]).
+    /// Off by default: a new VMI then stays Pending, as with a scheduler that is down.
+    #[serde(default)]
+    pub vm_starts: bool,
 }
 
 /// The node-down controller's default interval between two looks.
@@ -67,6 +73,7 @@ impl Default for Settings {
             controller_delay_ms: 0,
             node_down_controller: false,
             node_down_interval_ms: DEFAULT_NODE_DOWN_INTERVAL_MS,
+            vm_starts: false,
         }
     }
 }
@@ -107,6 +114,9 @@ pub struct SettingsPatch {
     /// Change the node-down controller's interval (milliseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_down_interval_ms: Option<u64>,
+    /// Switch the start of new VMIs on or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_starts: Option<bool>,
 }
 
 impl SettingsPatch {
@@ -131,7 +141,11 @@ impl SettingsPatch {
             controller_delay_ms,
             node_down_controller,
             node_down_interval_ms,
+            vm_starts,
         } = later;
+        if vm_starts.is_some() {
+            self.vm_starts = vm_starts;
+        }
         if harvester_controller.is_some() {
             self.harvester_controller = harvester_controller;
         }
@@ -194,6 +208,9 @@ impl Settings {
         }
         if let Some(v) = p.node_down_interval_ms {
             self.node_down_interval_ms = v.max(1);
+        }
+        if let Some(v) = p.vm_starts {
+            self.vm_starts = v;
         }
         for (name, state) in p.webhooks.iter().flatten() {
             // Unknown names are refused where patches come in (`SettingsPatch::check`).

@@ -93,6 +93,9 @@ pub struct Metrics {
     config_ok: Gauge,
     checks: Family<CheckLabel, Gauge>,
     checks_last_run: Gauge<f64, AtomicU64>,
+    unclean_boots: Counter,
+    unclean_boots_30d: Gauge,
+    last_unclean_boot: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -120,6 +123,24 @@ impl Metrics {
         config_ok.set(1);
         let checks = Family::<CheckLabel, Gauge>::default();
         let checks_last_run = Gauge::<f64, AtomicU64>::default();
+        let unclean_boots = Counter::default();
+        let unclean_boots_30d = Gauge::default();
+        let last_unclean_boot = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "unclean_boots",
+            "Boots of this node that ended without a clean shutdown, from its boot records",
+            unclean_boots.clone(),
+        );
+        registry.register(
+            "unclean_boots_30d",
+            "Unclean boots of this node in the last 30 days, computed by the agent from its boot records",
+            unclean_boots_30d.clone(),
+        );
+        registry.register(
+            "last_unclean_boot_timestamp_seconds",
+            "When this node came back from its last unclean boot (Unix time; 0: none recorded)",
+            last_unclean_boot.clone(),
+        );
         registry.register(
             "check",
             "The agent's readiness checks (`vmrecover check`): 1 ok, 0 warn or fail (label status)",
@@ -216,6 +237,9 @@ impl Metrics {
             config_ok,
             checks,
             checks_last_run,
+            unclean_boots,
+            unclean_boots_30d,
+            last_unclean_boot,
         }
     }
 
@@ -236,6 +260,19 @@ impl Metrics {
                 .set(i64::from(c.status == crate::check::Status::Ok));
         }
         self.checks_last_run.set(at.as_second() as f64);
+    }
+
+    /// Sets the power-cut history: the counter rises to the records' total (it never falls,
+    /// a restarted agent starts again from zero), the gauges follow the 30-day window.
+    pub fn set_power_cuts(&self, p: &crate::boot::PowerCuts) {
+        let total = p.total as u64;
+        let now = self.unclean_boots.get();
+        if total > now {
+            self.unclean_boots.inc_by(total - now);
+        }
+        self.unclean_boots_30d.set(p.last_30_days as i64);
+        self.last_unclean_boot
+            .set(p.last.map_or(0.0, |t| t.as_second() as f64));
     }
 
     /// Sets the boot verdict.
@@ -376,6 +413,7 @@ mod tests {
             blocker: Some(b),
             steps: Vec::new(),
             requests: 0,
+            follow: None,
         };
         let report = RunReport {
             started: jiff::Timestamp::UNIX_EPOCH,
@@ -437,5 +475,24 @@ mod tests {
             );
             assert!(text.contains(&line), "{line} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn power_cuts_are_a_counter_a_30_day_gauge_and_a_timestamp() {
+        let m = Metrics::new();
+        let cuts = crate::boot::PowerCuts {
+            total: 3,
+            last_30_days: 2,
+            last: Some(jiff::Timestamp::from_second(1_700_000_000).unwrap_or_default()),
+        };
+        m.set_power_cuts(&cuts);
+        m.set_power_cuts(&cuts);
+        let text = m.encode();
+        assert!(text.contains("vmrecover_unclean_boots_total 3"), "{text}");
+        assert!(text.contains("vmrecover_unclean_boots_30d 2"), "{text}");
+        assert!(
+            text.contains("vmrecover_last_unclean_boot_timestamp_seconds 1700000000"),
+            "{text}"
+        );
     }
 }

@@ -23,23 +23,33 @@ use std::time::Duration;
 use kube::Client;
 use tokio::sync::Notify;
 
+use crate::cluster::{EventRecorder, LastRun};
 use crate::cluster::{LeaseError, Readiness};
 use crate::config::{AgentConfig, Config};
 use crate::exit::Outcome;
 use crate::pipeline;
-use crate::recovery::{Facts, Mode, Plan, RunReport, Session};
+use crate::recovery::{follow_report, Facts, Mode, Plan, ReportStore, RunReport, Session};
 use crate::shutdown::stop_on_signal;
 
 pub use metrics::Metrics;
 pub use pass::{next_wake, summarize, Agent, PassIo, PassResult, BLOCKED_RECHECK, DEBOUNCE};
 pub use readiness::{readiness_of, Schedule};
 pub use status::{is_alive, AgentStatus, AgentStatusFile, Phase, AGENT_STATUS_FILE};
+pub use summary::after_run;
 
 /// The live I/O of a pass: the cluster through `client`, the node through `cfg`.
 struct LiveIo<'a> {
     cfg: &'a Config,
     client: Client,
     session: Session,
+    /// This node's boot, for the time until its last VM was running again.
+    boot_time: Option<jiff::Timestamp>,
+    /// The last run once followed (set by the follow task, taken by the next pass).
+    followed: Arc<std::sync::Mutex<Option<LastRun>>>,
+    /// Wakes the loop when a follow ended.
+    wake: Arc<Notify>,
+    /// Asked to stop.
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl PassIo for LiveIo<'_> {
@@ -52,7 +62,58 @@ impl PassIo for LiveIo<'_> {
     }
 
     async fn apply(&self, plan: Plan, started: jiff::Timestamp) -> Result<RunReport, LeaseError> {
-        self.session.apply(plan, started).await
+        let report = self.session.apply(plan, started).await?;
+        self.follow(&report);
+        Ok(report)
+    }
+
+    fn followed(&self) -> Option<LastRun> {
+        self.followed.lock().ok()?.take()
+    }
+}
+
+impl LiveIo<'_> {
+    /// Follows the run's recovered VMs in a task of their own (the loop keeps deciding
+    /// meanwhile): the outcomes go into the saved report (unless a later run replaced it),
+    /// an Event on each VM, and the node summary at the next pass, which the task wakes.
+    fn follow(&self, report: &RunReport) {
+        if report.recovered() + report.handed_over() == 0 || report.stopped.is_some() {
+            return;
+        }
+        let mut report = report.clone();
+        let client = self.client.clone();
+        let events = EventRecorder::new(client.clone(), &self.cfg.node);
+        let longhorn_ns = self.cfg.longhorn_namespace.clone();
+        let bound = self.cfg.follow_for;
+        let store = ReportStore::new(&self.cfg.state_dir);
+        let (followed, wake, stop, boot) = (
+            self.followed.clone(),
+            self.wake.clone(),
+            self.stop.clone(),
+            self.boot_time,
+        );
+        tokio::spawn(async move {
+            follow_report(
+                &client,
+                &events,
+                &longhorn_ns,
+                &mut report,
+                bound,
+                |vm, outcome| tracing::info!("{vm} after recovery: {}", outcome.line()),
+                stop,
+            )
+            .await;
+            let still_last = matches!(store.load(), crate::evidence::Gathered::Read { value: Some(r) } if r.started == report.started);
+            if still_last {
+                if let Err(e) = store.save(&report) {
+                    tracing::warn!("the run report could not be saved with the outcomes: {e:#}");
+                }
+            }
+            if let Ok(mut slot) = followed.lock() {
+                *slot = Some(summary::last_run(&report, boot));
+            }
+            wake.notify_one();
+        });
     }
 }
 
@@ -118,6 +179,7 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
         AgentStatusFile::new(&cfg.state_dir),
         cfg.policy.clone(),
     );
+    agent.boot_history = boot.history.value().cloned().unwrap_or_default();
     agent.set_phase(Phase::WaitingForApi);
     let mut layers = cfg.layers.clone();
     agent.config_loaded(&layers);
@@ -171,6 +233,7 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
         _ => jiff::Timestamp::now() >= window_ends,
     };
 
+    let wake = Arc::new(Notify::new());
     let io = LiveIo {
         cfg,
         client: client.clone(),
@@ -182,8 +245,11 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
             stop.clone(),
             pipeline::Regatherer::new(cfg, client.clone()),
         ),
+        boot_time: boot.boot_time.value().copied(),
+        followed: Arc::default(),
+        wake: wake.clone(),
+        stop: stop.clone(),
     };
-    let wake = Arc::new(Notify::new());
     // The watch has a client of its own whose reads may wait as long as an idle watch lasts;
     // every other request keeps the short request timeout.
     let (watch_client, watch_secs) = match crate::cluster::connect_for_watches(&cfg.cluster).await {

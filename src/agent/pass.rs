@@ -34,6 +34,10 @@ pub trait PassIo {
         plan: Plan,
         started: jiff::Timestamp,
     ) -> impl Future<Output = Result<RunReport, LeaseError>>;
+    /// The last run once its recovered VMs were followed (taken: each is given once).
+    fn followed(&self) -> Option<LastRun> {
+        None
+    }
 }
 
 /// What a pass did, for the loop and for tests.
@@ -58,6 +62,8 @@ pub struct Agent {
     /// The node summary of the last pass (published by the loop).
     pub node_summary: Option<NodeSummary>,
     last_run: Option<LastRun>,
+    /// This machine's boots from its boot records, newest first (power-cut history).
+    pub boot_history: Vec<crate::boot::BootHistoryEntry>,
 }
 
 impl Agent {
@@ -75,6 +81,7 @@ impl Agent {
             policy,
             node_summary: None,
             last_run: None,
+            boot_history: Vec::new(),
         }
     }
 
@@ -122,6 +129,9 @@ impl Agent {
     /// a big cluster) are dropped before it returns.
     pub async fn pass(&mut self, io: &impl PassIo, stop_asked: bool) -> PassResult {
         let started = jiff::Timestamp::now();
+        if let Some(followed) = io.followed() {
+            self.last_run = Some(followed);
+        }
         let facts = io.gather().await;
         let planned = plan(&facts, &self.policy);
         drop(facts);
@@ -133,7 +143,14 @@ impl Agent {
         {
             self.metrics.api_error();
         }
-        let mut node_summary = summary::build(&planned, &self.status, self.last_run.clone());
+        let cuts = crate::boot::power_cuts(&self.boot_history, jiff::Timestamp::now());
+        self.metrics.set_power_cuts(&cuts);
+        let mut node_summary = summary::build(
+            &planned,
+            &self.status,
+            self.last_run.clone(),
+            Some(cuts).filter(|c| c.total > 0),
+        );
         let mut next = next_wake(&planned, self.window_ends());
         let mut summary = summarize(&planned);
         let mut applied = false;
@@ -143,7 +160,7 @@ impl Agent {
                 Ok(report) => {
                     applied = true;
                     self.metrics.observe_run(&report);
-                    self.last_run = Some(summary::last_run(&report));
+                    self.last_run = Some(summary::last_run(&report, None));
                     node_summary.last_run = self.last_run.clone();
                     summary = format!(
                         "{summary}; run: {} recovered, {} handed to the VM controller, {} left alone, {} failed",

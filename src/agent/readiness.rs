@@ -153,6 +153,7 @@ mod tests {
             blocked_total: 0,
             last_run: None,
             readiness: None,
+            power_cuts: None,
             updated: t(0),
         };
         s.counts.insert("waiting".into(), 1);

@@ -111,6 +111,7 @@ impl PassIo for Scripted {
                 renewed: "2026-01-01T10:00:00Z".into(),
                 duration_s: 30,
                 unchanged_s: 0,
+                stale: false,
             });
         }
         Ok(RunReport {
@@ -212,7 +213,7 @@ fn the_summary_counts_decisions_caps_the_blocked_list_and_the_paused_gauge_follo
     blocked.paused = Some("node annotation vmrecover.io/paused=maintenance".into());
     let dir = tempfile::tempdir().unwrap();
     let a = agent(true, dir.path());
-    let s = summary::build(&blocked, &a.status, None);
+    let s = summary::build(&blocked, &a.status, None, None);
     assert_eq!(s.counts.get("blocked"), Some(&30));
     assert_eq!(s.blocked_total, 30);
     assert_eq!(s.blocked.len(), crate::cluster::MAX_BLOCKED);

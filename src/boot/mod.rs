@@ -24,12 +24,14 @@ pub mod hints;
 pub mod journal;
 pub mod journal_entry;
 pub mod markers;
+pub mod power_cuts;
 pub mod records;
 pub mod render;
 pub mod verdict;
 
 pub use hints::Hint;
 pub use journal::{JournalFinding, JournalReport};
+pub use power_cuts::{power_cuts, PowerCuts};
 pub use records::{BootEnd, BootHistoryEntry, RecordsFinding, RecordsReport};
 pub use verdict::{BootVerdict, Evidence, EvidenceSource, Says};
 

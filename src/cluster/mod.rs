@@ -54,8 +54,8 @@ pub use snapshot::{
     PvView, PvcView, VmView, VmiView,
 };
 pub use summary::{
-    list_all as list_summaries, one_line, publish as publish_summary, summary_name, BlockedVm,
-    LastRun, NodeSummary, Readiness, HEARTBEAT, LABEL_SUMMARY, MAX_BLOCKED, MAX_REASON,
+    list_all as list_summaries, one_line, publish as publish_summary, summary_name, AfterRun,
+    BlockedVm, LastRun, NodeSummary, Readiness, HEARTBEAT, LABEL_SUMMARY, MAX_BLOCKED, MAX_REASON,
     STALE_AFTER, SUMMARY_KEY, SUMMARY_PREFIX,
 };
 pub use va_cache::VaCache;

@@ -58,6 +58,33 @@ pub struct LastRun {
     pub at: jiff::Timestamp,
     /// One line: recovered, handed over, left alone, failed.
     pub result: String,
+    /// What became of the recovered VMs, once they were followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<AfterRun>,
+}
+
+/// What became of a run's recovered VMs (issue 26): stuck → recovered → running again →
+/// not back (why).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AfterRun {
+    /// VMs the run planned to recover (stuck).
+    pub stuck: usize,
+    /// VMs recovered or handed to their controller.
+    pub recovered: usize,
+    /// VMs running again.
+    pub running_again: usize,
+    /// VMs stopped, as their run strategy or a person asked.
+    pub stopped_as_asked: usize,
+    /// Deleted VMs now gone.
+    pub gone: usize,
+    /// VMs not back in time, as `NS/NAME: why` (at most [`MAX_BLOCKED`], each cut to
+    /// [`MAX_REASON`]).
+    pub not_back: Vec<String>,
+    /// VMs not back in all.
+    pub not_back_total: usize,
+    /// Seconds from this node's boot until its last VM was running again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub back_after_boot_secs: Option<u64>,
 }
 
 /// What one agent says about its node.
@@ -89,6 +116,10 @@ pub struct NodeSummary {
     /// The agent's last readiness checks (`vmrecover check`), once they ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<Readiness>,
+    /// Power cuts from the boot records: unclean boots in all, in the last 30 days, the
+    /// last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_cuts: Option<crate::boot::PowerCuts>,
     /// When the summary was written (the heartbeat).
     pub updated: jiff::Timestamp,
 }

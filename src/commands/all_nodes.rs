@@ -81,7 +81,7 @@ pub async fn run(cfg: &Config) -> Outcome {
         }
     };
     let report = site(jiff::Timestamp::now(), &nodes, summaries);
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::style::stdout().lock();
     let written = match cfg.output {
         OutputFormat::Json => serde_json::to_writer_pretty(&mut out, &report)
             .map_err(std::io::Error::from)
@@ -249,6 +249,36 @@ fn count(s: &NodeSummary, label: &str) -> usize {
     s.counts.get(label).copied().unwrap_or(0)
 }
 
+/// What became of the node's last recovery: stuck → recovered → running again → not back
+/// (why), and the time from boot until its last VM ran again.
+fn after_lines(a: &cluster::AfterRun, out: &mut dyn Write) -> std::io::Result<()> {
+    let back = a
+        .back_after_boot_secs
+        .map(|s| {
+            format!(
+                "; last VM running again {} after boot",
+                humantime::format_duration(std::time::Duration::from_secs(s))
+            )
+        })
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "    after the last run: {} stuck → {} recovered → {} running again, {} not back, {} stopped as asked, {} gone{back}",
+        a.stuck, a.recovered, a.running_again, a.not_back_total, a.stopped_as_asked, a.gone
+    )?;
+    for nb in &a.not_back {
+        writeln!(out, "      not back: {nb}")?;
+    }
+    if a.not_back_total > a.not_back.len() {
+        writeln!(
+            out,
+            "      ... and {} more not back",
+            a.not_back_total - a.not_back.len()
+        )?;
+    }
+    Ok(())
+}
+
 /// The table: one line per node, the blocked VMs under their node, then the next step.
 fn table(r: &SiteReport, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(
@@ -301,6 +331,12 @@ fn table(r: &SiteReport, out: &mut dyn Write) -> std::io::Result<()> {
                     s.node
                 )?;
             }
+            if let Some(line) = s.power_cuts.as_ref().and_then(|p| p.line()) {
+                writeln!(out, "    power: {line}")?;
+            }
+            if let Some(a) = s.last_run.as_ref().and_then(|l| l.after.as_ref()) {
+                after_lines(a, out)?;
+            }
         }
     }
     let with_agent = r.nodes.iter().filter(|n| n.summary.is_some()).count();
@@ -311,13 +347,20 @@ fn table(r: &SiteReport, out: &mut dyn Write) -> std::io::Result<()> {
         .filter_map(|n| n.summary.as_ref())
         .map(|s| s.blocked_total)
         .sum();
+    let lost_power = r
+        .nodes
+        .iter()
+        .filter_map(|n| n.summary.as_ref()?.power_cuts.as_ref())
+        .filter(|p| p.last_30_days > 0)
+        .count();
     writeln!(
         out,
-        "\n{} node(s): {} with an agent reporting, {} down, {} VM(s) blocked in all.",
+        "\n{} node(s): {} with an agent reporting, {} down, {} VM(s) blocked in all, {} lost power in the last 30 days.",
         r.nodes.len(),
         with_agent,
         down,
-        blocked
+        blocked,
+        lost_power
     )?;
     for o in &r.orphan_summaries {
         writeln!(

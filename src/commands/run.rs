@@ -3,11 +3,13 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use crate::cli::OutputFormat;
+use crate::cluster::EventRecorder;
 use crate::config::{Config, RunConfig};
 use crate::exit::Outcome;
 use crate::pipeline;
 use crate::recovery::{
-    plan, render_plan, render_plan_table, render_report, Mode, Plan, RunReport, Session,
+    follow_report, plan, render_plan, render_plan_table, render_report, Mode, Plan, ReportStore,
+    RunReport, Session,
 };
 use crate::shutdown::stop_on_signal;
 
@@ -80,25 +82,40 @@ pub async fn run(cfg: &Config, args: &RunConfig) -> Outcome {
         }
     }
 
+    let follow_client = client.clone();
+    let cancel = stop_on_signal();
     let regather = pipeline::Regatherer::new(cfg, client.clone());
-    let session = Session::new(
+    let mut session = Session::new(
         client,
         cfg,
         Mode::Manual,
         args.lease_wait,
-        stop_on_signal(),
+        cancel.clone(),
         regather,
     );
-    let report = match session.apply(plan, started).await {
+    if cfg.output != OutputFormat::Json {
+        // One line per VM as it starts and as it ends; styled on a terminal only.
+        anstream::println!("\napplying:");
+        session = session.with_progress(std::sync::Arc::new(|line: &str| {
+            anstream::println!("  {line}");
+        }));
+    }
+    let mut report = match session.apply(plan, started).await {
         Ok(r) => r,
         Err(e) => return fail(&format!("{e}; nothing was changed")),
     };
+    let follow = args
+        .follow
+        .unwrap_or_else(|| std::io::stdout().is_terminal());
+    if follow && report.stopped.is_none() {
+        follow_outcomes(cfg, &follow_client, &mut report, cancel).await;
+    }
     let printed = match cfg.output {
         OutputFormat::Json => serde_json::to_string_pretty(&report)
             .map(|s| println!("{s}"))
             .map_err(|e| e.to_string()),
         OutputFormat::Table | OutputFormat::Wide => {
-            let mut out = std::io::stdout().lock();
+            let mut out = crate::style::stdout().lock();
             writeln!(out)
                 .and_then(|()| render_report(&report, &mut out))
                 .map_err(|e| e.to_string())
@@ -110,8 +127,48 @@ pub async fn run(cfg: &Config, args: &RunConfig) -> Outcome {
     report_outcome(&report)
 }
 
+/// Follows the recovered VMs for `followFor`, printing each outcome as it is known (on
+/// stderr: stdout keeps the report), and saves the report again with the outcomes.
+async fn follow_outcomes(
+    cfg: &Config,
+    client: &kube::Client,
+    report: &mut RunReport,
+    cancel: tokio::sync::watch::Receiver<bool>,
+) {
+    let n = report.recovered() + report.handed_over();
+    if n == 0 {
+        return;
+    }
+    if cfg.output != OutputFormat::Json {
+        eprintln!(
+            "following {n} recovered VM(s) for up to {} (--no-follow skips this)",
+            humantime::format_duration(cfg.follow_for)
+        );
+    }
+    let json = cfg.output == OutputFormat::Json;
+    let events = EventRecorder::new(client.clone(), &cfg.node);
+    follow_report(
+        client,
+        &events,
+        &cfg.longhorn_namespace,
+        report,
+        cfg.follow_for,
+        |vm, outcome| {
+            if !json {
+                let style = crate::style::outcome(outcome.label());
+                anstream::eprintln!("  {vm}: {}", crate::style::paint(style, &outcome.line()));
+            }
+        },
+        cancel,
+    )
+    .await;
+    if let Err(e) = ReportStore::new(&cfg.state_dir).save(report) {
+        tracing::warn!("the run report could not be saved with the outcomes: {e:#}");
+    }
+}
+
 fn print_plan(plan: &Plan, output: OutputFormat) -> Result<(), String> {
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::style::stdout().lock();
     match output {
         OutputFormat::Json => serde_json::to_writer_pretty(&mut out, plan)
             .map_err(std::io::Error::from)

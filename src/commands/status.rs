@@ -85,7 +85,7 @@ pub async fn run(cfg: &Config, vm: Option<&str>) -> Outcome {
             .is_some_and(|a| a.phase != Phase::Stopped && is_alive(a.pid)),
         ..report
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::style::stdout().lock();
     let written = match cfg.output {
         OutputFormat::Json => serde_json::to_writer_pretty(&mut out, &report)
             .map_err(std::io::Error::from)
@@ -118,9 +118,20 @@ fn compact(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(
         out,
         "boot:      {} — {}",
-        format!("{:?}", b.verdict).to_uppercase(),
+        {
+            let word = format!("{:?}", b.verdict).to_uppercase();
+            crate::style::paint(crate::style::verdict(&word), &word)
+        },
         shorten(&b.summary, 110)
     )?;
+    if let Some(line) = r
+        .boot
+        .history
+        .value()
+        .and_then(|h| crate::boot::power_cuts(h, r.now).line())
+    {
+        writeln!(out, "power:     {line} (check its power supply and UPS)")?;
+    }
     let processes = match &r.local.processes {
         Gathered::Read { value } => format!("{} VM process(es)", value.len()),
         Gathered::Unreadable { source, .. } => format!("processes unreadable ({source})"),
@@ -169,6 +180,23 @@ fn compact(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
         Gathered::Unreadable { source, .. } => format!("unreadable ({source})"),
     };
     writeln!(out, "last run:  {last}")?;
+    if let Gathered::Read { value: Some(run) } = &r.last_run {
+        if let Some(a) = crate::agent::after_run(run, None) {
+            writeln!(
+                out,
+                "afterwards: {} running again, {} not back in time, {} stopped as asked, {} gone{}",
+                a.running_again,
+                a.not_back_total,
+                a.stopped_as_asked,
+                a.gone,
+                if a.not_back_total > 0 {
+                    format!(" ({})", a.not_back.join("; "))
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+    }
     if let Gathered::Unreadable { source, reason } = &r.cluster {
         writeln!(
             out,
@@ -187,38 +215,56 @@ fn compact(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(out, "{meaning}")
 }
 
-/// One VM in full: the decision with its proof, and what the last run did to it.
+/// One VM in full: the decision with its proof, and what the last run did to it and what
+/// became of it afterwards (a VM the run recovered may be gone now: its history still shows).
 fn one_vm(r: &StatusReport, which: &str, out: &mut dyn Write) -> std::io::Result<()> {
     let matches = |ns: &str, name: &str| format!("{ns}/{name}") == which || name == which;
-    let Some(d) = r
+    let decision = r
         .plan
         .decisions
         .iter()
-        .find(|d| matches(&d.namespace, &d.name))
-    else {
-        return writeln!(
-            out,
-            "{which}: no VM of that name on node {} (as NAMESPACE/NAME; `status` lists them)",
-            r.node
-        );
+        .find(|d| matches(&d.namespace, &d.name));
+    let last = match &r.last_run {
+        Gathered::Read { value: Some(run) } => run
+            .outcomes
+            .iter()
+            .find(|o| matches(&o.namespace, &o.name))
+            .map(|o| (run, o)),
+        _ => None,
     };
-    render_decision(d, out)?;
-    if let Gathered::Read { value: Some(run) } = &r.last_run {
-        if let Some(o) = run.outcomes.iter().find(|o| matches(&o.namespace, &o.name)) {
-            writeln!(
+    match (decision, last) {
+        (None, None) => {
+            return writeln!(
                 out,
-                "  last run ({} at {}): {:?}{}",
-                run.mode,
-                run.started,
-                o.result,
-                o.reason
-                    .as_deref()
-                    .map(|w| format!(" — {w}"))
-                    .unwrap_or_default()
-            )?;
-            for s in &o.steps {
-                writeln!(out, "    - {}: {}", s.step, s.result)?;
-            }
+                "{which}: no VM of that name on node {} (as NAMESPACE/NAME; `status` lists them)",
+                r.node
+            )
+        }
+        (Some(d), _) => render_decision(d, out)?,
+        (None, Some((_, o))) => writeln!(
+            out,
+            "{}/{}: no longer on node {}; what the last run did to it:",
+            o.namespace, o.name, r.node
+        )?,
+    }
+    if let Some((run, o)) = last {
+        writeln!(
+            out,
+            "  last run ({} at {}): {:?}{}",
+            run.mode,
+            run.started,
+            o.result,
+            o.reason
+                .as_deref()
+                .map(|w| format!(" — {w}"))
+                .unwrap_or_default()
+        )?;
+        for s in &o.steps {
+            writeln!(out, "    - {}: {}", s.step, s.result)?;
+        }
+        match &o.follow {
+            Some(f) => writeln!(out, "  afterwards: {}", f.line())?,
+            None => writeln!(out, "  afterwards: not followed (run --follow)")?,
         }
     }
     Ok(())

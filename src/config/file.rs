@@ -34,6 +34,8 @@ pub struct FileConfig {
     pub also_finalizers: Option<Vec<String>>,
     /// `longhornNamespace`: where Longhorn's volumes and attachments are read.
     pub longhorn_namespace: Option<String>,
+    /// `followFor`: how long a recovered VM is followed until it is back (or why not).
+    pub follow_for: Option<FileDuration>,
 }
 
 /// A duration written with its unit (`90s`, `5m`, `1h30m`).
@@ -174,7 +176,7 @@ mod tests {
         let c = parse(
             "# rendered by the chart\nactOn: always\nbootWindow: 1h\nstuckAfter: 10m\n\
              controllerGrace: 90s\nmaxVms: 7\nalsoFinalizers: [example.com/x]\n\
-             longhornNamespace: storage\n",
+             longhornNamespace: storage\nfollowFor: 3m\n",
         )
         .unwrap();
         assert_eq!(c.act_on, Some(ActOn::Always));
@@ -187,6 +189,7 @@ mod tests {
         assert_eq!(c.max_vms, Some(MaxVms(7)));
         assert_eq!(c.also_finalizers, Some(vec!["example.com/x".to_string()]));
         assert_eq!(c.longhorn_namespace.as_deref(), Some("storage"));
+        assert_eq!(c.follow_for, Some(FileDuration(Duration::from_secs(180))));
         assert_eq!(parse("").unwrap(), FileConfig::default());
         assert_eq!(parse("# nothing\n").unwrap(), FileConfig::default());
     }

@@ -30,6 +30,11 @@ pub struct Layers {
     pub refused: Option<FileError>,
 }
 
+/// How long a recovered VM is followed by default: long enough for a VM to be scheduled,
+/// its Longhorn volumes attached and its guest started on a node that is busy after a
+/// site-wide power cut.
+pub const DEFAULT_FOLLOW_FOR: Duration = Duration::from_secs(5 * 60);
+
 /// Flags over the file over the defaults: the values every command decides with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Merged {
@@ -47,6 +52,8 @@ pub struct Merged {
     pub boot_window: Duration,
     /// longhornNamespace.
     pub longhorn_namespace: String,
+    /// followFor.
+    pub follow_for: Duration,
 }
 
 impl Layers {
@@ -79,6 +86,10 @@ impl Layers {
                 .clone()
                 .or_else(|| file.longhorn_namespace.clone())
                 .unwrap_or_else(|| DEFAULT_LONGHORN_NAMESPACE.to_string()),
+            follow_for: f
+                .follow_for
+                .or(file.follow_for.map(|x| x.0))
+                .unwrap_or(DEFAULT_FOLLOW_FOR),
         }
     }
 

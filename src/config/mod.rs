@@ -126,6 +126,8 @@ pub struct Config {
     pub output: OutputFormat,
     /// Longhorn's namespace (its volumes and volumeattachments).
     pub longhorn_namespace: String,
+    /// How long a recovered VM is followed (`--follow-for`, `followFor`).
+    pub follow_for: Duration,
     /// Where the configuration came from, for the agent's re-reads.
     pub layers: Layers,
 }
@@ -139,6 +141,9 @@ pub struct RunConfig {
     pub yes: bool,
     /// How long to wait for another Lease holder.
     pub lease_wait: Duration,
+    /// Whether to follow the recovered VMs after the finalizers: `None` follows on a
+    /// terminal only.
+    pub follow: Option<bool>,
 }
 
 /// The agent's own options.
@@ -274,6 +279,13 @@ fn run_invocation(g: &GlobalArgs, args: &RunArgs) -> Result<Invocation, ConfigEr
             dry_run: args.dry_run,
             yes: args.yes,
             lease_wait: args.lease_wait,
+            follow: if args.follow {
+                Some(true)
+            } else if args.no_follow {
+                Some(false)
+            } else {
+                None
+            },
         },
     ))
 }
@@ -378,6 +390,7 @@ impl Config {
             },
             output: g.output,
             longhorn_namespace: m.longhorn_namespace,
+            follow_for: m.follow_for,
             layers,
         })
     }
@@ -402,6 +415,7 @@ impl Config {
             policy: Policy::default(),
             output: OutputFormat::Table,
             longhorn_namespace: DEFAULT_LONGHORN_NAMESPACE.to_string(),
+            follow_for: layers::DEFAULT_FOLLOW_FOR,
             layers: Layers::default(),
         }
     }

@@ -53,7 +53,12 @@ pub struct ApplyContext {
     /// Becomes true when the process is asked to stop (SIGTERM, Ctrl-C): no new step
     /// starts, a controller wait ends at once.
     pub cancel: tokio::sync::watch::Receiver<bool>,
+    /// Told each VM's progress as it goes (a person's `run`), if anyone listens.
+    pub progress: Option<Progress>,
 }
+
+/// Where a run's progress goes: one line per VM as it starts and as it ends.
+pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Applies the plan's recover decisions and orphan kills; returns what happened.
 pub async fn apply(plan: &Plan, ctx: &ApplyContext) -> (Vec<VmOutcome>, Vec<OrphanOutcome>) {
@@ -81,8 +86,47 @@ pub async fn apply(plan: &Plan, ctx: &ApplyContext) -> (Vec<VmOutcome>, Vec<Orph
 /// One VM, all its steps, in order, then one Event on it naming every change made (one
 /// request per VM instead of one per change: issue 8's request budget).
 async fn recover_vm(d: &Decision, steps: &[Step], ctx: &ApplyContext) -> VmOutcome {
+    let vm = format!("{}/{}", d.namespace, d.name);
+    if let Some(p) = &ctx.progress {
+        let mut doing: Vec<&str> = steps
+            .iter()
+            .map(|s| match s {
+                Step::ForceDeletePod { .. } => "freeing its launcher pod",
+                Step::WaitForControllers { .. } => "waiting for the controllers",
+                Step::ClearFinalizers { .. } => "clearing finalizers",
+            })
+            .collect();
+        doing.dedup();
+        p(&format!("{vm}: {}", doing.join(", ")));
+    }
     let mut changes = Vec::new();
     let mut out = recover_steps(d, steps, ctx, &mut changes).await;
+    if let Some(p) = &ctx.progress {
+        let did: Vec<String> = changes
+            .iter()
+            .map(|c| match c {
+                Change::PodDeleted(_) => "pod freed".to_string(),
+                Change::FinalizersRemoved(kind, f) => {
+                    format!("{} finalizer(s) cleared from the {kind}", f.len())
+                }
+            })
+            .collect();
+        let result = match out.result {
+            VmResult::Recovered => "recovered",
+            VmResult::FinishedByController => "finished by the controllers",
+            VmResult::HandedToController => "handed to the VM controller",
+            VmResult::Aborted => "left alone",
+            VmResult::Failed => "FAILED",
+        };
+        p(&format!(
+            "{vm}: {}{result}",
+            if did.is_empty() {
+                String::new()
+            } else {
+                format!("{} → ", did.join(", "))
+            }
+        ));
+    }
     if !changes.is_empty() {
         out.requests += 1;
         vm_event(ctx, d, &changes, &out).await;
@@ -131,6 +175,7 @@ async fn recover_steps(
         blocker: None,
         steps: Vec::new(),
         requests: 0,
+        follow: None,
     };
     // The evidence each change rests on, as last checked (not as planned).
     let mut evidence = match ctx.recheck.before_change(d, steps).await {

@@ -10,6 +10,8 @@ mod blocker;
 mod disks;
 mod fence;
 mod finalizers;
+mod follow;
+mod following;
 mod harvester;
 mod hotplug;
 mod intents;
@@ -32,10 +34,15 @@ mod harvester_tests;
 mod plan_tests;
 
 pub use abort::{judge, Abort};
-pub use apply::{apply, ApplyContext};
+pub use apply::{apply, ApplyContext, Progress};
 pub use audit::{AuditRecord, AUDIT_TARGET};
 pub use blocker::Blocker;
 pub use finalizers::{classify, FinalizerClass, KnownFinalizer, ObjectKind, KNOWN_FINALIZERS};
+pub use follow::{
+    expectation, judge as judge_outcome, why_not_back, Condition, Expectation, FollowOutcome,
+    FollowedPod, FollowedVm, FollowedVmi, FollowedVolume, Observation,
+};
+pub use following::follow_report;
 pub use intents::{
     IntentDisk, IntentStore, IntentsState, RecoveryIntent, SeenVmi, StaleIntent, INTENTS_FILE,
     INTENTS_FORMAT,

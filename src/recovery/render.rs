@@ -160,6 +160,9 @@ pub fn report(r: &RunReport, out: &mut dyn Write) -> io::Result<()> {
         for s in &o.steps {
             writeln!(out, "  - {}: {}", s.step, s.result)?;
         }
+        if let Some(f) = &o.follow {
+            writeln!(out, "  after: {}", f.line())?;
+        }
     }
     for o in &r.orphans {
         writeln!(out, "orphan pid {}: {}", o.pid, o.result)?;
@@ -186,5 +189,22 @@ pub fn report(r: &RunReport, out: &mut dyn Write) -> io::Result<()> {
         r.aborted(),
         r.failed(),
         blocked
-    )
+    )?;
+    let followed: Vec<&str> = r
+        .outcomes
+        .iter()
+        .filter_map(|o| o.follow.as_ref().map(|f| f.label()))
+        .collect();
+    if !followed.is_empty() {
+        let n = |l: &str| followed.iter().filter(|x| **x == l).count();
+        writeln!(
+            out,
+            "Afterwards: {} running again, {} not back in time, {} stopped as asked, {} gone.",
+            n("running_again"),
+            n("not_back"),
+            n("stopped_as_asked"),
+            n("gone")
+        )?;
+    }
+    Ok(())
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::blocker::Blocker;
+use super::follow::FollowOutcome;
 use super::mode::Mode;
 use super::model::Plan;
 use crate::evidence::Gathered;
@@ -113,6 +114,9 @@ pub struct VmOutcome {
     pub steps: Vec<StepOutcome>,
     /// API requests this VM's steps made.
     pub requests: u32,
+    /// What became of it after the changes, when the run followed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<FollowOutcome>,
 }
 
 /// What happened to one orphan process.

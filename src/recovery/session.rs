@@ -36,6 +36,8 @@ pub struct Session {
     pub cancel: tokio::sync::watch::Receiver<bool>,
     /// Reads the facts again for the re-check before each change.
     pub regather: Arc<dyn Regather>,
+    /// Told each VM's progress as it goes, if set ([`Session::with_progress`]).
+    pub progress: Option<super::apply::Progress>,
 }
 
 /// The identity this process holds a node's Lease as (`<mode>@<node>/<pid>`): a fenced
@@ -64,7 +66,14 @@ impl Session {
             lease_wait,
             cancel,
             regather,
+            progress: None,
         }
+    }
+
+    /// The same session, telling `progress` each VM's progress as it goes.
+    pub fn with_progress(mut self, progress: super::apply::Progress) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// Applies `plan` under the node Lease and saves the report. `Err` when the Lease
@@ -95,6 +104,7 @@ impl Session {
             kill_grace: self.tuning.kill_grace,
             watch_timeout_secs: watch_timeout_secs(self.tuning.request_timeout),
             cancel: self.cancel.clone(),
+            progress: self.progress.clone(),
         };
         let (outcomes, orphans) = apply::apply(&plan, &ctx).await;
         let pruned_intents = prune(&ctx.intents, &plan);

@@ -35,11 +35,15 @@ pub fn plan(p: &Plan, out: &mut dyn Write) -> io::Result<()> {
                 *w = (*w).max(cell.chars().count());
             }
         }
-        for r in std::iter::once(&header).chain(&rows) {
+        for (n, r) in std::iter::once(&header).chain(&rows).enumerate() {
             let mut line = String::new();
             for (i, (w, cell)) in widths.iter().zip(r).enumerate() {
                 if i + 1 == r.len() {
                     line.push_str(cell);
+                } else if i == 3 && n > 0 {
+                    // The decision in its colour, padded outside the style.
+                    line.push_str(&crate::style::paint(crate::style::decision(cell), cell));
+                    line.push_str(&" ".repeat(w - cell.chars().count() + 2));
                 } else {
                     line.push_str(&format!("{cell:<w$}  "));
                 }
@@ -335,7 +339,8 @@ mod tests {
     fn text(p: &Plan) -> String {
         let mut out = Vec::new();
         plan(p, &mut out).unwrap();
-        String::from_utf8(out).unwrap()
+        // What a pipe or NO_COLOR sees (the stream strips the styles).
+        anstream::adapter::strip_str(&String::from_utf8(out).unwrap()).to_string()
     }
 
     #[test]

@@ -48,7 +48,7 @@ fn promtool_checks_the_rules_and_unit_tests_every_alert() {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("- alert: "))
         .collect();
-    assert_eq!(alerts.len(), 6, "{alerts:?}");
+    assert_eq!(alerts.len(), 7, "{alerts:?}");
     for a in alerts {
         assert!(
             tests.contains(&format!(

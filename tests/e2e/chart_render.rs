@@ -320,7 +320,7 @@ fn values_reach_the_manifests() {
         serde_json::json!({"actOn": "always", "bootWindow": "1h", "stuckAfter": "10m",
             "controllerGrace": "3m", "maxVms": 7,
             "alsoFinalizers": ["example.com/cleanup", "other/thing"],
-            "longhornNamespace": "storage"})
+            "longhornNamespace": "storage", "followFor": "5m"})
     );
     let mount = c["volumeMounts"]
         .as_array()

@@ -35,6 +35,7 @@ fn summary(node: &str, age: Duration, f: impl FnOnce(&mut NodeSummary)) -> Value
         blocked_total: 0,
         last_run: None,
         readiness: None,
+        power_cuts: None,
         updated: jiff::Timestamp::now() - jiff::SignedDuration::try_from(age).unwrap_or_default(),
     };
     f(&mut s);

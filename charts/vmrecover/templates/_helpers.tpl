@@ -75,5 +75,5 @@ ConfigMap vmrecover-config in the pod, <stateDir>/config.yaml on the host. */}}
 # vmrecover's policy and tuning, rendered from the chart's values of the same names. Every
 # command reads it (agent, status, run); flags override it; the agent re-reads it when it
 # changes and keeps the old one if the new one is bad (docs/install.md).
-{{ dict "actOn" .Values.actOn "bootWindow" .Values.bootWindow "stuckAfter" .Values.stuckAfter "controllerGrace" .Values.controllerGrace "maxVms" (int .Values.maxVms) "alsoFinalizers" .Values.alsoFinalizers "longhornNamespace" .Values.longhornNamespace | toYaml }}
+{{ dict "actOn" .Values.actOn "bootWindow" .Values.bootWindow "stuckAfter" .Values.stuckAfter "controllerGrace" .Values.controllerGrace "maxVms" (int .Values.maxVms) "alsoFinalizers" .Values.alsoFinalizers "longhornNamespace" .Values.longhornNamespace "followFor" .Values.followFor | toYaml }}
 {{- end -}}

@@ -16,7 +16,9 @@ pub mod garbage_collector;
 pub mod harvester_vm;
 pub mod kubelet;
 pub mod node_down;
+pub mod scheduler;
 pub mod virt_controller;
+pub mod virt_handler;
 
 use serde_json::Value;
 
@@ -75,6 +77,8 @@ pub static ALL: &[&dyn Controller] = &[
     &kubelet::Kubelet,
     &virt_controller::VirtController,
     &harvester_vm::HarvesterVmController,
+    &scheduler::Scheduler,
+    &virt_handler::VirtHandler,
 ];
 
 /// Whether the garbage collector alone handles this object now (it is deleting with a GC

@@ -13,8 +13,10 @@
 //!   of the release profile ([`crate::profiles::ReleaseProfile::vmi_finalizers_removed`]);
 //! - a deleting VM has its VMI deleted and, once the VMI is gone, loses
 //!   `kubevirt.io/virtualMachineControllerFinalize`; a halted VM has its VMI deleted and is
-//!   marked `Stopped`; a VM with `runStrategy` `Always` or `RerunOnFailure` whose VMI is gone
-//!   gets a new VMI (Pending, no node).
+//!   marked `Stopped`; the run strategies restart or leave a final VMI as upstream's
+//!   `syncRunStrategy` does (see [`vm`]): a new VMI is Pending with no node;
+//! - with setting `vmStarts`, a Pending VMI gets its launcher pod and goes `Scheduling`
+//!   (kube-scheduler, the kubelet and virt-handler take it on from there).
 //!
 //! - virt-handler's part (KubeVirt ≥ 1.6, `pkg/virt-handler/migration-target.go` v1.6.0):
 //!   label `kubevirt.io/migrationTargetNodeName` goes once `status.migrationState` is over;
@@ -111,6 +113,10 @@ fn vmi(c: &mut dyn Cluster, k: &Kinds, res: ResIdx, vmi: &Value) {
             set_phase(c, res, vmi, "Failed");
         }
         "" | "Pending" if pods.is_empty() && deleting => set_phase(c, res, vmi, "Failed"),
+        "" | "Pending" if pods.is_empty() && c.settings().vm_starts => {
+            c.create(NAME, k.pods, launcher_pod(vmi));
+            set_phase(c, res, vmi, "Scheduling");
+        }
         "Scheduling" if !deleting => {
             let ready_node = pods.iter().find_map(|key| {
                 let pod = c.get(k.pods, key)?;
@@ -233,8 +239,40 @@ fn new_vmi(c: &dyn Cluster, vm: &Value) -> Value {
     })
 }
 
-/// A deleting VM has its VMI deleted and, once the VMI is gone, loses
-/// `kubevirt.io/virtualMachineControllerFinalize`; a halted VM has its VMI deleted.
+/// The VM's run strategy: `spec.runStrategy`, else the deprecated `spec.running` (true:
+/// `Always`, false or absent: `Halted`), as kubevirt `pkg/virt-controller/watch/vm.go`
+/// (v1.3.0; `watch/vm/vm.go` v1.7.0) reads it.
+fn run_strategy(vm: &Value) -> &str {
+    match vm.pointer("/spec/runStrategy").and_then(Value::as_str) {
+        Some(s) => s,
+        None if vm.pointer("/spec/running").and_then(Value::as_bool) == Some(true) => "Always",
+        None => "Halted",
+    }
+}
+
+/// The action of the VM's first `status.stateChangeRequests` entry and the VMI UID it names
+/// (`hasStartRequest`/`hasStopRequestForVMI` look only at the first).
+fn first_request(vm: &Value) -> Option<(&str, Option<&str>)> {
+    let first = vm.pointer("/status/stateChangeRequests/0")?;
+    Some((
+        first.get("action")?.as_str()?,
+        first.get("uid").and_then(Value::as_str),
+    ))
+}
+
+/// The VM controller's run-strategy sync (kubevirt `pkg/virt-controller/watch/vm.go`
+/// `syncRunStrategy`, v1.3.0; the same rules in `watch/vm/vm.go` v1.7.0):
+/// - a deleting VM has its VMI deleted and, once the VMI is gone, loses
+///   `kubevirt.io/virtualMachineControllerFinalize`;
+/// - `Halted`: the VMI is deleted, the VM marked `Stopped` once it is gone;
+/// - `Always`: a final VMI, or one a stop request names, is deleted; no VMI: a new one;
+/// - `RerunOnFailure`: a VMI that is not deleting and is Failed, Succeeded or named by a
+///   stop request is deleted, and a Failed one gets a start request; no VMI: a new one only
+///   on a start request or when the VM's `status.runStrategy` is another (a VM coming from a
+///   different strategy);
+/// - `Manual`: a VMI a stop request names is deleted; no VMI: a new one on a start request.
+///
+/// The start-failure backoff is not simulated.
 fn vm(c: &mut dyn Cluster, k: &Kinds, res: ResIdx, vm: &Value) {
     let key = (meta::namespace(vm).to_string(), meta::name(vm).to_string());
     let vm_uid = meta::uid(vm);
@@ -242,39 +280,58 @@ fn vm(c: &mut dyn Cluster, k: &Kinds, res: ResIdx, vm: &Value) {
         .get(k.vmis, &key)
         .filter(|v| meta::owner_uids(v).iter().any(|o| o == vm_uid))
         .cloned();
-    let halted = vm.pointer("/spec/runStrategy").and_then(Value::as_str) == Some("Halted")
-        || vm.pointer("/spec/running").and_then(Value::as_bool) == Some(false);
-    if meta::is_deleting(vm) || halted {
-        if let Some(v) = &vmi {
-            if !meta::is_deleting(v) {
-                c.delete(NAME, k.vmis, &key, &DeleteOptions::default());
+    let strategy = run_strategy(vm).to_string();
+    let request = first_request(vm);
+    let start_request = request.is_some_and(|(a, _)| a == "Start");
+    if meta::is_deleting(vm) {
+        match &vmi {
+            Some(v) if !meta::is_deleting(v) => {
+                c.delete(NAME, k.vmis, &key, &DeleteOptions::default())
             }
-            return;
+            Some(_) => {}
+            None => drop_vm_finalizer(c, res, vm),
         }
-    }
-    if vmi.is_some() {
         return;
     }
-    let strategy = vm.pointer("/spec/runStrategy").and_then(Value::as_str);
-    let should_run = matches!(strategy, Some("Always") | Some("RerunOnFailure"))
-        || vm.pointer("/spec/running").and_then(Value::as_bool) == Some(true);
-    if !meta::is_deleting(vm) && !halted && should_run {
+    if let Some(v) = &vmi {
+        let phase = v
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let final_phase = phase == "Failed" || phase == "Succeeded";
+        let stop_request = request.is_some_and(|(a, uid)| a == "Stop" && uid == Some(meta::uid(v)));
+        let stop = match strategy.as_str() {
+            "Halted" => true,
+            "Always" => stop_request || final_phase,
+            "RerunOnFailure" => stop_request || final_phase,
+            "Manual" => stop_request,
+            _ => false,
+        };
+        if phase == "Running" && !meta::is_deleting(v) {
+            set_printable(c, res, vm, "Running");
+        }
+        if stop && !meta::is_deleting(v) {
+            c.delete(NAME, k.vmis, &key, &DeleteOptions::default());
+            if strategy == "RerunOnFailure" && phase == "Failed" {
+                set_requests(c, res, vm, json!([{"action": "Start"}]));
+            }
+        }
+        return;
+    }
+    let observed = vm.pointer("/status/runStrategy").and_then(Value::as_str);
+    let start = match strategy.as_str() {
+        "Always" => true,
+        "RerunOnFailure" => start_request || observed != Some(strategy.as_str()),
+        "Manual" => start_request,
+        _ => false,
+    };
+    if start {
         let new = new_vmi(c, vm);
         c.create(NAME, k.vmis, new);
-        return;
-    }
-    if meta::is_deleting(vm) {
-        let fins = meta::finalizers(vm);
-        if fins.iter().any(|f| f == VM_CONTROLLER_FINALIZER) {
-            let kept: Vec<String> = fins
-                .into_iter()
-                .filter(|f| f != VM_CONTROLLER_FINALIZER)
-                .collect();
-            let mut new = vm.clone();
-            meta::set_finalizers(&mut new, &kept);
-            c.update(NAME, res, new, false);
+        if start_request {
+            set_requests(c, res, vm, json!([]));
         }
-    } else if halted
+    } else if strategy == "Halted"
         && vm
             .pointer("/status/printableStatus")
             .and_then(Value::as_str)
@@ -291,6 +348,104 @@ fn vm(c: &mut dyn Cluster, k: &Kinds, res: ResIdx, vm: &Value) {
         }
         c.update(NAME, res, new, true);
     }
+}
+
+/// The VM's `status.printableStatus` (and `ready`) as the VM controller's `updateStatus`
+/// writes them for a VMI that runs (`getPrintableStatus`, the same file); writes only a change.
+fn set_printable(c: &mut dyn Cluster, res: ResIdx, vm: &Value, status: &str) {
+    if vm
+        .pointer("/status/printableStatus")
+        .and_then(Value::as_str)
+        == Some(status)
+    {
+        return;
+    }
+    let mut new = vm.clone();
+    if !new.get("status").is_some_and(Value::is_object) {
+        new["status"] = json!({});
+    }
+    new["status"]["printableStatus"] = json!(status);
+    new["status"]["ready"] = json!(status == "Running");
+    c.update(NAME, res, new, true);
+}
+
+/// Drops `kubevirt.io/virtualMachineControllerFinalize` from a deleting VM whose VMI is gone.
+fn drop_vm_finalizer(c: &mut dyn Cluster, res: ResIdx, vm: &Value) {
+    let fins = meta::finalizers(vm);
+    if fins.iter().any(|f| f == VM_CONTROLLER_FINALIZER) {
+        let kept: Vec<String> = fins
+            .into_iter()
+            .filter(|f| f != VM_CONTROLLER_FINALIZER)
+            .collect();
+        let mut new = vm.clone();
+        meta::set_finalizers(&mut new, &kept);
+        c.update(NAME, res, new, false);
+    }
+}
+
+/// Replaces the VM's `status.stateChangeRequests` (`addStartRequest`, and their removal
+/// once processed).
+fn set_requests(c: &mut dyn Cluster, res: ResIdx, vm: &Value, requests: Value) {
+    let mut new = vm.clone();
+    if !new.get("status").is_some_and(Value::is_object) {
+        new["status"] = json!({});
+    }
+    if requests.as_array().is_some_and(Vec::is_empty) {
+        if let Some(s) = new["status"].as_object_mut() {
+            s.remove("stateChangeRequests");
+        }
+    } else {
+        new["status"]["stateChangeRequests"] = requests;
+    }
+    c.update(NAME, res, new, true);
+}
+
+/// A launcher pod for a Pending VMI (kubevirt `pkg/virt-controller/watch/vmi.go` v1.3.0,
+/// `vmi/lifecycle.go` v1.7.0: `sync` creates the pod from `services/template.go`'s
+/// `RenderLaunchManifest`): the labels, annotation and controller owner vmrecover and
+/// KubeVirt match on, the VMI's PVC and DataVolume claims as volumes, no node yet.
+fn launcher_pod(vmi: &Value) -> Value {
+    let name = meta::name(vmi);
+    let uid = meta::uid(vmi);
+    let suffix: String = uid
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(5)
+        .collect();
+    let volumes: Vec<Value> = vmi
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            let claim = v
+                .pointer("/persistentVolumeClaim/claimName")
+                .or_else(|| v.pointer("/dataVolume/name"))?
+                .as_str()?;
+            Some(
+                json!({"name": v.get("name").cloned().unwrap_or_else(|| json!(claim)),
+                "persistentVolumeClaim": {"claimName": claim}}),
+            )
+        })
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": format!("virt-launcher-{name}-{suffix}"),
+            "namespace": meta::namespace(vmi),
+            "labels": {"kubevirt.io": "virt-launcher", "kubevirt.io/created-by": uid,
+                "vm.kubevirt.io/name": name},
+            "annotations": {"kubevirt.io/domain": name},
+            "ownerReferences": [{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+                "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
+        },
+        "spec": {
+            "containers": [{"name": "compute", "image": "registry.suse.com/suse/sles/15.6/virt-launcher"}],
+            "volumes": volumes,
+        },
+        "status": {"phase": "Pending"},
+    })
 }
 
 #[cfg(test)]
@@ -517,5 +672,88 @@ mod tests {
                 "Harvester {release}"
             );
         }
+    }
+
+    #[test]
+    fn a_final_vmi_is_restarted_per_run_strategy_and_stop_requests() {
+        let k = k();
+        // (strategy, VMI phase, a stop request for the VMI, VMI deleted, start request added)
+        for (strategy, phase, stop, deleted, start) in [
+            ("Always", "Failed", false, true, false),
+            ("Always", "Succeeded", false, true, false),
+            ("Always", "Running", false, false, false),
+            ("RerunOnFailure", "Failed", false, true, true),
+            ("RerunOnFailure", "Succeeded", false, true, false),
+            ("RerunOnFailure", "Running", true, true, false),
+            ("Manual", "Failed", false, false, false),
+            ("Manual", "Running", true, true, false),
+            ("Halted", "Running", false, true, false),
+        ] {
+            let mut vmo = json!({"metadata": {"name": "vm", "namespace": "d", "uid": "vm-uid"},
+                "spec": {"runStrategy": strategy}, "status": {"runStrategy": strategy}});
+            if stop {
+                vmo["status"]["stateChangeRequests"] =
+                    json!([{"action": "Stop", "uid": "vmi-uid"}]);
+            }
+            let mut v = deleting_vmi(&[VM_CONTROLLER_FINALIZER]);
+            if let Some(m) = v["metadata"].as_object_mut() {
+                m.remove("deletionTimestamp");
+            }
+            v["status"] = json!({"phase": phase});
+            let mut f = Fake::with(settings("1.8"), &[(k.vms, vmo.clone()), (k.vmis, v)]);
+            VirtController.reconcile(&mut f, k.vms, &key(&vmo), &vmo);
+            let vmi_now = f.obj(k.vmis, "d", "vm").cloned().unwrap_or_default();
+            assert_eq!(
+                meta::is_deleting(&vmi_now),
+                deleted,
+                "{strategy} {phase} stop={stop}"
+            );
+            let vm_now = f.obj(k.vms, "d", "vm").cloned().unwrap_or_default();
+            assert_eq!(
+                vm_now["status"]["stateChangeRequests"][0]["action"] == "Start",
+                start,
+                "{strategy} {phase}"
+            );
+        }
+    }
+
+    #[test]
+    fn rerun_on_failure_starts_again_only_on_a_start_request() {
+        let k = k();
+        for (requests, expect_new) in [(json!([{"action": "Start"}]), true), (json!([]), false)] {
+            let vmo = json!({"metadata": {"name": "vm", "namespace": "d", "uid": "vm-uid"},
+                "spec": {"runStrategy": "RerunOnFailure", "template": {"spec": {}}},
+                "status": {"runStrategy": "RerunOnFailure", "stateChangeRequests": requests}});
+            let mut f = Fake::with(settings("1.8"), &[(k.vms, vmo.clone())]);
+            VirtController.reconcile(&mut f, k.vms, &key(&vmo), &vmo);
+            assert_eq!(f.obj(k.vmis, "d", "vm").is_some(), expect_new);
+        }
+    }
+
+    #[test]
+    fn a_pending_vmi_gets_a_launcher_pod_when_vms_start() {
+        let k = k();
+        let mut v = deleting_vmi(&[VM_CONTROLLER_FINALIZER]);
+        if let Some(m) = v["metadata"].as_object_mut() {
+            m.remove("deletionTimestamp");
+        }
+        v["status"] = json!({"phase": "Pending"});
+        v["spec"] = json!({"volumes": [{"name": "disk-0", "persistentVolumeClaim": {"claimName": "vm-disk-0"}}]});
+        let mut s = settings("1.8");
+        s.vm_starts = true;
+        let mut f = Fake::with(s, &[(k.vmis, v.clone())]);
+        VirtController.reconcile(&mut f, k.vmis, &key(&v), &v);
+        let pods: Vec<Value> = f.list(k.pods, "d");
+        assert_eq!(pods.len(), 1);
+        assert_eq!(
+            meta::label(&pods[0], "kubevirt.io/created-by"),
+            Some("vmi-uid")
+        );
+        assert_eq!(
+            pods[0]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+            "vm-disk-0"
+        );
+        let now = f.obj(k.vmis, "d", "vm").cloned().unwrap_or_default();
+        assert_eq!(now["status"]["phase"], "Scheduling");
     }
 }

@@ -1,0 +1,264 @@
+//! After the finalizers (issue 26): `run --follow` follows each recovered VM until its
+//! outcome is known — the deleted VM gone, the stopped one stopped as asked, a VM KubeVirt
+//! restarts running again on another node — or reports, at the bound, why it is not back in
+//! the cluster's own words (a faulted Longhorn volume, a launcher pod nobody can schedule).
+//! The simulated virt-controller restarts per run strategy as upstream's does, and with
+//! `vmStarts` the new VMI's launcher pod is scheduled, started and reported Running.
+
+use std::time::Duration;
+
+use crate::e2e_support::{Env, NODE};
+use serde_json::{json, Value};
+
+/// The Stopping VM of the power-loss scenario: Halted, VMI Failed, launcher pod lingering.
+const STOPPING: &str = "vm-app-02";
+const STOPPING_NS: &str = "prod";
+
+/// The power-loss cluster with virt-controller and VM starts on, asynchronous controllers,
+/// and `vm-app-02` switched to `runStrategy: Always` (KubeVirt then deletes its Failed VMI
+/// and waits for the launcher pod the dead kubelet never confirms).
+async fn always_env() -> Env {
+    let env = Env::with_texts(&[]).await;
+    env.sim.set_controller_delay(Duration::from_millis(50));
+    env.sim.set_vm_starts(true);
+    let mut vm = vm(&env, STOPPING_NS, STOPPING).expect("vm-app-02");
+    vm["spec"]["runStrategy"] = json!("Always");
+    env.sim.put(vm).expect("put vm-app-02");
+    env.sim.set_virt_controller(true);
+    settle(&env).await;
+    let vmi = env
+        .sim
+        .get(
+            "kubevirt.io/v1",
+            "VirtualMachineInstance",
+            STOPPING_NS,
+            STOPPING,
+        )
+        .expect("its VMI waits for the pod");
+    assert!(
+        vmi["metadata"]["deletionTimestamp"].is_string(),
+        "KubeVirt deleted the Failed VMI of an Always VM: {vmi}"
+    );
+    env
+}
+
+fn vm(env: &Env, ns: &str, name: &str) -> Option<Value> {
+    env.sim.get("kubevirt.io/v1", "VirtualMachine", ns, name)
+}
+
+async fn settle(env: &Env) {
+    assert!(
+        env.sim
+            .wait_controllers_settled(Duration::from_secs(30))
+            .await,
+        "controllers did not settle"
+    );
+}
+
+/// `run --yes --follow` with a short bound, as JSON.
+async fn run_following(env: &Env, bound: &str) -> Value {
+    let ran = env
+        .run(&[
+            "run",
+            "--yes",
+            "--follow",
+            "--follow-for",
+            bound,
+            "--stuck-after",
+            "0s",
+            "--controller-grace",
+            "1s",
+            "--output",
+            "json",
+        ])
+        .await;
+    assert!(ran.code == 0 || ran.code == 3, "{}", ran.all());
+    ran.json()
+}
+
+/// The follow outcome the report gives a VM.
+fn follow_of(report: &Value, ns: &str, name: &str) -> Value {
+    report["outcomes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|o| o["namespace"] == ns && o["name"] == name)
+        .map(|o| o["follow"].clone())
+        .unwrap_or(Value::Null)
+}
+
+/// The Events vmrecover recorded on a VM with this reason.
+fn events(env: &Env, name: &str, reason: &str) -> Vec<Value> {
+    env.sim
+        .list("events.k8s.io/v1", "Event")
+        .into_iter()
+        .filter(|e| e["regarding"]["name"] == name && e["reason"] == reason)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_vm_is_followed_until_gone_and_a_halted_one_stays_stopped_as_asked() {
+    let env = Env::power_loss().await;
+    let report = run_following(&env, "20s").await;
+    assert_eq!(
+        follow_of(&report, "default", "vm-db-01"),
+        json!({"outcome": "gone"}),
+        "{report:#}"
+    );
+    let stopped = follow_of(&report, STOPPING_NS, STOPPING);
+    assert_eq!(stopped["outcome"], "stopped_as_asked", "{report:#}");
+    assert!(
+        stopped["why"].as_str().unwrap_or("").contains("Halted"),
+        "{stopped}"
+    );
+    assert!(vm(&env, "default", "vm-db-01").is_none());
+    // Neither is "back" nor "not back": no outcome Event for them.
+    assert!(events(&env, STOPPING, "NotBack").is_empty());
+    // The saved report carries it for `status NS/NAME`.
+    let saved: Value = serde_json::from_slice(
+        &std::fs::read(env.state_path("last-run.json")).expect("last-run.json"),
+    )
+    .expect("json");
+    assert_eq!(follow_of(&saved, "default", "vm-db-01")["outcome"], "gone");
+    let status = env.run(&["status", "default/vm-db-01"]).await;
+    assert!(
+        status.stdout.contains("no longer on node harvester-node-1")
+            && status.stdout.contains("afterwards: gone"),
+        "{}",
+        status.all()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_always_vm_comes_back_running_on_another_node() {
+    let env = always_env().await;
+    let report = run_following(&env, "60s").await;
+    let back = follow_of(&report, STOPPING_NS, STOPPING);
+    assert_eq!(back["outcome"], "running_again", "{report:#}");
+    assert_eq!(back["node"], "harvester-node-2", "{back}");
+    let vmi = env
+        .sim
+        .get(
+            "kubevirt.io/v1",
+            "VirtualMachineInstance",
+            STOPPING_NS,
+            STOPPING,
+        )
+        .expect("a new VMI");
+    assert_eq!(vmi["status"]["phase"], "Running");
+    assert_ne!(vmi["status"]["nodeName"], NODE);
+    let ev = events(&env, STOPPING, "RunningAgain");
+    assert_eq!(ev.len(), 1, "one Event on the VM: {ev:?}");
+    assert_eq!(ev[0]["type"], "Normal");
+    assert_eq!(ev[0]["regarding"]["kind"], "VirtualMachine");
+    let status = env.run(&["status", "prod/vm-app-02"]).await;
+    assert!(
+        status
+            .stdout
+            .contains("afterwards: running again on harvester-node-2"),
+        "{}",
+        status.all()
+    );
+}
+
+/// The Longhorn volume behind a PVC.
+fn longhorn_volume_of(env: &Env, pvc: &str) -> Value {
+    env.sim
+        .list("longhorn.io/v1beta2", "Volume")
+        .into_iter()
+        .find(|v| v["status"]["kubernetesStatus"]["pvcName"] == pvc)
+        .expect("the Longhorn volume")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_back_because_its_longhorn_volume_is_faulted() {
+    let env = always_env().await;
+    let mut vol = longhorn_volume_of(&env, "vm-app-02-disk-0-klmno");
+    let name = vol["metadata"]["name"].as_str().unwrap_or("").to_string();
+    vol["status"]["robustness"] = json!("faulted");
+    vol["status"]["state"] = json!("detached");
+    env.sim.put(vol).expect("put the volume");
+    let report = run_following(&env, "8s").await;
+    let not_back = follow_of(&report, STOPPING_NS, STOPPING);
+    assert_eq!(not_back["outcome"], "not_back", "{report:#}");
+    let why = not_back["why"].to_string();
+    assert!(
+        why.contains(&format!(
+            "Longhorn volume {name} is faulted (state detached): see volumes.longhorn.io longhorn-system/{name} in the Longhorn UI"
+        )),
+        "{why}"
+    );
+    assert!(why.contains("new VMI phase Scheduling"), "{why}");
+    let ev = events(&env, STOPPING, "NotBack");
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["type"], "Warning");
+    // Read-only: vmrecover wrote nothing to Longhorn.
+    assert!(!env
+        .sim
+        .mutating_requests()
+        .iter()
+        .any(|r| r.path.contains("longhorn.io")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_back_because_no_node_can_take_its_launcher_pod() {
+    let env = always_env().await;
+    for n in ["harvester-node-2", "harvester-node-3"] {
+        let mut node = env.sim.get("v1", "Node", "", n).expect("node");
+        node["spec"]["unschedulable"] = json!(true);
+        env.sim.put(node).expect("cordon");
+    }
+    let report = run_following(&env, "8s").await;
+    let not_back = follow_of(&report, STOPPING_NS, STOPPING);
+    assert_eq!(not_back["outcome"], "not_back", "{report:#}");
+    let why = not_back["why"].to_string();
+    assert!(
+        why.contains("is not scheduled: Unschedulable: 0/3 nodes are available"),
+        "{why}"
+    );
+    assert!(why.contains("node(s) were unschedulable"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_follows_and_the_site_view_shows_what_came_back() {
+    use crate::e2e_support::ACTING_AGENT;
+    use vmrecover::cluster::{summary_name, NodeSummary, SUMMARY_KEY};
+    let env = always_env().await;
+    let mut args: Vec<&str> = vec!["--follow-for", "60s"];
+    args.extend_from_slice(ACTING_AGENT);
+    let mut agent = env.command(&args).spawn().expect("start the agent");
+    let name = summary_name(NODE);
+    let mut after = None;
+    for _ in 0..3000 {
+        after = env
+            .sim
+            .get("v1", "ConfigMap", "harvester-system", &name)
+            .and_then(|cm| {
+                let s: NodeSummary =
+                    serde_json::from_str(cm["data"][SUMMARY_KEY].as_str()?).ok()?;
+                s.last_run?.after
+            });
+        if after.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = agent.start_kill();
+    let out = agent.wait_with_output().await.expect("agent output");
+    let after = after.unwrap_or_else(|| {
+        panic!(
+            "the agent never published what became of its VMs:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(after.running_again, 1, "{after:?}");
+    assert!(after.gone >= 1, "{after:?}");
+    assert!(after.back_after_boot_secs.is_some(), "{after:?}");
+    let site = env.run(&["status", "--all-nodes"]).await;
+    assert!(
+        site.stdout.contains("→ 1 running again, 0 not back"),
+        "{}",
+        site.all()
+    );
+    assert!(site.stdout.contains("after boot"), "{}", site.all());
+}
