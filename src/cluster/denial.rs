@@ -54,11 +54,13 @@ pub enum Refusal {
 const HARVESTER_MUTATOR: &str = "mutator.harvesterhci.io";
 
 /// What Harvester's VM mutator does to a deleting VM where it still acts on one (harvester
-/// `pkg/webhook/resources/virtualmachine/mutator.go`; the early return came with commit
-/// 8f106a4f6).
+/// `pkg/webhook/resources/virtualmachine/mutator.go`; the early return for a deleting VM
+/// first shipped in v1.4.3 (backport 169209852) and v1.5.1 (b34ccfc4b), from 8f106a4f6 in
+/// v1.6.0).
 const MUTATOR_ON_DELETING: &str = "Harvester v1.4.0-v1.4.2 and v1.5.0 run their VM mutator \
      on every change of a VM being deleted: it looks up the NetworkAttachmentDefinition of each \
-     VM network and adds a missing terminationGracePeriodSeconds; v1.4.3 and v1.5.1 no longer do";
+     VM network, replaces spec.template.spec.affinity with the network affinity those imply and \
+     adds a missing terminationGracePeriodSeconds; v1.4.3 and v1.5.1 no longer do";
 
 /// The policy's message when a VM or VMI change touches more than the finalizers (the chart's
 /// `admissionpolicy.yaml`).
@@ -160,8 +162,9 @@ impl Refusal {
                 format!(
                     "{what}: admission webhook {webhook} denied the change: {message}; nothing \
                      was changed and it is not retried in this run ({MUTATOR_ON_DELETING}: \
-                     recreate what it names, e.g. the VM network's NetworkAttachmentDefinition, \
-                     or upgrade Harvester, or check the VM and clear its finalizer by hand: \
+                     recreate what it names, e.g. the VM network's NetworkAttachmentDefinition \
+                     with its cluster network label, or upgrade Harvester to v1.4.3/v1.5.1 or \
+                     later; a person's own finalizer patch meets the same mutator: \
                      docs/runbook.md)"
                 )
             }

@@ -35,6 +35,10 @@ pub enum ConfigError {
     /// `node`): refused rather than run as this machine's own `run`.
     #[error("--fenced-node needs the name of the node declared powered off, got an empty value (the fence Job reads it from ConfigMap vmrecover-fence-params, data.node: docs/runbook.md, \"A node that never comes back\")")]
     FencedNodeEmpty,
+    /// `--fenced-node` is not a Node's name (it becomes a path under the state directory and
+    /// a Lease's name, so it is checked as Kubernetes checks a Node's name).
+    #[error("--fenced-node {0:?} is not a Node's name (lower-case letters, digits, '-' and '.', at most 253 characters, each dot-separated part starting and ending with a letter or digit)")]
+    FencedNodeInvalid(String),
     /// `--metrics-addr` is neither `ADDR:PORT` nor `off`.
     #[error("--metrics-addr {given:?} is not ADDR:PORT or off: {why}")]
     MetricsAddr {
@@ -253,6 +257,20 @@ impl Invocation {
     }
 }
 
+/// Whether `name` is a valid Node name: a DNS-1123 subdomain (k8s.io/apimachinery
+/// `validation.IsDNS1123Subdomain`, which Node names are checked against).
+fn is_node_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b[0] != b'-'
+                && b[b.len() - 1] != b'-'
+        })
+}
+
 fn run_invocation(g: &GlobalArgs, args: &RunArgs) -> Result<Invocation, ConfigError> {
     let mut cfg = Config::resolve(g, &args.only, args.kill_orphans, None)?;
     cfg.policy.during_upgrade = args.during_upgrade;
@@ -263,6 +281,9 @@ fn run_invocation(g: &GlobalArgs, args: &RunArgs) -> Result<Invocation, ConfigEr
         .is_some_and(|n| n.trim().is_empty())
     {
         return Err(ConfigError::FencedNodeEmpty);
+    }
+    if let Some(node) = args.fenced_node.as_deref().filter(|n| !is_node_name(n)) {
+        return Err(ConfigError::FencedNodeInvalid(node.to_string()));
     }
     if let Some(node) = args.fenced_node.as_deref() {
         // The dead node's own Lease, its own intents (never this machine's), no orphan
@@ -450,6 +471,14 @@ mod tests {
             panic!("run")
         };
         assert_eq!((cfg.node.as_str(), cfg.policy.fenced), ("dead", true));
+        for bad in [" node-1", "a/../..", "Node-1", "-n", "n.", &"a".repeat(254)] {
+            let e = resolve(&["vmrecover", "run", "--node", "n", "--fenced-node", bad]).err();
+            assert!(
+                matches!(&e, Some(ConfigError::FencedNodeInvalid(g)) if g == bad),
+                "{bad:?}: {e:?}"
+            );
+        }
+        assert!(is_node_name("harvester-node-1.example.com"));
     }
 
     #[test]

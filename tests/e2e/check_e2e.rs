@@ -694,6 +694,13 @@ async fn the_helm_test_pod_runs_the_agents_check_and_passes() {
     let objs = crate::chart_support::objects(&String::from_utf8_lossy(&pinned.stdout));
     let pod = crate::chart_support::find(&objs, "Pod", "vmrecover-check");
     assert_eq!(pod["spec"]["nodeName"], NODE);
+    // Pinned, it bypasses the scheduler: the agent's tolerations keep it from NoExecute
+    // eviction there, as the agent's own pod.
+    let ds = crate::chart_support::find(&objs, "DaemonSet", "vmrecover");
+    assert_eq!(
+        pod["spec"]["tolerations"],
+        ds["spec"]["template"]["spec"]["tolerations"]
+    );
     let host = crate::chart_support::render_py(
         &py,
         &[
@@ -719,15 +726,12 @@ async fn the_helm_test_pod_runs_the_agents_check_and_passes() {
         let ds = crate::chart_support::find(&objs, "DaemonSet", "vmrecover");
         assert_eq!(pod["metadata"]["annotations"]["helm.sh/hook"], "test");
         let (p, d) = (&pod["spec"], &ds["spec"]["template"]["spec"]);
-        for field in [
-            "serviceAccountName",
-            "hostPID",
-            "volumes",
-            "tolerations",
-            "priorityClassName",
-        ] {
+        for field in ["serviceAccountName", "hostPID", "volumes", "priorityClassName"] {
             assert_eq!(p[field], d[field], "{kube}: spec.{field}");
         }
+        // Left to the scheduler, it must not tolerate what the agent tolerates (everything):
+        // it would land on a NotReady or cordoned node and wait there until the timeout.
+        assert!(p["tolerations"].is_null(), "{kube}: {}", p["tolerations"]);
         assert_eq!(p["restartPolicy"], "Never");
         let (pc, dc) = (&p["containers"][0], &d["containers"][0]);
         for field in ["name", "image", "env", "securityContext", "volumeMounts"] {

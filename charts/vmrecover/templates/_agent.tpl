@@ -7,6 +7,14 @@
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- with include "vmrecover.agentPlacement" . | trim }}
+{{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* Where the agent's pods may go, without the tolerations (the Helm test pod, scheduled
+onto a node that works, takes only this). */}}
+{{- define "vmrecover.agentPlacement" -}}
 {{- with .Values.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}

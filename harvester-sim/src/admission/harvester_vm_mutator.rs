@@ -3,9 +3,10 @@
 //!
 //! Source: harvester `pkg/webhook/resources/virtualmachine/mutator.go`. Its `Update` at v1.4.0,
 //! v1.4.1, v1.4.2 and v1.5.0 runs in full on every VM UPDATE, a finalizer-only patch of a
-//! deleting VM included; commit 8f106a4f6 ("avoid to do mutation when deletion ts is not
-//! null", in v1.4.3, v1.5.1 and every later tag, read at v1.7.0) returns early when the new
-//! VM has a `deletionTimestamp`. Which releases act is profile data
+//! deleting VM included; the early return when the new VM has a `deletionTimestamp`
+//! ("avoid to do mutation when deletion ts is not null") first ships in v1.4.3 (backport
+//! 169209852) and v1.5.1 (backport b34ccfc4b), from commit 8f106a4f6 in v1.6.0 (read at
+//! v1.7.0). Which releases act is profile data
 //! ([`crate::profiles::ReleaseProfile::vm_mutator_on_deleting`]). Modelled, for a VM with a
 //! `spec.template`:
 //!
@@ -26,8 +27,8 @@
 //!   `default-vm-termination-grace-period-seconds` (`value`, else `default`: "120" at v1.4.0,
 //!   `pkg/settings/settings.go`); no Setting, no change.
 //!
-//! An error answers `Allowed: false` with an `InternalError` (`pkg/webhook/types/mutator.go`
-//! `admit`: an error that is not an `AdmitError` becomes `werror.NewInternalError`, 500): the
+//! An error answers `Allowed: false` with an `InternalError` (`pkg/webhook/types/admission.go`
+//! `AdmissionHandler.admit`: an error that is not an `AdmitError` becomes `werror.NewInternalError`, 500): the
 //! webhook answered, so failurePolicy Ignore does not cover it, and the apiserver returns
 //! `admission webhook "mutator.harvesterhci.io" denied the request: <error>`.
 //!
