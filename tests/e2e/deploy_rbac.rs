@@ -64,9 +64,11 @@ enum Setup {
     /// (the test turns it on when the watch request arrives): it then removes the VMI and
     /// vmrecover's watch sees it go. The run is `--only default/vm-db-01`.
     ControllerAfterWatch,
-    /// As [`Setup::ControllerAfterWatch`], with the controllers (Harvester's too) in their
-    /// own tasks: the VM goes a moment after its VMI, which the wait sees through a watch of
-    /// the VM.
+    /// As [`Setup::ControllerAfterWatch`], with the controllers in their own tasks, and
+    /// Harvester's VM controller (which finishes the VM) off until vmrecover asks for
+    /// vm-db-01's VM with a list or watch (whatever the answer): the VM is still there when
+    /// the wait starts however slow the machine, and goes a moment later, which the wait
+    /// sees through a watch of the VM.
     VmLagsBehind,
     /// The node Lease exists already (released by an earlier run): taking it is an update.
     LeaseExists,
@@ -265,7 +267,6 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
             ));
         }
         Setup::VmLagsBehind => {
-            sim.set_harvester_controller(true);
             sim.set_controller_delay(std::time::Duration::from_millis(200));
         }
         Setup::Standard | Setup::ControllerAfterWatch => {}
@@ -362,6 +363,7 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
             // Event-driven, not timed: react to what vmrecover has asked the API server.
             let mut controller_back =
                 !matches!(setup, Setup::ControllerAfterWatch | Setup::VmLagsBehind);
+            let mut vm_controller_back = setup != Setup::VmLagsBehind;
             while !exited.load(Ordering::SeqCst) {
                 let requests = sim.requests();
                 let watched = |path_end: &str, selector: &str| {
@@ -378,6 +380,15 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
                 {
                     sim.set_virt_controller(true);
                     controller_back = true;
+                }
+                // Harvester's VM controller once vmrecover lists or watches vm-db-01's VM.
+                if !vm_controller_back
+                    && requests
+                        .iter()
+                        .any(|r| r.path.ends_with("/namespaces/default/virtualmachines"))
+                {
+                    sim.set_harvester_controller(true);
+                    vm_controller_back = true;
                 }
                 // The agent is stopped once it saved its report and watches this node.
                 if workload == Workload::Agent
