@@ -141,6 +141,7 @@ pub async fn acquire(
 ) -> Result<HeldLease, LeaseError> {
     let api = Api::<Lease>::namespaced(client.clone(), &config.namespace);
     let mut deadline = tokio::time::Instant::now() + wait;
+    let mut stale_extended = false;
     loop {
         match try_acquire(&api, &config, TAKE_CONFLICTS).await {
             Ok(lease) => {
@@ -166,8 +167,11 @@ pub async fn acquire(
                 // duration, whatever --lease-wait says: client-go's leader election retries
                 // the same way. A live holder still needs --lease-wait.
                 let now = tokio::time::Instant::now();
-                if let Some(more) = e.stale_watch() {
+                // Extended once, from the first look: a holder that renews meanwhile (its
+                // Lease changes) is alive, and the run then gives up as --lease-wait says.
+                if let (false, Some(more)) = (stale_extended, e.stale_watch()) {
                     deadline = deadline.max(now + more);
+                    stale_extended = true;
                 }
                 if now >= deadline {
                     return Err(e);
