@@ -472,7 +472,8 @@ mod tests {
         };
         assert_eq!((cfg.node.as_str(), cfg.policy.fenced), ("dead", true));
         for bad in [" node-1", "a/../..", "Node-1", "-n", "n.", &"a".repeat(254)] {
-            let e = resolve(&["vmrecover", "run", "--node", "n", "--fenced-node", bad]).err();
+            let arg = format!("--fenced-node={bad}");
+            let e = resolve(&["vmrecover", "run", "--node", "n", &arg]).err();
             assert!(
                 matches!(&e, Some(ConfigError::FencedNodeInvalid(g)) if g == bad),
                 "{bad:?}: {e:?}"

@@ -726,7 +726,12 @@ async fn the_helm_test_pod_runs_the_agents_check_and_passes() {
         let ds = crate::chart_support::find(&objs, "DaemonSet", "vmrecover");
         assert_eq!(pod["metadata"]["annotations"]["helm.sh/hook"], "test");
         let (p, d) = (&pod["spec"], &ds["spec"]["template"]["spec"]);
-        for field in ["serviceAccountName", "hostPID", "volumes", "priorityClassName"] {
+        for field in [
+            "serviceAccountName",
+            "hostPID",
+            "volumes",
+            "priorityClassName",
+        ] {
             assert_eq!(p[field], d[field], "{kube}: spec.{field}");
         }
         // Left to the scheduler, it must not tolerate what the agent tolerates (everything):

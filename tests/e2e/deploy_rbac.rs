@@ -867,7 +867,18 @@ async fn agent_under_deploy_rbac_matches_the_admin_agent() {
         "no report saved: {}",
         as_sa.stderr
     );
-    assert_eq!(sa["outcomes"], admin["outcomes"]);
+    // What became of the VMs afterwards is followed in the background by the agent and may
+    // or may not be in the report when the test stops it: the run's own outcomes compare.
+    let steps_only = |r: &Value| {
+        let mut o = r["outcomes"].clone();
+        for each in o.as_array_mut().into_iter().flatten() {
+            if let Some(m) = each.as_object_mut() {
+                m.remove("follow");
+            }
+        }
+        o
+    };
+    assert_eq!(steps_only(&sa), steps_only(&admin));
     assert_eq!(as_sa.vmis_left, as_admin.vmis_left);
     assert_eq!(as_sa.vms_left, as_admin.vms_left);
     assert!(!as_sa.vms_left.contains("default/vm-web-01"));
