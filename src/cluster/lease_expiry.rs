@@ -15,7 +15,8 @@
 //! recent by the server's clock (a holder that renewed just before this contender first
 //! looked, then kept quiet for less than the duration from its renewal) stays held.
 //!
-//! Observations live for the process (the agent retries between passes), per Lease.
+//! Observations live for the process (the agent retries between passes), per Lease
+//! (namespace, name and UID).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,10 +31,13 @@ static OBSERVED: Mutex<Option<HashMap<String, (String, Instant)>>> = Mutex::new(
 /// Notes `lease` as read at `at` and returns how long it has been seen unchanged: zero
 /// when it differs from what this process saw of it last (or was never seen).
 pub fn observe(lease: &Lease, at: Instant) -> Duration {
+    // The UID too: a Lease deleted and created again is another Lease, and two clusters (one
+    // test process, several simulators) never share an observation.
     let key = format!(
-        "{}/{}",
+        "{}/{}/{}",
         lease.metadata.namespace.as_deref().unwrap_or_default(),
-        lease.metadata.name.as_deref().unwrap_or_default()
+        lease.metadata.name.as_deref().unwrap_or_default(),
+        lease.metadata.uid.as_deref().unwrap_or_default()
     );
     let record = record_of(lease);
     let mut all = OBSERVED.lock().unwrap_or_else(|e| e.into_inner());

@@ -121,12 +121,18 @@ mod lease {
         let env = Env::power_loss().await;
         let client = cluster::connect(&cluster_config(&env)).await.unwrap();
         let cfg = |who: &str| LeaseConfig::for_node("harvester-system", NODE, who.into());
-        let dead = cluster::acquire_lease(&client, cfg("agent@n1/1"), Duration::ZERO)
-            .await
-            .expect("first taker gets it");
-        // The holder dies without releasing; its renewal lies in the past (2 s duration).
-        drop(dead);
-        crate::e2e_support::age_lease(&env.sim);
+        // A holder that died without releasing: its renewal two minutes in the past by the
+        // API server's clock, its duration 2 s.
+        let old = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(120)).to_string();
+        env.sim
+            .put(serde_json::json!({
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": format!("vmrecover-{NODE}"), "namespace": "harvester-system"},
+                "spec": {"holderIdentity": "agent@n1/1", "leaseDurationSeconds": 2,
+                         "acquireTime": old, "renewTime": old},
+            }))
+            .expect("a dead holder's Lease");
         env.sim.clear_requests();
         let started = std::time::Instant::now();
         let taken = cluster::acquire_lease(&client, cfg("manual@n1/2"), Duration::ZERO)
