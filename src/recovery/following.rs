@@ -2,8 +2,8 @@
 //! until its outcome is known or the bound ends, then reads why the ones not back are not
 //! (the new launcher pod, the Longhorn volumes). Read-only: one GET of the VM and of its VMI
 //! per VM per look, the looks 1 s apart at first and backing off to 10 s; at the bound one
-//! list of the new VMI's launcher pods and one GET per Longhorn volume. A read that fails is retried at the next look and named
-//! in the outcome if the bound ends on it.
+//! list of the new VMI's launcher pods and one GET per Longhorn volume. A read that fails is
+//! retried at the next look and named in the outcome if the bound ends on it.
 
 use std::time::{Duration, Instant};
 
