@@ -144,6 +144,22 @@ fn revision() -> String {
     }
 }
 
+/// `status` in the image, with the host mounted at /host and a state directory at /state
+/// (the DaemonSet's layout): what the podman and the containerd tests both run.
+pub const IN_IMAGE_STATUS: &[&str] = &[
+    "status",
+    "--output",
+    "json",
+    "--state-dir",
+    "/state",
+    "--journal-dir",
+    "/host/var/log/journal",
+    "--host-root",
+    "/host",
+    "--log-target",
+    "stderr",
+];
+
 /// The parts of a `status` boot document the verdict rests on.
 fn verdict_of(boot: &Value) -> Value {
     serde_json::json!({
@@ -241,19 +257,7 @@ fn the_offline_image_runs_status_with_the_same_verdicts_as_the_host() {
                 "-v",
                 &format!("{}:/state", state.display()),
             ],
-            &[
-                "status",
-                "--output",
-                "json",
-                "--state-dir",
-                "/state",
-                "--journal-dir",
-                "/host/var/log/journal",
-                "--host-root",
-                "/host",
-                "--log-target",
-                "stderr",
-            ],
+            IN_IMAGE_STATUS,
         );
         let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!(

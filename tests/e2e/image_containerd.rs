@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::boot_support::{build_journal, host_root, status_json, CURRENT_BOOT, MACHINE_ID};
 use crate::chart_support::{skip, text, tool};
-use crate::image_build::{built_archive, prerequisites};
+use crate::image_build::{built_archive, prerequisites, IN_IMAGE_STATUS};
 
 /// A containerd of this test's own: its socket, root and state under one temporary directory.
 struct Containerd {
@@ -171,19 +171,7 @@ fn containerd_imports_the_archive_and_runs_the_image_as_rke2_would() {
                 state.display()
             ),
         ],
-        &[
-            "status",
-            "--output",
-            "json",
-            "--state-dir",
-            "/state",
-            "--journal-dir",
-            "/host/var/log/journal",
-            "--host-root",
-            "/host",
-            "--log-target",
-            "stderr",
-        ],
+        IN_IMAGE_STATUS,
     );
     let doc: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("status in containerd printed no JSON ({e}): {}", text(&out)));
