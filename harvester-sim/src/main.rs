@@ -119,6 +119,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let sa = Identity::parse_service_account(&args.service_account)
         .map_err(|e| anyhow::anyhow!("--service-account: {e}"))?;
+    // Before the server answers anything: a SIGTERM sent as soon as it answers must end it
+    // cleanly (exit 0), not kill it.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let sim = Sim::start(cfg).await?;
     if let Some(p) = &args.sa_kubeconfig_out {
         sim.write_kubeconfig_as(&sa, p)?;
@@ -131,9 +136,8 @@ async fn main() -> anyhow::Result<()> {
         writeln!(out, "listening on {}", sim.addr())?;
         out.flush()?;
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     sim.shutdown();

@@ -1,7 +1,7 @@
 //! The disk side of a pass, read only for VMIs that are deleting or final (and earlier
 //! runs' VMs): their PVCs and PVs by name, what is left of a PVC that is gone, and where
 //! each disk is attached — Longhorn's volume and volumeattachment by name, the storage
-//! VolumeAttachment list once.
+//! VolumeAttachment list only for a disk of another CSI driver.
 
 use std::collections::BTreeSet;
 
@@ -20,6 +20,10 @@ use super::snapshot::{
 };
 use crate::cluster::describe;
 use crate::evidence::Gathered;
+
+/// Why the Longhorn volume lists are absent when no claim is gone.
+const NOT_LISTED: &str = "not listed: every claim read exists and is bound to the PV recorded \
+                          for it, so nothing of a gone claim was looked for";
 
 /// Everything disk-related a pass read.
 pub(crate) struct DiskFacts {
@@ -125,10 +129,21 @@ pub(crate) async fn gather(
         }
     };
     // What may be left of gone claims: Released PVs and Longhorn volumes still naming
-    // them, or what an earlier run recorded.
-    let mut longhorn_volumes = Gathered::read(Vec::new());
-    let mut other_longhorn_volumes = Gathered::read(Vec::new());
-    if !missing.is_empty() || !also.disks.is_empty() {
+    // them, or what an earlier run recorded. Listed (cluster-wide, ~MiBs on a large site)
+    // only when a claim is gone or replaced, or a recorded disk is not the PV a claim read
+    // is bound to: otherwise every disk is followed by name, and the planner's search for
+    // what is left of a gone claim finds these lists unread and blocks (fail closed).
+    let bound: BTreeSet<&str> = pvcs
+        .iter()
+        .filter_map(|p| p.volume_name.as_deref())
+        .collect();
+    let unbound_record = also
+        .disks
+        .iter()
+        .any(|(pv, _)| !bound.contains(pv.as_str()));
+    let mut longhorn_volumes = Gathered::unreadable("volumes.longhorn.io", NOT_LISTED);
+    let mut other_longhorn_volumes = Gathered::unreadable("volumes.longhorn.io", NOT_LISTED);
+    if !missing.is_empty() || unbound_record {
         let (released, lh) = tokio::join!(
             released_pvs(client, &missing, also),
             longhorn_refs(client, &missing, also),
@@ -190,7 +205,7 @@ pub(crate) async fn gather(
     let attachments = if keys.is_empty() {
         Gathered::read(Vec::new())
     } else {
-        match attachments_of(client, &keys, also.va_cache.as_ref()).await {
+        match attachments_of(client, &keys, &pvs, also.va_cache.as_ref()).await {
             Ok(a) => Gathered::read(a),
             Err(e) => Gathered::unreadable("attachments", e),
         }
@@ -310,26 +325,24 @@ async fn longhorn_refs(
         }))
 }
 
-/// Where the volumes `keys` (PV names and volume handles) are attached: the storage
-/// VolumeAttachment list (once, or shared by a run's re-check rounds through `shared`), and
-/// each Longhorn volume and volumeattachment by name (always fresh).
+/// Where the volumes `keys` (PV names and volume handles) are attached: each Longhorn
+/// volume and Longhorn volumeattachment by name (always fresh), and the storage
+/// VolumeAttachment list (cluster-wide, ~4 MiB on a 5,000-VM site; shared by a run's
+/// re-check rounds through `shared`) only when a key is not proven a Longhorn disk.
+///
+/// Every attach of a Longhorn volume, on any node and by any requester (the CSI
+/// ControllerPublish the external-attacher calls for a storage VolumeAttachment, a hotplug,
+/// the UI, a backup or salvage), is a ticket in the volume's Longhorn volumeattachment,
+/// written before it attaches (longhorn-manager v1.6.x `csi/controller_server.go`
+/// `ControllerPublishVolume`, `controller/volume_attachment_controller.go`), and the volume's
+/// `status.currentNodeID` names where its engine runs: the per-name reads see every way a
+/// Longhorn disk can be attached elsewhere (docs/safety.md §4).
 async fn attachments_of(
     client: &Client,
     keys: &BTreeSet<String>,
+    pvs: &[PvView],
     shared: Option<&super::VaCache>,
 ) -> Result<Vec<AttachmentView>, String> {
-    let vas = async {
-        match shared {
-            Some(cache) => cache.list(client).await,
-            None => list(
-                Api::<VolumeAttachment>::all(client.clone()),
-                &ListParams::default(),
-                "volumeattachments.storage.k8s.io",
-            )
-            .await
-            .map(std::sync::Arc::new),
-        }
-    };
     let longhorn = keys.iter().map(|k| async move {
         let (vol, lva) = tokio::join!(
             get_optional::<LonghornVolume>(client, longhorn_namespace(), k, "volumes.longhorn.io"),
@@ -340,21 +353,55 @@ async fn attachments_of(
                 "volumeattachments.longhorn.io"
             ),
         );
+        let vol = vol?;
+        let exists = vol.is_some();
         let mut out: Vec<AttachmentView> = Vec::new();
-        out.extend(vol?.as_ref().and_then(AttachmentView::from_longhorn_volume));
+        out.extend(vol.as_ref().and_then(AttachmentView::from_longhorn_volume));
         out.extend(lva?.iter().flat_map(AttachmentView::from_longhorn_tickets));
-        Ok::<_, String>(out)
+        Ok::<_, String>((k, exists, out))
     });
-    let (vas, longhorn) = tokio::join!(vas, futures::future::join_all(longhorn));
-    // Every attacher: a disk of another CSI driver attached elsewhere blocks just the same.
-    let mut all: Vec<AttachmentView> = vas?
-        .iter()
-        .filter_map(AttachmentView::from_csi)
-        .filter(|a| keys.contains(&a.volume))
-        .collect();
-    for l in longhorn {
-        all.extend(l?);
+    let mut all: Vec<AttachmentView> = Vec::new();
+    let mut longhorn_volumes: BTreeSet<&str> = BTreeSet::new();
+    for l in futures::future::join_all(longhorn).await {
+        let (key, exists, found) = l?;
+        if exists {
+            longhorn_volumes.insert(key.as_str());
+        }
+        all.extend(found);
     }
+    // A key is Longhorn's when every PV it names (by name or handle) is Longhorn's, or,
+    // with no such PV, when a Longhorn volume of that name exists.
+    let is_longhorn = |k: &str| {
+        let mut named = pvs
+            .iter()
+            .filter(|p| p.name == k || p.handle.as_deref() == Some(k))
+            .peekable();
+        if named.peek().is_none() {
+            return longhorn_volumes.contains(k);
+        }
+        named.all(|p| p.driver.as_deref() == Some(LONGHORN_DRIVER))
+    };
+    if keys.iter().all(|k| is_longhorn(k)) {
+        return Ok(all);
+    }
+    // Another CSI driver's disk, or one whose driver is unknown: its attachments are
+    // storage VolumeAttachments only.
+    let vas = match shared {
+        Some(cache) => cache.list(client).await?,
+        None => std::sync::Arc::new(
+            list(
+                Api::<VolumeAttachment>::all(client.clone()),
+                &ListParams::default(),
+                "volumeattachments.storage.k8s.io",
+            )
+            .await?,
+        ),
+    };
+    all.extend(
+        vas.iter()
+            .filter_map(AttachmentView::from_csi)
+            .filter(|a| keys.contains(&a.volume)),
+    );
     Ok(all)
 }
 

@@ -1,13 +1,9 @@
 //! The storage VolumeAttachment list, shared by the re-check rounds of one run for at
-//! most `max_age`: it is the one cluster-wide list the proof reads (no per-name read
-//! answers "attached elsewhere?"), ~4–6 MiB on a 5,000-VM site, and a 300-VM recovery
-//! re-checks in dozens of rounds. Each round still reads every Longhorn volume and Longhorn
-//! volumeattachment of its VMs by name, fresh: Longhorn's CSI ControllerPublish (called by
-//! the external-attacher for the storage VolumeAttachment) writes its attachment ticket
-//! before that VolumeAttachment reports attached (longhorn-manager `csi/controller_server.go`
-//! `ControllerPublishVolume`; Harvester KB 2025-11-04 "Kubernetes VolumeAttachment vs Longhorn
-//! VolumeAttachment"), so an attach of a Longhorn disk elsewhere is seen at once; the shared
-//! list adds other CSI drivers' attachments, at most `max_age` old (docs/safety.md §7).
+//! most `max_age`. It is read only for a disk whose PV names another CSI driver than
+//! Longhorn (or whose driver is unknown): a Longhorn disk's attachments are all tickets in
+//! its Longhorn volumeattachment, read by name and fresh in every round (longhorn-manager
+//! `csi/controller_server.go` `ControllerPublishVolume` writes the ticket before it attaches;
+//! docs/safety.md rules 4 and 7). The list is ~4–6 MiB on a 5,000-VM site.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -74,6 +74,9 @@ enum Setup {
     LeaseExists,
     /// vm-web-01's PVC was deleted by the operator: vmrecover follows what is left of it.
     PvcGone,
+    /// vm-custom-01's PV is another CSI driver's: its attachments are storage
+    /// VolumeAttachments only, so the run lists them (a Longhorn disk's are read by name).
+    OtherDriverDisk,
 }
 
 /// One run's result.
@@ -268,6 +271,12 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
         }
         Setup::VmLagsBehind => {
             sim.set_controller_delay(std::time::Duration::from_millis(200));
+        }
+        Setup::OtherDriverDisk => {
+            let name = "pvc-44444444-0000-4000-8000-000000000005";
+            let mut pv = sim.get("v1", "PersistentVolume", "", name).expect("PV");
+            pv["spec"]["csi"]["driver"] = serde_json::json!("other.csi.example.com");
+            sim.put(pv).expect("PV of another driver");
         }
         Setup::Standard | Setup::ControllerAfterWatch => {}
     }
@@ -626,9 +635,9 @@ fn rows() -> Vec<Row> {
         },
         Row {
             grant: "ClusterRole /vmrecover storage.k8s.io/volumeattachments list".into(),
-            part: "CSI attachment evidence: unreadable, so every VM is blocked",
+            part: "CSI attachment evidence of another driver's disk: unreadable, so every VM is blocked",
             workload: Workload::Run,
-            setup: Setup::Standard,
+            setup: Setup::OtherDriverDisk,
             names_permission: true,
             broken: no_object_changed,
         },

@@ -311,3 +311,77 @@ async fn a_late_claim_replaced_after_the_vmi_was_first_seen_is_told_by_its_recor
     assert_eq!(pvs, [PV_WEB]);
     assert_eq!(d["action"]["kind"], "recover", "{d:#}");
 }
+
+/// Whether the run listed the storage VolumeAttachments (the cluster-wide list).
+fn listed_storage_attachments(env: &Env) -> bool {
+    env.sim
+        .requests()
+        .iter()
+        .any(|r| r.method == "GET" && r.path == "/apis/storage.k8s.io/v1/volumeattachments")
+}
+
+/// vm-web-01's disk requested on harvester-node-2 by a storage VolumeAttachment of
+/// `attacher` (not attached yet: Longhorn writes its ticket first).
+fn attach_web_elsewhere(env: &Env, attacher: &str) {
+    env.sim
+        .put(
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
+            "metadata": {"name": "csi-web-on-node-2"},
+            "spec": {"attacher": attacher, "nodeName": "harvester-node-2",
+                     "source": {"persistentVolumeName": PV_WEB}},
+            "status": {"attached": false}}),
+        )
+        .expect("volumeattachment");
+}
+
+/// Issue 28: a Longhorn disk attached on another node is seen through the ticket Longhorn's
+/// CSI attach writes into its Longhorn volumeattachment, read by name: no cluster-wide
+/// VolumeAttachment list (~4 MiB on a 5,000-VM site) is needed for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_longhorn_disk_attached_elsewhere_is_seen_by_name_without_the_volumeattachment_list() {
+    let env = Env::power_loss().await;
+    let before = web(&plan(&env).await);
+    assert_eq!(before["action"]["kind"], "recover", "{before:#}");
+    assert!(
+        !listed_storage_attachments(&env),
+        "only Longhorn disks here"
+    );
+
+    attach_web_elsewhere(&env, "driver.longhorn.io");
+    env.sim.clear_requests();
+    let after = web(&plan(&env).await);
+    assert_eq!(after["action"]["kind"], "blocked", "{after:#}");
+    assert!(
+        after["blockers"]
+            .to_string()
+            .contains("disk_attached_elsewhere")
+            && after["reasons"].to_string().contains("harvester-node-2")
+            && after["reasons"]
+                .to_string()
+                .contains("longhorn volumeattachment"),
+        "{after:#}"
+    );
+    assert!(!listed_storage_attachments(&env));
+    assert!(env.sim.mutating_requests().is_empty());
+}
+
+/// Another CSI driver's attachments are storage VolumeAttachments only: a disk whose PV is
+/// not Longhorn's is looked for in the list, even when a Longhorn volume of its name exists
+/// (a key counts as Longhorn's by its PV's driver first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_drivers_disk_attached_elsewhere_is_looked_for_in_the_volumeattachment_list() {
+    let env = Env::power_loss().await;
+    let mut pv = env
+        .sim
+        .get("v1", "PersistentVolume", "", PV_WEB)
+        .expect("vm-web-01's PV");
+    pv["spec"]["csi"]["driver"] = json!("other.csi.example.com");
+    env.sim.put(pv).expect("PV of another driver");
+    attach_web_elsewhere(&env, "other.csi.example.com");
+    env.sim.clear_requests();
+    let d = web(&plan(&env).await);
+    // Blocked in any case (vmrecover proves only Longhorn disks free here); the list is
+    // what would show this disk attached elsewhere wherever else it is asked.
+    assert_eq!(d["action"]["kind"], "blocked", "{d:#}");
+    assert!(listed_storage_attachments(&env));
+}

@@ -92,6 +92,15 @@ spec:
   nodeName: harvester-node-2
   source: {{persistentVolumeName: pvc-seed-retained}}
 status: {{attached: true}}
+---
+# The Longhorn volume the PV names: Longhorn's CSI attach writes the storage
+# VolumeAttachment's ticket into its Longhorn volumeattachment (the simulator's
+# longhorn_csi controller).
+apiVersion: longhorn.io/v1beta2
+kind: Volume
+metadata: {{name: pvc-seed-retained, namespace: longhorn-system}}
+spec: {{frontend: blockdev}}
+status: {{state: attached, currentNodeID: harvester-node-2, robustness: healthy}}
 "#
     );
     let env = Env::with_texts(&[&seed_text(), &pv]).await;
@@ -138,6 +147,15 @@ spec:
   nodeName: harvester-node-2
   source: {{persistentVolumeName: pvc-seed-shared}}
 status: {{attached: true}}
+---
+# The Longhorn volume the PV names: Longhorn's CSI attach writes the storage
+# VolumeAttachment's ticket into its Longhorn volumeattachment (the simulator's
+# longhorn_csi controller).
+apiVersion: longhorn.io/v1beta2
+kind: Volume
+metadata: {{name: pvc-seed-shared, namespace: longhorn-system}}
+spec: {{frontend: blockdev}}
+status: {{state: attached, currentNodeID: harvester-node-2, robustness: healthy}}
 ---
 apiVersion: v1
 kind: Pod

@@ -1,6 +1,6 @@
 //! The simulated controllers, one file each: the kubelet of every up node
-//! ([`kubelet`]), the garbage collector ([`garbage_collector`]) and KubeVirt's virt-controller
-//! ([`virt_controller`]). Each implements [`Controller`] and sees the cluster only through
+//! ([`kubelet`]), the garbage collector ([`garbage_collector`]), KubeVirt's virt-controller
+//! ([`virt_controller`]) and Longhorn's CSI attach path ([`longhorn_csi`]), among others. Each implements [`Controller`] and sees the cluster only through
 //! [`Cluster`], which the store implements: the store's settle loop calls [`reconcile`] for
 //! every changed object and [`owner_removed`] for every removed one until nothing is left to
 //! react to. Controllers write through the same store semantics as clients (resourceVersion
@@ -15,6 +15,7 @@
 pub mod garbage_collector;
 pub mod harvester_vm;
 pub mod kubelet;
+pub mod longhorn_csi;
 pub mod node_down;
 pub mod scheduler;
 pub mod virt_controller;
@@ -79,6 +80,7 @@ pub static ALL: &[&dyn Controller] = &[
     &harvester_vm::HarvesterVmController,
     &scheduler::Scheduler,
     &virt_handler::VirtHandler,
+    &longhorn_csi::LonghornCsi,
 ];
 
 /// Whether the garbage collector alone handles this object now (it is deleting with a GC
