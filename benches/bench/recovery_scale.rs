@@ -10,6 +10,7 @@
 //! - `BENCH_KUBECTL`: the kubectl binary of the baseline (default: the version-matched
 //!   `/usr/lib/google-cloud-sdk/bin/kubectl.1.32` when present, else `kubectl`).
 //! - `BENCH_SKIP_BASELINE=1`: skip the kubectl baseline (it takes minutes).
+//! - `BENCH_RUN_LOG=<dir>`: keep the run's stderr and the request log there.
 //! - `BENCH_JOURNAL_SIZES` ("20000,200000"), `BENCH_JOURNAL_BOOTS` (20),
 //!   `BENCH_STATUS_RUNS` (10): the boot check.
 //! - `BENCH_PROCESSES` (2000), `BENCH_VOLUMES` (500), `BENCH_SCAN_ITERATIONS` (20): the node scan.
@@ -250,6 +251,7 @@ async fn recovery_vmrecover(
         );
     }
     let log = sim.requests();
+    keep_run_log(&out.stderr, &log);
     let client = requests::client_requests(&log);
     let totals = requests::totals(&client);
     print_breakdown(&client);
@@ -330,6 +332,26 @@ async fn recovery_vmrecover(
     Some(Ours { wall })
 }
 
+/// With `BENCH_RUN_LOG=<dir>`: the run's stderr and the simulator's request log (JSON lines)
+/// kept there, to see where a run's time goes.
+fn keep_run_log(stderr: &[u8], log: &[RequestRecord]) {
+    let Ok(dir) = std::env::var("BENCH_RUN_LOG") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let lines: Vec<String> = log
+        .iter()
+        .filter_map(|r| serde_json::to_string(r).ok())
+        .collect();
+    let kept = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("run.stderr"), stderr))
+        .and_then(|()| std::fs::write(dir.join("requests.jsonl"), lines.join("\n")));
+    match kept {
+        Ok(()) => println!("run log kept in {}", dir.display()),
+        Err(e) => eprintln!("cannot keep the run log in {}: {e}", dir.display()),
+    }
+}
+
 fn kubectl() -> String {
     std::env::var("BENCH_KUBECTL").unwrap_or_else(|_| {
         let matched = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32";
@@ -387,6 +409,7 @@ async fn recovery_baseline(
         eprintln!("baseline stderr: {}", String::from_utf8_lossy(&out.stderr));
     }
     let log = sim.requests();
+    keep_run_log(&out.stderr, &log);
     let client = requests::client_requests(&log);
     let totals = requests::totals(&client);
     print_breakdown(&client);
