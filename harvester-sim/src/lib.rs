@@ -141,6 +141,7 @@ pub mod admission;
 pub mod api;
 pub mod controllers;
 pub mod convert;
+pub mod discovery;
 pub mod errors;
 mod exchange;
 pub mod faults;
