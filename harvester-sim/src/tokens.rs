@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 
 use crate::errors::ApiError;
 use crate::meta;
-use crate::rbac::Identity;
+use crate::rbac::identity::Identity;
 use crate::resources::find;
 use crate::store::Store;
 

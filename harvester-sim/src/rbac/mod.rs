@@ -14,7 +14,7 @@
 //! honoured for the admin as the real apiserver does for a user allowed to impersonate).
 
 mod attributes;
-mod identity;
+pub mod identity;
 mod load;
 mod policy;
 

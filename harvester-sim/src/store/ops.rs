@@ -10,7 +10,7 @@ use crate::errors::ApiError;
 use crate::managed_fields::{self, Writer};
 use crate::meta;
 use crate::patch::{self, PatchKind};
-use crate::rbac::Identity;
+use crate::rbac::identity::Identity;
 use crate::resources::{find_kind, ResIdx, ResourceDef, RESOURCES};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::validation;

@@ -45,7 +45,7 @@ use serde_json::{json, Value};
 
 use crate::admission::Operation;
 use crate::errors::ApiError;
-use crate::rbac::Identity;
+use crate::rbac::identity::Identity;
 use crate::resources::ResourceDef;
 use expr::{Activation, Expression};
 
