@@ -166,6 +166,7 @@ mod server;
 pub mod settings;
 pub mod simapi;
 pub mod store;
+pub mod store_vocab;
 pub mod table;
 pub mod tls;
 pub mod tokens;

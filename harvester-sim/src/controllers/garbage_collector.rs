@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::{drop_owner_ref, Cluster, Controller, Flow};
 use crate::meta;
 use crate::resources::ResIdx;
-use crate::store::{DeleteOptions, Key};
+use crate::store_vocab::{DeleteOptions, Key};
 
 /// Finalizers whose removal the garbage collector handles
 /// (`metav1.FinalizerOrphanDependents`, `metav1.FinalizerDeleteDependents`).

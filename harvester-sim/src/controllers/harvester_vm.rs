@@ -17,7 +17,7 @@ use super::{Cluster, Controller, Flow};
 use crate::meta;
 use crate::profiles::CLEANUP_PVC_FINALIZER;
 use crate::resources::{find, ResIdx};
-use crate::store::{DeleteOptions, Key};
+use crate::store_vocab::{DeleteOptions, Key};
 
 /// The simulated Harvester VM controller.
 pub struct HarvesterVmController;

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::{Cluster, Controller, Flow};
 use crate::meta;
 use crate::resources::{find, ResIdx};
-use crate::store::Key;
+use crate::store_vocab::Key;
 
 /// The simulated kubelets.
 pub struct Kubelet;

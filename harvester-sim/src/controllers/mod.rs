@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use crate::resources::ResIdx;
 use crate::settings::Settings;
-use crate::store::{DeleteOptions, Key};
+use crate::store_vocab::{DeleteOptions, Key};
 
 /// What a controller can see and do. The store implements it; the controllers' unit tests
 /// use a small in-memory one.
@@ -164,7 +164,7 @@ pub(crate) mod fake {
     use crate::meta;
     use crate::resources::ResIdx;
     use crate::settings::Settings;
-    use crate::store::{DeleteOptions, Key};
+    use crate::store_vocab::{DeleteOptions, Key};
 
     /// A fake cluster.
     #[derive(Default)]

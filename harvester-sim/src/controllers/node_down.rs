@@ -36,7 +36,8 @@ use tokio::sync::watch;
 use super::Cluster;
 use crate::meta;
 use crate::resources::{find, ResIdx};
-use crate::store::{DeleteOptions, Key, Store};
+use crate::store::Store;
+use crate::store_vocab::{DeleteOptions, Key};
 
 /// The name its writes are logged under.
 pub const NAME: &str = "harvester-node-down";

@@ -32,7 +32,7 @@ use super::{Cluster, Controller, Flow};
 use crate::meta;
 use crate::profiles::VM_CONTROLLER_FINALIZER;
 use crate::resources::{find, ResIdx};
-use crate::store::{DeleteOptions, Key};
+use crate::store_vocab::{DeleteOptions, Key};
 
 /// The simulated virt-controller.
 pub struct VirtController;

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-pub use ops::{DeleteOptions, ListQuery, PatchParams};
+pub use crate::store_vocab::{DeleteOptions, Key};
+pub use ops::{ListQuery, PatchParams};
 
 use crate::errors::ApiError;
 use crate::managed_fields::Writer;
@@ -22,9 +23,6 @@ use crate::meta;
 use crate::requestlog::{RequestLog, RequestRecord};
 use crate::resources::{ResIdx, RESOURCES};
 use crate::settings::{Settings, SettingsPatch};
-
-/// (namespace, name); the namespace is "" for cluster-scoped objects.
-pub type Key = (String, String);
 
 /// A watch event type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

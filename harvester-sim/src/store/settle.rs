@@ -4,11 +4,11 @@
 
 use serde_json::Value;
 
-use super::{object_path, Inner, Key};
+use super::{object_path, Inner};
 use crate::controllers::{self, Cluster};
 use crate::resources::ResIdx;
 use crate::settings::Settings;
-use crate::store::DeleteOptions;
+use crate::store_vocab::{DeleteOptions, Key};
 
 /// Upper bound of reconcile steps in one settle, against controller ping-pong.
 const SETTLE_BUDGET: usize = 1_000_000;
