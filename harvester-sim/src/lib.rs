@@ -139,6 +139,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod cluster;
 pub mod controllers;
 pub mod convert;
 pub mod discovery;
@@ -331,7 +332,7 @@ impl Sim {
             Some(p) => RequestLog::with_file(p)?,
             None => RequestLog::default(),
         });
-        let store = Store::new(settings, log.clone());
+        let store = Store::new(settings, log.clone(), controllers::ALL);
         store
             .load_all(sc.objects)
             .map_err(|e| anyhow!("loading scenario objects: {e}"))?;

@@ -40,6 +40,10 @@ impl Controller for GarbageCollector {
         Flow::Continue
     }
 
+    fn holds_alone(&self, obj: &Value) -> bool {
+        meta::is_deleting(obj) && meta::finalizers(obj).iter().any(|f| is_gc_finalizer(f))
+    }
+
     /// Dependents with another live owner lose the reference, the others are deleted
     /// (background propagation, with a UID precondition).
     fn owner_removed(&self, c: &mut dyn Cluster, owner_uid: &str) {

@@ -136,11 +136,6 @@ fn faulted_volume(c: &dyn Cluster, pod: &Value) -> Option<String> {
         })
 }
 
-/// The DeleteOptions body the kubelet's final delete is logged with.
-pub fn final_delete_body() -> Value {
-    json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0})
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,56 +22,10 @@ pub mod virt_handler;
 
 use serde_json::Value;
 
-use crate::resources::ResIdx;
-use crate::settings::Settings;
-use crate::store_vocab::{DeleteOptions, Key};
-
-/// What a controller can see and do. The store implements it; the controllers' unit tests
-/// use a small in-memory one.
-pub trait Cluster {
-    /// The simulator's settings (down nodes, switches, the release profile).
-    fn settings(&self) -> &Settings;
-    /// One object.
-    fn get(&self, res: ResIdx, key: &Key) -> Option<&Value>;
-    /// The objects whose `ownerReferences` name this uid.
-    fn dependents(&self, owner_uid: &str) -> Vec<(ResIdx, Key)>;
-    /// Every object of a resource in a namespace.
-    fn list(&self, res: ResIdx, namespace: &str) -> Vec<Value>;
-    /// Whether an object with this uid exists.
-    fn uid_exists(&self, uid: &str) -> bool;
-    /// Deletes an object with the apiserver's delete semantics, as `actor`.
-    fn delete(&mut self, actor: &str, res: ResIdx, key: &Key, opts: &DeleteOptions);
-    /// Creates an object, as `actor`.
-    fn create(&mut self, actor: &str, res: ResIdx, obj: Value);
-    /// Replaces an object (its status only when `status`), as `actor`.
-    fn update(&mut self, actor: &str, res: ResIdx, obj: Value, status: bool);
-    /// Removes a deleting object for good (the kubelet's final confirmation), as `actor`.
-    fn remove(&mut self, actor: &str, res: ResIdx, key: &Key);
-    /// Asks for an object to be reconciled again (a controller watching another kind).
-    fn requeue(&mut self, res: ResIdx, key: &Key);
-}
-
-/// Whether the controllers after this one still see the object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    /// Let the next controller look at it too.
-    Continue,
-    /// This controller owns the object's current state; the others wait for its next change.
-    Stop,
-}
-
-/// One simulated controller.
-pub trait Controller: Sync {
-    /// The name its writes are logged under (`kubelet`, `garbage-collector`, `virt-controller`).
-    fn name(&self) -> &'static str;
-    /// Reacts to the current state of one object.
-    fn reconcile(&self, c: &mut dyn Cluster, res: ResIdx, key: &Key, obj: &Value) -> Flow;
-    /// Reacts to an object (with this uid) having been removed.
-    fn owner_removed(&self, _c: &mut dyn Cluster, _uid: &str) {}
-}
+pub use crate::cluster::{Cluster, Controller, Controllers, Flow};
 
 /// Every simulated controller, in the order they see an object (the garbage collector
-/// first: [`held_by_garbage_collector`]).
+/// first: it holds what carries its finalizers alone, [`Controller::holds_alone`]).
 pub static ALL: &[&dyn Controller] = &[
     &garbage_collector::GarbageCollector,
     &kubelet::Kubelet,
@@ -80,15 +34,6 @@ pub static ALL: &[&dyn Controller] = &[
     &scheduler::Scheduler,
     &virt_handler::VirtHandler,
 ];
-
-/// Whether the garbage collector alone handles this object now (it is deleting with a GC
-/// finalizer): the other controllers wait for its next change.
-pub fn held_by_garbage_collector(obj: &Value) -> bool {
-    crate::meta::is_deleting(obj)
-        && crate::meta::finalizers(obj)
-            .iter()
-            .any(|f| garbage_collector::is_gc_finalizer(f))
-}
 
 /// Starts one task per controller that, while `controllerDelayMs` is set, sleeps that long
 /// and makes a pass over the cluster ([`crate::Store::controller_pass`]); the tasks end with
@@ -117,25 +62,6 @@ pub fn spawn_tasks(
                 }
             }
         });
-    }
-}
-
-/// Lets every controller react to the current state of one object (if it still exists).
-pub fn reconcile(c: &mut dyn Cluster, res: ResIdx, key: &Key) {
-    let Some(obj) = c.get(res, key).cloned() else {
-        return;
-    };
-    for ctl in ALL {
-        if ctl.reconcile(c, res, key, &obj) == Flow::Stop {
-            return;
-        }
-    }
-}
-
-/// Lets every controller react to the removal of the object with this uid.
-pub fn owner_removed(c: &mut dyn Cluster, uid: &str) {
-    for ctl in ALL {
-        ctl.owner_removed(c, uid);
     }
 }
 

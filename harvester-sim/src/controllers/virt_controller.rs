@@ -39,7 +39,7 @@ pub struct VirtController;
 
 /// The name virt-controller's writes are logged under; the store treats its writes as
 /// KubeVirt's ServiceAccount's.
-pub const NAME: &str = "virt-controller";
+pub const NAME: &str = crate::cluster::KUBEVIRT_ACTOR;
 
 struct Kinds {
     pods: ResIdx,
