@@ -151,6 +151,7 @@ pub mod kubeconfig;
 pub mod managed_fields;
 pub mod meta;
 pub mod node;
+pub mod node_down_style;
 pub mod openapi;
 pub mod partial;
 pub mod patch;

@@ -56,14 +56,7 @@ pub const HARVESTER_NAMESPACE: &str = "harvester-system";
 /// virt-handler's heartbeat annotation on a Node.
 pub const HEARTBEAT_ANNOTATION: &str = "kubevirt.io/heartbeat";
 
-/// What a release's node-down controller does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeDownStyle {
-    /// Harvester ≤ 1.6: force-deletes launcher pods and their VolumeAttachments.
-    ForceDeletePods,
-    /// Harvester ≥ 1.7: drain and out-of-service taints and the `Drained` condition.
-    Taints,
-}
+pub use crate::node_down_style::NodeDownStyle;
 
 /// The `vm-force-reset-policy` setting's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

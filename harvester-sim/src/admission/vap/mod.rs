@@ -43,7 +43,7 @@ pub mod types;
 
 use serde_json::{json, Value};
 
-use crate::admission::Operation;
+use crate::admission::webhooks::Operation;
 use crate::errors::ApiError;
 use crate::rbac::identity::Identity;
 use crate::resources::ResourceDef;
