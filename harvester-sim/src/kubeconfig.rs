@@ -16,10 +16,10 @@ use std::path::Path;
 use anyhow::Context;
 use base64::Engine;
 
-use crate::rbac::identity::Identity;
+use crate::identity::Identity;
 use crate::tls::Pki;
 
-pub use crate::rbac::identity::TOKEN;
+pub use crate::identity::TOKEN;
 
 /// Name used for the cluster, user and context entries of token kubeconfigs.
 pub const CONTEXT: &str = "harvester-sim";

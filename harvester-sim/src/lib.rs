@@ -146,6 +146,7 @@ pub mod discovery;
 pub mod errors;
 mod exchange;
 pub mod faults;
+pub mod identity;
 pub mod kube_version;
 pub mod kubeconfig;
 pub mod managed_fields;
@@ -174,6 +175,8 @@ pub mod tls;
 pub mod tokens;
 pub mod validation;
 mod watch;
+pub mod webhook_switches;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

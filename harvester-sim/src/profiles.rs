@@ -16,8 +16,8 @@
 //! - Admission webhooks: see [`crate::admission::webhooks`] (KubeVirt's
 //!   `webhooks.go` and Harvester's `pkg/webhook` at each tag).
 
-use crate::admission::webhooks::{self, Webhook};
 use crate::node_down_style::NodeDownStyle;
+use crate::webhooks::{self, Webhook};
 
 /// The finalizer virt-controller's VM controller puts on VMs and VMIs (every release).
 pub const VM_CONTROLLER_FINALIZER: &str = "kubevirt.io/virtualMachineControllerFinalize";

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::admission::switches::{self, WebhookState};
+use crate::webhook_switches::{self, WebhookState};
 
 /// Default Kubernetes version reported at `/version`.
 pub const DEFAULT_KUBE_VERSION: &str = "1.33.2";
@@ -123,7 +123,7 @@ impl SettingsPatch {
     /// Checks what the patch names (webhooks) before it is applied.
     pub fn check(&self) -> Result<(), String> {
         for name in self.webhooks.iter().flat_map(BTreeMap::keys) {
-            switches::resolve(name)?;
+            webhook_switches::resolve(name)?;
         }
         Ok(())
     }
@@ -214,7 +214,7 @@ impl Settings {
         }
         for (name, state) in p.webhooks.iter().flatten() {
             // Unknown names are refused where patches come in (`SettingsPatch::check`).
-            let _ = switches::switch(&mut self.webhooks, name, state);
+            let _ = webhook_switches::switch(&mut self.webhooks, name, state);
         }
     }
 

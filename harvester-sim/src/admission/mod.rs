@@ -41,17 +41,15 @@
 
 pub mod harvester_vm;
 pub mod harvester_vm_mutator;
-pub mod switches;
 pub mod vap;
-pub mod webhooks;
 
 use serde_json::{json, Value};
 
 use crate::errors::ApiError;
 use crate::resources::ResourceDef;
 use crate::settings::Settings;
-pub use switches::{known_names, resolve, switch, WebhookState};
-pub use webhooks::{FailurePolicy, Operation, Phase, Rule, Service, Webhook};
+pub use crate::webhook_switches::{known_names, resolve, switch, WebhookState};
+pub use crate::webhooks::{self, FailurePolicy, Operation, Phase, Rule, Service, Webhook};
 
 /// One request as the admission chain sees it.
 #[derive(Debug, Clone, Copy)]

@@ -13,7 +13,7 @@
 
 use serde_json::Value;
 
-use super::{Cluster, Controller, Flow};
+use crate::cluster::{Cluster, Controller, Flow};
 use crate::meta;
 use crate::profiles::CLEANUP_PVC_FINALIZER;
 use crate::resources::{find, ResIdx};

@@ -13,7 +13,7 @@
 
 use serde_json::{json, Value};
 
-use super::{Cluster, Controller, Flow};
+use crate::cluster::{Cluster, Controller, Flow};
 use crate::meta;
 use crate::resources::{find, ResIdx};
 use crate::store_vocab::Key;

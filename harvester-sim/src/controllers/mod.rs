@@ -1,14 +1,15 @@
 //! The simulated controllers, one file each: the kubelet of every up node
 //! ([`kubelet`]), the garbage collector ([`garbage_collector`]) and KubeVirt's virt-controller
 //! ([`virt_controller`]). Each implements [`Controller`] and sees the cluster only through
-//! [`Cluster`], which the store implements: the store's settle loop calls [`reconcile`] for
-//! every changed object and [`owner_removed`] for every removed one until nothing is left to
-//! react to. Controllers write through the same store semantics as clients (resourceVersion
+//! [`Cluster`], which the store implements (both in [`crate::cluster`], below the store): the
+//! store is made with [`ALL`] and its settle loop calls [`crate::cluster::reconcile`] for
+//! every changed object and [`crate::cluster::owner_removed`] for every removed one until
+//! nothing is left to react to. Controllers write through the same store semantics as clients (resourceVersion
 //! bumps, watch events, request-log entries marked `internal` with the controller's name).
 //!
 //! What differs between releases comes from [`crate::profiles`] through
 //! [`Cluster::settings`], never from version tests here. A new simulated controller (say
-//! Harvester's node-down controller) is a new file with a [`Controller`] added to [`ALL`].
+//! Harvester's VM controller) is a new file with a [`Controller`] added to [`ALL`].
 //! An asynchronous one ([`node_down`]) runs as its own task started with the server and writes
 //! through [`Cluster`] as well.
 
@@ -19,8 +20,6 @@ pub mod node_down;
 pub mod scheduler;
 pub mod virt_controller;
 pub mod virt_handler;
-
-use serde_json::Value;
 
 pub use crate::cluster::{Cluster, Controller, Controllers, Flow};
 
@@ -39,7 +38,7 @@ pub static ALL: &[&dyn Controller] = &[
 /// and makes a pass over the cluster ([`crate::Store::controller_pass`]); the tasks end with
 /// the simulator.
 pub fn spawn_tasks(
-    store: std::sync::Arc<crate::Store>,
+    store: std::sync::Arc<crate::store::Store>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     for index in 0..ALL.len() {
@@ -62,17 +61,6 @@ pub fn spawn_tasks(
                 }
             }
         });
-    }
-}
-
-/// `metadata.ownerReferences` without the one to `owner_uid`.
-pub(crate) fn drop_owner_ref(obj: &mut Value, owner_uid: &str) {
-    let m = crate::meta::meta_mut(obj);
-    if let Some(refs) = m.get_mut("ownerReferences").and_then(Value::as_array_mut) {
-        refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(owner_uid));
-        if refs.is_empty() {
-            m.remove("ownerReferences");
-        }
     }
 }
 

@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::Cluster;
+use crate::cluster::Cluster;
 use crate::meta;
 use crate::resources::{find, ResIdx};
 use crate::store::Store;

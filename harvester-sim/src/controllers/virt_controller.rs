@@ -28,7 +28,7 @@
 
 use serde_json::{json, Value};
 
-use super::{Cluster, Controller, Flow};
+use crate::cluster::{Cluster, Controller, Flow};
 use crate::meta;
 use crate::profiles::VM_CONTROLLER_FINALIZER;
 use crate::resources::{find, ResIdx};

@@ -99,7 +99,7 @@ pub(crate) struct Inner {
     writer: Option<Writer>,
     /// Who sends the client request being served (None while the simulated controllers
     /// write): what the admission policies see as `request.userInfo`.
-    requester: Option<crate::rbac::identity::Identity>,
+    requester: Option<crate::identity::Identity>,
     /// A scratch copy serving a dry run (`dryRun=All`): what admission sees as
     /// `request.dryRun`.
     dry_run: bool,

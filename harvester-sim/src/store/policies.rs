@@ -8,7 +8,7 @@ use crate::admission::vap::{self, Lookup};
 use crate::admission::Operation;
 use crate::convert::{storage_of, to_view};
 use crate::errors::ApiError;
-use crate::rbac::identity::Identity;
+use crate::identity::Identity;
 use crate::resources::{find, find_kind, ResourceDef, RESOURCES};
 use crate::store_vocab::Key;
 

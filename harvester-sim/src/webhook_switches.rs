@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::webhooks::SERVICES;
 use crate::profiles::PROFILES;
+use crate::webhooks::SERVICES;
 
 /// How a webhook behaves now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
