@@ -120,10 +120,20 @@ pub struct SettingsPatch {
 }
 
 impl SettingsPatch {
-    /// Checks what the patch names (webhooks) before it is applied.
+    /// Checks what the patch names (webhooks, the release) before it is applied: an unknown
+    /// release is refused with the known ones, as `--release` is, instead of simulating the
+    /// default one.
     pub fn check(&self) -> Result<(), String> {
         for name in self.webhooks.iter().flat_map(BTreeMap::keys) {
             webhook_switches::resolve(name)?;
+        }
+        if let Some(r) = &self.release {
+            if crate::profiles::profile(r).is_none() {
+                return Err(format!(
+                    "unknown Harvester release {r:?} (known: {})",
+                    crate::profiles::known_names()
+                ));
+            }
         }
         Ok(())
     }
