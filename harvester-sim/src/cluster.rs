@@ -2,6 +2,13 @@
 //! ([`Cluster`], which the store implements), with the loops that hand one object to every
 //! controller in order. The store calls these with the controllers it was made with, so it
 //! never names the controllers themselves.
+//!
+//! One shape for both kinds of controller: an event-driven one reacts to each changed object
+//! ([`Controller::reconcile`], [`Controller::owner_removed`]); a timed one (Harvester's
+//! node-down controller) also says how often it looks at the whole cluster
+//! ([`Controller::every`]) and what it writes after a look ([`Controller::look`]).
+
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -20,6 +27,8 @@ pub trait Cluster {
     fn dependents(&self, owner_uid: &str) -> Vec<(ResIdx, Key)>;
     /// Every object of a resource in a namespace.
     fn list(&self, res: ResIdx, namespace: &str) -> Vec<Value>;
+    /// Every object of a resource, in every namespace.
+    fn list_all(&self, res: ResIdx) -> Vec<Value>;
     /// Whether an object with this uid exists.
     fn uid_exists(&self, uid: &str) -> bool;
     /// Deletes an object with the apiserver's delete semantics, as `actor`.
@@ -56,7 +65,22 @@ pub trait Controller: Sync {
     fn holds_alone(&self, _obj: &Value) -> bool {
         false
     }
+    /// How often a timed controller looks at the whole cluster (`None`, the default: it only
+    /// reacts to changes).
+    fn every(&self, _settings: &Settings) -> Option<Duration> {
+        None
+    }
+    /// One look of a timed controller at `now` (seconds since the epoch): it reads through
+    /// `c` and returns the writes it decided on, which run afterwards as one asynchronous
+    /// write (the cluster may have moved in between: a write on a stale object then fails
+    /// like a conflicting request, as a real controller's read from its cache can).
+    fn look(&self, _c: &dyn Cluster, _now: i64) -> Option<Writes> {
+        None
+    }
 }
+
+/// The writes a timed controller decided on at one look.
+pub type Writes = Box<dyn FnOnce(&mut dyn Cluster) + Send>;
 
 /// The controllers the store hands changes to, in the order they see an object (the
 /// simulator's are [`crate::controllers::ALL`]; the store is given them when it is made).

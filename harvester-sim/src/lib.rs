@@ -242,11 +242,7 @@ impl Sim {
         let addr = listener.local_addr().context("listener has no address")?;
         let (shutdown, shutdown_rx) = tokio_watch::channel(false);
         let node_down_looks = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        tokio::spawn(controllers::node_down::run(
-            store.clone(),
-            shutdown_rx.clone(),
-            node_down_looks.clone(),
-        ));
+        controllers::spawn_timed(store.clone(), shutdown_rx.clone(), node_down_looks.clone());
         let pki = if cfg.plain_http {
             None
         } else {

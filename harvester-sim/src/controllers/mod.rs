@@ -9,9 +9,10 @@
 //!
 //! What differs between releases comes from [`crate::profiles`] through
 //! [`Cluster::settings`], never from version tests here. A new simulated controller (say
-//! Harvester's VM controller) is a new file with a [`Controller`] added to [`ALL`].
-//! An asynchronous one ([`node_down`]) runs as its own task started with the server and writes
-//! through [`Cluster`] as well.
+//! Harvester's VM controller) is a new file with a [`Controller`] added to [`ALL`]. A timed
+//! one ([`node_down`]) has the same shape and also says how often it looks at the cluster
+//! ([`Controller::every`]); [`spawn_timed`] runs its looks, and its writes go through
+//! [`Cluster`] as well.
 
 pub mod garbage_collector;
 pub mod harvester_vm;
@@ -32,7 +33,46 @@ pub static ALL: &[&dyn Controller] = &[
     &harvester_vm::HarvesterVmController,
     &scheduler::Scheduler,
     &virt_handler::VirtHandler,
+    &node_down::NodeDown,
 ];
+
+/// Starts one task per timed controller of [`ALL`] (one whose [`Controller::every`] says how
+/// often): a look every period ([`Controller::look`] reads the store, then its writes run
+/// as an asynchronous controller's and the others react), until shutdown. `looks` counts the
+/// looks taken, so a test can wait for a look to have seen a change instead of sleeping.
+pub fn spawn_timed(
+    store: std::sync::Arc<crate::store::Store>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    looks: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    for &ctl in ALL {
+        if ctl.every(&store.settings()).is_none() {
+            continue;
+        }
+        let store = store.clone();
+        let mut shutdown = shutdown.clone();
+        let looks = looks.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(wait) = ctl.every(&store.settings()) else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => return,
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
+                let now = jiff::Timestamp::now().as_second();
+                if let Some(writes) = store.read_cluster(|c| ctl.look(c, now)) {
+                    store.with_cluster(writes);
+                }
+                looks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    }
+}
 
 /// Starts one task per controller that, while `controllerDelayMs` is set, sleeps that long
 /// and makes a pass over the cluster ([`crate::Store::controller_pass`]); the tasks end with
@@ -122,6 +162,13 @@ pub(crate) mod fake {
             self.objects
                 .iter()
                 .filter(|((r, k), _)| *r == res && k.0 == namespace)
+                .map(|(_, o)| o.clone())
+                .collect()
+        }
+        fn list_all(&self, res: ResIdx) -> Vec<Value> {
+            self.objects
+                .iter()
+                .filter(|((r, _), _)| *r == res)
                 .map(|(_, o)| o.clone())
                 .collect()
         }

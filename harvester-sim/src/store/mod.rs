@@ -234,6 +234,13 @@ impl Store {
         }
     }
 
+    /// Runs `f` against the store as a controller reads it ([`Cluster`]), changing nothing:
+    /// a timed controller's look.
+    pub(crate) fn read_cluster<R>(&self, f: impl FnOnce(&dyn Cluster) -> R) -> R {
+        let g = self.lock();
+        f(&*g)
+    }
+
     /// Runs `f` against the store as a controller sees it ([`Cluster`]),
     /// then lets the other controllers react: how an asynchronous controller writes.
     pub(crate) fn with_cluster<R>(&self, f: impl FnOnce(&mut dyn Cluster) -> R) -> R {

@@ -111,6 +111,17 @@ impl Cluster for Inner {
             .unwrap_or_default()
     }
 
+    fn list_all(&self, res: ResIdx) -> Vec<Value> {
+        self.objects
+            .get(crate::convert::storage_of(res))
+            .map(|m| {
+                m.values()
+                    .map(|o| crate::convert::to_view(res, o))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn uid_exists(&self, uid: &str) -> bool {
         self.uid_index.contains_key(uid)
     }
