@@ -2,6 +2,7 @@
 
 use serde_json::{json, Value};
 
+use crate::discovery;
 use crate::errors::ApiError;
 use crate::exchange::{Reply, Req, State, WatchParams};
 use crate::patch::PatchKind;
@@ -167,7 +168,7 @@ pub(crate) fn route(state: &State, r: &Req) -> Reply {
                 }),
             )
         }
-        "/apis" if get => return Reply::Json(200, resources::group_list(minor)),
+        "/apis" if get => return Reply::Json(200, discovery::group_list(minor)),
         "/openapi/v3" if get => return Reply::Json(200, crate::openapi::index(minor)),
         "/openapi/v2" if get => {
             return Reply::Bytes(
@@ -193,19 +194,19 @@ pub(crate) fn route(state: &State, r: &Req) -> Reply {
         let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match segs.as_slice() {
             ["api", v] => {
-                return resources::resource_list("", v, minor).map_or_else(
+                return discovery::resource_list("", v, minor).map_or_else(
                     || ApiError::path_not_found().into(),
                     |l| Reply::Json(200, l),
                 )
             }
             ["apis", g] => {
-                return resources::group(g, minor).map_or_else(
+                return discovery::group(g, minor).map_or_else(
                     || ApiError::path_not_found().into(),
                     |l| Reply::Json(200, l),
                 )
             }
             ["apis", g, v] => {
-                return resources::resource_list(g, v, minor).map_or_else(
+                return discovery::resource_list(g, v, minor).map_or_else(
                     || ApiError::path_not_found().into(),
                     |l| Reply::Json(200, l),
                 )

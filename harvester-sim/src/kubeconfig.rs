@@ -16,12 +16,10 @@ use std::path::Path;
 use anyhow::Context;
 use base64::Engine;
 
-use crate::rbac::Identity;
+use crate::identity::Identity;
 use crate::tls::Pki;
 
-/// Bearer token of the admin kubeconfig (any token is accepted unless RBAC is enforced; then
-/// this one is `system:masters`, see [`crate::rbac`]).
-pub const TOKEN: &str = "harvester-sim-token";
+pub use crate::identity::TOKEN;
 
 /// Name used for the cluster, user and context entries of token kubeconfigs.
 pub const CONTEXT: &str = "harvester-sim";

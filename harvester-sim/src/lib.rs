@@ -1,29 +1,7 @@
-//! `harvester-sim`: a simulated Harvester API server (Kubernetes + KubeVirt + Longhorn) for
-//! vmrecover's tests. It speaks HTTPS on loopback (plain HTTP as an option), serves the resources of design §4 as
-//! schema-free JSON with the real apiserver's semantics, and is faithful enough that the real
-//! `kubectl` (1.27–1.33) and `kube::Client` work against it.
+#![doc = include_str!("../README.md")]
 //!
-//! # Running it
-//! ```text
-//! harvester-sim --listen 127.0.0.1:0 --kubeconfig-out /tmp/kc \
-//!     --scenario harvester-sim/scenarios/power-loss.yaml [--log-requests FILE] [--kube-version 1.33.2]
-//! ```
-//! It writes the admin kubeconfig (server `https://ADDR`, shaped like RKE2's `rke2.yaml`: the
-//! simulator's CA and a client certificate `CN=kubernetes-admin, O=system:masters`; with
-//! `--plain-http`, `http://ADDR` and a bearer token), prints one line `listening on ADDR` once
-//! ready and runs until SIGTERM/SIGINT (exit 0). `--ca-out FILE` also writes the CA.
+//! ## From Rust
 //!
-//! # HTTPS and credentials ([`tls`], [`tokens`], [`kubeconfig`])
-//! A `server-ca` signs the serving certificate (SANs `kubernetes…`, `localhost`,
-//! `127.0.0.1`, `::1`, `10.53.0.1`), a `client-ca` signs client certificates (CN = user, O =
-//! groups, as the apiserver's x509 authenticator reads them). Requests authenticate with a
-//! client certificate, then a bearer token (the kubeconfig tokens, or one minted by
-//! `POST serviceaccounts/NAME/token`); none, or one nobody issued, is 401 over HTTPS.
-//! [`Sim::write_kubeconfig_as`] writes a token + CA kubeconfig for a ServiceAccount and a
-//! client-certificate one for a user; [`Sim::write_token_kubeconfig`] one for any token;
-//! [`Sim::ca_pem`] is what a pod's `ca.crt` holds.
-//!
-//! # In-process
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use harvester_sim::{Sim, SimConfig, FaultRule};
@@ -35,120 +13,25 @@
 //! let writes = sim.mutating_requests();            // client POST/PUT/PATCH/DELETE only
 //! # let _ = (kubeconfig, vmi, writes); Ok(()) }
 //! ```
-//!
-//! # Semantics
-//! - One global, monotonically increasing `resourceVersion`; `uid`, `creationTimestamp`,
-//!   `generation` (bumped when anything outside metadata/status changes, and when deletion starts).
-//! - Create: 409 AlreadyExists, `generateName` (prefix cut to 58 bytes, 5 random characters),
-//!   404 when the namespace does not exist; custom resources with a status subresource drop
-//!   `status` on create, VMIs start `Pending` (virt-api's mutating webhook), pods start `Pending`.
-//! - Validation ([`validation`]): create, update, patch and [`Sim::put`] refuse what the
-//!   apiserver refuses, with its 422 `Invalid` Status (metadata of every kind, Events, Leases,
-//!   updates without resourceVersion of Leases and custom resources, `MicroTime` syntax).
-//! - Events: `events.k8s.io/v1` and core `v1` Events are one storage ([`convert`]).
-//! - Update (PUT) and patch: 409 Conflict on a stale `resourceVersion`; a no-op does not write.
-//!   Kinds with a status subresource ignore status on the main resource and everything but status on
-//!   `/status`. VMIs have none (404): a status change through the main resource sticks only
-//!   when KubeVirt's ServiceAccounts write it (the simulated virt-controller does), as virt-api's
-//!   VMI mutating webhook decides; the user comes from the bearer token even without RBAC
-//!   (no token: the admin, whose VMI status changes are reverted). No new finalizers may be added once an object is deleting (422, the real message).
-//! - Patch: JSON patch (a failed `test` answers the real generic 422 Invalid
-//!   "the server rejected our request due to an error in our request"), merge patch, strategic merge
-//!   for built-in kinds (finalizers merge as a set, `$deleteFromPrimitiveList`; custom resources
-//!   answer 415 like the real server), server-side apply (deep merge, creates when absent,
-//!   `fieldManager` required).
-//! - Delete: preconditions (uid, resourceVersion → 409, BeforeDelete's wording); a negative
-//!   grace period is 1 s; `deletecollection` with label/field selectors (not for namespaces); finalizers keep the object with
-//!   `deletionTimestamp`; removing the last finalizer removes it (watchers see DELETED);
-//!   `propagationPolicy` Orphan/Foreground add the `orphan`/`foregroundDeletion` finalizers the
-//!   garbage collector handles; pods delete gracefully (default `terminationGracePeriodSeconds`, 30):
-//!   on a node listed in `downNodes` they stay Terminating, on an up node the simulated kubelet
-//!   removes them at once, and a later delete with a shorter grace (0) removes them. Unscheduled or
-//!   finished pods go at once.
-//! - Admission ([`admission`]): writes pass virt-api's and Harvester's mutating and
-//!   validating webhooks whose rules match, in the apiserver's order; each webhook (or every
-//!   webhook of a Service) is switched `up`/`down`/`deny` with [`Sim::set_webhook`],
-//!   `/_sim/webhooks` or the `webhooks` setting, and answers the apiserver's 500 or denial.
-//! - ValidatingAdmissionPolicies ([`admission::vap`]): policies, bindings and params created
-//!   through the API are enforced on every write as the client that sent it (the token's
-//!   `extra`, e.g. the node of a pod-bound token, included), with CEL from the `cel` crate,
-//!   before the validating webhooks; a denial is the apiserver's 422.
-//! - Garbage collection: when an object is finally removed, its dependents (`ownerReferences`
-//!   uid) are deleted (or lose the reference when another owner is alive).
-//! - Simulated controllers live in [`controllers`], one file each; what differs between
-//!   Harvester releases is data in [`profiles`] (setting `release`, default `1.8`).
-//! - virt-controller (setting `virtController`), Harvester's VM controller
-//!   (`harvesterController`), the kubelets and the garbage collector: see
-//!   the crate's README.md and each file of [`controllers`] for what they do and the upstream
-//!   source they follow. By default they react inside the request that changed something;
-//!   with `controllerDelayMs` each runs in its own task ([`Sim::set_controller_delay`],
-//!   [`Sim::wait_controllers_settled`], `GET /_sim/settled`). Their writes are logged as
-//!   `internal`.
-//! - Releases: [`SimConfig::release`] (`--release`) generates a scenario in one release's
-//!   shapes ([`scenarios`]).
-//! - Harvester's node-down controller (setting `nodeDownController`, off by default; its own
-//!   task, every `nodeDownIntervalMs`): ≤ 1.6 force-deletes the launcher pods of a NotReady
-//!   node after the `vm-force-reset-policy` period, ≥ 1.7 taints a node whose Ready is Unknown
-//!   (`kubevirt.io/drain`, then `node.kubernetes.io/out-of-service`) and sets `Drained`, and
-//!   stands still while an `Upgrade` runs. See [`controllers::node_down`].
-//! - Watch: `resourceVersion` (unset/"0": synthetic ADDED of the current state first), 410 Gone
-//!   ERROR event for a resourceVersion older than the kept history (`watchHistory` events, and
-//!   everything before start-up or `/_sim/compact`), `timeoutSeconds`, `allowWatchBookmarks`,
-//!   `sendInitialEvents`, label/field selectors with ADDED/DELETED on selection changes, and Table
-//!   rows for `kubectl get -w`.
-//! - Lists: label selectors (`=`, `==`, `!=`, `in`, `notin`, `key`, `!key`), field selectors
-//!   (`metadata.name`, `metadata.namespace`, pods `spec.nodeName`, `status.phase`, ...; an unknown
-//!   field is a 400), `limit`/`continue` pagination, server-side Table printing.
-//! - Metadata-only reads ([`partial`]): `Accept: application/json;as=PartialObjectMetadataList;
-//!   g=meta.k8s.io;v=v1` for lists and `as=PartialObjectMetadata` for gets and watches, with the
-//!   apiserver's 406 for a mismatched form; the request log's `view` names the form asked for.
-//! - `metadata.managedFields` ([`managed_fields`]): kept on every write (the manager is the
-//!   request's `fieldManager` or user-agent prefix, a simulated controller's name for its own
-//!   writes) and synthesised for loaded objects with the managers their kind has on a real
-//!   cluster, so the bytes a client reads are a real cluster's.
-//! - Discovery: `/version`, `/api`, `/api/v1`, `/apis`, `/apis/G`, `/apis/G/V` (legacy form; kubectl
-//!   asking for aggregated discovery falls back to it), `/openapi/v3` (JSON) and `/openapi/v2`
-//!   (protobuf, the only form kubectl reads): PATCH operations declaring the `fieldValidation`
-//!   parameter and no schemas, so kubectl 1.27–1.33 `create -f`/`apply -f` validate server-side
-//!   (without `/openapi/v2`, kubectl ≤1.29 fails with "failed to download openapi").
-//!
-//! # RBAC (optional)
-//! `--rbac FILE_OR_DIR...` ([`SimConfig::rbac_file`]) loads the ClusterRoles, Roles, bindings and
-//! ServiceAccounts of deployment manifests (kustomization files and other kinds are skipped) and
-//! enforces them: the admin kubeconfig is `system:masters`; `--sa-kubeconfig-out`
-//! ([`Sim::write_kubeconfig_as`]) writes one for a ServiceAccount, whose requests get the real
-//! 403 Forbidden Status when no rule grants them. See [`rbac`].
-//!
-//! # Dry run
-//! `dryRun=All` on create/update/patch/delete validates and answers as if applied, on a
-//! scratch copy of the store: nothing is stored, no watcher sees it, no controller reacts.
-//!
-//! # Control API over HTTP
-//! See [`simapi`] for `/_sim/requests`, `/_sim/faults`, `/_sim/settings`,
-//! `/_sim/webhooks`, `/_sim/objects` and `/_sim/compact`.
-//!
-//! # Scenario files
-//! Multi-document YAML of objects as `kubectl get -o yaml` prints them, loaded as written
-//! (status, deletionTimestamp and finalizers included); missing uid/resourceVersion/
-//! creationTimestamp are filled in. An optional `apiVersion: sim.vmrecover.dev/v1`,
-//! `kind: SimulatorSettings` document sets `downNodes`, `virtController`, `kubeVersion`,
-//! `watchHistory`, `release`, `webhooks`, `harvesterController`, `controllerDelayMs`,
-//! `nodeDownController`, `nodeDownIntervalMs`. Several files merge; `kind: List` documents are accepted.
 
 #![warn(missing_docs)]
 
 pub mod admission;
 pub mod api;
+pub mod cluster;
 pub mod controllers;
 pub mod convert;
+pub mod discovery;
 pub mod errors;
 mod exchange;
 pub mod faults;
+pub mod identity;
 pub mod kube_version;
 pub mod kubeconfig;
 pub mod managed_fields;
 pub mod meta;
 pub mod node;
+pub mod node_down_style;
 pub mod openapi;
 pub mod partial;
 pub mod patch;
@@ -165,11 +48,14 @@ mod server;
 pub mod settings;
 pub mod simapi;
 pub mod store;
+pub mod store_vocab;
 pub mod table;
 pub mod tls;
 pub mod tokens;
 pub mod validation;
 mod watch;
+pub mod webhook_switches;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -329,7 +215,7 @@ impl Sim {
             Some(p) => RequestLog::with_file(p)?,
             None => RequestLog::default(),
         });
-        let store = Store::new(settings, log.clone());
+        let store = Store::new(settings, log.clone(), controllers::ALL);
         store
             .load_all(sc.objects)
             .map_err(|e| anyhow!("loading scenario objects: {e}"))?;
@@ -356,11 +242,7 @@ impl Sim {
         let addr = listener.local_addr().context("listener has no address")?;
         let (shutdown, shutdown_rx) = tokio_watch::channel(false);
         let node_down_looks = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        tokio::spawn(controllers::node_down::run(
-            store.clone(),
-            shutdown_rx.clone(),
-            node_down_looks.clone(),
-        ));
+        controllers::spawn_timed(store.clone(), shutdown_rx.clone(), node_down_looks.clone());
         let pki = if cfg.plain_http {
             None
         } else {

@@ -6,7 +6,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::resources::served_resources;
+use crate::discovery::served_resources;
 
 fn gv_path(group: &str, version: &str) -> String {
     if group.is_empty() {

@@ -16,6 +16,9 @@
 //! - Admission webhooks: see [`crate::admission::webhooks`] (KubeVirt's
 //!   `webhooks.go` and Harvester's `pkg/webhook` at each tag).
 
+use crate::node_down_style::NodeDownStyle;
+use crate::webhooks::{self, Webhook};
+
 /// The finalizer virt-controller's VM controller puts on VMs and VMIs (every release).
 pub const VM_CONTROLLER_FINALIZER: &str = "kubevirt.io/virtualMachineControllerFinalize";
 
@@ -44,7 +47,7 @@ pub struct ReleaseProfile {
     /// Whether virt-handler removes `kubevirt.io/migrationTargetNodeName` after a migration.
     pub removes_migration_target_label: bool,
     /// The admission webhooks virt-api and Harvester register.
-    pub webhooks: &'static [crate::admission::Webhook],
+    pub webhooks: &'static [Webhook],
     /// The patch release whose object shapes the generated scenarios follow (`osImage`).
     pub harvester_version: &'static str,
     /// The RKE2 Kubernetes version it ships (`/version`, the kubelet's `nodeInfo`).
@@ -58,7 +61,7 @@ pub struct ReleaseProfile {
     /// Finalizers Harvester's controllers put on every VM, in the order they appear.
     pub harvester_vm_finalizers: &'static [&'static str],
     /// What Harvester's node-down controller does (see [`crate::controllers::node_down`]).
-    pub node_down: crate::controllers::node_down::NodeDownStyle,
+    pub node_down: NodeDownStyle,
     /// Which occupied-PVC check Harvester's VM validator makes
     /// ([`crate::admission::harvester_vm`]).
     pub occupied_pvcs: OccupiedPvcs,
@@ -115,14 +118,14 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_foreground_finalizer: LEGACY_VMI_FOREGROUND_FINALIZER,
         vmi_finalizers_removed: UP_TO_1_6,
         removes_migration_target_label: false,
-        webhooks: crate::admission::webhooks::HARVESTER_1_4,
+        webhooks: webhooks::HARVESTER_1_4,
         harvester_version: "v1.4.0",
         kube_version: "1.29.9+rke2r1",
         longhorn: "v1.7.3",
         launcher_image: "registry.suse.com/suse/sles/15.6/virt-launcher:1.3.1-150600.5.9.1",
         harvester_vmi_finalizers: VMI_LB_ONLY,
         harvester_vm_finalizers: VM_UP_TO_1_5,
-        node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
+        node_down: NodeDownStyle::ForceDeletePods,
         occupied_pvcs: OccupiedPvcs::AnyOtherVm,
         vm_mutator_on_deleting: true,
     },
@@ -134,14 +137,14 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_foreground_finalizer: LEGACY_VMI_FOREGROUND_FINALIZER,
         vmi_finalizers_removed: UP_TO_1_6,
         removes_migration_target_label: false,
-        webhooks: crate::admission::webhooks::HARVESTER_1_4,
+        webhooks: webhooks::HARVESTER_1_4,
         harvester_version: "v1.4.3",
         kube_version: "1.31.7+rke2r1",
         longhorn: "v1.7.3",
         launcher_image: "registry.suse.com/suse/sles/15.6/virt-launcher:1.3.1-150600.5.9.1",
         harvester_vmi_finalizers: VMI_LB_ONLY,
         harvester_vm_finalizers: VM_UP_TO_1_5,
-        node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
+        node_down: NodeDownStyle::ForceDeletePods,
         occupied_pvcs: OccupiedPvcs::AnyOtherVm,
         vm_mutator_on_deleting: false,
     },
@@ -151,14 +154,14 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_foreground_finalizer: LEGACY_VMI_FOREGROUND_FINALIZER,
         vmi_finalizers_removed: UP_TO_1_6,
         removes_migration_target_label: false,
-        webhooks: crate::admission::webhooks::HARVESTER_1_5,
+        webhooks: webhooks::HARVESTER_1_5,
         harvester_version: "v1.5.1",
         kube_version: "1.32.4+rke2r1",
         longhorn: "v1.8.2",
         launcher_image: "registry.suse.com/suse/sles/15.6/virt-launcher:1.4.0-150600.5.15.1",
         harvester_vmi_finalizers: VMI_LB_ONLY,
         harvester_vm_finalizers: VM_UP_TO_1_5,
-        node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
+        node_down: NodeDownStyle::ForceDeletePods,
         occupied_pvcs: OccupiedPvcs::AnyOtherVm,
         vm_mutator_on_deleting: false,
     },
@@ -168,14 +171,14 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_foreground_finalizer: LEGACY_VMI_FOREGROUND_FINALIZER,
         vmi_finalizers_removed: UP_TO_1_6,
         removes_migration_target_label: false,
-        webhooks: crate::admission::webhooks::HARVESTER_1_6,
+        webhooks: webhooks::HARVESTER_1_6,
         harvester_version: "v1.6.1",
         kube_version: "1.33.5+rke2r1",
         longhorn: "v1.9.1",
         launcher_image: "registry.suse.com/suse/sles/15.7/virt-launcher:1.5.2-150700.3.5.1",
         harvester_vmi_finalizers: VMI_LB_ONLY,
         harvester_vm_finalizers: VM_FROM_1_6,
-        node_down: crate::controllers::node_down::NodeDownStyle::ForceDeletePods,
+        node_down: NodeDownStyle::ForceDeletePods,
         occupied_pvcs: OccupiedPvcs::AnyOtherVm,
         vm_mutator_on_deleting: false,
     },
@@ -185,14 +188,14 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_foreground_finalizer: LEGACY_VMI_FOREGROUND_FINALIZER,
         vmi_finalizers_removed: UP_TO_1_6,
         removes_migration_target_label: true,
-        webhooks: crate::admission::webhooks::HARVESTER_1_7,
+        webhooks: webhooks::HARVESTER_1_7,
         harvester_version: "v1.7.0",
         kube_version: "1.34.2+rke2r1",
         longhorn: "v1.9.2",
         launcher_image: "registry.suse.com/suse/sles/15.7/virt-launcher:1.6.2-150700.3.11.1",
         harvester_vmi_finalizers: VMI_FROM_HARVESTER_1_7,
         harvester_vm_finalizers: VM_FROM_1_6,
-        node_down: crate::controllers::node_down::NodeDownStyle::Taints,
+        node_down: NodeDownStyle::Taints,
         occupied_pvcs: OccupiedPvcs::NonShareable,
         vm_mutator_on_deleting: false,
     },
@@ -202,7 +205,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         vmi_foreground_finalizer: VMI_FOREGROUND_FINALIZER,
         vmi_finalizers_removed: FROM_1_7,
         removes_migration_target_label: true,
-        webhooks: crate::admission::webhooks::HARVESTER_1_8,
+        webhooks: webhooks::HARVESTER_1_8,
         harvester_version: "v1.8.0",
         // Harvester's go.mod on master (commit 0020ce03, the 1.8 line): kubevirt v1.7.0,
         // longhorn-manager v1.10.0; its k8s.io/kubernetes v1.33.7 is the library, not the
@@ -212,7 +215,7 @@ pub static PROFILES: &[ReleaseProfile] = &[
         launcher_image: "registry.suse.com/suse/sles/15.7/virt-launcher:1.7.0-150700.3.17.1",
         harvester_vmi_finalizers: VMI_FROM_HARVESTER_1_7,
         harvester_vm_finalizers: VM_FROM_1_6,
-        node_down: crate::controllers::node_down::NodeDownStyle::Taints,
+        node_down: NodeDownStyle::Taints,
         occupied_pvcs: OccupiedPvcs::NonShareable,
         vm_mutator_on_deleting: false,
     },

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::admission::WebhookState;
+use crate::webhook_switches::{self, WebhookState};
 
 /// Default Kubernetes version reported at `/version`.
 pub const DEFAULT_KUBE_VERSION: &str = "1.33.2";
@@ -120,10 +120,20 @@ pub struct SettingsPatch {
 }
 
 impl SettingsPatch {
-    /// Checks what the patch names (webhooks) before it is applied.
+    /// Checks what the patch names (webhooks, the release) before it is applied: an unknown
+    /// release is refused with the known ones, as `--release` is, instead of simulating the
+    /// default one.
     pub fn check(&self) -> Result<(), String> {
         for name in self.webhooks.iter().flat_map(BTreeMap::keys) {
-            crate::admission::resolve(name)?;
+            webhook_switches::resolve(name)?;
+        }
+        if let Some(r) = &self.release {
+            if crate::profiles::profile(r).is_none() {
+                return Err(format!(
+                    "unknown Harvester release {r:?} (known: {})",
+                    crate::profiles::known_names()
+                ));
+            }
         }
         Ok(())
     }
@@ -214,7 +224,7 @@ impl Settings {
         }
         for (name, state) in p.webhooks.iter().flatten() {
             // Unknown names are refused where patches come in (`SettingsPatch::check`).
-            let _ = crate::admission::switch(&mut self.webhooks, name, state);
+            let _ = webhook_switches::switch(&mut self.webhooks, name, state);
         }
     }
 

@@ -23,7 +23,7 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::rbac::Identity;
+use crate::identity::Identity;
 
 /// The DNS names of the serving certificate.
 pub const SERVER_DNS_NAMES: [&str; 5] = [

@@ -27,8 +27,8 @@ use std::sync::Mutex;
 use serde_json::{json, Value};
 
 use crate::errors::ApiError;
+use crate::identity::Identity;
 use crate::meta;
-use crate::rbac::Identity;
 use crate::resources::find;
 use crate::store::Store;
 

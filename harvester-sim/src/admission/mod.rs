@@ -42,51 +42,14 @@
 pub mod harvester_vm;
 pub mod harvester_vm_mutator;
 pub mod vap;
-pub mod webhooks;
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::errors::ApiError;
 use crate::resources::ResourceDef;
 use crate::settings::Settings;
-pub use webhooks::{FailurePolicy, Operation, Phase, Rule, Service, Webhook};
-
-/// How a webhook behaves now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub enum WebhookState {
-    /// It allows every request (the default).
-    #[default]
-    Up,
-    /// Its pods are down: calls to it fail (connection refused).
-    Down,
-    /// It denies every request it sees.
-    Deny {
-        /// `AdmissionResponse.result.message`.
-        message: String,
-        /// `AdmissionResponse.result.code` (default 422, as KubeVirt and Harvester's
-        /// `NewInvalidError` answer).
-        #[serde(default = "default_deny_code")]
-        code: u16,
-    },
-}
-
-fn default_deny_code() -> u16 {
-    422
-}
-
-impl WebhookState {
-    /// A denial with KubeVirt's and Harvester's usual code, 422.
-    pub fn deny(message: impl Into<String>) -> Self {
-        WebhookState::Deny {
-            message: message.into(),
-            code: default_deny_code(),
-        }
-    }
-}
+pub use crate::webhook_switches::{known_names, resolve, switch, WebhookState};
+pub use crate::webhooks::{self, FailurePolicy, Operation, Phase, Rule, Service, Webhook};
 
 /// One request as the admission chain sees it.
 #[derive(Debug, Clone, Copy)]
@@ -115,42 +78,6 @@ impl Attributes<'_> {
         });
         rule_matches && hook.name_prefix.is_none_or(|p| self.name.starts_with(p))
     }
-}
-
-/// Every webhook name and Service name any release knows, for checking what a switch names.
-pub fn known_names() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = crate::profiles::PROFILES
-        .iter()
-        .flat_map(|p| p.webhooks.iter().map(|w| w.name))
-        .chain(webhooks::SERVICES.iter().map(|s| s.name))
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    names
-}
-
-/// The webhook names `name` stands for: itself, or every webhook behind a Service of that
-/// name. An unknown name is an error that lists the known ones.
-pub fn resolve(name: &str) -> Result<Vec<String>, String> {
-    let behind: Vec<String> = crate::profiles::PROFILES
-        .iter()
-        .flat_map(|p| p.webhooks.iter())
-        .filter(|w| w.service.name == name)
-        .map(|w| w.name.to_string())
-        .collect();
-    if !behind.is_empty() {
-        let mut b = behind;
-        b.sort();
-        b.dedup();
-        return Ok(b);
-    }
-    if known_names().contains(&name) {
-        return Ok(vec![name.to_string()]);
-    }
-    Err(format!(
-        "unknown webhook or webhook Service {name:?}; known: {}",
-        known_names().join(", ")
-    ))
 }
 
 /// The webhooks of the simulated release with their current state, in call order.
@@ -261,26 +188,10 @@ pub fn denied_with_field(webhook: &str, message: &str, field: &str) -> ApiError 
     e
 }
 
-/// Applies a switch to the settings' webhook states: `name` is a webhook or a Service (all of
-/// its webhooks). Returns the webhooks switched.
-pub fn switch(
-    states: &mut BTreeMap<String, WebhookState>,
-    name: &str,
-    state: &WebhookState,
-) -> Result<Vec<String>, String> {
-    let names = resolve(name)?;
-    for n in &names {
-        if *state == WebhookState::Up {
-            states.remove(n);
-        } else {
-            states.insert(n.clone(), state.clone());
-        }
-    }
-    Ok(names)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::resources::{find, RESOURCES};
 

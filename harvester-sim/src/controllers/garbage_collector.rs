@@ -6,10 +6,10 @@
 
 use serde_json::Value;
 
-use super::{drop_owner_ref, Cluster, Controller, Flow};
+use crate::cluster::{Cluster, Controller, Flow};
 use crate::meta;
 use crate::resources::ResIdx;
-use crate::store::{DeleteOptions, Key};
+use crate::store_vocab::{DeleteOptions, Key};
 
 /// Finalizers whose removal the garbage collector handles
 /// (`metav1.FinalizerOrphanDependents`, `metav1.FinalizerDeleteDependents`).
@@ -38,6 +38,10 @@ impl Controller for GarbageCollector {
             return Flow::Stop;
         }
         Flow::Continue
+    }
+
+    fn holds_alone(&self, obj: &Value) -> bool {
+        meta::is_deleting(obj) && meta::finalizers(obj).iter().any(|f| is_gc_finalizer(f))
     }
 
     /// Dependents with another live owner lose the reference, the others are deleted
@@ -100,6 +104,17 @@ fn gc_finalizers(c: &mut dyn Cluster, res: ResIdx, obj: &Value) {
     };
     meta::set_finalizers(&mut cur, &fins);
     c.update(NAME, res, cur, false);
+}
+
+/// `metadata.ownerReferences` without the one to `owner_uid`.
+fn drop_owner_ref(obj: &mut Value, owner_uid: &str) {
+    let m = crate::meta::meta_mut(obj);
+    if let Some(refs) = m.get_mut("ownerReferences").and_then(Value::as_array_mut) {
+        refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(owner_uid));
+        if refs.is_empty() {
+            m.remove("ownerReferences");
+        }
+    }
 }
 
 #[cfg(test)]

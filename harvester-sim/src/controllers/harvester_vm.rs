@@ -13,11 +13,11 @@
 
 use serde_json::Value;
 
-use super::{Cluster, Controller, Flow};
+use crate::cluster::{Cluster, Controller, Flow};
 use crate::meta;
 use crate::profiles::CLEANUP_PVC_FINALIZER;
 use crate::resources::{find, ResIdx};
-use crate::store::{DeleteOptions, Key};
+use crate::store_vocab::{DeleteOptions, Key};
 
 /// The simulated Harvester VM controller.
 pub struct HarvesterVmController;

@@ -13,10 +13,10 @@
 
 use serde_json::{json, Value};
 
-use super::{Cluster, Controller, Flow};
+use crate::cluster::{Cluster, Controller, Flow};
 use crate::meta;
 use crate::resources::{find, ResIdx};
-use crate::store::Key;
+use crate::store_vocab::Key;
 
 /// The simulated kubelets.
 pub struct Kubelet;
@@ -134,11 +134,6 @@ fn faulted_volume(c: &dyn Cluster, pod: &Value) -> Option<String> {
             (vol.pointer("/status/robustness").and_then(Value::as_str) == Some("faulted"))
                 .then(|| handle.to_string())
         })
-}
-
-/// The DeleteOptions body the kubelet's final delete is logged with.
-pub fn final_delete_body() -> Value {
-    json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0})
 }
 
 #[cfg(test)]

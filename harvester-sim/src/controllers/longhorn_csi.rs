@@ -18,10 +18,10 @@
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{Cluster, Controller, Flow};
+use crate::cluster::{Cluster, Controller, Flow};
 use crate::meta;
 use crate::resources::{find, ResIdx};
-use crate::store::Key;
+use crate::store_vocab::Key;
 
 /// Longhorn's CSI driver name, the attacher of its storage VolumeAttachments.
 const DRIVER: &str = "driver.longhorn.io";

@@ -1,16 +1,18 @@
 //! The simulated controllers, one file each: the kubelet of every up node
 //! ([`kubelet`]), the garbage collector ([`garbage_collector`]), KubeVirt's virt-controller
 //! ([`virt_controller`]) and Longhorn's CSI attach path ([`longhorn_csi`]), among others. Each implements [`Controller`] and sees the cluster only through
-//! [`Cluster`], which the store implements: the store's settle loop calls [`reconcile`] for
-//! every changed object and [`owner_removed`] for every removed one until nothing is left to
-//! react to. Controllers write through the same store semantics as clients (resourceVersion
+//! [`Cluster`], which the store implements (both in [`crate::cluster`], below the store): the
+//! store is made with [`ALL`] and its settle loop calls [`crate::cluster::reconcile`] for
+//! every changed object and [`crate::cluster::owner_removed`] for every removed one until
+//! nothing is left to react to. Controllers write through the same store semantics as clients (resourceVersion
 //! bumps, watch events, request-log entries marked `internal` with the controller's name).
 //!
 //! What differs between releases comes from [`crate::profiles`] through
 //! [`Cluster::settings`], never from version tests here. A new simulated controller (say
-//! Harvester's node-down controller) is a new file with a [`Controller`] added to [`ALL`].
-//! An asynchronous one ([`node_down`]) runs as its own task started with the server and writes
-//! through [`Cluster`] as well.
+//! Harvester's VM controller) is a new file with a [`Controller`] added to [`ALL`]. A timed
+//! one ([`node_down`]) has the same shape and also says how often it looks at the cluster
+//! ([`Controller::every`]); [`spawn_timed`] runs its looks, and its writes go through
+//! [`Cluster`] as well.
 
 pub mod garbage_collector;
 pub mod harvester_vm;
@@ -21,58 +23,10 @@ pub mod scheduler;
 pub mod virt_controller;
 pub mod virt_handler;
 
-use serde_json::Value;
-
-use crate::resources::ResIdx;
-use crate::settings::Settings;
-use crate::store::{DeleteOptions, Key};
-
-/// What a controller can see and do. The store implements it; the controllers' unit tests
-/// use a small in-memory one.
-pub trait Cluster {
-    /// The simulator's settings (down nodes, switches, the release profile).
-    fn settings(&self) -> &Settings;
-    /// One object.
-    fn get(&self, res: ResIdx, key: &Key) -> Option<&Value>;
-    /// The objects whose `ownerReferences` name this uid.
-    fn dependents(&self, owner_uid: &str) -> Vec<(ResIdx, Key)>;
-    /// Every object of a resource in a namespace.
-    fn list(&self, res: ResIdx, namespace: &str) -> Vec<Value>;
-    /// Whether an object with this uid exists.
-    fn uid_exists(&self, uid: &str) -> bool;
-    /// Deletes an object with the apiserver's delete semantics, as `actor`.
-    fn delete(&mut self, actor: &str, res: ResIdx, key: &Key, opts: &DeleteOptions);
-    /// Creates an object, as `actor`.
-    fn create(&mut self, actor: &str, res: ResIdx, obj: Value);
-    /// Replaces an object (its status only when `status`), as `actor`.
-    fn update(&mut self, actor: &str, res: ResIdx, obj: Value, status: bool);
-    /// Removes a deleting object for good (the kubelet's final confirmation), as `actor`.
-    fn remove(&mut self, actor: &str, res: ResIdx, key: &Key);
-    /// Asks for an object to be reconciled again (a controller watching another kind).
-    fn requeue(&mut self, res: ResIdx, key: &Key);
-}
-
-/// Whether the controllers after this one still see the object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    /// Let the next controller look at it too.
-    Continue,
-    /// This controller owns the object's current state; the others wait for its next change.
-    Stop,
-}
-
-/// One simulated controller.
-pub trait Controller: Sync {
-    /// The name its writes are logged under (`kubelet`, `garbage-collector`, `virt-controller`).
-    fn name(&self) -> &'static str;
-    /// Reacts to the current state of one object.
-    fn reconcile(&self, c: &mut dyn Cluster, res: ResIdx, key: &Key, obj: &Value) -> Flow;
-    /// Reacts to an object (with this uid) having been removed.
-    fn owner_removed(&self, _c: &mut dyn Cluster, _uid: &str) {}
-}
+pub use crate::cluster::{Cluster, Controller, Controllers, Flow};
 
 /// Every simulated controller, in the order they see an object (the garbage collector
-/// first: [`held_by_garbage_collector`]).
+/// first: it holds what carries its finalizers alone, [`Controller::holds_alone`]).
 pub static ALL: &[&dyn Controller] = &[
     &garbage_collector::GarbageCollector,
     &kubelet::Kubelet,
@@ -81,22 +35,52 @@ pub static ALL: &[&dyn Controller] = &[
     &scheduler::Scheduler,
     &virt_handler::VirtHandler,
     &longhorn_csi::LonghornCsi,
+    &node_down::NodeDown,
 ];
 
-/// Whether the garbage collector alone handles this object now (it is deleting with a GC
-/// finalizer): the other controllers wait for its next change.
-pub fn held_by_garbage_collector(obj: &Value) -> bool {
-    crate::meta::is_deleting(obj)
-        && crate::meta::finalizers(obj)
-            .iter()
-            .any(|f| garbage_collector::is_gc_finalizer(f))
+/// Starts one task per timed controller of [`ALL`] (one whose [`Controller::every`] says how
+/// often): a look every period ([`Controller::look`] reads the store, then its writes run
+/// as an asynchronous controller's and the others react), until shutdown. `looks` counts the
+/// looks taken, so a test can wait for a look to have seen a change instead of sleeping.
+pub fn spawn_timed(
+    store: std::sync::Arc<crate::store::Store>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    looks: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    for &ctl in ALL {
+        if ctl.every(&store.settings()).is_none() {
+            continue;
+        }
+        let store = store.clone();
+        let mut shutdown = shutdown.clone();
+        let looks = looks.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(wait) = ctl.every(&store.settings()) else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => return,
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
+                let now = jiff::Timestamp::now().as_second();
+                if let Some(writes) = store.read_cluster(|c| ctl.look(c, now)) {
+                    store.with_cluster(writes);
+                }
+                looks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    }
 }
 
 /// Starts one task per controller that, while `controllerDelayMs` is set, sleeps that long
 /// and makes a pass over the cluster ([`crate::Store::controller_pass`]); the tasks end with
 /// the simulator.
 pub fn spawn_tasks(
-    store: std::sync::Arc<crate::Store>,
+    store: std::sync::Arc<crate::store::Store>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     for index in 0..ALL.len() {
@@ -122,36 +106,6 @@ pub fn spawn_tasks(
     }
 }
 
-/// Lets every controller react to the current state of one object (if it still exists).
-pub fn reconcile(c: &mut dyn Cluster, res: ResIdx, key: &Key) {
-    let Some(obj) = c.get(res, key).cloned() else {
-        return;
-    };
-    for ctl in ALL {
-        if ctl.reconcile(c, res, key, &obj) == Flow::Stop {
-            return;
-        }
-    }
-}
-
-/// Lets every controller react to the removal of the object with this uid.
-pub fn owner_removed(c: &mut dyn Cluster, uid: &str) {
-    for ctl in ALL {
-        ctl.owner_removed(c, uid);
-    }
-}
-
-/// `metadata.ownerReferences` without the one to `owner_uid`.
-pub(crate) fn drop_owner_ref(obj: &mut Value, owner_uid: &str) {
-    let m = crate::meta::meta_mut(obj);
-    if let Some(refs) = m.get_mut("ownerReferences").and_then(Value::as_array_mut) {
-        refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(owner_uid));
-        if refs.is_empty() {
-            m.remove("ownerReferences");
-        }
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod fake {
     //! An in-memory [`Cluster`] for the controllers' unit tests: objects by (resource, key),
@@ -166,7 +120,7 @@ pub(crate) mod fake {
     use crate::meta;
     use crate::resources::ResIdx;
     use crate::settings::Settings;
-    use crate::store::{DeleteOptions, Key};
+    use crate::store_vocab::{DeleteOptions, Key};
 
     /// A fake cluster.
     #[derive(Default)]
@@ -210,6 +164,13 @@ pub(crate) mod fake {
             self.objects
                 .iter()
                 .filter(|((r, k), _)| *r == res && k.0 == namespace)
+                .map(|(_, o)| o.clone())
+                .collect()
+        }
+        fn list_all(&self, res: ResIdx) -> Vec<Value> {
+            self.objects
+                .iter()
+                .filter(|((r, _), _)| *r == res)
                 .map(|(_, o)| o.clone())
                 .collect()
         }

@@ -20,23 +20,23 @@
 //!   (`HarvesterNodeIsDrained`). Ready False does nothing. Ready True removes both taints, then
 //!   the `Drained` condition.
 //!
-//! Unlike the other simulated controllers it is asynchronous: its own task looks at every node
-//! each `nodeDownIntervalMs` and makes at most one write per node per look (the real controller
+//! It is the timed kind of [`Controller`] ([`NodeDown`], last in [`super::ALL`]): its own task
+//! (started with the server, [`super::spawn_timed`]) looks at every node each
+//! `nodeDownIntervalMs` and makes at most one write per node per look (the real controller
 //! re-reads the node after each write). A write whose object moved meanwhile fails like a
 //! conflicting request and is tried again at the next look. Writes are logged as `internal`
 //! under [`NAME`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::watch;
 
-use super::Cluster;
+use crate::cluster::{Cluster, Controller, Flow, Writes};
 use crate::meta;
 use crate::resources::{find, ResIdx};
-use crate::store::{DeleteOptions, Key, Store};
+use crate::settings::Settings;
+use crate::store_vocab::{DeleteOptions, Key};
 
 /// The name its writes are logged under.
 pub const NAME: &str = "harvester-node-down";
@@ -55,14 +55,7 @@ pub const HARVESTER_NAMESPACE: &str = "harvester-system";
 /// virt-handler's heartbeat annotation on a Node.
 pub const HEARTBEAT_ANNOTATION: &str = "kubevirt.io/heartbeat";
 
-/// What a release's node-down controller does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeDownStyle {
-    /// Harvester ≤ 1.6: force-deletes launcher pods and their VolumeAttachments.
-    ForceDeletePods,
-    /// Harvester ≥ 1.7: drain and out-of-service taints and the `Drained` condition.
-    Taints,
-}
+pub use crate::node_down_style::NodeDownStyle;
 
 /// The `vm-force-reset-policy` setting's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -409,18 +402,18 @@ fn kinds() -> Option<Kinds> {
 }
 
 /// Reads what one look needs.
-pub fn snapshot(store: &Store) -> Option<Snapshot> {
+pub fn snapshot(c: &dyn Cluster) -> Option<Snapshot> {
     let k = kinds()?;
     Some(Snapshot {
-        nodes: store.all(k.nodes),
-        pods: store.all(k.pods),
-        pvcs: store.all(k.pvcs),
-        volume_attachments: store.all(k.vas),
-        policy_setting: store
-            .all(k.settings)
+        nodes: c.list_all(k.nodes),
+        pods: c.list_all(k.pods),
+        pvcs: c.list_all(k.pvcs),
+        volume_attachments: c.list_all(k.vas),
+        policy_setting: c
+            .list_all(k.settings)
             .into_iter()
             .find(|s| meta::name(s) == POLICY_SETTING),
-        upgrades: store.all(k.upgrades),
+        upgrades: c.list_all(k.upgrades),
     })
 }
 
@@ -450,39 +443,35 @@ pub fn apply(c: &mut dyn Cluster, actions: Vec<Action>) {
     }
 }
 
-/// One look: read, decide, write (nothing when the controller is switched off).
-pub fn look(store: &Store, now: i64) {
-    let settings = store.settings();
-    if !settings.node_down_controller {
-        return;
-    }
-    let style = settings.profile().node_down;
-    let Some(snap) = snapshot(store) else { return };
-    let actions = decide(style, &snap, now);
-    if !actions.is_empty() {
-        store.with_cluster(|c| apply(c, actions));
-    }
-}
+/// Harvester's node-down controller: a timed [`Controller`] that looks at every node each
+/// `nodeDownIntervalMs` (switched on or not) and reacts to no single change.
+pub struct NodeDown;
 
-/// The controller's task: a look every `nodeDownIntervalMs` until shutdown; `looks`
-/// counts the looks taken (switched off or not), so a test can wait for the controller to
-/// have seen a change instead of sleeping.
-pub async fn run(
-    store: Arc<Store>,
-    mut shutdown: watch::Receiver<bool>,
-    looks: Arc<std::sync::atomic::AtomicU64>,
-) {
-    loop {
-        let wait = Duration::from_millis(store.settings().node_down_interval_ms.max(1));
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => return,
+impl Controller for NodeDown {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn reconcile(&self, _c: &mut dyn Cluster, _res: ResIdx, _key: &Key, _obj: &Value) -> Flow {
+        Flow::Continue
+    }
+
+    fn every(&self, settings: &Settings) -> Option<Duration> {
+        Some(Duration::from_millis(settings.node_down_interval_ms.max(1)))
+    }
+
+    /// Read, decide; the writes follow (nothing when the controller is switched off).
+    fn look(&self, c: &dyn Cluster, now: i64) -> Option<Writes> {
+        let settings = c.settings();
+        if !settings.node_down_controller {
+            return None;
         }
-        if *shutdown.borrow() {
-            return;
+        let style = settings.profile().node_down;
+        let actions = decide(style, &snapshot(c)?, now);
+        if actions.is_empty() {
+            return None;
         }
-        look(&store, jiff::Timestamp::now().as_second());
-        looks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(Box::new(move |c: &mut dyn Cluster| apply(c, actions)))
     }
 }
 

@@ -28,18 +28,18 @@
 
 use serde_json::{json, Value};
 
-use super::{Cluster, Controller, Flow};
+use crate::cluster::{Cluster, Controller, Flow};
 use crate::meta;
 use crate::profiles::VM_CONTROLLER_FINALIZER;
 use crate::resources::{find, ResIdx};
-use crate::store::{DeleteOptions, Key};
+use crate::store_vocab::{DeleteOptions, Key};
 
 /// The simulated virt-controller.
 pub struct VirtController;
 
 /// The name virt-controller's writes are logged under; the store treats its writes as
 /// KubeVirt's ServiceAccount's.
-pub const NAME: &str = "virt-controller";
+pub const NAME: &str = crate::cluster::KUBEVIRT_ACTOR;
 
 struct Kinds {
     pods: ResIdx,

@@ -5,10 +5,10 @@
 
 use serde_json::{json, Value};
 
-use super::{Cluster, Controller, Flow};
+use crate::cluster::{Cluster, Controller, Flow};
 use crate::meta;
 use crate::resources::{find, ResIdx};
-use crate::store::Key;
+use crate::store_vocab::Key;
 
 /// The simulated virt-handlers.
 pub struct VirtHandler;

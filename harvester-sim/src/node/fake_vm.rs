@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use super::PidNamespace;
+use super::pid_namespace::PidNamespace;
 
 /// The executable names a node shows.
 pub const MONITOR: &str = "virt-launcher-monitor";

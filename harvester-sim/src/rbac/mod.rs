@@ -14,14 +14,13 @@
 //! honoured for the admin as the real apiserver does for a user allowed to impersonate).
 
 mod attributes;
-mod identity;
 mod load;
 mod policy;
 
-pub use attributes::Attributes;
-pub use identity::{
+pub use crate::identity::{
     Identity, ADMIN_USER, KUBEVIRT_NAMESPACE, KUBEVIRT_SERVICE_ACCOUNTS, SA_TOKEN_PREFIX,
 };
+pub use attributes::Attributes;
 pub use load::{load, parse, RBAC_KINDS};
 pub use policy::{authorize, forbidden_message, rule_allows, rules_for};
 

@@ -8,7 +8,7 @@
 use serde_json::Value;
 
 use super::attributes::Attributes;
-use super::identity::Identity;
+use crate::identity::Identity;
 use crate::resources::find;
 use crate::store::Store;
 

@@ -1,7 +1,7 @@
 //! The object store: schema-free objects keyed by (resource, namespace, name), one global
 //! resourceVersion counter, a bounded event history for resuming watches, and a broadcast
 //! channel for live watches. The verbs live in `ops.rs`; `settle.rs` hands changes to the
-//! simulated controllers of [`crate::controllers`].
+//! simulated controllers the store is made with ([`Controllers`]).
 
 mod ops;
 mod policies;
@@ -14,17 +14,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-pub use ops::{DeleteOptions, ListQuery, PatchParams};
+pub use crate::store_vocab::{DeleteOptions, Key};
+pub use ops::{ListQuery, PatchParams};
 
+use crate::cluster::{Cluster, Controllers};
 use crate::errors::ApiError;
 use crate::managed_fields::Writer;
 use crate::meta;
 use crate::requestlog::{RequestLog, RequestRecord};
 use crate::resources::{ResIdx, RESOURCES};
 use crate::settings::{Settings, SettingsPatch};
-
-/// (namespace, name); the namespace is "" for cluster-scoped objects.
-pub type Key = (String, String);
 
 /// A watch event type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +88,9 @@ pub(crate) struct Inner {
     settings: Settings,
     dirty: VecDeque<(ResIdx, Key)>,
     removed_uids: VecDeque<String>,
-    /// Per controller (in [`crate::controllers::ALL`] order): the resourceVersion at which its
+    /// The controllers that react to every change, in order.
+    controllers: Controllers,
+    /// Per controller (in [`Inner::controllers`] order): the resourceVersion at which its
     /// last asynchronous pass changed nothing.
     quiet_rv: Vec<u64>,
     tx: broadcast::Sender<Arc<StoreEvent>>,
@@ -98,7 +99,7 @@ pub(crate) struct Inner {
     writer: Option<Writer>,
     /// Who sends the client request being served (None while the simulated controllers
     /// write): what the admission policies see as `request.userInfo`.
-    requester: Option<crate::rbac::Identity>,
+    requester: Option<crate::identity::Identity>,
     /// A scratch copy serving a dry run (`dryRun=All`): what admission sees as
     /// `request.dryRun`.
     dry_run: bool,
@@ -109,7 +110,7 @@ const BROADCAST_CAPACITY: usize = 65_536;
 
 impl Store {
     /// A new empty store.
-    pub fn new(settings: Settings, log: Arc<RequestLog>) -> Arc<Store> {
+    pub fn new(settings: Settings, log: Arc<RequestLog>, controllers: Controllers) -> Arc<Store> {
         let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
         Arc::new(Store {
             inner: Mutex::new(Inner {
@@ -122,7 +123,8 @@ impl Store {
                 settings,
                 dirty: VecDeque::new(),
                 removed_uids: VecDeque::new(),
-                quiet_rv: vec![0; crate::controllers::ALL.len()],
+                quiet_rv: vec![0; controllers.len()],
+                controllers,
                 tx,
                 log,
                 writer: None,
@@ -176,6 +178,7 @@ impl Store {
                 dirty: VecDeque::new(),
                 removed_uids: g.removed_uids.clone(),
                 quiet_rv: g.quiet_rv.clone(),
+                controllers: g.controllers,
                 tx,
                 log: Arc::new(RequestLog::default()),
                 writer: None,
@@ -222,7 +225,7 @@ impl Store {
             || (g.removed_uids.is_empty() && g.quiet_rv.iter().all(|q| *q == g.rv))
     }
 
-    /// One asynchronous pass of controller `index` (of [`crate::controllers::ALL`]) over
+    /// One asynchronous pass of controller `index` (of those the store was made with) over
     /// every object; does nothing while the controllers are synchronous.
     pub fn controller_pass(&self, index: usize) {
         let mut g = self.lock();
@@ -231,12 +234,16 @@ impl Store {
         }
     }
 
-    /// Runs `f` against the store as a controller sees it ([`crate::controllers::Cluster`]),
+    /// Runs `f` against the store as a controller reads it ([`Cluster`]), changing nothing:
+    /// a timed controller's look.
+    pub(crate) fn read_cluster<R>(&self, f: impl FnOnce(&dyn Cluster) -> R) -> R {
+        let g = self.lock();
+        f(&*g)
+    }
+
+    /// Runs `f` against the store as a controller sees it ([`Cluster`]),
     /// then lets the other controllers react: how an asynchronous controller writes.
-    pub(crate) fn with_cluster<R>(
-        &self,
-        f: impl FnOnce(&mut dyn crate::controllers::Cluster) -> R,
-    ) -> R {
+    pub(crate) fn with_cluster<R>(&self, f: impl FnOnce(&mut dyn Cluster) -> R) -> R {
         let mut g = self.lock();
         let out = f(&mut *g);
         g.settle();

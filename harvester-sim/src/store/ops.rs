@@ -3,16 +3,17 @@
 
 use serde_json::{json, Value};
 
-use super::{object_path, Inner, Key, Store};
+use super::{object_path, Inner, Store};
 use crate::admission::{self, vap, Operation, Phase};
 use crate::convert::{from_view, storage_of, to_view};
 use crate::errors::ApiError;
+use crate::identity::Identity;
 use crate::managed_fields::{self, Writer};
 use crate::meta;
 use crate::patch::{self, PatchKind};
-use crate::rbac::Identity;
 use crate::resources::{find_kind, ResIdx, ResourceDef, RESOURCES};
 use crate::selectors::{FieldSelector, LabelSelector};
+use crate::store_vocab::{DeleteOptions, Key};
 use crate::validation;
 
 /// Parameters of a list.
@@ -39,43 +40,6 @@ pub struct PatchParams<'a> {
     pub status: bool,
     /// `fieldManager` query parameter (required for server-side apply).
     pub field_manager: Option<&'a str>,
-}
-
-/// Parameters of a delete (query and `DeleteOptions` body merged).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DeleteOptions {
-    /// `gracePeriodSeconds`.
-    pub grace_period_seconds: Option<i64>,
-    /// `propagationPolicy`: Background (default), Foreground or Orphan.
-    pub propagation_policy: Option<String>,
-    /// `preconditions.uid`.
-    pub precondition_uid: Option<String>,
-    /// `preconditions.resourceVersion`.
-    pub precondition_rv: Option<String>,
-}
-
-impl DeleteOptions {
-    /// Reads a `DeleteOptions` body (fields absent from the body are left as they are).
-    pub fn merge_body(&mut self, body: &Value) {
-        if let Some(g) = body.get("gracePeriodSeconds").and_then(Value::as_i64) {
-            self.grace_period_seconds = Some(g);
-        }
-        if let Some(p) = body.get("propagationPolicy").and_then(Value::as_str) {
-            self.propagation_policy = Some(p.to_string());
-        }
-        if body.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
-            self.propagation_policy = Some("Orphan".into());
-        }
-        if let Some(u) = body.pointer("/preconditions/uid").and_then(Value::as_str) {
-            self.precondition_uid = Some(u.to_string());
-        }
-        if let Some(r) = body
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-        {
-            self.precondition_rv = Some(r.to_string());
-        }
-    }
 }
 
 fn res_def(res: ResIdx) -> &'static ResourceDef {

@@ -3,13 +3,14 @@
 
 use serde_json::Value;
 
-use super::{Inner, Key};
+use super::Inner;
 use crate::admission::vap::{self, Lookup};
 use crate::admission::Operation;
 use crate::convert::{storage_of, to_view};
 use crate::errors::ApiError;
-use crate::rbac::Identity;
+use crate::identity::Identity;
 use crate::resources::{find, find_kind, ResourceDef, RESOURCES};
+use crate::store_vocab::Key;
 
 impl Inner {
     /// Every stored object of a kind, none when this Kubernetes version does not serve it

@@ -1,14 +1,14 @@
 //! The store's side of the simulated controllers: [`Cluster`] over the store's internals
 //! (writes go through the verbs and are logged as `internal`), and the settle loop that hands
-//! every changed or removed object to [`crate::controllers`] until nothing is left to react to.
+//! every changed or removed object to the store's controllers until nothing is left to react to.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use super::{object_path, Inner, Key};
-use crate::controllers::{self, Cluster};
+use super::{object_path, Inner};
+use crate::cluster::{self, Cluster, KUBEVIRT_ACTOR};
 use crate::resources::ResIdx;
 use crate::settings::Settings;
-use crate::store::DeleteOptions;
+use crate::store_vocab::{DeleteOptions, Key};
 
 /// Upper bound of reconcile steps in one settle, against controller ping-pong.
 const SETTLE_BUDGET: usize = 1_000_000;
@@ -24,13 +24,13 @@ impl Inner {
         while budget > 0 {
             budget -= 1;
             if let Some(uid) = self.removed_uids.pop_front() {
-                controllers::owner_removed(self, &uid);
+                cluster::owner_removed(self.controllers, self, &uid);
                 continue;
             }
             let Some((res, key)) = self.dirty.pop_front() else {
                 break;
             };
-            controllers::reconcile(self, res, &key);
+            cluster::reconcile(self.controllers, self, res, &key);
         }
         // The controllers' writes are recorded as theirs; nothing after them is.
         self.writer = None;
@@ -43,7 +43,7 @@ impl Inner {
     /// last pass. A pass that changes nothing marks the controller quiet at this
     /// resourceVersion.
     pub(super) fn controller_pass(&mut self, index: usize) {
-        let Some(ctl) = controllers::ALL.get(index).copied() else {
+        let Some(ctl) = self.controllers.get(index).copied() else {
             return;
         };
         let before = self.rv;
@@ -63,7 +63,12 @@ impl Inner {
                 continue;
             };
             // The garbage collector alone looks at what carries its finalizers.
-            if index != 0 && controllers::held_by_garbage_collector(&obj) {
+            if index != 0
+                && self
+                    .controllers
+                    .first()
+                    .is_some_and(|c| c.holds_alone(&obj))
+            {
                 continue;
             }
             ctl.reconcile(self, res, &key, &obj);
@@ -106,6 +111,17 @@ impl Cluster for Inner {
             .unwrap_or_default()
     }
 
+    fn list_all(&self, res: ResIdx) -> Vec<Value> {
+        self.objects
+            .get(crate::convert::storage_of(res))
+            .map(|m| {
+                m.values()
+                    .map(|o| crate::convert::to_view(res, o))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn uid_exists(&self, uid: &str) -> bool {
         self.uid_index.contains_key(uid)
     }
@@ -125,7 +141,7 @@ impl Cluster for Inner {
         let ns = crate::meta::namespace(&obj).to_string();
         let name = crate::meta::name(&obj).to_string();
         // The simulated virt-controller writes as KubeVirt's ServiceAccount.
-        let kubevirt = actor == controllers::virt_controller::NAME;
+        let kubevirt = actor == KUBEVIRT_ACTOR;
         let _ = Inner::update(self, res, &ns, &name, obj, status, Some(actor), kubevirt);
     }
 
@@ -134,7 +150,7 @@ impl Cluster for Inner {
             actor,
             "DELETE",
             object_path(res, &key.0, &key.1),
-            controllers::kubelet::final_delete_body(),
+            final_delete_body(),
             200,
         );
         self.store_remove(res, key);
@@ -143,4 +159,9 @@ impl Cluster for Inner {
     fn requeue(&mut self, res: ResIdx, key: &Key) {
         self.dirty.push_back((res, key.clone()));
     }
+}
+
+/// The DeleteOptions body the kubelet's final delete is logged with.
+fn final_delete_body() -> Value {
+    json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0})
 }

@@ -29,8 +29,8 @@ use super::admission_rules::{
     duplicate, items, not_supported, str_at, validate_match_resources, validate_param_kind,
     validate_param_ref,
 };
+use super::field::{BadValue, FieldError};
 use super::names::{is_dns1123_subdomain, is_qualified_name};
-use super::{BadValue, FieldError};
 use crate::admission::vap::check::{check, Decls};
 use crate::admission::vap::expr::Expression;
 use crate::admission::vap::types::{self, Ty};

@@ -7,8 +7,8 @@
 
 use serde_json::Value;
 
+use super::field::{BadValue, FieldError};
 use super::names::{is_dns1123_label, is_dns1123_subdomain};
-use super::{BadValue, FieldError};
 use crate::validation::field::{go_quote, ErrorType};
 
 pub(super) fn str_at<'a>(v: &'a Value, p: &str) -> &'a str {

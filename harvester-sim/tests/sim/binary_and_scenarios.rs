@@ -280,6 +280,39 @@ fn binary_refuses_an_unknown_release() {
     }
 }
 
+/// A release named in a scenario's settings or through `POST /_sim/settings` is checked as
+/// `--release` is: an unknown one is refused, not simulated as the default release.
+#[tokio::test]
+async fn settings_refuse_an_unknown_release() {
+    let known =
+        "1.4 (v1.4.0), 1.4.3 (v1.4.3), 1.5 (v1.5.1), 1.6 (v1.6.1), 1.7 (v1.7.0), 1.8 (v1.8.0)";
+    let text = "apiVersion: sim.vmrecover.dev/v1\nkind: SimulatorSettings\nrelease: \"1.4.1\"\n";
+    let err = match Sim::start(SimConfig::default().plain_http().scenario_text(text)).await {
+        Ok(_) => panic!("a scenario naming release 1.4.1 was loaded"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("unknown Harvester release \"1.4.1\"") && err.contains(known),
+        "{err}"
+    );
+    let sim = sim_with("").await;
+    let h = Http::new(&sim);
+    let r = h
+        .post("/_sim/settings", &serde_json::json!({"release": "2.0"}))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let message = r.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("unknown Harvester release \"2.0\""),
+        "{message}"
+    );
+    assert_eq!(sim.settings().release, "1.8", "nothing changed");
+    let r = h
+        .post("/_sim/settings", &serde_json::json!({"release": "v1.6.1"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
 #[tokio::test]
 async fn every_release_generates_the_shipped_scenarios() {
     for p in harvester_sim::profiles::PROFILES {

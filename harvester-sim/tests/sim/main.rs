@@ -13,6 +13,7 @@ mod fidelity_admission;
 mod fidelity_delete;
 mod fidelity_kubevirt;
 mod fidelity_validation;
+mod golden;
 mod harvester_vm_mutator;
 mod kube_versions;
 mod kubectl;

@@ -43,10 +43,10 @@ pub mod types;
 
 use serde_json::{json, Value};
 
-use crate::admission::Operation;
 use crate::errors::ApiError;
-use crate::rbac::Identity;
+use crate::identity::Identity;
 use crate::resources::ResourceDef;
+use crate::webhooks::Operation;
 use expr::{Activation, Expression};
 
 /// One write as the policies see it.

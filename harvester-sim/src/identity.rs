@@ -1,6 +1,6 @@
 //! Who a request comes from: the bearer token of the kubeconfig the simulator wrote.
 //!
-//! The admin token ([`crate::kubeconfig::TOKEN`]) is `kubernetes-admin` in `system:masters`,
+//! The admin token ([`TOKEN`], which the kubeconfigs carry) is `kubernetes-admin` in `system:masters`,
 //! which the real authorizer never denies. A ServiceAccount token names the account; the user
 //! and groups are the ones the real token authenticator gives it
 //! (`system:serviceaccount:<ns>:<name>`, `system:serviceaccounts`,
@@ -8,7 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::kubeconfig::TOKEN;
+/// Bearer token of the admin kubeconfig (any token is accepted unless RBAC is enforced; then
+/// this one is `system:masters`, see [`crate::rbac`]).
+pub const TOKEN: &str = "harvester-sim-token";
 
 /// Prefix of the tokens the simulator issues for ServiceAccounts: `<prefix><ns>:<name>`.
 pub const SA_TOKEN_PREFIX: &str = "harvester-sim-serviceaccount:";
