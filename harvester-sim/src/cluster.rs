@@ -26,7 +26,7 @@ pub trait Cluster {
     /// The objects whose `ownerReferences` name this uid.
     fn dependents(&self, owner_uid: &str) -> Vec<(ResIdx, Key)>;
     /// Every object of a resource in a namespace.
-    fn list(&self, res: ResIdx, namespace: &str) -> Vec<Value>;
+    fn list(&self, res: ResIdx, namespace: &str) -> Vec<&Value>;
     /// Every object of a resource, in every namespace.
     fn list_all(&self, res: ResIdx) -> Vec<Value>;
     /// Whether an object with this uid exists.

@@ -84,7 +84,7 @@ const LONGHORN: &str = "driver.longhorn.io";
 /// by namespace and name.
 pub fn check_non_shareable_pvcs(
     vm: &Value,
-    vms: &[Value],
+    vms: &[&Value],
     pvc: &dyn Fn(&str, &str) -> Option<Value>,
 ) -> Result<(), ApiError> {
     let (ns, name) = ns_name(vm);
@@ -121,10 +121,11 @@ fn ns_name(vm: &Value) -> (&str, &str) {
 
 /// `checkOccupiedPVCs` (v1.4.0 … v1.6.1) of `vm` against the VMs of the cluster: the first
 /// volume another VM of its namespace lists is refused (other VMs in namespace/name order).
-pub fn check_occupied_pvcs(vm: &Value, vms: &[Value]) -> Result<(), ApiError> {
+pub fn check_occupied_pvcs(vm: &Value, vms: &[&Value]) -> Result<(), ApiError> {
     let (ns, name) = ns_name(vm);
     let mut others: Vec<&Value> = vms
         .iter()
+        .copied()
         .filter(|o| {
             let (ons, oname) = ns_name(o);
             ons == ns && oname != name
@@ -166,6 +167,7 @@ mod tests {
             vm("other", "vm-x", &["disk-a"]),
             vm("default", "vm-shares", &["disk-b"]),
         ];
+        let cluster: Vec<&Value> = cluster.iter().collect();
         let Err(e) = check_occupied_pvcs(&me, &cluster) else {
             panic!("not refused")
         };
@@ -206,6 +208,7 @@ mod tests {
         };
         let run = |others: Vec<Value>, p: Option<Value>| {
             let cluster: Vec<Value> = std::iter::once(me.clone()).chain(others).collect();
+            let cluster: Vec<&Value> = cluster.iter().collect();
             check_non_shareable_pvcs(&me, &cluster, &|_, _| p.clone())
         };
         let refused = run(

@@ -160,11 +160,11 @@ pub(crate) mod fake {
         fn get(&self, res: ResIdx, key: &Key) -> Option<&Value> {
             self.objects.get(&(res, key.clone()))
         }
-        fn list(&self, res: ResIdx, namespace: &str) -> Vec<Value> {
+        fn list(&self, res: ResIdx, namespace: &str) -> Vec<&Value> {
             self.objects
                 .iter()
                 .filter(|((r, k), _)| *r == res && k.0 == namespace)
-                .map(|(_, o)| o.clone())
+                .map(|(_, o)| o)
                 .collect()
         }
         fn list_all(&self, res: ResIdx) -> Vec<Value> {

@@ -743,7 +743,7 @@ mod tests {
         s.vm_starts = true;
         let mut f = Fake::with(s, &[(k.vmis, v.clone())]);
         VirtController.reconcile(&mut f, k.vmis, &key(&v), &v);
-        let pods: Vec<Value> = f.list(k.pods, "d");
+        let pods: Vec<Value> = f.list(k.pods, "d").into_iter().cloned().collect();
         assert_eq!(pods.len(), 1);
         assert_eq!(
             meta::label(&pods[0], "kubevirt.io/created-by"),

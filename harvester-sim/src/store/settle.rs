@@ -99,13 +99,13 @@ impl Cluster for Inner {
             .unwrap_or_default()
     }
 
-    fn list(&self, res: ResIdx, namespace: &str) -> Vec<Value> {
+    fn list(&self, res: ResIdx, namespace: &str) -> Vec<&Value> {
         self.objects
             .get(res)
             .map(|m| {
-                m.iter()
-                    .filter(|(k, _)| k.0 == namespace)
-                    .map(|(_, o)| o.clone())
+                m.range((namespace.to_string(), String::new())..)
+                    .take_while(|(k, _)| k.0 == namespace)
+                    .map(|(_, o)| o)
                     .collect()
             })
             .unwrap_or_default()
