@@ -28,7 +28,7 @@ use crate::cluster::{LeaseError, Readiness};
 use crate::config::{AgentConfig, Config};
 use crate::exit::Outcome;
 use crate::pipeline;
-use crate::recovery::{follow_report, Facts, Mode, Plan, ReportStore, RunReport, Session};
+use crate::recovery::{follow_report, Facts, Looks, Mode, Plan, ReportStore, RunReport, Session};
 use crate::shutdown::stop_on_signal;
 
 pub use metrics::Metrics;
@@ -41,6 +41,8 @@ pub use summary::after_run;
 struct LiveIo<'a> {
     cfg: &'a Config,
     client: Client,
+    /// The client for watches, and each watch request's server timeout.
+    watches: (Client, u32),
     session: Session,
     /// This node's boot, for the time until its last VM was running again.
     boot_time: Option<jiff::Timestamp>,
@@ -86,6 +88,10 @@ impl LiveIo<'_> {
         let longhorn_ns = self.cfg.longhorn_namespace.clone();
         let bound = self.cfg.follow_for;
         let store = ReportStore::new(&self.cfg.state_dir);
+        let looks = Looks::Watching {
+            client: self.watches.0.clone(),
+            timeout_secs: self.watches.1,
+        };
         let (followed, wake, stop, boot) = (
             self.followed.clone(),
             self.wake.clone(),
@@ -101,6 +107,7 @@ impl LiveIo<'_> {
                 bound,
                 |vm, outcome| tracing::info!("{vm} after recovery: {}", outcome.line()),
                 stop,
+                looks,
             )
             .await;
             let still_last = matches!(store.load(), crate::evidence::Gathered::Read { value: Some(r) } if r.started == report.started);
@@ -233,10 +240,23 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
         _ => jiff::Timestamp::now() >= window_ends,
     };
 
+    // The watches (this node's VMIs, the follow's) have a client of its own whose reads may wait as long as an idle watch lasts;
+    // every other request keeps the short request timeout.
+    let (watch_client, watch_secs) = match crate::cluster::connect_for_watches(&cfg.cluster).await {
+        Ok(c) => (c, crate::cluster::LONG_WATCH_SECS),
+        Err(e) => {
+            tracing::warn!("a separate client for the watches: {e}; sharing the main one");
+            (
+                client.clone(),
+                crate::cluster::watch_timeout_secs(cfg.cluster.tuning.request_timeout),
+            )
+        }
+    };
     let wake = Arc::new(Notify::new());
     let io = LiveIo {
         cfg,
         client: client.clone(),
+        watches: (watch_client.clone(), watch_secs),
         session: Session::new(
             client.clone(),
             cfg,
@@ -249,18 +269,6 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
         followed: Arc::default(),
         wake: wake.clone(),
         stop: stop.clone(),
-    };
-    // The watch has a client of its own whose reads may wait as long as an idle watch lasts;
-    // every other request keeps the short request timeout.
-    let (watch_client, watch_secs) = match crate::cluster::connect_for_watches(&cfg.cluster).await {
-        Ok(c) => (c, crate::cluster::LONG_WATCH_SECS),
-        Err(e) => {
-            tracing::warn!("a separate client for the VMI watch: {e}; sharing the main one");
-            (
-                client.clone(),
-                crate::cluster::watch_timeout_secs(cfg.cluster.tuning.request_timeout),
-            )
-        }
     };
     let mut publisher = summary::Publisher::new(client.clone(), &cfg.cluster.namespace);
     let mut watcher = Some(watch::spawn(

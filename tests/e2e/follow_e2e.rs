@@ -87,6 +87,26 @@ fn follow_of(report: &Value, ns: &str, name: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// Reads by name of a VM's VM or VMI after vmrecover's last finalizer patch on either.
+fn reads_after_last_patch(env: &Env, ns: &str, name: &str) -> Vec<String> {
+    let paths = [
+        format!("/apis/kubevirt.io/v1/namespaces/{ns}/virtualmachines/{name}"),
+        format!("/apis/kubevirt.io/v1/namespaces/{ns}/virtualmachineinstances/{name}"),
+    ];
+    let log = env.sim.requests();
+    let last_patch = log
+        .iter()
+        .filter(|r| !r.internal && r.method == "PATCH" && paths.contains(&r.path))
+        .map(|r| r.seq)
+        .max()
+        .expect("vmrecover patched the VM or its VMI");
+    log.iter()
+        .filter(|r| !r.internal && r.seq > last_patch && r.method == "GET")
+        .filter(|r| paths.contains(&r.path))
+        .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
+        .collect()
+}
+
 /// The Events vmrecover recorded on a VM with this reason.
 fn events(env: &Env, name: &str, reason: &str) -> Vec<Value> {
     env.sim
@@ -112,6 +132,9 @@ async fn a_deleted_vm_is_followed_until_gone_and_a_halted_one_stays_stopped_as_a
         "{stopped}"
     );
     assert!(vm(&env, "default", "vm-db-01").is_none());
+    // Gone from the API server's answer to the last finalizer patch: no read to learn it.
+    let reads = reads_after_last_patch(&env, "default", "vm-db-01");
+    assert!(reads.is_empty(), "{reads:#?}");
     // Neither is "back" nor "not back": no outcome Event for them.
     assert!(events(&env, STOPPING, "NotBack").is_empty());
     // The saved report carries it for `status NS/NAME`.
@@ -253,6 +276,34 @@ async fn the_agent_follows_and_the_site_view_shows_what_came_back() {
     });
     assert_eq!(after.running_again, 1, "{after:?}");
     assert!(after.gone >= 1, "{after:?}");
+    // Through watches, never per-VM polling (docs/architecture.md §6, step 5): no read by
+    // name of a followed VM after the run, and one list and one watch each of the cluster's
+    // VMs and VMIs (the follow ended well inside a watch request's 290 s).
+    for (ns, vm) in [(STOPPING_NS, STOPPING), ("default", "vm-db-01")] {
+        let reads = reads_after_last_patch(&env, ns, vm);
+        assert!(reads.is_empty(), "{vm}: {reads:#?}");
+    }
+    let cluster_wide: Vec<String> = env
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| !r.internal && r.method == "GET")
+        .filter(|r| {
+            r.path == "/apis/kubevirt.io/v1/virtualmachines"
+                || (r.path == "/apis/kubevirt.io/v1/virtualmachineinstances"
+                    && !r.query.contains("labelSelector"))
+        })
+        .map(|r| format!("{}?{}", r.path, r.query))
+        .collect();
+    assert!(
+        cluster_wide.len() <= 4
+            && cluster_wide
+                .iter()
+                .filter(|q| q.contains("watch=true"))
+                .count()
+                == 2,
+        "{cluster_wide:#?}"
+    );
     assert!(after.back_after_boot_secs.is_some(), "{after:?}");
     let site = env.run(&["status", "--all-nodes"]).await;
     assert!(

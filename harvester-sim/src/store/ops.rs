@@ -824,6 +824,11 @@ impl Inner {
             object_path(res, ns, name),
             if status { "/status" } else { "" }
         );
+        // The update that empties a deleting object's finalizers deletes it, and the answer
+        // is the updated object itself (deletionTimestamp set, no finalizers, the stored
+        // resourceVersion), 200: k8s.io/apiserver pkg/registry/generic/registry/store.go
+        // `Update` → `ShouldDeleteDuringUpdate` → `deleteWithoutFinalizers` ("return the
+        // object in the request instead" of finalizeDelete's Status), v1.29.0 to v1.33.0.
         if should_remove_after_update(r, &new) {
             meta::meta_mut(&mut new).insert(
                 "resourceVersion".into(),
