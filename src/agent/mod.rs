@@ -52,6 +52,8 @@ struct LiveIo<'a> {
     wake: Arc<Notify>,
     /// Asked to stop.
     stop: tokio::sync::watch::Receiver<bool>,
+    /// `followFor` as last (re)loaded.
+    follow_for: Arc<std::sync::Mutex<Duration>>,
 }
 
 impl PassIo for LiveIo<'_> {
@@ -86,7 +88,11 @@ impl LiveIo<'_> {
         let client = self.client.clone();
         let events = EventRecorder::new(client.clone(), &self.cfg.node);
         let longhorn_ns = self.cfg.longhorn_namespace.clone();
-        let bound = self.cfg.follow_for;
+        let bound = self
+            .follow_for
+            .lock()
+            .map(|f| *f)
+            .unwrap_or(self.cfg.follow_for);
         let store = ReportStore::new(&self.cfg.state_dir);
         let looks = Looks::Watching {
             client: self.watches.0.clone(),
@@ -187,6 +193,9 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
         cfg.policy.clone(),
     );
     agent.boot_history = boot.history.value().cloned().unwrap_or_default();
+    if let Ok(mut f) = agent.follow_for.lock() {
+        *f = cfg.follow_for;
+    }
     agent.set_phase(Phase::WaitingForApi);
     let mut layers = cfg.layers.clone();
     agent.config_loaded(&layers);
@@ -269,6 +278,7 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
         followed: Arc::default(),
         wake: wake.clone(),
         stop: stop.clone(),
+        follow_for: agent.follow_for.clone(),
     };
     let mut publisher = summary::Publisher::new(client.clone(), &cfg.cluster.namespace);
     let mut watcher = Some(watch::spawn(

@@ -313,3 +313,61 @@ async fn the_agent_follows_and_the_site_view_shows_what_came_back() {
     );
     assert!(site.stdout.contains("after boot"), "{}", site.all());
 }
+
+/// `followFor` changed in the configuration file bounds the next follow without an agent
+/// restart (issue 26): the agent starts refusing the plan (`maxVms: 1`), the file then allows
+/// it and shortens `followFor` to 3 s; the VM that cannot come back (its Longhorn volume
+/// faulted) is reported not back after 3 s, not after the 5-minute default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_follow_for_applies_without_an_agent_restart() {
+    use crate::e2e_support::ACTING_AGENT;
+    let env = always_env().await;
+    let mut vol = longhorn_volume_of(&env, "vm-app-02-disk-0-klmno");
+    vol["status"]["robustness"] = json!("faulted");
+    env.sim.put(vol).expect("put the volume");
+    let config = env.state_path("config.yaml");
+    std::fs::write(&config, "maxVms: 1\n").expect("write the config file");
+    let mut args: Vec<&str> = ACTING_AGENT.to_vec();
+    args.extend_from_slice(&["--config", config.to_str().expect("utf-8 path")]);
+    let mut agent = env
+        .command(&args)
+        .env("VMRECOVER_CONFIG_CHECK", "200ms")
+        .spawn()
+        .expect("start the agent");
+    let status = env.state_path("agent-status.json");
+    for _ in 0..3000 {
+        let s: Option<Value> = std::fs::read(&status)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if s.is_some_and(|s| s["last_pass"].is_array()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        vm(&env, "default", "vm-db-01").is_some(),
+        "maxVms 1 refuses the plan"
+    );
+    std::fs::write(&config, "maxVms: 50\nfollowFor: 3s\n").expect("rewrite the config file");
+    let mut followed = Value::Null;
+    for _ in 0..3000 {
+        followed = std::fs::read(env.state_path("last-run.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .map(|r| follow_of(&r, STOPPING_NS, STOPPING))
+            .unwrap_or(Value::Null);
+        if !followed.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = agent.start_kill();
+    let out = agent.wait_with_output().await.expect("agent output");
+    assert_eq!(
+        followed["outcome"],
+        "not_back",
+        "{followed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(followed["seconds"], 3, "{followed}");
+}
