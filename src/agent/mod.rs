@@ -44,7 +44,7 @@ struct LiveIo<'a> {
     /// The client for watches, and each watch request's server timeout.
     watches: (Client, u32),
     session: Session,
-    /// This node's boot, for the time until its last VM was running again.
+    /// The boot the verdict was made for, for the time until its last VM was running again.
     boot_time: Option<jiff::Timestamp>,
     /// The last run once followed (set by the follow task, taken by the next pass).
     followed: Arc<std::sync::Mutex<Option<LastRun>>>,
@@ -274,7 +274,7 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
             stop.clone(),
             pipeline::Regatherer::new(cfg, client.clone()),
         ),
-        boot_time: boot.boot_time.value().copied(),
+        boot_time: boot.verdict_boot_started(),
         followed: Arc::default(),
         wake: wake.clone(),
         stop: stop.clone(),

@@ -247,6 +247,18 @@ async fn the_agent_follows_and_the_site_view_shows_what_came_back() {
     use crate::e2e_support::ACTING_AGENT;
     use vmrecover::cluster::{summary_name, NodeSummary, SUMMARY_KEY};
     let env = always_env().await;
+    // This node booted two minutes ago, as its boot records say (the verdict's boot): the
+    // time until its last VM ran again counts from then, not from this machine's own boot.
+    let booted = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(120);
+    std::fs::write(
+        env.state_path("boot-records.json"),
+        json!({"format": "vmrecover-boot-records", "version": 1, "boots": [
+            {"boot_id": crate::e2e_support::BOOT_ID.replace('-', ""), "machine_id": crate::e2e_support::MACHINE_ID,
+             "boot_time": booted.to_string(), "started_at": booted.to_string(), "stopped_at": null}
+        ]})
+        .to_string(),
+    )
+    .expect("write the boot records");
     let mut args: Vec<&str> = vec!["--follow-for", "60s"];
     args.extend_from_slice(ACTING_AGENT);
     let mut agent = env.command(&args).spawn().expect("start the agent");
@@ -304,7 +316,13 @@ async fn the_agent_follows_and_the_site_view_shows_what_came_back() {
                 == 2,
         "{cluster_wide:#?}"
     );
-    assert!(after.back_after_boot_secs.is_some(), "{after:?}");
+    let since_boot = jiff::Timestamp::now().duration_since(booted).as_secs();
+    assert!(
+        after
+            .back_after_boot_secs
+            .is_some_and(|s| (120..=since_boot as u64).contains(&s)),
+        "{after:?}: the node booted {since_boot}s ago by its records"
+    );
     let site = env.run(&["status", "--all-nodes"]).await;
     assert!(
         site.stdout.contains("→ 1 running again, 0 not back"),
