@@ -835,7 +835,15 @@ impl Inner {
                 json!(meta::resource_version(&old)),
             );
             self.replace_silently(res, &key, new);
-            let gone = self.view_remove(res, &key).unwrap_or_default();
+            let mut gone = self.view_remove(res, &key).unwrap_or_default();
+            // The watch's DELETED event has the deletion's own resourceVersion; the answer is
+            // the object of the request, with the version it was updated from.
+            if gone.is_object() {
+                meta::meta_mut(&mut gone).insert(
+                    "resourceVersion".into(),
+                    json!(meta::resource_version(&old)),
+                );
+            }
             if let Some(a) = actor {
                 self.log_internal(a, "PUT", path, gone.clone(), 200);
             }
