@@ -8,6 +8,7 @@
 //! Longhorn volume of each VM not back. A read that fails is retried at the next look and
 //! named in the outcome if the bound ends on it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
@@ -348,15 +349,31 @@ async fn explain(
             plural: "volumes".into(),
         };
         let api = Api::<DynamicObject>::namespaced_with(client.clone(), longhorn_ns, &ar);
+        let mut ready: Option<BTreeMap<String, bool>> = None;
         for name in &t.volumes {
             match api.get_opt(name).await {
-                Ok(Some(v)) => volumes.push(FollowedVolume {
-                    name: name.clone(),
-                    namespace: longhorn_ns.to_string(),
-                    robustness: str_at(&v.data, "/status/robustness"),
-                    state: str_at(&v.data, "/status/state"),
-                    replicas_on_down_nodes: Vec::new(),
-                }),
+                Ok(Some(v)) => {
+                    let robustness = str_at(&v.data, "/status/robustness");
+                    let replicas_on_down_nodes =
+                        if robustness == "faulted" || robustness == "degraded" {
+                            match down_replica_nodes(client, longhorn_ns, name, &mut ready).await {
+                                Ok(nodes) => nodes,
+                                Err(e) => {
+                                    unread.push(e);
+                                    Vec::new()
+                                }
+                            }
+                        } else {
+                            Vec::new()
+                        };
+                    volumes.push(FollowedVolume {
+                        name: name.clone(),
+                        namespace: longhorn_ns.to_string(),
+                        robustness,
+                        state: str_at(&v.data, "/status/state"),
+                        replicas_on_down_nodes,
+                    })
+                }
                 Ok(None) => {}
                 Err(e) => unread.push(describe(
                     &e,
@@ -369,6 +386,74 @@ async fn explain(
     let mut why = why_not_back(expect, &t.old_vmi_uid, obs, pod.as_ref(), &volumes);
     why.extend(unread.into_iter().map(|e| format!("could not read: {e}")));
     why
+}
+
+/// The nodes, not Ready, that hold a replica of Longhorn volume `volume`: one list of its
+/// replicas (`replicas.longhorn.io`, label `longhornvolume=<volume>`, longhorn-manager's
+/// `types.LonghornLabelVolume`; the node is `spec.nodeID`) and, once per follow, one list of
+/// the Nodes (`ready`: each node's `Ready` condition is `True`). A replica's node that is not
+/// a Node any more counts as down. Read-only.
+async fn down_replica_nodes(
+    client: &Client,
+    longhorn_ns: &str,
+    volume: &str,
+    ready: &mut Option<BTreeMap<String, bool>>,
+) -> Result<Vec<String>, String> {
+    let replicas = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        longhorn_ns,
+        &ApiResource {
+            group: "longhorn.io".into(),
+            version: "v1beta2".into(),
+            api_version: "longhorn.io/v1beta2".into(),
+            kind: "Replica".into(),
+            plural: "replicas".into(),
+        },
+    );
+    let lp = ListParams::default().labels(&format!("longhornvolume={volume}"));
+    let list = replicas.list(&lp).await.map_err(|e| {
+        describe(
+            &e,
+            "list",
+            &format!("replicas.longhorn.io in {longhorn_ns} of volume {volume}"),
+        )
+    })?;
+    let on: BTreeSet<String> = list
+        .items
+        .iter()
+        .map(|r| str_at(&r.data, "/spec/nodeID"))
+        .filter(|n| !n.is_empty())
+        .collect();
+    if on.is_empty() {
+        return Ok(Vec::new());
+    }
+    if ready.is_none() {
+        let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone());
+        let list = nodes
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| describe(&e, "list", "nodes"))?;
+        *ready = Some(
+            list.items
+                .iter()
+                .map(|n| {
+                    let is_ready = n
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c.type_ == "Ready" && c.status == "True");
+                    (n.metadata.name.clone().unwrap_or_default(), is_ready)
+                })
+                .collect(),
+        );
+    }
+    let ready = ready.as_ref();
+    Ok(on
+        .into_iter()
+        .filter(|n| !ready.and_then(|r| r.get(n)).copied().unwrap_or(false))
+        .collect())
 }
 
 /// The new VMI's launcher pod (label `kubevirt.io/created-by=<VMI UID>`).

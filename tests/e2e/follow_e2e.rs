@@ -201,6 +201,27 @@ async fn not_back_because_its_longhorn_volume_is_faulted() {
     vol["status"]["robustness"] = json!("faulted");
     vol["status"]["state"] = json!("detached");
     env.sim.put(vol).expect("put the volume");
+    // Its replicas on harvester-node-2 (Ready) and harvester-node-3, still down (its kubelet
+    // silent: Ready Unknown).
+    for (i, node) in ["harvester-node-2", "harvester-node-3"].iter().enumerate() {
+        env.sim
+            .put(json!({
+                "apiVersion": "longhorn.io/v1beta2",
+                "kind": "Replica",
+                "metadata": {"name": format!("{name}-r-{i}"), "namespace": "longhorn-system",
+                             "labels": {"longhornvolume": name}},
+                "spec": {"volumeName": name, "nodeID": node, "active": true},
+                "status": {"currentState": if i == 1 { "stopped" } else { "running" }}
+            }))
+            .expect("put a replica");
+    }
+    let mut down = env
+        .sim
+        .get("v1", "Node", "", "harvester-node-3")
+        .expect("node-3");
+    down["status"]["conditions"] = json!([{"type": "Ready", "status": "Unknown",
+        "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."}]);
+    env.sim.put(down).expect("node-3 down");
     let report = run_following(&env, "8s").await;
     let not_back = follow_of(&report, STOPPING_NS, STOPPING);
     assert_eq!(not_back["outcome"], "not_back", "{report:#}");
@@ -208,6 +229,12 @@ async fn not_back_because_its_longhorn_volume_is_faulted() {
     assert!(
         why.contains(&format!(
             "Longhorn volume {name} is faulted (state detached): see volumes.longhorn.io longhorn-system/{name} in the Longhorn UI"
+        )),
+        "{why}"
+    );
+    assert!(
+        why.contains(&format!(
+            "Longhorn volume {name}: replicas on harvester-node-3 (NotReady)"
         )),
         "{why}"
     );
