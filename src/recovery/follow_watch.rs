@@ -115,6 +115,7 @@ pub(super) async fn watch<P: FnMut(&str, &FollowOutcome)>(
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!("watching the followed VMs: {e}");
+                f.failed = Some(format!("watching VMs and VMIs: {e}"));
                 continue;
             }
         };

@@ -68,6 +68,8 @@ pub(super) struct Following<P> {
     done: Vec<Option<FollowOutcome>>,
     started: Instant,
     progress: P,
+    /// The last read or watch that failed, named in the outcome of a VM never looked at.
+    pub(super) failed: Option<String>,
 }
 
 impl<P: FnMut(&str, &FollowOutcome)> Following<P> {
@@ -119,6 +121,7 @@ pub async fn follow_report(
         done: vec![None; n],
         started: Instant::now(),
         progress,
+        failed: None,
     };
     for i in 0..n {
         if f.targets[i].known_gone {
@@ -145,9 +148,17 @@ pub async fn follow_report(
         let outcome = match f.done[i].take() {
             Some(o) => o,
             None => {
-                let obs = f.last[i].take().unwrap_or_default();
-                let expect = t.expect.clone().unwrap_or(Expectation::RunAgain);
-                let why = explain(client, longhorn_ns, t, &expect, &obs).await;
+                let why = match f.last[i].take() {
+                    Some(obs) => {
+                        let expect = t.expect.clone().unwrap_or(Expectation::RunAgain);
+                        explain(client, longhorn_ns, t, &expect, &obs).await
+                    }
+                    // Never seen: say why rather than guess from nothing (fail closed).
+                    None => vec![format!(
+                        "could not read: {}",
+                        f.failed.as_deref().unwrap_or("no look at it succeeded")
+                    )],
+                };
                 let o = FollowOutcome::NotBack { seconds: secs, why };
                 (f.progress)(&format!("{}/{}", t.namespace, t.name), &o);
                 o
@@ -177,8 +188,9 @@ async fn poll<P: FnMut(&str, &FollowOutcome)>(
             if f.is_done(i) {
                 continue;
             }
-            if let Ok(obs) = observe(client, &f.targets[i]).await {
-                f.look(i, obs);
+            match observe(client, &f.targets[i]).await {
+                Ok(obs) => f.look(i, obs),
+                Err(e) => f.failed = Some(e),
             }
         }
         let now = Instant::now();

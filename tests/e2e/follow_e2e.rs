@@ -416,3 +416,44 @@ async fn a_changed_follow_for_applies_without_an_agent_restart() {
     );
     assert_eq!(followed["seconds"], 3, "{followed}");
 }
+
+/// Fail closed: an agent that cannot watch the cluster's VMs never guesses what became of
+/// the VM it recovered — at the bound it reports it not back and names the failed read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_cannot_watch_the_followed_vms_says_so() {
+    use crate::e2e_support::ACTING_AGENT;
+    let env = always_env().await;
+    env.sim.add_fault(harvester_sim::FaultRule::status(
+        Some("GET"),
+        "/apis/kubevirt.io/v1/virtualmachines",
+        500,
+    ));
+    let mut args: Vec<&str> = vec!["--follow-for", "3s"];
+    args.extend_from_slice(ACTING_AGENT);
+    let mut agent = env.command(&args).spawn().expect("start the agent");
+    let mut followed = Value::Null;
+    for _ in 0..3000 {
+        followed = std::fs::read(env.state_path("last-run.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .map(|r| follow_of(&r, STOPPING_NS, STOPPING))
+            .unwrap_or(Value::Null);
+        if !followed.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = agent.start_kill();
+    let out = agent.wait_with_output().await.expect("agent output");
+    assert_eq!(
+        followed["outcome"],
+        "not_back",
+        "{followed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let why = followed["why"].to_string();
+    assert!(
+        why.contains("could not read: watching VMs and VMIs"),
+        "{why}"
+    );
+}
