@@ -249,8 +249,8 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
         _ => jiff::Timestamp::now() >= window_ends,
     };
 
-    // The watches (this node's VMIs, the follow's) have a client of its own whose reads may wait as long as an idle watch lasts;
-    // every other request keeps the short request timeout.
+    // The watches (this node's VMIs, the follow's) share a client of their own whose reads
+    // may wait as long as an idle watch lasts; every other request keeps the short timeout.
     let (watch_client, watch_secs) = match crate::cluster::connect_for_watches(&cfg.cluster).await {
         Ok(c) => (c, crate::cluster::LONG_WATCH_SECS),
         Err(e) => {
