@@ -274,6 +274,22 @@ pub static RESOURCES: &[ResourceDef] = &[
         true,
         true,
     ),
+    // longhorn-manager `k8s/pkg/apis/longhorn/v1beta2/replica.go` (read at 04516b73): namespaced,
+    // short name `lhr`, a status subresource; `spec.nodeID` and `spec.volumeName` (its
+    // `InstanceSpec`), `status.currentState` (`InstanceStatus`: running, stopped, error, …);
+    // longhorn-manager labels each with `longhornvolume=<volume>` (`types.LonghornLabelVolume`).
+    // No controller: the simulator never changes a replica's state by itself.
+    def(
+        "longhorn.io",
+        "v1beta2",
+        "replicas",
+        "replica",
+        "Replica",
+        true,
+        &["lhr"],
+        true,
+        true,
+    ),
     // longhorn-manager `k8s/pkg/apis/longhorn/v1beta2/node.go` (v1.10.0): namespaced, short
     // name `lhn`, a status subresource; `status.conditions` is a list with `Ready`.
     def(

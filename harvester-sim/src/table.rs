@@ -309,6 +309,17 @@ fn columns(r: &ResourceDef) -> Vec<Col> {
             col("Node", "string", 0, |o, _| s(o, "/status/currentNodeID")),
             age_c(),
         ]),
+        // replica.go's printcolumns: State, Node, Disk, InstanceManager, Image, Age.
+        ("longhorn.io", "replicas") => cols.extend([
+            col("State", "string", 0, |o, _| s(o, "/status/currentState")),
+            col("Node", "string", 0, |o, _| s(o, "/spec/nodeID")),
+            col("Disk", "string", 0, |o, _| s(o, "/spec/diskID")),
+            col("InstanceManager", "string", 0, |o, _| {
+                s(o, "/status/instanceManagerName")
+            }),
+            col("Image", "string", 0, |o, _| s(o, "/status/currentImage")),
+            age_c(),
+        ]),
         ("", "pods") => cols.extend([
             col("Ready", "string", 0, pod_ready),
             col("Status", "string", 0, pod_status),

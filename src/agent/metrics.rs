@@ -414,6 +414,7 @@ mod tests {
             steps: Vec::new(),
             requests: 0,
             follow: None,
+            vm_deleted: false,
         };
         let report = RunReport {
             started: jiff::Timestamp::UNIX_EPOCH,

@@ -28,7 +28,7 @@ use crate::cluster::{LeaseError, Readiness};
 use crate::config::{AgentConfig, Config};
 use crate::exit::Outcome;
 use crate::pipeline;
-use crate::recovery::{follow_report, Facts, Mode, Plan, ReportStore, RunReport, Session};
+use crate::recovery::{follow_report, Facts, Looks, Mode, Plan, ReportStore, RunReport, Session};
 use crate::shutdown::stop_on_signal;
 
 pub use metrics::Metrics;
@@ -41,8 +41,10 @@ pub use summary::after_run;
 struct LiveIo<'a> {
     cfg: &'a Config,
     client: Client,
+    /// The client for watches, and each watch request's server timeout.
+    watches: (Client, u32),
     session: Session,
-    /// This node's boot, for the time until its last VM was running again.
+    /// The boot the verdict was made for, for the time until its last VM was running again.
     boot_time: Option<jiff::Timestamp>,
     /// The last run once followed (set by the follow task, taken by the next pass).
     followed: Arc<std::sync::Mutex<Option<LastRun>>>,
@@ -50,6 +52,8 @@ struct LiveIo<'a> {
     wake: Arc<Notify>,
     /// Asked to stop.
     stop: tokio::sync::watch::Receiver<bool>,
+    /// `followFor` as last (re)loaded.
+    follow_for: Arc<std::sync::Mutex<Duration>>,
 }
 
 impl PassIo for LiveIo<'_> {
@@ -84,8 +88,16 @@ impl LiveIo<'_> {
         let client = self.client.clone();
         let events = EventRecorder::new(client.clone(), &self.cfg.node);
         let longhorn_ns = self.cfg.longhorn_namespace.clone();
-        let bound = self.cfg.follow_for;
+        let bound = self
+            .follow_for
+            .lock()
+            .map(|f| *f)
+            .unwrap_or(self.cfg.follow_for);
         let store = ReportStore::new(&self.cfg.state_dir);
+        let looks = Looks::Watching {
+            client: self.watches.0.clone(),
+            timeout_secs: self.watches.1,
+        };
         let (followed, wake, stop, boot) = (
             self.followed.clone(),
             self.wake.clone(),
@@ -101,6 +113,7 @@ impl LiveIo<'_> {
                 bound,
                 |vm, outcome| tracing::info!("{vm} after recovery: {}", outcome.line()),
                 stop,
+                looks,
             )
             .await;
             let still_last = matches!(store.load(), crate::evidence::Gathered::Read { value: Some(r) } if r.started == report.started);
@@ -180,6 +193,9 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
         cfg.policy.clone(),
     );
     agent.boot_history = boot.history.value().cloned().unwrap_or_default();
+    if let Ok(mut f) = agent.follow_for.lock() {
+        *f = cfg.follow_for;
+    }
     agent.set_phase(Phase::WaitingForApi);
     let mut layers = cfg.layers.clone();
     agent.config_loaded(&layers);
@@ -233,10 +249,23 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
         _ => jiff::Timestamp::now() >= window_ends,
     };
 
+    // The watches (this node's VMIs, the follow's) share a client of their own whose reads
+    // may wait as long as an idle watch lasts; every other request keeps the short timeout.
+    let (watch_client, watch_secs) = match crate::cluster::connect_for_watches(&cfg.cluster).await {
+        Ok(c) => (c, crate::cluster::LONG_WATCH_SECS),
+        Err(e) => {
+            tracing::warn!("a separate client for the watches: {e}; sharing the main one");
+            (
+                client.clone(),
+                crate::cluster::watch_timeout_secs(cfg.cluster.tuning.request_timeout),
+            )
+        }
+    };
     let wake = Arc::new(Notify::new());
     let io = LiveIo {
         cfg,
         client: client.clone(),
+        watches: (watch_client.clone(), watch_secs),
         session: Session::new(
             client.clone(),
             cfg,
@@ -245,22 +274,11 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
             stop.clone(),
             pipeline::Regatherer::new(cfg, client.clone()),
         ),
-        boot_time: boot.boot_time.value().copied(),
+        boot_time: boot.verdict_boot_started(),
         followed: Arc::default(),
         wake: wake.clone(),
         stop: stop.clone(),
-    };
-    // The watch has a client of its own whose reads may wait as long as an idle watch lasts;
-    // every other request keeps the short request timeout.
-    let (watch_client, watch_secs) = match crate::cluster::connect_for_watches(&cfg.cluster).await {
-        Ok(c) => (c, crate::cluster::LONG_WATCH_SECS),
-        Err(e) => {
-            tracing::warn!("a separate client for the VMI watch: {e}; sharing the main one");
-            (
-                client.clone(),
-                crate::cluster::watch_timeout_secs(cfg.cluster.tuning.request_timeout),
-            )
-        }
+        follow_for: agent.follow_for.clone(),
     };
     let mut publisher = summary::Publisher::new(client.clone(), &cfg.cluster.namespace);
     let mut watcher = Some(watch::spawn(

@@ -64,6 +64,9 @@ pub struct Agent {
     last_run: Option<LastRun>,
     /// This machine's boots from its boot records, newest first (power-cut history).
     pub boot_history: Vec<crate::boot::BootHistoryEntry>,
+    /// How long a run's recovered VMs are followed (`followFor`): shared with the live I/O,
+    /// replaced when the configuration file changes.
+    pub follow_for: std::sync::Arc<std::sync::Mutex<Duration>>,
 }
 
 impl Agent {
@@ -82,6 +85,9 @@ impl Agent {
             node_summary: None,
             last_run: None,
             boot_history: Vec::new(),
+            follow_for: std::sync::Arc::new(std::sync::Mutex::new(
+                crate::config::DEFAULT_FOLLOW_FOR,
+            )),
         }
     }
 

@@ -1,5 +1,5 @@
 //! Re-reading the configuration file while the agent runs: a changed valid file replaces the
-//! policy and `actOn` (flags given at start still win); a bad one is logged, shown in the
+//! policy, `actOn` and `followFor` (the next follow's bound; flags given at start still win); a bad one is logged, shown in the
 //! status file and in `vmrecover_config_last_reload_successful`, and the configuration in
 //! force stays. An agent that started with a bad file reports only until a valid one appears.
 
@@ -43,17 +43,21 @@ impl Agent {
                 self.policy.max_vms = m.max_vms;
                 self.policy.also_finalizers = m.also_finalizers;
                 self.status.act_on = m.act_on;
+                if let Ok(mut f) = self.follow_for.lock() {
+                    *f = m.follow_for;
+                }
                 self.status.acting = acting(m.act_on, self.status.verdict);
                 tracing::info!(
                     file = ?next.file.as_ref().map(|(p, _)| p),
                     "configuration re-read: actOn {:?}, stuckAfter {}, controllerGrace {}, \
-                     maxVms {}, alsoFinalizers {:?} (bootWindow and longhornNamespace take \
-                     effect at the next start)",
+                     maxVms {}, alsoFinalizers {:?}, followFor {} (bootWindow and \
+                     longhornNamespace take effect at the next start)",
                     m.act_on,
                     humantime::format_duration(self.policy.stuck_after),
                     humantime::format_duration(self.policy.controller_grace),
                     self.policy.max_vms,
                     self.policy.also_finalizers,
+                    humantime::format_duration(m.follow_for),
                 );
                 *layers = next;
                 self.config_loaded(layers);

@@ -86,6 +86,24 @@ pub struct BootFacts {
     pub notes: Vec<String>,
 }
 
+impl BootFacts {
+    /// When the boot the verdict was made for started: the host root's boot as the boot
+    /// records have it (`boot_time`, else when it was recorded running), the same records
+    /// `status` shows; only when they do not know that boot, this machine's clock (now −
+    /// CLOCK_BOOTTIME). A node whose host root is not this machine's (a test, the demo)
+    /// is thus timed from its own boot.
+    pub fn verdict_boot_started(&self) -> Option<jiff::Timestamp> {
+        let current = self.boot_id.value();
+        self.history
+            .value()
+            .into_iter()
+            .flatten()
+            .find(|b| Some(&b.boot_id) == current)
+            .and_then(|b| b.boot_time.or(b.started_at))
+            .or_else(|| self.boot_time.value().copied())
+    }
+}
+
 /// Gathers boot facts; never fails: unreadable sources become `Unreadable` evidence.
 pub fn gather(opts: &BootOptions, now: jiff::Timestamp) -> BootFacts {
     let boot_id = clock::boot_id(&opts.host_root);

@@ -282,6 +282,14 @@ pub const PERMISSIONS: &[Permission] = &[
     ),
     p(
         "longhorn.io",
+        "replicas",
+        "list",
+        Longhorn,
+        None,
+        "why a VM is not back: its volume's replicas",
+    ),
+    p(
+        "longhorn.io",
         "settings",
         "get",
         Longhorn,

@@ -8,8 +8,8 @@ use crate::config::{Config, RunConfig};
 use crate::exit::Outcome;
 use crate::pipeline;
 use crate::recovery::{
-    follow_report, plan, render_plan, render_plan_table, render_report, Mode, Plan, ReportStore,
-    RunReport, Session,
+    follow_report, plan, render_plan, render_plan_table, render_report, Looks, Mode, Plan,
+    ReportStore, RunReport, Session,
 };
 use crate::shutdown::stop_on_signal;
 
@@ -160,6 +160,7 @@ async fn follow_outcomes(
             }
         },
         cancel,
+        Looks::Polling,
     )
     .await;
     if let Err(e) = ReportStore::new(&cfg.state_dir).save(report) {

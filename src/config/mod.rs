@@ -19,7 +19,7 @@ use crate::cluster::DEFAULT_LONGHORN_NAMESPACE;
 use crate::node::NodeOptions;
 
 pub use file::{load as load_file, ConfigPath, FileConfig, FileError, POD_CONFIG};
-pub use layers::{Layers, Merged};
+pub use layers::{Layers, Merged, DEFAULT_FOLLOW_FOR};
 pub use policy::{Policy, DEFAULT_FENCE_WATCH};
 
 /// What a bad configuration is, in words that name the flag or the file's key.

@@ -176,6 +176,7 @@ async fn recover_steps(
         steps: Vec::new(),
         requests: 0,
         follow: None,
+        vm_deleted: false,
     };
     // The evidence each change rests on, as last checked (not as planned).
     let mut evidence = match ctx.recheck.before_change(d, steps).await {
@@ -258,6 +259,8 @@ async fn recover_steps(
                 out.requests += 2;
                 vmi_gone = waited.vmi_gone;
                 if waited.finished {
+                    // The wait saw the VM go: the follow needs no read to know it.
+                    out.vm_deleted = waited.vm_gone;
                     out.steps.push(StepOutcome {
                         action: StepAction::WaitForControllers,
                         status: StepStatus::Done,
@@ -307,7 +310,7 @@ async fn recover_steps(
                     clear_finalizers(ctx, d, &steps[i..], *kind, object, expected, remove).await;
                 out.requests += requests;
                 let (status, text, removed) = match &result {
-                    Ok(Cleared::Removed(r)) => (
+                    Ok(Cleared::Removed(r, _)) => (
                         StepStatus::Done,
                         format!("done (removed {})", r.join(", ")),
                         r.join(","),
@@ -346,8 +349,13 @@ async fn recover_steps(
                     step: desc,
                     result: text.clone(),
                 });
+                if *kind == ObjectKind::Vm
+                    && matches!(result, Ok(Cleared::Removed(_, true) | Cleared::AlreadyGone))
+                {
+                    out.vm_deleted = true;
+                }
                 match result {
-                    Ok(Cleared::Removed(r)) => changes.push(Change::FinalizersRemoved(*kind, r)),
+                    Ok(Cleared::Removed(r, _)) => changes.push(Change::FinalizersRemoved(*kind, r)),
                     Ok(_) => {}
                     Err(Stop::Abort(abort)) => return out.abort(abort),
                     Err(Stop::Fail(why)) => return out.end(VmResult::Failed, why),
@@ -554,6 +562,8 @@ struct Waited {
     vmi_gone: bool,
     /// The VM needs nothing more (gone, or not deleting).
     finished: bool,
+    /// The VM (the one planned) is gone.
+    vm_gone: bool,
 }
 
 /// Waits up to `grace` (with a watch) for the controllers to remove the VMI, then, for what
@@ -563,6 +573,7 @@ async fn wait_for_controllers(d: &Decision, grace: Duration, ctx: &ApplyContext)
     let not_yet = Waited {
         vmi_gone: false,
         finished: false,
+        vm_gone: false,
     };
     let Some(vmi) = &d.vmi else {
         return not_yet;
@@ -582,19 +593,23 @@ async fn wait_for_controllers(d: &Decision, grace: Duration, ctx: &ApplyContext)
         return Waited {
             vmi_gone,
             finished: true,
+            vm_gone: false,
         };
     };
     let vms = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &vm.namespace);
-    let finished = match with_retries("get the VM after the wait", || vms.get_opt(&vm.name)).await {
-        Ok(None) => true,
-        Ok(Some(cur)) => {
-            cur.metadata.uid.as_deref() != Some(vm.uid.as_str())
-                || cur.metadata.deletion_timestamp.is_none()
-        }
-        Err(_) => false,
-    };
+    let (finished, vm_gone) =
+        match with_retries("get the VM after the wait", || vms.get_opt(&vm.name)).await {
+            Ok(None) => (true, true),
+            Ok(Some(cur)) if cur.metadata.uid.as_deref() != Some(vm.uid.as_str()) => (true, true),
+            Ok(Some(cur)) => (cur.metadata.deletion_timestamp.is_none(), false),
+            Err(_) => (false, false),
+        };
     if finished {
-        return Waited { vmi_gone, finished };
+        return Waited {
+            vmi_gone,
+            finished,
+            vm_gone,
+        };
     }
     // Still deleting: its controllers may be a moment behind the VMI's.
     let vm_gone = tokio::time::timeout_at(
@@ -606,12 +621,15 @@ async fn wait_for_controllers(d: &Decision, grace: Duration, ctx: &ApplyContext)
     Waited {
         vmi_gone,
         finished: vm_gone,
+        vm_gone,
     }
 }
 
 /// The result of a finalizer patch.
 enum Cleared {
-    Removed(Vec<String>),
+    /// These finalizers were removed; `true` when the API server deleted the object with
+    /// them ([`deleted_by_update`]).
+    Removed(Vec<String>, bool),
     AlreadyGone,
     NothingLeft,
 }
@@ -701,7 +719,10 @@ where
         })
         .await
         {
-            Ok(_) => return (Ok(Cleared::Removed(to_remove)), requests),
+            Ok(answer) => {
+                let deleted = deleted_by_update(answer.meta());
+                return (Ok(Cleared::Removed(to_remove, deleted)), requests);
+            }
             Err(e) if status_code(&e) == Some(404) => return (Ok(Cleared::AlreadyGone), requests),
             // A denial (policy, webhook, validation) is final, reported once with the
             // server's message; only a conflict or a failed `test` re-reads (cluster::denial).
@@ -736,6 +757,18 @@ where
         ))),
         requests,
     )
+}
+
+/// Whether an update's answer says the API server deleted the object: it answers the
+/// update that removes the last finalizer of an object being deleted with the updated
+/// object itself — `deletionTimestamp` set, no finalizers — after removing it from storage
+/// (k8s.io/apiserver `pkg/registry/generic/registry/store.go`: `Update` →
+/// `ShouldDeleteDuringUpdate` → `deleteWithoutFinalizers`, "clients are expecting an updated
+/// object if a PUT succeeded … return the object in the request instead", the same in
+/// v1.29.0 through v1.33.0). Such an object cannot be stored (the update path deletes it), so
+/// the answer is proof it is gone; VMs and VMIs have no graceful deletion to wait for.
+fn deleted_by_update(meta: &kube::api::ObjectMeta) -> bool {
+    meta.deletion_timestamp.is_some() && meta.finalizers.as_ref().is_none_or(Vec::is_empty)
 }
 
 /// [`with_retries`] for the finalizer patch, except that a refusal is final for this run

@@ -76,7 +76,8 @@ pub struct FollowedVolume {
     pub robustness: String,
     /// `status.state`: attached, detached, attaching, …
     pub state: String,
-    /// Nodes holding a replica of it that are not Ready.
+    /// Nodes holding a replica of it that are not Ready (read only for a faulted or degraded
+    /// volume).
     pub replicas_on_down_nodes: Vec<String>,
 }
 
@@ -269,7 +270,8 @@ pub fn why_not_back(
         }
         if !v.replicas_on_down_nodes.is_empty() {
             why.push(format!(
-                "Longhorn volume {} has replicas waiting for nodes still down: {}",
+                "Longhorn volume {}: replicas on {} (NotReady): it waits for those nodes to \
+                 come back",
                 v.name,
                 v.replicas_on_down_nodes.join(", ")
             ));
@@ -451,7 +453,7 @@ mod tests {
                 namespace: "longhorn-system".into(),
                 robustness: "faulted".into(),
                 state: "detached".into(),
-                replicas_on_down_nodes: vec![],
+                replicas_on_down_nodes: vec!["node-2".into(), "node-3".into()],
             },
             FollowedVolume {
                 name: "pvc-2".into(),
@@ -474,6 +476,10 @@ mod tests {
         );
         assert!(
             all.contains("Longhorn volume pvc-1 is faulted (state detached): see volumes.longhorn.io longhorn-system/pvc-1"),
+            "{all}"
+        );
+        assert!(
+            all.contains("Longhorn volume pvc-1: replicas on node-2, node-3 (NotReady)"),
             "{all}"
         );
         assert!(

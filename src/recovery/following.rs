@@ -1,10 +1,14 @@
 //! The shell around [`super::follow`]: after a run's changes, looks at each recovered VM
 //! until its outcome is known or the bound ends, then reads why the ones not back are not
-//! (the new launcher pod, the Longhorn volumes). Read-only: one GET of the VM and of its VMI
-//! per VM per look, the looks 1 s apart at first and backing off to 10 s; at the bound one
-//! list of the new VMI's launcher pods and one GET per Longhorn volume. A read that fails is
-//! retried at the next look and named in the outcome if the bound ends on it.
+//! (the new launcher pod, the Longhorn volumes). Read-only. A VM the run saw deleted (the API
+//! server's answer to the last finalizer patch, or the controller wait) is gone without a
+//! read. The others are looked at by GETs (`run --follow`: one of the VM and one of its VMI
+//! per look, 1 s apart at first and backing off to 10 s) or through two watches (the agent:
+//! `follow_watch`); at the bound one list of the new VMI's launcher pods and one GET per
+//! Longhorn volume of each VM not back. A read that fails is retried at the next look and
+//! named in the outcome if the bound ends on it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
@@ -19,78 +23,144 @@ use super::model::Plan;
 use super::report::{RunReport, VmResult};
 use crate::cluster::{describe, EventRecorder, Regarding};
 
-/// How soon a followed VM is looked at again: first after a second, then twice as long each
-/// time up to [`LOOK_AT_MOST_EVERY`] — two GETs per VM per look, so a node with 100 recovered
-/// VMs makes ~35 looks in 5 minutes rather than 300.
+/// How soon a followed VM is looked at again when polling: first after a second, then
+/// twice as long each time up to [`LOOK_AT_MOST_EVERY`] — two GETs per VM per look, so a node
+/// with 100 recovered VMs makes ~35 looks in 5 minutes rather than 300.
 const LOOK_FIRST: Duration = Duration::from_secs(1);
 
 /// The longest pause between two looks.
 const LOOK_AT_MOST_EVERY: Duration = Duration::from_secs(10);
 
+/// How the follow learns what became of the VMs.
+#[derive(Clone)]
+pub enum Looks {
+    /// A GET of each VM and of its VMI per look, the looks backing off (`run --follow`).
+    Polling,
+    /// One watch of the cluster's VMs and one of its VMIs for the follow's duration, however
+    /// many VMs are followed (the agent). `timeout_secs`: each watch request's server timeout.
+    Watching {
+        /// The client for watches (its reads may wait as long as a watch lasts).
+        client: Client,
+        /// The server-side timeout of each watch request.
+        timeout_secs: u32,
+    },
+}
+
 /// One recovered VM to follow.
 #[derive(Debug, Clone)]
-struct Target {
-    namespace: String,
-    name: String,
-    vm_uid: Option<String>,
+pub(super) struct Target {
+    pub(super) namespace: String,
+    pub(super) name: String,
+    pub(super) vm_uid: Option<String>,
     old_vmi_uid: String,
     old_phase: String,
     old_deleting: bool,
     volumes: Vec<String>,
+    /// Gone by the run's own answers (the last patch, the controller wait): nothing to read.
+    known_gone: bool,
     expect: Option<Expectation>,
+}
+
+/// What the follow knows of each target so far, and the judging of each look.
+pub(super) struct Following<P> {
+    pub(super) targets: Vec<Target>,
+    last: Vec<Option<Observation>>,
+    done: Vec<Option<FollowOutcome>>,
+    started: Instant,
+    progress: P,
+    /// The last read or watch that failed, named in the outcome of a VM never looked at.
+    pub(super) failed: Option<String>,
+}
+
+impl<P: FnMut(&str, &FollowOutcome)> Following<P> {
+    /// Judges target `i` on `obs`.
+    pub(super) fn look(&mut self, i: usize, obs: Observation) {
+        let t = &mut self.targets[i];
+        let expect = t
+            .expect
+            .get_or_insert_with(|| expectation(obs.vm.as_ref(), &t.old_phase, t.old_deleting));
+        let secs = self.started.elapsed().as_secs();
+        if let Some(o) = judge(expect, &t.old_vmi_uid, &obs, secs) {
+            (self.progress)(&format!("{}/{}", t.namespace, t.name), &o);
+            self.done[i] = Some(o);
+        }
+        self.last[i] = Some(obs);
+    }
+
+    /// Whether target `i`'s outcome is known.
+    pub(super) fn is_done(&self, i: usize) -> bool {
+        self.done[i].is_some()
+    }
+
+    /// Whether every outcome is known.
+    pub(super) fn all_done(&self) -> bool {
+        self.done.iter().all(Option::is_some)
+    }
 }
 
 /// Follows every VM the report recovered (or handed to its controller) for at most
 /// `bound`, writes each outcome into the report and records an Event on each VM that is
-/// back or not back in time. `cancel` ends the following early (what is known is kept).
+/// back or not back in time. A VM the run already saw deleted is gone without a read.
+/// `cancel` ends the following early (what is known is kept).
+#[allow(clippy::too_many_arguments)]
 pub async fn follow_report(
     client: &Client,
     events: &EventRecorder,
     longhorn_ns: &str,
     report: &mut RunReport,
     bound: Duration,
-    mut progress: impl FnMut(&str, &FollowOutcome),
+    progress: impl FnMut(&str, &FollowOutcome),
     cancel: tokio::sync::watch::Receiver<bool>,
+    looks: Looks,
 ) {
-    let mut targets = targets(&report.plan, report);
-    let started = Instant::now();
-    let mut last: Vec<Option<Observation>> = vec![None; targets.len()];
-    let mut done: Vec<Option<FollowOutcome>> = vec![None; targets.len()];
-    let mut pause = LOOK_FIRST;
-    loop {
-        for (i, t) in targets.iter_mut().enumerate() {
-            if done[i].is_some() {
-                continue;
-            }
-            let Ok(obs) = observe(client, t).await else {
-                continue;
-            };
-            let expect = t
-                .expect
-                .get_or_insert_with(|| expectation(obs.vm.as_ref(), &t.old_phase, t.old_deleting));
-            let secs = started.elapsed().as_secs();
-            if let Some(o) = judge(expect, &t.old_vmi_uid, &obs, secs) {
-                progress(&format!("{}/{}", t.namespace, t.name), &o);
-                done[i] = Some(o);
-            }
-            last[i] = Some(obs);
+    let targets = targets(&report.plan, report);
+    let n = targets.len();
+    let mut f = Following {
+        targets,
+        last: vec![None; n],
+        done: vec![None; n],
+        started: Instant::now(),
+        progress,
+        failed: None,
+    };
+    for i in 0..n {
+        if f.targets[i].known_gone {
+            let t = &f.targets[i];
+            (f.progress)(&format!("{}/{}", t.namespace, t.name), &FollowOutcome::Gone);
+            f.done[i] = Some(FollowOutcome::Gone);
         }
-        if done.iter().all(Option::is_some) || *cancel.borrow() || started.elapsed() >= bound {
-            break;
+    }
+    if !f.all_done() {
+        let deadline = f.started + bound;
+        match looks {
+            Looks::Polling => poll(client, &mut f, deadline, &cancel).await,
+            Looks::Watching {
+                client: watch_client,
+                timeout_secs,
+            } => {
+                super::follow_watch::watch(&watch_client, timeout_secs, &mut f, deadline, cancel)
+                    .await
+            }
         }
-        tokio::time::sleep(pause.min(bound.saturating_sub(started.elapsed()))).await;
-        pause = (pause * 2).min(LOOK_AT_MOST_EVERY);
     }
     let secs = bound.as_secs();
-    for (i, t) in targets.iter().enumerate() {
-        let outcome = match done[i].take() {
+    for (i, t) in f.targets.iter().enumerate() {
+        let outcome = match f.done[i].take() {
             Some(o) => o,
             None => {
-                let obs = last[i].take().unwrap_or_default();
-                let expect = t.expect.clone().unwrap_or(Expectation::RunAgain);
-                let why = explain(client, longhorn_ns, t, &expect, &obs).await;
+                let why = match f.last[i].take() {
+                    Some(obs) => {
+                        let expect = t.expect.clone().unwrap_or(Expectation::RunAgain);
+                        explain(client, longhorn_ns, t, &expect, &obs).await
+                    }
+                    // Never seen: say why rather than guess from nothing (fail closed).
+                    None => vec![format!(
+                        "could not read: {}",
+                        f.failed.as_deref().unwrap_or("no look at it succeeded")
+                    )],
+                };
                 let o = FollowOutcome::NotBack { seconds: secs, why };
-                progress(&format!("{}/{}", t.namespace, t.name), &o);
+                (f.progress)(&format!("{}/{}", t.namespace, t.name), &o);
                 o
             }
         };
@@ -102,6 +172,33 @@ pub async fn follow_report(
         {
             vo.follow = Some(outcome);
         }
+    }
+}
+
+/// Looks by GETs until every outcome is known, `deadline` passes or a stop is asked.
+async fn poll<P: FnMut(&str, &FollowOutcome)>(
+    client: &Client,
+    f: &mut Following<P>,
+    deadline: Instant,
+    cancel: &tokio::sync::watch::Receiver<bool>,
+) {
+    let mut pause = LOOK_FIRST;
+    loop {
+        for i in 0..f.targets.len() {
+            if f.is_done(i) {
+                continue;
+            }
+            match observe(client, &f.targets[i]).await {
+                Ok(obs) => f.look(i, obs),
+                Err(e) => f.failed = Some(e),
+            }
+        }
+        let now = Instant::now();
+        if f.all_done() || *cancel.borrow() || now >= deadline {
+            return;
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(LOOK_AT_MOST_EVERY);
     }
 }
 
@@ -134,13 +231,14 @@ fn targets(plan: &Plan, report: &RunReport) -> Vec<Target> {
                 old_phase: vmi_part.trim_end_matches(" (deleting)").to_string(),
                 old_deleting: vmi_part.ends_with("(deleting)"),
                 volumes: d.disks.iter().map(|k| k.handle.clone()).collect(),
+                known_gone: o.vm_deleted,
                 expect: None,
             })
         })
         .collect()
 }
 
-fn kubevirt(kind: &str, plural: &str) -> ApiResource {
+pub(super) fn kubevirt(kind: &str, plural: &str) -> ApiResource {
     ApiResource {
         group: "kubevirt.io".into(),
         version: "v1".into(),
@@ -179,7 +277,7 @@ async fn observe(client: &Client, t: &Target) -> Result<Observation, String> {
     })
 }
 
-fn vm_view(v: &DynamicObject) -> FollowedVm {
+pub(super) fn vm_view(v: &DynamicObject) -> FollowedVm {
     let d = &v.data;
     let run_strategy = match d.pointer("/spec/runStrategy").and_then(Value::as_str) {
         Some(s) => s.to_string(),
@@ -199,7 +297,7 @@ fn vm_view(v: &DynamicObject) -> FollowedVm {
     }
 }
 
-fn vmi_view(v: &DynamicObject) -> FollowedVmi {
+pub(super) fn vmi_view(v: &DynamicObject) -> FollowedVmi {
     let d = &v.data;
     FollowedVmi {
         uid: v.metadata.uid.clone().unwrap_or_default(),
@@ -263,15 +361,31 @@ async fn explain(
             plural: "volumes".into(),
         };
         let api = Api::<DynamicObject>::namespaced_with(client.clone(), longhorn_ns, &ar);
+        let mut ready: Option<BTreeMap<String, bool>> = None;
         for name in &t.volumes {
             match api.get_opt(name).await {
-                Ok(Some(v)) => volumes.push(FollowedVolume {
-                    name: name.clone(),
-                    namespace: longhorn_ns.to_string(),
-                    robustness: str_at(&v.data, "/status/robustness"),
-                    state: str_at(&v.data, "/status/state"),
-                    replicas_on_down_nodes: Vec::new(),
-                }),
+                Ok(Some(v)) => {
+                    let robustness = str_at(&v.data, "/status/robustness");
+                    let replicas_on_down_nodes =
+                        if robustness == "faulted" || robustness == "degraded" {
+                            match down_replica_nodes(client, longhorn_ns, name, &mut ready).await {
+                                Ok(nodes) => nodes,
+                                Err(e) => {
+                                    unread.push(e);
+                                    Vec::new()
+                                }
+                            }
+                        } else {
+                            Vec::new()
+                        };
+                    volumes.push(FollowedVolume {
+                        name: name.clone(),
+                        namespace: longhorn_ns.to_string(),
+                        robustness,
+                        state: str_at(&v.data, "/status/state"),
+                        replicas_on_down_nodes,
+                    })
+                }
                 Ok(None) => {}
                 Err(e) => unread.push(describe(
                     &e,
@@ -284,6 +398,74 @@ async fn explain(
     let mut why = why_not_back(expect, &t.old_vmi_uid, obs, pod.as_ref(), &volumes);
     why.extend(unread.into_iter().map(|e| format!("could not read: {e}")));
     why
+}
+
+/// The nodes, not Ready, that hold a replica of Longhorn volume `volume`: one list of its
+/// replicas (`replicas.longhorn.io`, label `longhornvolume=<volume>`, longhorn-manager's
+/// `types.LonghornLabelVolume`; the node is `spec.nodeID`) and, once per follow, one list of
+/// the Nodes (`ready`: each node's `Ready` condition is `True`). A replica's node that is not
+/// a Node any more counts as down. Read-only.
+async fn down_replica_nodes(
+    client: &Client,
+    longhorn_ns: &str,
+    volume: &str,
+    ready: &mut Option<BTreeMap<String, bool>>,
+) -> Result<Vec<String>, String> {
+    let replicas = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        longhorn_ns,
+        &ApiResource {
+            group: "longhorn.io".into(),
+            version: "v1beta2".into(),
+            api_version: "longhorn.io/v1beta2".into(),
+            kind: "Replica".into(),
+            plural: "replicas".into(),
+        },
+    );
+    let lp = ListParams::default().labels(&format!("longhornvolume={volume}"));
+    let list = replicas.list(&lp).await.map_err(|e| {
+        describe(
+            &e,
+            "list",
+            &format!("replicas.longhorn.io in {longhorn_ns} of volume {volume}"),
+        )
+    })?;
+    let on: BTreeSet<String> = list
+        .items
+        .iter()
+        .map(|r| str_at(&r.data, "/spec/nodeID"))
+        .filter(|n| !n.is_empty())
+        .collect();
+    if on.is_empty() {
+        return Ok(Vec::new());
+    }
+    if ready.is_none() {
+        let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone());
+        let list = nodes
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| describe(&e, "list", "nodes"))?;
+        *ready = Some(
+            list.items
+                .iter()
+                .map(|n| {
+                    let is_ready = n
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c.type_ == "Ready" && c.status == "True");
+                    (n.metadata.name.clone().unwrap_or_default(), is_ready)
+                })
+                .collect(),
+        );
+    }
+    let ready = ready.as_ref();
+    Ok(on
+        .into_iter()
+        .filter(|n| !ready.and_then(|r| r.get(n)).copied().unwrap_or(false))
+        .collect())
 }
 
 /// The new VMI's launcher pod (label `kubevirt.io/created-by=<VMI UID>`).

@@ -11,6 +11,7 @@ mod disks;
 mod fence;
 mod finalizers;
 mod follow;
+mod follow_watch;
 mod following;
 mod harvester;
 mod hotplug;
@@ -42,7 +43,7 @@ pub use follow::{
     expectation, judge as judge_outcome, why_not_back, Condition, Expectation, FollowOutcome,
     FollowedPod, FollowedVm, FollowedVmi, FollowedVolume, Observation,
 };
-pub use following::follow_report;
+pub use following::{follow_report, Looks};
 pub use intents::{
     IntentDisk, IntentStore, IntentsState, RecoveryIntent, SeenVmi, StaleIntent, INTENTS_FILE,
     INTENTS_FORMAT,

@@ -117,6 +117,11 @@ pub struct VmOutcome {
     /// What became of it after the changes, when the run followed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow: Option<FollowOutcome>,
+    /// The VM is known gone from the run itself: the API server answered vmrecover's last
+    /// finalizer patch with the deleted VM, or the controller wait saw it go. Its follow
+    /// needs no read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vm_deleted: bool,
 }
 
 /// What happened to one orphan process.

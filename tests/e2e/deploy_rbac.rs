@@ -77,6 +77,9 @@ enum Setup {
     /// vm-custom-01's PV is another CSI driver's: its attachments are storage
     /// VolumeAttachments only, so the run lists them (a Longhorn disk's are read by name).
     OtherDriverDisk,
+    /// vm-app-02 runs `Always` but cannot come back (virt-controller dead) and its Longhorn
+    /// volume is faulted, a replica on harvester-node-3; the run follows it for 2 s.
+    NotBackFaulted,
 }
 
 /// One run's result.
@@ -278,6 +281,28 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
             pv["spec"]["csi"]["driver"] = serde_json::json!("other.csi.example.com");
             sim.put(pv).expect("PV of another driver");
         }
+        Setup::NotBackFaulted => {
+            let mut vm = sim
+                .get("kubevirt.io/v1", "VirtualMachine", "prod", "vm-app-02")
+                .expect("vm-app-02");
+            vm["spec"]["runStrategy"] = json!("Always");
+            sim.put(vm).expect("put vm-app-02");
+            let mut vol = sim
+                .list("longhorn.io/v1beta2", "Volume")
+                .into_iter()
+                .find(|v| v["status"]["kubernetesStatus"]["pvcName"] == "vm-app-02-disk-0-klmno")
+                .expect("vm-app-02's Longhorn volume");
+            let name = vol["metadata"]["name"].as_str().unwrap_or("").to_string();
+            vol["status"]["robustness"] = json!("faulted");
+            sim.put(vol).expect("put the volume");
+            sim.put(json!({
+                "apiVersion": "longhorn.io/v1beta2", "kind": "Replica",
+                "metadata": {"name": format!("{name}-r-0"), "namespace": "longhorn-system",
+                             "labels": {"longhornvolume": name}},
+                "spec": {"volumeName": name, "nodeID": "harvester-node-3"},
+            }))
+            .expect("put a replica");
+        }
         Setup::Standard | Setup::ControllerAfterWatch => {}
     }
     if matches!(workload, Workload::Fenced | Workload::FenceJob) {
@@ -303,6 +328,9 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
     match workload {
         Workload::Run => {
             args.extend(["run", "--yes", "--output", "json"].map(String::from));
+            if setup == Setup::NotBackFaulted {
+                args.extend(["--follow", "--follow-for", "2s"].map(String::from));
+            }
             if matches!(setup, Setup::ControllerAfterWatch | Setup::VmLagsBehind) {
                 args.extend(
                     ["--only", "default/vm-db-01", "--controller-grace", "3s"].map(String::from),
@@ -433,7 +461,13 @@ async fn run(policy: Option<&[Value]>, setup: Setup, workload: Workload) -> Ran 
         stdout,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         requests: sim.requests(),
-        events: sim.list("events.k8s.io/v1", "Event").len(),
+        // The follow's Events (a VM back or not back) come in the background, before or
+        // after the test stops the agent: the run's own Events compare.
+        events: sim
+            .list("events.k8s.io/v1", "Event")
+            .iter()
+            .filter(|e| e["action"] != "FollowOutcome")
+            .count(),
         vmis_left: names(&sim, "VirtualMachineInstance"),
         vms_left: names(&sim, "VirtualMachine"),
         summary: sim.get(
@@ -791,6 +825,24 @@ fn rows() -> Vec<Row> {
                     no_object_changed(r)
                 } else {
                     Err(format!("plan refused by {} ({})", plan["refused_by"], plan["refused"]))
+                }
+            },
+        },
+        Row {
+            grant: "Role longhorn-system/vmrecover-longhorn longhorn.io/replicas list".into(),
+            part: "why vm-app-02 is not back: its faulted volume's replicas and their nodes",
+            workload: Workload::Run,
+            setup: Setup::NotBackFaulted,
+            names_permission: true,
+            broken: |r| {
+                let why = r
+                    .outcome("prod/vm-app-02")
+                    .map(|o| o["follow"]["why"].to_string())
+                    .unwrap_or_default();
+                if why.contains("could not read") && why.contains("replicas.longhorn.io") {
+                    Ok(())
+                } else {
+                    Err(format!("vm-app-02's follow: {why}"))
                 }
             },
         },

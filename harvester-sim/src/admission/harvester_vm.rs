@@ -162,12 +162,11 @@ mod tests {
     #[test]
     fn a_volume_another_vm_of_the_namespace_lists_is_refused() {
         let me = vm("default", "vm-db-01", &["disk-a", "disk-b"]);
-        let cluster = vec![
-            me.clone(),
+        let (x, shares) = (
             vm("other", "vm-x", &["disk-a"]),
             vm("default", "vm-shares", &["disk-b"]),
-        ];
-        let cluster: Vec<&Value> = cluster.iter().collect();
+        );
+        let cluster: Vec<&Value> = vec![&me, &x, &shares];
         let Err(e) = check_occupied_pvcs(&me, &cluster) else {
             panic!("not refused")
         };

@@ -44,7 +44,7 @@ impl Controller for Scheduler {
         let nodes = c.list(nodes_res, "");
         let mut why: Vec<&'static str> = Vec::new();
         let mut chosen = None;
-        let mut sorted: Vec<&Value> = nodes.iter().copied().collect();
+        let mut sorted: Vec<&Value> = nodes.to_vec();
         sorted.sort_by_key(|n| meta::name(n).to_string());
         for node in sorted {
             match unfit(c, node) {

@@ -788,13 +788,26 @@ impl Inner {
             object_path(res, ns, name),
             if status { "/status" } else { "" }
         );
+        // The update that empties a deleting object's finalizers deletes it, and the answer
+        // is the updated object itself (deletionTimestamp set, no finalizers, the stored
+        // resourceVersion), 200: k8s.io/apiserver pkg/registry/generic/registry/store.go
+        // `Update` → `ShouldDeleteDuringUpdate` → `deleteWithoutFinalizers` ("return the
+        // object in the request instead" of finalizeDelete's Status), v1.29.0 to v1.33.0.
         if should_remove_after_update(r, &new) {
             meta::meta_mut(&mut new).insert(
                 "resourceVersion".into(),
                 json!(meta::resource_version(&old)),
             );
             self.replace_silently(res, &key, new);
-            let gone = self.view_remove(res, &key).unwrap_or_default();
+            let mut gone = self.view_remove(res, &key).unwrap_or_default();
+            // The watch's DELETED event has the deletion's own resourceVersion; the answer is
+            // the object of the request, with the version it was updated from.
+            if gone.is_object() {
+                meta::meta_mut(&mut gone).insert(
+                    "resourceVersion".into(),
+                    json!(meta::resource_version(&old)),
+                );
+            }
             if let Some(a) = actor {
                 self.log_internal(a, "PUT", path, gone.clone(), 200);
             }

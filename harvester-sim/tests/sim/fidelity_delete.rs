@@ -162,3 +162,50 @@ async fn deletecollection_keeps_finalized_objects() {
         still.text
     );
 }
+
+// The update that removes a deleting object's last finalizer deletes it, and the answer is
+// the updated object itself (200, deletionTimestamp set, no finalizers, the resourceVersion
+// it had): k8s.io/apiserver pkg/registry/generic/registry/store.go `Update` →
+// `ShouldDeleteDuringUpdate` → `deleteWithoutFinalizers` ("return the object in the request
+// instead" of finalizeDelete's Status), v1.29.0 to v1.33.0. vmrecover learns from this answer
+// that a VM is gone without reading it again.
+#[tokio::test]
+async fn the_patch_removing_the_last_finalizer_answers_the_deleted_object() {
+    let sim = sim_with("").await;
+    let h = Http::new(&sim);
+    let mut v = vmi("v", "node-up");
+    v["metadata"]["finalizers"] = json!(["kubevirt.io/virtualMachineControllerFinalize"]);
+    let c = h
+        .post(
+            "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances",
+            &v,
+        )
+        .await;
+    assert_eq!(c.status, 201, "{}", c.text);
+    assert_eq!(h.delete(&vmi_path("default", "v"), None).await.status, 200);
+    let deleting = h.get(&vmi_path("default", "v")).await;
+    let rv = deleting.body["metadata"]["resourceVersion"].clone();
+    let r = h
+        .patch(
+            &vmi_path("default", "v"),
+            "application/json-patch+json",
+            r#"[{"op": "replace", "path": "/metadata/finalizers", "value": []}]"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["kind"], "VirtualMachineInstance", "{}", r.text);
+    assert!(
+        r.body["metadata"]["deletionTimestamp"].is_string(),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.body["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.body["metadata"]["resourceVersion"], rv, "{}", r.text);
+    assert_eq!(h.get(&vmi_path("default", "v")).await.status, 404);
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use harvester_sim::{shipped_scenario, Sim, SimConfig};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const CANDIDATES: [&str; 4] = [
     "/usr/lib/google-cloud-sdk/bin/kubectl.1.27",
@@ -924,4 +924,52 @@ spec:
     let denied = k.run(&patch("vm-db-01"), None).await;
     let err = String::from_utf8_lossy(&denied.stderr);
     assert!(err.contains("denied request: frozen by f3"), "{err}");
+}
+
+/// Longhorn's replicas (`replicas.longhorn.io`, short name `lhr`) as longhorn-manager serves
+/// them: listed by the `longhornvolume` label, printed with replica.go's columns.
+#[tokio::test]
+async fn kubectl_lists_a_volumes_replicas_by_label() {
+    for bin in kubectls() {
+        let sim = power_loss().await;
+        for (name, volume, node, state) in [
+            ("vol-a-r-1", "vol-a", "harvester-node-2", "running"),
+            ("vol-a-r-2", "vol-a", "harvester-node-3", "stopped"),
+            ("vol-b-r-1", "vol-b", "harvester-node-2", "running"),
+        ] {
+            sim.put(json!({
+                "apiVersion": "longhorn.io/v1beta2", "kind": "Replica",
+                "metadata": {"name": name, "namespace": "longhorn-system",
+                             "labels": {"longhornvolume": volume}},
+                "spec": {"volumeName": volume, "nodeID": node},
+                "status": {"currentState": state}
+            }))
+            .expect("put a replica");
+        }
+        let k = Kubectl {
+            bin: &bin,
+            kubeconfig: sim.kubeconfig_path(),
+        };
+        let out = k
+            .ok(&[
+                "get",
+                "lhr",
+                "-n",
+                "longhorn-system",
+                "-l",
+                "longhornvolume=vol-a",
+            ])
+            .await;
+        let lines: Vec<Vec<&str>> = out
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(lines[0][..3], ["NAME", "STATE", "NODE"], "{out}");
+        assert_eq!(lines.len(), 3, "only vol-a's replicas:\n{out}");
+        assert_eq!(
+            lines[2][..3],
+            ["vol-a-r-2", "stopped", "harvester-node-3"],
+            "{out}"
+        );
+    }
 }
