@@ -194,7 +194,7 @@ fn confirm(plan: &Plan) -> std::io::Result<bool> {
 /// Exit code for a plan that is only shown: 1 when it is refused because evidence could
 /// not be read (e.g. a corrupt intents file), 3 when anything is blocked, else 0.
 pub fn plan_outcome(plan: &Plan) -> Outcome {
-    if plan.refused_by.is_some_and(|b| b.is_unreadable()) {
+    if plan.refused_by().is_some_and(|b| b.is_unreadable()) {
         Outcome::Error
     } else if plan.has_blocked() {
         Outcome::Blocked
@@ -210,7 +210,7 @@ pub fn report_outcome(report: &RunReport) -> Outcome {
     let unreadable = report
         .outcomes
         .iter()
-        .any(|o| o.blocker.is_some_and(|b| b.is_unreadable()));
+        .any(|o| o.result.blocker().is_some_and(|b| b.is_unreadable()));
     if report.failed() > 0 || report.stopped.is_some() || unreadable {
         Outcome::Error
     } else if report.aborted() > 0 || report.plan.has_blocked() {

@@ -111,12 +111,12 @@ async fn recover_vm(d: &Decision, steps: &[Step], ctx: &ApplyContext) -> VmOutco
                 }
             })
             .collect();
-        let result = match out.result {
+        let result = match &out.result {
             VmResult::Recovered => "recovered",
             VmResult::FinishedByController => "finished by the controllers",
             VmResult::HandedToController => "handed to the VM controller",
-            VmResult::Aborted => "left alone",
-            VmResult::Failed => "FAILED",
+            VmResult::Aborted(_) => "left alone",
+            VmResult::Failed { .. } => "FAILED",
         };
         p(&format!(
             "{vm}: {}{result}",
@@ -171,8 +171,6 @@ async fn recover_steps(
         namespace: d.namespace.clone(),
         name: d.name.clone(),
         result: VmResult::Recovered,
-        reason: None,
-        blocker: None,
         steps: Vec::new(),
         requests: 0,
         follow: None,
@@ -183,7 +181,7 @@ async fn recover_steps(
         Err(abort) => return out.abort(abort),
     };
     if let Err(why) = record_intent(d, ctx) {
-        return out.end(VmResult::Failed, why);
+        return out.fail(why);
     }
 
     // Set once the wait saw the VMI disappear: its clear step has nothing left to do.
@@ -233,7 +231,7 @@ async fn recover_steps(
                     result: text.clone(),
                 });
                 if let Err(why) = result {
-                    return out.end(VmResult::Failed, why);
+                    return out.fail(why);
                 }
                 changes.push(Change::PodDeleted(pod.name.clone()));
             }
@@ -350,7 +348,7 @@ async fn recover_steps(
                     Ok(Cleared::Removed(r)) => changes.push(Change::FinalizersRemoved(*kind, r)),
                     Ok(_) => {}
                     Err(Stop::Abort(abort)) => return out.abort(abort),
-                    Err(Stop::Fail(why)) => return out.end(VmResult::Failed, why),
+                    Err(Stop::Fail(why)) => return out.fail(why),
                 }
             }
         }
@@ -366,17 +364,18 @@ async fn recover_steps(
 }
 
 impl VmOutcome {
-    fn end(mut self, result: VmResult, reason: String) -> Self {
+    /// Stopped by an error.
+    fn fail(mut self, reason: String) -> Self {
         tracing::warn!(vm = %format!("{}/{}", self.namespace, self.name), "{reason}");
-        self.result = result;
-        self.reason = Some(reason);
+        self.result = VmResult::Failed { reason };
         self
     }
 
     /// Left alone: a precondition moved, said as a type and in words.
     fn abort(mut self, abort: Abort) -> Self {
-        self.blocker = Some(abort.blocker);
-        self.end(VmResult::Aborted, abort.detail)
+        tracing::warn!(vm = %format!("{}/{}", self.namespace, self.name), "{}", abort.detail);
+        self.result = VmResult::Aborted(abort);
+        self
     }
 
     fn end_ok(mut self, result: VmResult) -> Self {
@@ -474,7 +473,7 @@ async fn vm_event(ctx: &ApplyContext, d: &Decision, changes: &[Change], out: &Vm
         note.push_str("; skipped: ");
         note.push_str(&d.skipped_side_effects.join("; "));
     }
-    if let (VmResult::Aborted | VmResult::Failed, Some(why)) = (out.result, &out.reason) {
+    if let Some(why) = out.result.reason() {
         note.push_str("; then stopped: ");
         note.push_str(why);
     }

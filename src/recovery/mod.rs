@@ -49,7 +49,8 @@ pub use intents::{
 };
 pub use mode::Mode;
 pub use model::{
-    Action, Decision, DiskKey, Facts, HostIdentity, Narrow, OrphanDecision, Plan, Step,
+    Action, Decision, DiskKey, Facts, HostIdentity, Narrow, OrphanDecision, Plan, Reason, Refusal,
+    Step,
 };
 pub use plan::{blocker_category, identity_refusal, plan, plan_narrowed};
 pub use recheck::{Recheck, Regather};
