@@ -285,7 +285,10 @@ mod tests {
         fs::write(&path, newer).unwrap();
         let read: Gathered<Option<Report>> = load_versioned(&path, "report", (1, 1));
         assert!(
-            read.as_result().unwrap_err().contains("format version 2"),
+            read.as_result()
+                .unwrap_err()
+                .to_string()
+                .contains("format version 2"),
             "{read:?}"
         );
         assert!(save_versioned(&path, "report", 1, &Report { n: 4 }).is_err());

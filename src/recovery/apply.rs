@@ -181,7 +181,7 @@ async fn recover_steps(
         Err(abort) => return out.abort(abort),
     };
     if let Err(why) = record_intent(d, ctx) {
-        return out.fail(why);
+        return out.fail(why.to_string());
     }
 
     // Set once the wait saw the VMI disappear: its clear step has nothing left to do.
@@ -209,7 +209,9 @@ async fn recover_steps(
                     pod.namespace, pod.name
                 );
                 out.requests += 1;
-                let result = force_delete_pod(&ctx.client, pod).await;
+                let result = force_delete_pod(&ctx.client, pod)
+                    .await
+                    .map_err(|e| e.to_string());
                 let text = result.clone().err().unwrap_or_else(|| "done".into());
                 audit::record(&AuditRecord {
                     action: "force-delete-pod",
@@ -384,7 +386,18 @@ impl VmOutcome {
     }
 }
 
-fn record_intent(d: &Decision, ctx: &ApplyContext) -> Result<(), String> {
+/// Why a VM's recovery intent was not recorded (so nothing of it was changed).
+#[derive(Debug, thiserror::Error)]
+enum IntentNotRecorded {
+    /// Another VM's task panicked while holding the store.
+    #[error("the intents store lock is poisoned")]
+    Poisoned,
+    /// The intents file could not be written.
+    #[error("cannot record the recovery intent, so nothing was changed: {0:#}")]
+    Save(#[from] crate::state_file::SaveError),
+}
+
+fn record_intent(d: &Decision, ctx: &ApplyContext) -> Result<(), IntentNotRecorded> {
     let (Some(vm), Some(vmi)) = (&d.vm, &d.vmi) else {
         return Ok(());
     };
@@ -414,10 +427,8 @@ fn record_intent(d: &Decision, ctx: &ApplyContext) -> Result<(), String> {
     let store = ctx
         .intents
         .lock()
-        .map_err(|_| "the intents store lock is poisoned".to_string())?;
-    store
-        .add(intent)
-        .map_err(|e| format!("cannot record the recovery intent, so nothing was changed: {e:#}"))
+        .map_err(|_| IntentNotRecorded::Poisoned)?;
+    Ok(store.add(intent)?)
 }
 
 fn forget_intent(d: &Decision, ctx: &ApplyContext) {
@@ -521,7 +532,23 @@ async fn event(
     }
 }
 
-async fn force_delete_pod(client: &Client, pod: &ObjectKey) -> Result<(), String> {
+/// Why a leftover launcher pod was not deleted.
+#[derive(Debug, thiserror::Error)]
+enum PodNotDeleted {
+    /// The UID precondition failed: another pod has the name now.
+    #[error("pod {namespace}/{name} was replaced by a new pod of the same name: left alone")]
+    Replaced {
+        /// The pod's namespace.
+        namespace: String,
+        /// The pod's name.
+        name: String,
+    },
+    /// The API server refused or could not be reached.
+    #[error(transparent)]
+    Request(#[from] crate::cluster::RequestFailed),
+}
+
+async fn force_delete_pod(client: &Client, pod: &ObjectKey) -> Result<(), PodNotDeleted> {
     let api = Api::<Pod>::namespaced(client.clone(), &pod.namespace);
     let dp = DeleteParams {
         grace_period_seconds: Some(0),
@@ -535,15 +562,16 @@ async fn force_delete_pod(client: &Client, pod: &ObjectKey) -> Result<(), String
     match with_retries(&what, || api.delete(&pod.name, &dp)).await {
         Ok(_) => Ok(()),
         Err(e) if status_code(&e) == Some(404) => Ok(()),
-        Err(e) if status_code(&e) == Some(409) => Err(format!(
-            "pod {}/{} was replaced by a new pod of the same name: left alone",
-            pod.namespace, pod.name
-        )),
-        Err(e) => Err(describe(
-            &e,
+        Err(e) if status_code(&e) == Some(409) => Err(PodNotDeleted::Replaced {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+        }),
+        Err(e) => Err(crate::cluster::RequestFailed::new(
             "delete",
-            &format!("pods/{} in {}", pod.name, pod.namespace),
-        )),
+            format!("pods/{} in {}", pod.name, pod.namespace),
+            e,
+        )
+        .into()),
     }
 }
 

@@ -26,7 +26,7 @@ pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
 pub fn plan_narrowed(facts: &Facts, policy: &Policy, narrow: Option<&Narrow>) -> Plan {
     let mut decisions = Vec::new();
     match facts.cluster.vmis.as_result() {
-        Err(why) => decisions.push(Decision::unknown_cluster(&facts.node, why)),
+        Err(why) => decisions.push(Decision::unknown_cluster(&facts.node, why.to_string())),
         Ok(vmis) => {
             let vms: BTreeMap<(&str, &str), &VmView> = facts
                 .cluster
@@ -404,7 +404,12 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
 
     // Deleting: is it stuck yet?
     let Some(boot_time) = facts.boot_time.value().copied() else {
-        let why = facts.boot_time.as_result().err().unwrap_or_default();
+        let why = facts
+            .boot_time
+            .as_result()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         return d.block(
             Blocker::EvidenceMissing,
             format!("this boot's start time could not be read ({why}), so how long the VMI has been stuck is unknown"),
@@ -1048,7 +1053,7 @@ fn claimed_decisions(facts: &Facts, decisions: &[Decision]) -> Vec<Decision> {
 /// How `disk` is held on this node: its Longhorn device (by volume handle), partitions
 /// and stacked devices, and the kubelet's paths (by PV name; filesystem staging by the
 /// handle's sha256).
-fn holders(facts: &Facts, disk: &DiskKey) -> Result<Vec<String>, String> {
+fn holders(facts: &Facts, disk: &DiskKey) -> Result<Vec<String>, crate::node::HoldersUnknown> {
     facts
         .local
         .volume_holders_for(&VolumeKey::new(disk.pv.clone(), disk.handle.clone()))
