@@ -131,6 +131,12 @@ impl LeaseGuard {
     pub fn always() -> Self {
         LeaseGuard(Arc::new(AtomicBool::new(true)))
     }
+
+    /// Marks the Lease lost, as the renewer does (for tests that lose it mid-run).
+    #[cfg(test)]
+    pub(crate) fn lose(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 /// Takes the Lease, waiting up to `wait` for another holder to release it or expire.

@@ -5,6 +5,7 @@
 
 mod abort;
 mod apply;
+mod apply_io;
 mod audit;
 mod blocker;
 mod disks;
@@ -27,6 +28,8 @@ mod session;
 mod table;
 
 #[cfg(test)]
+mod apply_tests;
+#[cfg(test)]
 pub(crate) mod fixtures;
 #[cfg(test)]
 mod harvester_tests;
@@ -35,6 +38,9 @@ mod plan_tests;
 
 pub use abort::{judge, Abort};
 pub use apply::{apply, ApplyContext, Progress};
+pub use apply_io::{
+    ApplyCluster, EventNote, FinalizerPatch, KubeApply, Patched, PodNotDeleted, Waited,
+};
 pub use audit::{AuditRecord, AUDIT_TARGET};
 pub use blocker::Blocker;
 pub use finalizers::{classify, FinalizerClass, KnownFinalizer, ObjectKind, KNOWN_FINALIZERS};
