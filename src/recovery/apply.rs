@@ -14,15 +14,17 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::abort::Abort;
-use super::apply_io::{ApplyCluster, EventNote, FinalizerPatch, Patched};
+use super::apply_event::vm_event;
+use super::apply_intent::{forget_intent, record_intent};
+use super::apply_io::{ApplyCluster, FinalizerPatch, Patched};
 use super::audit::{self, AuditRecord};
 use super::blocker::Blocker;
 use super::finalizers::ObjectKind;
-use super::intents::{IntentDisk, IntentStore, RecoveryIntent};
+use super::intents::IntentStore;
 use super::model::{Action, Decision, OrphanDecision, Plan, Step};
 use super::recheck::Recheck;
 use super::report::{OrphanOutcome, StepAction, StepOutcome, StepStatus, VmOutcome, VmResult};
-use crate::cluster::{LeaseGuard, ObjectKey, Regarding};
+use crate::cluster::{LeaseGuard, ObjectKey};
 use crate::node::orphans;
 
 /// How many times a finalizer patch is re-read and retried after a conflict.
@@ -146,7 +148,7 @@ async fn recover_vm(d: &Decision, steps: &[Step], ctx: &ApplyContext) -> VmOutco
 }
 
 /// What one step changed, for the VM's Event.
-enum Change {
+pub(super) enum Change {
     /// A leftover launcher pod was force-deleted.
     PodDeleted(String),
     /// Finalizers were removed from the VMI or VM.
@@ -507,153 +509,6 @@ async fn clear_finalizers(
         ))),
         requests,
     )
-}
-
-/// Why a VM's recovery intent was not recorded (so nothing of it was changed).
-#[derive(Debug, thiserror::Error)]
-enum IntentNotRecorded {
-    /// Another VM's task panicked while holding the store.
-    #[error("the intents store lock is poisoned")]
-    Poisoned,
-    /// The intents file could not be written.
-    #[error("cannot record the recovery intent, so nothing was changed: {0:#}")]
-    Save(#[from] crate::state_file::SaveError),
-}
-
-fn record_intent(d: &Decision, ctx: &ApplyContext) -> Result<(), IntentNotRecorded> {
-    let (Some(vm), Some(vmi)) = (&d.vm, &d.vmi) else {
-        return Ok(());
-    };
-    let clears_vm = matches!(&d.action, Action::Recover { steps } if steps.iter().any(|s| matches!(s, Step::ClearFinalizers { kind: ObjectKind::Vm, .. })));
-    if !clears_vm {
-        return Ok(());
-    }
-    let intent = RecoveryIntent {
-        namespace: vm.namespace.clone(),
-        name: vm.name.clone(),
-        vm_uid: vm.uid.clone(),
-        vmi_uid: vmi.uid.clone(),
-        pvcs: d.pvcs.clone(),
-        disks: d
-            .disks
-            .iter()
-            .map(|k| IntentDisk {
-                pvc: k.pvc.clone().unwrap_or_default(),
-                pvc_uid: None,
-                pv: k.pv.clone(),
-                handle: k.handle.clone(),
-                driver: k.driver.clone(),
-            })
-            .collect(),
-        started: jiff::Timestamp::now(),
-    };
-    let store = ctx
-        .intents
-        .lock()
-        .map_err(|_| IntentNotRecorded::Poisoned)?;
-    Ok(store.add(intent)?)
-}
-
-fn forget_intent(d: &Decision, ctx: &ApplyContext) {
-    if let Some(vm) = &d.vm {
-        if let Ok(store) = ctx.intents.lock() {
-            if let Err(e) = store.remove(&vm.uid) {
-                tracing::warn!(
-                    "cannot forget the recovery intent of {}/{}: {e:#}",
-                    vm.namespace,
-                    vm.name
-                );
-            }
-        }
-    }
-}
-
-async fn vm_event(ctx: &ApplyContext, d: &Decision, changes: &[Change], result: &VmResult) {
-    let Some((kind, object)) =
-        d.vm.as_ref()
-            .map(|vm| (ObjectKind::Vm, vm))
-            .or_else(|| d.vmi.as_ref().map(|vmi| (ObjectKind::Vmi, vmi)))
-    else {
-        return;
-    };
-    let cleared = changes
-        .iter()
-        .any(|c| matches!(c, Change::FinalizersRemoved(..)));
-    let done: Vec<String> = changes
-        .iter()
-        .map(|c| match c {
-            Change::PodDeleted(pod) => format!("force-deleted leftover launcher pod {pod}"),
-            Change::FinalizersRemoved(kind, removed) => format!(
-                "removed finalizers {} from the {}",
-                removed.join(", "),
-                match kind {
-                    ObjectKind::Vmi => "VMI",
-                    ObjectKind::Vm => "VM",
-                }
-            ),
-        })
-        .collect();
-    let basis = match &d.declared_off {
-        Some(node) => format!(
-            "with {node} declared powered off by the operator ({node}'s own evidence not read)"
-        ),
-        None => "after proving nothing of the VM runs or holds a disk on this node".to_string(),
-    };
-    let mut note = format!("vmrecover {} {basis}", done.join("; "));
-    let warning = cleared && !d.skipped_side_effects.is_empty();
-    if warning {
-        note.push_str("; skipped: ");
-        note.push_str(&d.skipped_side_effects.join("; "));
-    }
-    if let Some(why) = result.reason() {
-        note.push_str("; then stopped: ");
-        note.push_str(why);
-    }
-    let action = if cleared {
-        "ClearFinalizers"
-    } else {
-        "ForceDeleteLauncherPod"
-    };
-    event(ctx, kind, object, warning, action, &note).await;
-}
-
-async fn event(
-    ctx: &ApplyContext,
-    kind: ObjectKind,
-    object: &ObjectKey,
-    warning: bool,
-    action: &str,
-    note: &str,
-) {
-    let about = Regarding {
-        api_version: "kubevirt.io/v1".into(),
-        kind: match kind {
-            ObjectKind::Vmi => "VirtualMachineInstance".into(),
-            ObjectKind::Vm => "VirtualMachine".into(),
-        },
-        namespace: object.namespace.clone(),
-        name: object.name.clone(),
-        uid: object.uid.clone(),
-    };
-    let reason = if warning {
-        "RecoveredSkippingCleanup"
-    } else {
-        "Recovered"
-    };
-    let note = EventNote {
-        about: &about,
-        warning,
-        action,
-        reason,
-        note,
-    };
-    if let Err(e) = ctx.cluster.event(note).await {
-        tracing::warn!(
-            "could not record an Event for {kind} {}/{}: {e}",
-            object.namespace,
-            object.name
-        );
-    }
 }
 
 async fn kill_orphan(o: &OrphanDecision, ctx: &ApplyContext) -> OrphanOutcome {

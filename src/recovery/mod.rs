@@ -5,6 +5,8 @@
 
 mod abort;
 mod apply;
+mod apply_event;
+mod apply_intent;
 mod apply_io;
 mod audit;
 mod blocker;
