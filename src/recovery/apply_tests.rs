@@ -141,9 +141,14 @@ fn offline_client() -> kube::Client {
     kube::Client::new(svc, "default")
 }
 
-/// A session in `state_dir` whose re-checks read `world`.
-fn session(state_dir: &std::path::Path, world: &World) -> Session {
-    Session {
+/// A session in `state_dir` whose re-checks read `world`, and the sender of its stop signal
+/// (kept while it runs: a dropped sender reads as a stop to the controller wait).
+fn session(
+    state_dir: &std::path::Path,
+    world: &World,
+) -> (Session, tokio::sync::watch::Sender<bool>) {
+    let (stop, cancel) = tokio::sync::watch::channel(false);
+    let s = Session {
         client: offline_client(),
         node: ME.into(),
         namespace: "harvester-system".into(),
@@ -151,10 +156,11 @@ fn session(state_dir: &std::path::Path, world: &World) -> Session {
         tuning: Tuning::default(),
         mode: Mode::Agent,
         lease_wait: Duration::ZERO,
-        cancel: tokio::sync::watch::channel(false).1,
+        cancel,
         regather: Arc::new(world.clone()),
         progress: None,
-    }
+    };
+    (s, stop)
 }
 
 /// No controller wait: the steps are the two finalizer clears.
@@ -177,7 +183,7 @@ fn planned(f: &Facts, policy: &Policy) -> Plan {
 /// Runs `p` in a session under a held Lease with `cluster`; the report as saved.
 async fn run(state: &std::path::Path, world: &World, cluster: Arc<Scripted>, p: Plan) -> RunReport {
     let lease = cluster.lease.clone();
-    let s = session(state, world);
+    let (s, _stop) = session(state, world);
     let ctx = s.context(&p, cluster, lease);
     let report = s.under_lease(p, jiff::Timestamp::UNIX_EPOCH, &ctx).await;
     let saved = ReportStore::new(state).load();
