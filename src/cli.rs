@@ -439,13 +439,23 @@ pub struct PolicyArgs {
     pub follow_for: Option<Duration>,
 }
 
-fn parse_ns_name(s: &str) -> Result<NamespacedName, String> {
+fn parse_ns_name(s: &str) -> Result<NamespacedName, crate::cluster::NotNamespacedName> {
     s.parse()
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration (e.g. 90s, 5m, 1h): {e}"))
+/// A flag's value that is not a duration.
+#[derive(Debug, thiserror::Error)]
+#[error("{given:?} is not a duration (e.g. 90s, 5m, 1h): {source}")]
+struct NotADuration {
+    given: String,
+    source: humantime::DurationError,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, NotADuration> {
+    humantime::parse_duration(s).map_err(|source| NotADuration {
+        given: s.to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -23,6 +23,16 @@ pub enum Gathered<T> {
     },
 }
 
+/// Why a piece of evidence is missing: what was being read and why it could not be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {reason}")]
+pub struct Unreadable<'a> {
+    /// What was being read (a path, a command, an API resource).
+    pub what: &'a str,
+    /// Why it could not be read.
+    pub reason: &'a str,
+}
+
 impl<T> Gathered<T> {
     /// Evidence that was read.
     pub fn read(value: T) -> Self {
@@ -45,11 +55,14 @@ impl<T> Gathered<T> {
         }
     }
 
-    /// The value, or a one-line explanation of why it is missing.
-    pub fn as_result(&self) -> Result<&T, String> {
+    /// The value, or why it is missing (shown as one line: `source: reason`).
+    pub fn as_result(&self) -> Result<&T, Unreadable<'_>> {
         match self {
             Gathered::Read { value } => Ok(value),
-            Gathered::Unreadable { source, reason } => Err(format!("{source}: {reason}")),
+            Gathered::Unreadable { source, reason } => Err(Unreadable {
+                what: source,
+                reason,
+            }),
         }
     }
 

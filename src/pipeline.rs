@@ -117,7 +117,7 @@ fn boot_time_at(now: jiff::Timestamp) -> Gathered<jiff::Timestamp> {
             Some(t) => Gathered::read(t),
             None => Gathered::unreadable("CLOCK_BOOTTIME", "out of range"),
         },
-        Err(why) => Gathered::unreadable("CLOCK_BOOTTIME", why),
+        Err(why) => Gathered::unreadable("CLOCK_BOOTTIME", why.to_string()),
     }
 }
 

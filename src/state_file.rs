@@ -181,15 +181,32 @@ pub fn load_versioned<T: serde::de::DeserializeOwned>(
     what: &str,
     reads: (u32, u32),
 ) -> Gathered<Option<T>> {
+    load_upgraded(path, what, reads, |_, _| {})
+}
+
+/// [`load_versioned`] for a file whose older formats are read by rewriting their JSON
+/// into the newest shape first: `upgrade(version, json)` is called with the file's format
+/// version (1 for a file without one) before the content is decoded.
+pub fn load_upgraded<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+    reads: (u32, u32),
+    upgrade: impl FnOnce(u64, &mut serde_json::Value),
+) -> Gathered<Option<T>> {
     let source = path.display().to_string();
     match fs::read(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Gathered::read(None),
         Err(e) => Gathered::unreadable(source, e.to_string()),
         Ok(bytes) => {
-            if let Some(why) = unsupported_version(path, peek_version(&bytes), reads) {
+            let version = peek_version(&bytes);
+            if let Some(why) = unsupported_version(path, version, reads) {
                 return Gathered::unreadable(source, why);
             }
-            match serde_json::from_slice(&bytes) {
+            let decoded = serde_json::from_slice(&bytes).and_then(|mut json| {
+                upgrade(version.unwrap_or(1), &mut json);
+                serde_json::from_value(json)
+            });
+            match decoded {
                 Ok(v) => Gathered::read(Some(v)),
                 Err(e) => Gathered::unreadable(source, format!("not a vmrecover {what}: {e}")),
             }
@@ -268,7 +285,10 @@ mod tests {
         fs::write(&path, newer).unwrap();
         let read: Gathered<Option<Report>> = load_versioned(&path, "report", (1, 1));
         assert!(
-            read.as_result().unwrap_err().contains("format version 2"),
+            read.as_result()
+                .unwrap_err()
+                .to_string()
+                .contains("format version 2"),
             "{read:?}"
         );
         assert!(save_versioned(&path, "report", 1, &Report { n: 4 }).is_err());

@@ -55,17 +55,6 @@ struct AbortLabel {
     reason: String,
 }
 
-/// The `result` label of `vmrecover_vm_outcomes_total`.
-fn outcome_label(r: VmResult) -> &'static str {
-    match r {
-        VmResult::Recovered => "recovered",
-        VmResult::FinishedByController => "finished_by_controller",
-        VmResult::HandedToController => "handed_to_controller",
-        VmResult::Aborted => "aborted",
-        VmResult::Failed => "failed",
-    }
-}
-
 /// Every outcome label, exported at 0 from the start.
 const OUTCOME_LABELS: [&str; 5] = [
     "recovered",
@@ -319,17 +308,17 @@ impl Metrics {
         self.run_duration.observe(secs);
         self.last_run.set(report.finished.as_second() as f64);
         for o in &report.outcomes {
-            let result = outcome_label(o.result);
+            let result = o.result.label();
             self.outcomes
                 .get_or_create(&OutcomeLabel {
                     result: result.into(),
                 })
                 .inc();
-            if o.result == VmResult::Failed {
+            if matches!(o.result, VmResult::Failed { .. }) {
                 self.api_errors.inc();
             }
-            if o.result == VmResult::Aborted {
-                let reason = o.blocker.map_or("unknown", |b| b.label());
+            if let VmResult::Aborted(abort) = &o.result {
+                let reason = abort.blocker.label();
                 self.aborts
                     .get_or_create(&AbortLabel {
                         reason: reason.into(),
@@ -381,7 +370,7 @@ mod tests {
     use crate::recovery::{Action, Blocker};
 
     /// The failed outcome (and every other) is exported at 0 before any run, and the labels
-    /// are the ones `outcome_label` gives.
+    /// are the ones `VmResult::label` gives.
     #[test]
     fn outcomes_start_at_zero() {
         let text = Metrics::new().encode();
@@ -389,13 +378,12 @@ mod tests {
             VmResult::Recovered,
             VmResult::FinishedByController,
             VmResult::HandedToController,
-            VmResult::Aborted,
-            VmResult::Failed,
+            VmResult::Aborted(crate::recovery::Abort::new(Blocker::Paused, "paused")),
+            VmResult::Failed {
+                reason: "500".into(),
+            },
         ] {
-            let line = format!(
-                r#"vmrecover_vm_outcomes_total{{result="{}"}} 0"#,
-                outcome_label(r)
-            );
+            let line = format!(r#"vmrecover_vm_outcomes_total{{result="{}"}} 0"#, r.label());
             assert!(text.contains(&line), "{line} missing from\n{text}");
         }
     }
@@ -408,9 +396,7 @@ mod tests {
         let outcome = |b: Blocker| crate::recovery::VmOutcome {
             namespace: "default".into(),
             name: b.label().into(),
-            result: VmResult::Aborted,
-            reason: Some("left alone".into()),
-            blocker: Some(b),
+            result: VmResult::Aborted(crate::recovery::Abort::new(b, "left alone")),
             steps: Vec::new(),
             requests: 0,
             follow: None,
@@ -460,8 +446,10 @@ mod tests {
                 } else {
                     Action::Blocked
                 };
-                d.reasons = vec!["still running here: is held here: unknown finalizer".into()];
-                d.blockers = vec![b];
+                d.reasons = vec![crate::recovery::Reason::blocking(
+                    b,
+                    "still running here: is held here: unknown finalizer",
+                )];
                 d
             })
             .collect();

@@ -145,7 +145,7 @@ impl Agent {
         if planned
             .decisions
             .iter()
-            .any(|d| d.blockers.contains(&Blocker::ClusterUnreadable))
+            .any(|d| d.blocked_by(Blocker::ClusterUnreadable))
         {
             self.metrics.api_error();
         }
@@ -217,13 +217,13 @@ pub fn next_wake(plan: &Plan, window_ends: jiff::Timestamp) -> Duration {
         }
     }
     if matches!(
-        plan.refused_by,
+        plan.refused_by(),
         Some(Blocker::Paused | Blocker::UpgradeInProgress | Blocker::EvidenceMissing)
     ) {
         // Nothing in the watched VMIs announces a pause lifted or an Upgrade over.
         next = next.min(REFUSED_RECHECK);
     }
-    if plan.refused_by == Some(Blocker::BootNotReported) {
+    if plan.refused_by() == Some(Blocker::BootNotReported) {
         // The kubelet posts node status every few seconds once it is up.
         next = next.min(LEASE_RETRY);
     }

@@ -34,9 +34,9 @@ pub fn build(
         .take(MAX_BLOCKED)
         .map(|d| BlockedVm {
             vm: format!("{}/{}", d.namespace, d.name),
-            blocker: d.blockers.first().map(|b| b.label().to_string()),
+            blocker: d.blockers().first().map(|b| b.label().to_string()),
             reason: cluster::one_line(
-                d.reasons.first().map(String::as_str).unwrap_or(""),
+                d.reasons.first().map(|r| r.text.as_str()).unwrap_or(""),
                 MAX_REASON,
             ),
         })
@@ -50,7 +50,7 @@ pub fn build(
             .paused
             .as_deref()
             .map(|p| cluster::one_line(p, MAX_REASON)),
-        refused_by: plan.refused_by.map(|b| b.label().to_string()),
+        refused_by: plan.refused_by().map(|b| b.label().to_string()),
         counts,
         blocked,
         blocked_total: blocked_all.len(),

@@ -207,8 +207,10 @@ fn the_summary_counts_decisions_caps_the_blocked_list_and_the_paused_gauge_follo
     let mut blocked = plan_of(vec![Action::Blocked; 30]);
     for (i, d) in blocked.decisions.iter_mut().enumerate() {
         d.name = format!("vm-{i:02}");
-        d.blockers = vec![Blocker::DiskHeld];
-        d.reasons = vec![format!("{}\nsecond line", "x".repeat(500))];
+        d.reasons = vec![crate::recovery::Reason::blocking(
+            Blocker::DiskHeld,
+            format!("{}\nsecond line", "x".repeat(500)),
+        )];
     }
     blocked.paused = Some("node annotation vmrecover.io/paused=maintenance".into());
     let dir = tempfile::tempdir().unwrap();
@@ -251,7 +253,7 @@ fn the_summary_counts_decisions_caps_the_blocked_list_and_the_paused_gauge_follo
 fn a_plan_refused_for_a_pause_or_an_upgrade_is_decided_again_soon() {
     for b in [Blocker::Paused, Blocker::UpgradeInProgress] {
         let mut p = plan_of(vec![Action::Recover { steps: vec![] }]);
-        p.refused_by = Some(b);
+        p.refused = Some(crate::recovery::Refusal::new(b, "refused"));
         assert_eq!(
             next_wake(&p, jiff::Timestamp::MAX),
             pass::REFUSED_RECHECK,

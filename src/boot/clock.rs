@@ -52,7 +52,7 @@ pub fn read_id(host_root: &Path, relative: &str) -> Gathered<String> {
                 ),
             ),
         },
-        Err(e) => Gathered::unreadable(source, e),
+        Err(e) => Gathered::unreadable(source, e.to_string()),
     }
 }
 
@@ -66,13 +66,24 @@ pub fn machine_id(host_root: &Path) -> Gathered<String> {
     read_id(host_root, MACHINE_ID_PATH)
 }
 
-fn read_small(path: &Path) -> Result<String, String> {
+/// Why a small id file could not be read (the path is the evidence's source).
+#[derive(Debug, thiserror::Error)]
+enum SmallFileError {
+    /// It could not be opened.
+    #[error("cannot open: {0}")]
+    Open(std::io::Error),
+    /// It could not be read.
+    #[error("cannot read: {0}")]
+    Read(std::io::Error),
+}
+
+fn read_small(path: &Path) -> Result<String, SmallFileError> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let file = std::fs::File::open(path).map_err(SmallFileError::Open)?;
     let mut text = String::new();
     file.take(MAX_ID_FILE)
         .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read: {e}"))?;
+        .map_err(SmallFileError::Read)?;
     Ok(text)
 }
 

@@ -39,6 +39,16 @@ pub struct Hint {
     pub detail: String,
 }
 
+/// A journal directory that could not be listed.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", dir.display())]
+pub struct DirUnreadable {
+    /// The directory.
+    pub dir: std::path::PathBuf,
+    /// The operating system's answer.
+    pub source: std::io::Error,
+}
+
 /// Most directory entries looked at for `*.journal~` files.
 const MAX_DIR_ENTRIES: usize = 10_000;
 
@@ -47,7 +57,7 @@ const MAX_DIR_ENTRIES: usize = 10_000;
 pub fn renamed_journal_files(
     dir: &Path,
     boot_time: jiff::Timestamp,
-) -> Result<Option<Hint>, String> {
+) -> Result<Option<Hint>, DirUnreadable> {
     let mut found = Vec::new();
     let mut seen = 0usize;
     scan(dir, 1, boot_time, &mut found, &mut seen)?;
@@ -72,9 +82,12 @@ fn scan(
     boot_time: jiff::Timestamp,
     found: &mut Vec<String>,
     seen: &mut usize,
-) -> Result<(), String> {
+) -> Result<(), DirUnreadable> {
     use std::os::unix::fs::MetadataExt;
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let entries = std::fs::read_dir(dir).map_err(|source| DirUnreadable {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     for entry in entries.flatten() {
         *seen += 1;
         if *seen > MAX_DIR_ENTRIES {

@@ -57,7 +57,11 @@ impl JournalSource {
     }
 
     /// Runs journalctl with `rest`; `Err` is the reason, ready for evidence.
-    fn run(&self, rest: &[&str], max_lines: Option<usize>) -> Result<command::Output, String> {
+    fn run(
+        &self,
+        rest: &[&str],
+        max_lines: Option<usize>,
+    ) -> Result<command::Output, JournalctlError> {
         let out = command::run(
             JOURNALCTL,
             &self.args(rest),
@@ -67,16 +71,34 @@ impl JournalSource {
                 max_lines,
             },
         )
-        .map_err(|e| format!("{JOURNALCTL} {e}"))?;
+        .map_err(JournalctlError::Run)?;
         match out.status {
-            Some(s) if !s.success() => Err(format!(
-                "{JOURNALCTL} {} failed ({s}): {}",
-                rest.join(" "),
-                first_line(&out.stderr).unwrap_or("no message")
-            )),
+            Some(status) if !status.success() => Err(JournalctlError::Failed {
+                args: rest.join(" "),
+                status,
+                message: first_line(&out.stderr).unwrap_or("no message").to_string(),
+            }),
             _ => Ok(out),
         }
     }
+}
+
+/// Why journalctl gave no output to read.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalctlError {
+    /// It could not be run, or ran out of time.
+    #[error("{bin} {0}", bin = JOURNALCTL)]
+    Run(command::RunError),
+    /// It exited with an error.
+    #[error("{bin} {args} failed ({status}): {message}", bin = JOURNALCTL)]
+    Failed {
+        /// Its arguments after the source's own.
+        args: String,
+        /// How it exited.
+        status: std::process::ExitStatus,
+        /// The first line of its standard error.
+        message: String,
+    },
 }
 
 fn first_line(text: &str) -> Option<&str> {
@@ -183,7 +205,7 @@ pub fn gather(
     let listed = match source.run(&["--list-boots", "-o", "json"], None) {
         Ok(out) => out,
         Err(reason) => {
-            report.finding = unreadable(reason);
+            report.finding = unreadable(reason.to_string());
             return report;
         }
     };
@@ -191,7 +213,7 @@ pub fn gather(
     let boots = match journal_entry::parse_boot_list(&listed.stdout) {
         Ok(b) => b,
         Err(reason) => {
-            report.finding = unreadable(reason);
+            report.finding = unreadable(reason.to_string());
             return report;
         }
     };
@@ -259,7 +281,7 @@ pub fn gather(
     ) {
         Ok(out) => out,
         Err(reason) => {
-            report.finding = unreadable(reason);
+            report.finding = unreadable(reason.to_string());
             return report;
         }
     };
@@ -374,7 +396,7 @@ pub fn kernel_head(
     source: &JournalSource,
     boot_id: &str,
     max: usize,
-) -> Result<Vec<JournalEntry>, String> {
+) -> Result<Vec<JournalEntry>, JournalctlError> {
     let out = source.run(
         &[
             "-b",

@@ -97,11 +97,39 @@ fn cut(s: &str, chars: usize) -> String {
     }
 }
 
+/// Why a line of `journalctl -o json` is not a journal entry.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// The line is not JSON at all.
+    #[error("not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    /// The line is JSON but not an object.
+    #[error("not a JSON object")]
+    NotAnObject,
+}
+
+/// Why `journalctl --list-boots` output could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BootListError {
+    /// It looked like JSON but is not.
+    #[error("boot list is not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    /// JSON, but not an array.
+    #[error("boot list is not a JSON array")]
+    NotAnArray,
+    /// An item lacks its index or a valid boot id.
+    #[error("boot list item {0} has no index or no valid boot_id")]
+    BadItem(usize),
+    /// A line of the text table is not `IDX BOOT-ID ...` (its first 120 characters).
+    #[error("unexpected boot list line: {0:?}")]
+    BadLine(String),
+}
+
 /// Parses one line of `journalctl -o json`.
-pub fn parse_entry(line: &str) -> Result<JournalEntry, String> {
-    let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+pub fn parse_entry(line: &str) -> Result<JournalEntry, EntryError> {
+    let value: Value = serde_json::from_str(line)?;
     let Value::Object(obj) = value else {
-        return Err("not a JSON object".into());
+        return Err(EntryError::NotAnObject);
     };
     let message = obj.get("MESSAGE");
     Ok(JournalEntry {
@@ -132,7 +160,7 @@ pub struct ParsedLines {
     /// Lines that were not journal entries.
     pub skipped: usize,
     /// Why the first skipped line was skipped.
-    pub first_error: Option<String>,
+    pub first_error: Option<EntryError>,
 }
 
 /// Parses journalctl's JSON-lines output; blank lines are ignored.
@@ -169,7 +197,7 @@ pub struct ListedBoot {
 
 /// Parses `--list-boots` output: the JSON array (systemd ≥ 251) or the text table.
 /// Boots come back in journal order, oldest first.
-pub fn parse_boot_list(stdout: &[u8]) -> Result<Vec<ListedBoot>, String> {
+pub fn parse_boot_list(stdout: &[u8]) -> Result<Vec<ListedBoot>, BootListError> {
     let text = String::from_utf8_lossy(stdout);
     let trimmed = text.trim();
     if trimmed.is_empty() {
@@ -181,11 +209,10 @@ pub fn parse_boot_list(stdout: &[u8]) -> Result<Vec<ListedBoot>, String> {
     parse_boot_list_text(trimmed)
 }
 
-fn parse_boot_list_json(text: &str) -> Result<Vec<ListedBoot>, String> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| format!("boot list is not JSON: {e}"))?;
+fn parse_boot_list_json(text: &str) -> Result<Vec<ListedBoot>, BootListError> {
+    let value: Value = serde_json::from_str(text)?;
     let Value::Array(items) = value else {
-        return Err("boot list is not a JSON array".into());
+        return Err(BootListError::NotAnArray);
     };
     let mut boots = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
@@ -195,9 +222,7 @@ fn parse_boot_list_json(text: &str) -> Result<Vec<ListedBoot>, String> {
             .and_then(Value::as_str)
             .and_then(clock::normalize_id);
         let (Some(index), Some(boot_id)) = (index, boot_id) else {
-            return Err(format!(
-                "boot list item {i} has no index or no valid boot_id"
-            ));
+            return Err(BootListError::BadItem(i));
         };
         boots.push(ListedBoot {
             index,
@@ -211,7 +236,7 @@ fn parse_boot_list_json(text: &str) -> Result<Vec<ListedBoot>, String> {
 
 /// The text table: `IDX BOOT ID FIRST ENTRY LAST ENTRY` (header optional, older systemd
 /// prints none), one boot a line starting with the index and the boot id.
-fn parse_boot_list_text(text: &str) -> Result<Vec<ListedBoot>, String> {
+fn parse_boot_list_text(text: &str) -> Result<Vec<ListedBoot>, BootListError> {
     let mut boots = Vec::new();
     for line in text.lines() {
         let mut words = line.split_whitespace();
@@ -222,10 +247,7 @@ fn parse_boot_list_text(text: &str) -> Result<Vec<ListedBoot>, String> {
             continue;
         }
         let (Ok(index), Some(boot_id)) = (idx.parse::<i64>(), clock::normalize_id(id)) else {
-            return Err(format!(
-                "unexpected boot list line: {:?}",
-                line.chars().take(120).collect::<String>()
-            ));
+            return Err(BootListError::BadLine(line.chars().take(120).collect()));
         };
         boots.push(ListedBoot {
             index,
@@ -280,7 +302,7 @@ mod tests {
         let parsed = parse_lines(b"{\"MESSAGE\":\"a\"}\n\nnot json\n[1]\n{\"MESSAGE\":\"b\"}\n");
         assert_eq!(parsed.entries.len(), 2);
         assert_eq!(parsed.skipped, 2);
-        assert!(parsed.first_error.unwrap().contains("not JSON"));
+        assert!(parsed.first_error.unwrap().to_string().contains("not JSON"));
     }
 
     #[test]

@@ -115,7 +115,7 @@ pub fn gather(opts: &BootOptions, now: jiff::Timestamp) -> BootFacts {
             Some(t) => Gathered::read(t),
             None => Gathered::unreadable("now − CLOCK_BOOTTIME", "out of the timestamp range"),
         },
-        Err(e) => Gathered::unreadable("now − CLOCK_BOOTTIME", e),
+        Err(e) => Gathered::unreadable("now − CLOCK_BOOTTIME", e.to_string()),
     };
     let current = boot_id.value().map(String::as_str);
     let (records, history) = records::gather(

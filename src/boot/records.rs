@@ -79,30 +79,56 @@ pub struct BootRecord {
     pub notes: Vec<String>,
 }
 
+/// Why the bytes are not a records file this build reads.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordsError {
+    /// Nothing but whitespace.
+    #[error("the file is empty (a write that never reached the disk?)")]
+    Empty,
+    /// Not JSON of the records' shape.
+    #[error("not a boot-records file: {0}")]
+    NotRecords(#[from] serde_json::Error),
+    /// Another file's format name (its first 64 characters).
+    #[error("format is {0:?}, expected {FORMAT_NAME:?}")]
+    OtherFormat(String),
+    /// A format version this build does not read.
+    #[error("format version {0} is not supported (this vmrecover reads version {FORMAT_VERSION})")]
+    Version(u32),
+    /// A record whose boot id is not normalised (its index, the id's first 64 characters).
+    #[error("record {0}: boot_id {1:?} is not 32 lowercase hex digits")]
+    BadBootId(usize, String),
+}
+
+/// Why the records file could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// It exists but could not be opened.
+    #[error("cannot open: {0}")]
+    Open(std::io::Error),
+    /// It could not be read to the end.
+    #[error("cannot read: {0}")]
+    Read(std::io::Error),
+}
+
 /// Parses and validates a records file. Never panics, whatever the bytes.
-pub fn parse(bytes: &[u8]) -> Result<RecordsFile, String> {
+pub fn parse(bytes: &[u8]) -> Result<RecordsFile, RecordsError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err("the file is empty (a write that never reached the disk?)".into());
+        return Err(RecordsError::Empty);
     }
-    let file: RecordsFile =
-        serde_json::from_slice(bytes).map_err(|e| format!("not a boot-records file: {e}"))?;
+    let file: RecordsFile = serde_json::from_slice(bytes)?;
     if file.format != FORMAT_NAME {
-        return Err(format!(
-            "format is {:?}, expected {FORMAT_NAME:?}",
-            file.format.chars().take(64).collect::<String>()
+        return Err(RecordsError::OtherFormat(
+            file.format.chars().take(64).collect(),
         ));
     }
     if file.version != FORMAT_VERSION {
-        return Err(format!(
-            "format version {} is not supported (this vmrecover reads version {FORMAT_VERSION})",
-            file.version
-        ));
+        return Err(RecordsError::Version(file.version));
     }
     for (i, boot) in file.boots.iter().enumerate() {
         if clock::normalize_id(&boot.boot_id).as_deref() != Some(boot.boot_id.as_str()) {
-            return Err(format!(
-                "record {i}: boot_id {:?} is not 32 lowercase hex digits",
-                { boot.boot_id.chars().take(64).collect::<String>() }
+            return Err(RecordsError::BadBootId(
+                i,
+                boot.boot_id.chars().take(64).collect(),
             ));
         }
     }
@@ -129,16 +155,16 @@ pub fn path_in(state_dir: &Path) -> PathBuf {
 }
 
 /// Reads the records file. `Err` only for I/O errors other than "not found".
-pub fn load(path: &Path) -> Result<Loaded, String> {
+pub fn load(path: &Path) -> Result<Loaded, ReadError> {
     let file = match fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::Missing),
-        Err(e) => return Err(format!("cannot open: {e}")),
+        Err(e) => return Err(ReadError::Open(e)),
     };
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read: {e}"))?;
+        .map_err(ReadError::Read)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Ok(Loaded::Corrupt(format!(
             "larger than {MAX_FILE_BYTES} bytes: not a file vmrecover wrote"
@@ -152,7 +178,7 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
     }
     Ok(match parse(&bytes) {
         Ok(f) => Loaded::Read(f),
-        Err(reason) => Loaded::Corrupt(reason),
+        Err(reason) => Loaded::Corrupt(reason.to_string()),
     })
 }
 
@@ -458,7 +484,7 @@ pub fn gather(
         )
     };
     match load(&path) {
-        Err(reason) => unreadable(reason),
+        Err(reason) => unreadable(reason.to_string()),
         Ok(Loaded::Corrupt(reason) | Loaded::Unsupported(reason)) => unreadable(reason),
         Ok(Loaded::Missing) => (
             RecordsReport {
@@ -653,14 +679,23 @@ mod tests {
         let bytes = serde_json::to_vec(&f).unwrap();
         assert_eq!(parse(&bytes).unwrap(), f);
         let cut = &bytes[..bytes.len() / 2];
-        assert!(parse(cut).unwrap_err().contains("not a boot-records file"));
-        assert!(parse(b"").unwrap_err().contains("empty"));
+        assert!(parse(cut)
+            .unwrap_err()
+            .to_string()
+            .contains("not a boot-records file"));
+        assert!(parse(b"").unwrap_err().to_string().contains("empty"));
         let v2 = String::from_utf8(bytes.clone())
             .unwrap()
             .replace("\"version\":1", "\"version\":2");
-        assert!(parse(v2.as_bytes()).unwrap_err().contains("version 2"));
+        assert!(parse(v2.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("version 2"));
         let badid = String::from_utf8(bytes).unwrap().replace(&id(1), "XYZ");
-        assert!(parse(badid.as_bytes()).unwrap_err().contains("boot_id"));
+        assert!(parse(badid.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("boot_id"));
     }
 
     /// Issue 25: a records file of a newer format is unreadable evidence naming its

@@ -9,7 +9,7 @@ use kube::{Api, Client};
 use serde_json::Value;
 
 use super::Check;
-use crate::cluster::{describe, HARVESTER_NAMESPACE};
+use crate::cluster::{describe, RequestFailed, HARVESTER_NAMESPACE};
 
 /// One component's tested minor releases, oldest to newest.
 struct Matrix {
@@ -93,7 +93,7 @@ async fn get_field(
     ns: Option<&str>,
     name: &str,
     pointer: &[&str],
-) -> Result<String, String> {
+) -> Result<String, FieldError> {
     let (g, v, k, plural) = gvk;
     let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, v, k), plural);
     let api: Api<DynamicObject> = match ns {
@@ -107,14 +107,36 @@ async fn get_field(
     let obj = api
         .get_opt(name)
         .await
-        .map_err(|e| describe(&e, "get", &what))?
-        .ok_or_else(|| format!("{what} not found"))?;
+        .map_err(|e| FieldError::Request(RequestFailed::new("get", what.clone(), e)))?
+        .ok_or_else(|| FieldError::NotFound(what.clone()))?;
     pointer
         .iter()
         .filter_map(|p| obj.data.pointer(p).and_then(Value::as_str))
         .find(|s| !s.is_empty())
         .map(str::to_string)
-        .ok_or_else(|| format!("{what} has no {}", pointer.join(" or ")))
+        .ok_or_else(|| FieldError::NoField {
+            what,
+            fields: pointer.join(" or "),
+        })
+}
+
+/// Why a version field could not be read.
+#[derive(Debug, thiserror::Error)]
+enum FieldError {
+    /// The object could not be read.
+    #[error(transparent)]
+    Request(RequestFailed),
+    /// There is no such object.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The object has none of the fields.
+    #[error("{what} has no {fields}")]
+    NoField {
+        /// The object.
+        what: String,
+        /// The fields looked at, `a or b`.
+        fields: String,
+    },
 }
 
 /// The four version checks.
@@ -136,7 +158,7 @@ pub async fn checks(client: &Client) -> Vec<Check> {
         .await
         {
             Ok(v) => judge(&KUBEVIRT, &v, kv_src),
-            Err(e) => unreadable(&KUBEVIRT, e, kv_src),
+            Err(e) => unreadable(&KUBEVIRT, e.to_string(), kv_src),
         },
     );
     let hv_src = "Harvester setting server-version";
@@ -151,7 +173,7 @@ pub async fn checks(client: &Client) -> Vec<Check> {
         .await
         {
             Ok(v) => judge(&HARVESTER, &v, hv_src),
-            Err(e) => unreadable(&HARVESTER, e, hv_src),
+            Err(e) => unreadable(&HARVESTER, e.to_string(), hv_src),
         },
     );
     let lh_src = "Longhorn setting current-longhorn-version";
@@ -166,7 +188,7 @@ pub async fn checks(client: &Client) -> Vec<Check> {
         .await
         {
             Ok(v) => judge(&LONGHORN, &v, lh_src),
-            Err(e) => unreadable(&LONGHORN, e, lh_src),
+            Err(e) => unreadable(&LONGHORN, e.to_string(), lh_src),
         },
     );
     out

@@ -23,6 +23,35 @@ pub fn describe(err: &kube::Error, verb: &str, what: &str) -> String {
     }
 }
 
+/// A request the API server refused or that did not reach it: `verb` on `what`, shown in
+/// [`describe`]'s words.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", describe(.source, .verb, .what))]
+pub struct RequestFailed {
+    /// The verb (`create`, `update`, `patch`, `delete`).
+    pub verb: &'static str,
+    /// The object (`leases/vmrecover-n1`, `configmaps harvester-system/x`).
+    pub what: String,
+    /// The client's error.
+    pub source: kube::Error,
+}
+
+impl RequestFailed {
+    /// `verb` on `what` failed with `source`.
+    pub fn new(verb: &'static str, what: impl Into<String>, source: kube::Error) -> Self {
+        RequestFailed {
+            verb,
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// The HTTP status, if the server answered.
+    pub fn status_code(&self) -> Option<u16> {
+        status_code(&self.source)
+    }
+}
+
 /// The HTTP status of an API error, if the server answered.
 pub fn status_code(err: &kube::Error) -> Option<u16> {
     match err {

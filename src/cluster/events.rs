@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 use kube::Client;
 
-use super::errors::describe;
+use super::errors::RequestFailed;
 use super::names::REPORTING_CONTROLLER;
 
 /// The object an Event is about.
@@ -50,7 +50,7 @@ impl EventRecorder {
         action: &str,
         reason: &str,
         note: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), RequestFailed> {
         let api = Api::<Event>::namespaced(self.client.clone(), &about.namespace);
         let event = Event {
             metadata: ObjectMeta {
@@ -79,10 +79,10 @@ impl EventRecorder {
             .await
             .map(|_| ())
             .map_err(|e| {
-                describe(
-                    &e,
+                RequestFailed::new(
                     "create",
-                    &format!("events.events.k8s.io in {}", about.namespace),
+                    format!("events.events.k8s.io in {}", about.namespace),
+                    e,
                 )
             })
     }

@@ -254,9 +254,10 @@ async fn lookup_claimed(client: &Client, wanted: &[NsName]) -> Gathered<Vec<Clai
     Gathered::read(out)
 }
 
-fn gathered<T>(source: &str, r: Result<T, String>) -> Gathered<T> {
+/// A read's result as evidence from `source`: its error, whatever its type, in words.
+fn gathered<T, E: std::fmt::Display>(source: &str, r: Result<T, E>) -> Gathered<T> {
     match r {
         Ok(v) => Gathered::read(v),
-        Err(e) => Gathered::unreadable(source, e),
+        Err(e) => Gathered::unreadable(source, e.to_string()),
     }
 }

@@ -14,7 +14,7 @@ use kube::Client;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
-use super::errors::{describe, status_code};
+use super::errors::{describe, status_code, RequestFailed};
 use super::lease_expiry;
 use super::retry::with_retries;
 
@@ -96,7 +96,7 @@ impl HeldLease {
     }
 
     /// Gives the Lease up so the next run need not wait for expiry.
-    pub async fn release(self) -> Result<(), String> {
+    pub async fn release(self) -> Result<(), RequestFailed> {
         self.renewer.abort();
         let was_held = self.held.swap(false, Ordering::SeqCst);
         if !was_held {
@@ -113,7 +113,7 @@ impl HeldLease {
         })
         .await
         .map(|_| ())
-        .map_err(|e| describe(&e, "update", &format!("leases/{}", self.config.name)))
+        .map_err(|e| RequestFailed::new("update", format!("leases/{}", self.config.name), e))
     }
 }
 
@@ -130,6 +130,12 @@ impl LeaseGuard {
     /// A guard that is always held (for tests of code that takes one).
     pub fn always() -> Self {
         LeaseGuard(Arc::new(AtomicBool::new(true)))
+    }
+
+    /// Marks the Lease lost, as the renewer does (for tests that lose it mid-run).
+    #[cfg(test)]
+    pub(crate) fn lose(&self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 

@@ -31,7 +31,7 @@ pub use client::{
     check_node, connect, connect_for_watches, connect_to_node, ConnectError, LONG_WATCH_SECS,
 };
 pub use denial::{classify as classify_refusal, Refusal};
-pub use errors::{describe, status_code};
+pub use errors::{describe, status_code, RequestFailed};
 pub use events::{EventRecorder, Regarding};
 pub use gather::{gather, is_deciding};
 pub use harvester::{
@@ -55,8 +55,8 @@ pub use snapshot::{
 };
 pub use summary::{
     list_all as list_summaries, one_line, publish as publish_summary, summary_name, AfterRun,
-    BlockedVm, LastRun, NodeSummary, Readiness, HEARTBEAT, LABEL_SUMMARY, MAX_BLOCKED, MAX_REASON,
-    STALE_AFTER, SUMMARY_KEY, SUMMARY_PREFIX,
+    BadSummary, BlockedVm, LastRun, NodeSummary, Readiness, SummaryProblem, HEARTBEAT,
+    LABEL_SUMMARY, MAX_BLOCKED, MAX_REASON, STALE_AFTER, SUMMARY_KEY, SUMMARY_PREFIX,
 };
 pub use va_cache::VaCache;
 pub use wait::{until_gone, watch_timeout_secs};

@@ -58,11 +58,16 @@ impl std::fmt::Display for NamespacedName {
     }
 }
 
+/// A text that is not `NAMESPACE/NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected NAMESPACE/NAME, got {0:?}")]
+pub struct NotNamespacedName(pub String);
+
 impl std::str::FromStr for NamespacedName {
-    type Err = String;
+    type Err = NotNamespacedName;
 
     /// Parses `NAMESPACE/NAME`; both parts non-empty, no second `/`.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, NotNamespacedName> {
         match s.split_once('/') {
             Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
                 Ok(NamespacedName {
@@ -70,7 +75,7 @@ impl std::str::FromStr for NamespacedName {
                     name: name.to_string(),
                 })
             }
-            _ => Err(format!("expected NAMESPACE/NAME, got {s:?}")),
+            _ => Err(NotNamespacedName(s.to_string())),
         }
     }
 }

@@ -16,7 +16,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 
-use super::errors::describe;
+use super::errors::RequestFailed;
 use super::lists::list;
 use super::names::REPORTING_CONTROLLER;
 
@@ -152,7 +152,11 @@ pub fn one_line(s: &str, max: usize) -> String {
 }
 
 /// Writes the summary (server-side apply: one request, creating the ConfigMap if absent).
-pub async fn publish(client: &Client, namespace: &str, s: &NodeSummary) -> Result<(), String> {
+pub async fn publish(
+    client: &Client,
+    namespace: &str,
+    s: &NodeSummary,
+) -> Result<(), PublishError> {
     let name = summary_name(&s.node);
     let body = serde_json::json!({
         "apiVersion": "v1",
@@ -165,14 +169,27 @@ pub async fn publish(client: &Client, namespace: &str, s: &NodeSummary) -> Resul
                 "app.kubernetes.io/name": "vmrecover",
             },
         },
-        "data": { SUMMARY_KEY: serde_json::to_string(s).map_err(|e| e.to_string())? },
+        "data": { SUMMARY_KEY: serde_json::to_string(s)? },
     });
     let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
     let pp = PatchParams::apply(REPORTING_CONTROLLER).force();
     api.patch(&name, &pp, &Patch::Apply(&body))
         .await
         .map(|_| ())
-        .map_err(|e| describe(&e, "patch", &format!("configmaps {namespace}/{name}")))
+        .map_err(|e| {
+            RequestFailed::new("patch", format!("configmaps {namespace}/{name}"), e).into()
+        })
+}
+
+/// Why a node summary was not published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The summary could not be encoded (a bug: every summary encodes).
+    #[error("cannot encode the node summary: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The API server refused the ConfigMap or could not be reached.
+    #[error(transparent)]
+    Request(#[from] RequestFailed),
 }
 
 /// Every summary in `namespace` (one list by label); a ConfigMap whose JSON does not decode
@@ -180,7 +197,7 @@ pub async fn publish(client: &Client, namespace: &str, s: &NodeSummary) -> Resul
 pub async fn list_all(
     client: &Client,
     namespace: &str,
-) -> Result<Vec<Result<NodeSummary, (String, String)>>, String> {
+) -> Result<Vec<Result<NodeSummary, BadSummary>>, String> {
     let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
     let lp = ListParams::default().labels(&format!("{LABEL_SUMMARY}=true"));
     let items = list(api, &lp, "configmaps").await?;
@@ -192,14 +209,39 @@ pub async fn list_all(
                 .strip_prefix(SUMMARY_PREFIX)
                 .unwrap_or(&name)
                 .to_string();
-            cm.data
-                .as_ref()
-                .and_then(|d| d.get(SUMMARY_KEY))
-                .ok_or_else(|| "no summary.json".to_string())
-                .and_then(|t| serde_json::from_str::<NodeSummary>(t).map_err(|e| e.to_string()))
-                .map_err(|e| (node, e))
+            match cm.data.as_ref().and_then(|d| d.get(SUMMARY_KEY)) {
+                None => Err(BadSummary {
+                    node,
+                    why: SummaryProblem::Missing,
+                }),
+                Some(t) => serde_json::from_str::<NodeSummary>(t).map_err(|e| BadSummary {
+                    node,
+                    why: SummaryProblem::Invalid(e.to_string()),
+                }),
+            }
         })
         .collect())
+}
+
+/// A node's summary ConfigMap that does not hold a summary this build reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{why}")]
+pub struct BadSummary {
+    /// The node it is for (from the ConfigMap's name).
+    pub node: String,
+    /// What is wrong with it.
+    pub why: SummaryProblem,
+}
+
+/// What is wrong with a summary ConfigMap.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SummaryProblem {
+    /// It has no `summary.json` key.
+    #[error("no summary.json")]
+    Missing,
+    /// Its `summary.json` does not decode (the decoder's words).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// The checks' result as the node summary carries it.

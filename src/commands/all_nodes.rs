@@ -11,7 +11,9 @@ use kube::Api;
 use serde::Serialize;
 
 use crate::cli::OutputFormat;
-use crate::cluster::{self, HarvesterFacts, NodeSummary, SUMMARY_PREFIX};
+use crate::cluster::{
+    self, BadSummary, HarvesterFacts, NodeSummary, SummaryProblem, SUMMARY_PREFIX,
+};
 use crate::config::Config;
 use crate::exit::Outcome;
 
@@ -110,13 +112,13 @@ pub async fn run(cfg: &Config) -> Outcome {
 pub fn site(
     now: jiff::Timestamp,
     nodes: &[Node],
-    summaries: Vec<Result<NodeSummary, (String, String)>>,
+    summaries: Vec<Result<NodeSummary, BadSummary>>,
 ) -> SiteReport {
-    let mut by_node: BTreeMap<String, Result<NodeSummary, String>> = BTreeMap::new();
+    let mut by_node: BTreeMap<String, Result<NodeSummary, SummaryProblem>> = BTreeMap::new();
     for s in summaries {
         match s {
             Ok(s) => by_node.insert(s.node.clone(), Ok(s)),
-            Err((node, e)) => by_node.insert(node, Err(e)),
+            Err(bad) => by_node.insert(bad.node, Err(bad.why)),
         };
     }
     let mut rows: Vec<NodeRow> = nodes
@@ -133,7 +135,7 @@ pub fn site(
             .to_string();
             let (summary, summary_error) = match by_node.remove(&name) {
                 Some(Ok(s)) => (Some(s), None),
-                Some(Err(e)) => (None, Some(e)),
+                Some(Err(e)) => (None, Some(e.to_string())),
                 None => (None, None),
             };
             let stale = summary.as_ref().is_some_and(|s| s.is_stale(now));

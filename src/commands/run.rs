@@ -39,12 +39,13 @@ pub async fn run(cfg: &Config, args: &RunConfig) -> Outcome {
     let plan = plan(&gathering.facts, policy);
 
     if args.dry_run {
-        return print_plan(&plan, cfg.output).map_or_else(|e| fail(&e), |()| plan_outcome(&plan));
+        return print_plan(&plan, cfg.output)
+            .map_or_else(|e| fail(&e.to_string()), |()| plan_outcome(&plan));
     }
     pipeline::record_seen(cfg, &gathering.facts);
     if !plan.has_work() {
         if let Err(e) = print_plan(&plan, cfg.output) {
-            return fail(&e);
+            return fail(&e.to_string());
         }
         if cfg.output != OutputFormat::Json {
             let blocked = plan
@@ -65,7 +66,7 @@ pub async fn run(cfg: &Config, args: &RunConfig) -> Outcome {
     }
     if cfg.output != OutputFormat::Json {
         if let Err(e) = print_plan(&plan, cfg.output) {
-            return fail(&e);
+            return fail(&e.to_string());
         }
     }
     if !args.yes {
@@ -168,7 +169,12 @@ async fn follow_outcomes(
     }
 }
 
-fn print_plan(plan: &Plan, output: OutputFormat) -> Result<(), String> {
+/// The plan could not be written to standard output (a closed pipe, a full disk).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the plan: {0}")]
+struct CannotPrint(std::io::Error);
+
+fn print_plan(plan: &Plan, output: OutputFormat) -> Result<(), CannotPrint> {
     let mut out = crate::style::stdout().lock();
     match output {
         OutputFormat::Json => serde_json::to_writer_pretty(&mut out, plan)
@@ -177,7 +183,7 @@ fn print_plan(plan: &Plan, output: OutputFormat) -> Result<(), String> {
         OutputFormat::Table => render_plan_table(plan, &mut out),
         OutputFormat::Wide => render_plan(plan, &mut out),
     }
-    .map_err(|e| format!("cannot write the plan: {e}"))
+    .map_err(CannotPrint)
 }
 
 fn confirm(plan: &Plan) -> std::io::Result<bool> {
@@ -195,7 +201,7 @@ fn confirm(plan: &Plan) -> std::io::Result<bool> {
 /// Exit code for a plan that is only shown: 1 when it is refused because evidence could
 /// not be read (e.g. a corrupt intents file), 3 when anything is blocked, else 0.
 pub fn plan_outcome(plan: &Plan) -> Outcome {
-    if plan.refused_by.is_some_and(|b| b.is_unreadable()) {
+    if plan.refused_by().is_some_and(|b| b.is_unreadable()) {
         Outcome::Error
     } else if plan.has_blocked() {
         Outcome::Blocked
@@ -211,7 +217,7 @@ pub fn report_outcome(report: &RunReport) -> Outcome {
     let unreadable = report
         .outcomes
         .iter()
-        .any(|o| o.blocker.is_some_and(|b| b.is_unreadable()));
+        .any(|o| o.result.blocker().is_some_and(|b| b.is_unreadable()));
     if report.failed() > 0 || report.stopped.is_some() || unreadable {
         Outcome::Error
     } else if report.aborted() > 0 || report.plan.has_blocked() {

@@ -15,7 +15,7 @@ use crate::node::{self, NodeFacts};
 use crate::pipeline;
 use crate::recovery::{
     plan, render_decision, render_plan, render_plan_table, render_report, shorten, Action, Blocker,
-    Plan, ReportStore, RunReport,
+    Plan, ReportStore, RunReport, VmResult,
 };
 
 /// The status document, as `--output json` prints it.
@@ -250,12 +250,18 @@ fn one_vm(r: &StatusReport, which: &str, out: &mut dyn Write) -> std::io::Result
     if let Some((run, o)) = last {
         writeln!(
             out,
-            "  last run ({} at {}): {:?}{}",
+            "  last run ({} at {}): {}{}",
             run.mode,
             run.started,
-            o.result,
-            o.reason
-                .as_deref()
+            match &o.result {
+                VmResult::Recovered => "Recovered",
+                VmResult::FinishedByController => "FinishedByController",
+                VmResult::HandedToController => "HandedToController",
+                VmResult::Aborted(_) => "Aborted",
+                VmResult::Failed { .. } => "Failed",
+            },
+            o.result
+                .reason()
                 .map(|w| format!(" — {w}"))
                 .unwrap_or_default()
         )?;
@@ -365,16 +371,16 @@ fn table(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
 /// report this boot) are a normal recovery and do not alarm.
 pub fn status_outcome(r: &StatusReport) -> Outcome {
     let unreadable = r.cluster.value().is_none()
-        || r.plan.refused_by.is_some_and(Blocker::is_unreadable)
+        || r.plan.refused_by().is_some_and(Blocker::is_unreadable)
         || r.plan.decisions.iter().any(|d| {
-            matches!(d.action, Action::Blocked) && d.blockers.iter().any(|b| b.is_unreadable())
+            matches!(d.action, Action::Blocked) && d.blockers().iter().any(|b| b.is_unreadable())
         });
     if unreadable {
         return Outcome::Error;
     }
     let refused = r
         .plan
-        .refused_by
+        .refused_by()
         .is_some_and(|b| b != Blocker::BootNotReported);
     if refused
         || r.plan

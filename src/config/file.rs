@@ -97,16 +97,17 @@ pub fn load(path: &ConfigPath) -> Result<Option<(PathBuf, String, FileConfig)>, 
         path: file.to_path_buf(),
         why: format!("cannot read it: {e}"),
     })?;
-    let cfg = parse(&text).map_err(|why| FileError {
+    let cfg = parse(&text).map_err(|e| FileError {
         path: file.to_path_buf(),
-        why,
+        why: e.to_string(),
     })?;
     Ok(Some((file.to_path_buf(), text, cfg)))
 }
 
-/// Parses a configuration; an empty or comment-only file sets nothing.
-pub fn parse(text: &str) -> Result<FileConfig, String> {
-    let parsed: Option<FileConfig> = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+/// Parses a configuration; an empty or comment-only file sets nothing. The parser's error
+/// names the line, column, key and expected form.
+pub fn parse(text: &str) -> Result<FileConfig, serde_saphyr::Error> {
+    let parsed: Option<FileConfig> = serde_saphyr::from_str(text)?;
     Ok(parsed.unwrap_or_default())
 }
 
@@ -218,7 +219,7 @@ mod tests {
                 &["line 1", "unknown field `stuck_after`", "stuckAfter"],
             ),
         ] {
-            let e = parse(text).unwrap_err();
+            let e = parse(text).unwrap_err().to_string();
             for s in says {
                 assert!(e.contains(s), "{text:?}: {e:?} does not say {s:?}");
             }

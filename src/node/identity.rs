@@ -171,14 +171,20 @@ mod tests {
             (Some(MACHINE), Some(" \n"), BOOT_ID_PATH),
         ] {
             let root = host(machine, boot);
-            let err = read(root.path()).as_result().expect_err("unreadable");
+            let err = read(root.path())
+                .as_result()
+                .expect_err("unreadable")
+                .to_string();
             assert!(
                 err.contains(&root.path().join(path).display().to_string()),
                 "{err}"
             );
         }
         let root = host(None, None);
-        let err = read(root.path()).as_result().expect_err("unreadable");
+        let err = read(root.path())
+            .as_result()
+            .expect_err("unreadable")
+            .to_string();
         assert!(
             err.contains("machine-id") && err.contains("boot_id"),
             "{err}"

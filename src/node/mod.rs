@@ -226,7 +226,7 @@ impl NodeFacts {
         namespace: &str,
         name: &str,
         uid: &str,
-    ) -> Result<Vec<&VmProcess>, String> {
+    ) -> Result<Vec<&VmProcess>, crate::evidence::Unreadable<'_>> {
         let procs = self.processes.as_result()?;
         Ok(procs
             .iter()
@@ -242,7 +242,7 @@ impl NodeFacts {
     /// [`volume_holders_for`](Self::volume_holders_for) for a volume whose PV name is its
     /// Longhorn volume name (dynamically provisioned PVs). Kept for callers that know only
     /// the PV name; for static PVs it misses the device and everything on it.
-    pub fn volume_holders(&self, volume: &str) -> Result<Vec<String>, String> {
+    pub fn volume_holders(&self, volume: &str) -> Result<Vec<String>, HoldersUnknown> {
         self.volume_holders_for(&VolumeKey::same(volume))
     }
 
@@ -261,7 +261,7 @@ impl NodeFacts {
     ///
     /// Each `Ok` entry is one sentence for people (`open by pid 4242 (qemu-kvm) fd 18 ->
     /// /dev/sdb1`).
-    pub fn volume_holders_for(&self, key: &VolumeKey) -> Result<Vec<String>, String> {
+    pub fn volume_holders_for(&self, key: &VolumeKey) -> Result<Vec<String>, HoldersUnknown> {
         let d = &self.disks;
         let mut held = Vec::new();
         let mut unknown = Vec::new();
@@ -310,13 +310,24 @@ impl NodeFacts {
             Err(e) => unknown.push(format!("mounts: {e}")),
         }
         if held.is_empty() && !unknown.is_empty() {
-            return Err(format!(
-                "cannot tell whether volume {key} is held on this node: {}",
-                unknown.join("; ")
-            ));
+            return Err(HoldersUnknown {
+                volume: key.to_string(),
+                missing: unknown,
+            });
         }
         Ok(held)
     }
+}
+
+/// Why whether a volume is held on this node cannot be told: the sources that could not be
+/// read, each with why, and nothing read shows it held.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot tell whether volume {volume} is held on this node: {}", missing.join("; "))]
+pub struct HoldersUnknown {
+    /// The volume (as its key reads).
+    pub volume: String,
+    /// Each source missing, with why (`mounts: …`, `open files: …`).
+    pub missing: Vec<String>,
 }
 
 /// Gathers node facts with the default time limits; never fails: unreadable sources

@@ -44,7 +44,26 @@ pub struct ParseError {
     /// 1-based line number.
     pub line: usize,
     /// What is wrong with it.
-    pub what: String,
+    pub what: LineError,
+}
+
+/// What is wrong with one mountinfo line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    /// A field the format requires is not there.
+    #[error("missing {0}")]
+    Missing(&'static str),
+    /// The `major:minor` field has no colon.
+    #[error("major:minor without ':'")]
+    NoColon,
+    /// A numeric field is not a number.
+    #[error("{what} is not a number: {got:?}")]
+    NotANumber {
+        /// Which field.
+        what: &'static str,
+        /// What it held.
+        got: String,
+    },
 }
 
 /// Parses a whole mountinfo file; blank lines are ignored, any malformed line is an
@@ -64,16 +83,16 @@ pub fn parse(text: &[u8]) -> Result<Vec<Mount>, ParseError> {
 }
 
 /// Parses one line.
-pub fn parse_line(line: &[u8]) -> Result<Mount, String> {
+pub fn parse_line(line: &[u8]) -> Result<Mount, LineError> {
     let mut fields = line.split(|&b| b == b' ').filter(|f| !f.is_empty());
-    let mut next = |what: &str| fields.next().ok_or_else(|| format!("missing {what}"));
+    let mut next = |what: &'static str| fields.next().ok_or(LineError::Missing(what));
     let mount_id = number(next("mount id")?, "mount id")?;
     let parent_id = number(next("parent id")?, "parent id")?;
     let devno = next("major:minor")?;
     let colon = devno
         .iter()
         .position(|&b| b == b':')
-        .ok_or("major:minor without ':'")?;
+        .ok_or(LineError::NoColon)?;
     let major = number(devno.get(..colon).unwrap_or_default(), "major")?;
     let minor = number(devno.get(colon + 1..).unwrap_or_default(), "minor")?;
     let root = unescape(next("root")?);
@@ -105,11 +124,14 @@ pub fn parse_line(line: &[u8]) -> Result<Mount, String> {
     })
 }
 
-fn number<T: std::str::FromStr>(b: &[u8], what: &str) -> Result<T, String> {
+fn number<T: std::str::FromStr>(b: &[u8], what: &'static str) -> Result<T, LineError> {
     std::str::from_utf8(b)
         .ok()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("{what} is not a number: {:?}", String::from_utf8_lossy(b)))
+        .ok_or_else(|| LineError::NotANumber {
+            what,
+            got: String::from_utf8_lossy(b).into_owned(),
+        })
 }
 
 fn text(b: &[u8]) -> String {

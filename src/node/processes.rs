@@ -559,7 +559,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("proc")).expect("mkdir");
         assert!(check_pid_namespace(dir.path()).is_err());
         let g = scan(dir.path());
-        let err = g.as_result().expect_err("unreadable");
+        let err = g.as_result().expect_err("unreadable").to_string();
         assert!(err.contains("proc/self"), "{err}");
     }
 

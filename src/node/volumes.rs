@@ -261,26 +261,44 @@ fn mounts(host_root: &Path, ix: &DeviceIndex, limits: ScanLimits) -> Gathered<Mo
     })
 }
 
+/// Why `<root>/proc/self`'s mount table cannot stand in for pid 1's.
+#[derive(Debug, thiserror::Error)]
+enum NotTheHostsMounts {
+    /// A namespace link could not be read.
+    #[error("cannot tell whether {} is the host's ({}: {source})", mountinfo.display(), link.display())]
+    Unknown {
+        /// The mount table in question.
+        mountinfo: PathBuf,
+        /// The namespace link that could not be read.
+        link: PathBuf,
+        /// The operating system's answer.
+        source: std::io::Error,
+    },
+    /// The two namespaces differ.
+    #[error("{} is in another mount namespace than pid 1, so its mount table is not the host's", proc_self.display())]
+    Other {
+        /// `<root>/proc/self`.
+        proc_self: PathBuf,
+    },
+}
+
 /// Whether `<root>/proc/self` is in pid 1's mount namespace (so its mount table is the
 /// host's); `Err` says why not, or why it cannot be told.
-fn same_mount_namespace(root: &Path) -> Result<(), String> {
+fn same_mount_namespace(root: &Path) -> Result<(), NotTheHostsMounts> {
     let (ns1, nss) = (root.join("proc/1/ns/mnt"), root.join("proc/self/ns/mnt"));
     let read = |p: &Path| {
-        std::fs::read_link(p).map_err(|e| {
-            format!(
-                "cannot tell whether {} is the host's ({}: {e})",
-                root.join("proc/self/mountinfo").display(),
-                p.display()
-            )
+        std::fs::read_link(p).map_err(|source| NotTheHostsMounts::Unknown {
+            mountinfo: root.join("proc/self/mountinfo"),
+            link: p.to_path_buf(),
+            source,
         })
     };
     if read(&ns1)? == read(&nss)? {
         Ok(())
     } else {
-        Err(format!(
-            "{} is in another mount namespace than pid 1, so its mount table is not the host's",
-            root.join("proc/self").display()
-        ))
+        Err(NotTheHostsMounts::Other {
+            proc_self: root.join("proc/self"),
+        })
     }
 }
 
@@ -577,7 +595,7 @@ mod tests {
             &Arc::new(DeviceIndex::default()),
             ScanLimits::default(),
         );
-        let err = g.as_result().expect_err("not a procfs");
+        let err = g.as_result().expect_err("not a procfs").to_string();
         assert!(err.contains("proc/self"), "{err}");
         assert!(err.contains("not a procfs"), "{err}");
     }

@@ -14,7 +14,8 @@ use crate::cluster::ObjectKey;
 pub struct Abort {
     /// Why, as a type (metrics, exit codes).
     pub blocker: Blocker,
-    /// Why, in words.
+    /// Why, in words (`reason` in JSON, as in a run report's outcome).
+    #[serde(rename = "reason")]
     pub detail: String,
 }
 
@@ -59,19 +60,19 @@ pub fn judge(planned: &Decision, remaining: &[Step], fresh: &Plan) -> Result<Vec
     }
     if let Some(why) = &fresh.refused {
         return Err(Abort::new(
-            fresh.refused_by.unwrap_or(Blocker::PlanRefused),
-            format!("re-checked before the change: {why}"),
+            why.blocker,
+            format!("re-checked before the change: {}", why.text),
         ));
     }
     // The VMIs could not be read at all: nothing is known about this VM now.
     if let Some(u) = fresh
         .decisions
         .iter()
-        .find(|d| d.blockers.contains(&Blocker::ClusterUnreadable))
+        .find(|d| d.blocked_by(Blocker::ClusterUnreadable))
     {
         return Err(Abort::new(
             Blocker::ClusterUnreadable,
-            format!("re-checked before the change: {}", u.reasons.join("; ")),
+            format!("re-checked before the change: {}", u.reason_text("; ")),
         ));
     }
     let Some(f) = fresh_decision(fresh, planned) else {
@@ -109,8 +110,11 @@ pub fn judge(planned: &Decision, remaining: &[Step], fresh: &Plan) -> Result<Vec
         Action::Recover { steps } => steps,
         Action::Blocked | Action::NotMine => {
             return Err(Abort::new(
-                f.blockers.first().copied().unwrap_or(Blocker::PlanChanged),
-                format!("re-checked before the change: {}", f.reasons.join("; ")),
+                f.blockers()
+                    .first()
+                    .copied()
+                    .unwrap_or(Blocker::PlanChanged),
+                format!("re-checked before the change: {}", f.reason_text("; ")),
             ))
         }
         other => {
@@ -119,7 +123,7 @@ pub fn judge(planned: &Decision, remaining: &[Step], fresh: &Plan) -> Result<Vec
                 format!(
                     "re-checked before the change: it is {} now, no longer to recover ({})",
                     other.label(),
-                    f.reasons.join("; ")
+                    f.reason_text("; ")
                 ),
             ))
         }
@@ -248,13 +252,12 @@ mod tests {
             vm: Some(key("vm-1", "vm-uid", "1")),
             phase: String::new(),
             action: Action::Recover { steps },
-            reasons: vec!["stuck".into()],
+            reasons: vec![crate::recovery::Reason::why("stuck")],
             evidence: vec!["no process".into()],
             pvcs: Vec::new(),
             volumes: Vec::new(),
             kept_finalizers: Vec::new(),
             skipped_side_effects: Vec::new(),
-            blockers: Vec::new(),
             disks: Vec::new(),
             declared_off: None,
         }
@@ -269,7 +272,6 @@ mod tests {
             decisions,
             orphans: Vec::new(),
             refused: None,
-            refused_by: None,
             host: None,
             harvester: Vec::new(),
             paused: None,
@@ -367,15 +369,19 @@ mod tests {
         let planned = decision(steps.clone());
         let mut blocked = planned.clone();
         blocked.action = Action::Blocked;
-        blocked.blockers = vec![Blocker::LiveProcess];
-        blocked.reasons = vec!["still running here: pid 42 (qemu)".into()];
+        blocked.reasons = vec![crate::recovery::Reason::blocking(
+            Blocker::LiveProcess,
+            "still running here: pid 42 (qemu)",
+        )];
         let err = judge(&planned, &steps, &plan_of(vec![blocked])).unwrap_err();
         assert_eq!(err.blocker, Blocker::LiveProcess);
         assert!(err.detail.contains("pid 42"));
 
         let mut paused = plan_of(vec![planned.clone()]);
-        paused.refused = Some("vmrecover is paused".into());
-        paused.refused_by = Some(Blocker::Paused);
+        paused.refused = Some(crate::recovery::Refusal::new(
+            Blocker::Paused,
+            "vmrecover is paused",
+        ));
         assert_eq!(
             judge(&planned, &steps, &paused).unwrap_err().blocker,
             Blocker::Paused
@@ -396,8 +402,10 @@ mod tests {
         unknown.vmi = None;
         unknown.vm = None;
         unknown.action = Action::Blocked;
-        unknown.blockers = vec![Blocker::ClusterUnreadable];
-        unknown.reasons = vec!["cannot read the VMIs on node n1 (forbidden)".into()];
+        unknown.reasons = vec![crate::recovery::Reason::blocking(
+            Blocker::ClusterUnreadable,
+            "cannot read the VMIs on node n1 (forbidden)",
+        )];
         let err = judge(&planned, &steps[2..], &plan_of(vec![unknown])).unwrap_err();
         assert_eq!(err.blocker, Blocker::ClusterUnreadable);
         assert!(err.detail.contains("forbidden"));

@@ -2,31 +2,29 @@
 //! holds the Lease, tests the exact object version it was planned on, and is recorded as
 //! a journald audit record and a line in the run report; each VM's changes together are
 //! one Kubernetes Event on it. One VM's failure never stops the others.
+//!
+//! One function per ladder step ([`VmRun::free_pod`], [`VmRun::wait`], [`VmRun::clear`]);
+//! every call to the cluster goes through [`ApplyCluster`], so the steps are unit-tested
+//! against a scripted cluster (`apply_tests.rs`).
 
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use kube::Client;
-use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use super::abort::Abort;
+use super::apply_event::vm_event;
+use super::apply_intent::{forget_intent, record_intent};
+use super::apply_io::{ApplyCluster, FinalizerPatch, Patched};
 use super::audit::{self, AuditRecord};
 use super::blocker::Blocker;
 use super::finalizers::ObjectKind;
-use super::intents::{IntentDisk, IntentStore, RecoveryIntent};
+use super::intents::IntentStore;
 use super::model::{Action, Decision, OrphanDecision, Plan, Step};
 use super::recheck::Recheck;
 use super::report::{OrphanOutcome, StepAction, StepOutcome, StepStatus, VmOutcome, VmResult};
-use crate::cluster::LeaseGuard;
-use crate::cluster::ObjectKey;
-use crate::cluster::{backoff, retryable, with_retries, ATTEMPTS};
-use crate::cluster::{classify_refusal, describe, status_code, Refusal};
-use crate::cluster::{EventRecorder, Regarding};
-use crate::cluster::{VirtualMachine, VirtualMachineInstance};
+use crate::cluster::{LeaseGuard, ObjectKey};
 use crate::node::orphans;
 
 /// How many times a finalizer patch is re-read and retried after a conflict.
@@ -34,22 +32,18 @@ const CONFLICT_RETRIES: u32 = 3;
 
 /// What apply needs besides the plan.
 pub struct ApplyContext {
-    /// The API client.
-    pub client: Client,
+    /// The cluster calls the steps make.
+    pub cluster: Arc<dyn ApplyCluster>,
     /// Whether the node Lease is still held.
     pub lease: LeaseGuard,
     /// Intents in the state directory.
     pub intents: Arc<Mutex<IntentStore>>,
-    /// Event recorder.
-    pub events: EventRecorder,
     /// The planner re-run right before each VM is changed.
     pub recheck: Recheck,
     /// How many VMs are worked on at once.
     pub concurrency: usize,
     /// SIGTERM-to-SIGKILL grace for orphan processes.
     pub kill_grace: Duration,
-    /// Server-side timeout of each watch request (the controller wait).
-    pub watch_timeout_secs: u32,
     /// Becomes true when the process is asked to stop (SIGTERM, Ctrl-C): no new step
     /// starts, a controller wait ends at once.
     pub cancel: tokio::sync::watch::Receiver<bool>,
@@ -99,10 +93,23 @@ async fn recover_vm(d: &Decision, steps: &[Step], ctx: &ApplyContext) -> VmOutco
         doing.dedup();
         p(&format!("{vm}: {}", doing.join(", ")));
     }
-    let mut changes = Vec::new();
-    let mut out = recover_steps(d, steps, ctx, &mut changes).await;
+    let mut run = VmRun {
+        d,
+        ctx,
+        steps: Vec::new(),
+        requests: 0,
+        changes: Vec::new(),
+        evidence: String::new(),
+        vmi_gone: false,
+        vm_deleted: false,
+    };
+    let result = run.all(steps).await;
+    if let Some(why) = result.reason() {
+        tracing::warn!(vm = %vm, "{why}");
+    }
     if let Some(p) = &ctx.progress {
-        let did: Vec<String> = changes
+        let did: Vec<String> = run
+            .changes
             .iter()
             .map(|c| match c {
                 Change::PodDeleted(_) => "pod freed".to_string(),
@@ -111,15 +118,15 @@ async fn recover_vm(d: &Decision, steps: &[Step], ctx: &ApplyContext) -> VmOutco
                 }
             })
             .collect();
-        let result = match out.result {
+        let said = match &result {
             VmResult::Recovered => "recovered",
             VmResult::FinishedByController => "finished by the controllers",
             VmResult::HandedToController => "handed to the VM controller",
-            VmResult::Aborted => "left alone",
-            VmResult::Failed => "FAILED",
+            VmResult::Aborted(_) => "left alone",
+            VmResult::Failed { .. } => "FAILED",
         };
         p(&format!(
-            "{vm}: {}{result}",
+            "{vm}: {}{said}",
             if did.is_empty() {
                 String::new()
             } else {
@@ -127,508 +134,307 @@ async fn recover_vm(d: &Decision, steps: &[Step], ctx: &ApplyContext) -> VmOutco
             }
         ));
     }
-    if !changes.is_empty() {
-        out.requests += 1;
-        vm_event(ctx, d, &changes, &out).await;
+    if !run.changes.is_empty() {
+        run.requests += 1;
+        vm_event(ctx, d, &run.changes, &result).await;
     }
-    out
-}
-
-/// What a VM's steps changed before a stop, in words: the report must not say "no
-/// change" after a pod was deleted.
-fn done_so_far(changes: &[Change]) -> String {
-    if changes.is_empty() {
-        return "no change was made to it".into();
+    VmOutcome {
+        namespace: d.namespace.clone(),
+        name: d.name.clone(),
+        result,
+        steps: run.steps,
+        requests: run.requests,
+        follow: None,
+        vm_deleted: run.vm_deleted,
     }
-    let done: Vec<String> = changes
-        .iter()
-        .map(|c| match c {
-            Change::PodDeleted(p) => format!("launcher pod {p} was force-deleted"),
-            Change::FinalizersRemoved(kind, f) => {
-                format!("finalizers {} were removed from the {kind}", f.join(", "))
-            }
-        })
-        .collect();
-    format!("done before the stop: {}", done.join("; "))
 }
 
 /// What one step changed, for the VM's Event.
-enum Change {
+pub(super) enum Change {
     /// A leftover launcher pod was force-deleted.
     PodDeleted(String),
     /// Finalizers were removed from the VMI or VM.
     FinalizersRemoved(ObjectKind, Vec<String>),
 }
 
-/// The steps of one VM; every change made is pushed to `changes`.
-async fn recover_steps(
-    d: &Decision,
-    steps: &[Step],
-    ctx: &ApplyContext,
-    changes: &mut Vec<Change>,
-) -> VmOutcome {
-    let mut out = VmOutcome {
-        namespace: d.namespace.clone(),
-        name: d.name.clone(),
-        result: VmResult::Recovered,
-        reason: None,
-        blocker: None,
-        steps: Vec::new(),
-        requests: 0,
-        follow: None,
-        vm_deleted: false,
-    };
-    // The evidence each change rests on, as last checked (not as planned).
-    let mut evidence = match ctx.recheck.before_change(d, steps).await {
-        Ok(fresh) => fresh.join("; "),
-        Err(abort) => return out.abort(abort),
-    };
-    if let Err(why) = record_intent(d, ctx) {
-        return out.end(VmResult::Failed, why);
+/// What a step says: go on with the next one, or the VM is done with this result.
+type Flow = ControlFlow<VmResult>;
+
+/// One VM's steps as they go: what each did, what was changed, and the evidence each
+/// change rests on as last checked (not as planned).
+struct VmRun<'a> {
+    d: &'a Decision,
+    ctx: &'a ApplyContext,
+    /// The steps as carried out, in order.
+    steps: Vec<StepOutcome>,
+    /// API requests made.
+    requests: u32,
+    /// Every change made, for the Event and a stop's words.
+    changes: Vec<Change>,
+    /// The evidence as last checked, for the audit records.
+    evidence: String,
+    /// Set once the wait saw the VMI disappear: its clear step has nothing left to do.
+    vmi_gone: bool,
+    /// The VM is known gone without a read: the wait saw it go, or its finalizer patch was
+    /// answered with the deleted object or a 404 (the follow needs no read to know it).
+    vm_deleted: bool,
+}
+
+impl VmRun<'_> {
+    /// The re-check, the intent, then each step in order; a stop or a lost Lease ends it
+    /// between steps.
+    async fn all(&mut self, steps: &[Step]) -> VmResult {
+        match self.ctx.recheck.before_change(self.d, steps).await {
+            Ok(fresh) => self.evidence = fresh.join("; "),
+            Err(abort) => return VmResult::Aborted(abort),
+        }
+        if let Err(why) = record_intent(self.d, self.ctx) {
+            return VmResult::Failed {
+                reason: why.to_string(),
+            };
+        }
+        for (i, step) in steps.iter().enumerate() {
+            if let Some(stop) = self.stopped() {
+                return VmResult::Aborted(stop);
+            }
+            let flow = match step {
+                Step::ForceDeletePod { pod } => self.free_pod(pod).await,
+                Step::WaitForControllers { grace } => self.wait(*grace, &steps[i + 1..]).await,
+                Step::ClearFinalizers { .. } => self.clear(&steps[i..]).await,
+            };
+            if let ControlFlow::Break(result) = flow {
+                return result;
+            }
+        }
+        forget_intent(self.d, self.ctx);
+        if steps
+            .iter()
+            .any(|s| matches!(s, Step::ClearFinalizers { .. }))
+        {
+            VmResult::Recovered
+        } else {
+            VmResult::HandedToController
+        }
     }
 
-    // Set once the wait saw the VMI disappear: its clear step has nothing left to do.
-    let mut vmi_gone = false;
-    for (i, step) in steps.iter().enumerate() {
-        if *ctx.cancel.borrow() {
-            return out.abort(Abort::new(
+    /// Why no further step may start: asked to stop, or the Lease is lost.
+    fn stopped(&self) -> Option<Abort> {
+        if *self.ctx.cancel.borrow() {
+            return Some(Abort::new(
                 Blocker::Interrupted,
                 format!(
                     "vmrecover was asked to stop: {}; a rerun continues",
-                    done_so_far(changes)
+                    self.done_so_far()
                 ),
             ));
         }
-        if !ctx.lease.is_held() {
-            return out.abort(Abort::new(
+        if !self.ctx.lease.is_held() {
+            return Some(Abort::new(
                 Blocker::LeaseLost,
-                format!("the node Lease was lost: {}", done_so_far(changes)),
+                format!("the node Lease was lost: {}", self.done_so_far()),
             ));
         }
-        match step {
-            Step::ForceDeletePod { pod } => {
-                let desc = format!(
-                    "force-delete launcher pod {}/{} (grace 0)",
-                    pod.namespace, pod.name
-                );
-                out.requests += 1;
-                let result = force_delete_pod(&ctx.client, pod).await;
-                let text = result.clone().err().unwrap_or_else(|| "done".into());
-                audit::record(&AuditRecord {
-                    action: "force-delete-pod",
-                    kind: "pod",
-                    object: &format!("{}/{}", pod.namespace, pod.name),
-                    uid: &pod.uid,
-                    finalizers_removed: "",
-                    evidence: &evidence,
-                    result: &text,
-                });
-                out.steps.push(StepOutcome {
-                    action: StepAction::ForceDeletePod,
-                    status: if result.is_ok() {
-                        StepStatus::Done
-                    } else {
-                        StepStatus::Failed
-                    },
-                    step: desc,
-                    result: text.clone(),
-                });
-                if let Err(why) = result {
-                    return out.end(VmResult::Failed, why);
-                }
-                changes.push(Change::PodDeleted(pod.name.clone()));
-            }
-            Step::WaitForControllers { grace } => {
-                let desc = format!(
-                    "wait up to {} for virt-controller/Harvester",
-                    humantime::format_duration(*grace)
-                );
-                let mut cancel = ctx.cancel.clone();
-                let waited = tokio::select! {
-                    w = wait_for_controllers(d, *grace, ctx) => w,
-                    _ = cancel.wait_for(|stop| *stop) => {
-                        return out.abort(Abort::new(
-                            Blocker::Interrupted,
-                            format!(
-                                "vmrecover was asked to stop during the controller wait: {}; a rerun continues",
-                                done_so_far(changes)
-                            ),
-                        ));
-                    }
-                };
-                out.requests += 2;
-                vmi_gone = waited.vmi_gone;
-                if waited.finished {
-                    // The wait saw the VM go: the follow needs no read to know it.
-                    out.vm_deleted = waited.vm_gone;
-                    out.steps.push(StepOutcome {
-                        action: StepAction::WaitForControllers,
-                        status: StepStatus::Done,
-                        step: desc,
-                        result: "the controllers finished it".into(),
-                    });
-                    forget_intent(d, ctx);
-                    return out.end_ok(VmResult::FinishedByController);
-                }
-                let result = if vmi_gone {
-                    "done: the controllers removed the VMI; the VM is still stuck"
-                } else {
-                    "done: still stuck after the grace period"
-                };
-                out.steps.push(StepOutcome {
-                    action: StepAction::WaitForControllers,
-                    status: StepStatus::Done,
-                    step: desc,
-                    result: result.into(),
-                });
-                // Time passed: the planner decides again before the next change.
-                match ctx.recheck.before_change(d, &steps[i + 1..]).await {
-                    Ok(fresh) => evidence = fresh.join("; "),
-                    Err(abort) => return out.abort(abort),
-                }
-            }
-            Step::ClearFinalizers {
-                kind,
-                object,
-                expected,
-                remove,
-            } => {
-                let desc = format!(
-                    "clear finalizers of {kind} {}/{}",
-                    object.namespace, object.name
-                );
-                if *kind == ObjectKind::Vmi && vmi_gone {
-                    out.steps.push(StepOutcome {
-                        action: StepAction::ClearFinalizers,
-                        status: StepStatus::Done,
-                        step: desc,
-                        result: "done (the controllers removed it)".into(),
-                    });
-                    continue;
-                }
-                let (result, requests) =
-                    clear_finalizers(ctx, d, &steps[i..], *kind, object, expected, remove).await;
-                out.requests += requests;
-                let (status, text, removed) = match &result {
-                    Ok(Cleared::Removed(r, _)) => (
-                        StepStatus::Done,
-                        format!("done (removed {})", r.join(", ")),
-                        r.join(","),
-                    ),
-                    Ok(Cleared::AlreadyGone) => (
-                        StepStatus::Done,
-                        "done (already gone)".into(),
-                        String::new(),
-                    ),
-                    Ok(Cleared::NothingLeft) => (
-                        StepStatus::Done,
-                        "done (the controllers had removed them)".into(),
-                        String::new(),
-                    ),
-                    Err(Stop::Abort(abort)) => (
-                        StepStatus::LeftAlone,
-                        format!("left alone: {abort}"),
-                        String::new(),
-                    ),
-                    Err(Stop::Fail(why)) => {
-                        (StepStatus::Failed, format!("failed: {why}"), String::new())
-                    }
-                };
-                audit::record(&AuditRecord {
-                    action: "clear-finalizers",
-                    kind: &kind.to_string(),
-                    object: &format!("{}/{}", object.namespace, object.name),
-                    uid: &object.uid,
-                    finalizers_removed: &removed,
-                    evidence: &evidence,
-                    result: &text,
-                });
-                out.steps.push(StepOutcome {
-                    action: StepAction::ClearFinalizers,
-                    status,
-                    step: desc,
-                    result: text.clone(),
-                });
-                if *kind == ObjectKind::Vm
-                    && matches!(result, Ok(Cleared::Removed(_, true) | Cleared::AlreadyGone))
-                {
-                    out.vm_deleted = true;
-                }
-                match result {
-                    Ok(Cleared::Removed(r, _)) => changes.push(Change::FinalizersRemoved(*kind, r)),
-                    Ok(_) => {}
-                    Err(Stop::Abort(abort)) => return out.abort(abort),
-                    Err(Stop::Fail(why)) => return out.end(VmResult::Failed, why),
-                }
-            }
+        None
+    }
+
+    /// What the steps changed before a stop, in words: the report must not say "no change"
+    /// after a pod was deleted.
+    fn done_so_far(&self) -> String {
+        if self.changes.is_empty() {
+            return "no change was made to it".into();
         }
-    }
-    forget_intent(d, ctx);
-    if !steps
-        .iter()
-        .any(|s| matches!(s, Step::ClearFinalizers { .. }))
-    {
-        return out.end_ok(VmResult::HandedToController);
-    }
-    out
-}
-
-impl VmOutcome {
-    fn end(mut self, result: VmResult, reason: String) -> Self {
-        tracing::warn!(vm = %format!("{}/{}", self.namespace, self.name), "{reason}");
-        self.result = result;
-        self.reason = Some(reason);
-        self
-    }
-
-    /// Left alone: a precondition moved, said as a type and in words.
-    fn abort(mut self, abort: Abort) -> Self {
-        self.blocker = Some(abort.blocker);
-        self.end(VmResult::Aborted, abort.detail)
-    }
-
-    fn end_ok(mut self, result: VmResult) -> Self {
-        self.result = result;
-        self
-    }
-}
-
-fn record_intent(d: &Decision, ctx: &ApplyContext) -> Result<(), String> {
-    let (Some(vm), Some(vmi)) = (&d.vm, &d.vmi) else {
-        return Ok(());
-    };
-    let clears_vm = matches!(&d.action, Action::Recover { steps } if steps.iter().any(|s| matches!(s, Step::ClearFinalizers { kind: ObjectKind::Vm, .. })));
-    if !clears_vm {
-        return Ok(());
-    }
-    let intent = RecoveryIntent {
-        namespace: vm.namespace.clone(),
-        name: vm.name.clone(),
-        vm_uid: vm.uid.clone(),
-        vmi_uid: vmi.uid.clone(),
-        pvcs: d.pvcs.clone(),
-        disks: d
-            .disks
+        let done: Vec<String> = self
+            .changes
             .iter()
-            .map(|k| IntentDisk {
-                pvc: k.pvc.clone().unwrap_or_default(),
-                pvc_uid: None,
-                pv: k.pv.clone(),
-                handle: k.handle.clone(),
-                driver: k.driver.clone(),
+            .map(|c| match c {
+                Change::PodDeleted(p) => format!("launcher pod {p} was force-deleted"),
+                Change::FinalizersRemoved(kind, f) => {
+                    format!("finalizers {} were removed from the {kind}", f.join(", "))
+                }
             })
-            .collect(),
-        started: jiff::Timestamp::now(),
-    };
-    let store = ctx
-        .intents
-        .lock()
-        .map_err(|_| "the intents store lock is poisoned".to_string())?;
-    store
-        .add(intent)
-        .map_err(|e| format!("cannot record the recovery intent, so nothing was changed: {e:#}"))
-}
+            .collect();
+        format!("done before the stop: {}", done.join("; "))
+    }
 
-fn forget_intent(d: &Decision, ctx: &ApplyContext) {
-    if let Some(vm) = &d.vm {
-        if let Ok(store) = ctx.intents.lock() {
-            if let Err(e) = store.remove(&vm.uid) {
-                tracing::warn!(
-                    "cannot forget the recovery intent of {}/{}: {e:#}",
-                    vm.namespace,
-                    vm.name
-                );
+    /// Step 2: force-delete a leftover launcher (or hotplug) pod.
+    async fn free_pod(&mut self, pod: &ObjectKey) -> Flow {
+        let desc = format!(
+            "force-delete launcher pod {}/{} (grace 0)",
+            pod.namespace, pod.name
+        );
+        self.requests += 1;
+        let result = self.ctx.cluster.free_pod(pod).await;
+        let text = match &result {
+            Ok(()) => "done".to_string(),
+            Err(e) => e.to_string(),
+        };
+        audit::record(&AuditRecord {
+            action: "force-delete-pod",
+            kind: "pod",
+            object: &format!("{}/{}", pod.namespace, pod.name),
+            uid: &pod.uid,
+            finalizers_removed: "",
+            evidence: &self.evidence,
+            result: &text,
+        });
+        let status = if result.is_ok() {
+            StepStatus::Done
+        } else {
+            StepStatus::Failed
+        };
+        self.push(StepAction::ForceDeletePod, status, desc, text.clone());
+        if result.is_err() {
+            return ControlFlow::Break(VmResult::Failed { reason: text });
+        }
+        self.changes.push(Change::PodDeleted(pod.name.clone()));
+        ControlFlow::Continue(())
+    }
+
+    /// Step 3: the controller wait, then (time passed) the planner decides again before
+    /// `after`, the steps left.
+    async fn wait(&mut self, grace: Duration, after: &[Step]) -> Flow {
+        let desc = format!(
+            "wait up to {} for virt-controller/Harvester",
+            humantime::format_duration(grace)
+        );
+        let mut cancel = self.ctx.cancel.clone();
+        let waited = tokio::select! {
+            w = self.ctx.cluster.wait_for_controllers(self.d, grace) => w,
+            _ = cancel.wait_for(|stop| *stop) => {
+                return ControlFlow::Break(VmResult::Aborted(Abort::new(
+                    Blocker::Interrupted,
+                    format!(
+                        "vmrecover was asked to stop during the controller wait: {}; a rerun continues",
+                        self.done_so_far()
+                    ),
+                )));
             }
+        };
+        self.requests += 2;
+        self.vmi_gone = waited.vmi_gone;
+        if waited.finished {
+            // The wait saw the VM go: the follow needs no read to know it.
+            self.vm_deleted = waited.vm_gone;
+            self.push(
+                StepAction::WaitForControllers,
+                StepStatus::Done,
+                desc,
+                "the controllers finished it".into(),
+            );
+            forget_intent(self.d, self.ctx);
+            return ControlFlow::Break(VmResult::FinishedByController);
+        }
+        let result = if self.vmi_gone {
+            "done: the controllers removed the VMI; the VM is still stuck"
+        } else {
+            "done: still stuck after the grace period"
+        };
+        self.push(
+            StepAction::WaitForControllers,
+            StepStatus::Done,
+            desc,
+            result.into(),
+        );
+        match self.ctx.recheck.before_change(self.d, after).await {
+            Ok(fresh) => {
+                self.evidence = fresh.join("; ");
+                ControlFlow::Continue(())
+            }
+            Err(abort) => ControlFlow::Break(VmResult::Aborted(abort)),
         }
     }
-}
 
-/// The one Event of a VM's recovery: on the VM (the VMI when there is none), naming every
-/// change, the side effects skipped and, when it stopped early, why.
-async fn vm_event(ctx: &ApplyContext, d: &Decision, changes: &[Change], out: &VmOutcome) {
-    let Some((kind, object)) =
-        d.vm.as_ref()
-            .map(|vm| (ObjectKind::Vm, vm))
-            .or_else(|| d.vmi.as_ref().map(|vmi| (ObjectKind::Vmi, vmi)))
-    else {
-        return;
-    };
-    let cleared = changes
-        .iter()
-        .any(|c| matches!(c, Change::FinalizersRemoved(..)));
-    let done: Vec<String> = changes
-        .iter()
-        .map(|c| match c {
-            Change::PodDeleted(pod) => format!("force-deleted leftover launcher pod {pod}"),
-            Change::FinalizersRemoved(kind, removed) => format!(
-                "removed finalizers {} from the {}",
-                removed.join(", "),
-                match kind {
-                    ObjectKind::Vmi => "VMI",
-                    ObjectKind::Vm => "VM",
-                }
-            ),
-        })
-        .collect();
-    let basis = match &d.declared_off {
-        Some(node) => format!(
-            "with {node} declared powered off by the operator ({node}'s own evidence not read)"
-        ),
-        None => "after proving nothing of the VM runs or holds a disk on this node".to_string(),
-    };
-    let mut note = format!("vmrecover {} {basis}", done.join("; "));
-    let warning = cleared && !d.skipped_side_effects.is_empty();
-    if warning {
-        note.push_str("; skipped: ");
-        note.push_str(&d.skipped_side_effects.join("; "));
-    }
-    if let (VmResult::Aborted | VmResult::Failed, Some(why)) = (out.result, &out.reason) {
-        note.push_str("; then stopped: ");
-        note.push_str(why);
-    }
-    let action = if cleared {
-        "ClearFinalizers"
-    } else {
-        "ForceDeleteLauncherPod"
-    };
-    event(ctx, kind, object, warning, action, &note).await;
-}
-
-async fn event(
-    ctx: &ApplyContext,
-    kind: ObjectKind,
-    object: &ObjectKey,
-    warning: bool,
-    action: &str,
-    note: &str,
-) {
-    let about = Regarding {
-        api_version: "kubevirt.io/v1".into(),
-        kind: match kind {
-            ObjectKind::Vmi => "VirtualMachineInstance".into(),
-            ObjectKind::Vm => "VirtualMachine".into(),
-        },
-        namespace: object.namespace.clone(),
-        name: object.name.clone(),
-        uid: object.uid.clone(),
-    };
-    let reason = if warning {
-        "RecoveredSkippingCleanup"
-    } else {
-        "Recovered"
-    };
-    if let Err(e) = ctx
-        .events
-        .record(&about, warning, action, reason, note)
-        .await
-    {
-        tracing::warn!(
-            "could not record an Event for {kind} {}/{}: {e}",
-            object.namespace,
-            object.name
+    /// Step 4: remove the planned finalizers of the VMI or VM `remaining[0]` names
+    /// (`remaining`: the plan's steps from this one on, against which a conflict is judged).
+    async fn clear(&mut self, remaining: &[Step]) -> Flow {
+        let Some(Step::ClearFinalizers {
+            kind,
+            object,
+            expected,
+            remove,
+        }) = remaining.first()
+        else {
+            return ControlFlow::Continue(());
+        };
+        let desc = format!(
+            "clear finalizers of {kind} {}/{}",
+            object.namespace, object.name
         );
-    }
-}
-
-async fn force_delete_pod(client: &Client, pod: &ObjectKey) -> Result<(), String> {
-    let api = Api::<Pod>::namespaced(client.clone(), &pod.namespace);
-    let dp = DeleteParams {
-        grace_period_seconds: Some(0),
-        preconditions: Some(Preconditions {
-            uid: Some(pod.uid.clone()),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
-    let what = format!("delete pods/{} in {}", pod.name, pod.namespace);
-    match with_retries(&what, || api.delete(&pod.name, &dp)).await {
-        Ok(_) => Ok(()),
-        Err(e) if status_code(&e) == Some(404) => Ok(()),
-        Err(e) if status_code(&e) == Some(409) => Err(format!(
-            "pod {}/{} was replaced by a new pod of the same name: left alone",
-            pod.namespace, pod.name
-        )),
-        Err(e) => Err(describe(
-            &e,
-            "delete",
-            &format!("pods/{} in {}", pod.name, pod.namespace),
-        )),
-    }
-}
-
-/// What the controllers did during the wait.
-struct Waited {
-    /// The VMI is gone.
-    vmi_gone: bool,
-    /// The VM needs nothing more (gone, or not deleting).
-    finished: bool,
-    /// The VM (the one planned) is gone.
-    vm_gone: bool,
-}
-
-/// Waits up to `grace` (with a watch) for the controllers to remove the VMI, then, for what
-/// is left of the grace, for them to finish the VM too: virt-controller's VM controller drops
-/// `virtualMachineControllerFinalize` only after it saw the VMI go, so the VM lags behind.
-async fn wait_for_controllers(d: &Decision, grace: Duration, ctx: &ApplyContext) -> Waited {
-    let not_yet = Waited {
-        vmi_gone: false,
-        finished: false,
-        vm_gone: false,
-    };
-    let Some(vmi) = &d.vmi else {
-        return not_yet;
-    };
-    let deadline = tokio::time::Instant::now() + grace;
-    let api = Api::<VirtualMachineInstance>::namespaced(ctx.client.clone(), &vmi.namespace);
-    let vmi_gone = tokio::time::timeout(
-        grace,
-        crate::cluster::until_gone(api, &vmi.name, &vmi.uid, ctx.watch_timeout_secs),
-    )
-    .await
-    .is_ok();
-    if !vmi_gone {
-        return not_yet;
-    }
-    let Some(vm) = &d.vm else {
-        return Waited {
-            vmi_gone,
-            finished: true,
-            vm_gone: false,
+        if *kind == ObjectKind::Vmi && self.vmi_gone {
+            self.push(
+                StepAction::ClearFinalizers,
+                StepStatus::Done,
+                desc,
+                "done (the controllers removed it)".into(),
+            );
+            return ControlFlow::Continue(());
+        }
+        let (result, requests) =
+            clear_finalizers(self.ctx, self.d, remaining, *kind, object, expected, remove).await;
+        self.requests += requests;
+        let (status, text, removed) = match &result {
+            Ok(Cleared::Removed(r, _)) => (
+                StepStatus::Done,
+                format!("done (removed {})", r.join(", ")),
+                r.join(","),
+            ),
+            Ok(Cleared::AlreadyGone) => (
+                StepStatus::Done,
+                "done (already gone)".into(),
+                String::new(),
+            ),
+            Ok(Cleared::NothingLeft) => (
+                StepStatus::Done,
+                "done (the controllers had removed them)".into(),
+                String::new(),
+            ),
+            Err(Stop::Abort(abort)) => (
+                StepStatus::LeftAlone,
+                format!("left alone: {abort}"),
+                String::new(),
+            ),
+            Err(Stop::Fail(why)) => (StepStatus::Failed, format!("failed: {why}"), String::new()),
         };
-    };
-    let vms = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &vm.namespace);
-    let (finished, vm_gone) =
-        match with_retries("get the VM after the wait", || vms.get_opt(&vm.name)).await {
-            Ok(None) => (true, true),
-            Ok(Some(cur)) if cur.metadata.uid.as_deref() != Some(vm.uid.as_str()) => (true, true),
-            Ok(Some(cur)) => (cur.metadata.deletion_timestamp.is_none(), false),
-            Err(_) => (false, false),
-        };
-    if finished {
-        return Waited {
-            vmi_gone,
-            finished,
-            vm_gone,
-        };
+        audit::record(&AuditRecord {
+            action: "clear-finalizers",
+            kind: &kind.to_string(),
+            object: &format!("{}/{}", object.namespace, object.name),
+            uid: &object.uid,
+            finalizers_removed: &removed,
+            evidence: &self.evidence,
+            result: &text,
+        });
+        self.push(StepAction::ClearFinalizers, status, desc, text);
+        if *kind == ObjectKind::Vm
+            && matches!(result, Ok(Cleared::Removed(_, true) | Cleared::AlreadyGone))
+        {
+            self.vm_deleted = true;
+        }
+        match result {
+            Ok(Cleared::Removed(r, _)) => {
+                self.changes.push(Change::FinalizersRemoved(*kind, r));
+                ControlFlow::Continue(())
+            }
+            Ok(_) => ControlFlow::Continue(()),
+            Err(Stop::Abort(abort)) => ControlFlow::Break(VmResult::Aborted(abort)),
+            Err(Stop::Fail(reason)) => ControlFlow::Break(VmResult::Failed { reason }),
+        }
     }
-    // Still deleting: its controllers may be a moment behind the VMI's.
-    let vm_gone = tokio::time::timeout_at(
-        deadline,
-        crate::cluster::until_gone(vms, &vm.name, &vm.uid, ctx.watch_timeout_secs),
-    )
-    .await
-    .is_ok();
-    Waited {
-        vmi_gone,
-        finished: vm_gone,
-        vm_gone,
+
+    fn push(&mut self, action: StepAction, status: StepStatus, step: String, result: String) {
+        self.steps.push(StepOutcome {
+            action,
+            status,
+            step,
+            result,
+        });
     }
 }
 
 /// The result of a finalizer patch.
 enum Cleared {
     /// These finalizers were removed; `true` when the API server deleted the object with
-    /// them ([`deleted_by_update`]).
+    /// them ([`Patched::Deleted`]).
     Removed(Vec<String>, bool),
     AlreadyGone,
     NothingLeft,
@@ -646,7 +452,7 @@ enum Stop {
 /// resourceVersion and exact finalizer list. On a conflict the planner decides again
 /// ([`Recheck::after_conflict`]): the patch is retried on the fresh version only when the
 /// fresh decision is still within the plan (finalizers only removed since); anything
-/// else leaves the VM alone with the fresh decision's reason.
+/// else leaves the VM alone with the fresh decision's reason. A denial is final.
 async fn clear_finalizers(
     ctx: &ApplyContext,
     d: &Decision,
@@ -656,34 +462,11 @@ async fn clear_finalizers(
     planned: &[String],
     remove: &[String],
 ) -> (Result<Cleared, Stop>, u32) {
-    match kind {
-        ObjectKind::Vmi => {
-            clear_on::<VirtualMachineInstance>(ctx, d, remaining, object, planned, remove).await
-        }
-        ObjectKind::Vm => {
-            clear_on::<VirtualMachine>(ctx, d, remaining, object, planned, remove).await
-        }
-    }
-}
-
-/// `remaining`: the plan's steps from this one on (a conflict is judged against them).
-async fn clear_on<K>(
-    ctx: &ApplyContext,
-    d: &Decision,
-    remaining: &[Step],
-    object: &ObjectKey,
-    planned: &[String],
-    remove: &[String],
-) -> (Result<Cleared, Stop>, u32)
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    let api = Api::<K>::namespaced(ctx.client.clone(), &object.namespace);
-    let what = format!("{} {}/{}", K::plural(&()), object.namespace, object.name);
+    let plural = match kind {
+        ObjectKind::Vmi => "virtualmachineinstances",
+        ObjectKind::Vm => "virtualmachines",
+    };
+    let what = format!("{plural} {}/{}", object.namespace, object.name);
     let mut expected = planned.to_vec();
     let mut rv = object.resource_version.clone();
     let mut requests = 0;
@@ -696,59 +479,43 @@ where
         if to_remove.is_empty() {
             return (Ok(Cleared::NothingLeft), requests);
         }
-        let keep: Vec<&String> = expected.iter().filter(|f| !remove.contains(f)).collect();
-        let patch: json_patch::Patch = match serde_json::from_value(json!([
-            { "op": "test", "path": "/metadata/uid", "value": object.uid },
-            { "op": "test", "path": "/metadata/resourceVersion", "value": rv },
-            { "op": "test", "path": "/metadata/finalizers", "value": expected },
-            { "op": "replace", "path": "/metadata/finalizers", "value": keep },
-        ])) {
-            Ok(p) => p,
-            Err(e) => {
-                return (
-                    Err(Stop::Fail(format!("cannot build the patch: {e}"))),
-                    requests,
-                )
-            }
-        };
+        let keep: Vec<String> = expected
+            .iter()
+            .filter(|f| !remove.contains(f))
+            .cloned()
+            .collect();
         requests += 1;
-        let pp = PatchParams::default();
-        let patch = Patch::Json::<()>(patch);
-        match retried_unless_webhook(&format!("patch {what}"), || {
-            api.patch(&object.name, &pp, &patch)
-        })
-        .await
-        {
-            Ok(answer) => {
-                let deleted = deleted_by_update(answer.meta());
-                return (Ok(Cleared::Removed(to_remove, deleted)), requests);
+        let patched = ctx
+            .cluster
+            .patch_finalizers(FinalizerPatch {
+                kind,
+                object,
+                resource_version: &rv,
+                expected: &expected,
+                keep: &keep,
+            })
+            .await;
+        match patched {
+            Patched::Done => return (Ok(Cleared::Removed(to_remove, false)), requests),
+            Patched::Deleted => return (Ok(Cleared::Removed(to_remove, true)), requests),
+            Patched::Gone => return (Ok(Cleared::AlreadyGone), requests),
+            Patched::Refused(reason) | Patched::Failed(reason) => {
+                return (Err(Stop::Fail(reason)), requests)
             }
-            Err(e) if status_code(&e) == Some(404) => return (Ok(Cleared::AlreadyGone), requests),
-            // A denial (policy, webhook, validation) is final, reported once with the
-            // server's message; only a conflict or a failed `test` re-reads (cluster::denial).
-            Err(e) if classify_refusal(&e).is_some_and(|r| r.is_final()) => {
-                let reason = classify_refusal(&e)
-                    .map(|r| r.reason(&what))
-                    .unwrap_or_default();
-                return (Err(Stop::Fail(reason)), requests);
-            }
-            Err(e) if classify_refusal(&e) == Some(Refusal::Moved) => {
-                // The planner decides again on what is there now (the same rules as the
-                // plan): only a decision still within the plan is retried.
-                match ctx.recheck.after_conflict(d, remaining).await {
-                    Ok(Some(Step::ClearFinalizers {
-                        object: fresh,
-                        expected: now,
-                        ..
-                    })) => {
-                        expected = now;
-                        rv = fresh.resource_version;
-                    }
-                    Ok(_) => return (Ok(Cleared::NothingLeft), requests),
-                    Err(abort) => return (Err(Stop::Abort(abort)), requests),
+            // The planner decides again on what is there now (the same rules as the plan):
+            // only a decision still within the plan is retried.
+            Patched::Moved => match ctx.recheck.after_conflict(d, remaining).await {
+                Ok(Some(Step::ClearFinalizers {
+                    object: fresh,
+                    expected: now,
+                    ..
+                })) => {
+                    expected = now;
+                    rv = fresh.resource_version;
                 }
-            }
-            Err(e) => return (Err(Stop::Fail(describe(&e, "patch", &what))), requests),
+                Ok(_) => return (Ok(Cleared::NothingLeft), requests),
+                Err(abort) => return (Err(Stop::Abort(abort)), requests),
+            },
         }
     }
     (
@@ -757,47 +524,6 @@ where
         ))),
         requests,
     )
-}
-
-/// Whether an update's answer says the API server deleted the object: it answers the
-/// update that removes the last finalizer of an object being deleted with the updated
-/// object itself — `deletionTimestamp` set, no finalizers — after removing it from storage
-/// (k8s.io/apiserver `pkg/registry/generic/registry/store.go`: `Update` →
-/// `ShouldDeleteDuringUpdate` → `deleteWithoutFinalizers`, "clients are expecting an updated
-/// object if a PUT succeeded … return the object in the request instead", the same in
-/// v1.29.0 through v1.33.0). Such an object cannot be stored (the update path deletes it), so
-/// the answer is proof it is gone; VMs and VMIs have no graceful deletion to wait for.
-fn deleted_by_update(meta: &kube::api::ObjectMeta) -> bool {
-    meta.deletion_timestamp.is_some() && meta.finalizers.as_ref().is_none_or(Vec::is_empty)
-}
-
-/// [`with_retries`] for the finalizer patch, except that a refusal is final for this run
-/// ([`Refusal::is_final`]): a webhook that cannot be called after a power cut stays down for
-/// minutes (a later pass retries), and a policy or webhook that denied will deny again.
-async fn retried_unless_webhook<T, F, Fut>(what: &str, mut request: F) -> Result<T, kube::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, kube::Error>>,
-{
-    let mut retry = 0;
-    loop {
-        match request().await {
-            Err(e)
-                if retryable(&e)
-                    && !classify_refusal(&e).is_some_and(|r| r.is_final())
-                    && retry + 1 < ATTEMPTS =>
-            {
-                let wait = backoff(&e, retry);
-                tracing::info!(
-                    "{what}: {e}; retrying in {}",
-                    humantime::format_duration(wait)
-                );
-                tokio::time::sleep(wait).await;
-                retry += 1;
-            }
-            other => return other,
-        }
-    }
 }
 
 async fn kill_orphan(o: &OrphanDecision, ctx: &ApplyContext) -> OrphanOutcome {

@@ -114,4 +114,20 @@ mod tests {
             );
         }
     }
+
+    /// Every label (the list is derived: a new variant is in it) has its row in
+    /// docs/runbook.md's table of reasons, which says what to do about it.
+    #[test]
+    fn every_label_is_explained_in_the_runbook() {
+        let runbook = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/runbook.md"),
+        )
+        .expect("docs/runbook.md");
+        for b in Blocker::all() {
+            assert!(
+                runbook.contains(&format!("| `{}` |", b.label())),
+                "docs/runbook.md's table of reasons has no row for `{b}`"
+            );
+        }
+    }
 }

@@ -318,13 +318,13 @@ fn gone(
 /// volume that exists and names its own PVC or PV (the gone disk's volume does not exist:
 /// otherwise it was followed). Anything else could be the gone disk, so the absence proof
 /// fails, naming it.
-fn unaccounted_on_node(facts: &Facts) -> Result<(), String> {
+fn unaccounted_on_node(facts: &Facts) -> Result<(), Unaccounted> {
     let mut known = known_volumes(facts);
     let others = facts
         .cluster
         .other_longhorn_volumes
         .as_result()
-        .map_err(|e| format!("the other Longhorn volumes could not be read ({e})"))?;
+        .map_err(|e| Unaccounted::Unreadable("the other Longhorn volumes", e.to_string()))?;
     // A volume that names no PVC or PV could have been anyone's: it accounts for nothing.
     for v in others.iter().filter(|v| v.pvc.is_some() || v.pv.is_some()) {
         known.insert(v.name.clone());
@@ -334,23 +334,19 @@ fn unaccounted_on_node(facts: &Facts) -> Result<(), String> {
     let devices = disks
         .devices
         .as_result()
-        .map_err(|e| format!("this node's Longhorn devices could not be read ({e})"))?;
+        .map_err(|e| Unaccounted::Unreadable("this node's Longhorn devices", e.to_string()))?;
     let unknown: Vec<&str> = devices
         .iter()
         .map(|d| d.volume.as_str())
         .filter(|v| !known.contains(*v))
         .collect();
     if !unknown.is_empty() {
-        return Err(format!(
-            "Longhorn device(s) {} on this node belong to no VMI here nor to another existing \
-             Longhorn volume and could be that disk",
-            unknown.join(", ")
-        ));
+        return Err(Unaccounted::Devices(unknown.join(", ")));
     }
     let mounts = disks
         .mounts
         .as_result()
-        .map_err(|e| format!("this node's mounts could not be read ({e})"))?;
+        .map_err(|e| Unaccounted::Unreadable("this node's mounts", e.to_string()))?;
     let hashes: BTreeSet<String> = known
         .iter()
         .map(|v| crate::node::csi_paths::staging_hash(v))
@@ -362,14 +358,38 @@ fn unaccounted_on_node(facts: &Facts) -> Result<(), String> {
         let by_volume = !names.is_empty() && names.iter().all(|v| known.contains(*v));
         let by_hash = m.staging_hash.as_ref().is_some_and(|h| hashes.contains(h));
         if !(by_volume || by_hash) {
-            return Err(format!(
-                "the mount at {} ({}) belongs to no VMI here nor to another existing Longhorn \
-                 volume and could be that disk",
-                m.mount_point, m.source
-            ));
+            return Err(Unaccounted::Mount {
+                at: m.mount_point.clone(),
+                from: m.source.clone(),
+            });
         }
     }
     Ok(())
+}
+
+/// Why the absence of a gone disk on this node is not proven.
+#[derive(Debug, thiserror::Error)]
+enum Unaccounted {
+    /// A source the proof needs could not be read (what, why).
+    #[error("{0} could not be read ({1})")]
+    Unreadable(&'static str, String),
+    /// Longhorn devices nothing accounts for (their volumes).
+    #[error(
+        "Longhorn device(s) {0} on this node belong to no VMI here nor to another existing \
+         Longhorn volume and could be that disk"
+    )]
+    Devices(String),
+    /// A Longhorn mount nothing accounts for.
+    #[error(
+        "the mount at {at} ({from}) belongs to no VMI here nor to another existing Longhorn \
+         volume and could be that disk"
+    )]
+    Mount {
+        /// Its mount point.
+        at: String,
+        /// Its source.
+        from: String,
+    },
 }
 
 /// Volume names (PV names and handles) of the disks the VMIs here still have.

@@ -60,7 +60,7 @@ fn nfs_publish(pv: &str) -> VolumeMount {
 fn action(f: &Facts) -> (Action, Vec<String>) {
     let p = plan(f, &Policy::default());
     let d = p.decisions.into_iter().next().expect("a decision");
-    (d.action, d.reasons)
+    (d.action, d.reasons.into_iter().map(|r| r.text).collect())
 }
 
 #[test]

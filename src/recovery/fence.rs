@@ -113,8 +113,8 @@ pub fn block_running_elsewhere(facts: &Facts, decisions: &mut [Decision]) {
         };
         if let Some((blocker, reason)) = why {
             d.action = Action::Blocked;
-            d.blockers.push(blocker);
-            d.reasons.insert(0, reason);
+            d.reasons
+                .insert(0, super::model::Reason::blocking(blocker, reason));
         }
     }
 }
@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn a_fenced_node_recovers_and_the_plan_names_the_declaration() {
         let p = plan(&fenced_facts(), &fenced_policy());
-        assert_eq!(p.refused_by, None, "{p:#?}");
+        assert_eq!(p.refused, None, "{p:#?}");
         assert!(p.has_work());
         assert!(p.harvester[0].starts_with("FENCED RUN"));
     }
@@ -146,7 +146,7 @@ mod tests {
         let mut f = fenced_facts();
         f.cluster.harvester.out_of_service_taint = false;
         assert_eq!(
-            plan(&f, &fenced_policy()).refused_by,
+            plan(&f, &fenced_policy()).refused.map(|r| r.blocker),
             Some(Blocker::NotFenced)
         );
         let mut f = fenced_facts();
@@ -154,7 +154,7 @@ mod tests {
             r.status = "True".into();
         }
         assert_eq!(
-            plan(&f, &fenced_policy()).refused_by,
+            plan(&f, &fenced_policy()).refused.map(|r| r.blocker),
             Some(Blocker::NotFenced)
         );
         let mut f = fenced_facts();
@@ -162,7 +162,7 @@ mod tests {
             r.since = Some(f.now - jiff::SignedDuration::from_secs(60));
         }
         assert_eq!(
-            plan(&f, &fenced_policy()).refused_by,
+            plan(&f, &fenced_policy()).refused.map(|r| r.blocker),
             Some(Blocker::NotFenced)
         );
     }
@@ -185,10 +185,10 @@ mod tests {
         }]));
         let p = plan(&f, &fenced_policy());
         assert_eq!(p.decisions[0].action, Action::Blocked);
-        assert_eq!(p.decisions[0].blockers, vec![Blocker::LiveProcess]);
+        assert_eq!(p.decisions[0].blockers(), vec![Blocker::LiveProcess]);
         let mut f = fenced_facts();
         f.cluster.harvester.launchers_elsewhere = None;
         let p = plan(&f, &fenced_policy());
-        assert_eq!(p.decisions[0].blockers, vec![Blocker::EvidenceMissing]);
+        assert_eq!(p.decisions[0].blockers(), vec![Blocker::EvidenceMissing]);
     }
 }

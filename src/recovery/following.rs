@@ -21,7 +21,7 @@ use super::follow::{
 };
 use super::model::Plan;
 use super::report::{RunReport, VmResult};
-use crate::cluster::{describe, EventRecorder, Regarding};
+use crate::cluster::{describe, EventRecorder, Regarding, RequestFailed};
 
 /// How soon a followed VM is looked at again when polling: first after a second, then
 /// twice as long each time up to [`LOOK_AT_MOST_EVERY`] — two GETs per VM per look, so a node
@@ -249,7 +249,7 @@ pub(super) fn kubevirt(kind: &str, plural: &str) -> ApiResource {
 }
 
 /// One look: the VM and the VMI of its name.
-async fn observe(client: &Client, t: &Target) -> Result<Observation, String> {
+async fn observe(client: &Client, t: &Target) -> Result<Observation, RequestFailed> {
     let vms = Api::<DynamicObject>::namespaced_with(
         client.clone(),
         &t.namespace,
@@ -264,13 +264,13 @@ async fn observe(client: &Client, t: &Target) -> Result<Observation, String> {
     let vm = vms
         .get_opt(&t.name)
         .await
-        .map_err(|e| describe(&e, "get", &format!("virtualmachine {what}")))?;
+        .map_err(|e| RequestFailed::new("get", format!("virtualmachine {what}"), e))?;
     // A VM recreated under the same name is not the one recovered: for this follow it is gone.
     let vm = vm.filter(|v| t.vm_uid.is_none() || v.metadata.uid == t.vm_uid);
     let vmi = vmis
         .get_opt(&t.name)
         .await
-        .map_err(|e| describe(&e, "get", &format!("virtualmachineinstance {what}")))?;
+        .map_err(|e| RequestFailed::new("get", format!("virtualmachineinstance {what}"), e))?;
     Ok(Observation {
         vm: vm.map(|v| vm_view(&v)),
         vmi: vmi.map(|v| vmi_view(&v)),
@@ -345,7 +345,7 @@ async fn explain(
         Some(v) => match launcher_pod(client, &t.namespace, &v.uid).await {
             Ok(p) => p,
             Err(e) => {
-                unread.push(e);
+                unread.push(e.to_string());
                 None
             }
         },
@@ -473,7 +473,7 @@ async fn launcher_pod(
     client: &Client,
     namespace: &str,
     vmi_uid: &str,
-) -> Result<Option<FollowedPod>, String> {
+) -> Result<Option<FollowedPod>, RequestFailed> {
     let pods = Api::<DynamicObject>::namespaced_with(
         client.clone(),
         namespace,
@@ -489,7 +489,7 @@ async fn launcher_pod(
     let list = pods
         .list(&lp)
         .await
-        .map_err(|e| describe(&e, "list", &format!("pods in {namespace}")))?;
+        .map_err(|e| RequestFailed::new("list", format!("pods in {namespace}"), e))?;
     Ok(list.items.first().map(|p| FollowedPod {
         name: p.metadata.name.clone().unwrap_or_default(),
         node: p

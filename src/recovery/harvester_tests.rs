@@ -28,12 +28,13 @@ fn a_node_annotation_pauses_unless_a_person_ignores_it() {
     let mut f = facts();
     f.cluster.harvester.node_paused = Some("disk swap".into());
     let p = plan(&f, &agent());
-    assert_eq!(p.refused_by, Some(Blocker::Paused));
+    assert_eq!(p.refused_by(), Some(Blocker::Paused));
     assert!(!p.has_work());
     assert!(p.paused.as_deref().is_some_and(|w| w.contains("disk swap")));
     let person = plan(&f, &Policy::default());
     assert_eq!(
-        person.refused_by, None,
+        person.refused_by(),
+        None,
         "a person's run is not stopped by it"
     );
     assert!(person
@@ -47,14 +48,15 @@ fn the_cluster_wide_pause_and_an_unreadable_one_stop_the_agent() {
     let mut f = facts();
     f.cluster.harvester.cluster_paused = Some(Gathered::read(Some("site work".into())));
     let p = plan(&f, &agent());
-    assert_eq!(p.refused_by, Some(Blocker::Paused));
+    assert_eq!(p.refused_by(), Some(Blocker::Paused));
     assert!(p
         .refused
-        .as_deref()
+        .as_ref()
+        .map(|r| r.text.as_str())
         .is_some_and(|r| r.contains("site work")));
     f.cluster.harvester.cluster_paused = Some(Gathered::unreadable("configmaps", "403"));
     assert_eq!(
-        plan(&f, &agent()).refused_by,
+        plan(&f, &agent()).refused_by(),
         Some(Blocker::EvidenceMissing)
     );
 }
@@ -66,7 +68,7 @@ fn a_paused_node_with_nothing_to_do_is_not_refused() {
     f.cluster.vms = Gathered::read(vec![]);
     f.cluster.harvester.node_paused = Some("true".into());
     let p = plan(&f, &agent());
-    assert_eq!(p.refused_by, None);
+    assert_eq!(p.refused_by(), None);
     assert!(p.paused.is_some(), "still shown");
 }
 
@@ -75,17 +77,18 @@ fn an_upgrade_in_progress_stops_the_agent_and_needs_a_persons_flag() {
     let mut f = facts();
     f.cluster.harvester.upgrades_in_progress = Some(Gathered::read(vec!["hvst-upgrade-1".into()]));
     let p = plan(&f, &agent());
-    assert_eq!(p.refused_by, Some(Blocker::UpgradeInProgress));
+    assert_eq!(p.refused_by(), Some(Blocker::UpgradeInProgress));
     assert!(p
         .refused
-        .as_deref()
+        .as_ref()
+        .map(|r| r.text.as_str())
         .is_some_and(|r| r.contains("hvst-upgrade-1") && r.contains("--during-upgrade")));
     let person = Policy {
         during_upgrade: true,
         ..Policy::default()
     };
     let p = plan(&f, &person);
-    assert_eq!(p.refused_by, None);
+    assert_eq!(p.refused_by(), None);
     assert!(p.has_work());
     assert!(p
         .harvester
@@ -98,12 +101,12 @@ fn upgrades_unread_or_unreadable_fail_closed_when_there_is_work() {
     let mut f = facts();
     f.cluster.harvester.upgrades_in_progress = None;
     assert_eq!(
-        plan(&f, &agent()).refused_by,
+        plan(&f, &agent()).refused_by(),
         Some(Blocker::EvidenceMissing)
     );
     f.cluster.harvester.upgrades_in_progress = Some(Gathered::unreadable("upgrades", "timeout"));
     assert_eq!(
-        plan(&f, &agent()).refused_by,
+        plan(&f, &agent()).refused_by(),
         Some(Blocker::EvidenceMissing)
     );
 }

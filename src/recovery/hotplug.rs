@@ -14,7 +14,7 @@
 //! planner.
 
 use super::blocker::Blocker;
-use super::model::{Decision, Facts, Step};
+use super::model::{Decision, Facts, Reason, Step};
 use crate::cluster::{PodView, VmiView};
 
 /// The hotplug attachment pods on this node that are `vmi`'s although their launcher pod
@@ -73,11 +73,11 @@ pub(crate) fn free_steps(
     let orphaned = orphans(facts, vmi)?;
     if !orphaned.is_empty() {
         let names: Vec<&str> = orphaned.iter().map(|p| p.key.name.as_str()).collect();
-        d.reasons.push(format!(
+        d.reasons.push(Reason::why(format!(
             "hotplug attachment pod {} of this VMI outlived its launcher pod: force-deleted, \
              else the kubelet restarts it and mounts the hotplugged volume again",
             names.join(", ")
-        ));
+        )));
     }
     if launchers.is_empty() {
         return Ok(orphaned.into_iter().map(free).collect());
@@ -93,11 +93,11 @@ pub(crate) fn free_steps(
         .collect();
     if !owned.is_empty() {
         let names: Vec<&str> = owned.iter().map(|p| p.key.name.as_str()).collect();
-        d.reasons.push(format!(
+        d.reasons.push(Reason::why(format!(
             "hotplug attachment pod {} of the launcher pod is force-deleted with it: the \
              kubelet would restart it and mount the hotplugged volume again",
             names.join(", ")
-        ));
+        )));
     }
     Ok(orphaned
         .into_iter()
@@ -177,10 +177,9 @@ mod tests {
         let p = plan(&f, &Policy::default());
         assert_eq!(p.decisions[0].action, Action::Blocked, "{p:#?}");
         assert!(
-            p.decisions[0]
-                .reasons
-                .iter()
-                .any(|r| r.contains("hotplug attachment pods on this node could not be read")),
+            p.decisions[0].reasons.iter().any(|r| r
+                .text
+                .contains("hotplug attachment pods on this node could not be read")),
             "{p:#?}"
         );
         // Nothing to free: nothing to read.

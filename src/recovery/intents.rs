@@ -169,7 +169,7 @@ impl IntentStore {
             }
             Err(e) => Gathered::unreadable(source, e.to_string()),
             Ok(bytes) => parse(&self.path, &bytes).map_or_else(
-                |why| Gathered::unreadable(source, why),
+                |why| Gathered::unreadable(source, why.to_string()),
                 |f| {
                     Gathered::read(IntentsState {
                         intents: f.intents,
@@ -272,15 +272,25 @@ impl IntentStore {
 }
 
 /// Parses an intents file of any format this build reads.
-fn parse(path: &Path, bytes: &[u8]) -> Result<IntentsFile, String> {
+fn parse(path: &Path, bytes: &[u8]) -> Result<IntentsFile, IntentsUnreadable> {
     let found = crate::state_file::peek_version(bytes);
     if let Some(why) =
         crate::state_file::unsupported_version(path, found, (INTENTS_OLDEST, INTENTS_FORMAT))
     {
-        return Err(why);
+        return Err(IntentsUnreadable::Version(why));
     }
-    serde_json::from_slice::<IntentsFile>(bytes)
-        .map_err(|e| format!("not a vmrecover intents file ({e}); move it aside to continue"))
+    Ok(serde_json::from_slice::<IntentsFile>(bytes)?)
+}
+
+/// Why an intents file cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum IntentsUnreadable {
+    /// A format this build does not read (the words of `state_file::unsupported_version`).
+    #[error("{0}")]
+    Version(String),
+    /// Not an intents file at all.
+    #[error("not a vmrecover intents file ({0}); move it aside to continue")]
+    NotIntents(#[from] serde_json::Error),
 }
 
 #[cfg(test)]

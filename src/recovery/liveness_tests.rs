@@ -44,13 +44,16 @@ fn stamped(stamp: jiff::Timestamp) -> Gathered<Option<Reading>> {
 
 fn refused(f: &Facts) -> (Option<Blocker>, String) {
     let p = plan(f, &fenced_policy());
-    (p.refused_by, p.refused.unwrap_or_default())
+    (
+        p.refused_by(),
+        p.refused.map(|r| r.text).unwrap_or_default(),
+    )
 }
 
 #[test]
 fn a_dead_node_from_another_machine_is_not_refused() {
     let p = plan(&fenced_facts(), &fenced_policy());
-    assert_eq!(p.refused_by, None, "{p:#?}");
+    assert_eq!(p.refused_by(), None, "{p:#?}");
     assert!(p.has_work());
 }
 

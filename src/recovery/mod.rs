@@ -5,6 +5,9 @@
 
 mod abort;
 mod apply;
+mod apply_event;
+mod apply_intent;
+mod apply_io;
 mod audit;
 mod blocker;
 mod disks;
@@ -28,6 +31,8 @@ mod session;
 mod table;
 
 #[cfg(test)]
+mod apply_tests;
+#[cfg(test)]
 pub(crate) mod fixtures;
 #[cfg(test)]
 mod harvester_tests;
@@ -36,6 +41,9 @@ mod plan_tests;
 
 pub use abort::{judge, Abort};
 pub use apply::{apply, ApplyContext, Progress};
+pub use apply_io::{
+    ApplyCluster, EventNote, FinalizerPatch, KubeApply, Patched, PodNotDeleted, Waited,
+};
 pub use audit::{AuditRecord, AUDIT_TARGET};
 pub use blocker::Blocker;
 pub use finalizers::{classify, FinalizerClass, KnownFinalizer, ObjectKind, KNOWN_FINALIZERS};
@@ -50,7 +58,8 @@ pub use intents::{
 };
 pub use mode::Mode;
 pub use model::{
-    Action, Decision, DiskKey, Facts, HostIdentity, Narrow, OrphanDecision, Plan, Step,
+    Action, Decision, DiskKey, Facts, HostIdentity, Narrow, OrphanDecision, Plan, Reason, Refusal,
+    Step,
 };
 pub use plan::{blocker_category, identity_refusal, plan, plan_narrowed};
 pub use recheck::{Recheck, Regather};

@@ -70,11 +70,8 @@ pub struct Plan {
     /// Launcher/qemu processes that belong to no VMI on this node.
     pub orphans: Vec<OrphanDecision>,
     /// Set when the plan is refused as a whole (e.g. more VMs than `--max-vms`, or
-    /// `--node` not proven to be this machine).
-    pub refused: Option<String>,
-    /// Why, as a type (`identity_mismatch`, `boot_not_reported`, `plan_refused`, ...).
-    #[serde(default)]
-    pub refused_by: Option<Blocker>,
+    /// `--node` not proven to be this machine): why, as a type and in words.
+    pub refused: Option<Refusal>,
     /// The host identity the plan was proven against; re-checked against the Node before
     /// every change.
     #[serde(default)]
@@ -105,6 +102,11 @@ impl Plan {
             && (self.actionable().next().is_some() || self.orphans.iter().any(|o| o.kill))
     }
 
+    /// Why the plan is refused as a whole, as a type.
+    pub fn refused_by(&self) -> Option<Blocker> {
+        self.refused.as_ref().map(|r| r.blocker)
+    }
+
     /// Whether any VM is left for a person (exit code 3).
     pub fn has_blocked(&self) -> bool {
         self.refused.is_some()
@@ -130,8 +132,10 @@ pub struct Decision {
     pub phase: String,
     /// The decision.
     pub action: Action,
-    /// Why, in words an operator can act on. Never empty.
-    pub reasons: Vec<String>,
+    /// Why, in words an operator can act on, each with its kind when it blocks the VM or
+    /// makes it not this node's (metrics and exit codes read the kinds: [`Decision::blockers`]).
+    /// Never empty.
+    pub reasons: Vec<Reason>,
     /// The evidence the decision rests on.
     pub evidence: Vec<String>,
     /// The PVCs of the VM (recorded with a recovery intent).
@@ -142,10 +146,6 @@ pub struct Decision {
     pub kept_finalizers: Vec<String>,
     /// Side effects that clearing Harvester finalizers skips.
     pub skipped_side_effects: Vec<String>,
-    /// Why it is blocked or not this node's, as types (metrics and exit codes match on
-    /// these; `reasons` holds the words). Empty for other decisions.
-    #[serde(default)]
-    pub blockers: Vec<Blocker>,
     /// The disks the proof checked, with the keys each check uses (re-checked before
     /// applying).
     #[serde(default)]
@@ -154,6 +154,96 @@ pub struct Decision {
     /// that declaration; nothing of the node was read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declared_off: Option<String>,
+}
+
+impl Decision {
+    /// Why it is blocked or not this node's, as types, each once, in the order of its
+    /// reasons (metrics and exit codes match on these, never on the words). Empty for other
+    /// decisions.
+    pub fn blockers(&self) -> Vec<Blocker> {
+        let mut out = Vec::new();
+        for b in self.reasons.iter().filter_map(|r| r.blocker) {
+            if !out.contains(&b) {
+                out.push(b);
+            }
+        }
+        out
+    }
+
+    /// Whether one of its reasons is of kind `b`.
+    pub fn blocked_by(&self, b: Blocker) -> bool {
+        self.reasons.iter().any(|r| r.blocker == Some(b))
+    }
+
+    /// The words of its reasons, joined with `sep`.
+    pub fn reason_text(&self, sep: &str) -> String {
+        self.reasons
+            .iter()
+            .map(|r| r.text.as_str())
+            .collect::<Vec<_>>()
+            .join(sep)
+    }
+}
+
+/// One reason of a decision: the words for people and, when it is why the VM is left
+/// alone (blocked, not this node's), its kind for metrics and exit codes. A recovering,
+/// waiting or healthy decision's reasons say why in words only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    /// The kind, when this reason keeps vmrecover from acting on the VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocker: Option<Blocker>,
+    /// Why, in words an operator can act on.
+    pub text: String,
+}
+
+impl Reason {
+    /// A reason that keeps vmrecover from acting, of kind `blocker`.
+    pub fn blocking(blocker: Blocker, text: impl Into<String>) -> Self {
+        Reason {
+            blocker: Some(blocker),
+            text: text.into(),
+        }
+    }
+
+    /// Words that explain a decision that is not a block.
+    pub fn why(text: impl Into<String>) -> Self {
+        Reason {
+            blocker: None,
+            text: text.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Why a whole plan is refused: nothing of it is applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// Why, as a type (`identity_mismatch`, `boot_not_reported`, `plan_refused`, ...).
+    pub blocker: Blocker,
+    /// Why, in words an operator can act on.
+    pub text: String,
+}
+
+impl Refusal {
+    /// A refusal of kind `blocker`.
+    pub fn new(blocker: Blocker, text: impl Into<String>) -> Self {
+        Refusal {
+            blocker,
+            text: text.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 /// A disk's keys: the PV name (the kubelet's block paths, storage VolumeAttachments) and

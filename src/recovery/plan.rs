@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::blocker::Blocker;
 use super::finalizers::{classify, FinalizerClass, ObjectKind};
 use super::intents::RecoveryIntent;
-use super::model::{Action, Decision, DiskKey, Facts, Narrow, OrphanDecision, Plan, Step};
+use super::model::{
+    Action, Decision, DiskKey, Facts, Narrow, OrphanDecision, Plan, Reason, Refusal, Step,
+};
 use crate::cluster::{ClaimedVmi, ObjectKey, PodView, VmView, VmiView};
 use crate::config::Policy;
 use crate::node::orphans::{self, VmiRef};
@@ -24,7 +26,7 @@ pub fn plan(facts: &Facts, policy: &Policy) -> Plan {
 pub fn plan_narrowed(facts: &Facts, policy: &Policy, narrow: Option<&Narrow>) -> Plan {
     let mut decisions = Vec::new();
     match facts.cluster.vmis.as_result() {
-        Err(why) => decisions.push(Decision::unknown_cluster(&facts.node, why)),
+        Err(why) => decisions.push(Decision::unknown_cluster(&facts.node, why.to_string())),
         Ok(vmis) => {
             let vms: BTreeMap<(&str, &str), &VmView> = facts
                 .cluster
@@ -92,11 +94,11 @@ pub fn plan_narrowed(facts: &Facts, policy: &Policy, narrow: Option<&Narrow>) ->
     let refusal = fence_or_identity
         .or_else(|| intents_refusal(facts))
         .or_else(|| super::harvester::refusal(facts, policy, has_work));
-    let (refused_by, refused) = match refusal {
-        Some((kind, why)) => (Some(kind), Some(why)),
-        None if recovering + kills > policy.max_vms => (
-            Some(Blocker::PlanRefused),
-            Some(format!(
+    let refused = match refusal {
+        Some((kind, why)) => Some(Refusal::new(kind, why)),
+        None if recovering + kills > policy.max_vms => Some(Refusal::new(
+            Blocker::PlanRefused,
+            format!(
                 "the plan would act on {recovering} VMs{}, more than --max-vms {}: refused as \
                  a whole, nothing will be changed; check the node, then raise --max-vms or \
                  narrow with --only",
@@ -106,9 +108,9 @@ pub fn plan_narrowed(facts: &Facts, policy: &Policy, narrow: Option<&Narrow>) ->
                     String::new()
                 },
                 policy.max_vms
-            )),
-        ),
-        None => (None, None),
+            ),
+        )),
+        None => None,
     };
 
     Plan {
@@ -119,7 +121,6 @@ pub fn plan_narrowed(facts: &Facts, policy: &Policy, narrow: Option<&Narrow>) ->
         decisions,
         orphans,
         refused,
-        refused_by,
         host: facts.host.value().cloned(),
         harvester: {
             let mut notes = super::harvester::notes(facts, policy);
@@ -232,7 +233,6 @@ impl Decision {
             volumes: Vec::new(),
             kept_finalizers: Vec::new(),
             skipped_side_effects: Vec::new(),
-            blockers: Vec::new(),
             disks: Vec::new(),
             declared_off: None,
         }
@@ -240,7 +240,7 @@ impl Decision {
 
     fn with(mut self, action: Action, reason: impl Into<String>) -> Self {
         self.action = action;
-        self.reasons.push(reason.into());
+        self.reasons.push(Reason::why(reason));
         self
     }
 
@@ -252,19 +252,19 @@ impl Decision {
     /// Left alone for every one of `reasons`.
     fn block_all(mut self, reasons: Vec<(Blocker, String)>) -> Self {
         self.action = Action::Blocked;
-        for (kind, reason) in reasons {
-            if !self.blockers.contains(&kind) {
-                self.blockers.push(kind);
-            }
-            self.reasons.push(reason);
-        }
+        self.reasons.extend(
+            reasons
+                .into_iter()
+                .map(|(kind, reason)| Reason::blocking(kind, reason)),
+        );
         self
     }
 
     /// Not this node's business, because of `kind`.
     fn not_mine(mut self, kind: Blocker, reason: impl Into<String>) -> Self {
-        self.blockers.push(kind);
-        self.with(Action::NotMine, reason)
+        self.action = Action::NotMine;
+        self.reasons.push(Reason::blocking(kind, reason));
+        self
     }
 
     fn unknown_cluster(node: &str, why: String) -> Self {
@@ -383,12 +383,12 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
         if let Err(reasons) = prove_nothing_here(facts, policy, vmi, &vmi.pvcs, &mut d) {
             return d.block_all(reasons);
         }
-        d.reasons.push(format!(
+        d.reasons.push(Reason::why(format!(
             "VMI is {phase} but pod {} lingers on this node (VM shows Stopping); \
              force-deleting it lets virt-controller finish; finalizers of an object that is \
              not deleting are never cleared",
             names(&lingering)
-        ));
+        )));
         let mut steps = match super::hotplug::free_steps(facts, vmi, &pods, &mut d) {
             Ok(s) => s,
             Err((blocker, why)) => return d.block(blocker, why),
@@ -404,7 +404,12 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
 
     // Deleting: is it stuck yet?
     let Some(boot_time) = facts.boot_time.value().copied() else {
-        let why = facts.boot_time.as_result().err().unwrap_or_default();
+        let why = facts
+            .boot_time
+            .as_result()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         return d.block(
             Blocker::EvidenceMissing,
             format!("this boot's start time could not be read ({why}), so how long the VMI has been stuck is unknown"),
@@ -453,7 +458,7 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
         return d.block_all(reasons);
     }
 
-    d.reasons.push(format!(
+    d.reasons.push(Reason::why(format!(
         "VMI deleting since {deleted_at} (stuck: longer than {} since the later of that and this boot) \
          and {}",
         humantime::format_duration(policy.stuck_after),
@@ -465,7 +470,7 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
         } else {
             "nothing of it runs or holds a disk on this node".to_string()
         }
-    ));
+    )));
     let mut steps = match super::hotplug::free_steps(facts, vmi, &pods, &mut d) {
         Ok(s) => s,
         Err((blocker, why)) => {
@@ -475,10 +480,10 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
         }
     };
     if !pods.is_empty() {
-        d.reasons.push(format!(
+        d.reasons.push(Reason::why(format!(
             "leftover launcher pod {} blocks virt-controller: force-delete it first",
             names(&pods)
-        ));
+        )));
     }
     if !policy.controller_grace.is_zero() {
         steps.push(Step::WaitForControllers {
@@ -503,8 +508,9 @@ fn decide_vmi(facts: &Facts, policy: &Policy, vmi: &VmiView, vm: Option<&VmView>
             });
         }
     } else if vm.is_some() {
-        d.reasons
-            .push("its VM is not being deleted: only the VMI is cleared".into());
+        d.reasons.push(Reason::why(
+            "its VM is not being deleted: only the VMI is cleared",
+        ));
     }
     d.action = Action::Recover { steps };
     d
@@ -578,10 +584,10 @@ fn decide_vm_without_vmi(
     if let Err(reasons) = prove_nothing_here(facts, policy, &ghost, &intent.pvcs, &mut d) {
         return Some(d.block_all(reasons));
     }
-    d.reasons.push(format!(
+    d.reasons.push(Reason::why(format!(
         "an earlier run cleared its VMI (started {}); the VM is still deleting",
         intent.started
-    ));
+    )));
     if remove.is_empty() {
         return Some(d.with(Action::Healthy, "no finalizer left to clear"));
     }
@@ -870,7 +876,7 @@ fn apply_only_filter(decisions: &mut Vec<Decision>, policy: &Policy, node: &str)
     }
     // VMIs that could not be read at all: the selection cannot be told, and saying "not on
     // this node" would be untrue (and a re-check must see it).
-    let unreadable = |d: &Decision| d.blockers.contains(&Blocker::ClusterUnreadable);
+    let unreadable = |d: &Decision| d.blocked_by(Blocker::ClusterUnreadable);
     if decisions.iter().any(unreadable) {
         decisions.retain(unreadable);
         return;
@@ -1047,7 +1053,7 @@ fn claimed_decisions(facts: &Facts, decisions: &[Decision]) -> Vec<Decision> {
 /// How `disk` is held on this node: its Longhorn device (by volume handle), partitions
 /// and stacked devices, and the kubelet's paths (by PV name; filesystem staging by the
 /// handle's sha256).
-fn holders(facts: &Facts, disk: &DiskKey) -> Result<Vec<String>, String> {
+fn holders(facts: &Facts, disk: &DiskKey) -> Result<Vec<String>, crate::node::HoldersUnknown> {
     facts
         .local
         .volume_holders_for(&VolumeKey::new(disk.pv.clone(), disk.handle.clone()))
@@ -1125,7 +1131,11 @@ fn add(t: jiff::Timestamp, d: std::time::Duration) -> jiff::Timestamp {
 /// the first [`Blocker`] the planner set, never a match on the reason text.
 pub fn blocker_category(d: &Decision) -> &'static str {
     match d.action {
-        Action::Blocked | Action::NotMine => d.blockers.first().map_or("none", |b| b.label()),
+        Action::Blocked | Action::NotMine => d
+            .reasons
+            .iter()
+            .find_map(|r| r.blocker)
+            .map_or("none", |b| b.label()),
         _ => "none",
     }
 }

@@ -53,7 +53,7 @@ fn assert_blocked(f: &Facts, p: &Policy, needle: &str) {
         d.reasons
     );
     assert!(
-        d.reasons.iter().any(|r| r.contains(needle)),
+        d.reasons.iter().any(|r| r.text.contains(needle)),
         "no reason containing {needle:?}: {:#?}",
         d.reasons
     );
@@ -255,8 +255,8 @@ fn label_and_status_that_disagree_block_on_both_nodes() {
         f.cluster.vmis = Gathered::read(vec![v]);
         let d = only_decision(&f, &policy());
         assert_eq!(d.action, Action::Blocked, "{d:#?}");
-        assert_eq!(d.blockers, vec![Blocker::NodeDisagreement]);
-        assert!(d.reasons[0].contains(label) && d.reasons[0].contains(status));
+        assert_eq!(d.blockers(), vec![Blocker::NodeDisagreement]);
+        assert!(d.reasons[0].text.contains(label) && d.reasons[0].text.contains(status));
     }
 }
 
@@ -276,8 +276,8 @@ fn a_label_or_status_alone_naming_this_node_is_a_disagreement() {
         f.cluster.vmis = Gathered::read(vec![v]);
         let d = only_decision(&f, &policy());
         assert_eq!(d.action, Action::Blocked, "{d:#?}");
-        assert_eq!(d.blockers, vec![Blocker::NodeDisagreement]);
-        assert!(d.reasons[0].contains(says), "{:?}", d.reasons);
+        assert_eq!(d.blockers(), vec![Blocker::NodeDisagreement]);
+        assert!(d.reasons[0].text.contains(says), "{:?}", d.reasons);
     }
 }
 
@@ -293,10 +293,11 @@ fn a_corrupt_intents_file_refuses_every_change() {
     f.cluster.pods = Gathered::read(vec![launcher_pod("a", false)]);
     f.intents = Gathered::unreadable("/state/recovery-intents.json", "expected value at line 1");
     let p = plan(&f, &policy());
-    assert_eq!(p.refused_by, Some(Blocker::EvidenceMissing), "{p:#?}");
+    assert_eq!(p.refused_by(), Some(Blocker::EvidenceMissing), "{p:#?}");
     assert!(p
         .refused
-        .as_deref()
+        .as_ref()
+        .map(|r| r.text.as_str())
         .is_some_and(|r| r.contains("recovery-intents.json")));
     assert!(!p.has_work());
 }
@@ -326,8 +327,8 @@ fn migration_state_not_the_stale_label_decides() {
     f.cluster.vmis = Gathered::read(vec![v]);
     let d = only_decision(&f, &policy());
     assert_eq!(d.action, Action::NotMine, "{d:#?}");
-    assert_eq!(d.blockers, vec![Blocker::Migrating]);
-    assert!(d.reasons[0].contains("target n3"), "{:?}", d.reasons);
+    assert_eq!(d.blockers(), vec![Blocker::Migrating]);
+    assert!(d.reasons[0].text.contains("target n3"), "{:?}", d.reasons);
 }
 
 /// Issue 12 item 6: a hotplugged or memory-dump volume whose claim is not named blocks.
@@ -339,7 +340,7 @@ fn unnamed_volumes_in_status_block() {
     f.cluster.vmis = Gathered::read(vec![v]);
     let d = only_decision(&f, &policy());
     assert_eq!(d.action, Action::Blocked);
-    assert!(d.reasons.iter().any(|r| r.contains("hp-disk")));
+    assert!(d.reasons.iter().any(|r| r.text.contains("hp-disk")));
 }
 
 #[test]
@@ -585,7 +586,12 @@ fn more_than_max_vms_refuses_the_whole_plan() {
         ..policy()
     };
     let refused = plan(&f, &p);
-    assert!(refused.refused.as_deref().unwrap().contains("--max-vms 2"));
+    assert!(refused
+        .refused
+        .as_ref()
+        .map(|r| r.text.as_str())
+        .unwrap()
+        .contains("--max-vms 2"));
     assert!(!refused.has_work() && refused.has_blocked());
     assert!(plan(
         &f,
@@ -610,7 +616,7 @@ fn unreadable_vmis_stay_unreadable_under_only() {
         name: "a".into(),
     }];
     let d = only_decision(&f, &p);
-    assert_eq!(d.blockers, vec![Blocker::ClusterUnreadable], "{d:#?}");
+    assert_eq!(d.blockers(), vec![Blocker::ClusterUnreadable], "{d:#?}");
 }
 
 #[test]
@@ -620,7 +626,9 @@ fn unreadable_cluster_blocks_everything() {
     let plan = plan(&f, &policy());
     assert!(!plan.has_work());
     assert_eq!(plan.decisions[0].action, Action::Blocked);
-    assert!(plan.decisions[0].reasons[0].contains("connection refused"));
+    assert!(plan.decisions[0].reasons[0]
+        .text
+        .contains("connection refused"));
 }
 
 #[test]
@@ -904,8 +912,8 @@ fn node_identity_gates_every_change() {
         let mut f = facts();
         mutate(&mut f);
         let p = plan(&f, &policy());
-        assert_eq!(p.refused_by, Some(kind), "{p:#?}");
-        let why = p.refused.as_deref().unwrap();
+        assert_eq!(p.refused_by(), Some(kind), "{p:#?}");
+        let why = p.refused.as_ref().map(|r| r.text.as_str()).unwrap();
         assert!(why.contains(names), "{why}");
         if kind == Blocker::IdentityMismatch {
             assert!(why.contains(MACHINE_ID), "both sides named: {why}");
@@ -915,7 +923,7 @@ fn node_identity_gates_every_change() {
         assert!(matches!(p.decisions[0].action, Action::Recover { .. }));
     }
     let p = plan(&facts(), &policy());
-    assert_eq!(p.refused_by, None, "{:?}", p.refused);
+    assert_eq!(p.refused_by(), None, "{:?}", p.refused);
 }
 
 /// Issue 12 item 2: a launcher of a VM that is starting (its VMI names no node yet), a
@@ -949,7 +957,7 @@ fn starting_vms_and_unknowns_are_never_killed_as_orphans() {
         .find(|d| d.name == "new")
         .expect("reported");
     assert_eq!(d.action, Action::NotMine);
-    assert!(d.reasons[0].contains("starting"), "{:?}", d.reasons);
+    assert!(d.reasons[0].text.contains("starting"), "{:?}", d.reasons);
 
     // A migration target: the VMI runs on n2 and migrates here.
     let mut target = vmi("mig");
@@ -995,7 +1003,12 @@ fn starting_vms_and_unknowns_are_never_killed_as_orphans() {
             ..kill.clone()
         },
     );
-    assert_eq!(p.refused_by, Some(Blocker::PlanRefused), "{:?}", p.refused);
+    assert_eq!(
+        p.refused_by(),
+        Some(Blocker::PlanRefused),
+        "{:?}",
+        p.refused
+    );
 }
 
 /// Issue 12 item 4: a static PV whose name is not its Longhorn volume: the device, the
@@ -1151,7 +1164,7 @@ fn thousands_of_finalizers_are_summarised() {
     f.cluster.vmis = Gathered::read(vec![v]);
     let d = only_decision(&f, &policy());
     assert_eq!(d.action, Action::Blocked);
-    let why = &d.reasons[0];
+    let why = &d.reasons[0].text;
     assert!(why.len() < 600, "{} bytes: {why}", why.len());
     assert!(why.contains("4995 more (5000 in all)"), "{why}");
 }

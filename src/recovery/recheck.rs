@@ -151,10 +151,7 @@ impl Recheck {
         let fresh = self.fresh(&Narrow::default()).await;
         self.same_host(&fresh)?;
         if let Some(why) = &fresh.refused {
-            return Err(Abort::new(
-                fresh.refused_by.unwrap_or(Blocker::PlanRefused),
-                why.clone(),
-            ));
+            return Err(Abort::new(why.blocker, why.text.clone()));
         }
         match fresh
             .orphans

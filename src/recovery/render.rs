@@ -92,7 +92,8 @@ pub fn decision(d: &Decision, out: &mut dyn Write) -> io::Result<()> {
         until,
         d.phase
     )?;
-    list(out, "why", &d.reasons)?;
+    let why: Vec<String> = d.reasons.iter().map(|r| r.text.clone()).collect();
+    list(out, "why", &why)?;
     list(out, "proof", &d.evidence)?;
     if let Action::Recover { steps } = &d.action {
         let steps: Vec<String> = steps
@@ -146,15 +147,15 @@ fn list(out: &mut dyn Write, label: &str, items: &[String]) -> io::Result<()> {
 /// Writes a run report: what happened to each VM, then a summary line.
 pub fn report(r: &RunReport, out: &mut dyn Write) -> io::Result<()> {
     for o in &r.outcomes {
-        let result = match o.result {
+        let result = match &o.result {
             VmResult::Recovered => "recovered",
             VmResult::FinishedByController => "finished by the controllers",
             VmResult::HandedToController => "launcher pod freed; the VM controller finishes it",
-            VmResult::Aborted => "left alone",
-            VmResult::Failed => "FAILED",
+            VmResult::Aborted(_) => "left alone",
+            VmResult::Failed { .. } => "FAILED",
         };
         writeln!(out, "{}/{}: {result}", o.namespace, o.name)?;
-        if let Some(why) = &o.reason {
+        if let Some(why) = o.result.reason() {
             writeln!(out, "  why:   {why}")?;
         }
         for s in &o.steps {

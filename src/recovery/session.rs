@@ -8,12 +8,15 @@ use std::time::Duration;
 use kube::Client;
 
 use super::apply::{self, ApplyContext};
+use super::apply_io::{ApplyCluster, KubeApply};
 use super::intents::IntentStore;
 use super::mode::Mode;
 use super::model::Plan;
 use super::recheck::{Recheck, Regather};
 use super::report::{ReportStore, RunReport};
-use crate::cluster::{acquire_lease, watch_timeout_secs, EventRecorder, LeaseConfig, LeaseError};
+use crate::cluster::{
+    acquire_lease, watch_timeout_secs, EventRecorder, LeaseConfig, LeaseError, LeaseGuard,
+};
 use crate::config::{Config, Tuning};
 
 /// Where and as whom a session runs.
@@ -94,25 +97,53 @@ impl Session {
             self.lease_wait,
         )
         .await?;
-        let ctx = ApplyContext {
-            client: self.client.clone(),
-            lease: held.guard(),
-            intents: Arc::new(Mutex::new(IntentStore::new(&self.state_dir))),
-            events: EventRecorder::new(self.client.clone(), &self.node),
-            recheck: Recheck::new(self.regather.clone(), &plan),
-            concurrency: self.tuning.apply_concurrency,
-            kill_grace: self.tuning.kill_grace,
-            watch_timeout_secs: watch_timeout_secs(self.tuning.request_timeout),
-            cancel: self.cancel.clone(),
-            progress: self.progress.clone(),
-        };
-        let (outcomes, orphans) = apply::apply(&plan, &ctx).await;
-        let pruned_intents = prune(&ctx.intents, &plan);
-        let lost = !held.is_held();
+        let ctx = self.context(
+            &plan,
+            Arc::new(KubeApply {
+                client: self.client.clone(),
+                events: EventRecorder::new(self.client.clone(), &self.node),
+                watch_timeout_secs: watch_timeout_secs(self.tuning.request_timeout),
+            }),
+            held.guard(),
+        );
+        let report = self.under_lease(plan, started, &ctx).await;
         if let Err(e) = held.release().await {
             tracing::warn!("could not release the node Lease (it expires by itself): {e}");
         }
-        let stopped = if lost {
+        Ok(report)
+    }
+
+    /// What apply needs for `plan`: the cluster calls, the Lease held, this state
+    /// directory's intents, the re-check.
+    pub fn context(
+        &self,
+        plan: &Plan,
+        cluster: Arc<dyn ApplyCluster>,
+        lease: LeaseGuard,
+    ) -> ApplyContext {
+        ApplyContext {
+            cluster,
+            lease,
+            intents: Arc::new(Mutex::new(IntentStore::new(&self.state_dir))),
+            recheck: Recheck::new(self.regather.clone(), plan),
+            concurrency: self.tuning.apply_concurrency,
+            kill_grace: self.tuning.kill_grace,
+            cancel: self.cancel.clone(),
+            progress: self.progress.clone(),
+        }
+    }
+
+    /// The session's work while the Lease is held: apply, forget the plan's stale intents,
+    /// say why the run stopped (the Lease lost, asked to stop), save the report.
+    pub async fn under_lease(
+        &self,
+        plan: Plan,
+        started: jiff::Timestamp,
+        ctx: &ApplyContext,
+    ) -> RunReport {
+        let (outcomes, orphans) = apply::apply(&plan, ctx).await;
+        let pruned_intents = prune(&ctx.intents, &plan);
+        let stopped = if !ctx.lease.is_held() {
             Some("the node Lease was lost during the run".to_string())
         } else if *self.cancel.borrow() {
             Some("vmrecover was asked to stop during the run".to_string())
@@ -133,7 +164,7 @@ impl Session {
         if let Err(e) = ReportStore::new(&self.state_dir).save(&report) {
             tracing::warn!("the run report could not be saved: {e:#}");
         }
-        Ok(report)
+        report
     }
 }
 

@@ -125,14 +125,14 @@ fn why(d: &Decision) -> String {
         Action::Waiting { .. } => d
             .reasons
             .first()
-            .map(|r| first_clause(r))
+            .map(|r| first_clause(&r.text))
             .unwrap_or_else(|| "not stuck yet".into()),
-        _ => match d.blockers.first() {
+        _ => match d.blockers().first() {
             Some(b) => blocker_words(*b).into(),
             None => d
                 .reasons
                 .first()
-                .map(|r| first_clause(r))
+                .map(|r| first_clause(&r.text))
                 .unwrap_or_default(),
         },
     }
@@ -161,7 +161,7 @@ fn next_step(d: &Decision) -> String {
         Action::Waiting { until: Some(t) } => format!("wait until {}", t.strftime("%H:%M:%S")),
         Action::Waiting { until: None } => "wait".into(),
         Action::Healthy => "-".into(),
-        _ => match d.blockers.first() {
+        _ => match d.blockers().first() {
             Some(Blocker::UnknownFinalizer) => match d.kept_finalizers.first() {
                 Some(f) => format!("review {f} (--also-finalizer)"),
                 None => "review the unknown finalizer".into(),

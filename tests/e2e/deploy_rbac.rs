@@ -819,12 +819,12 @@ fn rows() -> Vec<Row> {
                 let j = r.json();
                 // A refused run prints its plan; a run that acted, its report.
                 let plan = if j.get("plan").is_some() { &j["plan"] } else { &j };
-                if plan["refused_by"] == "evidence_missing"
+                if plan["refused"]["blocker"] == "evidence_missing"
                     && plan["refused"].to_string().contains("nodes.longhorn.io")
                 {
                     no_object_changed(r)
                 } else {
-                    Err(format!("plan refused by {} ({})", plan["refused_by"], plan["refused"]))
+                    Err(format!("plan refused by {} ({})", plan["refused"]["blocker"], plan["refused"]))
                 }
             },
         },

@@ -177,7 +177,7 @@ async fn the_backend_storage_pvc_is_proved_like_any_disk() {
         .cloned()
         .expect("vm-db-01");
     assert_eq!(db["action"]["kind"], "blocked", "{db:#}");
-    assert!(db["blockers"].to_string().contains("disk_held"), "{db:#}");
+    assert!(db["reasons"].to_string().contains("disk_held"), "{db:#}");
     assert!(db["reasons"].to_string().contains(STATE_PV), "{db:#}");
 
     // Unmounted: proved free, with the state volume named in the evidence.

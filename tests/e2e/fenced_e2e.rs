@@ -162,9 +162,16 @@ fn longhorn_node(env: &Env, ready: &str, reason: &str) {
 
 fn refused_alive(run: &crate::e2e_support::Ran, words: &str) {
     let plan = run.json();
-    assert_eq!(plan["refused_by"], "fenced_node_alive", "{}", run.all());
+    assert_eq!(
+        plan["refused"]["blocker"],
+        "fenced_node_alive",
+        "{}",
+        run.all()
+    );
     assert!(
-        plan["refused"].as_str().is_some_and(|r| r.contains(words)),
+        plan["refused"]["text"]
+            .as_str()
+            .is_some_and(|r| r.contains(words)),
         "{}",
         plan["refused"]
     );
@@ -226,8 +233,8 @@ async fn refused_without_the_taint_or_before_stuck_after() {
     let run = env.run(&fenced(&[])).await;
     assert_eq!(run.code, 3, "{}", run.all());
     let plan = run.json();
-    assert_eq!(plan["refused_by"], "not_fenced");
-    assert!(plan["refused"]
+    assert_eq!(plan["refused"]["blocker"], "not_fenced");
+    assert!(plan["refused"]["text"]
         .as_str()
         .is_some_and(|r| r.contains("out-of-service")));
     assert!(env.sim.mutating_requests().is_empty());
@@ -238,7 +245,12 @@ async fn refused_without_the_taint_or_before_stuck_after() {
     let i = args.iter().position(|a| *a == "0s").expect("stuck-after");
     args[i] = "100000h";
     let run = env.run(&args).await;
-    assert_eq!(run.json()["refused_by"], "not_fenced", "{}", run.all());
+    assert_eq!(
+        run.json()["refused"]["blocker"],
+        "not_fenced",
+        "{}",
+        run.all()
+    );
     assert!(env.sim.mutating_requests().is_empty());
 }
 
@@ -280,16 +292,16 @@ async fn a_disk_attached_elsewhere_or_a_launcher_on_another_node_blocks() {
     let web = decision(&plan, "vm-web-01");
     assert_eq!(web["action"]["kind"], "blocked", "{web:#}");
     assert!(
-        web["blockers"]
+        web["reasons"]
             .to_string()
             .contains("disk_attached_elsewhere"),
         "{web:#}"
     );
     let db = decision(&plan, "vm-db-01");
     assert_eq!(db["action"]["kind"], "blocked", "{db:#}");
-    assert!(db["reasons"][0].as_str().is_some_and(
-        |r| r.contains("virt-launcher-vm-db-01-other") && r.contains("harvester-node-2")
-    ));
+    assert!(db["reasons"][0]["text"].as_str().is_some_and(|r| r
+        .contains("virt-launcher-vm-db-01-other")
+        && r.contains("harvester-node-2")));
     let run = env.run(&fenced(&[])).await;
     let out = outcomes(&run.json());
     assert!(
@@ -381,7 +393,7 @@ async fn excluded_while_the_nodes_own_agent_holds_its_lease() {
     let run = env.run(&fenced(&[])).await;
     assert_eq!(run.code, 3, "{}", run.all());
     refused_alive(&run, "renewed");
-    assert!(run.json()["refused"]
+    assert!(run.json()["refused"]["text"]
         .as_str()
         .is_some_and(|r| r.contains("agent@harvester-node-1/77")));
     assert!(env.sim.mutating_requests().is_empty());

@@ -182,18 +182,18 @@ async fn an_upgrade_in_progress_stops_everything_until_a_person_confirms() {
     let status = env.run(&["status", "--output", "json"]).await;
     let plan = &status.json()["plan"];
     assert_eq!(
-        plan["refused_by"],
+        plan["refused"]["blocker"],
         "upgrade_in_progress",
         "{}",
         status.all()
     );
-    assert!(plan["refused"]
+    assert!(plan["refused"]["text"]
         .as_str()
         .is_some_and(|r| r.contains("hvst-upgrade-77")));
 
     let run = env.run(RUN).await;
     assert_eq!(run.code, 3, "{}", run.all());
-    assert_eq!(run.json()["refused_by"], "upgrade_in_progress");
+    assert_eq!(run.json()["refused"]["blocker"], "upgrade_in_progress");
     assert!(env.sim.mutating_requests().is_empty(), "nothing changed");
 
     let mut confirmed: Vec<&str> = RUN.to_vec();
@@ -222,7 +222,7 @@ async fn an_upgrade_in_progress_stops_everything_until_a_person_confirms() {
     env.sim.put(up).expect("succeeded");
     let status = env.run(&["status", "--output", "json"]).await;
     assert_eq!(
-        status.json()["plan"]["refused_by"],
+        status.json()["plan"]["refused"]["blocker"],
         Value::Null,
         "{}",
         status.all()
@@ -239,7 +239,7 @@ async fn pause_on_the_node_then_cluster_wide_then_off() {
     let run = env.run(RUN).await;
     assert_eq!(run.code, 3, "{}", run.all());
     let plan = run.json();
-    assert_eq!(plan["refused_by"], "paused");
+    assert_eq!(plan["refused"]["blocker"], "paused");
     assert!(plan["paused"]
         .as_str()
         .is_some_and(|p| p.contains("swapping a disk shelf")));
@@ -256,7 +256,7 @@ async fn pause_on_the_node_then_cluster_wide_then_off() {
         .expect("cluster pause");
     let status = env.run(&["status", "--output", "json"]).await;
     let plan = &status.json()["plan"];
-    assert_eq!(plan["refused_by"], "paused", "{}", status.all());
+    assert_eq!(plan["refused"]["blocker"], "paused", "{}", status.all());
     assert!(plan["paused"]
         .as_str()
         .is_some_and(|p| p.contains("site maintenance")));

@@ -108,7 +108,7 @@ async fn power_loss_dry_run_then_recovery_then_nothing_to_do() {
     assert_eq!(decisions(&plan), expected);
     let live = &plan["decisions"][2];
     assert!(
-        live["reasons"][0]
+        live["reasons"][0]["text"]
             .as_str()
             .unwrap()
             .contains("still running here: pid"),

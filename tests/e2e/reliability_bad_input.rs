@@ -195,7 +195,7 @@ async fn a_corrupt_or_non_utf8_intents_file_stops_every_change_with_a_message() 
             .collect();
         assert!(writes.is_empty(), "{writes:?}");
         assert_eq!(
-            run.json()["refused_by"],
+            run.json()["refused"]["blocker"],
             "evidence_missing",
             "{}",
             run.all()

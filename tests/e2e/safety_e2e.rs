@@ -65,8 +65,8 @@ async fn a_node_name_that_is_not_this_machine_changes_nothing() {
     );
     let dry = env.run(crate::e2e_support::DRY_RUN).await;
     let plan = dry.json();
-    assert_eq!(plan["refused_by"], "identity_mismatch", "{plan:#}");
-    let why = plan["refused"].as_str().unwrap();
+    assert_eq!(plan["refused"]["blocker"], "identity_mismatch", "{plan:#}");
+    let why = plan["refused"]["text"].as_str().unwrap();
     assert!(
         why.contains(MACHINE_ID) && why.contains("0123456789abcdef0123456789abcdef"),
         "{why}"
@@ -97,7 +97,7 @@ async fn a_boot_the_kubelet_has_not_reported_yet_changes_nothing() {
     assert!(env.sim.mutating_requests().is_empty());
     let report = ran.json();
     assert_eq!(
-        plan_of(&report)["refused_by"],
+        plan_of(&report)["refused"]["blocker"],
         "boot_not_reported",
         "{report:#}"
     );
@@ -165,7 +165,10 @@ status: {{phase: Scheduling}}
     let d = decision(&report, "vm-starting");
     assert_eq!(d["action"]["kind"], "not_mine", "{d:#}");
     assert!(
-        d["reasons"][0].as_str().unwrap().contains("starting"),
+        d["reasons"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("starting"),
         "{d:#}"
     );
 }
@@ -184,7 +187,7 @@ async fn a_vmi_whose_label_and_status_disagree_is_blocked() {
     let report = ran.json();
     let d = decision(&report, "vm-doubt");
     assert_eq!(d["action"]["kind"], "blocked", "{d:#}");
-    assert_eq!(d["blockers"][0], "node_disagreement");
+    assert_eq!(d["reasons"][0]["blocker"], "node_disagreement");
     assert!(env
         .sim
         .get(
@@ -305,7 +308,7 @@ async fn partitions_stacked_devices_and_static_pvs_block_end_to_end() {
     for (vm, needle) in [("vm-web-01", "sdg1"), ("vm-legacy-01", "dm-5")] {
         let d = decision(&plan, vm);
         assert_eq!(d["action"]["kind"], "blocked", "{d:#}");
-        assert!(d["blockers"].to_string().contains("disk_held"), "{d:#}");
+        assert!(d["reasons"].to_string().contains("disk_held"), "{d:#}");
         assert!(d["reasons"].to_string().contains(needle), "{vm}: {d:#}");
     }
 }

@@ -231,7 +231,8 @@ fn unreadable_or_unbounded_sysfs_is_could_not_read() {
     let f = facts(dir.path());
     let err = f
         .volume_holders_for(&VolumeKey::same(PV_FREE))
-        .expect_err("cannot prove");
+        .expect_err("cannot prove")
+        .to_string();
     assert!(
         err.contains("sys/dev/block/8:112/sdh1/holders: No such file"),
         "{err}"
@@ -245,7 +246,8 @@ fn unreadable_or_unbounded_sysfs_is_could_not_read() {
     std::fs::remove_file(&link).expect("rm dev link");
     let err = facts(dir.path())
         .volume_holders_for(&VolumeKey::same(PV_FREE))
-        .expect_err("cannot prove");
+        .expect_err("cannot prove")
+        .to_string();
     assert!(
         err.contains("no sysfs entry for block device 8:208"),
         "{err}"
@@ -262,7 +264,8 @@ fn unreadable_or_unbounded_sysfs_is_could_not_read() {
     }
     let err = facts(dir.path())
         .volume_holders_for(&VolumeKey::same(PV_MD_A))
-        .expect_err("cannot prove");
+        .expect_err("cannot prove")
+        .to_string();
     assert!(err.contains("stacked more than"), "{err}");
 
     // A /dev/longhorn entry that is not a block device.
@@ -270,7 +273,8 @@ fn unreadable_or_unbounded_sysfs_is_could_not_read() {
     std::fs::write(dir.path().join("dev/longhorn/pvc-odd"), "").expect("file");
     let err = facts(dir.path())
         .volume_holders_for(&VolumeKey::same(PV_FREE))
-        .expect_err("cannot prove");
+        .expect_err("cannot prove")
+        .to_string();
     assert!(err.contains("dev/longhorn/pvc-odd"), "{err}");
     assert!(err.contains("not a block device"), "{err}");
 }

@@ -227,7 +227,10 @@ fn missing_sysfs_makes_unheld_volumes_unknown_but_held_ones_stay_held() {
     let dir = harvester_tree();
     std::fs::remove_dir_all(dir.path().join("sys")).expect("rm sys");
     let f = facts(dir.path());
-    let err = f.volume_holders(PV_IDLE).expect_err("cannot prove");
+    let err = f
+        .volume_holders(PV_IDLE)
+        .expect_err("cannot prove")
+        .to_string();
     assert!(err.contains("sys/block"), "{err}");
     assert!(!holders(&f, PV_FS).is_empty());
 }
@@ -239,7 +242,10 @@ fn missing_mountinfo_is_could_not_read() {
     std::fs::remove_file(dir.path().join("proc/1/mountinfo")).expect("rm");
     let f = facts(dir.path());
     assert!(f.disks.mounts.value().is_none());
-    let err = f.volume_holders(PV_IDLE).expect_err("cannot prove");
+    let err = f
+        .volume_holders(PV_IDLE)
+        .expect_err("cannot prove")
+        .to_string();
     assert!(err.contains("mountinfo"), "{err}");
 }
 
@@ -272,7 +278,10 @@ fn mountinfo_falls_back_to_self_and_says_so() {
     std::fs::remove_file(dir.path().join("proc/self/ns/mnt")).expect("rm");
     symlink("mnt:[4026532999]", dir.path().join("proc/self/ns/mnt")).expect("ns");
     let f = facts(dir.path());
-    let err = f.volume_holders(PV_IDLE).expect_err("cannot prove");
+    let err = f
+        .volume_holders(PV_IDLE)
+        .expect_err("cannot prove")
+        .to_string();
     assert!(err.contains("another mount namespace"), "{err}");
 }
 
@@ -284,7 +293,10 @@ fn malformed_mountinfo_is_could_not_read() {
     text.push_str("1800 22 0:90 /only-four-fields\n");
     write(&dir.path().join("proc/1/mountinfo"), &text);
     let f = facts(dir.path());
-    let err = f.volume_holders(PV_IDLE).expect_err("cannot prove");
+    let err = f
+        .volume_holders(PV_IDLE)
+        .expect_err("cannot prove")
+        .to_string();
     assert!(err.contains("line 19"), "{err}");
 }
 
@@ -368,7 +380,10 @@ fn unreadable_fd_dir_is_could_not_read() {
         .unwrap_or_else(|| panic!("pid 4646 not unreadable: {open:?}"));
     assert_eq!(u.comm, "sshd");
     assert!(u.reason.contains("ermission denied"), "{}", u.reason);
-    let err = f.volume_holders(PV_IDLE).expect_err("fail closed");
+    let err = f
+        .volume_holders(PV_IDLE)
+        .expect_err("fail closed")
+        .to_string();
     assert!(err.contains("pid 4646 (sshd)"), "{err}");
     // Positive evidence elsewhere is still an answer.
     assert!(!holders(&f, PV_BLK).is_empty());

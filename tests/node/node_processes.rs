@@ -281,13 +281,18 @@ fn a_host_root_without_procfs_makes_processes_unreadable() {
     let facts = node::gather(&NodeOptions {
         host_root: dir.path().to_path_buf(),
     });
-    let err = facts.processes.as_result().expect_err("unreadable");
+    let err = facts
+        .processes
+        .as_result()
+        .expect_err("unreadable")
+        .to_string();
     assert!(
         err.contains(&dir.path().join("proc/self").display().to_string()),
         "{err}"
     );
     let err = facts
         .processes_for("default", "vm", UID_A)
-        .expect_err("cannot prove");
+        .expect_err("cannot prove")
+        .to_string();
     assert!(err.contains("not a procfs"), "{err}");
 }

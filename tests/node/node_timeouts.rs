@@ -94,12 +94,13 @@ fn a_hung_mount_table_is_unreadable_and_not_read_again_while_stuck() {
     let mountinfo = dir.path().join("proc/1/mountinfo");
     let fifo = Fifo::at(&mountinfo);
     let f = gather(dir.path());
-    let err = f.disks.mounts.as_result().expect_err("hung");
+    let err = f.disks.mounts.as_result().expect_err("hung").to_string();
     assert!(err.contains(&mountinfo.display().to_string()), "{err}");
     assert!(err.contains("did not finish within 300ms"), "{err}");
     let idle = f
         .volume_holders_for(&VolumeKey::same(PV_IDLE))
-        .expect_err("cannot prove");
+        .expect_err("cannot prove")
+        .to_string();
     assert!(
         idle.contains("mounts:") && idle.contains("did not finish"),
         "{idle}"
@@ -115,7 +116,12 @@ fn a_hung_mount_table_is_unreadable_and_not_read_again_while_stuck() {
 
     // The stuck read is not started again (no thread piles up per pass).
     let again = gather(dir.path());
-    let err = again.disks.mounts.as_result().expect_err("still hung");
+    let err = again
+        .disks
+        .mounts
+        .as_result()
+        .expect_err("still hung")
+        .to_string();
     assert!(err.contains("stuck"), "{err}");
     drop(fifo);
 }
@@ -150,7 +156,8 @@ fn a_hung_process_is_unreadable_and_the_others_are_still_read() {
     assert!(open.scanned >= 1, "{open:?}");
     let err = f
         .volume_holders_for(&VolumeKey::same(PV_OPEN))
-        .expect_err("its holder could not be read");
+        .expect_err("its holder could not be read")
+        .to_string();
     assert!(err.contains("pid 4242"), "{err}");
     drop(fifo);
 }
@@ -163,7 +170,12 @@ fn a_hung_sysfs_read_is_unreadable() {
     let dev = t.dir_of("sdc1").join("dev");
     let fifo = Fifo::at(&dev);
     let f = gather(dir.path());
-    let err = f.disks.kernel_holders.as_result().expect_err("hung");
+    let err = f
+        .disks
+        .kernel_holders
+        .as_result()
+        .expect_err("hung")
+        .to_string();
     assert!(err.contains("did not finish within 300ms"), "{err}");
     assert!(err.contains("sdc1/dev"), "{err}");
     assert!(f.volume_holders_for(&VolumeKey::same(PV_IDLE)).is_err());
@@ -177,7 +189,7 @@ fn a_hung_identity_read_is_unreadable() {
     let path = dir.path().join("etc/machine-id");
     let fifo = Fifo::at(&path);
     let id = node::identity::read_with(dir.path(), Duration::from_millis(300));
-    let err = id.as_result().expect_err("hung");
+    let err = id.as_result().expect_err("hung").to_string();
     assert!(err.contains(&path.display().to_string()), "{err}");
     assert!(err.contains("did not finish within 300ms"), "{err}");
     drop(fifo);
