@@ -190,7 +190,7 @@ async fn poll<P: FnMut(&str, &FollowOutcome)>(
             }
             match observe(client, &f.targets[i]).await {
                 Ok(obs) => f.look(i, obs),
-                Err(e) => f.failed = Some(e),
+                Err(e) => f.failed = Some(e.to_string()),
             }
         }
         let now = Instant::now();
