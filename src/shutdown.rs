@@ -8,6 +8,11 @@ pub fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
         let Ok(mut term) =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         else {
+            // No handler: never "asked to stop". Dropping `tx` would close the channel, which
+            // a waiting `wait_for` reads as a stop, so it is kept alive with the runtime.
+            tracing::warn!("cannot install the SIGTERM handler: a stop kills the process mid-step");
+            std::future::pending::<()>().await;
+            drop(tx);
             return;
         };
         tokio::select! {
