@@ -134,16 +134,29 @@ async fn run_step(sim: &Sim, h: &Http, step: &Value, story: &str) {
             ..SettingsPatch::default()
         });
         let path = path_of("v1", "Node", "", node);
-        let current = h.get(&path).await;
-        assert_eq!(current.status, 200, "{story}: GET {path}: {}", current.text);
-        let (status, spec) = unreachable(current.body);
-        let r = h.put(&format!("{path}/status"), &status).await;
-        assert_eq!(r.status, 200, "{story}: PUT {path}/status: {}", r.text);
-        let mut spec = spec;
-        spec["metadata"]["resourceVersion"] = r.body["metadata"]["resourceVersion"].clone();
-        spec["status"] = r.body["status"].clone();
-        let r = h.put(&path, &spec).await;
-        assert_eq!(r.status, 200, "{story}: PUT {path}: {}", r.text);
+        // The node lifecycle controller's two writes, each on the version it read: a timed
+        // controller may write the Node in between (409), then both are made again.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let current = h.get(&path).await;
+            assert_eq!(current.status, 200, "{story}: GET {path}: {}", current.text);
+            let (status, spec) = unreachable(current.body);
+            let r = h.put(&format!("{path}/status"), &status).await;
+            if r.status == 409 && attempts < 5 {
+                continue;
+            }
+            assert_eq!(r.status, 200, "{story}: PUT {path}/status: {}", r.text);
+            let mut spec = spec;
+            spec["metadata"]["resourceVersion"] = r.body["metadata"]["resourceVersion"].clone();
+            spec["status"] = r.body["status"].clone();
+            let r = h.put(&path, &spec).await;
+            if r.status == 409 && attempts < 5 {
+                continue;
+            }
+            assert_eq!(r.status, 200, "{story}: PUT {path}: {}", r.text);
+            break;
+        }
     } else if step.get("patch").is_some() {
         let p = &step["patch"];
         let path = target(p);
