@@ -40,10 +40,10 @@ impl<T> Gathered<T> {
     }
 
     /// Evidence that could not be read from `source` because of `reason`.
-    pub fn unreadable(source: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn unreadable(source: impl Into<String>, reason: impl std::fmt::Display) -> Self {
         Gathered::Unreadable {
             source: source.into(),
-            reason: reason.into(),
+            reason: reason.to_string(),
         }
     }
 

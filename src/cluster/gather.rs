@@ -19,7 +19,7 @@ use super::gather_disks::{self, DiskFacts};
 use super::harvester::{
     read_extras, HarvesterFacts, HARVESTER_NAMESPACE as HARVESTER_NAMESPACE_DEFAULT,
 };
-use super::lists::{get_named, list};
+use super::lists::{get_named, list, ReadFailed};
 use super::names::*;
 use super::objects::{VirtualMachine, VirtualMachineInstance};
 use super::retry::with_retries;
@@ -60,14 +60,15 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
             describe(&e, "get", &format!("nodes/{node}")),
         ),
     };
-    let mut vmis: Result<Vec<VmiView>, String> =
+    let mut vmis: Result<Vec<VmiView>, ReadFailed> =
         vmis.map(|v| v.iter().map(VmiView::from).collect());
     if let (Ok(listed), Some(narrow)) = (&mut vmis, &also.narrow) {
         if let Err(e) = add_by_name(client, listed, narrow).await {
             vmis = Err(e);
         }
     }
-    let pods: Result<Vec<PodView>, String> = pods.map(|v| v.iter().map(PodView::from).collect());
+    let pods: Result<Vec<PodView>, ReadFailed> =
+        pods.map(|v| v.iter().map(PodView::from).collect());
 
     // What a decision may rest on: VMIs deleting or final here, and earlier runs' VMs.
     let listed = vmis.as_deref().unwrap_or_default();
@@ -139,7 +140,7 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
     );
     let claimed = match &vmis {
         Ok(_) => claimed,
-        Err(e) => Gathered::unreadable("virtualmachineinstances", e.clone()),
+        Err(e) => Gathered::unreadable("virtualmachineinstances", e),
     };
     let disks = match &vms {
         Ok(vms) => gather_disks::gather(client, node, listed, &deciding, vms, also).await,
@@ -170,7 +171,7 @@ async fn add_by_name(
     client: &Client,
     listed: &mut Vec<VmiView>,
     narrow: &BTreeSet<NsName>,
-) -> Result<(), String> {
+) -> Result<(), ReadFailed> {
     for (ns, name) in narrow {
         if listed
             .iter()
@@ -222,7 +223,7 @@ pub fn is_deciding(v: &VmiView) -> bool {
 }
 
 /// The VMs `owners` names, read by name; one that does not exist is left out.
-async fn read_vms(client: &Client, owners: &BTreeSet<NsName>) -> Result<Vec<VmView>, String> {
+async fn read_vms(client: &Client, owners: &BTreeSet<NsName>) -> Result<Vec<VmView>, ReadFailed> {
     let reads = owners.iter().map(|(ns, name)| async move {
         get_named::<VirtualMachine>(client, ns, name, "virtualmachines.kubevirt.io").await
     });

@@ -11,14 +11,14 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 
 use super::also_read::{AlsoRead, NsName};
-use super::lists::{get_named, get_optional, list, list_optional};
+use super::lists::{get_named, get_optional, list, list_optional, ReadFailed};
 use super::names::*;
 use super::objects::{LonghornVolume, LonghornVolumeAttachment};
 use super::retry::with_retries;
 use super::snapshot::{
     AttachmentView, LonghornVolumeRef, PodView, PvView, PvcView, VmView, VmiView,
 };
-use crate::cluster::describe;
+use crate::cluster::RequestFailed;
 use crate::evidence::Gathered;
 
 /// Why the Longhorn volume lists are absent when no claim is gone.
@@ -49,7 +49,7 @@ impl DiskFacts {
     }
 
     /// Every disk fact unreadable because `source` could not be read.
-    pub(crate) fn unreadable(source: &str, why: &str) -> Self {
+    pub(crate) fn unreadable(source: &str, why: &dyn std::fmt::Display) -> Self {
         DiskFacts {
             pvcs: Gathered::unreadable(source, why),
             pvs: Gathered::unreadable(source, why),
@@ -165,8 +165,8 @@ pub(crate) async fn gather(
         (longhorn_volumes, other_longhorn_volumes) = match lh {
             Ok((named, others)) => (Gathered::read(named), Gathered::read(others)),
             Err(e) => (
-                Gathered::unreadable("volumes.longhorn.io", e.clone()),
-                Gathered::unreadable("volumes.longhorn.io", e),
+                Gathered::unreadable("volumes.longhorn.io", &e),
+                Gathered::unreadable("volumes.longhorn.io", &e),
             ),
         };
     }
@@ -240,7 +240,7 @@ pub(crate) async fn gather(
 }
 
 /// The PVCs named, read by name; one that does not exist is left out.
-async fn read_pvcs(client: &Client, claims: &BTreeSet<NsName>) -> Result<Vec<PvcView>, String> {
+async fn read_pvcs(client: &Client, claims: &BTreeSet<NsName>) -> Result<Vec<PvcView>, ReadFailed> {
     let reads = claims.iter().map(|(ns, name)| async move {
         get_named::<PersistentVolumeClaim>(client, ns, name, "persistentvolumeclaims").await
     });
@@ -255,7 +255,7 @@ async fn read_pvcs(client: &Client, claims: &BTreeSet<NsName>) -> Result<Vec<Pvc
 
 /// The PVs named, read by name; one that does not exist is left out (the planner names
 /// it).
-async fn read_pvs(client: &Client, names: &BTreeSet<String>) -> Result<Vec<PvView>, String> {
+async fn read_pvs(client: &Client, names: &BTreeSet<String>) -> Result<Vec<PvView>, ReadFailed> {
     let api = Api::<PersistentVolume>::all(client.clone());
     let reads = names.iter().map(|name| {
         let api = api.clone();
@@ -264,7 +264,7 @@ async fn read_pvs(client: &Client, names: &BTreeSet<String>) -> Result<Vec<PvVie
                 api.get_opt(name)
             })
             .await
-            .map_err(|e| describe(&e, "get", &format!("persistentvolumes/{name}")))
+            .map_err(|e| RequestFailed::new("get", format!("persistentvolumes/{name}"), e))
         }
     });
     let mut out = Vec::new();
@@ -283,7 +283,7 @@ async fn released_pvs(
     client: &Client,
     missing: &BTreeSet<NsName>,
     also: &AlsoRead,
-) -> Result<Vec<PvView>, String> {
+) -> Result<Vec<PvView>, ReadFailed> {
     let api = Api::<PersistentVolume>::all(client.clone());
     let all = list(api, &ListParams::default(), "persistentvolumes").await?;
     Ok(all
@@ -303,7 +303,7 @@ async fn longhorn_refs(
     client: &Client,
     missing: &BTreeSet<NsName>,
     also: &AlsoRead,
-) -> Result<(Vec<LonghornVolumeRef>, Vec<LonghornVolumeRef>), String> {
+) -> Result<(Vec<LonghornVolumeRef>, Vec<LonghornVolumeRef>), ReadFailed> {
     let api = Api::<LonghornVolume>::namespaced(client.clone(), longhorn_namespace());
     let all = list_optional(api, "volumes.longhorn.io").await?;
     Ok(all
@@ -342,7 +342,7 @@ async fn attachments_of(
     keys: &BTreeSet<String>,
     pvs: &[PvView],
     shared: Option<&super::VaCache>,
-) -> Result<Vec<AttachmentView>, String> {
+) -> Result<Vec<AttachmentView>, ReadFailed> {
     let longhorn = keys.iter().map(|k| async move {
         let (vol, lva) = tokio::join!(
             get_optional::<LonghornVolume>(client, longhorn_namespace(), k, "volumes.longhorn.io"),
@@ -358,7 +358,7 @@ async fn attachments_of(
         let mut out: Vec<AttachmentView> = Vec::new();
         out.extend(vol.as_ref().and_then(AttachmentView::from_longhorn_volume));
         out.extend(lva?.iter().flat_map(AttachmentView::from_longhorn_tickets));
-        Ok::<_, String>((k, exists, out))
+        Ok::<_, ReadFailed>((k, exists, out))
     });
     let mut all: Vec<AttachmentView> = Vec::new();
     let mut longhorn_volumes: BTreeSet<&str> = BTreeSet::new();

@@ -7,8 +7,20 @@ use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::errors::{describe, status_code};
+use super::errors::{status_code, RequestFailed};
 use super::retry::with_retries;
+
+/// Why a read could not be used: the request failed, or the server answered with objects
+/// vmrecover cannot read (each named).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadFailed {
+    /// The request failed.
+    #[error(transparent)]
+    Request(#[from] RequestFailed),
+    /// The answer holds malformed objects: which, and what to do.
+    #[error("{0}")]
+    Malformed(String),
+}
 
 /// Why a list could not be used.
 enum ListError {
@@ -79,27 +91,27 @@ fn object_name(item: &Value) -> String {
     }
 }
 
-pub(crate) async fn list<K>(api: Api<K>, lp: &ListParams, what: &str) -> Result<Vec<K>, String>
+pub(crate) async fn list<K>(api: Api<K>, lp: &ListParams, what: &str) -> Result<Vec<K>, ReadFailed>
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     match list_lenient(&api, lp, what).await {
         Ok(items) => Ok(items),
-        Err(ListError::Api(e)) => Err(describe(&e, "list", what)),
-        Err(ListError::Malformed(m)) => Err(m),
+        Err(ListError::Api(e)) => Err(RequestFailed::new("list", what, e).into()),
+        Err(ListError::Malformed(m)) => Err(ReadFailed::Malformed(m)),
     }
 }
 
 /// Lists a resource that may not exist in the cluster (Longhorn CRDs): 404 is "none".
-pub(crate) async fn list_optional<K>(api: Api<K>, what: &str) -> Result<Vec<K>, String>
+pub(crate) async fn list_optional<K>(api: Api<K>, what: &str) -> Result<Vec<K>, ReadFailed>
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     match list_lenient(&api, &ListParams::default(), what).await {
         Ok(items) => Ok(items),
         Err(ListError::Api(e)) if status_code(&e) == Some(404) => Ok(Vec::new()),
-        Err(ListError::Api(e)) => Err(describe(&e, "list", what)),
-        Err(ListError::Malformed(m)) => Err(m),
+        Err(ListError::Api(e)) => Err(RequestFailed::new("list", what, e).into()),
+        Err(ListError::Malformed(m)) => Err(ReadFailed::Malformed(m)),
     }
 }
 
@@ -110,7 +122,7 @@ pub(crate) async fn get_named<K>(
     ns: &str,
     name: &str,
     what: &str,
-) -> Result<Option<K>, String>
+) -> Result<Option<K>, ReadFailed>
 where
     K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -127,7 +139,7 @@ pub(crate) async fn get_optional<K>(
     ns: &str,
     name: &str,
     what: &str,
-) -> Result<Option<K>, String>
+) -> Result<Option<K>, ReadFailed>
 where
     K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -143,7 +155,7 @@ async fn get<K>(
     name: &str,
     what: &str,
     optional: bool,
-) -> Result<Option<K>, String>
+) -> Result<Option<K>, ReadFailed>
 where
     K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -154,6 +166,6 @@ where
     match with_retries(&format!("get {what} {ns}/{name}"), || api.get_opt(name)).await {
         Ok(v) => Ok(v),
         Err(e) if optional && status_code(&e) == Some(404) => Ok(None),
-        Err(e) => Err(describe(&e, "get", &format!("{what} {ns}/{name}"))),
+        Err(e) => Err(RequestFailed::new("get", format!("{what} {ns}/{name}"), e).into()),
     }
 }

@@ -19,7 +19,7 @@ use kube::Client;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::errors::describe;
+use super::errors::RequestFailed;
 use super::names::longhorn_namespace;
 use super::retry::with_retries;
 use super::summary::{summary_name, SUMMARY_KEY};
@@ -124,22 +124,20 @@ async fn look(client: &Client, node: &str, namespace: &str, own_holder: Option<&
         (obj.filter(|o| !ours(o)), date)
     });
     let mut dates = Vec::new();
-    let mut sign = |kind,
-                    what: String,
-                    got: Result<(Option<Value>, Option<jiff::Timestamp>), String>,
-                    read: fn(&Value) -> Result<Option<Reading>, String>| {
-        let g = match got {
-            Ok((obj, date)) => {
-                dates.extend(date);
-                match obj.as_ref().map(read).transpose() {
-                    Ok(r) => Gathered::read(r.flatten()),
-                    Err(e) => Gathered::unreadable(what, e),
+    let mut sign =
+        |kind, what: String, got: Dated, read: fn(&Value) -> Result<Option<Reading>, BadSign>| {
+            let g = match got {
+                Ok((obj, date)) => {
+                    dates.extend(date);
+                    match obj.as_ref().map(read).transpose() {
+                        Ok(r) => Gathered::read(r.flatten()),
+                        Err(e) => Gathered::unreadable(what, e),
+                    }
                 }
-            }
-            Err(e) => Gathered::unreadable(what, e),
+                Err(e) => Gathered::unreadable(what, e),
+            };
+            (kind, g)
         };
-        (kind, g)
-    };
     let signs = vec![
         sign(
             SignKind::Heartbeat,
@@ -192,16 +190,38 @@ async fn list_one_dated(client: &Client, url: &str, name: &str) -> Dated {
     .await
 }
 
-type Dated = Result<(Option<Value>, Option<jiff::Timestamp>), String>;
+type Dated = Result<(Option<Value>, Option<jiff::Timestamp>), RequestFailed>;
+
+/// A sign of life that was read but cannot be understood.
+#[derive(Debug, thiserror::Error)]
+enum BadSign {
+    /// A time field holds something else.
+    #[error("{what} {value:?} is not a time: {why}")]
+    NotATime {
+        what: &'static str,
+        value: String,
+        why: jiff::Error,
+    },
+    /// A field vmrecover reads has another type.
+    #[error("{what} is not {expected}: {value}")]
+    WrongType {
+        what: &'static str,
+        expected: &'static str,
+        value: String,
+    },
+    /// The summary's JSON does not parse.
+    #[error("summary.json is not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+}
 
 async fn send_dated(
     client: &Client,
     what: &str,
-    verb: &str,
+    verb: &'static str,
     req: Result<http::Request<Vec<u8>>, kube::core::request::Error>,
     pick: fn(Value) -> Option<Value>,
 ) -> Dated {
-    let req = req.map_err(|e| describe(&kube::Error::BuildRequest(e), verb, what))?;
+    let req = req.map_err(|e| RequestFailed::new(verb, what, kube::Error::BuildRequest(e)))?;
     with_retries(&format!("{verb} {what}"), || async {
         let res = client
             .send(req.clone().map(kube::client::Body::from))
@@ -226,7 +246,7 @@ async fn send_dated(
         Ok((pick(obj), date))
     })
     .await
-    .map_err(|e| describe(&e, verb, what))
+    .map_err(|e| RequestFailed::new(verb, what, e))
 }
 
 /// An HTTP `Date` (IMF-fixdate, RFC 9110 §5.6.7), which RFC 2822 parsing covers.
@@ -234,19 +254,28 @@ pub fn parse_http_date(s: &str) -> Option<jiff::Timestamp> {
     jiff::fmt::rfc2822::parse(s).ok().map(|z| z.timestamp())
 }
 
-fn ts(v: Option<&Value>, what: &str) -> Result<Option<jiff::Timestamp>, String> {
+fn ts(v: Option<&Value>, what: &'static str) -> Result<Option<jiff::Timestamp>, BadSign> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => s
-            .parse::<jiff::Timestamp>()
-            .map(Some)
-            .map_err(|e| format!("{what} {s:?} is not a time: {e}")),
-        Some(other) => Err(format!("{what} is not a string: {other}")),
+        Some(Value::String(s)) => {
+            s.parse::<jiff::Timestamp>()
+                .map(Some)
+                .map_err(|why| BadSign::NotATime {
+                    what,
+                    value: s.clone(),
+                    why,
+                })
+        }
+        Some(other) => Err(BadSign::WrongType {
+            what,
+            expected: "a string",
+            value: other.to_string(),
+        }),
     }
 }
 
-fn heartbeat(node: &Value) -> Result<Option<Reading>, String> {
+fn heartbeat(node: &Value) -> Result<Option<Reading>, BadSign> {
     let v = node
         .pointer("/metadata/annotations")
         .and_then(|a| a.get(ANNOTATION_HEARTBEAT));
@@ -257,7 +286,7 @@ fn heartbeat(node: &Value) -> Result<Option<Reading>, String> {
     }))
 }
 
-fn lease(l: &Value) -> Result<Option<Reading>, String> {
+fn lease(l: &Value) -> Result<Option<Reading>, BadSign> {
     let spec = l.get("spec");
     let renew = ts(spec.and_then(|s| s.get("renewTime")), "spec.renewTime")?;
     let holder = spec
@@ -271,13 +300,16 @@ fn lease(l: &Value) -> Result<Option<Reading>, String> {
     }))
 }
 
-fn summary(cm: &Value) -> Result<Option<Reading>, String> {
+fn summary(cm: &Value) -> Result<Option<Reading>, BadSign> {
     let Some(text) = cm.pointer(&format!("/data/{}", SUMMARY_KEY.replace('/', "~1"))) else {
         return Ok(None);
     };
-    let text = text.as_str().ok_or("summary.json is not a string")?;
-    let doc: Value =
-        serde_json::from_str(text).map_err(|e| format!("summary.json is not JSON: {e}"))?;
+    let text = text.as_str().ok_or_else(|| BadSign::WrongType {
+        what: "summary.json",
+        expected: "a string",
+        value: text.to_string(),
+    })?;
+    let doc: Value = serde_json::from_str(text)?;
     Ok(ts(doc.get("updated"), "summary updated")?.map(|t| Reading {
         stamp: Some(t),
         value: format!("written {t}"),
@@ -285,11 +317,17 @@ fn summary(cm: &Value) -> Result<Option<Reading>, String> {
     }))
 }
 
-fn longhorn_ready(n: &Value) -> Result<Option<Reading>, String> {
+fn longhorn_ready(n: &Value) -> Result<Option<Reading>, BadSign> {
     let conds = match n.pointer("/status/conditions") {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Array(c)) => c,
-        Some(other) => return Err(format!("status.conditions is not a list: {other}")),
+        Some(other) => {
+            return Err(BadSign::WrongType {
+                what: "status.conditions",
+                expected: "a list",
+                value: other.to_string(),
+            })
+        }
     };
     let Some(ready) = conds.iter().find(|c| c["type"] == "Ready") else {
         return Ok(None);
@@ -329,7 +367,7 @@ mod tests {
             json!({"metadata": {"annotations": {ANNOTATION_HEARTBEAT: "2026-12-06T08:00:00Z"}}});
         let r = heartbeat(&node).ok().flatten();
         assert_eq!(r.and_then(|r| r.stamp), "2026-12-06T08:00:00Z".parse().ok());
-        assert_eq!(heartbeat(&json!({"metadata": {}})), Ok(None));
+        assert!(matches!(heartbeat(&json!({"metadata": {}})), Ok(None)));
         assert!(
             heartbeat(&json!({"metadata": {"annotations": {ANNOTATION_HEARTBEAT: "soon"}}}))
                 .is_err()
@@ -341,7 +379,7 @@ mod tests {
             .is_some_and(|r| r.value.contains("agent@n1/7")));
         let cm = json!({"data": {"summary.json": "{\"updated\": \"2026-12-06T08:00:00Z\"}"}});
         assert!(summary(&cm).ok().flatten().is_some());
-        assert_eq!(summary(&json!({"data": {}})), Ok(None));
+        assert!(matches!(summary(&json!({"data": {}})), Ok(None)));
         let lh = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-12-06T08:00:00Z"}]}});
         assert!(longhorn_ready(&lh)
             .ok()

@@ -40,6 +40,7 @@ pub use harvester::{
     SETTING_FORCE_RESET, TAINT_DRAIN, TAINT_OUT_OF_SERVICE,
 };
 pub use lease::{acquire as acquire_lease, HeldLease, LeaseConfig, LeaseError, LeaseGuard};
+pub use lists::ReadFailed;
 pub use liveness::{parse_http_date, LifeSigns, Look, Reading, SignKind, ANNOTATION_HEARTBEAT};
 pub use names::*;
 pub use objects::{

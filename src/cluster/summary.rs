@@ -17,7 +17,7 @@ use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 
 use super::errors::RequestFailed;
-use super::lists::list;
+use super::lists::{list, ReadFailed};
 use super::names::REPORTING_CONTROLLER;
 
 /// The ConfigMaps' name prefix (an admission policy relies on exactly this name).
@@ -197,7 +197,7 @@ pub enum PublishError {
 pub async fn list_all(
     client: &Client,
     namespace: &str,
-) -> Result<Vec<Result<NodeSummary, BadSummary>>, String> {
+) -> Result<Vec<Result<NodeSummary, BadSummary>>, ReadFailed> {
     let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
     let lp = ListParams::default().labels(&format!("{LABEL_SUMMARY}=true"));
     let items = list(api, &lp, "configmaps").await?;

@@ -14,7 +14,7 @@ use kube::{Api, Client};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::lists::list;
+use super::lists::{list, ReadFailed};
 
 /// The last list and when it was read.
 type Last = Option<(Instant, Arc<Vec<VolumeAttachment>>)>;
@@ -37,7 +37,7 @@ impl VaCache {
     }
 
     /// The list, from the cache when it is at most `max_age` old, else read now.
-    pub async fn list(&self, client: &Client) -> Result<Arc<Vec<VolumeAttachment>>, String> {
+    pub async fn list(&self, client: &Client) -> Result<Arc<Vec<VolumeAttachment>>, ReadFailed> {
         let mut last = self.last.lock().await;
         if let Some((at, vas)) = last.as_ref() {
             if at.elapsed() <= self.max_age {

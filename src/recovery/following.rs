@@ -371,7 +371,7 @@ async fn explain(
                             match down_replica_nodes(client, longhorn_ns, name, &mut ready).await {
                                 Ok(nodes) => nodes,
                                 Err(e) => {
-                                    unread.push(e);
+                                    unread.push(e.to_string());
                                     Vec::new()
                                 }
                             }
@@ -410,7 +410,7 @@ async fn down_replica_nodes(
     longhorn_ns: &str,
     volume: &str,
     ready: &mut Option<BTreeMap<String, bool>>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, RequestFailed> {
     let replicas = Api::<DynamicObject>::namespaced_with(
         client.clone(),
         longhorn_ns,
@@ -424,10 +424,10 @@ async fn down_replica_nodes(
     );
     let lp = ListParams::default().labels(&format!("longhornvolume={volume}"));
     let list = replicas.list(&lp).await.map_err(|e| {
-        describe(
-            &e,
+        RequestFailed::new(
             "list",
-            &format!("replicas.longhorn.io in {longhorn_ns} of volume {volume}"),
+            format!("replicas.longhorn.io in {longhorn_ns} of volume {volume}"),
+            e,
         )
     })?;
     let on: BTreeSet<String> = list
@@ -444,7 +444,7 @@ async fn down_replica_nodes(
         let list = nodes
             .list(&ListParams::default())
             .await
-            .map_err(|e| describe(&e, "list", "nodes"))?;
+            .map_err(|e| RequestFailed::new("list", "nodes", e))?;
         *ready = Some(
             list.items
                 .iter()
