@@ -352,7 +352,7 @@ async fn a_longhorn_disk_attached_elsewhere_is_seen_by_name_without_the_volumeat
     let after = web(&plan(&env).await);
     assert_eq!(after["action"]["kind"], "blocked", "{after:#}");
     assert!(
-        after["blockers"]
+        after["reasons"]
             .to_string()
             .contains("disk_attached_elsewhere")
             && after["reasons"].to_string().contains("harvester-node-2")
