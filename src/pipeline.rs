@@ -154,8 +154,20 @@ fn also_read(state: &IntentsState) -> AlsoRead {
         disks: intents
             .iter()
             .flat_map(|i| i.disks.iter())
-            .chain(state.seen.iter().flat_map(|s| s.disks.iter()))
             .map(|d| (d.pv.clone(), d.handle.clone()))
+            .collect(),
+        seen_disks: state
+            .seen
+            .iter()
+            .flat_map(|s| {
+                s.disks.iter().map(|d| {
+                    (
+                        (s.namespace.clone(), s.name.clone()),
+                        d.pv.clone(),
+                        d.handle.clone(),
+                    )
+                })
+            })
             .collect(),
         namespace: None,
         fenced: false,

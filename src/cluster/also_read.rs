@@ -14,9 +14,13 @@ pub struct AlsoRead {
     /// VMIs that VM processes on this node claim, as (namespace, name): each is read by
     /// name unless a VMI listed for the node already accounts for it.
     pub claimed_vmis: Vec<NsName>,
-    /// Disks (PV name, volume handle) an earlier run recorded: looked for even when their
-    /// PVC is gone.
+    /// Disks (PV name, volume handle) an earlier run's recovery intents recorded: looked
+    /// for even when their PVC is gone.
     pub disks: Vec<(String, String)>,
+    /// Disks (VMI, PV name, volume handle) recorded when a VMI was first seen deciding:
+    /// looked for while that VMI is listed here (a record of a VMI gone from this node
+    /// decides nothing, and is dropped at the next write).
+    pub seen_disks: Vec<(NsName, String, String)>,
     /// The agent's namespace, where the cluster-wide pause lives; with it, a pass that
     /// decides something also reads Harvester's state (the pause ConfigMap, the policy
     /// setting, the Upgrades).

@@ -71,6 +71,22 @@ pub(crate) async fn gather(
     vms: &[VmView],
     also: &AlsoRead,
 ) -> DiskFacts {
+    // The recorded disks that matter: the intents', and those of the VMIs listed here.
+    let recorded: Vec<(String, String)> = also
+        .disks
+        .iter()
+        .cloned()
+        .chain(
+            also.seen_disks
+                .iter()
+                .filter(|(vmi, _, _)| {
+                    listed
+                        .iter()
+                        .any(|v| v.key.namespace == vmi.0 && v.key.name == vmi.1)
+                })
+                .map(|(_, pv, h)| (pv.clone(), h.clone())),
+        )
+        .collect();
     // The claims a decision rests on, and those Harvester's clean-up would delete.
     let mut claims: BTreeSet<NsName> = also.pvcs.iter().cloned().collect();
     for v in deciding {
@@ -84,7 +100,7 @@ pub(crate) async fn gather(
                 .map(|c| (vm.key.namespace.clone(), c.clone())),
         );
     }
-    if claims.is_empty() && also.disks.is_empty() {
+    if claims.is_empty() && recorded.is_empty() {
         return DiskFacts::none();
     }
     let mut pvcs = match read_pvcs(client, &claims).await {
@@ -137,16 +153,13 @@ pub(crate) async fn gather(
         .iter()
         .filter_map(|p| p.volume_name.as_deref())
         .collect();
-    let unbound_record = also
-        .disks
-        .iter()
-        .any(|(pv, _)| !bound.contains(pv.as_str()));
+    let unbound_record = recorded.iter().any(|(pv, _)| !bound.contains(pv.as_str()));
     let mut longhorn_volumes = Gathered::unreadable("volumes.longhorn.io", NOT_LISTED);
     let mut other_longhorn_volumes = Gathered::unreadable("volumes.longhorn.io", NOT_LISTED);
     if !missing.is_empty() || unbound_record {
         let (released, lh) = tokio::join!(
-            released_pvs(client, &missing, also),
-            longhorn_refs(client, &missing, also),
+            released_pvs(client, &missing, &recorded),
+            longhorn_refs(client, &missing, &recorded),
         );
         match released {
             Ok(r) => {
@@ -198,7 +211,7 @@ pub(crate) async fn gather(
     if let Some(l) = longhorn_volumes.value() {
         keys.extend(l.iter().map(|v| v.name.clone()));
     }
-    for (pv, h) in &also.disks {
+    for (pv, h) in &recorded {
         keys.insert(pv.clone());
         keys.insert(h.clone());
     }
@@ -282,7 +295,7 @@ async fn read_pvs(client: &Client, names: &BTreeSet<String>) -> Result<Vec<PvVie
 async fn released_pvs(
     client: &Client,
     missing: &BTreeSet<NsName>,
-    also: &AlsoRead,
+    recorded: &[(String, String)],
 ) -> Result<Vec<PvView>, ReadFailed> {
     let api = Api::<PersistentVolume>::all(client.clone());
     let all = list(api, &ListParams::default(), "persistentvolumes").await?;
@@ -291,7 +304,7 @@ async fn released_pvs(
         .map(PvView::from)
         .filter(|p| {
             p.claim_ref.as_ref().is_some_and(|c| missing.contains(c))
-                || also.disks.iter().any(|(pv, _)| *pv == p.name)
+                || recorded.iter().any(|(pv, _)| *pv == p.name)
         })
         .collect())
 }
@@ -302,7 +315,7 @@ async fn released_pvs(
 async fn longhorn_refs(
     client: &Client,
     missing: &BTreeSet<NsName>,
-    also: &AlsoRead,
+    recorded: &[(String, String)],
 ) -> Result<(Vec<LonghornVolumeRef>, Vec<LonghornVolumeRef>), ReadFailed> {
     let api = Api::<LonghornVolume>::namespaced(client.clone(), longhorn_namespace());
     let all = list_optional(api, "volumes.longhorn.io").await?;
@@ -321,7 +334,7 @@ async fn longhorn_refs(
         })
         .partition(|r| {
             r.pvc.as_ref().is_some_and(|c| missing.contains(c))
-                || also.disks.iter().any(|(_, h)| *h == r.name)
+                || recorded.iter().any(|(_, h)| *h == r.name)
         }))
 }
 

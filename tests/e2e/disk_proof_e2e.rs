@@ -385,3 +385,42 @@ async fn another_drivers_disk_attached_elsewhere_is_looked_for_in_the_volumeatta
     assert_eq!(d["action"]["kind"], "blocked", "{d:#}");
     assert!(listed_storage_attachments(&env));
 }
+
+/// Issue 28: the disk keys recorded when a VMI was first seen are read again only while
+/// that VMI is listed here. After vm-web-01 is recovered (its VMI gone, its seen record
+/// still in the file until the next write), the next look lists no PVs and no Longhorn
+/// volumes cluster-wide (~9 MiB each on a 5,000-VM site).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_vmis_seen_record_triggers_no_cluster_wide_list() {
+    let env = Env::power_loss().await;
+    let ran = env
+        .run(&[
+            "run",
+            "--yes",
+            "--only",
+            "default/vm-web-01",
+            "--stuck-after",
+            "0s",
+            "--controller-grace",
+            "0s",
+            "--no-follow",
+            "--output",
+            "json",
+        ])
+        .await;
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    env.sim.clear_requests();
+    plan(&env).await;
+    let lists: Vec<String> = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.method == "GET"
+                && (r.path == "/api/v1/persistentvolumes"
+                    || r.path.ends_with("/longhorn-system/volumes"))
+        })
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(lists.is_empty(), "cluster-wide lists: {lists:?}");
+}
