@@ -254,6 +254,19 @@ impl Ran {
     }
 }
 
+/// A YAML document: the Longhorn volume `name`, attached on `node`. Longhorn's CSI attach
+/// writes a storage VolumeAttachment's ticket into its Longhorn volumeattachment only when
+/// the volume exists (the simulator's `longhorn_csi` controller), so a fixture of a Longhorn
+/// disk attached somewhere carries its volume.
+pub fn longhorn_volume_yaml(name: &str, node: &str) -> String {
+    format!(
+        "apiVersion: longhorn.io/v1beta2\nkind: Volume\n\
+         metadata: {{name: {name}, namespace: longhorn-system}}\n\
+         spec: {{frontend: blockdev}}\n\
+         status: {{state: attached, currentNodeID: {node}, robustness: healthy}}\n"
+    )
+}
+
 /// What the end state of a run is compared on: every VM, VMI and launcher pod, and
 /// `namespace/name` of every KubeVirt object of `kind`.
 pub fn names(sim: &Sim, kind: &str) -> BTreeSet<String> {

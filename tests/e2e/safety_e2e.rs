@@ -344,17 +344,9 @@ spec:
   nodeName: harvester-node-2
   source: {persistentVolumeName: pvc-web-01-dump}
 status: {attached: true}
----
-# The Longhorn volume the PV names: Longhorn's CSI attach writes the storage
-# VolumeAttachment's ticket into its Longhorn volumeattachment (the simulator's
-# longhorn_csi controller).
-apiVersion: longhorn.io/v1beta2
-kind: Volume
-metadata: {name: pvc-web-01-dump, namespace: longhorn-system}
-spec: {frontend: blockdev}
-status: {state: attached, currentNodeID: harvester-node-2, robustness: healthy}
 "#;
-    let env = Env::with_texts(&[dump]).await;
+    let volume = crate::e2e_support::longhorn_volume_yaml("pvc-web-01-dump", "harvester-node-2");
+    let env = Env::with_texts(&[dump, &volume]).await;
     let mut vmi = env
         .sim
         .get(

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::e2e_support::{outcomes, Env, NODE};
+use crate::e2e_support::{longhorn_volume_yaml, outcomes, Env, NODE};
 use harvester_sim::shipped_scenario;
 use serde_json::{json, Value};
 
@@ -93,15 +93,8 @@ spec:
   source: {{persistentVolumeName: pvc-seed-retained}}
 status: {{attached: true}}
 ---
-# The Longhorn volume the PV names: Longhorn's CSI attach writes the storage
-# VolumeAttachment's ticket into its Longhorn volumeattachment (the simulator's
-# longhorn_csi controller).
-apiVersion: longhorn.io/v1beta2
-kind: Volume
-metadata: {{name: pvc-seed-retained, namespace: longhorn-system}}
-spec: {{frontend: blockdev}}
-status: {{state: attached, currentNodeID: harvester-node-2, robustness: healthy}}
-"#
+{retained_volume}"#,
+        retained_volume = longhorn_volume_yaml("pvc-seed-retained", "harvester-node-2")
     );
     let env = Env::with_texts(&[&seed_text(), &pv]).await;
     let ran = env.run(&only("default/vm-seed")).await;
@@ -148,14 +141,7 @@ spec:
   source: {{persistentVolumeName: pvc-seed-shared}}
 status: {{attached: true}}
 ---
-# The Longhorn volume the PV names: Longhorn's CSI attach writes the storage
-# VolumeAttachment's ticket into its Longhorn volumeattachment (the simulator's
-# longhorn_csi controller).
-apiVersion: longhorn.io/v1beta2
-kind: Volume
-metadata: {{name: pvc-seed-shared, namespace: longhorn-system}}
-spec: {{frontend: blockdev}}
-status: {{state: attached, currentNodeID: harvester-node-2, robustness: healthy}}
+{shared_volume}
 ---
 apiVersion: v1
 kind: Pod
@@ -171,7 +157,8 @@ spec:
   - name: disk-0
     persistentVolumeClaim: {{claimName: {SEED_PVC}}}
 status: {{phase: Running}}
-"#
+"#,
+        shared_volume = longhorn_volume_yaml("pvc-seed-shared", "harvester-node-2")
     );
     let env = Env::with_texts(&[&seed_text(), &shared]).await;
     let ran = env.run(&only("default/vm-seed")).await;
