@@ -8,51 +8,26 @@
 //! against a scripted cluster (`apply_tests.rs`).
 
 use std::ops::ControlFlow;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 
 use super::abort::Abort;
+use super::apply_context::Change;
+pub use super::apply_context::{ApplyContext, Progress};
 use super::apply_event::vm_event;
 use super::apply_intent::{forget_intent, record_intent};
-use super::apply_io::{ApplyCluster, FinalizerPatch, Patched};
+use super::apply_io::{FinalizerPatch, Patched};
 use super::audit::{self, AuditRecord};
 use super::blocker::Blocker;
 use super::finalizers::ObjectKind;
-use super::intents::IntentStore;
 use super::model::{Action, Decision, OrphanDecision, Plan, Step};
-use super::recheck::Recheck;
 use super::report::{OrphanOutcome, StepAction, StepOutcome, StepStatus, VmOutcome, VmResult};
-use crate::cluster::{LeaseGuard, ObjectKey};
+use crate::cluster::ObjectKey;
 use crate::node::orphans;
 
 /// How many times a finalizer patch is re-read and retried after a conflict.
 const CONFLICT_RETRIES: u32 = 3;
-
-/// What apply needs besides the plan.
-pub struct ApplyContext {
-    /// The cluster calls the steps make.
-    pub cluster: Arc<dyn ApplyCluster>,
-    /// Whether the node Lease is still held.
-    pub lease: LeaseGuard,
-    /// Intents in the state directory.
-    pub intents: Arc<Mutex<IntentStore>>,
-    /// The planner re-run right before each VM is changed.
-    pub recheck: Recheck,
-    /// How many VMs are worked on at once.
-    pub concurrency: usize,
-    /// SIGTERM-to-SIGKILL grace for orphan processes.
-    pub kill_grace: Duration,
-    /// Becomes true when the process is asked to stop (SIGTERM, Ctrl-C): no new step
-    /// starts, a controller wait ends at once.
-    pub cancel: tokio::sync::watch::Receiver<bool>,
-    /// Told each VM's progress as it goes (a person's `run`), if anyone listens.
-    pub progress: Option<Progress>,
-}
-
-/// Where a run's progress goes: one line per VM as it starts and as it ends.
-pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Applies the plan's recover decisions and orphan kills; returns what happened.
 pub async fn apply(plan: &Plan, ctx: &ApplyContext) -> (Vec<VmOutcome>, Vec<OrphanOutcome>) {
@@ -147,14 +122,6 @@ async fn recover_vm(d: &Decision, steps: &[Step], ctx: &ApplyContext) -> VmOutco
         follow: None,
         vm_deleted: run.vm_deleted,
     }
-}
-
-/// What one step changed, for the VM's Event.
-pub(super) enum Change {
-    /// A leftover launcher pod was force-deleted.
-    PodDeleted(String),
-    /// Finalizers were removed from the VMI or VM.
-    FinalizersRemoved(ObjectKind, Vec<String>),
 }
 
 /// What a step says: go on with the next one, or the VM is done with this result.

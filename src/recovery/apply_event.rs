@@ -1,6 +1,6 @@
 //! The one Kubernetes Event a VM's recovery gets, naming every change made to it.
 
-use super::apply::{ApplyContext, Change};
+use super::apply_context::{ApplyContext, Change};
 use super::apply_io::EventNote;
 use super::finalizers::ObjectKind;
 use super::model::Decision;

@@ -2,7 +2,7 @@
 //! first one, forgotten when nothing is left to do, so an interrupted run is finished by
 //! the next (docs/safety.md item 24).
 
-use super::apply::ApplyContext;
+use super::apply_context::ApplyContext;
 use super::finalizers::ObjectKind;
 use super::intents::{IntentDisk, RecoveryIntent};
 use super::model::{Action, Decision, Step};

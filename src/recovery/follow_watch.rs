@@ -15,7 +15,7 @@ use kube::runtime::WatchStreamExt;
 use kube::Client;
 
 use super::follow::{FollowOutcome, FollowedVm, FollowedVmi, Observation};
-use super::following::{kubevirt, vm_view, vmi_view, Following, Target};
+use super::follow_state::{kubevirt, vm_view, vmi_view, Following, Target};
 
 /// What one watch knows of the followed VMs' objects, keyed by target index.
 #[derive(Default)]

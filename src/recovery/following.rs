@@ -16,9 +16,9 @@ use kube::Client;
 use serde_json::Value;
 
 use super::follow::{
-    expectation, judge, why_not_back, Condition, Expectation, FollowOutcome, FollowedPod,
-    FollowedVm, FollowedVmi, FollowedVolume, Observation,
+    why_not_back, Expectation, FollowOutcome, FollowedPod, FollowedVolume, Observation,
 };
+use super::follow_state::{conditions, kubevirt, str_at, vm_view, vmi_view, Following, Target};
 use super::model::Plan;
 use super::report::{RunReport, VmResult};
 use crate::cluster::{describe, EventRecorder, Regarding, RequestFailed};
@@ -44,58 +44,6 @@ pub enum Looks {
         /// The server-side timeout of each watch request.
         timeout_secs: u32,
     },
-}
-
-/// One recovered VM to follow.
-#[derive(Debug, Clone)]
-pub(super) struct Target {
-    pub(super) namespace: String,
-    pub(super) name: String,
-    pub(super) vm_uid: Option<String>,
-    old_vmi_uid: String,
-    old_phase: String,
-    old_deleting: bool,
-    volumes: Vec<String>,
-    /// Gone by the run's own answers (the last patch, the controller wait): nothing to read.
-    known_gone: bool,
-    expect: Option<Expectation>,
-}
-
-/// What the follow knows of each target so far, and the judging of each look.
-pub(super) struct Following<P> {
-    pub(super) targets: Vec<Target>,
-    last: Vec<Option<Observation>>,
-    done: Vec<Option<FollowOutcome>>,
-    started: Instant,
-    progress: P,
-    /// The last read or watch that failed, named in the outcome of a VM never looked at.
-    pub(super) failed: Option<String>,
-}
-
-impl<P: FnMut(&str, &FollowOutcome)> Following<P> {
-    /// Judges target `i` on `obs`.
-    pub(super) fn look(&mut self, i: usize, obs: Observation) {
-        let t = &mut self.targets[i];
-        let expect = t
-            .expect
-            .get_or_insert_with(|| expectation(obs.vm.as_ref(), &t.old_phase, t.old_deleting));
-        let secs = self.started.elapsed().as_secs();
-        if let Some(o) = judge(expect, &t.old_vmi_uid, &obs, secs) {
-            (self.progress)(&format!("{}/{}", t.namespace, t.name), &o);
-            self.done[i] = Some(o);
-        }
-        self.last[i] = Some(obs);
-    }
-
-    /// Whether target `i`'s outcome is known.
-    pub(super) fn is_done(&self, i: usize) -> bool {
-        self.done[i].is_some()
-    }
-
-    /// Whether every outcome is known.
-    pub(super) fn all_done(&self) -> bool {
-        self.done.iter().all(Option::is_some)
-    }
 }
 
 /// Follows every VM the report recovered (or handed to its controller) for at most
@@ -238,16 +186,6 @@ fn targets(plan: &Plan, report: &RunReport) -> Vec<Target> {
         .collect()
 }
 
-pub(super) fn kubevirt(kind: &str, plural: &str) -> ApiResource {
-    ApiResource {
-        group: "kubevirt.io".into(),
-        version: "v1".into(),
-        api_version: "kubevirt.io/v1".into(),
-        kind: kind.into(),
-        plural: plural.into(),
-    }
-}
-
 /// One look: the VM and the VMI of its name.
 async fn observe(client: &Client, t: &Target) -> Result<Observation, RequestFailed> {
     let vms = Api::<DynamicObject>::namespaced_with(
@@ -275,60 +213,6 @@ async fn observe(client: &Client, t: &Target) -> Result<Observation, RequestFail
         vm: vm.map(|v| vm_view(&v)),
         vmi: vmi.map(|v| vmi_view(&v)),
     })
-}
-
-pub(super) fn vm_view(v: &DynamicObject) -> FollowedVm {
-    let d = &v.data;
-    let run_strategy = match d.pointer("/spec/runStrategy").and_then(Value::as_str) {
-        Some(s) => s.to_string(),
-        None if d.pointer("/spec/running").and_then(Value::as_bool) == Some(true) => {
-            "Always".into()
-        }
-        None => "Halted".into(),
-    };
-    FollowedVm {
-        deleting: v.metadata.deletion_timestamp.is_some(),
-        run_strategy,
-        first_request: d
-            .pointer("/status/stateChangeRequests/0/action")
-            .and_then(Value::as_str)
-            .map(String::from),
-        finalizers: v.metadata.finalizers.clone().unwrap_or_default(),
-    }
-}
-
-pub(super) fn vmi_view(v: &DynamicObject) -> FollowedVmi {
-    let d = &v.data;
-    FollowedVmi {
-        uid: v.metadata.uid.clone().unwrap_or_default(),
-        phase: str_at(d, "/status/phase"),
-        node: d
-            .pointer("/status/nodeName")
-            .and_then(Value::as_str)
-            .map(String::from),
-        conditions: conditions(d),
-    }
-}
-
-fn str_at(d: &Value, p: &str) -> String {
-    d.pointer(p)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn conditions(d: &Value) -> Vec<Condition> {
-    d.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|c| Condition {
-            kind: str_at(c, "/type"),
-            status: str_at(c, "/status"),
-            reason: str_at(c, "/reason"),
-            message: str_at(c, "/message"),
-        })
-        .collect()
 }
 
 /// Why a VM is not back: its new launcher pod and its Longhorn volumes, read once.

@@ -5,6 +5,7 @@
 
 mod abort;
 mod apply;
+mod apply_context;
 mod apply_event;
 mod apply_intent;
 mod apply_io;
@@ -14,6 +15,7 @@ mod disks;
 mod fence;
 mod finalizers;
 mod follow;
+mod follow_state;
 mod follow_watch;
 mod following;
 mod harvester;
