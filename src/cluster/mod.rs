@@ -48,7 +48,9 @@ pub use objects::{
     LonghornVolumeStatus, MigrationState, NameRef, VirtualMachine, VirtualMachineInstance, VmSpec,
     VmStatus, VmiSpec, VmiStatus, VmiVolume, BACKEND_STORAGE_PREFIX,
 };
-pub use retry::{backoff, retryable, with_retries, ATTEMPTS, FIRST_BACKOFF, MAX_RETRY_AFTER};
+pub use retry::{
+    backoff, retryable, with_retries, with_retries_unless, ATTEMPTS, FIRST_BACKOFF, MAX_RETRY_AFTER,
+};
 pub use server_clock::server_now;
 pub use snapshot::{
     AttachmentView, ClaimedVmi, ClusterFacts, LonghornVolumeRef, NodeIdentity, ObjectKey, PodView,

@@ -44,7 +44,22 @@ pub fn backoff(err: &kube::Error, retry: u32) -> Duration {
 
 /// Runs `request` until it succeeds, fails with an error that is not [`retryable`], or
 /// [`ATTEMPTS`] tries are used up; returns the last result.
-pub async fn with_retries<T, F, Fut>(what: &str, mut request: F) -> Result<T, kube::Error>
+pub async fn with_retries<T, F, Fut>(what: &str, request: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    with_retries_unless(what, |_| false, request).await
+}
+
+/// [`with_retries`], except that an error `is_final` says is returned at once even when it
+/// is [`retryable`] (a webhook that cannot be called after a power cut stays down for
+/// minutes; a denial will deny again).
+pub async fn with_retries_unless<T, F, Fut>(
+    what: &str,
+    is_final: impl Fn(&kube::Error) -> bool,
+    mut request: F,
+) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
@@ -52,7 +67,7 @@ where
     let mut retry = 0;
     loop {
         match request().await {
-            Err(e) if retryable(&e) && retry + 1 < ATTEMPTS => {
+            Err(e) if retryable(&e) && !is_final(&e) && retry + 1 < ATTEMPTS => {
                 let wait = backoff(&e, retry);
                 tracing::info!(
                     "{what}: {e}; retrying in {}",

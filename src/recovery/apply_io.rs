@@ -14,8 +14,8 @@ use serde_json::json;
 
 use super::finalizers::ObjectKind;
 use super::model::Decision;
-use crate::cluster::{backoff, retryable, with_retries, ATTEMPTS};
 use crate::cluster::{classify_refusal, status_code, Refusal as Denial, RequestFailed};
+use crate::cluster::{with_retries, with_retries_unless};
 use crate::cluster::{EventRecorder, ObjectKey, Regarding};
 use crate::cluster::{VirtualMachine, VirtualMachineInstance};
 
@@ -278,30 +278,17 @@ where
 /// [`with_retries`] for the finalizer patch, except that a refusal is final for this run
 /// ([`Denial::is_final`]): a webhook that cannot be called after a power cut stays down for
 /// minutes (a later pass retries), and a policy or webhook that denied will deny again.
-async fn retried_unless_webhook<T, F, Fut>(what: &str, mut request: F) -> Result<T, kube::Error>
+async fn retried_unless_webhook<T, F, Fut>(what: &str, request: F) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, kube::Error>>,
 {
-    let mut retry = 0;
-    loop {
-        match request().await {
-            Err(e)
-                if retryable(&e)
-                    && !classify_refusal(&e).is_some_and(|r| r.is_final())
-                    && retry + 1 < ATTEMPTS =>
-            {
-                let wait = backoff(&e, retry);
-                tracing::info!(
-                    "{what}: {e}; retrying in {}",
-                    humantime::format_duration(wait)
-                );
-                tokio::time::sleep(wait).await;
-                retry += 1;
-            }
-            other => return other,
-        }
-    }
+    with_retries_unless(
+        what,
+        |e| classify_refusal(e).is_some_and(|r| r.is_final()),
+        request,
+    )
+    .await
 }
 
 /// Whether an update's answer says the API server deleted the object: it answers the

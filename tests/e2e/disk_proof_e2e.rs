@@ -394,19 +394,7 @@ async fn another_drivers_disk_attached_elsewhere_is_looked_for_in_the_volumeatta
 async fn a_recovered_vmis_seen_record_triggers_no_cluster_wide_list() {
     let env = Env::power_loss().await;
     let ran = env
-        .run(&[
-            "run",
-            "--yes",
-            "--only",
-            "default/vm-web-01",
-            "--stuck-after",
-            "0s",
-            "--controller-grace",
-            "0s",
-            "--no-follow",
-            "--output",
-            "json",
-        ])
+        .run(&[crate::e2e_support::RUN, &["--only", "default/vm-web-01"]].concat())
         .await;
     assert_eq!(ran.code, 0, "{}", ran.all());
     env.sim.clear_requests();
