@@ -242,6 +242,14 @@ fn normalise(mut obj: Value) -> Value {
             m.insert("name".into(), json!(format!("{g}<generated>")));
         }
     }
+    // A Node's taints are a set whose order follows when the timed node-down controller
+    // looked relative to the step (Kubernetes keys them by key and effect): sorted.
+    if let Some(t) = obj
+        .pointer_mut("/spec/taints")
+        .and_then(Value::as_array_mut)
+    {
+        t.sort_by_key(|x| (x["key"].to_string(), x["effect"].to_string()));
+    }
     scrub(&mut obj);
     obj
 }
