@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 
 use crate::boot::{self, BootFacts};
@@ -21,10 +22,13 @@ pub struct Gathering {
     pub boot: BootFacts,
     /// The API client, or why there is none.
     pub client: Result<Client, ConnectError>,
+    /// The resourceVersion this node's VMIs were listed at (where a watch of them starts).
+    pub vmis_version: Option<String>,
 }
 
-/// Connects to the cluster and checks that the configured node is one of its Nodes.
-pub async fn connect(cfg: &Config) -> Result<Client, ConnectError> {
+/// Connects to the cluster and checks that the configured node is one of its Nodes; gives
+/// the client and that Node, which the next gather may reuse.
+pub async fn connect(cfg: &Config) -> Result<(Client, Node), ConnectError> {
     cluster::connect_to_node(&cfg.cluster, &cfg.node).await
 }
 
@@ -41,6 +45,23 @@ pub async fn gather_boot(cfg: &Config) -> BootFacts {
 /// Gathers all facts. Never fails: what cannot be read is `Unreadable` in the facts.
 /// `client` is reused when given (the agent keeps one).
 pub async fn gather(cfg: &Config, client: Option<Client>) -> Gathering {
+    let connected = match client {
+        Some(c) => Ok((c, None)),
+        None => connect(cfg).await.map(|(c, n)| (c, Some(n))),
+    };
+    gather_connected(cfg, connected).await
+}
+
+/// [`gather`] through `client`, reusing `known_node` (this node's Node as the connect
+/// check read it moments ago) instead of reading it again.
+pub async fn gather_reusing(cfg: &Config, client: Client, known_node: Option<Node>) -> Gathering {
+    gather_connected(cfg, Ok((client, known_node))).await
+}
+
+async fn gather_connected(
+    cfg: &Config,
+    connected: Result<(Client, Option<Node>), ConnectError>,
+) -> Gathering {
     let boot_opts = cfg.boot.clone();
     let node_opts = cfg.node_evidence.clone();
     // The node first: the cluster reads look up the VMIs its processes claim.
@@ -57,25 +78,29 @@ pub async fn gather(cfg: &Config, client: Option<Client>) -> Gathering {
         (boot, local)
     });
     let state = IntentStore::new(&cfg.state_dir).load_state();
-    let client = match client {
-        Some(c) => Ok(c),
-        None => connect(cfg).await,
+    let (client, known_node) = match connected {
+        Ok((c, n)) => (Ok(c), n),
+        Err(e) => (Err(e), None),
     };
     // The scan only fails by panicking, which is a bug: let it surface.
     let (boot, local) = match local.await {
         Ok(v) => v,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     };
-    let cluster = match &client {
+    let (cluster, vmis_version) = match &client {
         Ok(c) => {
             let mut also = also_read(&state.value().cloned().unwrap_or_default());
             also.claimed_vmis = claimed_by(&local);
             also.namespace = Some(cfg.cluster.namespace.clone());
             also.fenced = fenced;
             also.fence_watch = cfg.policy.fence_watch;
-            cluster::gather(c, &cfg.node, &also).await
+            let read = cluster::gather_with(c, &cfg.node, &also, known_node).await;
+            (read.facts, read.vmis_version)
         }
-        Err(why) => ClusterFacts::unreachable(&cfg.node, "the Kubernetes API", &why.to_string()),
+        Err(why) => (
+            ClusterFacts::unreachable(&cfg.node, "the Kubernetes API", &why.to_string()),
+            None,
+        ),
     };
     let (now, boot_time) = server_clock(boot.boot_time.clone());
     let facts = Facts {
@@ -93,6 +118,7 @@ pub async fn gather(cfg: &Config, client: Option<Client>) -> Gathering {
         facts,
         boot,
         client,
+        vmis_version,
     }
 }
 

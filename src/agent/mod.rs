@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use tokio::sync::Notify;
 
@@ -54,15 +55,19 @@ struct LiveIo<'a> {
     stop: tokio::sync::watch::Receiver<bool>,
     /// `followFor` as last (re)loaded.
     follow_for: Arc<std::sync::Mutex<Duration>>,
+    /// This node's Node as the connect check read it, for the first pass (taken by it).
+    known_node: std::sync::Mutex<Option<Node>>,
+    /// Where the VMI watch starts: given by the first pass that listed this node's VMIs.
+    watch_start: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<watch::WatchStart>>>,
 }
 
 impl PassIo for LiveIo<'_> {
     async fn gather(&self) -> Facts {
-        let facts = pipeline::gather(self.cfg, Some(self.client.clone()))
-            .await
-            .facts;
-        pipeline::record_seen(self.cfg, &facts);
-        facts
+        let known = self.known_node.lock().ok().and_then(|mut n| n.take());
+        let g = pipeline::gather_reusing(self.cfg, self.client.clone(), known).await;
+        self.start_watch(&g);
+        pipeline::record_seen(self.cfg, &g.facts);
+        g.facts
     }
 
     async fn apply(&self, plan: Plan, started: jiff::Timestamp) -> Result<RunReport, LeaseError> {
@@ -77,6 +82,20 @@ impl PassIo for LiveIo<'_> {
 }
 
 impl LiveIo<'_> {
+    /// Starts the VMI watch at this gather's list of this node's VMIs, if it has not started.
+    fn start_watch(&self, g: &pipeline::Gathering) {
+        let (Some(version), Some(listed)) = (&g.vmis_version, g.facts.cluster.vmis.value()) else {
+            return;
+        };
+        let Some(tx) = self.watch_start.lock().ok().and_then(|mut t| t.take()) else {
+            return;
+        };
+        let _ = tx.send(watch::WatchStart {
+            version: version.clone(),
+            listed: listed.clone(),
+        });
+    }
+
     /// Follows the run's recovered VMs in a task of their own (the loop keeps deciding
     /// meanwhile): the outcomes go into the saved report (unless a later run replaced it),
     /// an Event on each VM, and the node summary at the next pass, which the task wakes.
@@ -202,7 +221,7 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
 
     // Wait for the API server, with backoff; never crash-loop while it is down.
     let mut backoff = Duration::from_secs(1);
-    let client = loop {
+    let (client, known_node) = loop {
         match pipeline::connect(cfg).await {
             Ok(c) => break c,
             Err(e) => {
@@ -262,6 +281,7 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
         }
     };
     let wake = Arc::new(Notify::new());
+    let (watch_start, watch_from) = tokio::sync::oneshot::channel();
     let io = LiveIo {
         cfg,
         client: client.clone(),
@@ -279,6 +299,8 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
         wake: wake.clone(),
         stop: stop.clone(),
         follow_for: agent.follow_for.clone(),
+        known_node: std::sync::Mutex::new(Some(known_node)),
+        watch_start: std::sync::Mutex::new(Some(watch_start)),
     };
     let mut publisher = summary::Publisher::new(client.clone(), &cfg.cluster.namespace);
     let mut watcher = Some(watch::spawn(
@@ -287,6 +309,7 @@ pub async fn run(cfg: &Config, args: &AgentConfig) -> Outcome {
         wake.clone(),
         metrics.clone(),
         watch_secs,
+        watch_from,
     ));
 
     loop {

@@ -1,21 +1,31 @@
 //! Wakes the agent when a VMI on this node changes in a way a decision can depend on: one
-//! watch (list + watch with the node label selector), never polling. A change to anything
-//! else (labels, annotations, guest-agent status, interfaces) wakes nothing, so an idle
-//! agent's steady state is this one watch stream. Watch errors are counted and retried
-//! with backoff by kube's watcher.
+//! watch (the node label selector), never polling. It starts at the resourceVersion of
+//! the first pass's own list of those VMIs, seeded with what that list showed, so an
+//! agent reads its VMIs once, not once for the pass and again for the watch; it lists them
+//! itself only when the server says that version is gone (410). A change to anything else
+//! (labels, annotations, guest-agent status, interfaces) wakes nothing, so an idle agent's
+//! steady state is this one watch stream. Watch errors are counted and retried with backoff.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
-use kube::runtime::watcher::{self, watcher, Event};
-use kube::runtime::WatchStreamExt;
-use kube::{Api, Client};
-use tokio::sync::Notify;
+use kube::api::{ListParams, WatchEvent, WatchParams};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use super::metrics::Metrics;
 use crate::cluster::{VirtualMachineInstance, VmiView, LABEL_NODE_NAME};
+
+/// Where the watch starts: a pass's list of this node's VMIs.
+pub struct WatchStart {
+    /// The list's resourceVersion.
+    pub version: String,
+    /// What it showed.
+    pub listed: Vec<VmiView>,
+}
 
 /// What of a VMI a decision reads: a change to anything else is not worth a pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,9 +43,13 @@ pub(crate) struct Relevant {
 impl Relevant {
     /// The relevant part of `vmi`.
     pub(crate) fn of(vmi: &VirtualMachineInstance) -> (String, Self) {
-        let v = VmiView::from(vmi);
+        Self::of_view(VmiView::from(vmi))
+    }
+
+    /// The relevant part of a VMI as a pass saw it.
+    fn of_view(v: VmiView) -> (String, Self) {
         (
-            v.key.uid.clone(),
+            v.key.uid,
             Relevant {
                 deletion: v.deletion_timestamp,
                 finalizers: v.finalizers,
@@ -59,6 +73,14 @@ pub(crate) struct Filter {
 }
 
 impl Filter {
+    /// A filter that has seen what a pass listed.
+    pub(crate) fn seeded(listed: Vec<VmiView>) -> Self {
+        Filter {
+            seen: listed.into_iter().map(Relevant::of_view).collect(),
+            listing: None,
+        }
+    }
+
     /// Whether this created or updated VMI changes anything a decision reads.
     pub(crate) fn applied(&mut self, vmi: &VirtualMachineInstance) -> bool {
         let (uid, now) = Relevant::of(vmi);
@@ -104,43 +126,139 @@ impl Filter {
     }
 }
 
-/// Starts watching VMIs labelled for `node` (each watch request ends after `timeout_secs` on
-/// the server and is re-opened); `wake` is notified on every relevant change.
+/// How long the watch waits before trying again after an error, at most.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Starts watching VMIs labelled for `node` from `start` (each watch request ends after
+/// `timeout_secs` on the server and is re-opened from the last version seen); `wake` is
+/// notified on every relevant change.
 pub fn spawn(
     client: Client,
     node: &str,
     wake: Arc<Notify>,
     metrics: Metrics,
     timeout_secs: u32,
+    start: oneshot::Receiver<WatchStart>,
 ) -> JoinHandle<()> {
     let api = Api::<VirtualMachineInstance>::all(client);
-    let config = watcher::Config::default()
-        .labels(&format!("{LABEL_NODE_NAME}={node}"))
-        .timeout(timeout_secs);
+    let selector = format!("{LABEL_NODE_NAME}={node}");
     tokio::spawn(async move {
-        let mut filter = Filter::default();
-        let mut events = watcher(api, config).default_backoff().boxed();
-        while let Some(event) = events.next().await {
-            let relevant = match event {
-                Ok(Event::Apply(v)) => filter.applied(&v),
-                Ok(Event::InitApply(v)) => filter.listed(&v),
-                Ok(Event::Delete(v)) => filter.deleted(&v),
-                Ok(Event::Init) => {
-                    filter.list_started();
-                    false
+        let Ok(start) = start.await else { return };
+        let mut filter = Filter::seeded(start.listed);
+        let mut version = start.version;
+        let params = WatchParams::default()
+            .labels(&selector)
+            .timeout(timeout_secs);
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let ended = follow(&api, &params, &mut version, &mut filter, &wake).await;
+            match ended {
+                Ended::Timeout => {
+                    backoff = Duration::from_secs(1);
+                    continue;
                 }
-                Ok(Event::InitDone) => filter.list_done(),
-                Err(e) => {
+                Ended::Gone => {}
+                Ended::Failed(e) => {
                     metrics.api_error();
                     tracing::warn!("watching the VMIs on this node: {e}");
-                    false
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
                 }
-            };
-            if relevant {
-                wake.notify_one();
+            }
+            // The version is gone from the server's history: list again, then watch on.
+            match relist(&api, &selector, &mut filter).await {
+                Ok((v, relevant)) => {
+                    version = v;
+                    backoff = Duration::from_secs(1);
+                    if relevant {
+                        wake.notify_one();
+                    }
+                }
+                Err(e) => {
+                    metrics.api_error();
+                    tracing::warn!("listing the VMIs on this node again: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
             }
         }
     })
+}
+
+/// Why one watch request ended.
+enum Ended {
+    /// The server's timeout: re-open from the last version.
+    Timeout,
+    /// The version is too old (410): list again.
+    Gone,
+    /// The request or the stream failed.
+    Failed(String),
+}
+
+/// Follows one watch request from `version`, keeping `version` at the last event seen.
+async fn follow(
+    api: &Api<VirtualMachineInstance>,
+    params: &WatchParams,
+    version: &mut String,
+    filter: &mut Filter,
+    wake: &Notify,
+) -> Ended {
+    let stream = match api.watch(params, version).await {
+        Ok(s) => s,
+        Err(e) if crate::cluster::status_code(&e) == Some(410) => return Ended::Gone,
+        Err(e) => return Ended::Failed(e.to_string()),
+    };
+    let mut stream = std::pin::pin!(stream);
+    loop {
+        let event = match stream.next().await {
+            None => return Ended::Timeout,
+            Some(Err(e)) => return Ended::Failed(e.to_string()),
+            Some(Ok(event)) => event,
+        };
+        let relevant = match event {
+            WatchEvent::Added(v) | WatchEvent::Modified(v) => {
+                advance(version, &v);
+                filter.applied(&v)
+            }
+            WatchEvent::Deleted(v) => {
+                advance(version, &v);
+                filter.deleted(&v)
+            }
+            WatchEvent::Bookmark(b) => {
+                *version = b.metadata.resource_version;
+                false
+            }
+            WatchEvent::Error(s) if s.code == 410 => return Ended::Gone,
+            WatchEvent::Error(s) => return Ended::Failed(format!("{} ({})", s.message, s.code)),
+        };
+        if relevant {
+            wake.notify_one();
+        }
+    }
+}
+
+/// Moves `version` to `vmi`'s, the last event seen.
+fn advance(version: &mut String, vmi: &VirtualMachineInstance) {
+    if let Some(v) = vmi.resource_version() {
+        *version = v;
+    }
+}
+
+/// Lists this node's VMIs again; gives the list's version and whether it showed a change.
+async fn relist(
+    api: &Api<VirtualMachineInstance>,
+    selector: &str,
+    filter: &mut Filter,
+) -> Result<(String, bool), kube::Error> {
+    let list = api.list(&ListParams::default().labels(selector)).await?;
+    filter.list_started();
+    let mut relevant = false;
+    for vmi in &list.items {
+        relevant |= filter.listed(vmi);
+    }
+    relevant |= filter.list_done();
+    Ok((list.metadata.resource_version.unwrap_or_default(), relevant))
 }
 
 #[cfg(test)]

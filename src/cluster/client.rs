@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Node;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
@@ -91,17 +92,20 @@ async fn from_file(path: &Path) -> Result<Config, ConnectError> {
 }
 
 /// Connects and checks that `node` names a Node object; the error says how to fix it.
-pub async fn connect_to_node(cfg: &ClusterConfig, node: &str) -> Result<Client, ConnectError> {
+pub async fn connect_to_node(
+    cfg: &ClusterConfig,
+    node: &str,
+) -> Result<(Client, Node), ConnectError> {
     let client = connect(cfg).await?;
-    check_node(&client, node).await?;
-    Ok(client)
+    let found = check_node(&client, node).await?;
+    Ok((client, found))
 }
 
-/// Checks that `node` names a Node object.
-pub async fn check_node(client: &Client, node: &str) -> Result<(), ConnectError> {
-    let nodes = kube::Api::<k8s_openapi::api::core::v1::Node>::all(client.clone());
+/// Checks that `node` names a Node object, and gives it.
+pub async fn check_node(client: &Client, node: &str) -> Result<Node, ConnectError> {
+    let nodes = kube::Api::<Node>::all(client.clone());
     match with_retries(&format!("get nodes/{node}"), || nodes.get_opt(node)).await {
-        Ok(Some(_)) => Ok(()),
+        Ok(Some(n)) => Ok(n),
         Ok(None) => Err(ConnectError::NoSuchNode(node.to_string())),
         Err(e) => Err(ConnectError::Api(describe(
             &e,

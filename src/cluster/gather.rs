@@ -19,7 +19,7 @@ use super::gather_disks::{self, DiskFacts};
 use super::harvester::{
     read_extras, HarvesterFacts, HARVESTER_NAMESPACE as HARVESTER_NAMESPACE_DEFAULT,
 };
-use super::lists::{get_named, list, ReadFailed};
+use super::lists::{get_named, list, list_versioned, ReadFailed};
 use super::names::*;
 use super::objects::{VirtualMachine, VirtualMachineInstance};
 use super::retry::with_retries;
@@ -29,6 +29,26 @@ use crate::evidence::Gathered;
 /// Reads everything the planner needs about `node`. Never fails: a read that fails
 /// becomes `Unreadable` evidence, so the planner fails closed on it.
 pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFacts {
+    gather_with(client, node, also, None).await.facts
+}
+
+/// A gather's facts, and the resourceVersion its list of this node's VMIs was read at:
+/// the agent's watch of those VMIs starts there instead of listing them again.
+pub struct ClusterRead {
+    /// Everything read.
+    pub facts: ClusterFacts,
+    /// The VMI list's resourceVersion (`None` when it failed or the server gave none).
+    pub vmis_version: Option<String>,
+}
+
+/// [`gather`], reusing `known_node` — `node`'s Node as read moments ago by the connect
+/// check — instead of reading it again.
+pub async fn gather_with(
+    client: &Client,
+    node: &str,
+    also: &AlsoRead,
+    known_node: Option<Node>,
+) -> ClusterRead {
     // The three reads of every pass.
     let on_node = ListParams::default().labels(&format!("{LABEL_NODE_NAME}={node}"));
     let launchers = ListParams::default()
@@ -37,14 +57,21 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
     let node_api = Api::<Node>::all(client.clone());
     let get_node = format!("get nodes/{node}");
     let (node_obj, vmis, pods) = tokio::join!(
-        with_retries(&get_node, || node_api.get_opt(node)),
-        list(
+        async {
+            match known_node {
+                Some(n) => Ok(Some(n)),
+                None => with_retries(&get_node, || node_api.get_opt(node)).await,
+            }
+        },
+        list_versioned(
             Api::<VirtualMachineInstance>::all(client.clone()),
             &on_node,
             "virtualmachineinstances.kubevirt.io"
         ),
         list(Api::<Pod>::all(client.clone()), &launchers, "pods"),
     );
+    let vmis_version = vmis.as_ref().ok().and_then(|l| l.version.clone());
+    let vmis = vmis.map(|l| l.items);
     let mut harvester = match &node_obj {
         Ok(Some(n)) => HarvesterFacts::of_node(n),
         _ => HarvesterFacts::default(),
@@ -147,7 +174,7 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         Err(e) => DiskFacts::unreadable("virtualmachines", e),
     };
 
-    ClusterFacts {
+    let facts = ClusterFacts {
         node: node.to_string(),
         vmis: gathered("virtualmachineinstances", vmis),
         vms: gathered("virtualmachines", vms),
@@ -162,6 +189,10 @@ pub async fn gather(client: &Client, node: &str, also: &AlsoRead) -> ClusterFact
         node_identity,
         claimed,
         harvester,
+    };
+    ClusterRead {
+        facts,
+        vmis_version,
     }
 }
 

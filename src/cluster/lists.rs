@@ -22,6 +22,15 @@ pub enum ReadFailed {
     Malformed(String),
 }
 
+/// A list's objects and the resourceVersion it was read at (where a watch of the same
+/// objects starts without listing them again).
+pub(crate) struct Listed<K> {
+    /// The objects.
+    pub items: Vec<K>,
+    /// The list's `metadata.resourceVersion`, when the server gave one.
+    pub version: Option<String>,
+}
+
 /// Why a list could not be used.
 enum ListError {
     /// The request failed.
@@ -33,7 +42,7 @@ enum ListError {
 /// Lists `api` and decodes each object on its own: one malformed object (a wrong type in
 /// a field vmrecover reads) makes the list unreadable with a message naming that object,
 /// never a bare decoding error about the whole list.
-async fn list_lenient<K>(api: &Api<K>, lp: &ListParams, what: &str) -> Result<Vec<K>, ListError>
+async fn list_lenient<K>(api: &Api<K>, lp: &ListParams, what: &str) -> Result<Listed<K>, ListError>
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
@@ -51,6 +60,7 @@ where
     })
     .await
     .map_err(ListError::Api)?;
+    let version = raw.metadata.resource_version.filter(|v| !v.is_empty());
     let mut items = Vec::with_capacity(raw.items.len());
     let mut bad = Vec::new();
     for item in raw.items {
@@ -61,7 +71,7 @@ where
         }
     }
     if bad.is_empty() {
-        Ok(items)
+        Ok(Listed { items, version })
     } else {
         Err(ListError::Malformed(format!(
             "list {what}: malformed object {}: fix or remove it; nothing that depends on this \
@@ -95,8 +105,20 @@ pub(crate) async fn list<K>(api: Api<K>, lp: &ListParams, what: &str) -> Result<
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
+    list_versioned(api, lp, what).await.map(|l| l.items)
+}
+
+/// Like [`list`], with the list's resourceVersion.
+pub(crate) async fn list_versioned<K>(
+    api: Api<K>,
+    lp: &ListParams,
+    what: &str,
+) -> Result<Listed<K>, ReadFailed>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
     match list_lenient(&api, lp, what).await {
-        Ok(items) => Ok(items),
+        Ok(listed) => Ok(listed),
         Err(ListError::Api(e)) => Err(RequestFailed::new("list", what, e).into()),
         Err(ListError::Malformed(m)) => Err(ReadFailed::Malformed(m)),
     }
@@ -108,7 +130,7 @@ where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     match list_lenient(&api, &ListParams::default(), what).await {
-        Ok(items) => Ok(items),
+        Ok(listed) => Ok(listed.items),
         Err(ListError::Api(e)) if status_code(&e) == Some(404) => Ok(Vec::new()),
         Err(ListError::Api(e)) => Err(RequestFailed::new("list", what, e).into()),
         Err(ListError::Malformed(m)) => Err(ReadFailed::Malformed(m)),

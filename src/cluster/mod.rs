@@ -33,7 +33,7 @@ pub use client::{
 pub use denial::{classify as classify_refusal, Refusal};
 pub use errors::{describe, status_code, RequestFailed};
 pub use events::{EventRecorder, Regarding};
-pub use gather::{gather, is_deciding};
+pub use gather::{gather, gather_with, is_deciding, ClusterRead};
 pub use harvester::{
     read_extras as read_harvester_extras, ConditionView, ForceResetPolicy, HarvesterFacts,
     ANNOTATION_PAUSE, CONDITION_DRAINED, HARVESTER_NAMESPACE, LABEL_UPGRADE_STATE, PAUSE_CONFIGMAP,

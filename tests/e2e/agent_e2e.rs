@@ -84,11 +84,22 @@ impl Agent {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Agent {
+        Agent::start_as(NODE, node, kubeconfig, extra, env)
+    }
+
+    /// An agent for the Node named `node_name`.
+    fn start_as(
+        node_name: &str,
+        node: &Node,
+        kubeconfig: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vmrecover"))
             .envs(env.iter().copied())
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .args(["--node", NODE, "--log-target", "stderr", "--state-dir"])
+            .args(["--node", node_name, "--log-target", "stderr", "--state-dir"])
             .arg(&node.state)
             .arg("--host-root")
             .arg(&node.root)
@@ -334,6 +345,83 @@ async fn recovers_after_an_unclean_boot_serves_matching_metrics_and_stops_cleanl
         "{text}"
     );
     assert!(text.contains("last run:  agent run at "), "{text}");
+}
+
+/// Issue 28: a healthy agent reads its Node once (the connect check's read serves the first
+/// pass), lists its VMIs once (the watch starts at that list's resourceVersion instead of
+/// listing them again), and a VMI change after that still wakes a pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_agent_reads_its_node_and_vmis_once_then_watches_from_that_list() {
+    const HEALTHY: &str = "harvester-node-2";
+    let sim = Sim::start(SimConfig::default().scenario_file(shipped_scenario("healthy.yaml")))
+        .await
+        .unwrap();
+    let node = node_after_power_cut();
+    let agent = Agent::start_as(HEALTHY, &node, sim.kubeconfig_path(), &[], &[]);
+    let vmis = "/apis/kubevirt.io/v1/virtualmachineinstances";
+    let summary = format!("/configmaps/vmrecover-summary-{HEALTHY}");
+    let agents = |sim: &Sim| -> Vec<harvester_sim::RequestRecord> {
+        sim.requests().into_iter().filter(|r| !r.internal).collect()
+    };
+    eventually("the summary written and the VMI watch open", || {
+        let reqs = agents(&sim);
+        reqs.iter().any(|r| r.path.ends_with(&summary))
+            && reqs
+                .iter()
+                .any(|r| r.path == vmis && r.query.contains("watch=true"))
+    })
+    .await;
+    let reqs = agents(&sim);
+    let seen: Vec<String> = reqs
+        .iter()
+        .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
+        .collect();
+    let node_reads = reqs
+        .iter()
+        .filter(|r| r.path == format!("/api/v1/nodes/{HEALTHY}"))
+        .count();
+    assert_eq!(node_reads, 1, "the Node is read once: {seen:#?}");
+    let vmi_lists: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.path == vmis && !r.query.contains("watch=true"))
+        .collect();
+    assert_eq!(vmi_lists.len(), 1, "the VMIs are listed once: {seen:#?}");
+    let watch = reqs
+        .iter()
+        .find(|r| r.path == vmis && r.query.contains("watch=true"))
+        .unwrap();
+    assert!(watch.seq > vmi_lists[0].seq, "{seen:#?}");
+    let from = watch
+        .query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("resourceVersion="))
+        .unwrap_or_default();
+    assert!(
+        !from.is_empty() && from != "0",
+        "the watch starts at the list's version, not with a list of its own: {}",
+        watch.query
+    );
+
+    // A relevant change after the list still reaches the agent: its VMI fails.
+    let mut vmi = sim
+        .get(
+            "kubevirt.io/v1",
+            "VirtualMachineInstance",
+            "default",
+            "vm-web-02",
+        )
+        .unwrap();
+    vmi["status"]["phase"] = "Failed".into();
+    sim.put(vmi).unwrap();
+    eventually("a second pass woken by the watch", || {
+        agents(&sim)
+            .iter()
+            .filter(|r| r.path == vmis && !r.query.contains("watch=true"))
+            .count()
+            >= 2
+    })
+    .await;
+    drop(agent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
