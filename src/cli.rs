@@ -434,7 +434,7 @@ pub struct PolicyArgs {
     pub also_finalizer: Vec<String>,
 
     /// How long a recovered VM is followed until it is running again, gone, or reported
-    /// not back with why [default: 5m; config file: followFor].
+    /// not back with why; 0s: not followed [default: 5m; config file: followFor].
     #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]
     pub follow_for: Option<Duration>,
 }

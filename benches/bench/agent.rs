@@ -49,6 +49,9 @@ pub fn command(
             "0s",
             "--max-vms",
             "1000",
+            // Following recovered VMs is the operator's view, off in the benchmarks (issue 28).
+            "--follow-for",
+            "0s",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -112,6 +112,10 @@ impl LiveIo<'_> {
             .lock()
             .map(|f| *f)
             .unwrap_or(self.cfg.follow_for);
+        // `followFor: 0s` turns following off: no watch of the site's VMs and VMIs at all.
+        if bound.is_zero() {
+            return;
+        }
         let store = ReportStore::new(&self.cfg.state_dir);
         let looks = Looks::Watching {
             client: self.watches.0.clone(),

@@ -107,7 +107,8 @@ pub async fn run(cfg: &Config, args: &RunConfig) -> Outcome {
     };
     let follow = args
         .follow
-        .unwrap_or_else(|| std::io::stdout().is_terminal());
+        .unwrap_or_else(|| std::io::stdout().is_terminal())
+        && !cfg.follow_for.is_zero();
     if follow && report.stopped.is_none() {
         follow_outcomes(cfg, &follow_client, &mut report, cancel).await;
     }

@@ -424,6 +424,65 @@ async fn a_healthy_agent_reads_its_node_and_vmis_once_then_watches_from_that_lis
     drop(agent);
 }
 
+/// Issue 28: `--follow-for 0s` turns following off — the agent recovers and never lists or
+/// watches the site's VMs and VMIs (what the benchmarks rely on); with following on, the
+/// same run does (so the check can see them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_for_zero_recovers_without_watching_the_site() {
+    let followed = site_reads_after_recovery("5m").await;
+    assert!(
+        !followed.is_empty(),
+        "following reads the site's VMs and VMIs"
+    );
+    let off = site_reads_after_recovery("0s").await;
+    assert!(off.is_empty(), "the site's VMs or VMIs were read: {off:#?}");
+}
+
+/// The agent's reads of every VM or VMI of the site (no label selector) until one pass after
+/// it recovered power-loss.yaml's node with `--follow-for follow_for`.
+async fn site_reads_after_recovery(follow_for: &str) -> Vec<String> {
+    let sim = Sim::start(SimConfig::default().scenario_file(shipped_scenario("power-loss.yaml")))
+        .await
+        .unwrap();
+    let node = node_after_power_cut();
+    let agent = Agent::start(&node, sim.kubeconfig_path(), &["--follow-for", follow_for]);
+    eventually("the stuck VMs to be recovered", || {
+        !vm_exists(&sim, "default", "vm-web-01") && node.state.join("last-run.json").exists()
+    })
+    .await;
+    // Then one more pass, woken by a change: a follow would have started a whole pass ago.
+    let vmis = "/apis/kubevirt.io/v1/virtualmachineinstances";
+    let lists = |sim: &Sim| {
+        sim.requests()
+            .iter()
+            .filter(|r| !r.internal && r.path == vmis && !r.query.contains("watch=true"))
+            .filter(|r| r.query.contains("labelSelector"))
+            .count()
+    };
+    let before = lists(&sim);
+    let mut vmi = sim
+        .get(
+            "kubevirt.io/v1",
+            "VirtualMachineInstance",
+            "default",
+            "vm-custom-01",
+        )
+        .unwrap();
+    vmi["status"]["phase"] = "Failed".into();
+    sim.put(vmi).unwrap();
+    eventually("a pass after the change", || lists(&sim) > before).await;
+    drop(agent);
+    sim.requests()
+        .iter()
+        .filter(|r| !r.internal && r.method == "GET")
+        .filter(|r| {
+            (r.path == "/apis/kubevirt.io/v1/virtualmachines" || r.path == vmis)
+                && !r.query.contains("labelSelector")
+        })
+        .map(|r| format!("{}?{}", r.path, r.query))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waits_for_the_api_server_then_recovers() {
     // Reserve a port, start the agent against it while nothing listens there.
