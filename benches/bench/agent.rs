@@ -27,6 +27,10 @@ pub fn command(
     log: Stdio,
 ) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(bin);
+    if bin != env!("CARGO_BIN_EXE_vmrecover") {
+        // A wrapper (`BENCH_AGENT_WRAPPER`): it runs vmrecover with the arguments below.
+        cmd.arg(env!("CARGO_BIN_EXE_vmrecover"));
+    }
     cmd.arg("--kubeconfig")
         .arg(paths.kubeconfig)
         .args(["--node", node, "--log-target", "stderr", "--state-dir"])

@@ -16,6 +16,8 @@
 //! - `BENCH_PROCESSES` (2000), `BENCH_VOLUMES` (500), `BENCH_SCAN_ITERATIONS` (20): the node scan.
 //! - `BENCH_IDLE_SECS` (60): the agent's idle CPU window; `BENCH_AGENT_TIMEOUT_SECS` (120):
 //!   how long the agent may take to recover the scale scenario.
+//! - `BENCH_AGENT_WRAPPER=<program>`: start the agent as `<program> <vmrecover> <args>` (a
+//!   heap profiler: `heaptrack`); its RSS figures are then the wrapper's, not the agent's.
 
 use crate::{agent, footprint, journal, node, requests, scenario};
 
@@ -513,8 +515,9 @@ async fn agent_footprint(text: &str, shape: &scenario::Shape, figures: &mut Figu
         host: host.path(),
         journal: journal.path(),
     };
+    let wrapper = std::env::var("BENCH_AGENT_WRAPPER").ok();
     let child = agent::command(
-        BIN,
+        wrapper.as_deref().unwrap_or(BIN),
         NODE,
         &paths,
         &boot_window,
