@@ -5,6 +5,7 @@ use k8s_openapi::NamespaceResourceScope;
 use kube::api::{ListParams, ObjectList};
 use kube::{Api, Client};
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::errors::{status_code, RequestFailed};
@@ -48,12 +49,14 @@ where
 {
     let client = api.clone().into_client();
     let url = api.resource_url().to_string();
-    let raw: ObjectList<Value> = with_retries(&format!("list {what}"), || {
+    // Each object is kept as its JSON text until decoded into `K`: a list parsed into a
+    // `Value` tree first costs several times its size in memory at once.
+    let raw: ObjectList<Box<RawValue>> = with_retries(&format!("list {what}"), || {
         let client = client.clone();
         let req = kube::core::Request::new(url.clone()).list(lp);
         async move {
             match req {
-                Ok(req) => client.request::<ObjectList<Value>>(req).await,
+                Ok(req) => client.request::<ObjectList<Box<RawValue>>>(req).await,
                 Err(e) => Err(kube::Error::BuildRequest(e)),
             }
         }
@@ -64,10 +67,9 @@ where
     let mut items = Vec::with_capacity(raw.items.len());
     let mut bad = Vec::new();
     for item in raw.items {
-        let name = object_name(&item);
-        match serde_json::from_value::<K>(item) {
+        match serde_json::from_str::<K>(item.get()) {
             Ok(k) => items.push(k),
-            Err(e) => bad.push(format!("{name} ({e})")),
+            Err(e) => bad.push(format!("{} ({e})", raw_object_name(&item))),
         }
     }
     if bad.is_empty() {
@@ -78,6 +80,14 @@ where
              list is touched until then",
             bad.join("; ")
         )))
+    }
+}
+
+/// `namespace/name` of an object's JSON text, as far as it can be read.
+fn raw_object_name(item: &RawValue) -> String {
+    match serde_json::from_str::<Value>(item.get()) {
+        Ok(v) => object_name(&v),
+        Err(_) => "?".to_string(),
     }
 }
 
