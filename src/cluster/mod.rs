@@ -13,6 +13,7 @@ mod gather_disks;
 mod harvester;
 mod lease;
 mod lease_expiry;
+mod lean_meta;
 mod lists;
 mod liveness;
 mod names;

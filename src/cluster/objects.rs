@@ -40,7 +40,7 @@ macro_rules! typed_resource {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct VirtualMachineInstance {
     /// Object metadata.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lean_meta::without_managed_fields")]
     pub metadata: ObjectMeta,
     /// The fields of `spec` vmrecover reads.
     #[serde(default)]
@@ -239,7 +239,7 @@ pub struct MigrationState {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct VirtualMachine {
     /// Object metadata.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lean_meta::without_managed_fields")]
     pub metadata: ObjectMeta,
     /// The fields of `spec` vmrecover reads.
     #[serde(default)]
@@ -282,7 +282,7 @@ pub struct VmStatus {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LonghornVolume {
     /// Object metadata (name = the Longhorn volume name).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lean_meta::without_managed_fields")]
     pub metadata: ObjectMeta,
     /// The fields of `status` vmrecover reads.
     #[serde(default)]
@@ -332,7 +332,7 @@ pub struct LonghornKubernetesStatus {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LonghornVolumeAttachment {
     /// Object metadata.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lean_meta::without_managed_fields")]
     pub metadata: ObjectMeta,
     /// The fields of `spec` vmrecover reads.
     #[serde(default)]
