@@ -21,7 +21,7 @@ use super::harvester::{
 };
 use super::lists::{get_named, list, list_versioned, ReadFailed};
 use super::names::*;
-use super::objects::{VirtualMachine, VirtualMachineInstance};
+use super::objects::{LeanPod, VirtualMachine, VirtualMachineInstance};
 use super::retry::with_retries;
 use super::snapshot::{ClaimedVmi, ClusterFacts, NodeIdentity, PodView, VmView, VmiView};
 use crate::evidence::Gathered;
@@ -68,7 +68,7 @@ pub async fn gather_with(
             &on_node,
             "virtualmachineinstances.kubevirt.io"
         ),
-        list(Api::<Pod>::all(client.clone()), &launchers, "pods"),
+        list(Api::<LeanPod>::all(client.clone()), &launchers, "pods"),
     );
     let vmis_version = vmis.as_ref().ok().and_then(|l| l.version.clone());
     let vmis = vmis.map(|l| l.items);
@@ -94,8 +94,11 @@ pub async fn gather_with(
             vmis = Err(e);
         }
     }
-    let pods: Result<Vec<PodView>, ReadFailed> =
-        pods.map(|v| v.iter().map(PodView::from).collect());
+    let pods: Result<Vec<PodView>, ReadFailed> = pods.map(|v| {
+        v.into_iter()
+            .map(|p| PodView::from(&Pod::from(p)))
+            .collect()
+    });
 
     // What a decision may rest on: VMIs deleting or final here, and earlier runs' VMs.
     let listed = vmis.as_deref().unwrap_or_default();
@@ -227,8 +230,12 @@ async fn hotplug_pods(client: &Client, node: &str, deciding: bool) -> Gathered<V
     let lp = ListParams::default()
         .labels(&format!("{LABEL_KUBEVIRT}={HOTPLUG_DISK}"))
         .fields(&format!("spec.nodeName={node}"));
-    match list(Api::<Pod>::all(client.clone()), &lp, "pods").await {
-        Ok(pods) => Gathered::read(pods.iter().map(PodView::from).collect()),
+    match list(Api::<LeanPod>::all(client.clone()), &lp, "pods").await {
+        Ok(pods) => Gathered::read(
+            pods.into_iter()
+                .map(|p| PodView::from(&Pod::from(p)))
+                .collect(),
+        ),
         Err(e) => Gathered::unreadable("pods (hotplug attachment pods on this node)", e),
     }
 }
@@ -237,10 +244,10 @@ async fn hotplug_pods(client: &Client, node: &str, deciding: bool) -> Gathered<V
 /// node runs elsewhere).
 async fn launchers_elsewhere(client: &Client, node: &str) -> Gathered<Vec<PodView>> {
     let lp = ListParams::default().labels(&format!("{LABEL_KUBEVIRT}={VIRT_LAUNCHER}"));
-    match list(Api::<Pod>::all(client.clone()), &lp, "pods").await {
+    match list(Api::<LeanPod>::all(client.clone()), &lp, "pods").await {
         Ok(pods) => Gathered::read(
-            pods.iter()
-                .map(PodView::from)
+            pods.into_iter()
+                .map(|p| PodView::from(&Pod::from(p)))
                 .filter(|p| p.node_name.as_deref() != Some(node))
                 .collect(),
         ),

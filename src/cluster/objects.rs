@@ -388,3 +388,36 @@ mod tests {
         assert_eq!(v.status.current_node_id.as_deref(), Some("node-2"));
     }
 }
+
+/// A core/v1 Pod decoded without `metadata.managedFields` (see `lean_meta`), for the pod
+/// lists of every pass; [`Pod`](k8s_openapi::api::core::v1::Pod) again with `into`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LeanPod {
+    /// Object metadata.
+    #[serde(default, deserialize_with = "super::lean_meta::without_managed_fields")]
+    pub metadata: ObjectMeta,
+    /// `spec`.
+    #[serde(default)]
+    pub spec: Option<k8s_openapi::api::core::v1::PodSpec>,
+    /// `status`.
+    #[serde(default)]
+    pub status: Option<k8s_openapi::api::core::v1::PodStatus>,
+}
+typed_resource!(
+    LeanPod,
+    k8s_openapi::NamespaceResourceScope,
+    group = "",
+    version = "v1",
+    kind = "Pod",
+    plural = "pods"
+);
+
+impl From<LeanPod> for k8s_openapi::api::core::v1::Pod {
+    fn from(p: LeanPod) -> Self {
+        k8s_openapi::api::core::v1::Pod {
+            metadata: p.metadata,
+            spec: p.spec,
+            status: p.status,
+        }
+    }
+}
