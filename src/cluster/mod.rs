@@ -12,7 +12,10 @@ mod gather;
 mod gather_disks;
 mod harvester;
 mod lease;
+mod lease_api;
 mod lease_expiry;
+#[cfg(test)]
+mod lease_tests;
 mod lists;
 mod liveness;
 mod names;
