@@ -156,7 +156,7 @@ pub async fn acquire(
 }
 
 /// [`acquire`] through `api`.
-pub(super) async fn acquire_with(
+pub(crate) async fn acquire_with(
     api: Arc<dyn LeaseApi>,
     config: LeaseConfig,
     wait: Duration,

@@ -1,6 +1,7 @@
 //! The node Lease's rules against a scripted API server: taking a free, our own, a live or
 //! an expired Lease, a 409 from a concurrent taker, renewals that fail, release, and a 403.
-//! Time is tokio's paused clock: waits run at once, and their length is exact.
+//! Time is tokio's paused clock: waits run at once, and their length is exact. The scripted
+//! Lease ([`ScriptedLease`]) also serves the session's tests (`recovery/session_tests.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,7 @@ use super::lease_api::{LeaseApi, LeaseCallError};
 /// Our identity in these tests.
 const ME: &str = "manual@n1/2";
 /// Another agent's.
-const OTHER: &str = "agent@n1/1";
+pub(crate) const OTHER: &str = "agent@n1/1";
 
 /// A UID per Lease: the expiry observations are kept per Lease for the whole process.
 fn next_uid() -> String {
@@ -32,7 +33,7 @@ type Script = Box<dyn FnOnce(&mut Option<Lease>) -> Option<LeaseCallError> + Sen
 /// One Lease on a scripted API server: optimistic concurrency as the real one (a replace
 /// whose resourceVersion is not the stored one is a 409, a create of an existing Lease a
 /// 409 `AlreadyExists`), every call recorded, and answers scripted per verb.
-struct Fake {
+pub(crate) struct ScriptedLease {
     stored: Mutex<Option<Lease>>,
     rv: AtomicU64,
     calls: Mutex<Vec<String>>,
@@ -41,9 +42,10 @@ struct Fake {
     renewing: std::sync::atomic::AtomicBool,
 }
 
-impl Fake {
-    fn new(stored: Option<Lease>) -> Arc<Self> {
-        Arc::new(Fake {
+impl ScriptedLease {
+    /// A server whose Lease is `stored` (none: it does not exist yet).
+    pub(crate) fn new(stored: Option<Lease>) -> Arc<Self> {
+        Arc::new(ScriptedLease {
             stored: Mutex::new(stored),
             rv: AtomicU64::new(10),
             calls: Mutex::new(Vec::new()),
@@ -53,15 +55,35 @@ impl Fake {
     }
 
     /// The next `verb` call runs `script` first.
-    fn then(&self, verb: &'static str, script: Script) {
+    pub(crate) fn then(&self, verb: &'static str, script: Script) {
         self.script.lock().unwrap().push((verb, script));
     }
 
-    fn calls(&self) -> Vec<String> {
+    /// Every call so far (and what [`ScriptedLease::log`] added), in order.
+    pub(crate) fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }
 
-    fn stored(&self) -> Lease {
+    /// Adds another part's call to the log, for tests of the order of all requests.
+    pub(crate) fn log(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+
+    /// From now on the holder renews whenever the Lease is read (a live agent).
+    pub(crate) fn renew_on_read(&self) {
+        self.renewing.store(true, Ordering::SeqCst);
+    }
+
+    /// Another agent takes the Lease over now (it writes it: a new resourceVersion).
+    pub(crate) fn taken_by(&self, holder: &str) {
+        let mut stored = self.stored.lock().unwrap();
+        let l = stored.as_mut().expect("a stored Lease");
+        l.spec.as_mut().unwrap().holder_identity = Some(holder.into());
+        l.metadata.resource_version = Some("99".into());
+    }
+
+    /// The Lease as stored now.
+    pub(crate) fn stored(&self) -> Lease {
         self.stored.lock().unwrap().clone().expect("a stored Lease")
     }
 
@@ -80,14 +102,15 @@ impl Fake {
     }
 }
 
-fn holder_of(l: &Lease) -> String {
+/// The Lease's holder (empty: none).
+pub(crate) fn holder_of(l: &Lease) -> String {
     l.spec
         .as_ref()
         .and_then(|s| s.holder_identity.clone())
         .unwrap_or_default()
 }
 
-impl LeaseApi for Fake {
+impl LeaseApi for ScriptedLease {
     fn get(&self) -> BoxFuture<'_, Result<Option<Lease>, LeaseCallError>> {
         let r = match self.scripted("get", String::new()) {
             Some(e) => Err(e),
@@ -167,7 +190,7 @@ fn config(node: &str) -> LeaseConfig {
 }
 
 /// A Lease held by `holder`, last renewed at `renewed`, 30 s long, stored at rv 5.
-fn held_by(node: &str, holder: &str, renewed: jiff::Timestamp) -> Lease {
+pub(crate) fn held_by(node: &str, holder: &str, renewed: jiff::Timestamp) -> Lease {
     Lease {
         metadata: ObjectMeta {
             name: Some(format!("vmrecover-{node}")),
@@ -192,7 +215,11 @@ fn long_ago() -> jiff::Timestamp {
     jiff::Timestamp::UNIX_EPOCH
 }
 
-async fn take(fake: &Arc<Fake>, node: &str, wait: Duration) -> Result<HeldLease, LeaseError> {
+async fn take(
+    fake: &Arc<ScriptedLease>,
+    node: &str,
+    wait: Duration,
+) -> Result<HeldLease, LeaseError> {
     acquire_with(fake.clone(), config(node), wait).await
 }
 
@@ -202,7 +229,7 @@ fn spec(l: &Lease) -> LeaseSpec {
 
 #[tokio::test(start_paused = true)]
 async fn a_free_lease_is_created_and_renewed_while_held() {
-    let fake = Fake::new(None);
+    let fake = ScriptedLease::new(None);
     let held = take(&fake, "free", Duration::ZERO).await.expect("free");
     assert!(held.is_held());
     assert_eq!(
@@ -227,7 +254,7 @@ async fn a_free_lease_is_created_and_renewed_while_held() {
 
 #[tokio::test(start_paused = true)]
 async fn our_own_stale_lease_is_taken_again_at_once_without_a_transition() {
-    let fake = Fake::new(Some(held_by("own", ME, long_ago())));
+    let fake = ScriptedLease::new(Some(held_by("own", ME, long_ago())));
     let started = Instant::now();
     let held = take(&fake, "own", Duration::ZERO).await.expect("ours");
     assert!(held.is_held());
@@ -254,8 +281,8 @@ async fn our_own_stale_lease_is_taken_again_at_once_without_a_transition() {
 /// then refused with its name; nothing is written.
 #[tokio::test(start_paused = true)]
 async fn a_live_holder_is_waited_for_until_lease_wait_ends_then_named() {
-    let fake = Fake::new(Some(held_by("live", OTHER, jiff::Timestamp::now())));
-    fake.renewing.store(true, Ordering::SeqCst);
+    let fake = ScriptedLease::new(Some(held_by("live", OTHER, jiff::Timestamp::now())));
+    fake.renew_on_read();
     let started = Instant::now();
     let Err(err) = take(&fake, "live", Duration::from_secs(10)).await else {
         panic!("a live holder's Lease was taken")
@@ -285,7 +312,7 @@ async fn a_live_holder_is_waited_for_until_lease_wait_ends_then_named() {
 /// this run has watched it unchanged for its whole 30 s, even without `--lease-wait`.
 #[tokio::test(start_paused = true)]
 async fn an_expired_lease_of_another_holder_is_taken_over_after_its_duration() {
-    let fake = Fake::new(Some(held_by("dead", OTHER, long_ago())));
+    let fake = ScriptedLease::new(Some(held_by("dead", OTHER, long_ago())));
     let started = Instant::now();
     let held = take(&fake, "dead", Duration::ZERO)
         .await
@@ -316,7 +343,7 @@ async fn an_expired_lease_of_another_holder_is_taken_over_after_its_duration() {
 /// it again (not create again), and its holder is named.
 #[tokio::test(start_paused = true)]
 async fn a_conflict_on_create_reads_again_and_names_the_winner() {
-    let fake = Fake::new(None);
+    let fake = ScriptedLease::new(None);
     fake.then(
         "create",
         Box::new(|stored| {
@@ -337,7 +364,7 @@ async fn a_conflict_on_create_reads_again_and_names_the_winner() {
 /// read it again, and the winner holds it; its Lease is never overwritten.
 #[tokio::test(start_paused = true)]
 async fn a_conflict_on_update_reads_again_and_leaves_the_winner_alone() {
-    let fake = Fake::new(Some(held_by("race-update", ME, long_ago())));
+    let fake = ScriptedLease::new(Some(held_by("race-update", ME, long_ago())));
     fake.then(
         "replace",
         Box::new(|stored| {
@@ -365,7 +392,7 @@ async fn a_conflict_on_update_reads_again_and_leaves_the_winner_alone() {
 /// A server that answers 409 to every write: bounded, and the error says so.
 #[tokio::test(start_paused = true)]
 async fn conflicts_without_end_give_up_after_a_few_reads() {
-    let fake = Fake::new(None);
+    let fake = ScriptedLease::new(None);
     for _ in 0..10 {
         fake.then("create", Box::new(|_| Some(conflict("AlreadyExists"))));
     }
@@ -388,15 +415,10 @@ async fn conflicts_without_end_give_up_after_a_few_reads() {
 /// once: the apply's guard turns false.
 #[tokio::test(start_paused = true)]
 async fn a_refused_renewal_loses_the_lease() {
-    let fake = Fake::new(None);
+    let fake = ScriptedLease::new(None);
     let held = take(&fake, "taken", Duration::ZERO).await.expect("free");
     let guard = held.guard();
-    {
-        let mut stored = fake.stored.lock().unwrap();
-        let l = stored.as_mut().unwrap();
-        l.spec.as_mut().unwrap().holder_identity = Some(OTHER.into());
-        l.metadata.resource_version = Some("99".into());
-    }
+    fake.taken_by(OTHER);
     tokio::time::sleep(Duration::from_secs(9)).await;
     assert!(guard.is_held(), "before the renewal");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -413,7 +435,7 @@ async fn a_refused_renewal_loses_the_lease() {
 /// it would have expired without one, not before.
 #[tokio::test(start_paused = true)]
 async fn renewals_that_keep_failing_lose_the_lease_before_it_expires() {
-    let fake = Fake::new(None);
+    let fake = ScriptedLease::new(None);
     let held = take(&fake, "unreachable", Duration::ZERO)
         .await
         .expect("free");
@@ -435,7 +457,7 @@ async fn renewals_that_keep_failing_lose_the_lease_before_it_expires() {
 /// Release clears our holder, tested against the resourceVersion we last wrote.
 #[tokio::test(start_paused = true)]
 async fn release_clears_our_own_lease() {
-    let fake = Fake::new(None);
+    let fake = ScriptedLease::new(None);
     let held = take(&fake, "release", Duration::ZERO).await.expect("free");
     held.release().await.expect("released");
     assert_eq!(
@@ -451,16 +473,11 @@ async fn release_clears_our_own_lease() {
 /// refused (409) and their Lease is left as it is.
 #[tokio::test(start_paused = true)]
 async fn release_never_clears_a_lease_someone_else_holds_by_now() {
-    let fake = Fake::new(None);
+    let fake = ScriptedLease::new(None);
     let held = take(&fake, "release-race", Duration::ZERO)
         .await
         .expect("free");
-    {
-        let mut stored = fake.stored.lock().unwrap();
-        let l = stored.as_mut().unwrap();
-        l.spec.as_mut().unwrap().holder_identity = Some(OTHER.into());
-        l.metadata.resource_version = Some("99".into());
-    }
+    fake.taken_by(OTHER);
     let err = held.release().await.expect_err("a 409");
     assert!(err.to_string().contains("409"), "{err}");
     assert_eq!(holder_of(&fake.stored()), OTHER);
@@ -474,7 +491,7 @@ async fn forbidden_names_the_verb_and_the_lease() {
             message: "leases.coordination.k8s.io is forbidden".into(),
         })
     };
-    let fake = Fake::new(None);
+    let fake = ScriptedLease::new(None);
     fake.then("get", Box::new(move |_| forbidden()));
     let Err(err) = take(&fake, "rbac-get", Duration::ZERO).await else {
         panic!("taken although forbidden")
@@ -483,7 +500,7 @@ async fn forbidden_names_the_verb_and_the_lease() {
     assert!(err.to_string().starts_with(want), "{err}");
     assert!(err.to_string().contains("lacks `get`"), "{err}");
 
-    let fake = Fake::new(None);
+    let fake = ScriptedLease::new(None);
     fake.then("create", Box::new(move |_| forbidden()));
     let err = take(&fake, "rbac-create", Duration::ZERO)
         .await
@@ -491,7 +508,7 @@ async fn forbidden_names_the_verb_and_the_lease() {
         .unwrap();
     assert!(err.to_string().contains("lacks `create`"), "{err}");
 
-    let fake = Fake::new(Some(held_by("rbac-update", ME, long_ago())));
+    let fake = ScriptedLease::new(Some(held_by("rbac-update", ME, long_ago())));
     fake.then("replace", Box::new(move |_| forbidden()));
     let err = take(&fake, "rbac-update", Duration::ZERO)
         .await

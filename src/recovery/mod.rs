@@ -42,6 +42,8 @@ mod harvester_tests;
 mod plan_tests;
 #[cfg(test)]
 mod recheck_tests;
+#[cfg(test)]
+mod session_tests;
 
 pub use abort::{judge, Abort};
 pub use apply::{apply, ApplyContext, Progress};
