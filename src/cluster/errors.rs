@@ -3,11 +3,7 @@
 /// Describes a failed request: `verb` on `what` (e.g. `list virtualmachineinstances.kubevirt.io`).
 pub fn describe(err: &kube::Error, verb: &str, what: &str) -> String {
     match err {
-        kube::Error::Api(status) if status.code == 403 => format!(
-            "{verb} {what}: forbidden — the identity vmrecover runs as lacks `{verb}` on {what} \
-             (grant it with deploy/rbac.yaml): {}",
-            status.message
-        ),
+        kube::Error::Api(status) if status.code == 403 => forbidden(verb, what, &status.message),
         kube::Error::Api(status) if status.code == 404 => {
             format!("{verb} {what}: not found ({})", status.message)
         }
@@ -21,6 +17,14 @@ pub fn describe(err: &kube::Error, verb: &str, what: &str) -> String {
         }
         other => format!("{verb} {what}: {other}"),
     }
+}
+
+/// The words for a 403: `verb` on `what` is not granted, and where to grant it.
+pub fn forbidden(verb: &str, what: &str, message: &str) -> String {
+    format!(
+        "{verb} {what}: forbidden — the identity vmrecover runs as lacks `{verb}` on {what} \
+         (grant it with deploy/rbac.yaml): {message}"
+    )
 }
 
 /// A request the API server refused or that did not reach it: `verb` on `what`, shown in

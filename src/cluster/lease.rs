@@ -1,7 +1,9 @@
 //! The node Lease `vmrecover-<node>` (docs/architecture.md §7): one mutating run per node at a time,
 //! whether the agent or an operator's manual run. Taken and renewed with optimistic
 //! concurrency (resourceVersion), so two contenders can never both hold it; it expires,
-//! so a dead holder does not block forever.
+//! so a dead holder does not block forever. The requests go through [`LeaseApi`]
+//! (`lease_api.rs`); the rules here are unit-tested against a scripted fake
+//! (`lease_tests.rs`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,14 +11,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{Api, PostParams};
 use kube::Client;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
-use super::errors::{describe, status_code, RequestFailed};
+use super::lease_api::{KubeLeases, LeaseApi, LeaseCallError};
 use super::lease_expiry;
-use super::retry::with_retries;
 
 /// How many times taking the Lease starts over after a concurrent taker's 409.
 const TAKE_CONFLICTS: u32 = 5;
@@ -35,6 +35,11 @@ pub struct LeaseConfig {
 }
 
 impl LeaseConfig {
+    /// The Lease in words: `leases/<name> in <namespace>`.
+    pub fn what(&self) -> String {
+        format!("leases/{} in {}", self.name, self.namespace)
+    }
+
     /// The Lease for `node`, held by `identity`.
     pub fn for_node(namespace: &str, node: &str, identity: String) -> Self {
         LeaseConfig {
@@ -77,7 +82,7 @@ pub enum LeaseError {
 
 /// A Lease we hold, renewed in the background until released or lost.
 pub struct HeldLease {
-    api: Api<Lease>,
+    api: Arc<dyn LeaseApi>,
     config: LeaseConfig,
     current: Arc<Mutex<Lease>>,
     held: Arc<AtomicBool>,
@@ -95,8 +100,11 @@ impl HeldLease {
         LeaseGuard(self.held.clone())
     }
 
-    /// Gives the Lease up so the next run need not wait for expiry.
-    pub async fn release(self) -> Result<(), RequestFailed> {
+    /// Gives the Lease up so the next run need not wait for expiry: clears its holder (as
+    /// client-go's leader election does), tested against the resourceVersion last written
+    /// by us, so a Lease someone else holds by now is left alone (a 409). A Lease already
+    /// lost is not written at all.
+    pub async fn release(self) -> Result<(), LeaseError> {
         self.renewer.abort();
         let was_held = self.held.swap(false, Ordering::SeqCst);
         if !was_held {
@@ -107,13 +115,11 @@ impl HeldLease {
             spec.holder_identity = None;
             spec.lease_duration_seconds = Some(1);
         }
-        let pp = PostParams::default();
-        with_retries(&format!("release leases/{}", self.config.name), || {
-            self.api.replace(&self.config.name, &pp, &lease)
-        })
-        .await
-        .map(|_| ())
-        .map_err(|e| RequestFailed::new("update", format!("leases/{}", self.config.name), e))
+        self.api
+            .replace(&lease)
+            .await
+            .map(|_| ())
+            .map_err(|e| LeaseError::Api(e.describe("update", &self.config.what())))
     }
 }
 
@@ -145,11 +151,20 @@ pub async fn acquire(
     config: LeaseConfig,
     wait: Duration,
 ) -> Result<HeldLease, LeaseError> {
-    let api = Api::<Lease>::namespaced(client.clone(), &config.namespace);
+    let api: Arc<dyn LeaseApi> = Arc::new(KubeLeases::new(client, &config));
+    acquire_with(api, config, wait).await
+}
+
+/// [`acquire`] through `api`.
+pub(crate) async fn acquire_with(
+    api: Arc<dyn LeaseApi>,
+    config: LeaseConfig,
+    wait: Duration,
+) -> Result<HeldLease, LeaseError> {
     let mut deadline = tokio::time::Instant::now() + wait;
     let mut stale_extended = false;
     loop {
-        match try_acquire(&api, &config, TAKE_CONFLICTS).await {
+        match try_acquire(api.as_ref(), &config, TAKE_CONFLICTS).await {
             Ok(lease) => {
                 let current = Arc::new(Mutex::new(lease));
                 let held = Arc::new(AtomicBool::new(true));
@@ -233,25 +248,26 @@ fn now_micro() -> MicroTime {
 /// One attempt to take the Lease; a 409 from a concurrent taker starts over, at most
 /// `conflicts_left` more times (a server answering 409 forever must not loop forever).
 async fn try_acquire(
-    api: &Api<Lease>,
+    api: &dyn LeaseApi,
     config: &LeaseConfig,
     conflicts_left: u32,
 ) -> Result<Lease, LeaseError> {
-    let what = format!("leases/{} in {}", config.name, config.namespace);
+    let what = config.what();
     let duration_s = i32::try_from(config.duration.as_secs()).unwrap_or(i32::MAX);
-    let again = |e: &kube::Error, verb: &str| {
+    let again = |e: &LeaseCallError, verb: &str| {
         if conflicts_left == 0 {
             Some(LeaseError::Api(format!(
                 "{}: still conflicting after {TAKE_CONFLICTS} attempts",
-                describe(e, verb, &what)
+                e.describe(verb, &what)
             )))
         } else {
             None
         }
     };
-    let existing = with_retries(&format!("get {what}"), || api.get_opt(&config.name))
+    let existing = api
+        .get()
         .await
-        .map_err(|e| LeaseError::Api(describe(&e, "get", &what)))?;
+        .map_err(|e| LeaseError::Api(e.describe("get", &what)))?;
     let Some(mut lease) = existing else {
         let lease = Lease {
             metadata: ObjectMeta {
@@ -268,19 +284,19 @@ async fn try_acquire(
                 ..LeaseSpec::default()
             }),
         };
-        let pp = PostParams::default();
-        let created = with_retries(&format!("create {what}"), || api.create(&pp, &lease)).await;
-        return match created {
+        return match api.create(&lease).await {
             Ok(l) => Ok(l),
-            // Someone created it between our get and create: report them.
-            Err(e) if status_code(&e) == Some(409) => match again(&e, "create") {
+            // Someone created it between our get and create: read it again (and report
+            // them if they hold it).
+            Err(e @ LeaseCallError::Conflict { .. }) => match again(&e, "create") {
                 Some(err) => Err(err),
                 None => Box::pin(try_acquire(api, config, conflicts_left - 1)).await,
             },
-            Err(e) => Err(LeaseError::Api(describe(&e, "create", &what))),
+            Err(e) => Err(LeaseError::Api(e.describe("create", &what))),
         };
     };
-    let unchanged_for = lease_expiry::observe(&lease, std::time::Instant::now());
+    // Tokio's clock (the same as std's outside paused-time tests).
+    let unchanged_for = lease_expiry::observe(&lease, tokio::time::Instant::now().into_std());
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
     let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
     let ours = holder.as_deref() == Some(config.identity.as_str());
@@ -310,25 +326,20 @@ async fn try_acquire(
     spec.lease_duration_seconds = Some(duration_s);
     spec.renew_time = Some(now_micro());
     // replace() sends our read resourceVersion: a concurrent taker makes this a 409.
-    let pp = PostParams::default();
-    let replaced = with_retries(&format!("update {what}"), || {
-        api.replace(&config.name, &pp, &lease)
-    })
-    .await;
-    match replaced {
+    match api.replace(&lease).await {
         Ok(l) => Ok(l),
-        Err(e) if status_code(&e) == Some(409) => match again(&e, "update") {
+        Err(e @ LeaseCallError::Conflict { .. }) => match again(&e, "update") {
             Some(err) => Err(err),
             None => Box::pin(try_acquire(api, config, conflicts_left - 1)).await,
         },
-        Err(e) => Err(LeaseError::Api(describe(&e, "update", &what))),
+        Err(e) => Err(LeaseError::Api(e.describe("update", &what))),
     }
 }
 
 /// Renews every third of the duration; marks the Lease lost when a renewal is refused
 /// (someone else took it) or when renewals keep failing until it would have expired.
 async fn renew_loop(
-    api: Api<Lease>,
+    api: Arc<dyn LeaseApi>,
     config: LeaseConfig,
     current: Arc<Mutex<Lease>>,
     held: Arc<AtomicBool>,
@@ -341,21 +352,18 @@ async fn renew_loop(
         if let Some(spec) = lease.spec.as_mut() {
             spec.renew_time = Some(now_micro());
         }
-        match api
-            .replace(&config.name, &PostParams::default(), &lease)
-            .await
-        {
+        match api.replace(&lease).await {
             Ok(l) => {
                 *current.lock().await = l;
                 last_ok = tokio::time::Instant::now();
             }
-            Err(e) if status_code(&e) == Some(409) || status_code(&e) == Some(404) => {
-                tracing::error!(lease = %config.name, "lost the lease: {}", describe(&e, "update", "lease"));
+            Err(e @ (LeaseCallError::Conflict { .. } | LeaseCallError::NotFound { .. })) => {
+                tracing::error!(lease = %config.name, "lost the lease: {}", e.describe("update", "lease"));
                 held.store(false, Ordering::SeqCst);
                 return;
             }
             Err(e) => {
-                tracing::warn!(lease = %config.name, "lease renewal failed: {}", describe(&e, "update", "lease"));
+                tracing::warn!(lease = %config.name, "lease renewal failed: {}", e.describe("update", "lease"));
                 if last_ok.elapsed() + period >= config.duration {
                     tracing::error!(lease = %config.name, "lease expired without renewal: stopping mutations");
                     held.store(false, Ordering::SeqCst);

@@ -13,7 +13,10 @@ mod gather_disks;
 mod harvester;
 mod lean_meta;
 mod lease;
+mod lease_api;
 mod lease_expiry;
+#[cfg(test)]
+pub(crate) mod lease_tests;
 mod lists;
 mod liveness;
 mod names;
@@ -40,7 +43,9 @@ pub use harvester::{
     ANNOTATION_PAUSE, CONDITION_DRAINED, HARVESTER_NAMESPACE, LABEL_UPGRADE_STATE, PAUSE_CONFIGMAP,
     SETTING_FORCE_RESET, TAINT_DRAIN, TAINT_OUT_OF_SERVICE,
 };
+pub(crate) use lease::acquire_with as acquire_lease_with;
 pub use lease::{acquire as acquire_lease, HeldLease, LeaseConfig, LeaseError, LeaseGuard};
+pub(crate) use lease_api::{KubeLeases, LeaseApi};
 pub use lists::ReadFailed;
 pub use liveness::{parse_http_date, LifeSigns, Look, Reading, SignKind, ANNOTATION_HEARTBEAT};
 pub use names::*;

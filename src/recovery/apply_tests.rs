@@ -21,16 +21,17 @@ use crate::config::{Policy, Tuning};
 use crate::evidence::Gathered;
 use crate::node::ProcessKind;
 
-/// The facts every re-check reads: the test (or the scripted cluster) changes them.
+/// The facts every re-check reads: the test (or the scripted cluster) changes them (also
+/// used by the session's tests).
 #[derive(Clone)]
-struct World(Arc<Mutex<Facts>>);
+pub(super) struct World(pub(super) Arc<Mutex<Facts>>);
 
 impl World {
-    fn new(f: Facts) -> Self {
+    pub(super) fn new(f: Facts) -> Self {
         World(Arc::new(Mutex::new(f)))
     }
 
-    fn change(&self, f: impl FnOnce(&mut Facts)) {
+    pub(super) fn change(&self, f: impl FnOnce(&mut Facts)) {
         f(&mut self.0.lock().unwrap());
     }
 }
@@ -143,7 +144,7 @@ fn offline_client() -> kube::Client {
 
 /// A session in `state_dir` whose re-checks read `world`, and the sender of its stop signal
 /// (kept while it runs: a dropped sender reads as a stop to the controller wait).
-fn session(
+pub(super) fn session(
     state_dir: &std::path::Path,
     world: &World,
 ) -> (Session, tokio::sync::watch::Sender<bool>) {
@@ -164,7 +165,7 @@ fn session(
 }
 
 /// No controller wait: the steps are the two finalizer clears.
-fn no_wait() -> Policy {
+pub(super) fn no_wait() -> Policy {
     Policy {
         controller_grace: Duration::ZERO,
         ..Policy::default()

@@ -40,6 +40,10 @@ pub(crate) mod fixtures;
 mod harvester_tests;
 #[cfg(test)]
 mod plan_tests;
+#[cfg(test)]
+mod recheck_tests;
+#[cfg(test)]
+mod session_tests;
 
 pub use abort::{judge, Abort};
 pub use apply::{apply, ApplyContext, Progress};

@@ -15,7 +15,8 @@ use super::model::Plan;
 use super::recheck::{Recheck, Regather};
 use super::report::{ReportStore, RunReport};
 use crate::cluster::{
-    acquire_lease, watch_timeout_secs, EventRecorder, LeaseConfig, LeaseError, LeaseGuard,
+    acquire_lease_with, watch_timeout_secs, EventRecorder, KubeLeases, LeaseApi, LeaseConfig,
+    LeaseError, LeaseGuard,
 };
 use crate::config::{Config, Tuning};
 
@@ -90,27 +91,40 @@ impl Session {
         plan: Plan,
         started: jiff::Timestamp,
     ) -> Result<RunReport, LeaseError> {
-        let identity = lease_identity(self.mode, &self.node);
-        let held = acquire_lease(
-            &self.client,
-            LeaseConfig::for_node(&self.namespace, &self.node, identity),
-            self.lease_wait,
-        )
-        .await?;
-        let ctx = self.context(
-            &plan,
-            Arc::new(KubeApply {
-                client: self.client.clone(),
-                events: EventRecorder::new(self.client.clone(), &self.node),
-                watch_timeout_secs: watch_timeout_secs(self.tuning.request_timeout),
-            }),
-            held.guard(),
-        );
+        let leases = Arc::new(KubeLeases::new(&self.client, &self.lease_config()));
+        let cluster = Arc::new(KubeApply {
+            client: self.client.clone(),
+            events: EventRecorder::new(self.client.clone(), &self.node),
+            watch_timeout_secs: watch_timeout_secs(self.tuning.request_timeout),
+        });
+        self.apply_through(plan, started, leases, cluster).await
+    }
+
+    /// [`Session::apply`] with the Lease's requests sent to `leases` and the plan's to
+    /// `cluster` (unit tests script both).
+    pub(crate) async fn apply_through(
+        &self,
+        plan: Plan,
+        started: jiff::Timestamp,
+        leases: Arc<dyn LeaseApi>,
+        cluster: Arc<dyn ApplyCluster>,
+    ) -> Result<RunReport, LeaseError> {
+        let held = acquire_lease_with(leases, self.lease_config(), self.lease_wait).await?;
+        let ctx = self.context(&plan, cluster, held.guard());
         let report = self.under_lease(plan, started, &ctx).await;
         if let Err(e) = held.release().await {
             tracing::warn!("could not release the node Lease (it expires by itself): {e}");
         }
         Ok(report)
+    }
+
+    /// This node's Lease, held as this process.
+    fn lease_config(&self) -> LeaseConfig {
+        LeaseConfig::for_node(
+            &self.namespace,
+            &self.node,
+            lease_identity(self.mode, &self.node),
+        )
     }
 
     /// What apply needs for `plan`: the cluster calls, the Lease held, this state
