@@ -590,6 +590,8 @@ async fn agent_footprint(text: &str, shape: &scenario::Shape, figures: &mut Figu
     // The agent re-decides right after a run (another pass over the large lists), so
     // the RSS at the end of the idle window is the one an idle node pays for.
     let idle_rss = footprint::rss_kib(pid);
+    let idle_anon = footprint::status_kib(pid, "RssAnon");
+    let idle_file = footprint::status_kib(pid, "RssFile");
     let peak_rss = footprint::peak_rss_kib(pid);
     let tps = footprint::ticks_per_second();
     let _ = child.start_kill();
@@ -604,7 +606,12 @@ async fn agent_footprint(text: &str, shape: &scenario::Shape, figures: &mut Figu
         kib(after_rss)
     );
     figures.add("agent RSS after start", kib(started_rss), "", None);
-    figures.add("agent peak RSS (VmHWM)", kib(peak_rss), "", None);
+    figures.add(
+        "agent peak RSS (VmHWM)",
+        kib(peak_rss),
+        "<= 64 MiB",
+        peak_rss.map(|k| k <= 64 * 1024),
+    );
     figures.add(
         &format!(
             "agent RSS idle after the run (end of the {} s window)",
@@ -613,6 +620,12 @@ async fn agent_footprint(text: &str, shape: &scenario::Shape, figures: &mut Figu
         kib(idle_rss),
         "< 20 MiB",
         idle_rss.map(|k| k < 20 * 1024),
+    );
+    figures.add(
+        "  of which anonymous (heap, stacks) / file-backed (the binary)",
+        format!("{} / {}", kib(idle_anon), kib(idle_file)),
+        "",
+        None,
     );
     figures.add(
         &format!("agent RSS after recovering {done}/{} VMs", shape.stuck),

@@ -25,8 +25,7 @@ use serde_json::Value;
 /// Whether the image tier runs: always in CI, elsewhere when `VMRECOVER_IMAGE_TESTS=1`, so a
 /// developer's `cargo test --workspace` after a change in `src/` is not two release builds.
 fn image_tier() -> bool {
-    crate::chart_support::in_ci()
-        || std::env::var("VMRECOVER_IMAGE_TESTS").is_ok_and(|v| v == "1")
+    crate::chart_support::in_ci() || std::env::var("VMRECOVER_IMAGE_TESTS").is_ok_and(|v| v == "1")
 }
 
 /// podman with a private image store under `dir` (the image comes only from the archive).
