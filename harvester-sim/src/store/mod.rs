@@ -527,6 +527,7 @@ impl Inner {
             status,
             bytes_in: 0,
             bytes_out: 0,
+            micros: 0,
             internal: true,
             actor: Some(actor.into()),
         });
