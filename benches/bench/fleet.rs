@@ -174,7 +174,16 @@ fn report(title: &str, log: &[RequestRecord], stuck_nodes: usize, nodes: usize) 
         "  {:>6}  {:>11}  {:>9}  {:<9} {:<36} {:<16} selector",
         "count", "bytes", "sim ms/req", "verb", "resource", "scope"
     );
+    let mut rows: BTreeMap<_, requests::Row> = BTreeMap::new();
     for ((verb, resource, scope, selector), row) in requests::breakdown(&clients) {
+        let sum = rows
+            .entry((verb, resource, scope, per_node(&selector, stuck_nodes)))
+            .or_default();
+        sum.count += row.count;
+        sum.bytes += row.bytes;
+        sum.micros += row.micros;
+    }
+    for ((verb, resource, scope, selector), row) in rows {
         println!(
             "  {:>6}  {:>11}  {:>9.2}  {verb:<9} {resource:<36} {scope:<16} {selector}",
             row.count,
@@ -194,6 +203,25 @@ fn report(title: &str, log: &[RequestRecord], stuck_nodes: usize, nodes: usize) 
     for v in requests::replaceable_lists(&clients) {
         println!("  FLAG: {v}");
     }
+}
+
+/// A selector with its node's name replaced by `<stuck node>` or `<healthy node>`, so that
+/// the by-kind table has one row per kind of request, not one per node.
+fn per_node(selector: &str, stuck_nodes: usize) -> String {
+    let prefix = node_name(0).trim_end_matches('0').to_string();
+    let Some((before, rest)) = selector.split_once(&prefix) else {
+        return selector.to_string();
+    };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let Ok(n) = digits.parse::<usize>() else {
+        return selector.to_string();
+    };
+    let which = if n < scenario::NODE_INDEX + stuck_nodes {
+        "<stuck node>"
+    } else {
+        "<healthy node>"
+    };
+    format!("{before}{which}{}", &rest[digits.len()..])
 }
 
 /// Issue 28's floor: what every agent must read once (its Node, its VMIs by label, its
