@@ -9,7 +9,8 @@
 //!
 //! Run: `cargo bench --bench bench -- fleet` (environment: `BENCH_VMS`, `BENCH_NODES`, `BENCH_STUCK`,
 //! `BENCH_STUCK_NODES`, `BENCH_NAMESPACES`, `BENCH_FLEET_TIMEOUT_SECS` (300),
-//! `BENCH_QUIET_SECS` (20)).
+//! `BENCH_QUIET_SECS` (20)). The by-kind table gives the simulator's mean time per request
+//! of each kind (`RequestRecord::micros`: lock waits included, so it grows with the load).
 
 use crate::{agent, footprint, node, requests, scenario};
 
@@ -170,13 +171,24 @@ fn report(title: &str, log: &[RequestRecord], stuck_nodes: usize, nodes: usize) 
         .collect();
     println!("  by kind:");
     println!(
-        "  {:>6}  {:>11}  {:<9} {:<36} {:<16} selector",
-        "count", "bytes", "verb", "resource", "scope"
+        "  {:>6}  {:>11}  {:>9}  {:<9} {:<36} {:<16} selector",
+        "count", "bytes", "sim ms/req", "verb", "resource", "scope"
     );
+    let mut rows: BTreeMap<_, requests::Row> = BTreeMap::new();
     for ((verb, resource, scope, selector), row) in requests::breakdown(&clients) {
+        let sum = rows
+            .entry((verb, resource, scope, per_node(&selector, stuck_nodes)))
+            .or_default();
+        sum.count += row.count;
+        sum.bytes += row.bytes;
+        sum.micros += row.micros;
+    }
+    for ((verb, resource, scope, selector), row) in rows {
         println!(
-            "  {:>6}  {:>11}  {verb:<9} {resource:<36} {scope:<16} {selector}",
-            row.count, row.bytes
+            "  {:>6}  {:>11}  {:>9.2}  {verb:<9} {resource:<36} {scope:<16} {selector}",
+            row.count,
+            row.bytes,
+            row.micros as f64 / 1000.0 / row.count.max(1) as f64
         );
     }
     for v in requests::unnarrowed_lists(&clients) {
@@ -191,6 +203,25 @@ fn report(title: &str, log: &[RequestRecord], stuck_nodes: usize, nodes: usize) 
     for v in requests::replaceable_lists(&clients) {
         println!("  FLAG: {v}");
     }
+}
+
+/// A selector with its node's name replaced by `<stuck node>` or `<healthy node>`, so that
+/// the by-kind table has one row per kind of request, not one per node.
+fn per_node(selector: &str, stuck_nodes: usize) -> String {
+    let prefix = node_name(0).trim_end_matches('0').to_string();
+    let Some((before, rest)) = selector.split_once(&prefix) else {
+        return selector.to_string();
+    };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let Ok(n) = digits.parse::<usize>() else {
+        return selector.to_string();
+    };
+    let which = if n < scenario::NODE_INDEX + stuck_nodes {
+        "<stuck node>"
+    } else {
+        "<healthy node>"
+    };
+    format!("{before}{which}{}", &rest[digits.len()..])
 }
 
 /// Issue 28's floor: what every agent must read once (its Node, its VMIs by label, its
@@ -299,16 +330,17 @@ async fn bench() {
         }
     }
     println!(
-        "started {} agents in {} ms",
+        "started {} agents in {} ms (the simulator's process: {:.0} MiB RSS)",
         agents.len(),
-        t.elapsed().as_millis()
+        t.elapsed().as_millis(),
+        footprint::rss_kib(std::process::id()).unwrap_or(0) as f64 / 1024.0
     );
     let limit = Duration::from_secs(env_usize("BENCH_FLEET_TIMEOUT_SECS", 300) as u64);
-    while scenario::recovered(&sim, shape.stuck) < shape.stuck && t.elapsed() < limit {
+    while scenario::recovered(&sim, &shape) < shape.stuck && t.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let took = t.elapsed();
-    let done = scenario::recovered(&sim, shape.stuck);
+    let done = scenario::recovered(&sim, &shape);
     let until_done = sim.requests();
     println!(
         "recovered {done}/{} stuck VMs in {:.1} s (before: {BEFORE})",
@@ -345,6 +377,17 @@ async fn bench() {
         })
         .collect();
     peaks.sort_by_key(|(_, k)| *k);
+    let now_sum: u64 = agents
+        .iter()
+        .filter_map(|a| a.child.id().and_then(footprint::rss_kib))
+        .sum();
+    println!(
+        "\none process per node: {} agents, peak RSS summed {:.0} MiB, RSS now summed {:.0} MiB; the simulator's process (bench harness included): peak {:.0} MiB",
+        peaks.len(),
+        peaks.iter().map(|(_, k)| *k).sum::<u64>() as f64 / 1024.0,
+        now_sum as f64 / 1024.0,
+        footprint::peak_rss_kib(std::process::id()).unwrap_or(0) as f64 / 1024.0
+    );
     if let (Some(min), Some(max)) = (peaks.first(), peaks.last()) {
         let median = peaks.get(peaks.len() / 2).map_or(0, |(_, k)| *k);
         println!(

@@ -1,8 +1,9 @@
 //! The benchmarks: one binary (as the tests are), each benchmark a module that prints its
 //! figures and never asserts a time. Figures and the machine they ran on: docs/performance.md.
 //!
-//! Run one: `cargo bench --bench bench -- NAME` with NAME `recovery_scale`, `fleet` or
-//! `node_scan` (each module's doc lists its environment); with no NAME all three run in turn.
+//! Run one: `cargo bench --bench bench -- NAME` with NAME `recovery_scale`, `fleet`,
+//! `node_scan` or `sim_lists` (each module's doc lists its environment); with no NAME all
+//! run in turn.
 
 mod agent;
 mod fleet;
@@ -13,12 +14,14 @@ mod node_scan;
 mod recovery_scale;
 mod requests;
 mod scenario;
+mod sim_lists;
 
 /// The benchmarks by name.
-const BENCHES: [(&str, fn()); 3] = [
+const BENCHES: [(&str, fn()); 4] = [
     ("recovery_scale", recovery_scale::run),
     ("fleet", fleet::run),
     ("node_scan", node_scan::run),
+    ("sim_lists", sim_lists::run),
 ];
 
 /// The runtime the asynchronous benchmarks run on (two workers: the machines they are

@@ -235,7 +235,7 @@ async fn recovery_vmrecover(
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let outcomes = report["outcomes"].as_array().cloned().unwrap_or_default();
     let by_result = |r: &str| outcomes.iter().filter(|o| o["result"] == r).count();
-    let done = scenario::recovered(&sim, shape.stuck);
+    let done = scenario::recovered(&sim, shape);
     println!(
         "vmrecover run: exit {:?} in {}; report: {} outcomes, {} recovered; cluster: {done}/{} stuck VMs gone",
         out.status.code(),
@@ -406,7 +406,7 @@ async fn recovery_baseline(
             return;
         }
     };
-    let done = scenario::recovered(&sim, shape.stuck);
+    let done = scenario::recovered(&sim, shape);
     println!(
         "baseline ({k}): exit {:?} in {}; {}; cluster: {done}/{} stuck VMs gone",
         out.status.code(),
@@ -565,11 +565,11 @@ async fn agent_footprint(text: &str, shape: &scenario::Shape, figures: &mut Figu
     // Recovering the scale scenario: until every stuck VM is gone (or 5 minutes).
     let t = Instant::now();
     let limit = Duration::from_secs(env_usize("BENCH_AGENT_TIMEOUT_SECS", 120) as u64);
-    while scenario::recovered(&sim, shape.stuck) < shape.stuck && t.elapsed() < limit {
+    while scenario::recovered(&sim, shape) < shape.stuck && t.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let recovery = t.elapsed();
-    let done = scenario::recovered(&sim, shape.stuck);
+    let done = scenario::recovered(&sim, shape);
     if done < shape.stuck {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(6).collect();

@@ -197,6 +197,8 @@ pub struct Row {
     pub count: usize,
     /// Their bytes.
     pub bytes: u64,
+    /// The simulator's time answering them, in microseconds (`RequestRecord::micros`).
+    pub micros: u64,
 }
 
 /// Requests grouped by verb, resource, scope and selector.
@@ -215,6 +217,7 @@ pub fn breakdown(log: &[&RequestRecord]) -> BTreeMap<(String, String, String, St
             .or_default();
         row.count += 1;
         row.bytes += c.bytes;
+        row.micros += r.micros;
     }
     rows
 }

@@ -9,6 +9,8 @@
 //! `firstTimestamp`, `deprecatedLastTimestamp` ↔ `lastTimestamp`, `deprecatedCount` ↔
 //! `count`; every other field keeps its name.
 
+use std::borrow::Cow;
+
 use serde_json::{json, Map, Value};
 
 use crate::resources::{find, ResIdx, RESOURCES};
@@ -64,6 +66,15 @@ pub fn to_view(res: ResIdx, stored: &Value) -> Value {
     }
     let back: Vec<(&str, &str)> = EVENT_FIELDS.iter().map(|(v, c)| (*c, *v)).collect();
     rename(stored, &back, "events.k8s.io/v1")
+}
+
+/// [`to_view`] without a copy when the served form is the stored one (what a filter reads).
+pub fn view_cow(res: ResIdx, stored: &Value) -> Cow<'_, Value> {
+    if is_view(res) {
+        Cow::Owned(to_view(res, stored))
+    } else {
+        Cow::Borrowed(stored)
+    }
 }
 
 /// An object of the served resource `res` in its stored form.

@@ -38,6 +38,11 @@ pub struct RequestRecord {
     pub bytes_in: u64,
     /// Response body size in bytes (for watches: the bytes sent until the watch ended).
     pub bytes_out: u64,
+    /// Microseconds the simulator took to answer, from the request read to the response
+    /// built (waiting for the store's lock included; for a watch, until its stream starts);
+    /// 0 for internal writes.
+    #[serde(default)]
+    pub micros: u64,
     /// True for writes made by the simulated controllers (virt-controller, kubelet, garbage collector).
     #[serde(default)]
     pub internal: bool,
@@ -187,6 +192,7 @@ mod tests {
             status: 200,
             bytes_in: 0,
             bytes_out: 0,
+            micros: 0,
             internal,
             actor: None,
         }

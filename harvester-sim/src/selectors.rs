@@ -157,8 +157,7 @@ impl LabelSelector {
 
     /// Whether an object's `metadata.labels` satisfy the selector.
     pub fn matches(&self, obj: &Value) -> bool {
-        let labels = obj.pointer("/metadata/labels");
-        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+        let get = |k: &str| Self::label_value(obj, k);
         self.0.iter().all(|r| match r {
             LabelReq::In(k, vs) => get(k).is_some_and(|v| vs.iter().any(|x| x == v)),
             LabelReq::NotIn(k, vs) => get(k).is_none_or(|v| !vs.iter().any(|x| x == v)),
@@ -171,6 +170,13 @@ impl LabelSelector {
                 .and_then(|v| v.parse::<i64>().ok())
                 .is_some_and(|v| v < *n),
         })
+    }
+
+    /// The string value of label `key` of an object, as the selector reads it.
+    pub fn label_value<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+        obj.pointer("/metadata/labels")
+            .and_then(|l| l.get(key))
+            .and_then(Value::as_str)
     }
 
     /// If the selector pins `key` to exactly one value, that value (used for index look-ups).
@@ -289,6 +295,36 @@ fn field_pointer(res: &ResourceDef, field: &str) -> Option<&'static str> {
     table.iter().find(|(f, _)| *f == field).map(|(_, p)| *p)
 }
 
+/// Whether `field` is a selectable field of the resource.
+pub fn selectable(res: &ResourceDef, field: &str) -> bool {
+    field_pointer(res, field).is_some()
+}
+
+/// The value a field selector compares `field` of `obj` with: a missing field (or one the
+/// resource cannot select on) reads as the empty string, a non-string as its JSON text.
+pub fn field_value(res: &ResourceDef, field: &str, obj: &Value) -> String {
+    let read = |p: &str| {
+        obj.pointer(p)
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            })
+            .unwrap_or_default()
+    };
+    let actual = field_pointer(res, field).map(read).unwrap_or_default();
+    // pkg/registry/core/event/strategy.go ToSelectableFields (v1.33.0): `source` is
+    // the source component, or the reporting controller when that is empty.
+    if field == "source" && actual.is_empty() && res.plural == "events" {
+        return read(if res.group.is_empty() {
+            "/reportingComponent"
+        } else {
+            "/reportingController"
+        });
+    }
+    actual
+}
+
 impl FieldSelector {
     /// Parses a `fieldSelector` for a resource; unknown fields are an error (a 400 like the real server).
     pub fn parse(res: &ResourceDef, s: &str) -> Result<Self, String> {
@@ -322,28 +358,9 @@ impl FieldSelector {
 
     /// Whether an object satisfies the selector (a missing field reads as the empty string).
     pub fn matches(&self, res: &ResourceDef, obj: &Value) -> bool {
-        self.0.iter().all(|r| {
-            let read = |p: &str| {
-                obj.pointer(p)
-                    .map(|v| match v {
-                        Value::String(s) => s.clone(),
-                        Value::Null => String::new(),
-                        other => other.to_string(),
-                    })
-                    .unwrap_or_default()
-            };
-            let mut actual = field_pointer(res, &r.field).map(read).unwrap_or_default();
-            // pkg/registry/core/event/strategy.go ToSelectableFields (v1.33.0): `source` is
-            // the source component, or the reporting controller when that is empty.
-            if r.field == "source" && actual.is_empty() && res.plural == "events" {
-                actual = read(if res.group.is_empty() {
-                    "/reportingComponent"
-                } else {
-                    "/reportingController"
-                });
-            }
-            (actual == r.value) != r.negate
-        })
+        self.0
+            .iter()
+            .all(|r| (field_value(res, &r.field, obj) == r.value) != r.negate)
     }
 
     /// If the selector pins `field` to exactly one value, that value (for index look-ups).

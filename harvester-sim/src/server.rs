@@ -107,6 +107,7 @@ async fn handle(
         Ok(c) => c.to_bytes(),
         Err(_) => Bytes::new(),
     };
+    let started = std::time::Instant::now();
     let query: Vec<(String, String)> = form_urlencoded::parse(raw_query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
@@ -135,6 +136,7 @@ async fn handle(
         status: 0,
         bytes_in: r.body.len() as u64,
         bytes_out: 0,
+        micros: 0,
         internal: false,
         actor: None,
     };
@@ -222,6 +224,7 @@ async fn handle(
     } else {
         crate::api::route(&state, &r)
     };
+    record.micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let (resp, status, n) = match reply {
         Reply::Json(s, v) => {
             let (resp, n) = json_response(s, &v, &[]);
@@ -253,6 +256,7 @@ async fn handle(
     };
     record.status = status;
     record.bytes_out = n;
+    record.micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     state.log.push(record);
     Ok(resp)
 }

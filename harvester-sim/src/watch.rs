@@ -45,12 +45,13 @@ impl Filter {
         if ev.res != crate::convert::storage_of(self.params.res) {
             return None;
         }
-        let object = crate::convert::to_view(self.params.res, &ev.object);
+        // Matched before any copy: most events of a busy resource concern other watchers.
+        let object = crate::convert::view_cow(self.params.res, &ev.object);
         let now = self.matches(&object);
         let before = ev
             .old
             .as_ref()
-            .is_some_and(|o| self.matches(&crate::convert::to_view(self.params.res, o)));
+            .is_some_and(|o| self.matches(&crate::convert::view_cow(self.params.res, o)));
         let ty = match ev.kind {
             EventType::Added => now.then_some("ADDED"),
             EventType::Deleted => before.then_some("DELETED"),
@@ -61,7 +62,7 @@ impl Filter {
                 (false, false) => None,
             },
         }?;
-        Some((ty, object))
+        Some((ty, object.into_owned()))
     }
 
     fn line(&mut self, ty: &str, obj: Value) -> Bytes {
@@ -132,6 +133,7 @@ async fn run(
     let start = state.store.watch_start(
         params.res,
         params.ns.as_deref(),
+        (&params.label, &params.field),
         params.resource_version.as_deref(),
         params.send_initial_events,
     );

@@ -5,6 +5,7 @@
 
 mod ops;
 mod policies;
+mod select_index;
 mod settle;
 mod webhook_content;
 
@@ -23,6 +24,7 @@ use crate::managed_fields::Writer;
 use crate::meta;
 use crate::requestlog::{RequestLog, RequestRecord};
 use crate::resources::{ResIdx, RESOURCES};
+use crate::selectors::{FieldSelector, LabelSelector};
 use crate::settings::{Settings, SettingsPatch};
 
 /// A watch event type.
@@ -83,6 +85,10 @@ pub(crate) struct Inner {
     objects: Vec<BTreeMap<Key, Value>>,
     uid_index: HashMap<String, (ResIdx, Key)>,
     owner_index: HashMap<String, BTreeSet<(ResIdx, Key)>>,
+    /// Label and field indexes for selected lists and watches.
+    select_index: select_index::SelectIndex,
+    /// Whether selected lists and watches use [`Inner::select_index`] (tests compare both).
+    select_indexed: bool,
     history: VecDeque<Arc<StoreEvent>>,
     floor: u64,
     settings: Settings,
@@ -118,6 +124,8 @@ impl Store {
                 objects: RESOURCES.iter().map(|_| BTreeMap::new()).collect(),
                 uid_index: HashMap::new(),
                 owner_index: HashMap::new(),
+                select_index: Default::default(),
+                select_indexed: true,
                 history: VecDeque::new(),
                 floor: 0,
                 settings,
@@ -172,6 +180,8 @@ impl Store {
                 objects: g.objects.clone(),
                 uid_index: g.uid_index.clone(),
                 owner_index: g.owner_index.clone(),
+                select_index: g.select_index.clone(),
+                select_indexed: g.select_indexed,
                 history: VecDeque::new(),
                 floor: g.rv,
                 settings: g.settings.clone(),
@@ -186,6 +196,13 @@ impl Store {
                 dry_run: true,
             }),
         })
+    }
+
+    /// Whether selected lists and watches read the label and field indexes (the default)
+    /// or scan every object of the resource: the answers are the same, which the
+    /// simulator's tests check by comparing both.
+    pub fn set_select_indexed(&self, on: bool) {
+        self.lock().select_indexed = on;
     }
 
     /// Forgets the watch history: watches from any earlier resourceVersion now get 410 Gone.
@@ -258,11 +275,13 @@ impl Store {
     }
 
     /// Starts a watch: validates the resourceVersion against the history and snapshots what to
-    /// send first, atomically with subscribing to live events.
+    /// send first, atomically with subscribing to live events. The selectors only narrow the
+    /// synthetic ADDED events to those that can match; the watcher matches every event.
     pub fn watch_start(
         &self,
         res: ResIdx,
         ns: Option<&str>,
+        selectors: (&LabelSelector, &FieldSelector),
         rv: Option<&str>,
         send_initial: bool,
     ) -> Result<WatchStart, ApiError> {
@@ -279,7 +298,7 @@ impl Store {
         if synthetic {
             let sres = crate::convert::storage_of(res);
             let initial = g
-                .range(sres, ns)
+                .selected(sres, ns, selectors.0, selectors.1)
                 .map(|(_, o)| {
                     Arc::new(StoreEvent {
                         rv: g.rv,
@@ -341,6 +360,33 @@ impl Inner {
         }
     }
 
+    /// The objects of (storage) resource `res`, optionally in one namespace, that can match
+    /// the selectors, in (namespace, name) order: those the index narrows them to, or every
+    /// one ([`Inner::range`]). A superset: the caller matches each against the selectors.
+    fn selected<'a>(
+        &'a self,
+        res: ResIdx,
+        ns: Option<&'a str>,
+        label: &LabelSelector,
+        field: &FieldSelector,
+    ) -> Box<dyn Iterator<Item = (&'a Key, &'a Value)> + 'a> {
+        let narrowed = self
+            .select_indexed
+            .then(|| self.select_index.candidates(res, label, field))
+            .flatten();
+        let (Some(keys), Some(map)) = (narrowed, self.objects.get(res)) else {
+            return self.range(res, ns);
+        };
+        let keys: Box<dyn Iterator<Item = &'a Key> + 'a> = match ns {
+            Some(ns) => Box::new(
+                keys.range((ns.to_string(), String::new())..)
+                    .take_while(move |k| k.0 == ns),
+            ),
+            None => Box::new(keys.iter()),
+        };
+        Box::new(keys.filter_map(move |k| map.get_key_value(k)))
+    }
+
     fn get_obj(&self, res: ResIdx, key: &Key) -> Option<&Value> {
         self.objects.get(res).and_then(|m| m.get(key))
     }
@@ -356,6 +402,7 @@ impl Inner {
     }
 
     fn index_remove(&mut self, res: ResIdx, key: &Key, obj: &Value) {
+        self.select_index.remove(res, key, obj);
         let uid = meta::uid(obj);
         if !uid.is_empty() {
             self.uid_index.remove(uid);
@@ -371,6 +418,7 @@ impl Inner {
     }
 
     fn index_add(&mut self, res: ResIdx, key: &Key, obj: &Value) {
+        self.select_index.add(res, key, obj);
         let uid = meta::uid(obj);
         if !uid.is_empty() {
             self.uid_index.insert(uid.to_string(), (res, key.clone()));
@@ -479,6 +527,7 @@ impl Inner {
             status,
             bytes_in: 0,
             bytes_out: 0,
+            micros: 0,
             internal: true,
             actor: Some(actor.into()),
         });

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::{object_path, Inner, Store};
 use crate::admission::{self, vap, Operation, Phase};
-use crate::convert::{from_view, storage_of, to_view};
+use crate::convert::{from_view, storage_of, to_view, view_cow};
 use crate::errors::ApiError;
 use crate::identity::Identity;
 use crate::managed_fields::{self, Writer};
@@ -114,11 +114,11 @@ impl Store {
         let mut items = Vec::new();
         let mut next: Option<Key> = None;
         let mut remaining = 0usize;
-        for (k, stored) in g.range(storage_of(res), ns) {
+        for (k, stored) in g.selected(storage_of(res), ns, &label, &field) {
             if start.as_ref().is_some_and(|s| k <= s) {
                 continue;
             }
-            let o = &to_view(res, stored);
+            let o = &*view_cow(res, stored);
             if !label.matches(o) || !field.matches(r, o) {
                 continue;
             }

@@ -20,6 +20,7 @@ mod kubectl;
 mod node_down;
 mod rbac;
 mod reviews;
+mod select_index;
 mod subresources;
 mod tls;
 mod verbs;
