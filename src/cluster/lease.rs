@@ -151,7 +151,7 @@ pub async fn acquire(
     config: LeaseConfig,
     wait: Duration,
 ) -> Result<HeldLease, LeaseError> {
-    let api: Arc<dyn LeaseApi> = Arc::new(KubeLeases::new(client, &config));
+    let api: Arc<dyn LeaseApi> = Arc::new(KubeLeases::new(client, &config.namespace, &config.name));
     acquire_with(api, config, wait).await
 }
 

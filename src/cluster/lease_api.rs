@@ -13,7 +13,6 @@ use kube::api::{Api, PostParams};
 use kube::Client;
 
 use super::errors::forbidden;
-use super::lease::LeaseConfig;
 use super::retry::with_retries;
 
 /// One Lease's requests.
@@ -120,12 +119,12 @@ pub struct KubeLeases {
 }
 
 impl KubeLeases {
-    /// The Lease `config` names.
-    pub fn new(client: &Client, config: &LeaseConfig) -> Self {
+    /// The Lease `name` in `namespace`.
+    pub fn new(client: &Client, namespace: &str, name: &str) -> Self {
         KubeLeases {
-            api: Api::namespaced(client.clone(), &config.namespace),
-            name: config.name.clone(),
-            what: format!("leases/{} in {}", config.name, config.namespace),
+            api: Api::namespaced(client.clone(), namespace),
+            name: name.to_string(),
+            what: format!("leases/{name} in {namespace}"),
         }
     }
 }

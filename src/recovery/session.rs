@@ -91,7 +91,12 @@ impl Session {
         plan: Plan,
         started: jiff::Timestamp,
     ) -> Result<RunReport, LeaseError> {
-        let leases = Arc::new(KubeLeases::new(&self.client, &self.lease_config()));
+        let config = self.lease_config();
+        let leases = Arc::new(KubeLeases::new(
+            &self.client,
+            &config.namespace,
+            &config.name,
+        ));
         let cluster = Arc::new(KubeApply {
             client: self.client.clone(),
             events: EventRecorder::new(self.client.clone(), &self.node),
