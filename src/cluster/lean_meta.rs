@@ -64,19 +64,7 @@ mod tests {
 
     #[test]
     fn every_field_but_managed_fields_is_kept() {
-        let o: Obj = serde_json::from_value(serde_json::json!({"metadata": {
-            "name": "a", "namespace": "d", "uid": "u", "resourceVersion": "7",
-            "generation": 3, "generateName": "a-", "selfLink": "/x",
-            "labels": {"l": "1"}, "annotations": {"a": "2"}, "finalizers": ["f"],
-            "creationTimestamp": "2026-01-01T00:00:00Z",
-            "deletionTimestamp": "2026-01-02T00:00:00Z", "deletionGracePeriodSeconds": 0,
-            "ownerReferences": [{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
-                                 "name": "a", "uid": "v", "controller": true}],
-            "managedFields": [{"manager": "virt-controller", "operation": "Update",
-                               "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}}]
-        }}))
-        .unwrap();
-        let full: ObjectMeta = serde_json::from_value(serde_json::json!({
+        let meta = serde_json::json!({
             "name": "a", "namespace": "d", "uid": "u", "resourceVersion": "7",
             "generation": 3, "generateName": "a-", "selfLink": "/x",
             "labels": {"l": "1"}, "annotations": {"a": "2"}, "finalizers": ["f"],
@@ -84,9 +72,14 @@ mod tests {
             "deletionTimestamp": "2026-01-02T00:00:00Z", "deletionGracePeriodSeconds": 0,
             "ownerReferences": [{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
                                  "name": "a", "uid": "v", "controller": true}]
-        }))
-        .unwrap();
+        });
+        let mut sent = meta.clone();
+        sent["managedFields"] = serde_json::json!([{"manager": "virt-controller",
+            "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}}]);
+        let o: Obj = serde_json::from_value(serde_json::json!({ "metadata": sent })).unwrap();
+        let full: ObjectMeta = serde_json::from_value(meta).unwrap();
         assert_eq!(o.metadata, full);
+        assert!(full.name.is_some() && full.owner_references.is_some());
     }
 
     #[test]

@@ -234,6 +234,15 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Sets the VMI's phase to Failed (a change every agent pass decides on).
+fn fail_vmi(sim: &Sim, ns: &str, name: &str) {
+    let mut vmi = sim
+        .get("kubevirt.io/v1", "VirtualMachineInstance", ns, name)
+        .unwrap_or_else(|| panic!("no VMI {ns}/{name}"));
+    vmi["status"]["phase"] = "Failed".into();
+    sim.put(vmi).unwrap();
+}
+
 fn agent_status(node: &Node) -> Value {
     // Written atomically (rename), but perhaps not yet.
     std::fs::read(node.state.join("agent-status.json"))
@@ -403,16 +412,7 @@ async fn a_healthy_agent_reads_its_node_and_vmis_once_then_watches_from_that_lis
     );
 
     // A relevant change after the list still reaches the agent: its VMI fails.
-    let mut vmi = sim
-        .get(
-            "kubevirt.io/v1",
-            "VirtualMachineInstance",
-            "default",
-            "vm-web-02",
-        )
-        .unwrap();
-    vmi["status"]["phase"] = "Failed".into();
-    sim.put(vmi).unwrap();
+    fail_vmi(&sim, "default", "vm-web-02");
     eventually("a second pass woken by the watch", || {
         agents(&sim)
             .iter()
@@ -460,16 +460,7 @@ async fn site_reads_after_recovery(follow_for: &str) -> Vec<String> {
             .count()
     };
     let before = lists(&sim);
-    let mut vmi = sim
-        .get(
-            "kubevirt.io/v1",
-            "VirtualMachineInstance",
-            "default",
-            "vm-custom-01",
-        )
-        .unwrap();
-    vmi["status"]["phase"] = "Failed".into();
-    sim.put(vmi).unwrap();
+    fail_vmi(&sim, "default", "vm-custom-01");
     eventually("a pass after the change", || lists(&sim) > before).await;
     drop(agent);
     sim.requests()
