@@ -152,12 +152,12 @@ fn report(title: &str, log: &[RequestRecord], stuck_nodes: usize, nodes: usize) 
     }
     let total_out = stuck.bytes_out + healthy.bytes_out + other.bytes_out;
     println!(
-        "  whole fleet: {} requests, read {} (target <= 32 MiB; before: {BEFORE})",
+        "  whole fleet: {} requests, read {} (issue 28's target at 50 nodes: <= 2,500 requests, <= 16 MiB; before: {BEFORE})",
         stuck.requests + healthy.requests + other.requests,
         mib(total_out)
     );
     println!(
-        "  healthy agents together: {} requests (target < 200){}",
+        "  healthy agents together: {} requests (target: <= 4 each, the VMI watch aside){}",
         healthy.requests,
         per_agent
             .values()
