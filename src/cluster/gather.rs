@@ -19,7 +19,7 @@ use super::gather_disks::{self, DiskFacts};
 use super::harvester::{
     read_extras, HarvesterFacts, HARVESTER_NAMESPACE as HARVESTER_NAMESPACE_DEFAULT,
 };
-use super::lists::{get_named, list, list_versioned, ReadFailed};
+use super::lists::{get_named, list, list_versioned, read_all, ReadFailed};
 use super::names::*;
 use super::objects::{LeanPod, VirtualMachine, VirtualMachineInstance};
 use super::retry::with_retries;
@@ -266,7 +266,7 @@ async fn read_vms(client: &Client, owners: &BTreeSet<NsName>) -> Result<Vec<VmVi
         get_named::<VirtualMachine>(client, ns, name, "virtualmachines.kubevirt.io").await
     });
     let mut out = Vec::new();
-    for r in futures::future::join_all(reads).await {
+    for r in read_all(reads.collect()).await {
         if let Some(vm) = r? {
             out.push(VmView::from(&vm));
         }

@@ -11,7 +11,7 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 
 use super::also_read::{AlsoRead, NsName};
-use super::lists::{get_named, get_optional, list, list_optional, ReadFailed};
+use super::lists::{get_named, get_optional, list, list_optional, read_all, ReadFailed};
 use super::names::*;
 use super::objects::{LonghornVolume, LonghornVolumeAttachment};
 use super::retry::with_retries;
@@ -258,7 +258,7 @@ async fn read_pvcs(client: &Client, claims: &BTreeSet<NsName>) -> Result<Vec<Pvc
         get_named::<PersistentVolumeClaim>(client, ns, name, "persistentvolumeclaims").await
     });
     let mut out = Vec::new();
-    for r in futures::future::join_all(reads).await {
+    for r in read_all(reads.collect()).await {
         if let Some(p) = r? {
             out.push(PvcView::from(&p));
         }
@@ -281,7 +281,7 @@ async fn read_pvs(client: &Client, names: &BTreeSet<String>) -> Result<Vec<PvVie
         }
     });
     let mut out = Vec::new();
-    for r in futures::future::join_all(reads).await {
+    for r in read_all(reads.collect()).await {
         if let Some(pv) = r? {
             out.push(PvView::from(&pv));
         }
@@ -375,7 +375,7 @@ async fn attachments_of(
     });
     let mut all: Vec<AttachmentView> = Vec::new();
     let mut longhorn_volumes: BTreeSet<&str> = BTreeSet::new();
-    for l in futures::future::join_all(longhorn).await {
+    for l in read_all(longhorn.collect()).await {
         let (key, exists, found) = l?;
         if exists {
             longhorn_volumes.insert(key.as_str());
