@@ -40,8 +40,10 @@ fn taint_keys(n: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Waits for `f` (up to 45 s: an agent that stands still re-reads the pause and the Upgrades
+/// every 15 s, `agent::REFUSED_RECHECK`, as nothing it watches announces their change).
 async fn until(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..500 {
+    for _ in 0..2250 {
         if f() {
             return;
         }
