@@ -17,7 +17,9 @@ use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use super::metrics::Metrics;
-use crate::cluster::{VirtualMachineInstance, VmiView, LABEL_NODE_NAME};
+use crate::cluster::{
+    list_versioned, Listed, ReadFailed, VirtualMachineInstance, VmiView, LABEL_NODE_NAME,
+};
 
 /// Where the watch starts: a pass's list of this node's VMIs.
 pub struct WatchStart {
@@ -87,9 +89,8 @@ impl Filter {
         self.seen.insert(uid, now.clone()) != Some(now)
     }
 
-    /// A VMI listed when the watch (re)starts: relevant when it changed since it was last seen
-    /// or, seen for the first time, when it is deciding — the agent's own pass has just read
-    /// the same list, so a first sighting of a quiet VMI is no news.
+    /// A VMI of a re-list (after a 410): relevant when it changed since it was last seen or,
+    /// seen for the first time, when it is deciding — a quiet VMI first seen is no news.
     pub(crate) fn listed(&mut self, vmi: &VirtualMachineInstance) -> bool {
         let (uid, now) = Relevant::of(vmi);
         let deciding = crate::cluster::is_deciding(&VmiView::from(vmi));
@@ -245,20 +246,26 @@ fn advance(version: &mut String, vmi: &VirtualMachineInstance) {
     }
 }
 
-/// Lists this node's VMIs again; gives the list's version and whether it showed a change.
+/// Lists this node's VMIs again, as a pass does (retries; a malformed VMI named); gives the
+/// list's version and whether it showed a change.
 async fn relist(
     api: &Api<VirtualMachineInstance>,
     selector: &str,
     filter: &mut Filter,
-) -> Result<(String, bool), kube::Error> {
-    let list = api.list(&ListParams::default().labels(selector)).await?;
+) -> Result<(String, bool), ReadFailed> {
+    let Listed { items, version } = list_versioned(
+        api.clone(),
+        &ListParams::default().labels(selector),
+        "virtualmachineinstances.kubevirt.io",
+    )
+    .await?;
     filter.list_started();
     let mut relevant = false;
-    for vmi in &list.items {
+    for vmi in &items {
         relevant |= filter.listed(vmi);
     }
     relevant |= filter.list_done();
-    Ok((list.metadata.resource_version.unwrap_or_default(), relevant))
+    Ok((version.unwrap_or_default(), relevant))
 }
 
 #[cfg(test)]

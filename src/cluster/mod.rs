@@ -47,6 +47,7 @@ pub(crate) use lease::acquire_with as acquire_lease_with;
 pub use lease::{acquire as acquire_lease, HeldLease, LeaseConfig, LeaseError, LeaseGuard};
 pub(crate) use lease_api::{KubeLeases, LeaseApi};
 pub use lists::ReadFailed;
+pub(crate) use lists::{list_versioned, Listed};
 pub use liveness::{parse_http_date, LifeSigns, Look, Reading, SignKind, ANNOTATION_HEARTBEAT};
 pub use names::*;
 pub use objects::{
